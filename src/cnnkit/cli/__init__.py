@@ -1,0 +1,56 @@
+"""The ``cnnkit`` command: a thin layer over the Python API.
+
+User mistakes (:class:`CnnkitError`) print one line and exit 2; nothing here holds
+logic that the API lacks.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+
+import typer
+
+from cnnkit.errors import CnnkitError
+
+app = typer.Typer(
+    name="cnnkit", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Train, evaluate, explain and predict with convolutional neural networks.",
+)
+
+
+def _register() -> None:
+    # Each module adds its commands to ``app``.
+    from cnnkit.cli import data_cmds, demo_cmd, model_cmds, train_cmds  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cnnkit import log
+
+    _register()
+    try:
+        app(args=argv, prog_name="cnnkit", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    except CnnkitError as exc:
+        log.error(str(exc))
+        return 2
+    except PermissionError as exc:
+        log.error(f"permission denied: {exc.filename or exc}. Choose a folder you can write "
+                  "to (e.g. --out).")
+        return 2
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            log.error("the disk is full; free some space and run again (finished epochs "
+                      "are kept).")
+            return 2
+        raise
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""``cnnkit data``: fetch, export and describe data sets."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from cnnkit.cli import app
+
+data_app = typer.Typer(help="Fetch, export and inspect data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def fetch(name: str = typer.Argument(..., help="fashion-mnist"),
+          quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Make sure a built-in data set is on this machine (download it if not)."""
+    from cnnkit import log
+    from cnnkit.data import fashion_mnist
+    from cnnkit.data.builtin import BUILTINS
+    from cnnkit.errors import CnnkitError
+
+    if name not in BUILTINS:
+        raise CnnkitError(f"No built-in data set {name!r}. Built-in sets: {', '.join(BUILTINS)}.")
+    if name == "fashion-mnist":
+        folder = fashion_mnist.fetch(quiet=quiet)
+        if not quiet:
+            log.info(f"fashion-mnist: {folder}")
+    elif not quiet:
+        log.info(f"{name} ships with cnnkit's dependencies; nothing to fetch")
+
+
+@data_app.command("export")
+def export(name: str = typer.Argument(..., help="Built-in set: fashion-mnist, digits, shapes."),
+           out: str = typer.Argument(..., help="New folder to write into."),
+           split: str = typer.Option("all", help="train, test or all."),
+           per_class: Optional[int] = typer.Option(None, help="At most N images per class."),
+           size: Optional[int] = typer.Option(None, help="Resize to N x N pixels."),
+           fmt: str = typer.Option("png", "--format", help="png, jpg, webp or bmp.")) -> None:
+    """Write a built-in set as a class-per-folder tree of images."""
+    from cnnkit.data.export import export_builtin
+
+    export_builtin(name, out, split=split, per_class=per_class, size=size, fmt=fmt)
+
+
+@data_app.command("info")
+def info(data: str = typer.Argument(..., help="Folder, CSV or built-in set.")) -> None:
+    """Classes and image counts of a data set, per split."""
+    from rich.table import Table
+
+    from cnnkit import log
+    from cnnkit.data.pipeline import Preprocess
+    from cnnkit.data.sources import describe, load_splits
+
+    source = describe(data)
+    pre = Preprocess(32, 3, (0.5,) * 3, (0.5,) * 3)
+    splits = load_splits(data, pre, val_fraction=0.0, test_fraction=0.0)
+    log.info(f"{data}: {source.kind}" + (f" - {source.builtin.description}"
+                                         if source.builtin else ""))
+    table = Table()
+    table.add_column("class")
+    parts = [(n, getattr(splits, n)) for n in ("train", "val", "test")
+             if getattr(splits, n) is not None]
+    for n, _ in parts:
+        table.add_column(n, justify="right")
+    counts = [p.class_counts() for _, p in parts]
+    for i, cls in enumerate(splits.classes):
+        table.add_row(cls, *(f"{c[i]:,}" for c in counts))
+    table.add_row("total", *(f"{sum(c):,}" for c in counts), style="bold")
+    log.console().print(table)

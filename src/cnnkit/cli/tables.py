@@ -1,0 +1,46 @@
+"""Rich tables for metrics and predictions."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from cnnkit import log
+from cnnkit.metrics import EvalResult
+from cnnkit.predict import Prediction
+
+
+def print_eval(result: EvalResult) -> None:
+    con = log.console()
+    tops = "  ".join(f"top-{k}: {v:.2%}" for k, v in result.top_k.items())
+    con.print(f"{result.n:,} images   accuracy: {result.accuracy:.2%}   {tops}   "
+              f"loss: {result.loss:.4f}", highlight=False)
+    table = Table(title="per class", title_justify="left")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for row in result.per_class:
+        table.add_row(row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}",
+                      f"{row['f1']:.4f}", str(row["support"]))
+    for name, avg in (("macro avg", result.macro), ("weighted avg", result.weighted)):
+        table.add_row(name, f"{avg['precision']:.4f}", f"{avg['recall']:.4f}",
+                      f"{avg['f1']:.4f}", str(result.n), style="bold")
+    con.print(table)
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    cm.add_column("")
+    width = max(len(c) for c in result.classes)
+    short = [c if width <= 8 else c[:8] for c in result.classes]
+    for name in short:
+        cm.add_column(name, justify="right")
+    for name, row in zip(result.classes, result.confusion):
+        cm.add_row(name, *(str(v) for v in row))
+    con.print(cm)
+
+
+def print_predictions(preds: list[Prediction]) -> None:
+    table = Table()
+    table.add_column("path", overflow="fold")
+    k = len(preds[0].top)
+    for i in range(1, k + 1):
+        table.add_column(f"top-{i}" if k > 1 else "class")
+    for p in preds:
+        table.add_row(p.source, *(f"{c} {pr:.1%}" for c, pr in p.top))
+    log.console().print(table)

@@ -1,0 +1,145 @@
+"""``cnnkit train``, ``cnnkit evaluate``, ``cnnkit predict``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnkit.cli import app
+from cnnkit.errors import CnnkitError
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def train(
+    ctx: typer.Context,
+    data: Optional[str] = typer.Argument(
+        None, help="Folder (one sub-folder per class, or train/ val/ test/), CSV of "
+        "path,label, or a built-in set: fashion-mnist, digits, shapes."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered name, layer "
+                                        "spec ('conv32k3-pool2-dense128') or .yaml file."),
+    mode: str = typer.Option("auto", help="auto, fine-tune, features or scratch."),
+    weights: Optional[str] = typer.Option(None, help="Local weights (.safetensors, or .pth "
+                                          "read with weights_only) for the backbone."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    optimizer: str = typer.Option("adamw", help="adamw or sgd."),
+    schedule: str = typer.Option("onecycle", help="onecycle, cosine or constant."),
+    weight_decay: Optional[float] = typer.Option(None),
+    label_smoothing: float = typer.Option(0.1),
+    augment: str = typer.Option("auto", help="auto, none, or e.g. flip+crop+erase."),
+    img_size: Optional[int] = typer.Option(None, help="Input size in pixels (square)."),
+    channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (RGB)."),
+    val_fraction: float = typer.Option(0.1),
+    test_fraction: float = typer.Option(0.1, help="Held-out test share when DATA is one "
+                                        "folder or CSV."),
+    per_class: Optional[int] = typer.Option(None, help="Keep only N training images per "
+                                            "class (seeded)."),
+    seed: int = typer.Option(0),
+    patience: int = typer.Option(0, help="Early stopping after N epochs without a better "
+                                 "validation accuracy (0: off)."),
+    imbalance: str = typer.Option("auto", help="auto, weighted-loss, balanced-sampling, none."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    precision: str = typer.Option("auto", help="auto, fp32, bf16, fp16."),
+    channels_last: str = typer.Option("auto", help="auto, on, off."),
+    compile: str = typer.Option("auto", help="torch.compile: auto, on, off."),
+    tta: bool = typer.Option(False, help="Flip test-time augmentation when testing."),
+    head_epochs: Optional[int] = typer.Option(None, help="Fine-tune: epochs with the base "
+                                              "frozen."),
+    unfreeze: str = typer.Option("all", help="Fine-tune: 'all' or the number of top blocks."),
+    lr_decay: float = typer.Option(0.7, help="Fine-tune: learning-rate factor per block "
+                                   "from the top."),
+    out: str = typer.Option("runs", help="Folder for run folders."),
+    name: Optional[str] = typer.Option(None, help="Run folder name."),
+    config: Optional[Path] = typer.Option(None, help="JSON or YAML file of options."),
+    resume: Optional[Path] = typer.Option(None, help="Continue a stopped run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
+    from cnnkit import log
+    from cnnkit.config import TrainConfig
+    from cnnkit.train import session
+
+    log.set_quiet(quiet)
+    if resume is not None:
+        if data is not None:
+            raise CnnkitError("--resume continues a run with its own data and options; "
+                              "drop DATA.")
+        session.resume(resume)
+        return
+    # Precedence: options given on the command line, then the --config file, then defaults.
+    options = session.load_config_file(config) if config else {}
+    for key, value in dict(locals()).items():
+        if key not in TrainConfig.__dataclass_fields__:
+            continue
+        source = ctx.get_parameter_source(key)
+        explicit = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+        if explicit or key not in options:
+            options[key] = value
+    if options.get("data") is None:
+        raise CnnkitError("Missing DATA: pass a folder, a CSV or a built-in set name "
+                          "(e.g. `cnnkit train fashion-mnist`).")
+    session.train(TrainConfig.from_dict(options))
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder (or model.json)."),
+    data: Optional[str] = typer.Argument(None, help="Data to evaluate on; default: the "
+                                         "run's held-out test split."),
+    tta: bool = typer.Option(False, help="Average with horizontally flipped images."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write metrics here."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix."""
+    from cnnkit.atomic import write_json
+    from cnnkit.cli.tables import print_eval
+    from cnnkit.evaluation import evaluate_run
+
+    result = evaluate_run(run, data, tta=tta, device=device)
+    print_eval(result)
+    if json_out:
+        write_json(json_out, result.to_dict())
+
+
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help="Run folder, model.json, or a pretrained model "
+                                "name for ImageNet classes."),
+    paths: list[str] = typer.Argument(..., help="Image files, folders or globs."),
+    top_k: int = typer.Option(5, "--top-k", "-k"),
+    output: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
+    tta: bool = typer.Option(False, help="Average with the horizontally flipped image."),
+    batch_size: int = typer.Option(64),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Top-k classes with probabilities for each image."""
+    from cnnkit.cli.tables import print_predictions
+    from cnnkit.predict import expand_inputs, load_predictor
+
+    if output not in ("table", "json", "csv"):
+        raise CnnkitError(f"--format must be table, json or csv. Received: {output!r}")
+    if top_k < 1:
+        raise CnnkitError(f"--top-k must be at least 1. Received: {top_k}")
+    files = expand_inputs(paths)
+    clf = load_predictor(model, device)
+    preds = clf.predict(files, top_k=top_k, batch_size=batch_size, tta=tta)
+    if not preds:
+        raise CnnkitError("None of the images could be read; see the warnings above.")
+    if output == "json":
+        json.dump([p.to_dict() for p in preds], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif output == "csv":
+        k = len(preds[0].top)
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path"] + [f"{w}{i}" for i in range(1, k + 1)
+                                    for w in ("label", "prob")])
+        for p in preds:
+            writer.writerow([p.source] + [v for c, pr in p.top for v in (c, f"{pr:.6f}")])
+    else:
+        print_predictions(preds)

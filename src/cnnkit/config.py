@@ -1,0 +1,142 @@
+"""One frozen configuration for a training run.
+
+Defaults live here and nowhere else. ``None`` means "decide from the data and the
+model"; :func:`cnnkit.train.recipe.resolve` fills those in, and the resolved config is
+saved with every run so that it can be read, repeated and resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from cnnkit.errors import CnnkitError
+
+MODES = ("auto", "fine-tune", "features", "scratch")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "cosine", "constant")
+IMBALANCE = ("auto", "weighted-loss", "balanced-sampling", "none")
+AUGMENTS = ("flip", "vflip", "crop", "erase", "color")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SWITCHES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on."""
+
+    data: str
+    model: str | None = None
+    mode: str = "auto"
+    weights: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float | None = None
+    schedule: str = "onecycle"
+    warmup_epochs: float = 0.3
+    label_smoothing: float = 0.1
+    augment: str = "auto"
+    img_size: int | None = None
+    channels: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    per_class: int | None = None
+    seed: int = 0
+    patience: int = 0
+    imbalance: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: str = "auto"
+    compile: str = "auto"
+    tta: bool = False
+    head_epochs: int | None = None
+    unfreeze: str = "all"
+    lr_decay: float = 0.7
+    out: str = "runs"
+    name: str | None = None
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        _choice("mode", self.mode, MODES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("imbalance", self.imbalance, IMBALANCE)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("channels_last", self.channels_last, SWITCHES)
+        _choice("compile", self.compile, SWITCHES)
+        augment_tokens(self.augment)
+        _positive("epochs", self.epochs)
+        _positive("batch_size", self.batch_size)
+        _positive("img_size", self.img_size)
+        _positive("per_class", self.per_class)
+        if self.channels is not None and self.channels not in (1, 3):
+            raise CnnkitError(f"--channels must be 1 or 3. Received: {self.channels}")
+        if self.lr is not None and not self.lr > 0:
+            raise CnnkitError(f"--lr must be a positive number. Received: {self.lr}")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                flag = name.replace("_", "-")
+                raise CnnkitError(f"--{flag} must be in [0, 1). Received: {value}")
+        if not 0 <= self.label_smoothing < 1:
+            raise CnnkitError("--label-smoothing must be in [0, 1). "
+                              f"Received: {self.label_smoothing}")
+        if self.unfreeze != "all" and not (self.unfreeze.isdigit() and int(self.unfreeze) > 0):
+            raise CnnkitError(
+                f"--unfreeze takes 'all' or a number of top blocks. Received: {self.unfreeze!r}"
+            )
+        if self.patience < 0:
+            raise CnnkitError(f"--patience must be 0 (off) or more. Received: {self.patience}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys fail loudly instead of being ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CnnkitError(
+                f"Unknown training option(s): {', '.join(unknown)}. "
+                f"Known options: {', '.join(sorted(known))}."
+            )
+        if "data" not in values:
+            raise CnnkitError("A training config needs 'data' (a folder, a CSV or a built-in set).")
+        return cls(**values)
+
+
+def augment_tokens(spec: str) -> tuple[str, ...]:
+    """Parse an augmentation spec such as ``"flip+crop"``; ``auto`` and ``none`` pass."""
+    if spec in ("auto", "none", ""):
+        return ()
+    tokens = tuple(t.strip() for t in spec.replace(",", "+").split("+") if t.strip())
+    bad = [t for t in tokens if t not in AUGMENTS]
+    if bad:
+        raise CnnkitError(
+            f"Unknown augmentation {bad[0]!r} in --augment {spec!r}. "
+            f"Use 'auto', 'none' or a '+'-joined list of: {', '.join(AUGMENTS)}."
+        )
+    return tokens
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise CnnkitError(
+            f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}. Received: {value!r}"
+        )
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise CnnkitError(f"--{name.replace('_', '-')} must be positive. Received: {value}")

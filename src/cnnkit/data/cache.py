@@ -1,0 +1,101 @@
+"""Decode image files once; keep the resized uint8 pixels in a cache on disk.
+
+The cache key covers every file's path, size and modification time and the decode
+settings, so a changed file is decoded again and an unchanged tree is never re-read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit import log
+from cnnkit.atomic import atomic_path, write_json
+from cnnkit.data.decode import CorruptImageError, decode
+from cnnkit.paths import cache_dir
+
+CACHE_VERSION = 1
+
+
+def _key(paths: tuple[str, ...], channels: int, size: int, interpolation: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, channels, size, interpolation]).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"\0{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def decode_files(
+    paths: tuple[str, ...],
+    channels: int,
+    size: int,
+    interpolation: str = "bilinear",
+    *,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> tuple[torch.Tensor, list[int], list[str]]:
+    """Decode ``paths`` to uint8 ``(N_ok, C, size, size)``.
+
+    Returns the images, the indices (into ``paths``) that decoded, and one message per
+    file that did not; corrupt files are reported and skipped, never modified.
+    """
+    folder = cache_dir("decoded")
+    key = _key(paths, channels, size, interpolation)
+    npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
+    if use_cache and npy.is_file() and meta.is_file():
+        info = json.loads(meta.read_text())
+        images = np.load(npy, mmap_mode="c" if npy.stat().st_size > 2**31 else None)
+        _warn(info["errors"])
+        return torch.from_numpy(images), info["ok"], info["errors"]
+
+    images = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    errors: list[str | None] = [None] * len(paths)
+
+    def work(i: int) -> None:
+        try:
+            images[i] = decode(paths[i], channels, size, interpolation).transpose(2, 0, 1)
+            ok[i] = True
+        except CorruptImageError as exc:
+            errors[i] = str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        iterator = pool.map(work, range(len(paths)))
+        if progress and len(paths) >= 200:
+            from cnnkit.progress import track
+            iterator = track(iterator, total=len(paths), description="decoding images")
+        for _ in iterator:
+            pass
+    kept = np.flatnonzero(ok)
+    images = images[kept] if len(kept) < len(paths) else images
+    messages = [e for e in errors if e is not None]
+    if use_cache:
+        with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, images)
+        write_json(meta, {"ok": kept.tolist(), "errors": messages, "paths": len(paths)})
+    _warn(messages)
+    return torch.from_numpy(images), kept.tolist(), messages
+
+
+def _warn(messages: list[str]) -> None:
+    for msg in messages:
+        log.warn(f"skipped corrupt image {msg}")
+    if len(messages) > 1:
+        log.warn(f"skipped {len(messages)} images that could not be decoded; "
+                 "the files were left as they are")
+
+
+def clear() -> int:
+    """Delete every cached decode; returns the number of files removed."""
+    removed = 0
+    for p in Path(cache_dir("decoded")).iterdir():
+        p.unlink()
+        removed += 1
+    return removed

@@ -1,0 +1,108 @@
+"""The one place images are decoded: Pillow, read-only, every common format and mode.
+
+Whatever arrives (JPEG, PNG, BMP, WebP, GIF, TIFF; grey, RGB, RGBA, palette, CMYK,
+16-bit) leaves as a uint8 array of the requested channel count with its EXIF
+orientation applied. Files are opened read-only and never written.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+class CorruptImageError(ValueError):
+    """An image file that cannot be decoded; the message names the file and the cause."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def open_image(
+    source: str | os.PathLike | bytes | Image.Image, draft_size: int | None = None
+) -> Image.Image:
+    """Open and fully load an image (first frame of an animation), orientation applied.
+
+    With ``draft_size``, a large JPEG is decoded at a reduced scale (1/2 to 1/8) that
+    still covers ``draft_size`` pixels: several times faster than a full decode.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        name = "<bytes>" if isinstance(source, bytes) else str(source)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+                img.seek(0)
+                if draft_size and img.format == "JPEG" and min(img.size) >= 2 * draft_size:
+                    scale = min(img.size) / (1.5 * draft_size)
+                    img.draft("RGB" if img.mode not in ("L", "RGB") else img.mode,
+                              (int(img.size[0] / scale), int(img.size[1] / scale)))
+                img.load()
+        except FileNotFoundError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise CorruptImageError(f"{name}: cannot decode image ({exc})") from None
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose an otherwise good image
+        return img
+
+
+def to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to 'L' (channels=1) or 'RGB' (channels=3)."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels are shown on white, as a viewer or browser shows them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def resize_square(img: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
+    """Resize the shorter side to ``size`` and centre-crop to ``size`` x ``size``."""
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), RESAMPLE[interpolation], reducing_gap=3.0)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    if (new_w, new_h) != (size, size):
+        img = img.crop((left, top, left + size, top + size))
+    return img
+
+
+def decode(
+    source: str | os.PathLike | bytes | Image.Image,
+    channels: int = 3,
+    size: int | None = None,
+    interpolation: str = "bilinear",
+) -> np.ndarray:
+    """Decode to a uint8 ``(H, W, C)`` array; with ``size``, resized and centre-cropped square."""
+    img = open_image(source, draft_size=size)
+    img = to_mode(img, channels)
+    if size is not None:
+        img = resize_square(img, size, interpolation)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr

@@ -1,0 +1,132 @@
+"""Finding labelled images on disk: class-per-folder trees, pre-split trees and CSVs."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnkit.data.decode import IMAGE_SUFFIXES, is_image_file
+from cnnkit.errors import CnnkitError
+
+IGNORED_NAMES = {"__MACOSX", "__pycache__", "Thumbs.db", "desktop.ini"}
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test"}
+FORMATS = "JPEG, PNG, BMP, WebP, GIF or TIFF"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Image files with class indices; ``classes`` are names in index order."""
+
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    classes: tuple[str, ...]
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-files, macOS resource forks and notebook checkpoints are never data."""
+    return name.startswith(".") or name in IGNORED_NAMES
+
+
+def _image_files(folder: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                  if not is_hidden(f) and is_image_file(f)]
+    return found
+
+
+def class_dirs(root: Path) -> list[Path]:
+    return sorted((p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)),
+                  key=lambda p: p.name)
+
+
+def split_dirs(root: Path) -> dict[str, Path] | None:
+    """``{"train": ..., "val": ..., "test": ...}`` if ``root`` is already split, else None."""
+    subdirs = class_dirs(root)
+    names = {p.name.lower(): p for p in subdirs}
+    if "train" not in names or not all(n in SPLIT_NAMES for n in names):
+        return None
+    return {SPLIT_NAMES[n]: p for n, p in names.items()}
+
+
+def list_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> Listing:
+    """List a class-per-folder tree; with ``classes``, folders must be among them."""
+    if not root.is_dir():
+        raise CnnkitError(f"Data folder not found: {root}. Pass a folder with one "
+                          "sub-folder per class, a CSV file, or a built-in set name.")
+    dirs = class_dirs(root)
+    if not dirs:
+        loose = _image_files(root)
+        hint = f" It holds {len(loose)} images but no class folders." if loose else ""
+        raise CnnkitError(f"{root} has no class sub-folders.{hint} Put each class's images "
+                          f"in a sub-folder named after the class ({root}/cat/1.jpg, "
+                          f"{root}/dog/2.jpg, ...).")
+    names = tuple(d.name for d in dirs)
+    if classes is not None:
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise CnnkitError(f"{root} has class folder(s) {', '.join(unknown)} that the model "
+                              f"does not know. Its classes: {', '.join(classes)}.")
+    else:
+        classes = names
+    paths: list[str] = []
+    labels: list[int] = []
+    for d in dirs:
+        files = _image_files(d)
+        if not files:
+            raise CnnkitError(f"Class folder {d} has no images ({FORMATS}). Add images to it "
+                              "or remove the folder.")
+        paths += files
+        labels += [classes.index(d.name)] * len(files)
+    return Listing(tuple(paths), tuple(labels), tuple(classes))
+
+
+def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
+    """Read ``path,label`` rows (a header row is optional); paths are relative to the CSV."""
+    if not path.is_file():
+        raise CnnkitError(f"CSV file not found: {path}.")
+    rows: list[tuple[str, str]] = []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < 2:
+                raise CnnkitError(f"{path}:{lineno}: expected 'path,label'. Received: {row!r}")
+            file, label = row[0].strip(), row[1].strip()
+            if lineno == 1 and not is_image_file(file) and file.lower() in ("path", "file",
+                                                                           "filename", "image"):
+                continue  # header
+            if not is_image_file(file):
+                raise CnnkitError(f"{path}:{lineno}: {file!r} is not an image file "
+                                  f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")
+            rows.append((file, label))
+    if not rows:
+        raise CnnkitError(f"{path} lists no images. Each row should be 'path,label'.")
+    names = classes if classes is not None else tuple(sorted({label for _, label in rows}))
+    base = path.parent
+    paths, labels = [], []
+    for file, label in rows:
+        if label not in names:
+            raise CnnkitError(f"{path}: label {label!r} is not one of the model's classes "
+                              f"({', '.join(names)}).")
+        full = Path(file) if os.path.isabs(file) else base / file
+        paths.append(str(full))
+        labels.append(names.index(label))
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CnnkitError(f"{path} lists a file that does not exist: {missing[0]}{more}. Paths "
+                          "in the CSV are relative to the CSV's folder.")
+    return Listing(tuple(paths), tuple(labels), names)
+
+
+def check_classes(listing: Listing, where: str) -> None:
+    """A classifier needs at least two classes, each with at least one image."""
+    if len(listing.classes) < 2:
+        only = listing.classes[0] if listing.classes else "none"
+        raise CnnkitError(f"{where} has only one class ({only}): a classifier needs at least "
+                          "two classes, one sub-folder (or CSV label) each.")

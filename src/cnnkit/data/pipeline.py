@@ -1,0 +1,166 @@
+"""Batched preprocessing and augmentation as tensor ops on the training device.
+
+Images stay uint8 until a batch is drawn; then one affine resample does crop, resize
+and flip for the whole batch at once, followed by channel matching and
+normalisation. The same code runs on the CPU and on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+SMALL_IMAGE = 64  # at or below this size, "crop" means pad-and-crop translation
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What a model expects of its input; stored in every model's sidecar."""
+
+    img_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(int(d["img_size"]), int(d["channels"]), tuple(d["mean"]), tuple(d["std"]),
+                   d.get("interpolation", "bilinear"), float(d.get("crop_pct", 1.0)))
+
+    @property
+    def decode_size(self) -> int:
+        """Side of the square that decoded images are cached at (crop margin included)."""
+        return max(self.img_size, round(self.img_size / self.crop_pct))
+
+
+def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1)
+    if x.shape[1] == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
+        return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    raise ValueError(f"cannot turn {x.shape[1]} channels into {channels}")
+
+
+def _normalise(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    mean = torch.tensor(pre.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(pre.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x * (1.0 / 255.0) - mean) / std
+
+
+def _interp_mode(name: str) -> str:
+    return "bicubic" if name in ("bicubic", "lanczos") else "nearest" if name == "nearest" \
+        else "bilinear"
+
+
+def eval_batch(x: torch.Tensor, pre: Preprocess, crop_fraction: float = 1.0) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> normalised float at the model's size (centre crop)."""
+    x = x.float()
+    h, w = x.shape[-2:]
+    if crop_fraction < 1.0:
+        ch, cw = round(h * crop_fraction), round(w * crop_fraction)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        x = x[..., top:top + ch, left:left + cw]
+    if tuple(x.shape[-2:]) != (pre.img_size, pre.img_size):
+        mode = _interp_mode(pre.interpolation)
+        down = x.shape[-1] > pre.img_size
+        x = F.interpolate(x, size=(pre.img_size, pre.img_size), mode=mode,
+                          align_corners=False if mode != "nearest" else None,
+                          antialias=down and mode != "nearest")
+        if mode == "bicubic":
+            x = x.clamp_(0, 255)
+    x = _match_channels(x, pre.channels)
+    return _normalise(x, pre)
+
+
+def train_batch(
+    x: torch.Tensor,
+    pre: Preprocess,
+    augment: tuple[str, ...],
+    gen: torch.Generator,
+    crop_fraction: float = 1.0,
+) -> torch.Tensor:
+    """uint8 batch -> augmented, normalised float batch; random draws from ``gen`` (CPU)."""
+    b, _, h, w = x.shape
+    if not set(augment) & {"crop", "flip", "vflip"}:
+        out = eval_batch(x, pre, crop_fraction)
+    else:
+        theta = _random_affine(b, h, w, augment, gen, crop_fraction).to(x.device)
+        grid = F.affine_grid(theta, [b, x.shape[1], pre.img_size, pre.img_size],
+                             align_corners=False)
+        out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)
+        out = _normalise(_match_channels(out, pre.channels), pre)
+    if "color" in augment:
+        out = _jitter(out, gen)
+    if "erase" in augment:
+        out = _erase(out, gen)
+    return out
+
+
+def _random_affine(b: int, h: int, w: int, augment: tuple[str, ...], gen: torch.Generator,
+                   crop_fraction: float) -> torch.Tensor:
+    """Per-image affine maps (output -> input coordinates in [-1, 1])."""
+    sx = torch.full((b,), float(crop_fraction))
+    sy = sx.clone()
+    tx = torch.zeros(b)
+    ty = torch.zeros(b)
+    if "crop" in augment:
+        if max(h, w) <= SMALL_IMAGE:
+            # Pad-and-crop: shift by whole pixels, up to about a tenth of the side.
+            pad = max(1, round(0.1 * max(h, w)))
+            tx = torch.randint(-pad, pad + 1, (b,), generator=gen).float() * 2 / w
+            ty = torch.randint(-pad, pad + 1, (b,), generator=gen).float() * 2 / h
+        else:
+            # Random-resized crop: 25-100% of the area, aspect 3/4..4/3, kept inside.
+            area = torch.empty(b).uniform_(0.25, 1.0, generator=gen)
+            log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
+            ratio = torch.exp(log_ratio)
+            sx = torch.sqrt(area * ratio).clamp(max=1.0)
+            sy = torch.sqrt(area / ratio).clamp(max=1.0)
+            tx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sx)
+            ty = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sy)
+    if "flip" in augment:
+        sx = torch.where(torch.rand(b, generator=gen) < 0.5, -sx, sx)
+    if "vflip" in augment:
+        sy = torch.where(torch.rand(b, generator=gen) < 0.5, -sy, sy)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, tx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
+    return theta
+
+
+def _jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    b = x.shape[0]
+    contrast = torch.empty(b, 1, 1, 1).uniform_(0.75, 1.25, generator=gen).to(x.device)
+    bright = torch.empty(b, 1, 1, 1).uniform_(-0.25, 0.25, generator=gen).to(x.device)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * contrast + mean + bright
+
+
+def _erase(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Random erasing: blank one rectangle (2-25% of the area) in half of the images."""
+    b, _, h, w = x.shape
+    area = torch.empty(b).uniform_(0.02, 0.25, generator=gen)
+    ratio = torch.exp(torch.empty(b).uniform_(math.log(0.3), math.log(3.3), generator=gen))
+    eh = (torch.sqrt(area * ratio) * h).round().clamp(1, h)
+    ew = (torch.sqrt(area / ratio) * w).round().clamp(1, w)
+    top = (torch.rand(b, generator=gen) * (h - eh + 1)).floor()
+    left = (torch.rand(b, generator=gen) * (w - ew + 1)).floor()
+    on = torch.rand(b, generator=gen) < p
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    mask = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
+            & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1))
+            & on.view(b, 1, 1))
+    return x.masked_fill(mask.unsqueeze(1).to(x.device), 0.0)

@@ -1,0 +1,18 @@
+"""The one exception type for user mistakes.
+
+Anything raised as :class:`CnnkitError` is the user's to fix (a missing path, a folder
+that is not a run, a bad option); the CLI prints its message as one line and exits
+non-zero. Every other exception is a bug in cnnkit and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CnnkitError(Exception):
+    """A user mistake, with a message that says what was wrong and what to do."""
+
+
+def require(condition: object, message: str) -> None:
+    """Raise :class:`CnnkitError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise CnnkitError(message)

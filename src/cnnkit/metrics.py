@@ -1,0 +1,64 @@
+"""Classification metrics from predicted scores: accuracy, top-k, per-class P/R/F1, confusion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    classes: tuple[str, ...]
+    n: int
+    loss: float
+    accuracy: float
+    top_k: dict[int, float]
+    per_class: list[dict[str, Any]]
+    macro: dict[str, float]
+    weighted: dict[str, float]
+    confusion: list[list[int]]
+    predicted: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    probs: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n, "loss": self.loss, "accuracy": self.accuracy,
+            "top_k_accuracy": {str(k): v for k, v in self.top_k.items()},
+            "macro": self.macro, "weighted": self.weighted,
+            "per_class": self.per_class, "classes": list(self.classes),
+            "confusion_matrix": self.confusion,
+        }
+
+
+def compute(log_probs: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...],
+            ks: tuple[int, ...] = (1, 3, 5)) -> EvalResult:
+    """Metrics of ``log_probs`` ``(N, K)`` against integer ``labels``."""
+    lp = log_probs.float()
+    y = labels.long().cpu()
+    k_max = len(classes)
+    pred = lp.argmax(1)
+    loss = torch.nn.functional.nll_loss(lp, y).item() if len(y) else float("nan")
+    top = {}
+    for k in ks:
+        if k <= k_max:
+            hits = (lp.topk(k, dim=1).indices == y[:, None]).any(1)
+            top[k] = hits.float().mean().item()
+    index = list(range(k_max))
+    p, r, f, s = precision_recall_fscore_support(y.numpy(), pred.numpy(), labels=index,
+                                                 zero_division=0)
+    per_class = [{"class": c, "precision": float(p[i]), "recall": float(r[i]),
+                  "f1": float(f[i]), "support": int(s[i])} for i, c in enumerate(classes)]
+    avg = {}
+    for how in ("macro", "weighted"):
+        pa, ra, fa, _ = precision_recall_fscore_support(y.numpy(), pred.numpy(), labels=index,
+                                                        average=how, zero_division=0)
+        avg[how] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
+    cm = confusion_matrix(y.numpy(), pred.numpy(), labels=index).tolist()
+    return EvalResult(classes, len(y), loss, (pred == y).float().mean().item() if len(y) else 0.0,
+                      top, per_class, avg["macro"], avg["weighted"], cm, pred.numpy(),
+                      y.numpy(), lp.exp().numpy())

@@ -1,0 +1,76 @@
+"""Build a model from a registered name, a layer spec, a YAML file or a saved record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+from cnnkit.models.layers import is_spec, load_yaml, parse_spec
+from cnnkit.models.registry import ModelInfo, get_model_info, is_registered
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a sidecar records to rebuild a model: its name and, for stacks, its layers."""
+
+    name: str
+    layers: tuple[dict[str, Any], ...] | None = None
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "layers": None if self.layers is None else list(self.layers),
+                "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Architecture:
+        layers = d.get("layers")
+        return cls(d["name"], None if layers is None else tuple(layers),
+                   tuple(sorted((d.get("kwargs") or {}).items())))
+
+
+def _stack_info(name: str, layers: list[dict[str, Any]]) -> ModelInfo:
+    from cnnkit.models.scratch import _from_spec
+
+    return ModelInfo(name, _from_spec(layers), "custom layer stack")
+
+
+def resolve(model: str | Architecture) -> tuple[Architecture, ModelInfo]:
+    """Find what ``model`` names; unknown names get a message with close matches."""
+    if isinstance(model, Architecture):
+        if model.layers is not None:
+            return model, _stack_info(model.name, list(model.layers))
+        return model, get_model_info(model.name)
+    if is_registered(model):
+        info = get_model_info(model)
+        layers = getattr(info.builder, "layers", None)
+        return Architecture(model, None if layers is None else tuple(layers)), info
+    if model.lower().endswith((".yaml", ".yml")):
+        layers = load_yaml(model)
+        return Architecture(Path(model).stem, tuple(layers)), _stack_info(Path(model).stem, layers)
+    if is_spec(model):
+        layers = parse_spec(model)
+        return Architecture(model, tuple(layers)), _stack_info(model, layers)
+    return Architecture(model), get_model_info(model)  # raises with suggestions
+
+
+def create_model(
+    model: str | Architecture,
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int = 224,
+    *,
+    pretrained: bool = False,
+    weights: str | None = None,
+) -> nn.Module:
+    """Instantiate a model; pretrained weights only where the registry has them."""
+    arch, info = resolve(model)
+    if num_classes < 1:
+        raise CnnkitError(f"num_classes must be at least 1. Received: {num_classes}")
+    kwargs: dict[str, Any] = {**dict(info.kwargs), **dict(arch.kwargs)}
+    if info.is_pretrained:
+        kwargs.update(pretrained=pretrained, weights=weights)
+    return info.builder(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)

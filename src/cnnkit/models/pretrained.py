@@ -1,0 +1,1 @@
+"""ImageNet-pretrained backbones through timm (the transfer-learning issue fills this in)."""

@@ -1,0 +1,179 @@
+"""Predict with a trained model: files, folders, globs, PIL images or arrays in; top-k out."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnkit import log
+from cnnkit.data.decode import CorruptImageError, decode, is_image_file
+from cnnkit.data.folders import is_hidden
+from cnnkit.data.imageset import ImageSet
+from cnnkit.data.pipeline import eval_batch
+from cnnkit.data.sources import load_eval_set
+from cnnkit.errors import CnnkitError
+from cnnkit.inference import log_probs
+from cnnkit.metrics import EvalResult, compute
+from cnnkit.modelfile import ModelCard, load_model
+from cnnkit.train.recipe import pick_device
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    source: str
+    top: list[tuple[str, float]]
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def probability(self) -> float:
+        return self.top[0][1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.source, "label": self.label, "probability": self.probability,
+                "top": [{"label": c, "probability": p} for c, p in self.top]}
+
+
+def expand_inputs(items: Iterable[str]) -> list[str]:
+    """Files, folders (searched recursively) and glob patterns -> image file paths."""
+    out: list[str] = []
+    for item in items:
+        path = Path(os.path.expanduser(item))
+        if path.is_dir():
+            found = sorted(
+                os.path.join(d, f) for d, dirs, files in os.walk(path)
+                for f in files
+                if not is_hidden(f) and is_image_file(f) and
+                not any(is_hidden(part) for part in Path(d).relative_to(path).parts))
+            if not found:
+                raise CnnkitError(f"No images found in folder {item}.")
+            out += found
+        elif path.is_file():
+            out.append(str(path))
+        elif any(ch in item for ch in "*?["):
+            found = sorted(p for p in glob.glob(os.path.expanduser(item), recursive=True)
+                           if os.path.isfile(p) and is_image_file(p))
+            if not found:
+                raise CnnkitError(f"No images match {item!r}.")
+            out += found
+        else:
+            raise CnnkitError(f"Image not found: {item}. Pass image files, folders or globs "
+                              "such as 'photos/*.jpg'.")
+    return out
+
+
+class Classifier:
+    """A trained model ready to predict: ``cnnkit.load("runs/x").predict(["a.jpg"])``."""
+
+    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device) -> None:
+        self.model = model.eval()
+        self.card = card
+        self.device = device
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> Classifier:
+        dev = pick_device(device)
+        model, card = load_model(path, dev)
+        return cls(model, card, dev)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.card.classes
+
+    def _decode(self, item: ImageInput) -> np.ndarray:
+        pre = self.card.preprocess
+        if isinstance(item, np.ndarray):
+            arr = item
+            if arr.dtype != np.uint8:
+                raise CnnkitError(f"Arrays must be uint8 images (H, W) or (H, W, C); got "
+                                  f"{arr.dtype}.")
+            item = Image.fromarray(arr if arr.ndim == 2 or arr.shape[2] != 1 else arr[:, :, 0])
+        return decode(item, pre.channels, pre.decode_size, pre.interpolation).transpose(2, 0, 1)
+
+    def predict_proba(self, images: Sequence[ImageInput], *, batch_size: int = 64,
+                      tta: bool = False) -> np.ndarray:
+        """Class probabilities ``(N, classes)``; raises on an unreadable image."""
+        arrays = []
+        for item in images:
+            try:
+                arrays.append(self._decode(item))
+            except CorruptImageError as exc:
+                raise CnnkitError(str(exc)) from None
+        return self._probs(arrays, batch_size, tta)
+
+    def _probs(self, arrays: list[np.ndarray], batch_size: int, tta: bool) -> np.ndarray:
+        if not arrays:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        pre = self.card.preprocess
+        images = torch.from_numpy(np.stack(arrays))
+        data = ImageSet(images, torch.zeros(len(arrays), dtype=torch.long), self.classes,
+                        crop_fraction=pre.img_size / pre.decode_size)
+        return log_probs(self.model, data, pre, self.device, batch_size=batch_size,
+                         tta=tta).exp().numpy()
+
+    def predict(self, images: Sequence[ImageInput] | ImageInput, *, top_k: int = 5,
+                batch_size: int = 64, tta: bool = False) -> list[Prediction]:
+        """Top-``k`` classes with probabilities; unreadable images are skipped with a warning."""
+        if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes)):
+            images = [images]
+        arrays, names = [], []
+        for i, item in enumerate(images):
+            name = str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>"
+            try:
+                arrays.append(self._decode(item))
+                names.append(name)
+            except CorruptImageError as exc:
+                log.warn(f"skipped {exc}")
+            except FileNotFoundError:
+                log.warn(f"skipped {name}: file not found")
+        probs = self._probs(arrays, batch_size, tta)
+        k = max(1, min(top_k, len(self.classes)))
+        out = []
+        for name, row in zip(names, probs):
+            order = np.argsort(-row)[:k]
+            out.append(Prediction(name, [(self.classes[j], float(row[j])) for j in order]))
+        return out
+
+    def evaluate(self, data: str, *, tta: bool = False, batch_size: int = 256) -> EvalResult:
+        """Metrics on a built-in set's test split, a folder or a CSV."""
+        imageset = load_eval_set(data, self.card.preprocess, self.classes)
+        return self.evaluate_set(imageset, tta=tta, batch_size=batch_size)
+
+    def evaluate_set(self, imageset: ImageSet, *, tta: bool = False,
+                     batch_size: int = 256) -> EvalResult:
+        scores = log_probs(self.model, imageset, self.card.preprocess, self.device,
+                           batch_size=batch_size, tta=tta)
+        return compute(scores, imageset.labels, self.classes)
+
+    def transform(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """The normalised input tensor the model sees for ``images``."""
+        pre = self.card.preprocess
+        x = torch.from_numpy(np.stack([self._decode(i) for i in images]))
+        return eval_batch(x, pre, pre.img_size / pre.decode_size)
+
+
+def load_predictor(model: str, device: str = "auto") -> Classifier:
+    """A run folder or model file; or a pretrained model's name for its ImageNet classes."""
+    if os.path.exists(model):
+        return Classifier.load(model, device)
+    from cnnkit.models.registry import get_model_info, is_registered
+
+    if is_registered(model) and get_model_info(model).is_pretrained:
+        from cnnkit.zeroshot import imagenet_classifier
+
+        return imagenet_classifier(model, device)
+    raise CnnkitError(f"{model!r} is neither a run folder nor a pretrained model name. Pass a "
+                      "folder made by `cnnkit train` (e.g. runs/fashion-mnist-fmnist-net) or "
+                      "a pretrained model from `cnnkit models`.")

@@ -1,0 +1,94 @@
+"""The run folder: everything one training run leaves behind, in plain formats.
+
+    runs/<name>/
+      config.json            resolved training config (repeatable, resumable)
+      classes.txt            class names, one per line, in index order
+      model.safetensors      best weights  (+ model.json sidecar: predict needs nothing else)
+      metrics.csv            one row per epoch
+      checkpoints/last.safetensors   full training state for --resume (atomic)
+      split.json             which file went to which split (folder and CSV data)
+      test_metrics.json      the best model on the held-out test split
+      plots/, report.html    pictures and a report
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from cnnkit.atomic import write_json, write_text
+from cnnkit.errors import CnnkitError
+
+
+class RunDir:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def create(cls, out: str | os.PathLike, name: str) -> RunDir:
+        """A new, empty run folder ``out/name``; ``-2``, ``-3``... if the name is taken."""
+        out = Path(out)
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+        candidate, n = out / base, 1
+        while candidate.exists():
+            n += 1
+            candidate = out / f"{base}-{n}"
+        candidate.mkdir(parents=True)
+        return cls(candidate)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> RunDir:
+        run = cls(root)
+        if not run.root.is_dir():
+            raise CnnkitError(f"Run folder not found: {run.root}.")
+        if not run.config_path.is_file():
+            raise CnnkitError(f"{run.root} is not a cnnkit run: it has no config.json. Pass a "
+                              "folder made by `cnnkit train`.")
+        return run
+
+    config_path = property(lambda self: self.root / "config.json")
+    model_path = property(lambda self: self.root / "model.safetensors")
+    sidecar_path = property(lambda self: self.root / "model.json")
+    metrics_path = property(lambda self: self.root / "metrics.csv")
+    checkpoint_path = property(lambda self: self.root / "checkpoints" / "last.safetensors")
+    split_path = property(lambda self: self.root / "split.json")
+    test_metrics_path = property(lambda self: self.root / "test_metrics.json")
+    plots_dir = property(lambda self: self.root / "plots")
+    report_path = property(lambda self: self.root / "report.html")
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_json(self.config_path, config)
+
+    def read_config(self) -> dict[str, Any]:
+        return json.loads(self.config_path.read_text())
+
+    def write_classes(self, classes: tuple[str, ...]) -> None:
+        write_text(self.root / "classes.txt", "".join(f"{c}\n" for c in classes))
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.csv from the whole history (atomic, so resume never duplicates)."""
+        if not rows:
+            return
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        write_text(self.metrics_path, buf.getvalue())
+
+    def read_metrics(self) -> list[dict[str, str]]:
+        if not self.metrics_path.is_file():
+            return []
+        with open(self.metrics_path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v

@@ -1,0 +1,70 @@
+"""Crash-safe training checkpoints in one safetensors file, never a pickle.
+
+Model weights, optimizer moments and random-generator states are tensors; the rest
+(epoch, phase, history, optimizer hyper-parameters) is JSON in the file's metadata.
+One file written atomically: a crash leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from cnnkit.atomic import atomic_path
+from cnnkit.errors import CnnkitError
+from cnnkit.modelfile import state_dict_for_saving
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, meta: dict[str, Any],
+                    generators: dict[str, torch.Generator]) -> None:
+    tensors = {f"model.{k}": v for k, v in state_dict_for_saving(model).items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, Any] = {}
+    for pid, state in opt["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    for name, gen in generators.items():
+        tensors[f"rng.{name}"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    doc = {**meta, "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"cnnkit": json.dumps(doc)})
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
+                                                      dict[str, Any], dict[str, Any],
+                                                      dict[str, torch.Tensor]]:
+    """Returns (model state, optimizer state dict, meta, rng states)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"No checkpoint at {path}: the run stopped before its first epoch "
+                          "ended. Start a new run instead of --resume.")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            doc = json.loads((fh.metadata() or {})["cnnkit"])
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise CnnkitError(f"{path} is not a readable cnnkit checkpoint ({exc}).") from None
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, key = k.split(".", 2)
+            state.setdefault(int(pid), {})[key] = v
+    opt_meta = doc.pop("optimizer")
+    for k, v in opt_meta["scalars"].items():
+        pid, key = k.split(".", 1)
+        state.setdefault(int(pid), {})[key] = v
+    optim = {"state": state, "param_groups": opt_meta["param_groups"]}
+    return model, optim, doc, rng

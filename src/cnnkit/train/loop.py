@@ -1,0 +1,201 @@
+"""The training loop: phases of epochs over resident, batch-augmented data.
+
+One loop serves every mode. A *phase* says which parameters train and at what
+learning rate (scratch: one phase; fine-tune: head first, then the unfrozen base).
+After every epoch the loop validates, rewrites metrics.csv, saves the best model and
+an atomic checkpoint, so a crash or Ctrl-C loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnkit import log
+from cnnkit.data.loader import BatchLoader, resident
+from cnnkit.data.sources import Splits
+from cnnkit.errors import CnnkitError
+from cnnkit.inference import autocast, log_probs
+from cnnkit.modelfile import ModelCard, save_model
+from cnnkit.progress import EpochBar
+from cnnkit.rundir import RunDir
+from cnnkit.train.checkpoint import save_checkpoint
+from cnnkit.train.optim import build_optimizer, lr_factor, set_lr
+from cnnkit.train.recipe import Plan
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    lr: float
+    prepare: Callable[[nn.Module], list[dict]]  # freeze/unfreeze; returns param groups
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """Train mode, except batch norm layers whose parameters are frozen stay in eval."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            own = list(m.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                m.eval()
+
+
+class Trainer:
+    def __init__(self, plan: Plan, model: nn.Module, splits: Splits, card: ModelCard,
+                 run: RunDir, phases: list[Phase], class_weights: torch.Tensor | None = None,
+                 sample_weights: torch.Tensor | None = None) -> None:
+        self.plan = plan
+        self.cfg = plan.config
+        self.device = plan.device
+        self.model = model.to(self.device)
+        if plan.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.card = card
+        self.pre = card.preprocess
+        self.run = run
+        self.phases = phases
+        self.splits = splits
+        self.generator = torch.Generator().manual_seed(self.cfg.seed + 1)
+        self.train_set = resident(splits.train, self.device)
+        self.val_set = resident(splits.val, self.device) if splits.val is not None else None
+        self.class_weights = None if class_weights is None else class_weights.to(self.device)
+        self.sample_weights = sample_weights
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.stale_epochs = 0
+        self.forward = self.model
+        if plan.compile:
+            self.forward = torch.compile(self.model)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def loader(self) -> BatchLoader:
+        return BatchLoader(self.train_set, self.pre, self.cfg.batch_size, self.device,
+                           train=True, augment=self.plan.augment, generator=self.generator,
+                           sample_weights=self.sample_weights,
+                           channels_last=self.plan.channels_last)
+
+    def fit(self, resume: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run every phase; ``resume`` is a loaded checkpoint to continue from."""
+        start_phase, start_epoch, opt_state = 0, 0, None
+        if resume is not None:
+            meta = resume["meta"]
+            self.history, self.best = meta["history"], meta["best"]
+            self.stale_epochs = meta.get("stale_epochs", 0)
+            start_phase, start_epoch = meta["phase"], meta["epoch_in_phase"] + 1
+            if start_epoch >= self.phases[start_phase].epochs:
+                start_phase, start_epoch = start_phase + 1, 0
+            else:
+                opt_state = resume["optimizer"]
+            self.generator.set_state(resume["rng"]["data"])
+            torch.set_rng_state(resume["rng"]["torch"])
+        epoch_offset = sum(p.epochs for p in self.phases[:start_phase])
+        for index in range(start_phase, len(self.phases)):
+            phase = self.phases[index]
+            groups = phase.prepare(self.model)
+            optimizer = build_optimizer(groups, self.cfg.optimizer, phase.lr, self.device)
+            if opt_state is not None and index == start_phase:
+                optimizer.load_state_dict(opt_state)
+            first = start_epoch if index == start_phase else 0
+            for epoch in range(first, phase.epochs):
+                stop = self._epoch(index, phase, epoch, epoch_offset + epoch + 1, optimizer)
+                if stop:
+                    log.info(f"early stopping: validation accuracy has not improved for "
+                             f"{self.cfg.patience} epochs")
+                    return self.history
+            epoch_offset += phase.epochs
+        return self.history
+
+    def _epoch(self, phase_index: int, phase: Phase, epoch: int, global_epoch: int,
+               optimizer: torch.optim.Optimizer) -> bool:
+        loader = self.loader()
+        steps = len(loader)
+        total_steps = steps * phase.epochs
+        warmup = 0.25 if self.cfg.schedule == "onecycle" else 0.05
+        set_train_mode(self.model)
+        phase_label = phase.name if len(self.phases) > 1 else ""
+        bar = EpochBar(global_epoch, self.total_epochs, steps, phase_label)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = synced = 0
+        start = time.perf_counter()
+        sync_every = 1 if self.device.type == "cpu" else 25
+        for i, (x, y) in enumerate(loader):
+            lr = phase.lr * lr_factor(epoch * steps + i, total_steps, self.cfg.schedule, warmup)
+            set_lr(optimizer, lr)
+            with autocast(self.device, self.cfg.precision):
+                logits = self.forward(x)
+                loss = F.cross_entropy(logits.float(), y, weight=self.class_weights,
+                                       label_smoothing=self.cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if (i + 1) % sync_every == 0 or i + 1 == steps:
+                elapsed = time.perf_counter() - start
+                bar.update(loss_sum.item() / seen, correct.item() / seen, seen / elapsed,
+                           advance=i + 1 - synced)
+                synced = i + 1
+        if not math.isfinite(loss_sum.item()):
+            bar.close()
+            raise CnnkitError(f"The training loss became {loss_sum.item()} at epoch "
+                              f"{global_epoch}; lower --lr (now {phase.lr:g}).")
+        train_time = time.perf_counter() - start
+        row: dict[str, Any] = {
+            "epoch": global_epoch, "phase": phase.name, "lr": phase.lr,
+            "train_loss": loss_sum.item() / max(seen, 1),
+            "train_acc": correct.item() / max(seen, 1),
+        }
+        t0 = time.perf_counter()
+        if self.val_set is not None:
+            scores = log_probs(self.model, self.val_set, self.pre, self.device,
+                               batch_size=max(256, self.cfg.batch_size),
+                               precision=self.cfg.precision,
+                               channels_last=self.plan.channels_last)
+            labels = self.val_set.labels.cpu()
+            row["val_loss"] = F.nll_loss(scores, labels).item()
+            row["val_acc"] = (scores.argmax(1) == labels).float().mean().item()
+        eval_time = time.perf_counter() - t0
+        elapsed = (self.history[-1]["elapsed_s"] if self.history else 0.0) + train_time
+        row.update(train_time_s=train_time, eval_time_s=eval_time,
+                   images_per_s=seen / train_time, elapsed_s=elapsed)
+        self.history.append(row)
+        improved = self._is_better(row)
+        if improved:
+            self.best = {"epoch": global_epoch, "val_acc": row.get("val_acc"),
+                         "val_loss": row.get("val_loss")}
+            self.stale_epochs = 0
+            save_model(self.model, self.card, self.run.model_path)
+        else:
+            self.stale_epochs += 1
+        self.run.write_metrics(self.history)
+        save_checkpoint(self.run.checkpoint_path, self.model, optimizer,
+                        {"phase": phase_index, "epoch_in_phase": epoch, "history": self.history,
+                         "best": self.best, "stale_epochs": self.stale_epochs},
+                        {"data": self.generator})
+        summary = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
+        if "val_acc" in row:
+            summary += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
+        summary += f" | {train_time:.1f}s" + (" *" if improved and "val_acc" in row else "")
+        bar.close(summary)
+        return bool(self.cfg.patience and self.stale_epochs >= self.cfg.patience)
+
+    def _is_better(self, row: dict[str, Any]) -> bool:
+        if "val_acc" not in row or not self.best:
+            return True
+        best_acc, best_loss = self.best["val_acc"], self.best["val_loss"]
+        return row["val_acc"] > best_acc or (row["val_acc"] == best_acc
+                                             and row["val_loss"] < best_loss)

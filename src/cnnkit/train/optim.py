@@ -1,0 +1,67 @@
+"""Optimizers, parameter groups and learning-rate schedules (pure functions of the step)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+
+
+def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
+                 lr_scale: float = 1.0) -> list[dict]:
+    """Two groups: weights decay, biases and norm parameters (1-D) do not."""
+    decay, no_decay = [], []
+    for _, p in named:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale})
+    return groups
+
+
+def build_optimizer(groups: list[dict], name: str, lr: float, device: torch.device
+                    ) -> torch.optim.Optimizer:
+    if not groups:
+        raise CnnkitError("Nothing to train: every parameter of the model is frozen.")
+    fused = device.type == "cuda"
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused or None)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    raise CnnkitError(f"Unknown optimizer {name!r}; use adamw or sgd.")
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
+    """Multiplier of the peak learning rate at ``step`` of ``total``.
+
+    onecycle: cosine warm-up from 1/25 to 1 over the first ``warmup`` fraction, then
+    cosine annealing to 1/10,000 (PyTorch's OneCycleLR defaults). cosine: linear
+    warm-up from 0, then cosine to 0. constant: linear warm-up, then flat.
+    """
+    total = max(total, 1)
+    t = min(step, total) / total
+    if schedule == "onecycle":
+        if warmup > 0 and t < warmup:
+            return _cos(1 / 25, 1.0, t / warmup)
+        return _cos(1.0, 1e-4, (t - warmup) / max(1 - warmup, 1e-8))
+    if warmup > 0 and t < warmup:
+        return t / warmup
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(1 - warmup, 1e-8)))
+    return 1.0
+
+
+def _cos(start: float, end: float, frac: float) -> float:
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -1,0 +1,145 @@
+"""Sensible defaults: fill every "decide for me" value of a config from data and model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cnnkit.config import TrainConfig, augment_tokens
+from cnnkit.data.pipeline import Preprocess
+from cnnkit.data.sources import SourceInfo, describe, sample_is_grey
+from cnnkit.errors import CnnkitError
+from cnnkit.models.build import Architecture, resolve
+from cnnkit.models.registry import ModelInfo
+
+DEFAULT_PRETRAINED = "efficientnet_lite0"
+FOLDER_SCRATCH_SIZE = 64
+# Peak learning rates for a batch of 256, scaled linearly with the batch size.
+PEAK_LR = {"adamw": 4e-3, "sgd": 0.1}
+WEIGHT_DECAY = {"adamw": 0.05, "sgd": 5e-4}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved config and the objects it implies."""
+
+    config: TrainConfig
+    source: SourceInfo
+    arch: Architecture
+    info: ModelInfo
+    pre: Preprocess  # mean/std are provisional for scratch models until data is seen
+    augment: tuple[str, ...]
+    device: torch.device
+    channels_last: bool
+    compile: bool
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CnnkitError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CnnkitError(f"--device {name} asks for a GPU, but PyTorch sees none here. "
+                          "Use --device cpu (or auto).")
+    return device
+
+
+def resolve_config(config: TrainConfig) -> Plan:
+    source = describe(config.data)
+    builtin = source.builtin
+    model = config.model or (builtin.default_model if builtin else DEFAULT_PRETRAINED)
+    arch, info = resolve(model)
+
+    mode = config.mode
+    if mode == "auto":
+        mode = "fine-tune" if info.is_pretrained else "scratch"
+    if mode in ("fine-tune", "features") and not info.is_pretrained and not config.weights:
+        raise CnnkitError(f"--mode {mode} needs a pretrained model, and {arch.name!r} trains "
+                          "from scratch. Pick a pretrained one (e.g. --model efficientnet_lite0; "
+                          "`cnnkit models` lists them) or pass --weights FILE.")
+
+    if info.channels is not None:
+        channels = info.channels
+    elif config.channels is not None:
+        channels = config.channels
+    elif builtin is not None:
+        channels = builtin.channels
+    else:
+        channels = 1 if sample_is_grey(source) else 3
+    if info.channels is not None and config.channels not in (None, info.channels):
+        raise CnnkitError(f"{arch.name} takes {info.channels}-channel images; drop --channels "
+                          "(grey images are turned into 3 channels for it).")
+
+    img_size = config.img_size or info.img_size or (
+        builtin.default_img_size if builtin else FOLDER_SCRATCH_SIZE)
+    mean = info.mean or (0.5,) * channels
+    std = info.std or (0.5,) * channels
+    crop_pct = info.crop_pct if info.is_pretrained else 1.0
+    pre = Preprocess(img_size, channels, tuple(mean), tuple(std), info.interpolation, crop_pct)
+
+    augment = config.augment
+    if augment == "auto":
+        augment = builtin.augment if builtin else "flip+crop"
+    device = pick_device(config.device)
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+    if config.epochs is not None:
+        epochs = config.epochs
+    elif builtin is not None:
+        epochs = builtin_epochs(builtin.name, mode)
+    else:
+        epochs = 10 if mode == "fine-tune" else 5 if mode == "features" else 30
+    batch_size = config.batch_size or (256 if device.type == "cuda" else 128)
+    lr = config.lr or PEAK_LR[config.optimizer] * batch_size / 256
+    if mode == "fine-tune" and config.lr is None:
+        lr = lr / 4
+    weight_decay = WEIGHT_DECAY[config.optimizer] if config.weight_decay is None \
+        else config.weight_decay
+    head_epochs = config.head_epochs
+    if mode == "fine-tune" and head_epochs is None:
+        head_epochs = max(1, min(3, epochs // 4))
+    if mode == "fine-tune" and head_epochs >= epochs:
+        raise CnnkitError(f"--head-epochs ({head_epochs}) must be fewer than --epochs ({epochs}) "
+                          "so that fine-tuning gets at least one epoch.")
+
+    channels_last = config.channels_last == "on" or (
+        config.channels_last == "auto" and device.type in ("cpu", "cuda"))
+    compile_ = config.compile == "on" or (config.compile == "auto" and device.type == "cuda"
+                                          and epochs >= 10)
+    resolved = config.replace(
+        model=model, mode=mode, img_size=img_size, channels=channels, augment=augment,
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        precision=precision, head_epochs=head_epochs if mode == "fine-tune" else None,
+        device=str(device),
+    )
+    return Plan(resolved, source, arch, info, pre, augment_tokens(augment), device,
+                channels_last, compile_)
+
+
+def builtin_epochs(name: str, mode: str) -> int:
+    if mode == "features":
+        return 5
+    if mode == "fine-tune":
+        return 6
+    return {"fashion-mnist": 8, "digits": 30, "shapes": 15}.get(name, 20)
+
+
+def data_stats(images: torch.Tensor, limit: int = 20_000) -> tuple[tuple[float, ...],
+                                                                    tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in 0..1 units (a seeded sample)."""
+    n = len(images)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit]
+    x = images[idx].float() / 255.0
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp(min=1e-3)
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())

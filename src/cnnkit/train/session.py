@@ -1,0 +1,162 @@
+"""``train`` and ``resume``: from a config to a finished run folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnkit import log
+from cnnkit.atomic import write_json
+from cnnkit.config import TrainConfig
+from cnnkit.data.sources import Splits, load_splits
+from cnnkit.errors import CnnkitError
+from cnnkit.metrics import EvalResult
+from cnnkit.modelfile import ModelCard, load_state, read_card
+from cnnkit.models.build import create_model
+from cnnkit.rundir import RunDir
+from cnnkit.train import transfer
+from cnnkit.train.checkpoint import load_checkpoint
+from cnnkit.train.finish import evaluate_test
+from cnnkit.train.loop import Trainer
+from cnnkit.train.recipe import Plan, data_stats, resolve_config
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run left: its folder, per-epoch history and test metrics."""
+
+    run_dir: Path
+    history: list[dict[str, Any]]
+    test: EvalResult | None
+    config: TrainConfig
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return None if self.test is None else self.test.accuracy
+
+
+def train(config: TrainConfig | str | None = None, /, **options: Any) -> TrainResult:
+    """Train a model. ``train("fashion-mnist", model="seed-cnn", epochs=3)``."""
+    if isinstance(config, str):
+        config = TrainConfig.from_dict({"data": config, **options})
+    elif config is None:
+        config = TrainConfig.from_dict(options)
+    elif options:
+        config = config.replace(**options)
+    plan = resolve_config(config)
+    cfg = plan.config
+    torch.manual_seed(cfg.seed)
+    splits = load_splits(cfg.data, plan.pre, val_fraction=cfg.val_fraction,
+                         test_fraction=cfg.test_fraction, seed=cfg.seed,
+                         per_class=cfg.per_class)
+    pre = plan.pre
+    if not plan.info.is_pretrained and cfg.weights is None:
+        mean, std = data_stats(splits.train.images)
+        if pre.channels != splits.train.channels:
+            mean, std = (mean[0],) * pre.channels, (std[0],) * pre.channels
+        pre = replace(pre, mean=mean, std=std)
+    plan = replace(plan, pre=pre)
+    card = ModelCard(plan.arch, splits.classes, pre,
+                     {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
+    run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
+    run.write_config(cfg.to_dict())
+    run.write_classes(splits.classes)
+    files = splits.files()
+    if files:
+        write_json(run.split_path, {"classes": list(splits.classes),
+                                    **{k: _split_rows(getattr(splits, k)) for k in files}})
+    log.info(f"run: {run.root}")
+    model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
+                         pretrained=cfg.mode != "scratch", weights=cfg.weights)
+    return _fit(plan, splits, model, card, run, resume=None)
+
+
+def resume(run_dir: str | Path) -> TrainResult:
+    """Continue a stopped run from its last checkpoint, with the same config and data."""
+    run = RunDir.open(run_dir)
+    cfg = TrainConfig.from_dict(run.read_config())
+    plan = resolve_config(cfg)
+    card, _ = read_card(run.root)
+    plan = replace(plan, pre=card.preprocess)
+    model_state, optim_state, meta, rng = load_checkpoint(run.checkpoint_path)
+    torch.manual_seed(cfg.seed)
+    splits = load_splits(cfg.data, plan.pre, val_fraction=cfg.val_fraction,
+                         test_fraction=cfg.test_fraction, seed=cfg.seed,
+                         per_class=cfg.per_class)
+    if splits.classes != card.classes:
+        raise CnnkitError(f"The data's classes have changed since {run.root} started; "
+                          "start a new run instead of --resume.")
+    model = create_model(plan.arch, len(card.classes), plan.pre.channels, plan.pre.img_size)
+    load_state(model, model_state, str(run.checkpoint_path))
+    done = sum(1 for _ in meta["history"])
+    log.info(f"resuming {run.root} after epoch {done}")
+    return _fit(plan, splits, model, card, run,
+                resume={"meta": meta, "optimizer": optim_state, "rng": rng})
+
+
+def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, run: RunDir,
+         resume: dict[str, Any] | None) -> TrainResult:
+    cfg = plan.config
+    class_weights, sample_weights = _imbalance(cfg, splits)
+    phases = transfer.phases(plan)
+    if resume is not None and resume["meta"]["phase"] >= len(phases) - 1 and \
+            resume["meta"]["epoch_in_phase"] + 1 >= phases[-1].epochs:
+        raise CnnkitError(f"{run.root} already finished all {cfg.epochs} epochs; nothing to "
+                          "resume. Start a new run to train longer.")
+    trainer = Trainer(plan, model, splits, card, run, phases, class_weights, sample_weights)
+    try:
+        history = trainer.fit(resume)
+    except KeyboardInterrupt:
+        log.warn(f"interrupted; the last finished epoch is saved. Continue with: "
+                 f"cnnkit train --resume {run.root}")
+        raise
+    _, _, test = evaluate_test(plan, run, splits.test)
+    log.info(f"done: {run.root}")
+    return TrainResult(run.root, history, test, cfg)
+
+
+def _imbalance(cfg: TrainConfig, splits: Splits
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    counts = torch.tensor(splits.train.class_counts(), dtype=torch.float)
+    how = cfg.imbalance
+    ratio = (counts.max() / counts.clamp(min=1).min()).item()
+    if how == "auto":
+        how = "weighted-loss" if ratio >= 3 else "none"
+        if how != "none":
+            log.info(f"classes are imbalanced (largest {int(counts.max())}, smallest "
+                      f"{int(counts.min())} images): using a class-weighted loss "
+                      "(--imbalance to change)")
+    if how == "weighted-loss":
+        return counts.sum() / (len(counts) * counts.clamp(min=1)), None
+    if how == "balanced-sampling":
+        return None, (1.0 / counts.clamp(min=1))[splits.train.labels]
+    return None, None
+
+
+def _short(model: str) -> str:
+    name = Path(model).stem if model.endswith((".yaml", ".yml")) else model
+    return name if len(name) <= 24 else "custom"
+
+
+def _split_rows(part: Any) -> list[list[Any]]:
+    return [[p, int(y)] for p, y in zip(part.paths, part.labels.tolist())]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Options from a JSON or YAML file (for ``--config``); unknown keys fail later."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"Config file not found: {path}.")
+    text = path.read_text()
+    if path.suffix == ".json":
+        return json.loads(text)
+    import yaml
+
+    doc = yaml.safe_load(text)
+    if not isinstance(doc, dict):
+        raise CnnkitError(f"{path} should hold a mapping of option: value.")
+    return doc
