@@ -1,0 +1,58 @@
+"""Shared fixtures: an isolated cache, quiet logs, and small real image trees on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit import log
+from cnnkit.data import shapes
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; the CPU path is tested separately")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test session gets its own decode cache; nothing leaks into ~/.cache."""
+    cache = tmp_path_factory.getbasetemp() / "cnnkit-cache"
+    monkeypatch.setenv("CNNKIT_CACHE", str(cache))
+    log.set_quiet(False)
+    yield
+
+
+def write_shapes_tree(root: Path, per_class: int = 12, size: int = 32, seed: int = 0,
+                      fmt: str = "png") -> Path:
+    """A class-per-folder tree of real image files made by the shapes generator."""
+    images, labels = shapes.generate(per_class * len(shapes.CLASSES), size, seed)
+    counts = dict.fromkeys(range(len(shapes.CLASSES)), 0)
+    for img, label in zip(images, labels):
+        folder = root / shapes.CLASSES[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        counts[int(label)] += 1
+        Image.fromarray(img).save(folder / f"{counts[int(label)]:03d}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def shapes_tree(tmp_path: Path) -> Path:
+    return write_shapes_tree(tmp_path / "shapes")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
