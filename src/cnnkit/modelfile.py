@@ -86,7 +86,7 @@ def find_sidecar(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         raise CnnkitError(f"Not found: {p}. Pass a run folder made by `cnnkit train` "
-                          "(e.g. runs/fashion-mnist-fmnist-net) or its model.json.")
+                          "(e.g. runs/fashion-mnist-fast-cnn) or its model.json.")
     if p.is_dir():
         sidecar = p / "model.json"
         if not sidecar.is_file():

@@ -175,5 +175,5 @@ def load_predictor(model: str, device: str = "auto") -> Classifier:
 
         return imagenet_classifier(model, device)
     raise CnnkitError(f"{model!r} is neither a run folder nor a pretrained model name. Pass a "
-                      "folder made by `cnnkit train` (e.g. runs/fashion-mnist-fmnist-net) or "
+                      "folder made by `cnnkit train` (e.g. runs/fashion-mnist-fast-cnn) or "
                       "a pretrained model from `cnnkit models`.")

@@ -61,8 +61,8 @@ BUILTINS: dict[str, BuiltinSet] = {
     s.name: s
     for s in (
         BuiltinSet("fashion-mnist", "Zalando's Fashion-MNIST: 60,000 train + 10,000 test, "
-                   "28x28 grey, 10 classes", fashion_mnist.CLASSES, 1, "fmnist-net",
-                   "flip+crop", 28, _fashion_mnist),
+                   "28x28 grey, 10 classes", fashion_mnist.CLASSES, 1, "fast-cnn",
+                   "flip", 28, _fashion_mnist),
         BuiltinSet("digits", "scikit-learn's handwritten digits: 1,797 images, 8x8 grey, "
                    "10 classes (upsampled to 28x28)", tuple(str(d) for d in range(10)), 1,
                    "seed-cnn", "crop", 28, _digits),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,8 @@ def set_train_mode(model: nn.Module) -> None:
 class Trainer:
     def __init__(self, plan: Plan, model: nn.Module, splits: Splits, card: ModelCard,
                  run: RunDir, phases: list[Phase], class_weights: torch.Tensor | None = None,
-                 sample_weights: torch.Tensor | None = None) -> None:
+                 sample_weights: torch.Tensor | None = None,
+                 callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = ()) -> None:
         self.plan = plan
         self.cfg = plan.config
         self.device = plan.device
@@ -69,6 +70,7 @@ class Trainer:
         self.val_set = resident(splits.val, self.device) if splits.val is not None else None
         self.class_weights = None if class_weights is None else class_weights.to(self.device)
         self.sample_weights = sample_weights
+        self.callbacks = tuple(callbacks)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.stale_epochs = 0
@@ -181,6 +183,8 @@ class Trainer:
             save_model(self.model, self.card, self.run.model_path)
         else:
             self.stale_epochs += 1
+        for callback in self.callbacks:
+            callback(self, row)
         self.run.write_metrics(self.history)
         save_checkpoint(self.run.checkpoint_path, self.model, optimizer,
                         {"phase": phase_index, "epoch_in_phase": epoch, "history": self.history,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from cnnkit.train.finish import evaluate_test
 from cnnkit.train.loop import Trainer
 from cnnkit.train.recipe import Plan, data_stats, resolve_config
 
+Callback = Callable[[Trainer, dict[str, Any]], None]
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -39,8 +42,13 @@ class TrainResult:
         return None if self.test is None else self.test.accuracy
 
 
-def train(config: TrainConfig | str | None = None, /, **options: Any) -> TrainResult:
-    """Train a model. ``train("fashion-mnist", model="seed-cnn", epochs=3)``."""
+def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Callback] = (),
+          **options: Any) -> TrainResult:
+    """Train a model. ``train("fashion-mnist", model="seed-cnn", epochs=3)``.
+
+    ``callbacks`` are called as ``callback(trainer, row)`` after every epoch, where
+    ``row`` is that epoch's metrics (add keys to it and they land in metrics.csv).
+    """
     if isinstance(config, str):
         config = TrainConfig.from_dict({"data": config, **options})
     elif config is None:
@@ -72,7 +80,7 @@ def train(config: TrainConfig | str | None = None, /, **options: Any) -> TrainRe
     log.info(f"run: {run.root}")
     model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
                          pretrained=cfg.mode != "scratch", weights=cfg.weights)
-    return _fit(plan, splits, model, card, run, resume=None)
+    return _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks)
 
 
 def resume(run_dir: str | Path) -> TrainResult:
@@ -99,7 +107,7 @@ def resume(run_dir: str | Path) -> TrainResult:
 
 
 def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, run: RunDir,
-         resume: dict[str, Any] | None) -> TrainResult:
+         resume: dict[str, Any] | None, callbacks: Sequence[Callback] = ()) -> TrainResult:
     cfg = plan.config
     class_weights, sample_weights = _imbalance(cfg, splits)
     phases = transfer.phases(plan)
@@ -107,7 +115,8 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
             resume["meta"]["epoch_in_phase"] + 1 >= phases[-1].epochs:
         raise CnnkitError(f"{run.root} already finished all {cfg.epochs} epochs; nothing to "
                           "resume. Start a new run to train longer.")
-    trainer = Trainer(plan, model, splits, card, run, phases, class_weights, sample_weights)
+    trainer = Trainer(plan, model, splits, card, run, phases, class_weights, sample_weights,
+                      callbacks)
     try:
         history = trainer.fit(resume)
     except KeyboardInterrupt:
