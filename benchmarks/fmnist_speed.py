@@ -30,8 +30,12 @@ from cnnkit.inference import log_probs
 FASTEST = {
     "cpu": {"model": "fast-cnn", "epochs": 12, "augment": "flip", "val_fraction": 0.0,
             "tta": True},
+    "cpu-quick": {"model": "fast-cnn", "epochs": 4, "augment": "flip", "val_fraction": 0.0,
+                  "tta": True},
     "cuda": {"model": "resnet-small", "epochs": 16, "batch_size": 512, "augment": "flip+crop",
              "val_fraction": 0.0, "tta": True},
+    "cuda-quick": {"model": "fast-cnn", "epochs": 8, "batch_size": 512, "augment": "flip",
+                   "val_fraction": 0.0, "tta": True},
 }
 
 
@@ -106,7 +110,7 @@ def time_to(rows: list[dict], target: float) -> float | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipes", default="tutorial,default,fastest")
+    ap.add_argument("--recipes", default="tutorial,default,quick,fastest")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--targets", default="0.93,0.94,0.95")
@@ -123,9 +127,10 @@ def main() -> int:
             results[recipe] = tutorial(device)
         elif recipe == "default":
             results[recipe] = cnnkit_recipe(recipe, {}, device, args.out)
-        elif recipe == "fastest":
-            results[recipe] = cnnkit_recipe(recipe, FASTEST[device.type if device.type in
-                                                           FASTEST else "cpu"], device, args.out)
+        elif recipe in ("fastest", "quick"):
+            kind = "cuda" if device.type == "cuda" else "cpu"
+            key = kind if recipe == "fastest" else f"{kind}-quick"
+            results[recipe] = cnnkit_recipe(recipe, FASTEST[key], device, args.out)
         else:
             print(f"unknown recipe {recipe!r}", file=sys.stderr)
             return 2

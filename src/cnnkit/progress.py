@@ -40,10 +40,10 @@ class EpochBar:
         label = f"epoch {epoch}/{epochs}" + (f" {phase}" if phase else "")
         if self.enabled:
             self.bar = Progress(
-                TextColumn(f"{label:<22}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                TextColumn(label), BarColumn(bar_width=12), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} "
                            "{task.fields[ips]:,.0f} img/s"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(compact=True),
                 console=log.console(), transient=False,
             )
             self.task = self.bar.add_task(label, total=steps, loss=0.0, acc=0.0, ips=0.0)

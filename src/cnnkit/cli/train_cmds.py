@@ -67,9 +67,13 @@ def train(
 
     log.set_quiet(quiet)
     if resume is not None:
-        if data is not None:
-            raise CnnkitError("--resume continues a run with its own data and options; "
-                              "drop DATA.")
+        given = [k for k in ctx.params if k not in ("resume", "quiet") and
+                 (src := ctx.get_parameter_source(k)) is not None and
+                 src.name not in ("DEFAULT", "DEFAULT_MAP")]
+        if given:
+            flag = "DATA" if given[0] == "data" else "--" + given[0].replace("_", "-")
+            raise CnnkitError(f"--resume continues a run with its own data and options; "
+                              f"drop {flag}.")
         session.resume(resume)
         return
     # Precedence: options given on the command line, then the --config file, then defaults.

@@ -131,7 +131,7 @@ def builtin_epochs(name: str, mode: str) -> int:
         return 5
     if mode == "fine-tune":
         return 6
-    return {"fashion-mnist": 8, "digits": 30, "shapes": 15}.get(name, 20)
+    return {"fashion-mnist": 10, "digits": 30, "shapes": 15}.get(name, 20)
 
 
 def data_stats(images: torch.Tensor, limit: int = 20_000) -> tuple[tuple[float, ...],
