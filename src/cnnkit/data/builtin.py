@@ -32,7 +32,7 @@ class BuiltinSet:
 def _nhwc_to_set(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> ImageSet:
     if images.ndim == 3:
         images = images[:, :, :, None]
-    tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    tensor = torch.from_numpy(np.array(images.transpose(0, 3, 1, 2), order="C", copy=True))
     return ImageSet(tensor, torch.from_numpy(labels.astype(np.int64)), classes)
 
 

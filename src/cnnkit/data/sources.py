@@ -11,7 +11,6 @@ import torch
 from cnnkit import log
 from cnnkit.data import builtin as builtins_
 from cnnkit.data.cache import decode_files
-from cnnkit.data.decode import open_image
 from cnnkit.data.folders import (
     Listing,
     check_classes,
@@ -72,21 +71,6 @@ def describe(data: str) -> SourceInfo:
                           "a CSV of 'path,label' rows, or a built-in set name.")
     kind = "split-folder" if split_dirs(path) else "folder"
     return SourceInfo(kind, path.resolve().name, data, root=path)
-
-
-def sample_is_grey(info: SourceInfo, limit: int = 16) -> bool:
-    """True when the first few images of a folder or CSV are all single-channel."""
-    if info.kind == "builtin":
-        return info.builtin.channels == 1
-    listing = _listing(info)
-    step = max(1, len(listing.paths) // limit)
-    for p in listing.paths[::step][:limit]:
-        try:
-            if open_image(p).mode not in ("L", "I", "I;16", "1", "LA"):
-                return False
-        except Exception:
-            continue
-    return True
 
 
 def _listing(info: SourceInfo, classes: tuple[str, ...] | None = None) -> Listing:

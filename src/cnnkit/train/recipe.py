@@ -8,7 +8,7 @@ import torch
 
 from cnnkit.config import TrainConfig, augment_tokens
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.data.sources import SourceInfo, describe, sample_is_grey
+from cnnkit.data.sources import SourceInfo, describe
 from cnnkit.errors import CnnkitError
 from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
@@ -73,7 +73,7 @@ def resolve_config(config: TrainConfig) -> Plan:
     elif builtin is not None:
         channels = builtin.channels
     else:
-        channels = 1 if sample_is_grey(source) else 3
+        channels = 3  # as Keras's image_dataset_from_directory; --channels 1 for grey data
     if info.channels is not None and config.channels not in (None, info.channels):
         raise CnnkitError(f"{arch.name} takes {info.channels}-channel images; drop --channels "
                           "(grey images are turned into 3 channels for it).")
