@@ -16,7 +16,7 @@ from cnnkit.models.registry import ModelInfo
 DEFAULT_PRETRAINED = "efficientnet_lite0"
 FOLDER_SCRATCH_SIZE = 64
 # Peak learning rates for a batch of 256, scaled linearly with the batch size.
-PEAK_LR = {"adamw": 4e-3, "sgd": 0.1}
+PEAK_LR = {"adamw": 8e-3, "sgd": 0.1}
 WEIGHT_DECAY = {"adamw": 0.05, "sgd": 5e-4}
 
 
@@ -102,7 +102,7 @@ def resolve_config(config: TrainConfig) -> Plan:
     batch_size = config.batch_size or (256 if device.type == "cuda" else 128)
     lr = config.lr or PEAK_LR[config.optimizer] * batch_size / 256
     if mode == "fine-tune" and config.lr is None:
-        lr = lr / 4
+        lr = lr / 8
     weight_decay = WEIGHT_DECAY[config.optimizer] if config.weight_decay is None \
         else config.weight_decay
     head_epochs = config.head_epochs
