@@ -4,23 +4,53 @@
     result = cnnkit.train("fashion-mnist", model="seed-cnn", epochs=3)
     clf = cnnkit.load(result.run_dir)
     clf.predict(["shoe.png"], top_k=3)
+
+Names are imported on first use, so ``import cnnkit.data.decode`` (in decoding
+worker processes, say) does not pay for importing torch.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from cnnkit._version import __version__
-from cnnkit.config import TrainConfig
-from cnnkit.errors import CnnkitError
-from cnnkit.estimator import ImageClassifier
-from cnnkit.models import create_model, list_models, register_model
-from cnnkit.predict import Classifier, Prediction
-from cnnkit.train.session import TrainResult, resume, train
+
+_LAZY = {
+    "TrainConfig": "cnnkit.config",
+    "CnnkitError": "cnnkit.errors",
+    "ImageClassifier": "cnnkit.estimator",
+    "create_model": "cnnkit.models",
+    "list_models": "cnnkit.models",
+    "register_model": "cnnkit.models",
+    "Classifier": "cnnkit.predict",
+    "Prediction": "cnnkit.predict",
+    "TrainResult": "cnnkit.train.session",
+    "resume": "cnnkit.train.session",
+    "train": "cnnkit.train.session",
+}
 
 
-def load(path: str, device: str = "auto") -> Classifier:
-    """Load a run folder (or model.json / model.safetensors) for prediction."""
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load(path: str, device: str = "auto") -> Any:
+    """Load a run folder (or model.json / model.safetensors) as a :class:`Classifier`."""
+    from cnnkit.predict import Classifier
+
     return Classifier.load(path, device)
 
 
-def evaluate(run: str, data: str | None = None, *, tta: bool = False):
+def evaluate(run: str, data: str | None = None, *, tta: bool = False) -> Any:
     """Evaluate a run on DATA, or on the run's own held-out test split when DATA is None."""
     from cnnkit.evaluation import evaluate_run
 
