@@ -55,15 +55,18 @@ def info(data: str = typer.Argument(..., help="Folder, CSV or built-in set.")) -
 
     source = describe(data)
     pre = Preprocess(32, 3, (0.5,) * 3, (0.5,) * 3)
+    log.set_quiet(True)
     splits = load_splits(data, pre, val_fraction=0.0, test_fraction=0.0)
+    log.set_quiet(False)
     log.info(f"{data}: {source.kind}" + (f" - {source.builtin.description}"
                                          if source.builtin else ""))
     table = Table()
     table.add_column("class")
     parts = [(n, getattr(splits, n)) for n in ("train", "val", "test")
              if getattr(splits, n) is not None]
+    unsplit = source.kind in ("folder", "csv")
     for n, _ in parts:
-        table.add_column(n, justify="right")
+        table.add_column("images" if unsplit else n, justify="right")
     counts = [p.class_counts() for _, p in parts]
     for i, cls in enumerate(splits.classes):
         table.add_row(cls, *(f"{c[i]:,}" for c in counts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from cnnkit import log
@@ -18,20 +19,20 @@ def print_eval(result: EvalResult) -> None:
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for row in result.per_class:
-        table.add_row(row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}",
+        table.add_row(escape(row["class"]), f"{row['precision']:.4f}", f"{row['recall']:.4f}",
                       f"{row['f1']:.4f}", str(row["support"]))
     for name, avg in (("macro avg", result.macro), ("weighted avg", result.weighted)):
         table.add_row(name, f"{avg['precision']:.4f}", f"{avg['recall']:.4f}",
                       f"{avg['f1']:.4f}", str(result.n), style="bold")
     con.print(table)
-    cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
-    cm.add_column("")
-    width = max(len(c) for c in result.classes)
-    short = [c if width <= 8 else c[:8] for c in result.classes]
-    for name in short:
-        cm.add_column(name, justify="right")
-    for name, row in zip(result.classes, result.confusion):
-        cm.add_row(name, *(str(v) for v in row))
+    cm = Table(title="confusion matrix (rows: true class, columns: predicted class number)",
+               title_justify="left")
+    cm.add_column("true class")
+    for i in range(len(result.classes)):
+        cm.add_column(str(i), justify="right")
+    for i, (name, row) in enumerate(zip(result.classes, result.confusion)):
+        cm.add_row(f"{i} {escape(name)}", *(f"[bold]{v}[/]" if j == i else str(v)
+                                    for j, v in enumerate(row)))
     con.print(cm)
 
 
@@ -42,5 +43,5 @@ def print_predictions(preds: list[Prediction]) -> None:
     for i in range(1, k + 1):
         table.add_column(f"top-{i}" if k > 1 else "class")
     for p in preds:
-        table.add_row(p.source, *(f"{c} {pr:.1%}" for c, pr in p.top))
+        table.add_row(escape(p.source), *(f"{escape(c)} {pr:.1%}" for c, pr in p.top))
     log.console().print(table)

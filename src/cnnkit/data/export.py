@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from PIL import Image
 
 from cnnkit import log
 from cnnkit.data import builtin as builtins_
+from cnnkit.data.folders import safe_name
 from cnnkit.errors import CnnkitError
 from cnnkit.progress import track
-
-
-def folder_name(cls: str) -> str:
-    """Class names as safe folder names ('T-shirt/top' -> 'T-shirt_top')."""
-    return re.sub(r"[\\/:*?\"<>|]+", "_", cls).strip() or "_"
 
 
 def export_builtin(name: str, out: str | Path, *, split: str = "all",
@@ -39,7 +34,7 @@ def export_builtin(name: str, out: str | Path, *, split: str = "all",
             continue
         counts = [0] * len(part.classes)
         for cls in part.classes:
-            (out / part_name / folder_name(cls)).mkdir(parents=True, exist_ok=True)
+            (out / part_name / safe_name(cls)).mkdir(parents=True, exist_ok=True)
         total = len(part)
         n = 0
         for i in track(range(total), total, f"writing {part_name}"):
@@ -51,7 +46,7 @@ def export_builtin(name: str, out: str | Path, *, split: str = "all",
             img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BICUBIC)
-            folder = out / part_name / folder_name(part.classes[label])
+            folder = out / part_name / safe_name(part.classes[label])
             img.save(folder / f"{counts[label]:05d}.{fmt}", quality=95)
             n += 1
         written[part_name] = n

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,11 @@ class Listing:
     paths: tuple[str, ...]
     labels: tuple[int, ...]
     classes: tuple[str, ...]
+
+
+def safe_name(cls: str) -> str:
+    """A class name as a folder name ('T-shirt/top' -> 'T-shirt_top')."""
+    return re.sub(r"[\\/:*?\"<>|]+", "_", cls).strip() or "_"
 
 
 def is_hidden(name: str) -> bool:
@@ -67,7 +73,10 @@ def list_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> Li
                           f"{root}/dog/2.jpg, ...).")
     names = tuple(d.name for d in dirs)
     if classes is not None:
-        unknown = [n for n in names if n not in classes]
+        # A class name that cannot be a folder name ('T-shirt/top') matches its safe form.
+        safe = {safe_name(c): c for c in classes}
+        names = tuple(n if n in classes else safe.get(n, n) for n in names)
+        unknown = [d.name for d, n in zip(dirs, names) if n not in classes]
         if unknown:
             raise CnnkitError(f"{root} has class folder(s) {', '.join(unknown)} that the model "
                               f"does not know. Its classes: {', '.join(classes)}.")
@@ -75,13 +84,13 @@ def list_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> Li
         classes = names
     paths: list[str] = []
     labels: list[int] = []
-    for d in dirs:
+    for d, name in zip(dirs, names):
         files = _image_files(d)
         if not files:
             raise CnnkitError(f"Class folder {d} has no images ({FORMATS}). Add images to it "
                               "or remove the folder.")
         paths += files
-        labels += [classes.index(d.name)] * len(files)
+        labels += [classes.index(name)] * len(files)
     return Listing(tuple(paths), tuple(labels), tuple(classes))
 
 
