@@ -22,7 +22,13 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its commands to ``app``.
-    from cnnkit.cli import data_cmds, demo_cmd, model_cmds, train_cmds  # noqa: F401
+    from cnnkit.cli import (  # noqa: F401
+        data_cmds,
+        demo_cmd,
+        inspect_cmds,
+        model_cmds,
+        train_cmds,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

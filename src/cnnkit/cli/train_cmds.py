@@ -49,6 +49,8 @@ def train(
     channels_last: str = typer.Option("auto", help="auto, on, off."),
     compile: str = typer.Option("auto", help="torch.compile: auto, on, off."),
     tta: bool = typer.Option(False, help="Flip test-time augmentation when testing."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plots/ and "
+                               "report.html at the end (a few seconds)."),
     head_epochs: Optional[int] = typer.Option(None, help="Fine-tune: epochs with the base "
                                               "frozen."),
     unfreeze: str = typer.Option("all", help="Fine-tune: 'all' or the number of top blocks."),

@@ -27,7 +27,7 @@ from cnnkit.modelfile import ModelCard, save_model
 from cnnkit.progress import EpochBar
 from cnnkit.rundir import RunDir
 from cnnkit.train.checkpoint import save_checkpoint
-from cnnkit.train.optim import build_optimizer, lr_factor, set_lr
+from cnnkit.train.optim import build_optimizer, lr_factor, set_lr, warmup_fraction
 from cnnkit.train.recipe import Plan
 
 
@@ -124,7 +124,7 @@ class Trainer:
         loader = self.loader()
         steps = len(loader)
         total_steps = steps * phase.epochs
-        warmup = 0.25 if self.cfg.schedule == "onecycle" else 0.05
+        warmup = warmup_fraction(self.cfg.schedule)
         set_train_mode(self.model)
         phase_label = phase.name if len(self.phases) > 1 else ""
         bar = EpochBar(global_epoch, self.total_epochs, steps, phase_label)

@@ -38,6 +38,11 @@ def build_optimizer(groups: list[dict], name: str, lr: float, device: torch.devi
     raise CnnkitError(f"Unknown optimizer {name!r}; use adamw or sgd.")
 
 
+def warmup_fraction(schedule: str) -> float:
+    """Share of a phase's steps spent warming up (the report redraws the schedule from it)."""
+    return 0.25 if schedule == "onecycle" else 0.05
+
+
 def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
     """Multiplier of the peak learning rate at ``step`` of ``total``.
 

@@ -21,7 +21,7 @@ from cnnkit.models.build import create_model
 from cnnkit.rundir import RunDir
 from cnnkit.train import transfer
 from cnnkit.train.checkpoint import load_checkpoint
-from cnnkit.train.finish import evaluate_test
+from cnnkit.train.finish import evaluate_test, write_plots
 from cnnkit.train.loop import Trainer
 from cnnkit.train.recipe import Plan, data_stats, resolve_config
 
@@ -123,7 +123,9 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
         log.warn(f"interrupted; the last finished epoch is saved. Continue with: "
                  f"cnnkit train --resume {run.root}")
         raise
-    _, _, test = evaluate_test(plan, run, splits.test)
+    best, best_card, test = evaluate_test(plan, run, splits.test)
+    if cfg.plots:
+        write_plots(run, best, best_card, splits, test)
     log.info(f"done: {run.root}")
     return TrainResult(run.root, history, test, cfg)
 

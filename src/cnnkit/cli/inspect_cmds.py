@@ -1,0 +1,123 @@
+"""``cnnkit summary``, ``convolve``, ``explain`` and ``report``: seeing inside a CNN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnkit.cli import app
+from cnnkit.errors import CnnkitError
+
+
+@app.command()
+def summary(
+    model: str = typer.Argument(..., help="Registered name, layer spec "
+                                "('conv32k3-pool2-dense128'), .yaml file, or run folder."),
+    img_size: Optional[int] = typer.Option(None, help="Input side in pixels (default: the "
+                                           "model's own, 28 for scratch models)."),
+    channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (RGB); default: the "
+                                           "model's own, 1 for scratch models."),
+    classes: Optional[int] = typer.Option(None, help="Number of classes (default: 1000 for "
+                                          "pretrained models, 10 for scratch ones)."),
+    depth: Optional[int] = typer.Option(None, help="Group layers into blocks this many "
+                                        "levels down (1: the model's main parts)."),
+) -> None:
+    """One row per layer: output shape, parameters (with their formula) and multiply-adds."""
+    from cnnkit import log
+    from cnnkit.inspect.resolve import model_to_inspect
+    from cnnkit.inspect.summary import summary as summarise
+
+    target = model_to_inspect(model, img_size, channels, classes)
+    result = summarise(target.model, target.input_shape, depth=depth,
+                       model_name=f"{target.name}, {target.classes} classes")
+    log.console().print(result)
+    if target.source != "run" and img_size is None and target.input_shape[1] == 28:
+        log.info("Scratch models adapt to their input; --img-size and --channels change the "
+                 "counts.")
+
+
+@app.command()
+def convolve(
+    image: Path = typer.Argument(..., help="An image file (read as grey)."),
+    filter: str = typer.Option("vertical-edge", "--filter", "-f", help="vertical-edge, "
+                               "horizontal-edge, sobel-x, sobel-y, laplacian, sharpen, blur, "
+                               "or a kernel such as '1,0,-1;1,0,-1;1,0,-1'."),
+    stride: int = typer.Option(1, help="Pixels the filter moves at each step."),
+    padding: str = typer.Option("valid", help="valid (none), same (keep the size at stride "
+                                "1) or a number of zero pixels around the image."),
+    activation: str = typer.Option("none", help="relu or none."),
+    pool: str = typer.Option("none", help="max, avg or none: pooling after the convolution."),
+    pool_size: int = typer.Option(2, help="Pooling window side."),
+    pool_stride: Optional[int] = typer.Option(None, help="Pooling stride (default: the "
+                                              "window side)."),
+    size: Optional[int] = typer.Option(None, help="Resize and centre-crop the image to a "
+                                       "square of this side first."),
+    out: Path = typer.Option(Path("convolution.png"), "--out", "-o", help="PNG to write."),
+) -> None:
+    """Apply one filter to a real image, as a convolution layer does, and draw the result."""
+    from cnnkit import log
+    from cnnkit.inspect.convolve import convolve as run_convolution
+    from cnnkit.inspect.convolve import load_grey, parse_kernel, parse_padding
+    from cnnkit.inspect.figures import plot_convolution
+
+    if out.suffix.lower() != ".png":
+        raise CnnkitError(f"--out must be a .png file. Received: {out}")
+    name, kernel = parse_kernel(filter)
+    pads = parse_padding(padding, kernel.shape)
+    grey = load_grey(image, size)
+    result = run_convolution(grey, kernel, filter_name=name, stride=stride, padding=pads,
+                             activation=activation, pool=pool, pool_size=pool_size,
+                             pool_stride=pool_stride)
+    log.info(result.report())
+    log.info(f"wrote {plot_convolution(result, out)}")
+
+
+@app.command()
+def explain(
+    model: str = typer.Argument(..., help="Run folder, model.json, or a pretrained model "
+                                "name (ImageNet classes)."),
+    image: str = typer.Argument(..., help="The image to explain."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="Class to explain "
+                                             "(default: the top prediction)."),
+    layer: Optional[list[str]] = typer.Option(None, "--layer", help="Layer whose feature "
+                                              "maps to draw (repeatable; names as in "
+                                              "`cnnkit summary`)."),
+    cam_layer: Optional[str] = typer.Option(None, help="Layer for Grad-CAM (default: the "
+                                            "last one with a spatial map of 7x7 or more)."),
+    out: Path = typer.Option(Path("explain"), "--out", "-o", help="Folder for the PNGs."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Grad-CAM heat map, feature maps and first-layer filters for one image, as PNGs."""
+    from cnnkit import log
+    from cnnkit.inspect.explain import explain as run_explain
+    from cnnkit.predict import expand_inputs, load_predictor
+
+    files = expand_inputs([image])
+    if len(files) != 1:
+        raise CnnkitError(f"explain takes one image; {image!r} gives {len(files)}.")
+    predictor = load_predictor(model, device)
+    result = run_explain(predictor, files[0], out, class_name=class_name, layers=layer or None,
+                         cam_layer=cam_layer)
+    tops = ", ".join(f"{c} {p:.1%}" for c, p in result.top[:3])
+    log.info(f"top classes: {tops}")
+    log.info(f"Grad-CAM for {result.class_name!r} ({result.probability:.1%}) from layer "
+             f"{result.layer}")
+    for f in result.files:
+        log.info(f"wrote {f}")
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run folder made by `cnnkit train`."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Write (again) a run's plots/ and report.html."""
+    from cnnkit import log
+    from cnnkit.inspect.report import write_run_report
+
+    result = write_run_report(run, device=device)
+    for f in result.plots.values():
+        log.info(f"wrote {f}")
+    log.info(f"wrote {result.html} ({result.seconds:.1f}s)")

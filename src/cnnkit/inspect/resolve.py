@@ -1,0 +1,72 @@
+"""Turn a MODEL argument (run folder, model file, registered name, layer spec, .yaml) into a
+model to inspect, with the input size it is summarised at."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+
+# Scratch models adapt to their input; without --img-size/--channels/--classes they are
+# shown at Fashion-MNIST's 28 x 28 x 1 with 10 classes, the tutorials' example.
+SCRATCH_DEFAULT = (28, 1, 10)
+IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class Inspected:
+    model: nn.Module
+    name: str
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    classes: int
+    source: str  # "run" | "registered" | "spec"
+
+
+def _is_model_path(arg: str) -> bool:
+    p = Path(os.path.expanduser(arg))
+    return p.is_dir() or (p.is_file() and p.suffix in (".json", ".safetensors"))
+
+
+def model_to_inspect(arg: str, img_size: int | None = None, channels: int | None = None,
+                     classes: int | None = None) -> Inspected:
+    """The model ``arg`` names, built with random weights unless it is a saved model."""
+    for flag, value in (("--img-size", img_size), ("--channels", channels),
+                        ("--classes", classes)):
+        if value is not None and value < 1:
+            raise CnnkitError(f"{flag} must be positive. Received: {value}")
+    if channels is not None and channels not in (1, 3):
+        raise CnnkitError(f"--channels must be 1 or 3. Received: {channels}")
+    if _is_model_path(arg):
+        from cnnkit.modelfile import load_model
+
+        given = [f for f, v in (("--img-size", img_size), ("--channels", channels),
+                                ("--classes", classes)) if v is not None]
+        if given:
+            raise CnnkitError(f"A saved model has its own input size and classes; drop "
+                              f"{', '.join(given)}.")
+        model, card = load_model(Path(os.path.expanduser(arg)))
+        pre = card.preprocess
+        return Inspected(model, card.architecture.name, (pre.channels, pre.img_size,
+                                                         pre.img_size), len(card.classes), "run")
+    from cnnkit.models.build import create_model, resolve
+
+    arch, info = resolve(arg)
+    if info.channels is not None and channels not in (None, info.channels):
+        raise CnnkitError(f"{arch.name} takes {info.channels}-channel images. "
+                          f"Received: --channels {channels}")
+    size = img_size or info.img_size or SCRATCH_DEFAULT[0]
+    chans = channels or info.channels or SCRATCH_DEFAULT[1]
+    n = classes or (IMAGENET_CLASSES if info.is_pretrained else SCRATCH_DEFAULT[2])
+    model = create_model(arch, n, chans, size, pretrained=False)
+    source = "registered" if _registered(arg) else "spec"
+    return Inspected(model.eval(), arch.name, (chans, size, size), n, source)
+
+
+def _registered(name: str) -> bool:
+    from cnnkit.models.registry import is_registered
+
+    return is_registered(name)
