@@ -30,7 +30,7 @@ from cnnkit.inference import log_probs
 FASTEST = {
     "cpu": {"model": "fast-cnn", "epochs": 12, "augment": "flip", "val_fraction": 0.0,
             "tta": True},
-    "cpu-quick": {"model": "fast-cnn", "epochs": 4, "augment": "flip", "val_fraction": 0.0,
+    "cpu-quick": {"model": "fast-cnn-small", "epochs": 4, "augment": "flip", "val_fraction": 0.0,
                   "tta": True},
     "cuda": {"model": "resnet-small", "epochs": 16, "batch_size": 512, "augment": "flip+crop",
              "val_fraction": 0.0, "tta": True},
