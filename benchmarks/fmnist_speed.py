@@ -30,7 +30,7 @@ from cnnkit.inference import log_probs
 FASTEST = {
     "cpu": {"model": "fast-cnn", "epochs": 12, "augment": "flip", "val_fraction": 0.0,
             "tta": True},
-    "cpu-quick": {"model": "fast-cnn", "epochs": 4, "augment": "flip", "val_fraction": 0.0,
+    "cpu-quick": {"model": "fast-cnn-small", "epochs": 4, "augment": "flip", "val_fraction": 0.0,
                   "tta": True},
     "cuda": {"model": "resnet-small", "epochs": 16, "batch_size": 512, "augment": "flip+crop",
              "val_fraction": 0.0, "tta": True},
@@ -115,7 +115,7 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--targets", default="0.93,0.94,0.95")
     args = ap.parse_args()
-    from cnnkit.train.recipe import pick_device
+    from cnnkit.training.recipe import pick_device
 
     device = pick_device(args.device)
     Path(args.out).mkdir(parents=True, exist_ok=True)

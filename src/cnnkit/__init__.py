@@ -25,9 +25,9 @@ _LAZY = {
     "register_model": "cnnkit.models",
     "Classifier": "cnnkit.predict",
     "Prediction": "cnnkit.predict",
-    "TrainResult": "cnnkit.train.session",
-    "resume": "cnnkit.train.session",
-    "train": "cnnkit.train.session",
+    "TrainResult": "cnnkit.training.session",
+    "resume": "cnnkit.training.session",
+    "train": "cnnkit.training.session",
 }
 
 

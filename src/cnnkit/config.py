@@ -1,7 +1,7 @@
 """One frozen configuration for a training run.
 
 Defaults live here and nowhere else. ``None`` means "decide from the data and the
-model"; :func:`cnnkit.train.recipe.resolve` fills those in, and the resolved config is
+model"; :func:`cnnkit.training.recipe.resolve` fills those in, and the resolved config is
 saved with every run so that it can be read, repeated and resumed.
 """
 

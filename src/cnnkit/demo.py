@@ -10,7 +10,7 @@ from PIL import Image
 from cnnkit import log
 from cnnkit.data import builtin as builtins_
 from cnnkit.predict import Classifier
-from cnnkit.train.session import train
+from cnnkit.training.session import train
 
 
 def run_demo(out: str = "runs", epochs: int | None = None, samples: int = 8) -> Path:

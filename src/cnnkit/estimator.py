@@ -35,7 +35,7 @@ class ImageClassifier:
         return self
 
     def fit(self, data: str) -> ImageClassifier:
-        from cnnkit.train.session import train
+        from cnnkit.training.session import train
 
         result = train(data, **self.options)
         self.run_dir_: Path = result.run_dir

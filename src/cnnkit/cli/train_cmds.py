@@ -65,7 +65,7 @@ def train(
     """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
     from cnnkit import log
     from cnnkit.config import TrainConfig
-    from cnnkit.train import session
+    from cnnkit.training import session
 
     log.set_quiet(quiet)
     if resume is not None:

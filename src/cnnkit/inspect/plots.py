@@ -55,7 +55,7 @@ def phase_plan(rows: list[dict[str, Any]], config: dict[str, Any],
 def lr_curve(plan: list[PhasePlan], schedule: str, points_per_epoch: int = 50
              ) -> tuple[np.ndarray, np.ndarray]:
     """The learning rate the loop set, step by step, against (fractional) epochs."""
-    from cnnkit.train.optim import lr_factor, warmup_fraction
+    from cnnkit.training.optim import lr_factor, warmup_fraction
 
     xs: list[float] = []
     ys: list[float] = []

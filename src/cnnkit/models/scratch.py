@@ -56,6 +56,11 @@ for _info in (
               "a fast VGG-style net for small images: three stages of 3x3 conv, max pool, "
               "then batch norm and ReLU on the pooled map (4x less work than before it); "
               "cnnkit's default for Fashion-MNIST"),
+    ModelInfo("fast-cnn-small", _from_spec(
+        "conv16k3same:linear-pool2-bn-relu-conv32k3same:linear-pool2-bn-relu-"
+        "conv64k3same:linear-pool2-bn-relu-flatten-drop0.2-dense128bn"),
+              "fast-cnn at half the width (a quarter of the work): the quickest to a good "
+              "accuracy in a few epochs on a CPU"),
     ModelInfo("resnet-small", partial(_resnet, widths=(32, 64, 128), depths=(1, 1, 1)),
               "a small ResNet for small images: 3x3 stem, three residual stages "
               "(32/64/128 channels), global average pooling"),

@@ -26,9 +26,9 @@ from cnnkit.inference import autocast, log_probs
 from cnnkit.modelfile import ModelCard, save_model
 from cnnkit.progress import EpochBar
 from cnnkit.rundir import RunDir
-from cnnkit.train.checkpoint import save_checkpoint
-from cnnkit.train.optim import build_optimizer, lr_factor, set_lr, warmup_fraction
-from cnnkit.train.recipe import Plan
+from cnnkit.training.checkpoint import save_checkpoint
+from cnnkit.training.optim import build_optimizer, lr_factor, set_lr, warmup_fraction
+from cnnkit.training.recipe import Plan
 
 
 @dataclass(frozen=True)

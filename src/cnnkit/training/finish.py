@@ -13,7 +13,7 @@ from cnnkit.inference import log_probs
 from cnnkit.metrics import EvalResult, compute
 from cnnkit.modelfile import ModelCard, load_model
 from cnnkit.rundir import RunDir
-from cnnkit.train.recipe import Plan
+from cnnkit.training.recipe import Plan
 
 
 def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnkit.train.loop import Phase
-from cnnkit.train.optim import param_groups
-from cnnkit.train.recipe import Plan
+from cnnkit.training.loop import Phase
+from cnnkit.training.optim import param_groups
+from cnnkit.training.recipe import Plan
 
 
 def _classifier_names(model: nn.Module) -> set[str]:

@@ -19,11 +19,11 @@ from cnnkit.metrics import EvalResult
 from cnnkit.modelfile import ModelCard, load_state, read_card
 from cnnkit.models.build import create_model
 from cnnkit.rundir import RunDir
-from cnnkit.train import transfer
-from cnnkit.train.checkpoint import load_checkpoint
-from cnnkit.train.finish import evaluate_test, write_plots
-from cnnkit.train.loop import Trainer
-from cnnkit.train.recipe import Plan, data_stats, resolve_config
+from cnnkit.training import transfer
+from cnnkit.training.checkpoint import load_checkpoint
+from cnnkit.training.finish import evaluate_test, write_plots
+from cnnkit.training.loop import Trainer
+from cnnkit.training.recipe import Plan, data_stats, resolve_config
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
 
