@@ -164,7 +164,8 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
     per_class = ""
     if metrics is not None:
         per_class = _table(["class", "precision", "recall", "F1", "support"],
-                           [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
+                           [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}",
+                             f"{r['f1']:.4f}", r["support"]]
                             for r in metrics["per_class"]], {1, 2, 3, 4})
     epochs_table = _table(
         ["epoch", "phase", "train loss", "train acc", "val loss", "val acc", "seconds"],

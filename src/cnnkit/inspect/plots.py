@@ -256,9 +256,9 @@ class TopLoss:
 
 def plot_top_losses(items: Sequence[TopLoss], path: str | os.PathLike, title: str) -> Path:
     """The most confidently wrong images, each beside its Grad-CAM for the predicted class."""
-    pairs_per_row = 4
+    pairs_per_row = 3
     rows = max(1, -(-len(items) // pairs_per_row))
-    fig = new_figure(4.4 * pairs_per_row, 2.75 * rows + 0.9)
+    fig = new_figure(4.6 * pairs_per_row, 2.9 * rows + 0.9)
     axes = np.atleast_2d(fig.subplots(rows, 2 * pairs_per_row, squeeze=False))
     for ax in axes.flat:
         hide_ticks(ax)
@@ -272,11 +272,11 @@ def plot_top_losses(items: Sequence[TopLoss], path: str | os.PathLike, title: st
         overlay(right, item.image, item.cam)
         left.set_title(f"true: {_short(item.true, 18)} ({item.p_true:.0%})\n"
                        f"predicted: {_short(item.predicted, 18)} ({item.p_pred:.0%})",
-                       fontsize=8.5, loc="left")
+                       fontsize=10, loc="left")
         evidence = "" if item.cam.max() > 0 else "\n(no positive evidence)"
-        right.set_title(f"Grad-CAM for\n{_short(item.predicted, 18)}{evidence}", fontsize=8.5)
-        left.set_xlabel(f"loss {item.loss:.2f}", fontsize=8)
+        right.set_title(f"Grad-CAM for\n{_short(item.predicted, 18)}{evidence}", fontsize=10)
+        left.set_xlabel(f"loss {item.loss:.2f}", fontsize=9)
     if not items:
         axes[0, 0].text(0, 0.5, "no misclassified images", fontsize=12)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=13)
     return save(fig, path)

@@ -24,7 +24,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult, compute
 from cnnkit.rundir import RunDir
 
-TOP_LOSSES = 8
+TOP_LOSSES = 9
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class RunReport:
 
     html: Path
     plots: dict[str, Path]
+    eval_split: str  # which split the metrics, confusion matrix and top losses are from
     seconds: float
 
 
@@ -152,7 +153,7 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     from cnnkit.atomic import write_text
 
     write_text(run.report_path, html)
-    return RunReport(run.report_path, files, time.perf_counter() - start)
+    return RunReport(run.report_path, files, eval_name, time.perf_counter() - start)
 
 
 def _saved_metrics(run: RunDir) -> dict[str, Any] | None:

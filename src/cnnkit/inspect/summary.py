@@ -111,7 +111,7 @@ class Summary:
 
     def totals_text(self) -> str:
         return (f"parameters: {self.total_params:,} total, {self.trainable_params:,} trainable, "
-                f"{self.frozen_params:,} frozen    multiply-adds per image: "
+                f"{self.frozen_params:,} frozen; multiply-adds per image: "
                 f"{self.total_macs:,} ({_si(self.total_macs)})")
 
     def __rich__(self) -> Any:

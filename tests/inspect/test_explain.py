@@ -1,0 +1,71 @@
+"""``cnnkit explain``: Grad-CAM, feature maps and filters of a saved model, as PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.data.pipeline import Preprocess
+from cnnkit.data.shapes import CLASSES
+from cnnkit.errors import CnnkitError
+from cnnkit.inspect.explain import class_index, explain
+from cnnkit.modelfile import ModelCard, save_model
+from cnnkit.models import create_model
+from cnnkit.models.build import resolve
+from cnnkit.predict import Classifier
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    arch, _ = resolve("seed-cnn")
+    model = create_model(arch, len(CLASSES), 3, 32)
+    card = ModelCard(arch, CLASSES, Preprocess(32, 3, (0.5,) * 3, (0.25,) * 3), {})
+    return save_model(model, card, tmp_path / "model.safetensors")
+
+
+def test_explain_writes_the_three_kinds_of_picture(model_file: Path, shapes_tree: Path,
+                                                   tmp_path: Path) -> None:
+    image = next((shapes_tree / "square").iterdir())
+    clf = Classifier.load(str(model_file), "cpu")
+    result = explain(clf, image, tmp_path / "out", class_name="Square")
+    assert result.class_name == "square" and result.cam.shape == (32, 32)
+    assert result.layer == "features.4"  # the last map of 7x7 or more (11x11 here)
+    names = [f.name for f in result.files]
+    assert names == ["gradcam.png", "feature_maps_1_features.1.png",
+                     "feature_maps_2_features.4.png", "filters.png"]
+    for f in result.files:
+        with Image.open(f) as img:
+            assert img.format == "PNG" and img.width >= 800
+    probs = clf.predict_proba([image])[0]
+    assert sorted(p for _, p in result.top) == pytest.approx(sorted(probs.tolist()))
+
+
+def test_explain_command(model_file: Path, shapes_tree: Path, tmp_path: Path, capsys) -> None:
+    image = next((shapes_tree / "circle").iterdir())
+    out = tmp_path / "why"
+    code = main(["explain", str(model_file.with_suffix(".json")), str(image), "--layer",
+                 "features.0", "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Grad-CAM for" in text and "top classes" in text
+    assert sorted(p.name for p in out.iterdir()) == [
+        "feature_maps_1_features.0.png", "filters.png", "gradcam.png"]
+    assert main(["explain", str(model_file.with_suffix(".json")), str(image), "--class",
+                 "hexagon", "--out", str(out)]) == 2
+    assert "No class 'hexagon'" in capsys.readouterr().err
+    assert main(["explain", str(model_file.with_suffix(".json")), str(tmp_path / "x.png"),
+                 "--out", str(out)]) == 2
+
+
+def test_class_names_by_name_number_or_synonym() -> None:
+    classes = ("tabby, tabby cat", "tiger cat", "espresso")
+    assert class_index(classes, "Tiger Cat") == 1
+    assert class_index(classes, "tabby cat") == 0  # one of the comma-separated names
+    assert class_index(classes, "2") == 2
+    with pytest.raises(CnnkitError, match="Did you mean 'espresso'"):
+        class_index(classes, "expresso")

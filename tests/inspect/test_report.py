@@ -1,0 +1,114 @@
+"""Run folders get plots and report.html at the end of training, and again on demand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.inspect.plots import lr_curve, phase_plan
+from cnnkit.inspect.report import write_run_report
+from cnnkit.training.optim import lr_factor, warmup_fraction
+
+PLOTS = ("curves", "confusion_matrix", "per_class", "samples", "top_losses")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cnnkit import train
+
+    out = tmp_path_factory.mktemp("runs")
+    result = train("shapes:size=24,count=90", model="seed-cnn", epochs=2, batch_size=32,
+                   out=str(out), device="cpu")
+    return result.run_dir
+
+
+def _png(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        return img.size
+
+
+def test_training_leaves_plots_and_a_self_contained_report(run: Path) -> None:
+    for name in PLOTS:
+        width, height = _png(run / "plots" / f"{name}.png")
+        assert width >= 600 and height >= 300
+    html = (run / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(PLOTS)
+    assert "src=\"http" not in html and "<script" not in html  # readable offline
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert f"{test['accuracy']:.2%}" in html
+    for text in ("circle", "square", "triangle", "Confusion matrix", "Top losses",
+                 "(3x3x3+1)x32", "Configuration", "onecycle"):
+        assert text in html
+    # Class counts per split, from the data the run was trained on.
+    assert "<th class=\"n\">validation</th>" in html
+
+
+def test_report_command_regenerates_and_shows_phases(run: Path, capsys) -> None:
+    shutil.rmtree(run / "plots")
+    (run / "report.html").unlink()
+    phases = [{"name": "head", "epochs": 1, "lr": 0.004, "trainable_params": 1290,
+               "frozen_params": 223744, "frozen": ["features", "head"]},
+              {"name": "fine-tune", "epochs": 1, "lr": 0.001, "trainable_params": 225034,
+               "frozen_params": 0, "frozen": []}]
+    (run / "phases.json").write_text(json.dumps(phases))
+    try:
+        assert main(["report", str(run), "--device", "cpu"]) == 0
+    finally:
+        (run / "phases.json").unlink()
+    assert "report.html" in capsys.readouterr().out
+    html = (run / "report.html").read_text()
+    assert "Training phases" in html and "fine-tune" in html and "223,744" in html
+    assert all((run / "plots" / f"{name}.png").is_file() for name in PLOTS)
+
+
+def test_report_on_the_validation_split_when_there_is_no_test_split(run: Path) -> None:
+    from cnnkit.data.sources import load_splits
+    from cnnkit.modelfile import read_card
+
+    card, _ = read_card(run)
+    splits = load_splits("shapes:size=24,count=90", card.preprocess)
+    report = write_run_report(run, splits=replace(splits, test=None), top_loss_count=3)
+    assert report.eval_split == "validation"
+    html = report.html.read_text()
+    assert "validation accuracy" in html and "held-out validation set" in html
+    assert set(report.plots) == {"curves", "confusion", "per_class", "samples", "top_losses"}
+
+
+def test_folder_run_without_plots_then_report_after_the_data_is_gone(
+        tmp_path: Path, shapes_tree: Path, capsys) -> None:
+    from cnnkit import train
+
+    data = tmp_path / "photos"
+    shutil.copytree(shapes_tree, data)
+    result = train(str(data), model="conv8k3-pool2-dense16", epochs=1, img_size=24,
+                   batch_size=16, out=str(tmp_path / "runs"), device="cpu", plots=False)
+    run = result.run_dir
+    assert not (run / "plots").exists() and not (run / "report.html").exists()
+    shutil.rmtree(data)
+    report = write_run_report(run)
+    assert "cannot be loaded" in capsys.readouterr().err
+    assert set(report.plots) == {"curves", "confusion", "per_class"}
+    html = report.html.read_text()
+    assert "test images per class" in html and "circle" in html
+
+
+def test_learning_rate_curve_is_the_loops_schedule() -> None:
+    rows = [{"epoch": "1", "phase": "train", "lr": "0.01"},
+            {"epoch": "2", "phase": "train", "lr": "0.01"}]
+    plan = phase_plan(rows, {"epochs": 4})  # stopped early after 2 of 4 epochs
+    assert [(p.name, p.epochs, p.lr) for p in plan] == [("train", 4, 0.01)]
+    xs, ys = lr_curve(plan, "onecycle", points_per_epoch=10)
+    assert xs[0] == 0 and xs[-1] == 4
+    assert ys[7] == pytest.approx(0.01 * lr_factor(7, 40, "onecycle",
+                                                   warmup_fraction("onecycle")))
+    assert ys.max() == pytest.approx(0.01) and xs[ys.argmax()] == pytest.approx(1.0)
+    two = phase_plan([{"phase": "head", "lr": "0.04"}, {"phase": "fine-tune", "lr": "0.01"}],
+                     {"epochs": 3})
+    assert [(p.name, p.epochs) for p in two] == [("head", 1), ("fine-tune", 2)]
