@@ -112,7 +112,7 @@ def plot_curves(rows: list[dict[str, Any]], config: dict[str, Any], path: str | 
             start += phase.epochs
         ax.axvspan(max(epochs, default=0), start, color="grey", alpha=0.1) \
             if epochs and max(epochs) < start else None
-    ax.set_xlabel("epoch (fraction of training)")
+    ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title(f"Learning rate ({config.get('schedule', '?')} schedule, "
                  f"{config.get('optimizer', '?')})")
@@ -131,7 +131,7 @@ def _epoch_ticks(n: int) -> list[int]:
 def _percent() -> Any:
     from matplotlib.ticker import PercentFormatter
 
-    return PercentFormatter(1.0, decimals=0)
+    return PercentFormatter(1.0)
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],
@@ -144,9 +144,10 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     fig = new_figure(side + 1.5, side)
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), [_short(c) for c in classes], rotation=45, ha="right",
-                  rotation_mode="anchor")
-    ax.set_yticks(range(n), [_short(c) for c in classes])
+    if n <= 60:
+        ax.set_xticks(range(n), [_short(c) for c in classes], rotation=45, ha="right",
+                      rotation_mode="anchor")
+        ax.set_yticks(range(n), [_short(c) for c in classes])
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if n <= 30:
@@ -163,9 +164,18 @@ def _short(name: str, n: int = 24) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
+MAX_BARS = 40
+
+
 def plot_per_class(per_class: Sequence[dict[str, Any]], path: str | os.PathLike,
                    title: str) -> Path:
-    """Precision, recall and F1 of every class as grouped horizontal bars."""
+    """Precision, recall and F1 of every class as grouped horizontal bars.
+
+    With more than ``MAX_BARS`` classes, the ``MAX_BARS`` with the lowest F1 are shown.
+    """
+    if len(per_class) > MAX_BARS:
+        title += f" - the {MAX_BARS} lowest F1 of {len(per_class)} classes"
+        per_class = sorted(per_class, key=lambda r: float(r["f1"]))[:MAX_BARS]
     names = [_short(str(r["class"]), 28) for r in per_class]
     n = len(names)
     fig = new_figure(12, max(3.5, 0.5 * n + 1.8))
