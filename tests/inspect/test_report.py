@@ -50,6 +50,14 @@ def test_training_leaves_plots_and_a_self_contained_report(run: Path) -> None:
     assert "<th class=\"n\">validation</th>" in html
 
 
+def test_summary_of_a_run_folder(run: Path, capsys) -> None:
+    assert main(["summary", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "input 3x32x32" in out and "(3x3x3+1)x32" in out and "3 classes" in out
+    assert main(["summary", str(run), "--img-size", "64"]) == 2
+    assert "own input size" in capsys.readouterr().err
+
+
 def test_report_command_regenerates_and_shows_phases(run: Path, capsys) -> None:
     shutil.rmtree(run / "plots")
     (run / "report.html").unlink()
