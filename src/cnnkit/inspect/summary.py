@@ -110,7 +110,7 @@ class Summary:
         return table
 
     def totals_text(self) -> str:
-        return (f"parameters: {self.total_params:,} total, {self.trainable_params:,} trainable, "
+        return (f"Parameters: {self.total_params:,} total, {self.trainable_params:,} trainable, "
                 f"{self.frozen_params:,} frozen; multiply-adds per image: "
                 f"{self.total_macs:,} ({_si(self.total_macs)})")
 
