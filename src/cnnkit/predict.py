@@ -168,9 +168,13 @@ def load_predictor(model: str, device: str = "auto") -> Classifier:
     """A run folder or model file; or a pretrained model's name for its ImageNet classes."""
     if os.path.exists(model):
         return Classifier.load(model, device)
-    from cnnkit.models.registry import get_model_info, is_registered
+    from cnnkit.models.build import resolve
 
-    if is_registered(model) and get_model_info(model).is_pretrained:
+    try:
+        _, info = resolve(model)
+    except CnnkitError:
+        info = None
+    if info is not None and info.is_pretrained:
         from cnnkit.zeroshot import imagenet_classifier
 
         return imagenet_classifier(model, device)

@@ -26,4 +26,5 @@ def models(family: Optional[str] = typer.Option(None, help="scratch or pretraine
         table.add_row(m.name, m.family, size + chans, m.description)
     log.console().print(table)
     log.info("Custom stacks: --model 'conv32k3-pool2-conv64k3-pool2-dense128' or "
-             "--model my-cnn.yaml")
+             "--model my-cnn.yaml. Any timm model by name (e.g. --model convnext_tiny) "
+             "downloads its ImageNet weights once.")

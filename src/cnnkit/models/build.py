@@ -43,7 +43,7 @@ def resolve(model: str | Architecture) -> tuple[Architecture, ModelInfo]:
     if isinstance(model, Architecture):
         if model.layers is not None:
             return model, _stack_info(model.name, list(model.layers))
-        return model, get_model_info(model.name)
+        return model, _lookup(model.name)
     if is_registered(model):
         info = get_model_info(model)
         layers = getattr(info.builder, "layers", None)
@@ -54,7 +54,17 @@ def resolve(model: str | Architecture) -> tuple[Architecture, ModelInfo]:
     if is_spec(model):
         layers = parse_spec(model)
         return Architecture(model, tuple(layers)), _stack_info(model, layers)
-    return Architecture(model), get_model_info(model)  # raises with suggestions
+    return Architecture(model.removeprefix("timm/").removeprefix("timm:")), _lookup(model)
+
+
+def _lookup(name: str) -> ModelInfo:
+    """A registered model, else any timm architecture by name (its weights download once)."""
+    if is_registered(name):
+        return get_model_info(name)
+    from cnnkit.models.pretrained import timm_info
+
+    info = timm_info(name)
+    return info if info is not None else get_model_info(name)  # raises with suggestions
 
 
 def create_model(
