@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,10 @@ def load_splits(
         train, val = train.subset(train_idx), train.subset(val_idx)
     if per_class is not None:
         train = train.subset(take_per_class(train.labels, per_class, seed))
+        if val is not None and val_fraction > 0:
+            # Few-shot runs keep the same train:val proportion instead of a full val split.
+            keep = max(1, math.ceil(per_class * val_fraction / (1 - val_fraction)))
+            val = val.subset(take_per_class(val.labels, keep, seed))
     counts = train.class_counts()
     empty = [c for c, n in zip(train.classes, counts) if n == 0]
     if empty:

@@ -74,25 +74,32 @@ def _lite0_state() -> OrderedDict[str, torch.Tensor]:
 
 
 def _build_lite0(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
-                 pretrained: bool = False, weights: str | None = None, **_: Any) -> nn.Module:
+                 pretrained: bool = False, weights: str | None = None,
+                 global_pool: str = "avg", **_: Any) -> nn.Module:
     import timm
 
     model = timm.create_model(LITE0_TIMM, pretrained=False, num_classes=1000, in_chans=in_chans)
     if weights:
-        model.reset_classifier(num_classes)
+        model.reset_classifier(num_classes, global_pool=global_pool)
         load_weights_file(model, weights)
         return model
     if pretrained:
         model.load_state_dict(_lite0_state())
-    if num_classes != 1000:
-        model.reset_classifier(num_classes)
+    if num_classes != 1000 or global_pool != "avg":
+        model.reset_classifier(num_classes, global_pool=global_pool)
     return model
 
 
 def _build_timm(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
                 timm_name: str, pretrained: bool = False, weights: str | None = None,
-                **_: Any) -> nn.Module:
+                global_pool: str | None = None, **_: Any) -> nn.Module:
     import timm
+
+    if global_pool is not None:
+        model = _build_timm(num_classes, in_chans, img_size, timm_name=timm_name,
+                            pretrained=pretrained, weights=weights)
+        model.reset_classifier(num_classes, global_pool=global_pool)
+        return model
 
     if weights:
         model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes,
@@ -170,6 +177,12 @@ def _classifier_params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
         return []
     ids = {id(p) for p in model.get_classifier().parameters()}
     return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
+
+
+def pools_features(info: ModelInfo) -> bool:
+    """Whether the features mode can pool this backbone's last map as average + max."""
+    builder = getattr(info.builder, "func", info.builder)
+    return builder in (_build_lite0, _build_timm)
 
 
 def timm_info(name: str, description: str | None = None) -> ModelInfo | None:

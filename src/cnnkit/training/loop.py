@@ -8,6 +8,7 @@ an atomic checkpoint, so a crash or Ctrl-C loses at most the epoch in progress.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit import log
+from cnnkit.atomic import write_json
 from cnnkit.data.loader import BatchLoader, resident
 from cnnkit.data.sources import Splits
 from cnnkit.errors import CnnkitError
@@ -106,6 +108,7 @@ class Trainer:
         for index in range(start_phase, len(self.phases)):
             phase = self.phases[index]
             groups = phase.prepare(self.model)
+            self._record_phase(index, phase, groups)
             optimizer = build_optimizer(groups, self.cfg.optimizer, phase.lr, self.device)
             if opt_state is not None and index == start_phase:
                 optimizer.load_state_dict(opt_state)
@@ -118,6 +121,20 @@ class Trainer:
                     return self.history
             epoch_offset += phase.epochs
         return self.history
+
+    def _record_phase(self, index: int, phase: Phase, groups: list[dict]) -> None:
+        """phases.json: what trained and what stayed frozen in each phase (for the report)."""
+        from cnnkit.training.transfer import describe_phase
+
+        path = self.run.root / "phases.json"
+        record = json.loads(path.read_text()) if path.is_file() else []
+        entry = {"mode": self.cfg.mode, **describe_phase(self.model, phase, groups)}
+        record = [r for r in record if r.get("index") != index] + [{"index": index, **entry}]
+        write_json(path, sorted(record, key=lambda r: r["index"]))
+        if len(self.phases) > 1 or entry["frozen_params"]:
+            log.info(f"phase {phase.name}: {phase.epochs} epoch(s), training "
+                     f"{entry['trainable_params']:,} parameters, frozen: {entry['frozen']} "
+                     f"({entry['frozen_params']:,} parameters)")
 
     def _epoch(self, phase_index: int, phase: Phase, epoch: int, global_epoch: int,
                optimizer: torch.optim.Optimizer) -> bool:

@@ -67,7 +67,14 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         if pre.channels != splits.train.channels:
             mean, std = (mean[0],) * pre.channels, (std[0],) * pre.channels
         pre = replace(pre, mean=mean, std=std)
+    if cfg.mode == "features":
+        from cnnkit.models.pretrained import pools_features
+
+        if pools_features(plan.info):
+            plan = replace(plan, arch=replace(plan.arch, kwargs=(("global_pool", "catavgmax"),)))
     plan = replace(plan, pre=pre)
+    model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
+                         pretrained=cfg.mode != "scratch", weights=cfg.weights)
     card = ModelCard(plan.arch, splits.classes, pre,
                      {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
     run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
@@ -78,8 +85,6 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         write_json(run.split_path, {"classes": list(splits.classes),
                                     **{k: _split_rows(getattr(splits, k)) for k in files}})
     log.info(f"run: {run.root}")
-    model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
-                         pretrained=cfg.mode != "scratch", weights=cfg.weights)
     return _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks)
 
 
@@ -87,9 +92,12 @@ def resume(run_dir: str | Path) -> TrainResult:
     """Continue a stopped run from its last checkpoint, with the same config and data."""
     run = RunDir.open(run_dir)
     cfg = TrainConfig.from_dict(run.read_config())
+    if cfg.mode == "features":
+        raise CnnkitError(f"{run.root} used --mode features, which has no epochs to resume: "
+                          "run the same command again (its features are cached).")
     plan = resolve_config(cfg)
     card, _ = read_card(run.root)
-    plan = replace(plan, pre=card.preprocess)
+    plan = replace(plan, pre=card.preprocess, arch=card.architecture)
     model_state, optim_state, meta, rng = load_checkpoint(run.checkpoint_path)
     torch.manual_seed(cfg.seed)
     splits = load_splits(cfg.data, plan.pre, val_fraction=cfg.val_fraction,
@@ -110,6 +118,11 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
          resume: dict[str, Any] | None, callbacks: Sequence[Callback] = ()) -> TrainResult:
     cfg = plan.config
     class_weights, sample_weights = _imbalance(cfg, splits)
+    if cfg.mode == "features":
+        from cnnkit.training import features
+
+        history = features.fit(plan, model, splits, card, run, class_weights)
+        return _finish(plan, run, splits, history)
     phases = transfer.phases(plan)
     if resume is not None and resume["meta"]["phase"] >= len(phases) - 1 and \
             resume["meta"]["epoch_in_phase"] + 1 >= phases[-1].epochs:
@@ -123,6 +136,12 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
         log.warn(f"interrupted; the last finished epoch is saved. Continue with: "
                  f"cnnkit train --resume {run.root}")
         raise
+    return _finish(plan, run, splits, history)
+
+
+def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any]]
+            ) -> TrainResult:
+    cfg = plan.config
     best, best_card, test = evaluate_test(plan, run, splits.test)
     if cfg.plots:
         write_plots(run, best, best_card, splits, test)
