@@ -139,14 +139,36 @@ def _summary_section(s: Summary) -> str:
     return intro + table
 
 
+_MODE_WORDS = {
+    "fine-tune": "Fine-tuning: first the new head trains with the pretrained base frozen (its "
+                 "batch norm in eval mode), then the base is unfrozen (all of it or its top "
+                 "blocks) at learning rates that shrink block by block towards the input.",
+    "features": "Features: the frozen pretrained backbone ran once over the images; a new "
+                "linear head (logistic regression, L-BFGS) was fitted to its pooled codes. "
+                "The backbone never trained.",
+    "scratch": "From scratch: every parameter trained from random initial weights.",
+}
+
+
 def _phases_section(phases: list[dict[str, Any]] | None) -> str:
     if not phases:
         return ""
-    rows = [[p.get("name"), p.get("epochs"), p.get("lr"), p.get("trainable_params"),
-             p.get("frozen_params"), ", ".join(p["frozen"]) if isinstance(p.get("frozen"), list)
-             else p.get("frozen")] for p in phases]
-    return ("<h2 id=phases>Training phases</h2><p>Transfer learning trains in phases: first "
-            "the new head with the pretrained base frozen, then (part of) the base.</p>"
+    mode = phases[0].get("mode", "")
+    rows = []
+    for p in phases:
+        scales = p.get("lr_scales") or [1.0, 1.0]
+        lr = p.get("lr")
+        lr_text = "-" if lr is None else (f"{lr:.3g}" if scales[0] == scales[-1] else
+                                          f"{lr * scales[0]:.3g} .. {lr:.3g}")
+        rows.append([p.get("name"), p.get("epochs"), lr_text, f"{p.get('trainable_params'):,}",
+                     f"{p.get('frozen_params'):,}", p.get("frozen")])
+    extra = ""
+    if mode == "features" and "extract_s" in phases[0]:
+        extra = (f" Feature size {phases[0].get('feature_dim')}; extraction "
+                 + ("came from the cache." if phases[0].get("features_cached")
+                    else f"took {phases[0]['extract_s']:.1f} s."))
+    return (f"<h2 id=phases>Mode and phases: {escape(str(mode))}</h2>"
+            f"<p>{escape(_MODE_WORDS.get(mode, ''))}{escape(extra)}</p>"
             + _table(["phase", "epochs", "peak learning rate", "trainable parameters",
                       "frozen parameters", "frozen"], rows, {1, 2, 3, 4}))
 

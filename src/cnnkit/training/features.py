@@ -122,7 +122,6 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
         val = (val_x, splits.val.labels.cpu())
     elapsed0 = time.perf_counter() - start
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
     labels = splits.train.labels.cpu()
     weights = None if class_weights is None else class_weights.cpu()
 
@@ -142,19 +141,19 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
                    images_per_s=len(train_x) * ROUND_ITERATIONS / max(seconds, 1e-9),
                    elapsed_s=prev + seconds)
         history.append(row)
-        if not best or "val_acc" not in row or row["val_acc"] >= best["val_acc"]:
-            best.update(row, state={k: v.clone() for k, v in head.state_dict().items()})
         summary = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
         if val is not None:
             summary += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
         log.info(f"round {r + 1}/{cfg.epochs} (L-BFGS, {ROUND_ITERATIONS} steps): {summary}")
 
-    fit_head(train_x, labels, len(card.classes), class_weights=weights, rounds=cfg.epochs,
-             val=val, on_round=on_round)
+    # The problem is convex: the last round is the converged fit. (Picking a round by a
+    # few-image validation split would only pick noise.)
+    head = fit_head(train_x, labels, len(card.classes), class_weights=weights,
+                    rounds=cfg.epochs, val=val, on_round=on_round)
     classifier = model.get_classifier()
     with torch.no_grad():
-        classifier.weight.copy_(best["state"]["weight"])
-        classifier.bias.copy_(best["state"]["bias"])
+        classifier.weight.copy_(head.weight)
+        classifier.bias.copy_(head.bias)
     save_model(model, card, run.model_path)
     run.write_metrics(history)
     from cnnkit.atomic import write_json

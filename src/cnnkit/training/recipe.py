@@ -126,6 +126,13 @@ def resolve_config(config: TrainConfig) -> Plan:
                 channels_last, compile_)
 
 
+def small_data_batch(n_train: int, batch_size: int, min_steps: int = 25) -> int:
+    """Halve the default batch until an epoch has ``min_steps`` steps (few-image runs)."""
+    while batch_size > 16 and n_train / batch_size < min_steps:
+        batch_size //= 2
+    return batch_size
+
+
 def builtin_epochs(name: str, mode: str) -> int:
     if mode == "features":
         return 5
