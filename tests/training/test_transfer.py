@@ -1,0 +1,132 @@
+"""The three ways to train a pretrained architecture: features, fine-tune, scratch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnkit
+from cnnkit.config import TrainConfig
+from cnnkit.errors import CnnkitError
+from cnnkit.modelfile import read_card
+from cnnkit.models.build import create_model
+from cnnkit.training import transfer
+from cnnkit.training.recipe import resolve_config
+
+FAST = {"model": "efficientnet_lite0", "img_size": 32, "plots": False, "seed": 0}
+
+
+def _phases(run: Path) -> list[dict]:
+    return json.loads((run / "phases.json").read_text())
+
+
+def test_features_mode_trains_only_a_head_and_caches_features(tmp_path: Path) -> None:
+    first = cnnkit.train("shapes:count=240,size=32", mode="features", out=str(tmp_path),
+                         name="a", **FAST)
+    phases = _phases(first.run_dir)
+    assert [p["mode"] for p in phases] == ["features"]
+    assert phases[0]["frozen"] == "base" and phases[0]["features_cached"] is False
+    assert phases[0]["trainable_params"] == (2 * 1280 + 1) * 3  # avg+max codes -> 3 classes
+    assert first.test_accuracy > 0.8
+    # The backbone did not move: its weights are the package's.
+    ref = create_model("efficientnet_lite0", 3, pretrained=True)
+    model, card = cnnkit.load(first.run_dir).model, read_card(first.run_dir)[0]
+    assert torch.equal(model.conv_stem.weight.cpu(), ref.conv_stem.weight)
+    assert card.preprocess.mean == (0.5, 0.5, 0.5) and card.preprocess.channels == 3
+    again = cnnkit.train("shapes:count=240,size=32", mode="features", out=str(tmp_path),
+                         name="b", **FAST)
+    assert _phases(again.run_dir)[0]["features_cached"] is True
+    assert again.test_accuracy == first.test_accuracy
+
+
+def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch) -> None:
+    from cnnkit.training import loop
+
+    seen: list[dict] = []
+    original = loop.set_train_mode
+
+    def watch(model) -> None:  # the state each epoch trains in
+        original(model)
+        seen.append({"bn_training": model.bn1.training,  # the stem's, frozen throughout
+                     "top_bn_training": model.bn2.training,
+                     "stem_trainable": model.conv_stem.weight.requires_grad,
+                     "head_trainable": model.get_classifier().weight.requires_grad})
+
+    monkeypatch.setattr(loop, "set_train_mode", watch)
+
+    ref = create_model("efficientnet_lite0", 3, pretrained=True)
+    result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=2,
+                          head_epochs=1, unfreeze="2", out=str(tmp_path), **FAST)
+    phases = _phases(result.run_dir)
+    assert [p["name"] for p in phases] == ["head", "fine-tune"]
+    head, tune = phases
+    assert head["frozen"] == "base" and head["trainable_params"] == 1280 * 3 + 3
+    assert tune["frozen"] == "bottom 6 of 8 blocks"
+    assert tune["trainable_params"] > head["trainable_params"]
+    assert tune["lr_scales"] == [pytest.approx(0.7 ** 2), 1.0]
+    assert len(seen) == 2
+    assert all(not s["stem_trainable"] and not s["bn_training"] for s in seen)
+    assert [s["top_bn_training"] for s in seen] == [False, True]
+    assert all(s["head_trainable"] for s in seen)
+    # After the last epoch: frozen batch norm kept ImageNet's running statistics, the
+    # unfrozen top block moved.
+    from cnnkit.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.safetensors")[0]
+    assert torch.equal(state["bn1.running_mean"], ref.bn1.running_mean)
+    assert torch.equal(state["blocks.4.0.conv_pw.weight"], ref.blocks[4][0].conv_pw.weight)
+    assert not torch.equal(state["blocks.6.0.conv_pw.weight"], ref.blocks[6][0].conv_pw.weight)
+
+
+def test_per_depth_learning_rates_shrink_towards_the_input() -> None:
+    plan = resolve_config(TrainConfig("shapes", model="efficientnet_lite0", epochs=3,
+                                      lr_decay=0.5, device="cpu"))
+    model = create_model("efficientnet_lite0", 3)
+    groups = transfer.phases(plan)[1].prepare(model)
+    scales = {p.data_ptr(): g["lr_scale"] for g in groups for p in g["params"]}
+    assert scales[model.get_classifier().weight.data_ptr()] == 1.0
+    assert scales[model.conv_head.weight.data_ptr()] == 0.5
+    assert scales[model.conv_stem.weight.data_ptr()] == pytest.approx(0.5 ** 8)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_scratch_mode_starts_from_random_weights(tmp_path: Path) -> None:
+    plan = resolve_config(TrainConfig("shapes", model="efficientnet_lite0", mode="scratch",
+                                      device="cpu"))
+    assert plan.config.mode == "scratch" and len(transfer.phases(plan)) == 1
+    result = cnnkit.train("shapes:count=60,size=32", mode="scratch", epochs=1,
+                          out=str(tmp_path), **FAST)
+    ref = create_model("efficientnet_lite0", 3, pretrained=True)
+    model = cnnkit.load(result.run_dir).model
+    assert not torch.equal(model.conv_stem.weight.cpu(), ref.conv_stem.weight)
+    assert _phases(result.run_dir)[0]["frozen"] == "none"
+
+
+def test_a_photo_folder_defaults_to_fine_tuning_lite0(shapes_tree: Path) -> None:
+    plan = resolve_config(TrainConfig(str(shapes_tree), device="cpu"))
+    assert plan.config.model == "efficientnet_lite0" and plan.config.mode == "fine-tune"
+    assert (plan.pre.img_size, plan.pre.channels, plan.pre.interpolation) == (224, 3, "bicubic")
+    assert plan.config.head_epochs >= 1
+
+
+def test_grey_data_becomes_three_channels_for_rgb_backbones() -> None:
+    plan = resolve_config(TrainConfig("fashion-mnist", model="efficientnet_lite0",
+                                      device="cpu"))
+    assert plan.pre.channels == 3
+    with pytest.raises(CnnkitError, match="3-channel"):
+        resolve_config(TrainConfig("fashion-mnist", model="efficientnet_lite0", channels=1))
+
+
+def test_transfer_modes_need_a_pretrained_model() -> None:
+    with pytest.raises(CnnkitError, match="needs a pretrained model"):
+        resolve_config(TrainConfig("shapes", model="seed-cnn", mode="features"))
+
+
+def test_features_runs_are_not_resumed(tmp_path: Path) -> None:
+    result = cnnkit.train("shapes:count=60,size=32", mode="features", out=str(tmp_path),
+                          **FAST)
+    with pytest.raises(CnnkitError, match="run the same command again"):
+        cnnkit.resume(result.run_dir)
