@@ -29,12 +29,13 @@ def test_features_mode_trains_only_a_head_and_caches_features(tmp_path: Path) ->
     phases = _phases(first.run_dir)
     assert [p["mode"] for p in phases] == ["features"]
     assert phases[0]["frozen"] == "base" and phases[0]["features_cached"] is False
-    assert phases[0]["trainable_params"] == (2 * 1280 + 1) * 3  # avg+max codes -> 3 classes
+    # avg+max codes of blocks 3, 4, 5 (80, 112, 192 channels) and the last map (1280)
+    assert phases[0]["trainable_params"] == (2 * (80 + 112 + 192 + 1280) + 1) * 3
     assert first.test_accuracy > 0.8
     # The backbone did not move: its weights are the package's.
     ref = create_model("efficientnet_lite0", 3, pretrained=True)
     model, card = cnnkit.load(first.run_dir).model, read_card(first.run_dir)[0]
-    assert torch.equal(model.conv_stem.weight.cpu(), ref.conv_stem.weight)
+    assert torch.equal(model.net.conv_stem.weight.cpu(), ref.conv_stem.weight)
     assert card.preprocess.mean == (0.5, 0.5, 0.5) and card.preprocess.channels == 3
     again = cnnkit.train("shapes:count=240,size=32", mode="features", out=str(tmp_path),
                          name="b", **FAST)
@@ -48,8 +49,8 @@ def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch
     seen: list[dict] = []
     original = loop.set_train_mode
 
-    def watch(model) -> None:  # the state each epoch trains in
-        original(model)
+    def watch(model, bn_eval=False) -> None:  # the state each epoch trains in
+        original(model, bn_eval)
         seen.append({"bn_training": model.bn1.training,  # the stem's, frozen throughout
                      "top_bn_training": model.bn2.training,
                      "stem_trainable": model.conv_stem.weight.requires_grad,
@@ -69,7 +70,7 @@ def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch
     assert tune["lr_scales"] == [pytest.approx(0.7 ** 2), 1.0]
     assert len(seen) == 2
     assert all(not s["stem_trainable"] and not s["bn_training"] for s in seen)
-    assert [s["top_bn_training"] for s in seen] == [False, True]
+    assert [s["top_bn_training"] for s in seen] == [False, False]  # statistics kept
     assert all(s["head_trainable"] for s in seen)
     # After the last epoch: frozen batch norm kept ImageNet's running statistics, the
     # unfrozen top block moved.

@@ -39,15 +39,17 @@ class Phase:
     epochs: int
     lr: float
     prepare: Callable[[nn.Module], list[dict]]  # freeze/unfreeze; returns param groups
+    bn_eval: bool = False  # every batch norm keeps its running statistics (fine-tuning)
 
 
-def set_train_mode(model: nn.Module) -> None:
-    """Train mode, except batch norm layers whose parameters are frozen stay in eval."""
+def set_train_mode(model: nn.Module, bn_eval: bool = False) -> None:
+    """Train mode, except batch norm layers whose parameters are frozen stay in eval
+    (all of them with ``bn_eval``: their affine parameters still train)."""
     model.train()
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             own = list(m.parameters(recurse=False))
-            if own and not any(p.requires_grad for p in own):
+            if bn_eval or (own and not any(p.requires_grad for p in own)):
                 m.eval()
 
 
@@ -142,7 +144,7 @@ class Trainer:
         steps = len(loader)
         total_steps = steps * phase.epochs
         warmup = warmup_fraction(self.cfg.schedule)
-        set_train_mode(self.model)
+        set_train_mode(self.model, phase.bn_eval)
         phase_label = phase.name if len(self.phases) > 1 else ""
         bar = EpochBar(global_epoch, self.total_epochs, steps, phase_label)
         loss_sum = torch.zeros((), device=self.device)

@@ -75,10 +75,11 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
             mean, std = (mean[0],) * pre.channels, (std[0],) * pre.channels
         pre = replace(pre, mean=mean, std=std)
     if cfg.mode == "features":
-        from cnnkit.models.pretrained import pools_features
+        from cnnkit.models.pretrained import feature_kwargs
 
-        if pools_features(plan.info):
-            plan = replace(plan, arch=replace(plan.arch, kwargs=(("global_pool", "catavgmax"),)))
+        extra = feature_kwargs(plan.arch.name, plan.info)
+        if extra:
+            plan = replace(plan, arch=replace(plan.arch, kwargs=extra))
     plan = replace(plan, pre=pre)
     model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
                          pretrained=cfg.mode != "scratch", weights=cfg.weights)

@@ -1,7 +1,7 @@
 """Transfer learning: which parameters train in which phase, and at what learning rate.
 
-Fine-tuning trains the new head with the base frozen (its batch norm kept in eval
-mode, so ImageNet statistics are not overwritten by a few noisy batches), then
+Fine-tuning trains the new head with the base frozen (batch norm kept in eval mode
+throughout, so ImageNet statistics are not overwritten by a few noisy batches), then
 unfreezes the base, all of it or its top N blocks, with learning rates that shrink
 by ``lr_decay`` per block going down (the layers nearest the input change least).
 """
@@ -92,9 +92,12 @@ def phases(plan: Plan) -> list[Phase]:
     if cfg.mode == "fine-tune":
         head = cfg.head_epochs or 1
         top = None if cfg.unfreeze == "all" else int(cfg.unfreeze)
-        return [Phase("head", head, cfg.lr * 4, _head_only(cfg.weight_decay)),
+        # Batch norm keeps ImageNet's running statistics in both phases (as Keras's
+        # transfer-learning guide advises): re-estimating them from small batches of
+        # unlike images undoes the pretrained features in the first fine-tuning steps.
+        return [Phase("head", head, cfg.lr * 4, _head_only(cfg.weight_decay), bn_eval=True),
                 Phase("fine-tune", cfg.epochs - head, cfg.lr,
-                      _unfrozen(cfg.weight_decay, top, cfg.lr_decay))]
+                      _unfrozen(cfg.weight_decay, top, cfg.lr_decay), bn_eval=True)]
     return [Phase("train", cfg.epochs, cfg.lr, _everything(cfg.weight_decay))]
 
 
