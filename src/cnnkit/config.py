@@ -54,6 +54,7 @@ class TrainConfig:
     compile: str = "auto"
     tta: bool = False
     head_epochs: int | None = None
+    probe: bool = True
     unfreeze: str = "all"
     lr_decay: float = 0.7
     out: str = "runs"

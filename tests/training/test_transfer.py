@@ -62,9 +62,10 @@ def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch
     result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=2,
                           head_epochs=1, unfreeze="2", out=str(tmp_path), **FAST)
     phases = _phases(result.run_dir)
-    assert [p["name"] for p in phases] == ["head", "fine-tune"]
-    head, tune = phases
-    assert head["frozen"] == "base" and head["trainable_params"] == 1280 * 3 + 3
+    assert [p["name"] for p in phases] == ["head (linear probe)", "head", "fine-tune"]
+    probe, head, tune = phases
+    assert probe["frozen"] == head["frozen"] == "base"
+    assert probe["trainable_params"] == head["trainable_params"] == 1280 * 3 + 3
     assert tune["frozen"] == "bottom 6 of 8 blocks"
     assert tune["trainable_params"] > head["trainable_params"]
     assert tune["lr_scales"] == [pytest.approx(0.7 ** 2), 1.0]
@@ -82,11 +83,32 @@ def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch
     assert not torch.equal(state["blocks.6.0.conv_pw.weight"], ref.blocks[6][0].conv_pw.weight)
 
 
+def test_linear_probe_fits_the_head_before_fine_tuning(tmp_path: Path) -> None:
+    from cnnkit.training import features
+
+    plan = resolve_config(TrainConfig("shapes:count=90,size=32", model="efficientnet_lite0",
+                                      img_size=32, device="cpu"))
+    assert plan.config.head_epochs == 0 and plan.config.probe
+    assert [p.name for p in transfer.phases(plan)] == ["fine-tune"]
+    from cnnkit.data.sources import load_splits
+    from cnnkit.rundir import RunDir
+
+    splits = load_splits(plan.config.data, plan.pre)
+    model = create_model("efficientnet_lite0", 3, pretrained=True)
+    before = model.get_classifier().weight.clone()
+    run = RunDir.create(tmp_path, "probe")
+    features.probe(plan, model, splits, run, None)
+    assert not torch.equal(model.get_classifier().weight, before)
+    assert all(p.requires_grad for p in model.parameters())  # nothing left frozen
+    record = _phases(run.root)[0]
+    assert record["train_acc"] > 0.9 and record["images"] == len(splits.train)
+
+
 def test_per_depth_learning_rates_shrink_towards_the_input() -> None:
     plan = resolve_config(TrainConfig("shapes", model="efficientnet_lite0", epochs=3,
                                       lr_decay=0.5, device="cpu"))
     model = create_model("efficientnet_lite0", 3)
-    groups = transfer.phases(plan)[1].prepare(model)
+    groups = transfer.phases(plan)[-1].prepare(model)
     scales = {p.data_ptr(): g["lr_scale"] for g in groups for p in g["params"]}
     assert scales[model.get_classifier().weight.data_ptr()] == 1.0
     assert scales[model.conv_head.weight.data_ptr()] == 0.5
@@ -110,7 +132,7 @@ def test_a_photo_folder_defaults_to_fine_tuning_lite0(shapes_tree: Path) -> None
     plan = resolve_config(TrainConfig(str(shapes_tree), device="cpu"))
     assert plan.config.model == "efficientnet_lite0" and plan.config.mode == "fine-tune"
     assert (plan.pre.img_size, plan.pre.channels, plan.pre.interpolation) == (224, 3, "bicubic")
-    assert plan.config.head_epochs >= 1
+    assert plan.config.probe and plan.config.head_epochs == 0
 
 
 def test_grey_data_becomes_three_channels_for_rgb_backbones() -> None:

@@ -51,8 +51,11 @@ def train(
     tta: bool = typer.Option(False, help="Flip test-time augmentation when testing."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plots/ and "
                                "report.html at the end (a few seconds)."),
-    head_epochs: Optional[int] = typer.Option(None, help="Fine-tune: epochs with the base "
-                                              "frozen."),
+    head_epochs: Optional[int] = typer.Option(None, help="Fine-tune: epochs of SGD with the "
+                                              "base frozen (default 0 with --probe, else "
+                                              "a quarter of the epochs, 1-3)."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="Fine-tune: first fit the new "
+                               "head to the frozen features (a linear probe, seconds)."),
     unfreeze: str = typer.Option("all", help="Fine-tune: 'all' or the number of top blocks."),
     lr_decay: float = typer.Option(0.7, help="Fine-tune: learning-rate factor per block "
                                    "from the top."),

@@ -107,7 +107,8 @@ def resolve_config(config: TrainConfig) -> Plan:
         else config.weight_decay
     head_epochs = config.head_epochs
     if mode == "fine-tune" and head_epochs is None:
-        head_epochs = max(1, min(3, epochs // 4))
+        # With the linear probe the head starts fitted; without it, train it a while.
+        head_epochs = 0 if config.probe else max(1, min(3, epochs // 4))
     if mode == "fine-tune" and head_epochs >= epochs:
         raise CnnkitError(f"--head-epochs ({head_epochs}) must be fewer than --epochs ({epochs}) "
                           "so that fine-tuning gets at least one epoch.")

@@ -132,6 +132,10 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
         history = features.fit(plan, model, splits, card, run, class_weights)
         return _finish(plan, run, splits, history)
     phases = transfer.phases(plan)
+    if cfg.mode == "fine-tune" and cfg.probe and resume is None:
+        from cnnkit.training import features
+
+        features.probe(plan, model, splits, run, class_weights)
     if resume is not None and resume["meta"]["phase"] >= len(phases) - 1 and \
             resume["meta"]["epoch_in_phase"] + 1 >= phases[-1].epochs:
         raise CnnkitError(f"{run.root} already finished all {cfg.epochs} epochs; nothing to "

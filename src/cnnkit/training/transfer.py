@@ -1,7 +1,9 @@
 """Transfer learning: which parameters train in which phase, and at what learning rate.
 
-Fine-tuning trains the new head with the base frozen (batch norm kept in eval mode
-throughout, so ImageNet statistics are not overwritten by a few noisy batches), then
+Fine-tuning first fits the new head to the frozen base's features (a linear probe by
+L-BFGS, :func:`cnnkit.training.features.probe`, and/or ``--head-epochs`` of SGD with
+the base frozen; batch norm stays in eval mode throughout, so ImageNet statistics are
+not overwritten by a few noisy batches), then
 unfreezes the base, all of it or its top N blocks, with learning rates that shrink
 by ``lr_decay`` per block going down (the layers nearest the input change least).
 """
@@ -90,14 +92,16 @@ def _everything(weight_decay: float) -> Callable[[nn.Module], list[dict]]:
 def phases(plan: Plan) -> list[Phase]:
     cfg = plan.config
     if cfg.mode == "fine-tune":
-        head = cfg.head_epochs or 1
+        head = cfg.head_epochs or 0
         top = None if cfg.unfreeze == "all" else int(cfg.unfreeze)
         # Batch norm keeps ImageNet's running statistics in both phases (as Keras's
         # transfer-learning guide advises): re-estimating them from small batches of
         # unlike images undoes the pretrained features in the first fine-tuning steps.
-        return [Phase("head", head, cfg.lr * 4, _head_only(cfg.weight_decay), bn_eval=True),
-                Phase("fine-tune", cfg.epochs - head, cfg.lr,
-                      _unfrozen(cfg.weight_decay, top, cfg.lr_decay), bn_eval=True)]
+        tune = Phase("fine-tune", cfg.epochs - head, cfg.lr,
+                     _unfrozen(cfg.weight_decay, top, cfg.lr_decay), bn_eval=True)
+        if not head:
+            return [tune]
+        return [Phase("head", head, cfg.lr * 4, _head_only(cfg.weight_decay), bn_eval=True), tune]
     return [Phase("train", cfg.epochs, cfg.lr, _everything(cfg.weight_decay))]
 
 
