@@ -92,14 +92,24 @@ def train_batch(
 ) -> torch.Tensor:
     """uint8 batch -> augmented, normalised float batch; random draws from ``gen`` (CPU)."""
     b, _, h, w = x.shape
-    if not set(augment) & {"crop", "flip", "vflip"}:
+    if "crop" not in augment:
+        # Flips only: exactly the evaluation resize, then mirror. Resampling the same way
+        # as at test time matters when upsampling a lot (28 -> 224 px for a pretrained
+        # backbone): bilinear-trained, bicubic-tested fine-tuning lost points.
         out = eval_batch(x, pre, crop_fraction)
+        for token, dim in (("flip", -1), ("vflip", -2)):
+            if token in augment:
+                flip = (torch.rand(b, generator=gen) < 0.5).to(out.device).view(b, 1, 1, 1)
+                out = torch.where(flip, out.flip(dim), out)
     else:
         theta = _random_affine(b, h, w, augment, gen, crop_fraction).to(x.device)
         grid = F.affine_grid(theta, [b, x.shape[1], pre.img_size, pre.img_size],
                              align_corners=False)
-        out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros",
+        mode = _interp_mode(pre.interpolation)
+        out = F.grid_sample(x.float(), grid, mode=mode, padding_mode="zeros",
                             align_corners=False)
+        if mode == "bicubic":
+            out = out.clamp_(0, 255)
         out = _normalise(_match_channels(out, pre.channels), pre)
     if "color" in augment:
         out = _jitter(out, gen)

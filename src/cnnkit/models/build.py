@@ -54,6 +54,8 @@ def resolve(model: str | Architecture) -> tuple[Architecture, ModelInfo]:
     if is_spec(model):
         layers = parse_spec(model)
         return Architecture(model, tuple(layers)), _stack_info(model, layers)
+    if "-" in model and model.lower().startswith(("conv", "dense", "pool", "maxpool", "avgpool")):
+        parse_spec(model)  # a layer spec with a bad token: say which token
     return Architecture(model.removeprefix("timm/").removeprefix("timm:")), _lookup(model)
 
 
