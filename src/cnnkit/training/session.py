@@ -74,7 +74,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         if pre.channels != splits.train.channels:
             mean, std = (mean[0],) * pre.channels, (std[0],) * pre.channels
         pre = replace(pre, mean=mean, std=std)
-    if cfg.mode in ("features", "fine-tune"):
+    if cfg.mode == "features":
         from cnnkit.models.pretrained import feature_kwargs
 
         extra = feature_kwargs(plan.arch.name, plan.info)
