@@ -136,6 +136,10 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
         from cnnkit.training import features
 
         features.probe(plan, model, splits, run, class_weights)
+    if resume is not None and resume["meta"].get("stopped_early"):
+        raise CnnkitError(f"{run.root} stopped early after epoch {len(resume['meta']['history'])}"
+                          f" (validation accuracy had not improved for {cfg.patience} epochs); "
+                          "nothing to resume. Start a new run to train differently.")
     if resume is not None and resume["meta"]["phase"] >= len(phases) - 1 and \
             resume["meta"]["epoch_in_phase"] + 1 >= phases[-1].epochs:
         raise CnnkitError(f"{run.root} already finished all {cfg.epochs} epochs; nothing to "
