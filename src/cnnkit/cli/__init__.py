@@ -20,6 +20,20 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from cnnkit._version import __version__
+
+        print(f"cnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print cnnkit's version and exit.")) -> None:
+    """Train, evaluate, explain and predict with convolutional neural networks."""
+
+
 def _register() -> None:
     # Each module adds its commands to ``app``.
     from cnnkit.cli import (  # noqa: F401
@@ -36,7 +50,18 @@ def main(argv: list[str] | None = None) -> int:
 
     _register()
     try:
-        app(args=argv, prog_name="cnnkit", standalone_mode=True)
+        result = app(args=argv, prog_name="cnnkit", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.exceptions.TyperException as exc:  # click's usage errors, as one line
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            return 0
+        where = ctx.command_path if ctx is not None else "cnnkit"
+        message = exc.format_message().rstrip()
+        stop = "" if message.endswith((".", "!", "?")) else "."
+        log.error(f"{where}: {message}{stop} Run '{where} --help' for the options.")
+        return int(getattr(exc, "exit_code", 2))
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     except CnnkitError as exc:
@@ -55,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except Exception as exc:
+        if type(exc).__name__ == "Abort":  # click's form of Ctrl-C
+            log.error("interrupted")
+            return 130
+        raise
     return 0
 
 
