@@ -63,8 +63,11 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
         elif path.is_file():
             out.append(str(path))
         elif any(ch in item for ch in "*?["):
-            found = sorted(p for p in glob.glob(os.path.expanduser(item), recursive=True)
-                           if os.path.isfile(p) and is_image_file(p))
+            pattern = os.path.expanduser(item)
+            static = Path(pattern.split("*")[0].split("?")[0].split("[")[0]).parent
+            found = sorted(p for p in glob.glob(pattern, recursive=True)
+                           if os.path.isfile(p) and is_image_file(p)
+                           and not _hidden_below(Path(p), static))
             if not found:
                 raise CnnkitError(f"No images match {item!r}.")
             out += found
@@ -72,6 +75,15 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
             raise CnnkitError(f"Image not found: {item}. Pass image files, folders or globs "
                               "such as 'photos/*.jpg'.")
     return out
+
+
+def _hidden_below(path: Path, root: Path) -> bool:
+    """Whether a part of ``path`` under ``root`` is hidden (``.x``, ``__MACOSX``...)."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = path.parts
+    return any(is_hidden(part) for part in parts)
 
 
 class Classifier:
