@@ -53,7 +53,7 @@ def test_training_leaves_plots_and_a_self_contained_report(run: Path) -> None:
 def test_summary_of_a_run_folder(run: Path, capsys) -> None:
     assert main(["summary", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "input 3x32x32" in out and "(3x3x3+1)x32" in out and "3 classes" in out
+    assert "input 3x24x24" in out and "(3x3x3+1)x32" in out and "3 classes" in out
     assert main(["summary", str(run), "--img-size", "64"]) == 2
     assert "own input size" in capsys.readouterr().err
 
@@ -61,10 +61,13 @@ def test_summary_of_a_run_folder(run: Path, capsys) -> None:
 def test_report_command_regenerates_and_shows_phases(run: Path, capsys) -> None:
     shutil.rmtree(run / "plots")
     (run / "report.html").unlink()
-    phases = [{"name": "head", "epochs": 1, "lr": 0.004, "trainable_params": 1290,
-               "frozen_params": 223744, "frozen": ["features", "head"]},
-              {"name": "fine-tune", "epochs": 1, "lr": 0.001, "trainable_params": 225034,
-               "frozen_params": 0, "frozen": []}]
+    # phases.json as fine-tuning writes it (cnnkit.training.loop / features.probe)
+    phases = [{"index": -1, "mode": "fine-tune", "name": "head (linear probe)", "epochs": 0,
+               "lr": None, "trainable_params": 1290, "frozen_params": 223744,
+               "frozen": "base", "lr_scales": [1.0, 1.0]},
+              {"index": 0, "mode": "fine-tune", "name": "fine-tune", "epochs": 1, "lr": 0.001,
+               "trainable_params": 225034, "frozen_params": 0, "frozen": "none",
+               "lr_scales": [0.49, 1.0]}]
     (run / "phases.json").write_text(json.dumps(phases))
     try:
         assert main(["report", str(run), "--device", "cpu"]) == 0
@@ -72,7 +75,8 @@ def test_report_command_regenerates_and_shows_phases(run: Path, capsys) -> None:
         (run / "phases.json").unlink()
     assert "report.html" in capsys.readouterr().out
     html = (run / "report.html").read_text()
-    assert "Training phases" in html and "fine-tune" in html and "223,744" in html
+    assert "Mode and phases: fine-tune" in html and "head (linear probe)" in html
+    assert "223,744" in html and "0.00049 .. 0.001" in html
     assert all((run / "plots" / f"{name}.png").is_file() for name in PLOTS)
 
 

@@ -36,8 +36,10 @@ class PhasePlan:
 def phase_plan(rows: list[dict[str, Any]], config: dict[str, Any],
                phases: list[dict[str, Any]] | None = None) -> list[PhasePlan]:
     """The run's phases: from ``phases.json`` when written, else from metrics.csv."""
-    if phases:
-        return [PhasePlan(str(p["name"]), int(p["epochs"]), float(p["lr"])) for p in phases]
+    # Phases with epochs of SGD only: a linear probe or a features head has no schedule.
+    scheduled = [p for p in phases or () if p.get("lr") is not None and p.get("epochs")]
+    if scheduled:
+        return [PhasePlan(str(p["name"]), int(p["epochs"]), float(p["lr"])) for p in scheduled]
     plan: list[PhasePlan] = []
     for row in rows:
         name, lr = str(row.get("phase", "train")), _float(row, "lr")
