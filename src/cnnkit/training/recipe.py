@@ -92,7 +92,10 @@ def resolve_config(config: TrainConfig) -> Plan:
 
     augment = config.augment
     if augment == "auto":
-        augment = builtin.augment if builtin else "flip+crop"
+        if mode == "fine-tune":  # random crops and flips, as timm fine-tunes
+            augment = "flip+crop"
+        else:
+            augment = builtin.augment if builtin else "flip+crop"
     device = pick_device(config.device)
     precision = config.precision
     if precision == "auto":
@@ -137,6 +140,23 @@ def small_data_batch(n_train: int, batch_size: int, min_steps: int = 25) -> int:
     while batch_size > 16 and n_train / batch_size < min_steps:
         batch_size //= 2
     return batch_size
+
+
+SMALL_FINE_TUNE = 5_000  # fine-tuning on fewer images gets more epochs (they are cheap)
+
+
+def small_data_changes(config: TrainConfig, resolved: TrainConfig, n_train: int
+                       ) -> dict[str, int]:
+    """Defaults that depend on how many images there are, for options the user left open."""
+    changes: dict[str, int] = {}
+    if config.batch_size is None:
+        batch = small_data_batch(n_train, resolved.batch_size)
+        if batch != resolved.batch_size:
+            changes["batch_size"] = batch
+    if config.epochs is None and resolved.mode == "fine-tune" and n_train < SMALL_FINE_TUNE \
+            and resolved.epochs < 10:
+        changes["epochs"] = 10  # 100 per class: 85.4% (6 epochs, flips), 86.8% (10, flip+crop)
+    return changes
 
 
 def builtin_epochs(name: str, mode: str) -> int:

@@ -23,7 +23,7 @@ from cnnkit.training import transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test, write_plots
 from cnnkit.training.loop import Trainer
-from cnnkit.training.recipe import Plan, data_stats, resolve_config, small_data_batch
+from cnnkit.training.recipe import Plan, data_stats, resolve_config, small_data_changes
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
 
@@ -61,13 +61,14 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     splits = load_splits(cfg.data, plan.pre, val_fraction=cfg.val_fraction,
                          test_fraction=cfg.test_fraction, seed=cfg.seed,
                          per_class=cfg.per_class)
-    if config.batch_size is None:
-        small = small_data_batch(len(splits.train), cfg.batch_size)
-        if small != cfg.batch_size:
-            log.info(f"{len(splits.train):,} training images: batch size {small} (not "
-                     f"{cfg.batch_size}) so that an epoch has enough steps; --batch-size to set")
-            plan = replace(resolve_config(config.replace(batch_size=small)), pre=plan.pre)
-            cfg = plan.config
+    changes = small_data_changes(config, cfg, len(splits.train))
+    if changes:
+        log.info(f"{len(splits.train):,} training images: "
+                 + ", ".join(f"{k.replace('_', ' ')} {v} (not {getattr(cfg, k)})"
+                             for k, v in changes.items())
+                 + " for a small data set; set them to choose")
+        plan = replace(resolve_config(config.replace(**changes)), pre=plan.pre)
+        cfg = plan.config
     pre = plan.pre
     if not plan.info.is_pretrained and cfg.weights is None:
         mean, std = data_stats(splits.train.images)
