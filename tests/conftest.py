@@ -49,6 +49,12 @@ def write_shapes_tree(root: Path, per_class: int = 12, size: int = 32, seed: int
 
 
 @pytest.fixture
+def make_tree():
+    """:func:`write_shapes_tree`, for tests that need several trees or other sizes."""
+    return write_shapes_tree
+
+
+@pytest.fixture
 def shapes_tree(tmp_path: Path) -> Path:
     return write_shapes_tree(tmp_path / "shapes")
 
