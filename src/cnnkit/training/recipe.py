@@ -78,7 +78,12 @@ def resolve_config(config: TrainConfig) -> Plan:
         raise CnnkitError(f"{arch.name} takes {info.channels}-channel images; drop --channels "
                           "(grey images are turned into 3 channels for it).")
 
-    img_size = config.img_size or info.img_size or (
+    native = None
+    if builtin is not None:  # a generated set's own size (shapes:size=16) wins
+        from cnnkit.data.builtin import parse_name
+
+        native = (parse_name(config.data) or (None, {}))[1].get("size")
+    img_size = config.img_size or info.img_size or native or (
         builtin.default_img_size if builtin else FOLDER_SCRATCH_SIZE)
     mean = info.mean or (0.5,) * channels
     std = info.std or (0.5,) * channels
