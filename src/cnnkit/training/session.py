@@ -70,6 +70,9 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     plan = replace(plan, pre=pre)
     card = ModelCard(plan.arch, splits.classes, pre,
                      {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
+    # Build the model first: one that cannot be built must not leave an empty run folder.
+    model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
+                         pretrained=cfg.mode != "scratch", weights=cfg.weights)
     run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
     run.write_config(cfg.to_dict())
     run.write_classes(splits.classes)
@@ -78,8 +81,6 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         write_json(run.split_path, {"classes": list(splits.classes),
                                     **{k: _split_rows(getattr(splits, k)) for k in files}})
     log.info(f"run: {run.root}")
-    model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
-                         pretrained=cfg.mode != "scratch", weights=cfg.weights)
     return _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks)
 
 
