@@ -183,19 +183,24 @@ class Trainer:
             save_model(self.model, self.card, self.run.model_path)
         else:
             self.stale_epochs += 1
-        for callback in self.callbacks:
-            callback(self, row)
-        self.run.write_metrics(self.history)
-        save_checkpoint(self.run.checkpoint_path, self.model, optimizer,
-                        {"phase": phase_index, "epoch_in_phase": epoch, "history": self.history,
-                         "best": self.best, "stale_epochs": self.stale_epochs},
-                        {"data": self.generator})
+        stop = bool(self.cfg.patience and self.stale_epochs >= self.cfg.patience)
+        try:
+            for callback in self.callbacks:
+                callback(self, row)
+        finally:  # a callback that stops the run (Ctrl-C, an exception) still leaves the
+            # finished epoch saved, so --resume continues exactly from here
+            self.run.write_metrics(self.history)
+            save_checkpoint(self.run.checkpoint_path, self.model, optimizer,
+                            {"phase": phase_index, "epoch_in_phase": epoch,
+                             "history": self.history, "best": self.best,
+                             "stale_epochs": self.stale_epochs, "stopped_early": stop},
+                            {"data": self.generator})
         summary = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
         if "val_acc" in row:
             summary += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
         summary += f" | {train_time:.1f}s" + (" *" if improved and "val_acc" in row else "")
         bar.close(summary)
-        return bool(self.cfg.patience and self.stale_epochs >= self.cfg.patience)
+        return stop
 
     def _is_better(self, row: dict[str, Any]) -> bool:
         if "val_acc" not in row or not self.best:
