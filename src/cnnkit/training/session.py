@@ -89,9 +89,9 @@ def resume(run_dir: str | Path) -> TrainResult:
     run = RunDir.open(run_dir)
     cfg = TrainConfig.from_dict(run.read_config())
     plan = resolve_config(cfg)
+    model_state, optim_state, meta, rng = load_checkpoint(run.checkpoint_path)
     card, _ = read_card(run.root)
     plan = replace(plan, pre=card.preprocess)
-    model_state, optim_state, meta, rng = load_checkpoint(run.checkpoint_path)
     torch.manual_seed(cfg.seed)
     splits = load_splits(cfg.data, plan.pre, val_fraction=cfg.val_fraction,
                          test_fraction=cfg.test_fraction, seed=cfg.seed,
@@ -112,6 +112,10 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
     cfg = plan.config
     class_weights, sample_weights = _imbalance(cfg, splits)
     phases = transfer.phases(plan)
+    if resume is not None and resume["meta"].get("stopped_early"):
+        raise CnnkitError(f"{run.root} stopped early after epoch {len(resume['meta']['history'])}"
+                          f" (validation accuracy had not improved for {cfg.patience} epochs); "
+                          "nothing to resume. Start a new run to train differently.")
     if resume is not None and resume["meta"]["phase"] >= len(phases) - 1 and \
             resume["meta"]["epoch_in_phase"] + 1 >= phases[-1].epochs:
         raise CnnkitError(f"{run.root} already finished all {cfg.epochs} epochs; nothing to "
