@@ -167,12 +167,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"Config file not found: {path}.")
-    text = path.read_text()
-    if path.suffix == ".json":
-        return json.loads(text)
     import yaml
 
-    doc = yaml.safe_load(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise CnnkitError(f"{path} is not a text file; --config takes a YAML or JSON file of "
+                          "option: value lines.") from None
+    except json.JSONDecodeError as exc:
+        raise CnnkitError(f"{path} is not valid JSON ({exc}).") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise CnnkitError(f"{path} is not valid YAML{at}: "
+                          f"{getattr(exc, 'problem', None) or exc}.") from None
     if not isinstance(doc, dict):
-        raise CnnkitError(f"{path} should hold a mapping of option: value.")
+        raise CnnkitError(f"{path} should hold a mapping of option: value (e.g. 'epochs: 3').")
     return doc
