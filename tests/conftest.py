@@ -64,3 +64,22 @@ def shapes_tree(tmp_path: Path) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One tiny run on a folder of shapes, shared read-only: ``(run folder, data folder)``.
+
+    Tests that change a run copy it first.
+    """
+    import cnnkit
+
+    base = tmp_path_factory.mktemp("trained")
+    data = write_shapes_tree(base / "photos", per_class=10, size=20, seed=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnkit-cache"))
+        result = cnnkit.train(str(data), model="conv6k3same-pool2-conv8k3-gap", img_size=16,
+                              epochs=3, batch_size=8, val_fraction=0.2, test_fraction=0.2,
+                              plots=False, device="cpu", out=str(base / "runs"),
+                              name="shapes-run")
+    return result.run_dir, data
