@@ -44,6 +44,8 @@ def log_probs(
             with autocast(device, precision):
                 logits = model(x).float()
             acc = logits.log_softmax(1) if acc is None else acc + logits.log_softmax(1)
-        outs.append((acc / len(views) if tta else acc).cpu())
+        # The views' mean log-probability is a geometric mean of their probabilities, which
+        # does not sum to 1: renormalise it.
+        outs.append(((acc / len(views)).log_softmax(1) if tta else acc).cpu())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, len(data.classes))
