@@ -63,8 +63,11 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
         elif path.is_file():
             out.append(str(path))
         elif any(ch in item for ch in "*?["):
-            found = sorted(p for p in glob.glob(os.path.expanduser(item), recursive=True)
-                           if os.path.isfile(p) and is_image_file(p))
+            pattern = os.path.expanduser(item)
+            root = _static_root(pattern)
+            found = sorted(p for p in glob.glob(pattern, recursive=True)
+                           if os.path.isfile(p) and is_image_file(p)
+                           and not _hidden_below(Path(p), root))
             if not found:
                 raise CnnkitError(f"No images match {item!r}.")
             out += found
@@ -72,6 +75,25 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
             raise CnnkitError(f"Image not found: {item}. Pass image files, folders or globs "
                               "such as 'photos/*.jpg'.")
     return out
+
+
+def _static_root(pattern: str) -> Path | None:
+    """The part of a glob pattern before its first wildcard ('shots/2024' of 'shots/2024/*')."""
+    static = []
+    for part in Path(pattern).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        static.append(part)
+    return Path(*static) if static else None
+
+
+def _hidden_below(path: Path, root: Path | None) -> bool:
+    """Whether a part of ``path`` that a wildcard matched is hidden (``.x``, ``__MACOSX``).
+
+    Parts the user typed out (``.cache/*.png``) are what they asked for.
+    """
+    parts = path.parts if root is None else path.parts[len(root.parts):]
+    return any(is_hidden(part) for part in parts)
 
 
 class Classifier:
