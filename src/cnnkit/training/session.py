@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -159,7 +160,8 @@ def _short(model: str) -> str:
 
 
 def _split_rows(part: Any) -> list[list[Any]]:
-    return [[p, int(y)] for p, y in zip(part.paths, part.labels.tolist())]
+    # Absolute paths: `cnnkit evaluate` finds the test files from any working directory.
+    return [[os.path.abspath(p), int(y)] for p, y in zip(part.paths, part.labels.tolist())]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
