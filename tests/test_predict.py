@@ -170,3 +170,10 @@ def test_predict_on_bytes_from_a_jpeg(clf) -> None:
     Image.new("RGB", (40, 30), (250, 10, 10)).save(buf, "JPEG")
     preds = clf.predict(buf.getvalue(), top_k=1)
     assert len(preds) == 1 and preds[0].source == "<image 0>"
+
+
+def test_nothing_readable_is_an_error(clf, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"junk")
+    with pytest.raises(CnnkitError, match=r"No image could be read: .*a\.png.*\(and 1 more\)"):
+        clf.predict([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
+    assert clf.predict([]) == []

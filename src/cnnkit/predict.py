@@ -147,19 +147,27 @@ class Classifier:
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, *, top_k: int = 5,
                 batch_size: int = 64, tta: bool = False) -> list[Prediction]:
-        """Top-``k`` classes with probabilities; unreadable images are skipped with a warning."""
+        """Top-``k`` classes with probabilities.
+
+        Unreadable images are skipped with a warning; if none can be read, that is an error.
+        """
         if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes)):
             images = [images]
-        arrays, names = [], []
+        arrays, names, skipped = [], [], []
         for i, item in enumerate(images):
             name = str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>"
             try:
                 arrays.append(self._decode(item))
                 names.append(name)
             except CorruptImageError as exc:
-                log.warn(f"skipped {exc}")
+                skipped.append(str(exc))
             except FileNotFoundError:
-                log.warn(f"skipped {name}: file not found")
+                skipped.append(f"{name}: file not found")
+        if skipped and not names:
+            more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+            raise CnnkitError(f"No image could be read: {skipped[0]}{more}.")
+        for message in skipped:
+            log.warn(f"skipped {message}")
         probs = self._probs(arrays, batch_size, tta)
         k = max(1, min(top_k, len(self.classes)))
         out = []
