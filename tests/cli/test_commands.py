@@ -133,3 +133,31 @@ def test_help(capsys) -> None:
     assert code == 0 and "train" in out and "predict" in out
     code, out, _ = run_cli(capsys, "train", "--help")
     assert code == 0 and "--epochs" in out and "--config" in out
+
+
+def test_ctrl_c_keeps_the_finished_epoch_and_resume_continues(tmp_path: Path, capsys,
+                                                              monkeypatch) -> None:
+    from cnnkit.training.loop import Trainer
+
+    real = Trainer._is_better
+
+    def ctrl_c_in_epoch_2(self, row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real(self, row)
+
+    monkeypatch.setattr(Trainer, "_is_better", ctrl_c_in_epoch_2)
+    code, _, err = run_cli(capsys, "train", "shapes:size=12,count=60", "--model",
+                           "conv4k3-pool2-dense8", "--epochs", "3", "--no-plots", "--device",
+                           "cpu", "--out", tmp_path / "runs", "--name", "stopped")
+    run = tmp_path / "runs" / "stopped"
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+    assert f"cnnkit train --resume {run}" in err
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # epoch 1 kept
+    monkeypatch.undo()
+    code, out, err = run_cli(capsys, "train", "--resume", run)
+    assert code == 0, err
+    assert "resuming" in out and "after epoch 1" in out
+    assert [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()] == [
+        "epoch", "1", "2", "3"]
+    assert (run / "test_metrics.json").is_file()
