@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,31 @@ def test_a_dark_16_bit_image_stays_dark(tmp_path: Path) -> None:
     # Every value below 256 out of 65535: nearly black, not a bright 8-bit image.
     Image.fromarray(np.full((4, 4), 200, dtype=np.uint16)).save(tmp_path / "dark.png")
     assert decode(tmp_path / "dark.png", 1).max() <= 1
+
+
+def _png16(path: Path, arr: np.ndarray) -> None:
+    """A 16-bit-per-channel PNG written by hand (Pillow cannot write 48-bit RGB)."""
+    h, w, c = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, {2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_and_grey_alpha_pngs_are_scaled(tmp_path: Path) -> None:
+    rgb = np.zeros((4, 4, 3), np.uint16)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 65535, 32896, 200
+    _png16(tmp_path / "rgb48.png", rgb)
+    assert decode(tmp_path / "rgb48.png", 3)[0, 0].tolist() == [255, 128, 0]
+    la = np.zeros((4, 4, 2), np.uint16)
+    la[..., 0], la[..., 1] = 32896, 65535
+    _png16(tmp_path / "la32.png", la)
+    assert decode(tmp_path / "la32.png", 1)[0, 0].tolist() == [128]
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:
