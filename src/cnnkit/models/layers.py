@@ -60,9 +60,15 @@ def looks_like_spec(name: str) -> bool:
     first = name.strip().lower().split("-")[0]
     try:
         _parse_token(first, name)
-    except CnnkitError as exc:
-        return "Cannot read" not in str(exc)
+    except UnknownTokenError:
+        return False
+    except CnnkitError:  # a layer word with a bad value ('conv0k3'): a spec mistake
+        return True
     return True
+
+
+class UnknownTokenError(CnnkitError):
+    """A spec token that names no layer at all."""
 
 
 def parse_spec(spec: str) -> list[Layer]:
@@ -101,8 +107,9 @@ def _parse_token(token: str, spec: str) -> Layer:
     elif token in ("relu", "tanh", "sigmoid"):
         layer = {"type": "activation", "name": token}
     else:
-        raise CnnkitError(f"Cannot read {token!r} in model spec {spec!r}. Tokens look like "
-                          "conv32k3, conv64k3s2same, pool2, avgpool2, gap, drop0.25, dense128.")
+        raise UnknownTokenError(f"Cannot read {token!r} in model spec {spec!r}. Tokens look "
+                                "like conv32k3, conv64k3s2same, pool2, avgpool2, gap, drop0.25, "
+                                "dense128.")
     return check_layer(layer, where)
 
 
