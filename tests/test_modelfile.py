@@ -1,4 +1,4 @@
-"""Model files: safetensors + JSON sidecar round trip, and clear errors for wrong files."""
+"""model.safetensors + model.json: a round trip that predicts the same, and clear refusals."""
 
 from __future__ import annotations
 
@@ -11,71 +11,155 @@ import pytest
 import torch
 
 import cnnkit
+from cnnkit.data.pipeline import Preprocess
 from cnnkit.errors import CnnkitError
-from cnnkit.modelfile import load_model, read_card
+from cnnkit.modelfile import ModelCard, load_model, read_card, save_model
+from cnnkit.models import create_model
+from cnnkit.models.build import resolve
+from cnnkit.predict import Classifier
+
+CLASSES = ("cat", "dog", "T-shirt/top")
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    return cnnkit.train("shapes:count=60,size=16", model="conv8k3-pool2-dense16", epochs=1,
-                        out=str(out), plots=False, device="cpu").run_dir
-
-
-def test_round_trip_predicts_like_the_trained_model(run: Path) -> None:
-    from cnnkit.data import builtin
-
-    _, _, test = builtin.load_builtin("shapes:count=60,size=16")
-    images = [img.permute(1, 2, 0).numpy() for img in test.images[:6]]
-    clf = cnnkit.load(str(run), device="cpu")
-    probs = clf.predict_proba(images)
-    assert probs.shape == (6, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    # The same file through each of its names gives the same model.
-    for name in (run / "model.json", run / "model.safetensors"):
-        again = cnnkit.load(str(name), device="cpu").predict_proba(images)
-        assert np.array_equal(again, probs)
-    # And equals the model rebuilt by hand from the sidecar.
-    model, card = load_model(run)
-    x = clf.transform(images)
+def _saved(tmp_path: Path, spec: str = "conv8k3samebn-pool2-drop0.2-dense16bn",
+           channels: int = 3) -> tuple[torch.nn.Module, ModelCard, Path]:
+    torch.manual_seed(0)
+    model = create_model(spec, len(CLASSES), channels, 20)
+    # make batch-norm statistics non-trivial, as after training
+    model.train()
     with torch.no_grad():
-        direct = model(x).softmax(1).numpy()
-    assert np.allclose(direct, probs, atol=1e-6)
-    assert card.classes == ("circle", "square", "triangle")
+        model(torch.randn(8, channels, 20, 20) * 2 + 0.3)
+    model.eval()
+    arch, _ = resolve(spec)
+    pre = Preprocess(20, channels, (0.4,) * channels, (0.2,) * channels)
+    card = ModelCard(arch, CLASSES, pre, {"note": "test"})
+    path = save_model(model, card, tmp_path / "m" / "model.safetensors")
+    return model, card, path
 
 
-def test_a_moved_run_folder_still_loads(run: Path, tmp_path: Path) -> None:
-    moved = shutil.copytree(run, tmp_path / "elsewhere")
-    assert cnnkit.load(str(moved), device="cpu").classes == ("circle", "square", "triangle")
+def _images(n: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (24 + i, 30, 3), dtype=np.uint8) for i in range(n)]
 
 
-@pytest.mark.parametrize(("damage", "words"), [
-    (lambda d: (d / "model.json").unlink(), "has no model.json"),
-    (lambda d: (d / "model.json").write_text("{not json"), "not valid JSON"),
-    (lambda d: (d / "model.json").write_text('{"format": "other"}'), "not a cnnkit model sidecar"),
-    (lambda d: (d / "model.safetensors").unlink(), "is missing"),
-    (lambda d: (d / "model.safetensors").write_bytes(b"garbage"), "not a readable safetensors"),
+def test_save_load_round_trip_predicts_identically(tmp_path: Path) -> None:
+    model, card, path = _saved(tmp_path)
+    in_memory = Classifier(model, card, torch.device("cpu"))
+    expected = in_memory.predict_proba(_images())
+    for where in (path, path.with_suffix(".json"), path.parent):
+        loaded = cnnkit.load(str(where), device="cpu")
+        assert loaded.classes == CLASSES
+        assert loaded.card.preprocess == card.preprocess
+        np.testing.assert_array_equal(loaded.predict_proba(_images()), expected)
+    reloaded, _ = load_model(path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  reloaded.state_dict().values()))
+
+
+def test_a_trained_run_loads_the_same_way_from_each_of_its_files(trained) -> None:
+    run, data = trained
+    files = sorted(str(p) for p in data.rglob("*.png"))[:5]
+    by_run = cnnkit.load(str(run), device="cpu").predict_proba(files)
+    assert by_run.shape == (5, 3)
+    np.testing.assert_allclose(by_run.sum(1), 1, atol=1e-5)
+    for where in (run / "model.json", run / "model.safetensors"):
+        np.testing.assert_array_equal(
+            cnnkit.Classifier.load(where, device="cpu").predict_proba(files), by_run)
+
+
+def test_the_sidecar_describes_the_model(tmp_path: Path) -> None:
+    _, _, path = _saved(tmp_path, channels=1)
+    doc = json.loads(path.with_suffix(".json").read_text())
+    assert doc["format"] == "cnnkit-model" and doc["num_classes"] == 3
+    assert doc["classes"] == list(CLASSES)
+    assert doc["input"]["img_size"] == 20 and doc["input"]["channels"] == 1
+    assert doc["input"]["mean"] == [0.4] and doc["weights"] == "model.safetensors"
+    assert doc["architecture"]["layers"][0]["filters"] == 8
+    card, _ = read_card(path)
+    assert card.info == {"note": "test"}
+
+
+def _copy_run(trained, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained[0], tmp_path / "run"))
+
+
+def test_errors_for_paths_that_are_not_models(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="Not found"):
+        cnnkit.load(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CnnkitError, match=r"is not a cnnkit run: it has no model\.json"):
+        cnnkit.load(str(tmp_path / "empty"))
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(CnnkitError, match="is not a cnnkit model"):
+        cnnkit.load(str(tmp_path / "model.bin"))
+
+
+def test_a_weights_file_without_its_sidecar(trained, tmp_path: Path) -> None:
+    run = _copy_run(trained, tmp_path)
+    (run / "model.json").unlink()
+    with pytest.raises(CnnkitError, match=r"has no sidecar model\.json"):
+        cnnkit.load(str(run / "model.safetensors"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda doc: "{ not json", "is not valid JSON"),
+    (lambda doc: "[1, 2]", "is not a cnnkit model sidecar"),
+    (lambda doc: json.dumps({**doc, "format": "other"}), "is not a cnnkit model sidecar"),
+    (lambda doc: json.dumps({k: v for k, v in doc.items() if k != "classes"}),
+     r"model\.json is incomplete or damaged: no 'classes'"),
+    (lambda doc: json.dumps({k: v for k, v in doc.items() if k != "weights"}),
+     r"model\.json is incomplete or damaged: no 'weights'"),
+    (lambda doc: json.dumps({**doc, "input": {"img_size": 16}}),
+     r"model\.json is incomplete or damaged: no 'channels'"),
+    (lambda doc: json.dumps({**doc, "architecture": "seed-cnn"}),
+     r"model\.json is incomplete or damaged"),
+    (lambda doc: json.dumps({**doc, "architecture": {"name": "no-such-net"}}),
+     "Unknown model 'no-such-net'"),
+    (lambda doc: json.dumps({**doc, "architecture": {"name": "x", "layers": [{"units": 3}]}}),
+     "architecture recorded in the sidecar .* is damaged"),
+    (lambda doc: json.dumps({**doc, "format_version": 99}), "written by a newer cnnkit"),
+    (lambda doc: json.dumps({**doc, "weights": "other.safetensors"}),
+     r"weights file .*other\.safetensors named by model\.json is missing"),
 ])
-def test_broken_model_files_get_one_clear_error(run: Path, tmp_path: Path, damage,
-                                                words: str) -> None:
-    copy = shutil.copytree(run, tmp_path / "copy")
-    damage(copy)
-    with pytest.raises(CnnkitError, match=words):
-        load_model(copy)
+def test_damaged_sidecars_are_clear_errors(trained, tmp_path: Path, damage,
+                                           message: str) -> None:
+    run = _copy_run(trained, tmp_path)
+    doc = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(damage(doc))
+    with pytest.raises(CnnkitError, match=message):
+        cnnkit.load(str(run))
 
 
-def test_weights_of_another_model_are_refused(run: Path, tmp_path: Path) -> None:
-    copy = shutil.copytree(run, tmp_path / "copy")
-    doc = json.loads((copy / "model.json").read_text())
-    doc["architecture"]["layers"][0]["filters"] = 4
-    (copy / "model.json").write_text(json.dumps(doc))
-    with pytest.raises(CnnkitError, match="does not fit this model"):
-        load_model(copy)
+def test_a_json_that_is_not_a_sidecar(trained) -> None:
+    with pytest.raises(CnnkitError, match="is not a cnnkit model sidecar"):
+        cnnkit.load(str(trained[0] / "config.json"))
 
 
-def test_pickles_are_never_loaded(tmp_path: Path) -> None:
-    pickle = tmp_path / "model.pth"
-    torch.save({"anything": 1}, pickle)
-    with pytest.raises(CnnkitError, match="pickles are not loaded"):
-        read_card(pickle)
-    with pytest.raises(CnnkitError, match="not a cnnkit run"):
-        read_card(tmp_path)
+def test_corrupt_or_wrong_weights_are_clear_errors(trained, tmp_path: Path) -> None:
+    run = _copy_run(trained, tmp_path)
+    (run / "model.safetensors").write_bytes(b"\x10\0\0\0\0\0\0\0garbage")
+    with pytest.raises(CnnkitError, match="is not a readable safetensors file"):
+        cnnkit.load(str(run))
+    # another model's weights under this sidecar
+    _, _, other = _saved(tmp_path / "other")
+    shutil.copy(other, run / "model.safetensors")
+    with pytest.raises(CnnkitError, match="does not fit this model's architecture"):
+        cnnkit.load(str(run))
+
+
+def test_pickles_are_never_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    model = create_model("seed-cnn", 10, 1, 28)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "model.pth").write_bytes((tmp_path / "model.pt").read_bytes())
+    for name in ("model.pt", "model.pth"):
+        with pytest.raises(CnnkitError, match=r"pickles are not loaded"):
+            cnnkit.load(str(tmp_path / name))
+    # a pickle renamed to .safetensors is refused by the safetensors reader, not unpickled
+    _, _, path = _saved(tmp_path / "x")
+    path.write_bytes((tmp_path / "model.pt").read_bytes())
+    with pytest.raises(CnnkitError, match="not a readable safetensors file"):
+        cnnkit.load(str(path))

@@ -114,7 +114,37 @@ class TrainConfig:
             )
         if "data" not in values:
             raise CnnkitError("A training config needs 'data' (a folder, a CSV or a built-in set).")
-        return cls(**values)
+        types = {f.name: str(f.type) for f in fields(cls)}
+        return cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def _coerce(name: str, value: Any, annotation: str) -> Any:
+    """A value from a config file as its field's type, or a message quoting it.
+
+    ``epochs: 3.0`` is 3 and ``lr: 1`` is 1.0; ``epochs: three`` is a mistake.
+    """
+    if value is None and "None" in annotation:
+        return None
+    kind = annotation.split("|")[0].strip()
+    flag = "--" + name.replace("_", "-")
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int":
+        if is_number and float(value).is_integer():
+            return int(value)
+        raise CnnkitError(f"{flag} takes a whole number. Received: {value!r}")
+    if kind == "float":
+        if is_number:
+            return float(value)
+        raise CnnkitError(f"{flag} takes a number. Received: {value!r}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise CnnkitError(f"{flag} takes true or false. Received: {value!r}")
+    if isinstance(value, str):
+        return value
+    if is_number:  # unfreeze: 2, name: 2024
+        return str(value)
+    raise CnnkitError(f"{flag} takes text. Received: {value!r}")
 
 
 def augment_tokens(spec: str) -> tuple[str, ...]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+from cnnkit import log
 from cnnkit.config import TrainConfig
-from cnnkit.data.sources import load_splits
+from cnnkit.data.builtin import parse_name
+from cnnkit.data.imageset import ImageSet
+from cnnkit.data.sources import describe, load_files, load_splits
 from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult
 from cnnkit.predict import Classifier
@@ -14,15 +19,71 @@ from cnnkit.rundir import RunDir
 
 def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
                  device: str = "auto") -> EvalResult:
+    """Metrics of a run's model on DATA.
+
+    Without DATA, or when DATA is the data the run was trained on, the run's own
+    held-out test split is used (split.json for folders and CSVs), never images that
+    the model was trained or validated on.
+    """
     clf = Classifier.load(run, device)
-    if data is not None:
+    rundir = _run_folder(run)
+    cfg = TrainConfig.from_dict(rundir.read_config()) if rundir is not None else None
+    if data is not None and (cfg is None or not same_source(data, cfg.data)):
         return clf.evaluate(data, tta=tta)
-    rundir = RunDir.open(run)
-    cfg = TrainConfig.from_dict(rundir.read_config())
+    if cfg is None:
+        raise CnnkitError(f"{run} is a model file outside a run folder, so it has no held-out "
+                          "test split; pass DATA to evaluate on (a folder, a CSV or a built-in "
+                          "set).")
+    test = held_out_test(rundir, cfg, clf)
+    if data is None:
+        if test is None:
+            raise CnnkitError(f"{rundir.root} was trained without a held-out test split; pass "
+                              "DATA to evaluate on (a folder, a CSV or a built-in set).")
+    elif test is None:
+        log.warn(f"{rundir.root} has no held-out test split; evaluating on {data} as given")
+        return clf.evaluate(data, tta=tta)
+    else:
+        log.info(f"{data} is what {rundir.root} was trained on: evaluating on its held-out "
+                 f"test split ({len(test):,} images)")
+    return clf.evaluate_set(test, tta=tta)
+
+
+def _run_folder(run: str | Path) -> RunDir | None:
+    """The run folder of a run folder, its model.json or its model.safetensors."""
+    path = Path(run)
+    folder = path if path.is_dir() else path.parent
+    return RunDir(folder) if (folder / "config.json").is_file() else None
+
+
+def same_source(data: str, trained_on: str) -> bool:
+    """Whether DATA names the same built-in set (with the same options), folder or CSV."""
+    given = describe(data)
+    try:
+        original = describe(trained_on)
+    except CnnkitError:  # the training data is gone or moved
+        return False
+    if given.kind == "builtin" or original.kind == "builtin":
+        return (given.kind == original.kind
+                and given.builtin.name == original.builtin.name
+                and parse_name(data)[1] == parse_name(trained_on)[1])
+    return given.root.resolve() == original.root.resolve()
+
+
+def held_out_test(rundir: RunDir, cfg: TrainConfig, clf: Classifier) -> ImageSet | None:
+    """The test split recorded in split.json, or a built-in set's (deterministic) test split.
+
+    None when the run was trained without one.
+    """
+    if rundir.split_path.is_file():
+        split = json.loads(rundir.split_path.read_text())
+        rows = split.get("test") or []
+        if not rows:
+            return None
+        names = split.get("classes") or list(clf.classes)
+        labels = [clf.classes.index(names[int(y)]) for _, y in rows]
+        paths = [os.path.expanduser(p) for p, _ in rows]
+        return load_files(paths, labels, clf.classes, clf.card.preprocess)
     splits = load_splits(cfg.data, clf.card.preprocess, val_fraction=cfg.val_fraction,
                          test_fraction=cfg.test_fraction, seed=cfg.seed,
                          per_class=cfg.per_class)
-    if splits.test is None:
-        raise CnnkitError(f"{run} was trained without a held-out test split; pass DATA to "
-                          "evaluate on (a folder, a CSV or a built-in set).")
-    return clf.evaluate_set(splits.test, tta=tta)
+    return splits.test

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,10 @@ class EvalResult:
 def compute(log_probs: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...],
             ks: tuple[int, ...] = (1, 3, 5)) -> EvalResult:
     """Metrics of ``log_probs`` ``(N, K)`` against integer ``labels``."""
+    # Imported here: scikit-learn takes about a second to import, which `cnnkit predict`
+    # and every other command that computes no metrics should not pay.
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     lp = log_probs.float()
     y = labels.long().cpu()
     k_max = len(classes)

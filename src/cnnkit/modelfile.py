@@ -119,11 +119,19 @@ def read_card(path: str | os.PathLike) -> tuple[ModelCard, Path]:
     if doc.get("format_version", 0) > FORMAT_VERSION:
         raise CnnkitError(f"{sidecar} was written by a newer cnnkit "
                           f"({doc.get('cnnkit_version')}); upgrade cnnkit to load it.")
-    weights = sidecar.parent / doc["weights"]
+    try:
+        weights = sidecar.parent / str(doc["weights"])
+        card = ModelCard(Architecture.from_dict(doc["architecture"]),
+                         tuple(str(c) for c in doc["classes"]),
+                         Preprocess.from_dict(doc["input"]), doc.get("info") or {})
+    except KeyError as exc:
+        raise CnnkitError(f"{sidecar} is incomplete or damaged: no {exc.args[0]!r} in it. "
+                          "Use the model.json that was saved with the weights.") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CnnkitError(f"{sidecar} is incomplete or damaged ({exc}). Use the model.json "
+                          "that was saved with the weights.") from None
     if not weights.is_file():
         raise CnnkitError(f"The weights file {weights} named by {sidecar.name} is missing.")
-    card = ModelCard(Architecture.from_dict(doc["architecture"]), tuple(doc["classes"]),
-                     Preprocess.from_dict(doc["input"]), doc.get("info", {}))
     return card, weights
 
 
@@ -132,7 +140,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     """Rebuild the model from its sidecar and load its weights (safetensors only)."""
     card, weights = read_card(path)
     pre = card.preprocess
-    model = create_model(card.architecture, len(card.classes), pre.channels, pre.img_size)
+    try:
+        model = create_model(card.architecture, len(card.classes), pre.channels, pre.img_size)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CnnkitError(f"The architecture recorded in the sidecar of {weights} is damaged "
+                          f"({type(exc).__name__}: {exc}); it cannot be rebuilt.") from None
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:

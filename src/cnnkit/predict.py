@@ -64,10 +64,10 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
             out.append(str(path))
         elif any(ch in item for ch in "*?["):
             pattern = os.path.expanduser(item)
-            static = Path(pattern.split("*")[0].split("?")[0].split("[")[0]).parent
+            root = _static_root(pattern)
             found = sorted(p for p in glob.glob(pattern, recursive=True)
                            if os.path.isfile(p) and is_image_file(p)
-                           and not _hidden_below(Path(p), static))
+                           and not _hidden_below(Path(p), root))
             if not found:
                 raise CnnkitError(f"No images match {item!r}.")
             out += found
@@ -77,12 +77,22 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
     return out
 
 
-def _hidden_below(path: Path, root: Path) -> bool:
-    """Whether a part of ``path`` under ``root`` is hidden (``.x``, ``__MACOSX``...)."""
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        parts = path.parts
+def _static_root(pattern: str) -> Path | None:
+    """The part of a glob pattern before its first wildcard ('shots/2024' of 'shots/2024/*')."""
+    static = []
+    for part in Path(pattern).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        static.append(part)
+    return Path(*static) if static else None
+
+
+def _hidden_below(path: Path, root: Path | None) -> bool:
+    """Whether a part of ``path`` that a wildcard matched is hidden (``.x``, ``__MACOSX``).
+
+    Parts the user typed out (``.cache/*.png``) are what they asked for.
+    """
+    parts = path.parts if root is None else path.parts[len(root.parts):]
     return any(is_hidden(part) for part in parts)
 
 
@@ -137,19 +147,27 @@ class Classifier:
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, *, top_k: int = 5,
                 batch_size: int = 64, tta: bool = False) -> list[Prediction]:
-        """Top-``k`` classes with probabilities; unreadable images are skipped with a warning."""
+        """Top-``k`` classes with probabilities.
+
+        Unreadable images are skipped with a warning; if none can be read, that is an error.
+        """
         if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes)):
             images = [images]
-        arrays, names = [], []
+        arrays, names, skipped = [], [], []
         for i, item in enumerate(images):
             name = str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>"
             try:
                 arrays.append(self._decode(item))
                 names.append(name)
             except CorruptImageError as exc:
-                log.warn(f"skipped {exc}")
+                skipped.append(str(exc))
             except FileNotFoundError:
-                log.warn(f"skipped {name}: file not found")
+                skipped.append(f"{name}: file not found")
+        if skipped and not names:
+            more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+            raise CnnkitError(f"No image could be read: {skipped[0]}{more}.")
+        for message in skipped:
+            log.warn(f"skipped {message}")
         probs = self._probs(arrays, batch_size, tta)
         k = max(1, min(top_k, len(self.classes)))
         out = []
@@ -180,13 +198,9 @@ def load_predictor(model: str, device: str = "auto") -> Classifier:
     """A run folder or model file; or a pretrained model's name for its ImageNet classes."""
     if os.path.exists(model):
         return Classifier.load(model, device)
-    from cnnkit.models.build import resolve
+    from cnnkit.models.registry import get_model_info, is_registered
 
-    try:
-        _, info = resolve(model)
-    except CnnkitError:
-        info = None
-    if info is not None and info.is_pretrained:
+    if is_registered(model) and get_model_info(model).is_pretrained:
         from cnnkit.zeroshot import imagenet_classifier
 
         return imagenet_classifier(model, device)

@@ -1,113 +1,221 @@
-"""Every data source: class folders (split or not), CSV, and the built-in sets."""
+"""DATA arguments to train/val/test sets: folders, pre-split folders, CSVs, corrupt files."""
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from cnnkit.data import builtin
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.sources import describe, load_eval_set, load_splits
 from cnnkit.errors import CnnkitError
 
-PRE = Preprocess(16, 3, (0.5,) * 3, (0.5,) * 3)
+
+def _pre(size: int = 16, channels: int = 3) -> Preprocess:
+    return Preprocess(size, channels, (0.5,) * channels, (0.5,) * channels)
 
 
-def _tree(root: Path, counts: dict[str, int], size: int = 12) -> Path:
-    rng = np.random.default_rng(0)
-    for cls, n in counts.items():
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
-                root / cls / f"{i}.png")
+def _split_tree(root: Path, per_class: int = 20) -> Path:
+    """``per_class`` images in each of 3 classes, each image's value unique (to track it)."""
+    for c, cls in enumerate(("a", "b", "c")):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("L", (8, 8), c * 80 + i).save(root / cls / f"{i:02d}.png")
     return root
 
 
-def test_one_folder_is_split_stratified_and_seeded(tmp_path: Path) -> None:
-    root = _tree(tmp_path / "d", {"a": 20, "b": 10})
-    one = load_splits(str(root), PRE, val_fraction=0.2, test_fraction=0.1, seed=3)
-    two = load_splits(str(root), PRE, val_fraction=0.2, test_fraction=0.1, seed=3)
-    assert one.classes == ("a", "b") and describe(str(root)).kind == "folder"
-    assert (len(one.train), len(one.val), len(one.test)) == (21, 6, 3)
-    assert one.val.class_counts() == [4, 2]  # stratified: each class keeps its share
-    assert one.files() == two.files()  # seeded
-    other = load_splits(str(root), PRE, val_fraction=0.2, test_fraction=0.1, seed=4)
-    assert other.files() != one.files()
-    assert one.train.images.shape[1:] == (3, 16, 16)
-    everything = set(one.files()["train"]) | set(one.files()["val"]) | set(one.files()["test"])
-    assert len(everything) == 30  # no image in two splits
+def _files(part) -> set[str]:
+    return set(part.paths)
 
 
-def test_a_folder_already_split(tmp_path: Path) -> None:
-    _tree(tmp_path / "d" / "train", {"a": 6, "b": 6})
-    _tree(tmp_path / "d" / "val", {"a": 2, "b": 2})
-    _tree(tmp_path / "d" / "test", {"a": 3, "b": 1})
-    splits = load_splits(str(tmp_path / "d"), PRE)
-    assert describe(str(tmp_path / "d")).kind == "split-folder"
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (12, 4, 4)
-    assert splits.test.class_counts() == [3, 1]
-    assert len(load_eval_set(str(tmp_path / "d"), PRE, splits.classes)) == 4
+def test_a_class_per_folder_tree_is_split_stratified_and_seeded(tmp_path: Path) -> None:
+    root = _split_tree(tmp_path / "d")
+    s = load_splits(str(root), _pre(), val_fraction=0.1, test_fraction=0.2, seed=3)
+    assert s.source.kind == "folder" and s.classes == ("a", "b", "c")
+    assert [s.train.class_counts(), s.val.class_counts(), s.test.class_counts()] == [
+        [14] * 3, [2] * 3, [4] * 3]
+    parts = [_files(s.train), _files(s.val), _files(s.test)]
+    assert sum(len(p) for p in parts) == 60 and len(set().union(*parts)) == 60
+    for part in (s.train, s.val, s.test):  # labels follow the files
+        for path, label in zip(part.paths, part.labels.tolist()):
+            assert Path(path).parent.name == s.classes[label]
+    again = load_splits(str(root), _pre(), val_fraction=0.1, test_fraction=0.2, seed=3)
+    assert _files(again.test) == _files(s.test) and _files(again.val) == _files(s.val)
+    other = load_splits(str(root), _pre(), val_fraction=0.1, test_fraction=0.2, seed=4)
+    assert _files(other.test) != _files(s.test)
 
 
-@pytest.mark.parametrize("header", [True, False])
-def test_csv_of_path_and_label(tmp_path: Path, header: bool) -> None:
-    _tree(tmp_path / "img", {"cat": 4, "dog": 4})
-    rows = [f"img/{c}/{i}.png,{c}" for c in ("cat", "dog") for i in range(4)]
-    csv = tmp_path / "labels.csv"
-    csv.write_text(("path,label\n" if header else "") + "\n".join(rows) + "\n")
-    splits = load_splits(str(csv), PRE, val_fraction=0.25, test_fraction=0.0)
-    assert splits.classes == ("cat", "dog")
-    assert len(splits.train) + len(splits.val) == 8
+def test_split_fractions_are_configurable(tmp_path: Path) -> None:
+    root = _split_tree(tmp_path / "d")
+    s = load_splits(str(root), _pre(), val_fraction=0.25, test_fraction=0.0)
+    assert s.test is None
+    assert s.val.class_counts() == [5] * 3 and s.train.class_counts() == [15] * 3
+    s = load_splits(str(root), _pre(), val_fraction=0.0, test_fraction=0.0)
+    assert s.val is None and s.test is None and len(s.train) == 60
 
 
-def test_csv_mistakes_name_the_row(tmp_path: Path) -> None:
-    csv = tmp_path / "bad.csv"
-    csv.write_text("a.png,cat\nmissing.png\n")
-    with pytest.raises(CnnkitError, match=r"bad.csv:2: expected 'path,label'"):
-        load_splits(str(csv), PRE)
-    csv.write_text("nothere.png,cat\nnothere2.png,dog\n")
-    with pytest.raises(CnnkitError, match=r"does not exist: .*nothere\.png"):
-        load_splits(str(csv), PRE)
+def test_a_small_class_keeps_an_image_in_every_split(tmp_path: Path) -> None:
+    root = _split_tree(tmp_path / "d")
+    for f in sorted((root / "c").iterdir())[3:]:
+        f.unlink()
+    s = load_splits(str(root), _pre(), val_fraction=0.1, test_fraction=0.1)
+    assert s.train.class_counts()[2] == 1
+    assert s.val.class_counts()[2] == 1 and s.test.class_counts()[2] == 1
 
 
-def test_builtin_digits_and_fashion_mnist() -> None:
-    _, train, test = builtin.load_builtin("digits")
-    assert train.images.shape[1:] == (1, 8, 8) and len(train.classes) == 10 and test is None
-    splits = load_splits("fashion-mnist", PRE, per_class=5, seed=0)
-    assert splits.train.class_counts() == [5] * 10
-    assert len(splits.test) == 10_000 and splits.train.images.shape[1:] == (1, 28, 28)
-    assert splits.classes[0] == "T-shirt/top"
-    # Few-image runs validate on the same proportion, not on 6,000 images.
-    assert splits.val.class_counts() == [1] * 10
+def test_a_pre_split_tree_keeps_its_splits(make_tree, tmp_path: Path) -> None:
+    for split, n in (("train", 6), ("valid", 3), ("test", 2)):
+        make_tree(tmp_path / "d" / split, per_class=n, size=20, seed=len(split))
+    s = load_splits(str(tmp_path / "d"), _pre(), val_fraction=0.5, test_fraction=0.5)
+    assert s.source.kind == "split-folder"
+    assert [len(s.train), len(s.val), len(s.test)] == [18, 9, 6]
+    assert all("/train/" in p for p in s.train.paths)
+    assert all("/valid/" in p for p in s.val.paths)
+    assert all("/test/" in p for p in s.test.paths)
 
 
-def test_builtin_shapes_is_seeded_with_any_size_and_count() -> None:
-    _, a, _ = builtin.load_builtin("shapes:size=16,count=30,seed=1")
-    _, b, _ = builtin.load_builtin("shapes:size=16,count=30,seed=1")
-    _, c, _ = builtin.load_builtin("shapes:size=16,count=30,seed=2")
-    assert a.images.shape == (30, 3, 16, 16)
-    assert (a.images == b.images).all() and not (a.images == c.images).all()
-    assert a.class_counts() == [10, 10, 10]
-    with pytest.raises(CnnkitError):
-        builtin.load_builtin("shapes:colour=3")
+def test_a_pre_split_tree_without_val_takes_val_from_train(make_tree, tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        make_tree(tmp_path / "d" / split, per_class=10, size=20)
+    s = load_splits(str(tmp_path / "d"), _pre(), val_fraction=0.2)
+    assert [len(s.train), len(s.val), len(s.test)] == [24, 6, 30]
+    assert not _files(s.train) & _files(s.val)
 
 
-def test_missing_data_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CnnkitError, match="Data not found"):
-        describe(str(tmp_path / "nope"))
-    (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(CnnkitError, match="is a file"):
-        describe(str(tmp_path / "file.txt"))
+def test_a_csv_source(make_tree, tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "imgs", per_class=5, size=20)
+    rows = [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(tree.rglob("*.png"))]
+    (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows))
+    info = describe(str(tmp_path / "labels.csv"))
+    assert info.kind == "csv" and info.name == "labels"
+    s = load_splits(str(tmp_path / "labels.csv"), _pre(), val_fraction=0.2, test_fraction=0.2)
+    assert s.classes == ("circle", "square", "triangle")
+    assert [len(s.train), len(s.val), len(s.test)] == [9, 3, 3]
 
 
-def test_empty_and_single_class_folders(tmp_path: Path) -> None:
-    _tree(tmp_path / "one", {"a": 3})
+def test_mixed_colour_modes_arrive_with_the_models_channels(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    made = {
+        "a/grey.png": Image.new("L", (10, 12), 90),
+        "a/rgba.png": Image.new("RGBA", (12, 10), (255, 0, 0, 128)),
+        "a/pal.gif": Image.new("RGB", (9, 9), (0, 255, 0)).convert("P"),
+        "b/cmyk.jpg": Image.new("CMYK", (16, 16), (0, 255, 0, 0)),
+        "b/deep.tif": Image.fromarray(np.full((14, 14), 40000, dtype=np.uint16)),
+        "b/rgb.webp": Image.new("RGB", (20, 11), (1, 2, 3)),
+    }
+    for name, img in made.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        img.save(root / name)
+    for channels in (1, 3):
+        s = load_splits(str(root), _pre(12, channels), val_fraction=0, test_fraction=0)
+        assert tuple(s.train.images.shape) == (6, channels, 12, 12)
+        assert s.train.images.dtype == torch.uint8
+    deep = s.train.images[s.train.paths.index(str(root / "b/deep.tif"))]
+    assert deep.float().mean().item() == pytest.approx(40000 / 65535 * 255, abs=1)
+
+
+def test_corrupt_images_are_skipped_with_a_warning_and_left_untouched(make_tree,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_tree(tmp_path / "d", per_class=4, size=16)
+    bad = {root / "circle" / "broken.png": b"\x89PNG\r\n\x1a\n garbage",
+           root / "square" / "empty.jpg": b""}
+    for path, content in bad.items():
+        path.write_bytes(content)
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    s = load_splits(str(root), _pre(), val_fraction=0, test_fraction=0)
+    assert len(s.train) == 12
+    assert not any(p.endswith(("broken.png", "empty.jpg")) for p in s.train.paths)
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "empty.jpg" in err and "skipped" in err
+    for path, content in bad.items():
+        assert path.read_bytes() == content
+        assert path.stat().st_mtime_ns == 1_000_000_000
+    # From the cache, the warning is given again.
+    load_splits(str(root), _pre(), val_fraction=0, test_fraction=0)
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_source_files_are_never_modified(make_tree, tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "d", per_class=3, size=16, fmt="jpg")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    load_splits(str(root), _pre(), val_fraction=0, test_fraction=0)
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_every_image_corrupt_is_a_user_error(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "x.png").write_bytes(b"nope")
+    with pytest.raises(CnnkitError, match="None of the images could be decoded"):
+        load_splits(str(tmp_path), _pre())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "Data not found"),
+    (lambda p: p.write_text("x"), "is a file"),
+    (lambda p: p.mkdir(), "no class sub-folders"),
+])
+def test_unusable_data_paths(tmp_path: Path, make, message: str) -> None:
+    target = tmp_path / "data"
+    make(target)
+    with pytest.raises(CnnkitError, match=message):
+        load_splits(str(target), _pre())
+
+
+def test_a_missing_csv(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="CSV file not found"):
+        describe(str(tmp_path / "x.csv"))
+
+
+def test_a_single_class_folder(make_tree, tmp_path: Path) -> None:
+    make_tree(tmp_path / "d", per_class=3, size=16)
+    for cls in ("square", "triangle"):
+        for f in (tmp_path / "d" / cls).iterdir():
+            f.unlink()
+        (tmp_path / "d" / cls).rmdir()
     with pytest.raises(CnnkitError, match="only one class"):
-        load_splits(str(tmp_path / "one"), PRE)
-    _tree(tmp_path / "two", {"a": 3})
-    (tmp_path / "two" / "b").mkdir()
-    with pytest.raises(CnnkitError, match="b"):
-        load_splits(str(tmp_path / "two"), PRE)
+        load_splits(str(tmp_path / "d"), _pre())
+
+
+def test_too_few_images_for_the_split(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.new("L", (8, 8)).save(tmp_path / cls / f"{i}.png")
+    with pytest.raises(CnnkitError, match="No training images left"):
+        load_splits(str(tmp_path), _pre(), val_fraction=0.5, test_fraction=0.5)
+
+
+def test_per_class_keeps_a_seeded_subset(tmp_path: Path) -> None:
+    root = _split_tree(tmp_path / "d")
+    s = load_splits(str(root), _pre(), val_fraction=0, test_fraction=0, per_class=4)
+    assert s.train.class_counts() == [4, 4, 4]
+    again = load_splits(str(root), _pre(), val_fraction=0, test_fraction=0, per_class=4)
+    assert _files(again.train) == _files(s.train)
+
+
+def test_eval_set_of_a_folder_uses_the_models_class_order(make_tree, tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "d", per_class=2, size=16)
+    (root / "square").rename(root / "zz_ignored_later")
+    for f in (root / "zz_ignored_later").iterdir():
+        f.unlink()
+    (root / "zz_ignored_later").rmdir()
+    part = load_eval_set(str(root), _pre(), ("triangle", "square", "circle"))
+    assert part.classes == ("triangle", "square", "circle")
+    counts = Counter(part.labels.tolist())
+    assert counts == {0: 2, 2: 2}
+    for path, label in zip(part.paths, part.labels.tolist()):
+        assert Path(path).parent.name == part.classes[label]
+
+
+def test_eval_set_of_a_split_tree_is_its_test_split(make_tree, tmp_path: Path) -> None:
+    for split, n in (("train", 3), ("val", 2), ("test", 1)):
+        make_tree(tmp_path / "d" / split, per_class=n, size=16)
+    part = load_eval_set(str(tmp_path / "d"), _pre(), ("circle", "square", "triangle"))
+    assert len(part) == 3 and all("/test/" in p for p in part.paths)

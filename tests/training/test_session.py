@@ -1,4 +1,4 @@
-"""Training runs: the run folder, reproducibility, resume, imbalance, early stopping."""
+"""Training runs end to end on tiny data: the run folder, reproducibility, options, imbalance."""
 
 from __future__ import annotations
 
@@ -8,136 +8,169 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import cnnkit
+from cnnkit.config import TrainConfig
 from cnnkit.errors import CnnkitError
-from cnnkit.training.checkpoint import load_checkpoint
+from cnnkit.modelfile import read_card
 
-TINY = {"model": "conv8k3-pool2-dense16", "plots": False, "device": "cpu", "seed": 0}
-DATA = "shapes:count=90,size=16"
-
-
-def _metrics(run: Path) -> list[dict[str, str]]:
-    with open(run / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+TINY = "shapes:size=12,count=60"
+MODEL = "conv4k3-pool2-dense8"
 
 
-def test_run_folder_holds_everything_to_repeat_and_use_the_run(tmp_path: Path) -> None:
-    result = cnnkit.train(DATA, epochs=2, out=str(tmp_path), **TINY)
+def tiny(tmp_path: Path, data: str = TINY, **options) -> cnnkit.TrainResult:
+    settings = {"model": MODEL, "epochs": 2, "batch_size": 16, "plots": False,
+                "device": "cpu", "out": str(tmp_path / "runs"), **options}
+    return cnnkit.train(data, **settings)
+
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def _metrics(history: list[dict]) -> list[tuple]:
+    return [tuple(row[k] for k in METRICS) for row in history]
+
+
+def test_the_run_folder_holds_everything(make_tree, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "photos", per_class=10, size=16)
+    result = tiny(tmp_path, str(data), name="first")
     run = result.run_dir
-    for name in ("config.json", "classes.txt", "model.safetensors", "model.json",
-                 "metrics.csv", "checkpoints/last.safetensors", "test_metrics.json",
-                 "phases.json"):
-        assert (run / name).is_file(), name
-    config = json.loads((run / "config.json").read_text())
-    assert config["epochs"] == 2 and config["img_size"] == 16 and config["mode"] == "scratch"
+    assert run == tmp_path / "runs" / "first"
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*")}
+    assert {"config.json", "classes.txt", "model.safetensors", "model.json", "metrics.csv",
+            "checkpoints/last.safetensors", "split.json", "test_metrics.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    # config.json: the resolved options, from which the run can be repeated
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert config.model == MODEL and config.epochs == 2 and config.img_size == 64
+    assert config.lr is not None and config.mode == "scratch"
+    assert (run / "classes.txt").read_text() == "circle\nsquare\ntriangle\n"
+    # the sidecar says how to feed the model
+    card, weights = read_card(run)
+    assert weights == run / "model.safetensors"
+    assert card.classes == ("circle", "square", "triangle")
+    assert card.preprocess.img_size == 64 and card.preprocess.channels == 3
+    assert card.architecture.layers[0]["filters"] == 4
     sidecar = json.loads((run / "model.json").read_text())
-    assert sidecar["classes"] == ["circle", "square", "triangle"]
-    assert sidecar["input"]["img_size"] == 16 and sidecar["input"]["channels"] == 3
-    assert len(sidecar["input"]["mean"]) == 3 and sidecar["cnnkit_version"]
-    assert sidecar["architecture"]["layers"][0]["filters"] == 8
-    rows = _metrics(run)
+    assert sidecar["cnnkit_version"] == cnnkit.__version__ and len(sidecar["sha256"]) == 64
+    assert set(load_file(run / "model.safetensors")) == set(
+        cnnkit.create_model(MODEL, 3, 3, 64).state_dict())
+    with open(run / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"} <= set(rows[0])
-    assert (run / "classes.txt").read_text().split() == ["circle", "square", "triangle"]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "elapsed_s"} <= set(rows[0])
+    # split.json: which file went where, disjoint, everything once
+    split = json.loads((run / "split.json").read_text())
+    files = [f for part in ("train", "val", "test") for f, _ in split[part]]
+    assert len(files) == 30 == len(set(files))
+    assert len(split["test"]) == 3 == result.test.n
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert test["accuracy"] == pytest.approx(result.test_accuracy)
+    assert len(test["confusion_matrix"]) == 3
 
 
-def test_seeded_cpu_runs_are_reproducible(tmp_path: Path) -> None:
-    a = cnnkit.train(DATA, epochs=2, out=str(tmp_path), name="a", **TINY)
-    b = cnnkit.train(DATA, epochs=2, out=str(tmp_path), name="b", **TINY)
-    keys = ("train_loss", "val_loss", "val_acc")
-    assert [[r[k] for k in keys] for r in a.history] == [[r[k] for k in keys] for r in b.history]
-    c = cnnkit.train(DATA, epochs=2, out=str(tmp_path), name="c", **{**TINY, "seed": 1})
-    assert [r["train_loss"] for r in c.history] != [r["train_loss"] for r in a.history]
+def test_a_seeded_cpu_run_is_reproducible(tmp_path: Path) -> None:
+    a = tiny(tmp_path, name="a", epochs=3)
+    b = tiny(tmp_path, name="b", epochs=3)
+    assert _metrics(a.history) == _metrics(b.history)
+    assert a.test.to_dict() == b.test.to_dict()
+    wa, wb = load_file(a.run_dir / "model.safetensors"), load_file(b.run_dir / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = tiny(tmp_path, name="c", epochs=3, seed=1)
+    assert _metrics(c.history) != _metrics(a.history)
 
 
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path) -> None:
-    full = cnnkit.train(DATA, epochs=3, out=str(tmp_path), name="full", **TINY)
-
-    def stop_after_first(trainer, row) -> None:
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        cnnkit.train(DATA, epochs=3, out=str(tmp_path), name="cut", callbacks=[stop_after_first],
-                     **TINY)
-    cut = tmp_path / "cut"
-    assert len(_metrics(cut)) == 1 and (cut / "checkpoints" / "last.safetensors").is_file()
-    resumed = cnnkit.resume(cut)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
-    for a, b in zip(full.history, resumed.history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-        assert a["val_acc"] == b["val_acc"]
-    assert resumed.test_accuracy == full.test_accuracy
-    with pytest.raises(CnnkitError, match="already finished"):
-        cnnkit.resume(cut)
+def test_a_taken_run_name_gets_a_suffix(tmp_path: Path) -> None:
+    first = tiny(tmp_path, epochs=1)
+    second = tiny(tmp_path, epochs=1)
+    assert first.run_dir.name == "shapes-conv4k3-pool2-dense8"
+    assert second.run_dir.name == "shapes-conv4k3-pool2-dense8-2"
 
 
-def test_a_crash_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    from cnnkit.training import loop
-
-    def crash_in_epoch_two(trainer, row) -> None:  # epoch 2's checkpoint write fails
-        if row["epoch"] == 2:
-            monkeypatch.setattr(loop, "save_checkpoint", _broken_save)
-
-    with pytest.raises(OSError, match="disk"):
-        cnnkit.train(DATA, epochs=3, out=str(tmp_path), name="crash",
-                     callbacks=[crash_in_epoch_two], **TINY)
-    ckpt = tmp_path / "crash" / "checkpoints" / "last.safetensors"
-    _, _, meta, _ = load_checkpoint(ckpt)  # still whole, from epoch 1
-    assert meta["epoch_in_phase"] == 0 and len(meta["history"]) == 1
-    assert not list(ckpt.parent.glob("*.tmp*"))
+def test_a_builtin_sets_own_size_is_the_input_size(tmp_path: Path) -> None:
+    result = tiny(tmp_path, "shapes:size=16,count=30", epochs=1)
+    assert result.config.img_size == 16
+    card, _ = read_card(result.run_dir)
+    assert card.preprocess.img_size == 16
+    assert tiny(tmp_path, "shapes:size=16,count=30", epochs=1, img_size=20).config.img_size == 20
 
 
-def _broken_save(path, *args, **kwargs) -> None:
-    from cnnkit.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(b"half a checkp")
-        raise OSError("disk went away")
-
-
-def test_imbalanced_classes_get_a_weighted_loss_and_say_so(tmp_path: Path, capsys) -> None:
-    from PIL import Image
-
-    root = tmp_path / "imb"
-    for cls, n in (("many", 40), ("few", 8)):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            Image.new("RGB", (16, 16), (i * 5, 0, 0) if cls == "many" else (0, 0, 200)).save(
-                root / cls / f"{i}.png")
-    cnnkit.train(str(root), epochs=1, img_size=16, out=str(tmp_path), **TINY)
-    assert "class-weighted loss" in capsys.readouterr().out
+@pytest.mark.parametrize("options", [
+    {"schedule": "cosine", "label_smoothing": 0.0, "optimizer": "sgd"},
+    {"schedule": "constant", "label_smoothing": 0.3, "warmup_epochs": 0.5},
+    {"augment": "flip+crop+erase+color", "weight_decay": 0.0, "lr": 1e-3},
+    {"imbalance": "balanced-sampling", "tta": True, "channels": 1},
+])
+def test_training_options_are_accepted_and_recorded(tmp_path: Path, options: dict) -> None:
+    result = tiny(tmp_path, epochs=1, **options)
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    for key, value in options.items():
+        assert saved[key] == value
+    assert all(torch.isfinite(torch.tensor(v)) for v in _metrics(result.history)[0])
 
 
-def test_early_stopping_stops_and_resume_says_why(tmp_path: Path) -> None:
-    def never_better(trainer, row) -> None:
-        trainer.best["val_acc"] = 2.0  # nothing can beat this
-
-    result = cnnkit.train(DATA, epochs=6, patience=2, out=str(tmp_path), name="es",
-                          callbacks=[never_better], **TINY)
-    assert len(result.history) == 3  # epoch 1 sets best; 2 and 3 do not improve -> stop
-    with pytest.raises(CnnkitError, match="stopped early after epoch 3"):
-        cnnkit.resume(result.run_dir)
-
-
-def test_bad_model_leaves_no_empty_run_folder(tmp_path: Path) -> None:
-    with pytest.raises(CnnkitError):
-        cnnkit.train(DATA, out=str(tmp_path), **{**TINY, "model": "conv8k99-dense4"})
-    assert not any(tmp_path.iterdir())
+def test_bad_options_fail_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="--schedule must be one of"):
+        tiny(tmp_path, schedule="linear")
+    with pytest.raises(CnnkitError, match=r"Unknown training option\(s\): epoch"):
+        cnnkit.train(TINY, epoch=3)
+    with pytest.raises(CnnkitError, match="--label-smoothing must be in"):
+        tiny(tmp_path, label_smoothing=1.0)
+    assert not (tmp_path / "runs").exists()
 
 
-def test_unknown_option_fails_loudly() -> None:
-    with pytest.raises(CnnkitError, match="Unknown training option"):
-        cnnkit.train(DATA, epochz=3)
-    with pytest.raises(CnnkitError, match="--lr must be a positive number"):
-        cnnkit.train(DATA, lr=-1.0)
+def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path: Path) -> None:
+    # Valid spec, but 12-px images shrink to nothing in it: known only when building.
+    with pytest.raises(CnnkitError, match="shrink to nothing"):
+        tiny(tmp_path, model="conv4k5-pool2-conv4k5-pool2", img_size=12)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_the_best_epochs_model_is_the_saved_one(tmp_path: Path) -> None:
-    result = cnnkit.train(DATA, epochs=3, out=str(tmp_path), **TINY)
-    best = max(result.history, key=lambda r: (r["val_acc"], -r["val_loss"]))
-    clf = cnnkit.load(str(result.run_dir), device="cpu")
-    _, _, meta, _ = load_checkpoint(result.run_dir / "checkpoints" / "last.safetensors")
-    assert meta["best"]["epoch"] == best["epoch"]
-    assert isinstance(clf.model, torch.nn.Module)
+def test_imbalance_is_handled_and_announced(make_tree, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_tree(tmp_path / "d", per_class=15, size=16)
+    for f in sorted((data / "square").iterdir())[4:]:
+        f.unlink()
+    tiny(tmp_path, str(data), epochs=1, img_size=16, val_fraction=0.2, test_fraction=0.0)
+    out = capsys.readouterr().out
+    assert "imbalanced" in out and "class-weighted loss" in out
+    tiny(tmp_path, str(data), epochs=1, img_size=16, imbalance="none")
+    assert "imbalanced" not in capsys.readouterr().out
+    tiny(tmp_path, TINY, epochs=1)  # balanced: nothing to say
+    assert "imbalanced" not in capsys.readouterr().out
+
+
+def test_the_weights_of_imbalance_handling() -> None:
+    from cnnkit.data.imageset import ImageSet
+    from cnnkit.data.sources import Splits
+    from cnnkit.training.session import _imbalance
+
+    labels = torch.tensor([0] * 12 + [1] * 3 + [2] * 3)
+    train = ImageSet(torch.zeros(18, 1, 4, 4, dtype=torch.uint8), labels, ("a", "b", "c"))
+    splits = Splits(None, train.classes, train, None, None)
+    class_w, sample_w = _imbalance(TrainConfig("x"), splits)
+    assert sample_w is None
+    assert class_w.tolist() == pytest.approx([0.5, 2.0, 2.0])  # n / (k * n_c)
+    class_w, sample_w = _imbalance(TrainConfig("x", imbalance="balanced-sampling"), splits)
+    assert class_w is None
+    assert sample_w[0].item() == pytest.approx(1 / 12)
+    assert sample_w[-1].item() == pytest.approx(1 / 3)
+
+
+def test_early_stopping_stops_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnkit.training.loop import Trainer
+
+    # Validation never improves after the first epoch.
+    monkeypatch.setattr(Trainer, "_is_better", lambda self, row: not self.best)
+    result = tiny(tmp_path, epochs=8, patience=2)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert "early stopping" in capsys.readouterr().out
+    assert len((result.run_dir / "metrics.csv").read_text().splitlines()) == 4
+    assert result.test is not None  # the best model is still tested
+
+
+def test_a_diverging_run_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="lower --lr"):
+        tiny(tmp_path, lr=1e12, optimizer="sgd", schedule="constant", warmup_epochs=0)

@@ -1,7 +1,7 @@
 """The ``cnnkit`` command: a thin layer over the Python API.
 
-User mistakes (:class:`CnnkitError`) print one line and exit 2; nothing here holds
-logic that the API lacks.
+User mistakes (:class:`CnnkitError`) and usage errors (a missing argument, an unknown
+option) print one line and exit 2; nothing here holds logic that the API lacks.
 """
 
 from __future__ import annotations
@@ -52,16 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="cnnkit", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except typer.exceptions.TyperException as exc:  # click's usage errors, as one line
+    except typer.exceptions.TyperException as exc:  # click's usage errors
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            print(ctx.get_help())
+            print(ctx.get_help())  # `cnnkit`, `cnnkit data`: the help, not an error
             return 0
         where = ctx.command_path if ctx is not None else "cnnkit"
-        message = exc.format_message().rstrip()
-        stop = "" if message.endswith((".", "!", "?")) else "."
+        message = " ".join(exc.format_message().split())  # one line
+        stop = "" if message.endswith((".", "!", "?", ")")) else "."
         log.error(f"{where}: {message}{stop} Run '{where} --help' for the options.")
         return int(getattr(exc, "exit_code", 2))
+    except typer.Abort:  # click's form of Ctrl-C
+        log.error("interrupted")
+        return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     except CnnkitError as exc:
@@ -80,11 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except Exception as exc:
-        if type(exc).__name__ == "Abort":  # click's form of Ctrl-C
-            log.error("interrupted")
-            return 130
-        raise
     return 0
 
 

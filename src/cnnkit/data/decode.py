@@ -68,8 +68,8 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
     """Convert any Pillow mode to 'L' (channels=1) or 'RGB' (channels=3)."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(arr / _full_scale(img.mode, arr) * 255.0 + 0.5, 0, 255)
+                              .astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -78,6 +78,22 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("L" if channels == 1 else "RGB")
+
+
+def _full_scale(mode: str, arr: np.ndarray) -> float:
+    """The value that means white: 65535 for 16-bit data, whatever its brightest pixel.
+
+    A 16-bit image is scaled by its bit depth, not by its content: a dark one (every
+    value below 256) stays dark. 32-bit integer and float images carry no depth, so
+    their range is guessed from the values (1.0, 255, 65535 or their maximum).
+    """
+    if mode.startswith("I;16"):
+        return 65535.0
+    top = float(arr.max(initial=0))
+    for limit in ((1.0,) if mode == "F" else ()) + (255.0, 65535.0):
+        if top <= limit:
+            return limit
+    return top
 
 
 def resize_square(img: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:

@@ -99,6 +99,7 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
     if not path.is_file():
         raise CnnkitError(f"CSV file not found: {path}.")
     rows: list[tuple[str, str]] = []
+    first = True
     with open(path, newline="", encoding="utf-8-sig") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or all(not c.strip() for c in row):
@@ -106,9 +107,10 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
             if len(row) < 2:
                 raise CnnkitError(f"{path}:{lineno}: expected 'path,label'. Received: {row!r}")
             file, label = row[0].strip(), row[1].strip()
-            if lineno == 1 and not is_image_file(file) and file.lower() in ("path", "file",
-                                                                           "filename", "image"):
-                continue  # header
+            if first and not is_image_file(file):
+                first = False
+                continue  # a header row, whatever its column names ('image_path,class')
+            first = False
             if not is_image_file(file):
                 raise CnnkitError(f"{path}:{lineno}: {file!r} is not an image file "
                                   f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")

@@ -15,6 +15,9 @@ unless a ``:tanh``, ``:sigmoid`` or ``:linear`` suffix says otherwise:
 * ``drop{P}``: dropout, P as 0.25 or 25 (%)
 * ``dense{N}[bn]``: fully connected layer of N units (flatten is implied)
 * ``flatten``, ``bn``, ``relu`` (``tanh``, ``sigmoid``): a layer on its own
+
+In YAML, each of these words is also a key (``- maxpool: 2``, ``- drop: 0.25``,
+``- gap``), and ``conv``/``pool``/``dense``/``dropout`` take their options by name.
 """
 
 from __future__ import annotations
@@ -48,6 +51,26 @@ def is_spec(name: str) -> bool:
     return True
 
 
+def looks_like_spec(name: str) -> bool:
+    """Whether ``name`` starts like a layer spec ('conv32k3-...'), even with a bad token later.
+
+    Then a mistake in it is reported as a spec mistake naming the token, rather than as
+    an unknown model name.
+    """
+    first = name.strip().lower().split("-")[0]
+    try:
+        _parse_token(first, name)
+    except UnknownTokenError:
+        return False
+    except CnnkitError:  # a layer word with a bad value ('conv0k3'): a spec mistake
+        return True
+    return True
+
+
+class UnknownTokenError(CnnkitError):
+    """A spec token that names no layer at all."""
+
+
 def parse_spec(spec: str) -> list[Layer]:
     tokens = [t for t in spec.strip().lower().split("-") if t]
     if not tokens:
@@ -56,38 +79,84 @@ def parse_spec(spec: str) -> list[Layer]:
 
 
 def _parse_token(token: str, spec: str) -> Layer:
+    where = f"{token!r} of model spec {spec!r}"
     token, _, act = token.partition(":")
     if act and act not in ACTIVATIONS:
-        raise CnnkitError(f"Unknown activation {act!r} in spec {spec!r}; use "
+        raise CnnkitError(f"Unknown activation {act!r} in {where}; use "
                           f"{', '.join(ACTIVATIONS)}.")
     if m := _CONV.match(token):
         padding: Any = m.group(4) or "valid"
         if padding.startswith("p"):
             padding = int(padding[1:])
-        return {"type": "conv", "filters": int(m.group(1)), "kernel": int(m.group(2) or 3),
-                "stride": int(m.group(3) or 1), "padding": padding,
-                "batchnorm": bool(m.group(5)), "activation": act or "relu"}
-    if m := _POOL.match(token):
+        layer = {"type": "conv", "filters": int(m.group(1)), "kernel": int(m.group(2) or 3),
+                 "stride": int(m.group(3) or 1), "padding": padding,
+                 "batchnorm": bool(m.group(5)), "activation": act or "relu"}
+    elif m := _POOL.match(token):
         size = int(m.group(2))
-        return {"type": "pool", "kind": m.group(1) or "max", "size": size,
-                "stride": int(m.group(3) or size)}
-    if m := _DENSE.match(token):
-        return {"type": "dense", "units": int(m.group(1)), "batchnorm": bool(m.group(2)),
-                "activation": act or "relu"}
-    if m := _DROP.match(token):
-        rate = float(m.group(1))
-        rate = rate / 100 if rate >= 1 else rate
-        if not 0 <= rate < 1:
-            raise CnnkitError(f"Dropout rate must be below 1 (or 100%). Received: {token!r}")
-        return {"type": "dropout", "rate": rate}
-    if token in ("gap", "gmp"):
-        return {"type": "global_pool", "kind": "avg" if token == "gap" else "max"}
-    if token in ("flatten", "bn"):
-        return {"type": {"flatten": "flatten", "bn": "batchnorm"}[token]}
-    if token in ("relu", "tanh", "sigmoid"):
-        return {"type": "activation", "name": token}
-    raise CnnkitError(f"Cannot read {token!r} in model spec {spec!r}. Tokens look like "
-                      "conv32k3, conv64k3s2same, pool2, avgpool2, gap, drop0.25, dense128.")
+        layer = {"type": "pool", "kind": m.group(1) or "max", "size": size,
+                 "stride": int(m.group(3) or size)}
+    elif m := _DENSE.match(token):
+        layer = {"type": "dense", "units": int(m.group(1)), "batchnorm": bool(m.group(2)),
+                 "activation": act or "relu"}
+    elif m := _DROP.match(token):
+        layer = {"type": "dropout", "rate": _dropout_rate(m.group(1), where)}
+    elif token in ("gap", "gmp"):
+        layer = {"type": "global_pool", "kind": "avg" if token == "gap" else "max"}
+    elif token in ("flatten", "bn", "batchnorm"):
+        layer = {"type": "flatten" if token == "flatten" else "batchnorm"}
+    elif token in ("relu", "tanh", "sigmoid"):
+        layer = {"type": "activation", "name": token}
+    else:
+        raise UnknownTokenError(f"Cannot read {token!r} in model spec {spec!r}. Tokens look "
+                                "like conv32k3, conv64k3s2same, pool2, avgpool2, gap, drop0.25, "
+                                "dense128.")
+    return check_layer(layer, where)
+
+
+def _dropout_rate(value: Any, where: str) -> float:
+    """0.25 is a rate; a whole number from 1 to 99 is a percentage (drop25)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise CnnkitError(f"Dropout rate in {where} must be a number. Received: {value!r}")
+    text = str(value)
+    try:
+        rate = float(text)
+    except ValueError:
+        raise CnnkitError(f"Dropout rate in {where} must be a number. Received: {value!r}") \
+            from None
+    if rate >= 1 and float(rate).is_integer() and "." not in text:
+        rate /= 100
+    if not 0 <= rate < 1:
+        raise CnnkitError(f"Dropout rate in {where} must be at least 0 and below 1 (or a "
+                          f"percentage below 100, as in drop25). Received: {value!r}")
+    return rate
+
+
+_CHOICES = {"padding": ("same", "valid"), "kind": ("max", "avg"),
+            "activation": tuple(ACTIVATIONS), "name": tuple(ACTIVATIONS)}
+_WHOLE = {"filters": "filters", "kernel": "kernel size", "stride": "stride",
+          "units": "units", "size": "pool size"}
+
+
+def check_layer(layer: Layer, where: str) -> Layer:
+    """Check a layer dict's values, with a message that names the layer and the value."""
+    for key, value in layer.items():
+        if key in _WHOLE and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+            raise CnnkitError(f"The {_WHOLE[key]} of {where} must be a whole number of at "
+                              f"least 1. Received: {value!r}")
+        if key == "padding" and not (value in _CHOICES["padding"] or (
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0)):
+            raise CnnkitError(f"The padding of {where} must be same, valid or a number of "
+                              f"pixels. Received: {value!r}")
+        elif key in ("kind", "activation", "name") and value not in _CHOICES[key]:
+            what = "Unknown activation" if key != "kind" else "Unknown pooling kind"
+            raise CnnkitError(f"{what} {value!r} in {where}; use "
+                              f"{', '.join(_CHOICES[key])}.")
+        if key == "batchnorm" and not isinstance(value, bool):
+            raise CnnkitError(f"batchnorm of {where} is true or false. Received: {value!r}")
+    if layer["type"] == "dropout":
+        layer = {**layer, "rate": _dropout_rate(layer["rate"], where)}
+    return layer
 
 
 def load_yaml(path: str | Path) -> list[Layer]:
@@ -122,33 +191,48 @@ _YAML_SHORT = {"conv": "filters", "pool": "size", "dense": "units", "dropout": "
                "global_pool": "kind", "activation": "name"}
 
 
+# The spec's words work as YAML keys too: word -> (layer type, options it implies).
+_YAML_WORDS: dict[str, tuple[str, dict[str, Any]]] = {
+    **{kind: (kind, {}) for kind in _YAML_DEFAULTS},
+    "maxpool": ("pool", {"kind": "max"}), "avgpool": ("pool", {"kind": "avg"}),
+    "gap": ("global_pool", {"kind": "avg"}), "gmp": ("global_pool", {"kind": "max"}),
+    "drop": ("dropout", {}), "bn": ("batchnorm", {}),
+    **{name: ("activation", {"name": name}) for name in ("relu", "tanh", "sigmoid")},
+}
+
+
 def _yaml_layer(item: Any, path: Path) -> Layer:
     if isinstance(item, str):
-        return _parse_token(item.lower(), str(path))
+        word = item.strip().lower()
+        if word not in _YAML_WORDS:  # a spec token: conv32k3, pool2, drop0.25...
+            return _parse_token(word, str(path))
+        item = {word: None}
     if not (isinstance(item, dict) and len(item) == 1):
         raise CnnkitError(f"{path}: each layer is one mapping such as "
                           f"'conv: {{filters: 32, kernel: 3}}'. Received: {item!r}")
-    (kind, args), = item.items()
-    kind = {"maxpool": "pool", "avgpool": "pool", "gap": "global_pool"}.get(kind, kind)
-    if kind not in _YAML_DEFAULTS:
-        raise CnnkitError(f"{path}: unknown layer {kind!r}; use {', '.join(_YAML_DEFAULTS)}.")
-    layer = {"type": kind, **_YAML_DEFAULTS[kind]}
+    (word, args), = item.items()
+    word = str(word).strip().lower()
+    if word not in _YAML_WORDS:
+        raise CnnkitError(f"{path}: unknown layer {word!r}; use "
+                          f"{', '.join(_YAML_WORDS)} (or a spec token such as conv32k3).")
+    kind, implied = _YAML_WORDS[word]
+    layer = {"type": kind, **_YAML_DEFAULTS[kind], **implied}
     if isinstance(args, dict):
         unknown = set(args) - set(_YAML_DEFAULTS[kind])
         if unknown:
-            raise CnnkitError(f"{path}: {kind} has no option(s) {', '.join(sorted(unknown))}; "
+            raise CnnkitError(f"{path}: {word} has no option(s) {', '.join(sorted(unknown))}; "
                               f"options: {', '.join(_YAML_DEFAULTS[kind])}.")
         layer.update(args)
     elif args is not None:
-        layer[_YAML_SHORT.get(kind, "")] = args
-    if next(iter(item)) in ("maxpool", "avgpool"):
-        layer["kind"] = next(iter(item))[:3]
+        if kind not in _YAML_SHORT:
+            raise CnnkitError(f"{path}: {word} takes no value. Received: {args!r}")
+        layer[_YAML_SHORT[kind]] = args
     if kind == "pool" and layer["stride"] is None:
         layer["stride"] = layer["size"]
     missing = [k for k, v in layer.items() if v is None]
     if missing:
-        raise CnnkitError(f"{path}: {kind} needs {', '.join(missing)}.")
-    return layer
+        raise CnnkitError(f"{path}: {word} needs {', '.join(missing)}.")
+    return check_layer(layer, f"layer '{word}' in {path}")
 
 
 class ConvNet(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,6 +83,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         if extra:
             plan = replace(plan, arch=replace(plan.arch, kwargs=extra))
     plan = replace(plan, pre=pre)
+    # Build the model first: one that cannot be built must not leave an empty run folder.
     model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
                          pretrained=cfg.mode != "scratch", weights=cfg.weights)
     card = ModelCard(plan.arch, splits.classes, pre,
@@ -105,9 +107,9 @@ def resume(run_dir: str | Path) -> TrainResult:
         raise CnnkitError(f"{run.root} used --mode features, which has no epochs to resume: "
                           "run the same command again (its features are cached).")
     plan = resolve_config(cfg)
+    model_state, optim_state, meta, rng = load_checkpoint(run.checkpoint_path)
     card, _ = read_card(run.root)
     plan = replace(plan, pre=card.preprocess, arch=card.architecture)
-    model_state, optim_state, meta, rng = load_checkpoint(run.checkpoint_path)
     torch.manual_seed(cfg.seed)
     splits = load_splits(cfg.data, plan.pre, val_fraction=cfg.val_fraction,
                          test_fraction=cfg.test_fraction, seed=cfg.seed,
@@ -190,7 +192,8 @@ def _short(model: str) -> str:
 
 
 def _split_rows(part: Any) -> list[list[Any]]:
-    return [[p, int(y)] for p, y in zip(part.paths, part.labels.tolist())]
+    # Absolute paths: `cnnkit evaluate` finds the test files from any working directory.
+    return [[os.path.abspath(p), int(y)] for p, y in zip(part.paths, part.labels.tolist())]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -198,12 +201,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"Config file not found: {path}.")
-    text = path.read_text()
-    if path.suffix == ".json":
-        return json.loads(text)
     import yaml
 
-    doc = yaml.safe_load(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise CnnkitError(f"{path} is not a text file; --config takes a YAML or JSON file of "
+                          "option: value lines.") from None
+    except json.JSONDecodeError as exc:
+        raise CnnkitError(f"{path} is not valid JSON ({exc}).") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise CnnkitError(f"{path} is not valid YAML{at}: "
+                          f"{getattr(exc, 'problem', None) or exc}.") from None
     if not isinstance(doc, dict):
-        raise CnnkitError(f"{path} should hold a mapping of option: value.")
+        raise CnnkitError(f"{path} should hold a mapping of option: value (e.g. 'epochs: 3').")
     return doc

@@ -1,0 +1,85 @@
+"""The frozen training config and --config files: defaults in one place, mistakes caught."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from cnnkit.config import TrainConfig, augment_tokens
+from cnnkit.errors import CnnkitError
+from cnnkit.training.session import load_config_file
+
+
+def test_the_config_is_frozen_and_round_trips() -> None:
+    cfg = TrainConfig("shapes", epochs=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 4  # type: ignore[misc]
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert cfg.replace(epochs=4).epochs == 4 and cfg.epochs == 3
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"data": "x", "epoch": 3}, r"Unknown training option\(s\): epoch"),
+    ({"epochs": 3}, "needs 'data'"),
+    ({"data": "x", "epochs": "three"}, r"epochs.*whole number.*'three'"),
+    ({"data": "x", "lr": "fast"}, r"lr.*number.*'fast'"),
+    ({"data": "x", "plots": "maybe"}, r"plots.*true or false.*'maybe'"),
+    ({"data": "x", "model": ["a"]}, r"model takes text.*\['a'\]"),
+    ({"data": "x", "epochs": 0}, "--epochs must be positive"),
+    ({"data": "x", "val_fraction": 1.5}, r"--val-fraction must be in \[0, 1\)"),
+    ({"data": "x", "augment": "flip+spin"}, "Unknown augmentation 'spin'"),
+    ({"data": "x", "channels": 2}, "--channels must be 1 or 3"),
+    ({"data": "x", "unfreeze": "some"}, "--unfreeze takes 'all' or a number"),
+    ({"data": "x", "patience": -1}, "--patience must be 0"),
+])
+def test_bad_values_are_explained(values: dict, message: str) -> None:
+    with pytest.raises(CnnkitError, match=message):
+        TrainConfig.from_dict(values)
+
+
+def test_numbers_are_accepted_in_their_natural_forms() -> None:
+    cfg = TrainConfig.from_dict({"data": "x", "lr": 1, "epochs": 2.0, "label_smoothing": 0,
+                                 "unfreeze": 2})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.epochs == 2 and isinstance(cfg.epochs, int)
+    assert cfg.unfreeze == "2"
+
+
+def test_augment_tokens() -> None:
+    assert augment_tokens("flip+crop") == ("flip", "crop")
+    assert augment_tokens("flip, erase") == ("flip", "erase")
+    assert augment_tokens("none") == () == augment_tokens("auto")
+
+
+def test_config_files_in_yaml_and_json(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("data: shapes\nepochs: 3\naugment: flip\n")
+    assert load_config_file(tmp_path / "a.yaml") == {"data": "shapes", "epochs": 3,
+                                                     "augment": "flip"}
+    (tmp_path / "a.json").write_text('{"data": "digits", "lr": 0.01}')
+    assert load_config_file(tmp_path / "a.json") == {"data": "digits", "lr": 0.01}
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bad.json", '{"epochs": 3,', r"bad\.json is not valid JSON"),
+    ("bad.yaml", "epochs: [3\n", r"bad\.yaml is not valid YAML"),
+    ("list.yaml", "- epochs\n- 3\n", "should hold a mapping"),
+    ("list.json", "[1, 2]", "should hold a mapping"),
+    ("empty.yaml", "", "should hold a mapping"),
+    ("bin.yaml", b"\xff\xfe\x00epochs", r"bin\.yaml is not a text file"),
+])
+def test_bad_config_files_are_explained(tmp_path: Path, name: str, text, message: str) -> None:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    with pytest.raises(CnnkitError, match=message):
+        load_config_file(path)
+
+
+def test_a_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="Config file not found"):
+        load_config_file(tmp_path / "nope.yaml")

@@ -1,0 +1,69 @@
+"""Evaluating a run: its own held-out split unless other data is given."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import cnnkit
+from cnnkit.errors import CnnkitError
+from cnnkit.evaluation import same_source
+
+OPTIONS = {"model": "conv4k3-pool2-dense8", "epochs": 1, "batch_size": 16, "plots": False,
+           "device": "cpu"}
+
+
+def test_the_held_out_split_is_read_from_split_json(make_tree, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "photos", per_class=10, size=16)
+    result = cnnkit.train(str(data), out=str(tmp_path / "runs"), img_size=16, **OPTIONS)
+    recorded = json.loads((result.run_dir / "split.json").read_text())["test"]
+    # New photos arrive after training: re-splitting the folder would move files around.
+    make_tree(tmp_path / "more", per_class=5, size=16, seed=9)
+    for f in (tmp_path / "more").rglob("*.png"):
+        shutil.copy(f, data / f.parent.name / f"new-{f.name}")
+    for data_arg in (None, str(data), str(tmp_path / "photos" / ".")):
+        metrics = cnnkit.evaluate(str(result.run_dir), data_arg)
+        assert metrics.n == len(recorded) == result.test.n
+        assert metrics.accuracy == pytest.approx(result.test_accuracy)
+    # any other folder is used whole
+    assert cnnkit.evaluate(str(result.run_dir), str(tmp_path / "more")).n == 15
+
+
+def test_a_builtin_runs_own_test_split(tmp_path: Path) -> None:
+    result = cnnkit.train("shapes:size=12,count=60", out=str(tmp_path / "runs"), **OPTIONS)
+    assert not (result.run_dir / "split.json").exists()
+    for data in (None, "shapes:count=60,size=12"):
+        metrics = cnnkit.evaluate(str(result.run_dir), data)
+        assert metrics.n == 15 and metrics.accuracy == pytest.approx(result.test_accuracy)
+    assert cnnkit.evaluate(str(result.run_dir), "shapes:size=12,count=40").n == 10
+    with pytest.raises(CnnkitError, match="'digits' has no test split"):
+        cnnkit.evaluate(str(result.run_dir), "digits")
+
+
+def test_a_run_without_a_test_split(make_tree, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "photos", per_class=4, size=16)
+    result = cnnkit.train(str(data), out=str(tmp_path / "runs"), img_size=16,
+                          test_fraction=0.0, **OPTIONS)
+    with pytest.raises(CnnkitError, match="without a held-out test split"):
+        cnnkit.evaluate(str(result.run_dir))
+    assert cnnkit.evaluate(str(result.run_dir), str(data)).n == 12  # asked for: all of it
+
+
+def test_a_model_file_alone_needs_data(trained, tmp_path: Path) -> None:
+    for name in ("model.json", "model.safetensors"):
+        shutil.copy(trained[0] / name, tmp_path / name)
+    with pytest.raises(CnnkitError, match="outside a run folder"):
+        cnnkit.evaluate(str(tmp_path / "model.json"))
+    assert cnnkit.evaluate(str(tmp_path / "model.json"), str(trained[1])).n == 30
+
+
+def test_same_source(make_tree, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "d", per_class=2, size=16)
+    assert same_source(str(data), str(tmp_path / "d" / ".." / "d"))
+    assert not same_source(str(data), str(tmp_path / "gone"))
+    assert same_source("shapes", "shapes:size=32")
+    assert not same_source("shapes", "shapes:seed=1")
+    assert not same_source("digits", str(data))

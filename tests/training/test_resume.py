@@ -1,0 +1,139 @@
+"""Stopping and resuming: exact continuation, refusals, and crash-safe checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cnnkit
+from cnnkit.errors import CnnkitError
+from cnnkit.training import checkpoint
+
+# Dropout and flip+crop augmentation: resuming must restore both random generators.
+OPTIONS = {"model": "conv4k3-pool2-drop0.3-dense8", "epochs": 3, "batch_size": 16,
+           "augment": "flip+crop", "plots": False, "device": "cpu"}
+DATA = "shapes:size=12,count=60"
+METRICS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def _train(tmp_path: Path, name: str, **extra) -> cnnkit.TrainResult:
+    return cnnkit.train(DATA, out=str(tmp_path / "runs"), name=name, **{**OPTIONS, **extra})
+
+
+def _stop_after(epoch: int):
+    def callback(trainer, row) -> None:
+        if row["epoch"] == epoch:
+            raise KeyboardInterrupt
+    return callback
+
+
+def _metrics(history: list[dict]) -> list[tuple]:
+    return [tuple(row[k] for k in METRICS) for row in history]
+
+
+def _weights_equal(a: Path, b: Path) -> bool:
+    wa, wb = load_file(a), load_file(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path: Path) -> None:
+    whole = _train(tmp_path, "whole")
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "stopped", callbacks=[_stop_after(1)])
+    run = tmp_path / "runs" / "stopped"
+    # the finished epoch is kept: its metrics row and a checkpoint to continue from
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2
+    assert (run / "checkpoints" / "last.safetensors").is_file()
+    assert not (run / "test_metrics.json").exists()
+    resumed = cnnkit.resume(run)
+    assert resumed.run_dir == run
+    assert _metrics(resumed.history) == _metrics(whole.history)
+    assert resumed.test.to_dict() == whole.test.to_dict()
+    assert _weights_equal(run / "model.safetensors", whole.run_dir / "model.safetensors")
+    assert _weights_equal(run / "checkpoints" / "last.safetensors",
+                          whole.run_dir / "checkpoints" / "last.safetensors")
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4  # no duplicated rows
+
+
+def test_a_finished_run_is_not_resumed(tmp_path: Path) -> None:
+    done = _train(tmp_path, "done", epochs=1)
+    with pytest.raises(CnnkitError, match="already finished all 1 epochs"):
+        cnnkit.resume(done.run_dir)
+
+
+def test_an_early_stopped_run_is_not_resumed(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnkit.training.loop import Trainer
+
+    monkeypatch.setattr(Trainer, "_is_better", lambda self, row: not self.best)
+    stopped = _train(tmp_path, "early", epochs=6, patience=1)
+    assert len(stopped.history) == 2
+    with pytest.raises(CnnkitError, match="stopped early"):
+        cnnkit.resume(stopped.run_dir)
+
+
+def test_a_run_stopped_before_its_first_epoch_ended(tmp_path: Path) -> None:
+    def stop_in_first_batch(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), pytest.MonkeyPatch.context() as mp:
+        mp.setattr("cnnkit.training.loop.Trainer._epoch", stop_in_first_batch)
+        _train(tmp_path, "early-stop")
+    with pytest.raises(CnnkitError, match="stopped before its first epoch ended"):
+        cnnkit.resume(tmp_path / "runs" / "early-stop")
+
+
+def test_resume_needs_a_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="Run folder not found"):
+        cnnkit.resume(tmp_path / "nothing")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CnnkitError, match="is not a cnnkit run"):
+        cnnkit.resume(tmp_path / "plain")
+
+
+def test_a_crash_while_saving_keeps_the_last_good_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "crash", callbacks=[_stop_after(1)])
+    run = tmp_path / "runs" / "crash"
+    last = run / "checkpoints" / "last.safetensors"
+    good = last.read_bytes()
+    real_save = checkpoint.save_file
+
+    def dying_save(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        Path(filename).write_bytes(Path(filename).read_bytes()[:100])  # half written...
+        raise OSError("power cut")  # ...and the machine goes down
+
+    monkeypatch.setattr(checkpoint, "save_file", dying_save)
+    with pytest.raises(OSError, match="power cut"):
+        cnnkit.resume(run)
+    assert last.read_bytes() == good
+    assert [p.name for p in last.parent.iterdir()] == ["last.safetensors"]  # no leftovers
+    meta = json.loads(checkpoint.safe_open(str(last), "pt").metadata()["cnnkit"])
+    assert meta["epoch_in_phase"] == 0
+    monkeypatch.undo()
+    assert len(cnnkit.resume(run).history) == 3
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "bad", callbacks=[_stop_after(1)])
+    last = tmp_path / "runs" / "bad" / "checkpoints" / "last.safetensors"
+    last.write_bytes(b"\0" * 64)
+    with pytest.raises(CnnkitError, match="not a readable cnnkit checkpoint"):
+        cnnkit.resume(last.parent.parent)
+
+
+def test_checkpoints_hold_no_pickle(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "x", callbacks=[_stop_after(1)])
+    last = tmp_path / "runs" / "x" / "checkpoints" / "last.safetensors"
+    header_len = int.from_bytes(last.read_bytes()[:8], "little")
+    header = json.loads(last.read_bytes()[8:8 + header_len])  # plain safetensors
+    assert any(k.startswith("optim.") for k in header) and "rng.torch" in header
+    assert b"\x80\x04" not in last.read_bytes()[:8 + header_len]  # no pickle protocol mark
