@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="MODE:KEY=VALUE",
                     help="override a recipe option, e.g. fine-tune:epochs=8")
     ap.add_argument("--out", default=None, help="where to write results.json")
+    ap.add_argument("--keep-cache", action="store_true",
+                    help="reuse cached features (default: a fresh cache, so the features "
+                    "mode's time includes extracting them)")
     args = ap.parse_args()
     wanted = [m.strip() for m in args.modes.split(",")]
     recipes = {k: dict(v) for k, v in RECIPES.items() if k.split()[0] in wanted}
@@ -56,6 +60,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.keep_cache:
+            os.environ["CNNKIT_CACHE"] = os.path.join(tmp, "cache")
         for name, recipe in recipes.items():
             start = time.perf_counter()
             result = cnnkit.train("fashion-mnist", per_class=args.per_class, seed=args.seed,
