@@ -91,6 +91,8 @@ def main() -> None:
 
 
 def _number(text: str) -> object:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for cast in (int, float):
         try:
             return cast(text)
