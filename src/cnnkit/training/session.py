@@ -67,7 +67,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         log.info(f"{len(splits.train):,} training images: "
                  + ", ".join(f"{k.replace('_', ' ')} {v} (not {getattr(cfg, k)})"
                              for k, v in changes.items())
-                 + " for a small data set; set them to choose")
+                 + " for a small data set (set them to choose)")
         plan = replace(resolve_config(config.replace(**changes)), pre=plan.pre)
         cfg = plan.config
     pre = plan.pre

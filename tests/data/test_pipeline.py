@@ -1,0 +1,57 @@
+"""Batched augmentation: what each transform does to a batch, and that it is seeded."""
+
+from __future__ import annotations
+
+import torch
+
+from cnnkit.data.pipeline import Preprocess, eval_batch, train_batch
+
+PRE = Preprocess(16, 1, (0.0,), (1.0 / 255,))  # "normalised" values stay 0..255
+
+
+def _batch(n: int = 64) -> torch.Tensor:
+    x = torch.zeros(n, 1, 16, 16, dtype=torch.uint8)
+    x[:, :, 6:10, 2:5] = 200  # a bar left of centre
+    return x
+
+
+def test_flip_only_is_the_evaluation_view_or_its_mirror() -> None:
+    x = _batch()
+    out = train_batch(x, PRE, ("flip",), torch.Generator().manual_seed(0))
+    plain = eval_batch(x, PRE)
+    mirrored = plain.flip(-1)
+    same = [(o == p).all().item() for o, p in zip(out, plain)]
+    flipped = [(o == m).all().item() for o, m in zip(out, mirrored)]
+    assert all(a or b for a, b in zip(same, flipped))
+    assert 10 < sum(flipped) < 54  # about half
+
+
+def test_small_image_crop_shifts_by_whole_pixels_and_pads_with_zeros() -> None:
+    x = _batch()
+    out = train_batch(x, PRE, ("crop",), torch.Generator().manual_seed(0))
+    assert out.shape == (64, 1, 16, 16)
+    values = set(out.unique().tolist())
+    assert values <= {0.0, 200.0}  # no interpolation: pixels move, they do not blur
+    assert all(int((o == 200).sum()) > 0 for o in out)  # a shift of <= 2 px keeps the bar
+    positions = {tuple(torch.nonzero(o[0] == 200)[0].tolist()) for o in out}
+    assert len(positions) > 5  # and images are shifted differently
+    assert max(abs(r - 6) for r, _ in positions) <= 2
+    assert max(abs(c - 2) for _, c in positions) <= 2
+
+
+def test_crop_and_flip_are_seeded() -> None:
+    x = _batch()
+    a = train_batch(x, PRE, ("flip", "crop"), torch.Generator().manual_seed(3))
+    b = train_batch(x, PRE, ("flip", "crop"), torch.Generator().manual_seed(3))
+    c = train_batch(x, PRE, ("flip", "crop"), torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    right = (a[:, 0, :, 8:] == 200).flatten(1).any(1)  # mirrored bars end up on the right
+    assert 10 < int(right.sum()) < 54
+
+
+def test_large_images_get_a_resized_crop_at_the_model_size() -> None:
+    x = torch.randint(0, 255, (8, 3, 100, 120), dtype=torch.uint8)
+    pre = Preprocess(32, 3, (0.5,) * 3, (0.5,) * 3, "bicubic")
+    out = train_batch(x, pre, ("flip", "crop"), torch.Generator().manual_seed(0))
+    assert out.shape == (8, 3, 32, 32) and torch.isfinite(out).all()
+    assert out.min() >= -1.0 and out.max() <= 1.0  # bicubic overshoot clamped
