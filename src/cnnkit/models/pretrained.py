@@ -14,6 +14,7 @@ Three sources, in the order a user meets them:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from functools import lru_cache, partial
@@ -155,24 +156,13 @@ def _build_timm(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
                 global_pool: str | None = None, **_: Any) -> nn.Module:
     import timm
 
-    if global_pool is not None:
-        model = _build_timm(num_classes, in_chans, img_size, timm_name=timm_name,
-                            pretrained=pretrained, weights=weights)
-        model.reset_classifier(num_classes, global_pool=global_pool)
-        return model
-
-    if weights:
-        model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes,
-                                  in_chans=in_chans)
-        load_weights_file(model, weights)
-        return model
-    if not pretrained:
-        return timm.create_model(timm_name, pretrained=False, num_classes=num_classes,
-                                 in_chans=in_chans)
+    download = pretrained and not weights
     try:
-        return timm.create_model(timm_name, pretrained=True, num_classes=num_classes,
-                                 in_chans=in_chans)
+        model = timm.create_model(timm_name, pretrained=download, num_classes=num_classes,
+                                  in_chans=in_chans)
     except (OSError, RuntimeError, ValueError) as exc:  # offline, no cache, broken file
+        if not download:
+            raise
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CnnkitError(
             f"Could not get the pretrained weights of {timm_name} ({first}). They download "
@@ -180,6 +170,13 @@ def _build_timm(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
             "efficientnet_lite0 (its weights ship with cnnkit), pass --weights FILE, or "
             "--mode scratch."
         ) from None
+    if global_pool is not None:
+        # A model without pooled feature maps (a ViT) keeps its own pooling.
+        with contextlib.suppress(AssertionError, KeyError, TypeError, ValueError):
+            model.reset_classifier(num_classes, global_pool=global_pool)
+    if weights:
+        load_weights_file(model, weights)
+    return model
 
 
 def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
@@ -248,7 +245,7 @@ def feature_kwargs(name: str, info: ModelInfo) -> tuple[tuple[str, Any], ...]:
     return (("global_pool", "catavgmax"),) if builder in (_build_lite0, _build_timm) else ()
 
 
-def timm_info(name: str, description: str | None = None) -> ModelInfo | None:
+def timm_info(name: str) -> ModelInfo | None:
     """A ModelInfo for any timm architecture name (with or without a weights tag)."""
     import timm
     from timm.models import get_pretrained_cfg
@@ -257,13 +254,10 @@ def timm_info(name: str, description: str | None = None) -> ModelInfo | None:
     if not name or not timm.is_model(name):
         return None
     cfg = get_pretrained_cfg(name, allow_unregistered=True)
-    if cfg is None:
-        cfg = get_pretrained_cfg(timm.models.get_arch_name(name) if hasattr(
-            timm.models, "get_arch_name") else name.split(".")[0])
     size = cfg.input_size[-1] if cfg is not None else 224
     return ModelInfo(
         name, partial(_build_timm, timm_name=name),
-        description or f"timm {name}, ImageNet weights from the Hugging Face hub (cached)",
+        f"timm {name}, ImageNet weights from the Hugging Face hub (cached)",
         family="pretrained", img_size=size, channels=3,
         mean=tuple(cfg.mean) if cfg else (0.485, 0.456, 0.406),
         std=tuple(cfg.std) if cfg else (0.229, 0.224, 0.225),
