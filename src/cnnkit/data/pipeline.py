@@ -92,22 +92,17 @@ def train_batch(
 ) -> torch.Tensor:
     """uint8 batch -> augmented, normalised float batch; random draws from ``gen`` (CPU)."""
     b, _, h, w = x.shape
-    if "crop" in augment and max(h, w) <= SMALL_IMAGE:
-        out = eval_batch(_shift_and_flip(x, "flip" in augment, gen), pre, crop_fraction)
-        if "vflip" in augment:
-            flip = (torch.rand(b, generator=gen) < 0.5).to(out.device).view(b, 1, 1, 1)
-            out = torch.where(flip, out.flip(-2), out)
-    elif "crop" not in augment:
+    if "crop" not in augment:
         # Flips only: exactly the evaluation resize, then mirror. Resampling the same way
         # as at test time matters when upsampling a lot (28 -> 224 px for a pretrained
         # backbone): bilinear-trained, bicubic-tested fine-tuning lost points.
         out = eval_batch(x, pre, crop_fraction)
-        for token, dim in (("flip", -1), ("vflip", -2)):
-            if token in augment:
-                flip = (torch.rand(b, generator=gen) < 0.5).to(out.device).view(b, 1, 1, 1)
-                out = torch.where(flip, out.flip(dim), out)
+        if "flip" in augment:
+            out = _mirror(out, -1, gen)
+    elif max(h, w) <= SMALL_IMAGE:
+        out = eval_batch(_shift_and_flip(x, "flip" in augment, gen), pre, crop_fraction)
     else:
-        theta = _random_affine(b, h, w, augment, gen, crop_fraction).to(x.device)
+        theta = _random_resized_crop(b, augment, gen).to(x.device)
         grid = F.affine_grid(theta, [b, x.shape[1], pre.img_size, pre.img_size],
                              align_corners=False)
         mode = _interp_mode(pre.interpolation)
@@ -116,11 +111,19 @@ def train_batch(
         if mode == "bicubic":
             out = out.clamp_(0, 255)
         out = _normalise(_match_channels(out, pre.channels), pre)
+    if "vflip" in augment and ("crop" not in augment or max(h, w) <= SMALL_IMAGE):
+        out = _mirror(out, -2, gen)  # the affine path flips inside its maps
     if "color" in augment:
         out = _jitter(out, gen)
     if "erase" in augment:
         out = _erase(out, gen)
     return out
+
+
+def _mirror(x: torch.Tensor, dim: int, gen: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch along ``dim``."""
+    flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(dim), x)
 
 
 def _shift_and_flip(x: torch.Tensor, flip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -144,28 +147,18 @@ def _shift_and_flip(x: torch.Tensor, flip: bool, gen: torch.Generator) -> torch.
     return out.permute(0, 3, 1, 2)  # (b, h, w, c) -> (b, c, h, w)
 
 
-def _random_affine(b: int, h: int, w: int, augment: tuple[str, ...], gen: torch.Generator,
-                   crop_fraction: float) -> torch.Tensor:
-    """Per-image affine maps (output -> input coordinates in [-1, 1])."""
-    sx = torch.full((b,), float(crop_fraction))
-    sy = sx.clone()
-    tx = torch.zeros(b)
-    ty = torch.zeros(b)
-    if "crop" in augment:
-        if max(h, w) <= SMALL_IMAGE:
-            # Pad-and-crop: shift by whole pixels, up to about a tenth of the side.
-            pad = max(1, round(0.1 * max(h, w)))
-            tx = torch.randint(-pad, pad + 1, (b,), generator=gen).float() * 2 / w
-            ty = torch.randint(-pad, pad + 1, (b,), generator=gen).float() * 2 / h
-        else:
-            # Random-resized crop: 25-100% of the area, aspect 3/4..4/3, kept inside.
-            area = torch.empty(b).uniform_(0.25, 1.0, generator=gen)
-            log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
-            ratio = torch.exp(log_ratio)
-            sx = torch.sqrt(area * ratio).clamp(max=1.0)
-            sy = torch.sqrt(area / ratio).clamp(max=1.0)
-            tx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sx)
-            ty = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sy)
+def _random_resized_crop(b: int, augment: tuple[str, ...], gen: torch.Generator
+                         ) -> torch.Tensor:
+    """Per-image affine maps (output -> input coordinates in [-1, 1]) for images larger
+    than ``SMALL_IMAGE``: a random-resized crop of 25-100% of the area, aspect 3/4..4/3,
+    kept inside, and flips."""
+    area = torch.empty(b).uniform_(0.25, 1.0, generator=gen)
+    log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
+    ratio = torch.exp(log_ratio)
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    tx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sy)
     if "flip" in augment:
         sx = torch.where(torch.rand(b, generator=gen) < 0.5, -sx, sx)
     if "vflip" in augment:
