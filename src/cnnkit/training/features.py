@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit import log
-from cnnkit.atomic import atomic_path
-from cnnkit.data.imageset import ImageSet
+from cnnkit.atomic import atomic_path, write_json
+from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.modelfile import ModelCard, save_model
@@ -150,22 +151,13 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
     # few-image validation split would only pick noise.)
     head = fit_head(train_x, labels, len(card.classes), class_weights=weights,
                     rounds=cfg.epochs, val=val, on_round=on_round)
-    classifier = model.get_classifier()
-    with torch.no_grad():
-        classifier.weight.copy_(head.weight)
-        classifier.bias.copy_(head.bias)
+    trained, total = _install_head(model, head)
     save_model(model, card, run.model_path)
     run.write_metrics(history)
-    from cnnkit.atomic import write_json
-
-    total = sum(p.numel() for p in model.parameters())
-    trained = sum(p.numel() for p in classifier.parameters())
-    write_json(run.root / "phases.json", [{
-        "index": 0, "mode": "features", "name": "head (features)", "epochs": cfg.epochs,
-        "lr": None, "trainable_params": trained, "frozen_params": total - trained,
-        "frozen": "base", "frozen_blocks": None, "blocks": None, "lr_scales": [1.0, 1.0],
-        "feature_dim": int(train_x.shape[1]), "features_cached": hit,
-        "extract_s": round(extract_s, 2)}])
+    _write_head_phase(run, index=0, mode="features", name="head (features)",
+                      epochs=cfg.epochs, trained=trained, total=total,
+                      feature_dim=int(train_x.shape[1]), features_cached=hit,
+                      extract_s=round(extract_s, 2))
     log.info(f"trained {trained:,} head parameters on frozen features; {total - trained:,} "
              "backbone parameters frozen throughout")
     return history
@@ -183,9 +175,6 @@ def probe(plan: Plan, model: nn.Module, splits: Any, run: RunDir,
     Fashion-MNIST with 100 images per class a head trained for an epoch of SGD reached
     59% validation accuracy, the probe about 85%.
     """
-    from cnnkit.atomic import write_json
-    from cnnkit.data.imageset import take_per_class
-
     cfg = plan.config
     data = splits.train
     if len(data) > PROBE_LIMIT:
@@ -198,29 +187,40 @@ def probe(plan: Plan, model: nn.Module, splits: Any, run: RunDir,
     labels = data.labels.cpu()
     head = fit_head(codes, labels, len(data.classes),
                     class_weights=None if class_weights is None else class_weights.cpu())
+    trained, total = _install_head(model, head)
+    with torch.no_grad():
+        acc = (head(codes).argmax(1) == labels).float().mean().item()
+    seconds = time.perf_counter() - start
+    log.info(f"phase head (linear probe): fitted {trained:,} head parameters to the frozen "
+             f"base's features of {len(data):,} images in {seconds:.1f}s (train accuracy "
+             f"{acc:.2%}); base frozen ({total - trained:,} parameters)")
+    _write_head_phase(run, index=-1, mode="fine-tune", name="head (linear probe)", epochs=0,
+                      trained=trained, total=total, images=len(data),
+                      seconds=round(seconds, 2), train_acc=acc)
+
+
+def _install_head(model: nn.Module, head: nn.Linear) -> tuple[int, int]:
+    """Copy a fitted head into the model's classifier; returns (its parameters, all)."""
     classifier = model.get_classifier()
     with torch.no_grad():
         classifier.weight.copy_(head.weight.to(classifier.weight.device))
         classifier.bias.copy_(head.bias.to(classifier.bias.device))
-        acc = (head(codes).argmax(1) == labels).float().mean().item()
-    seconds = time.perf_counter() - start
-    total = sum(p.numel() for p in model.parameters())
-    trained = sum(p.numel() for p in classifier.parameters())
-    log.info(f"phase head (linear probe): fitted {trained:,} head parameters to the frozen "
-             f"base's features of {len(data):,} images in {seconds:.1f}s (train accuracy "
-             f"{acc:.2%}); base frozen ({total - trained:,} parameters)")
+    return (sum(p.numel() for p in classifier.parameters()),
+            sum(p.numel() for p in model.parameters()))
+
+
+def _write_head_phase(run: RunDir, *, index: int, mode: str, name: str, epochs: int,
+                      trained: int, total: int, **extra: Any) -> None:
+    """phases.json for a head fitted on the frozen base (same fields as the loop's)."""
     write_json(run.root / "phases.json", [{
-        "index": -1, "mode": "fine-tune", "name": "head (linear probe)", "epochs": 0,
-        "lr": None, "trainable_params": trained, "frozen_params": total - trained,
-        "frozen": "base", "frozen_blocks": None, "blocks": None, "lr_scales": [1.0, 1.0],
-        "images": len(data), "seconds": round(seconds, 2), "train_acc": acc}])
+        "index": index, "mode": mode, "name": name, "epochs": epochs, "lr": None,
+        "trainable_params": trained, "frozen_params": total - trained, "frozen": "base",
+        "frozen_blocks": None, "blocks": None, "lr_scales": [1.0, 1.0], **extra}])
 
 
 def _weights_id(weights: str | None) -> str:
     if not weights:
         return "pretrained"
-    from pathlib import Path
-
     p = Path(weights)
     st = p.stat()
     return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"

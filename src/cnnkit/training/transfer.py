@@ -109,10 +109,9 @@ def describe_phase(model: nn.Module, phase: Phase, groups: list[dict]) -> dict:
     """What the run's report says about a phase: what trained, what stayed frozen."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    params = dict(model.named_parameters())
     base = blocks(model)
-    frozen_blocks = [b.depth for b in base
-                     if not any(dict(model.named_parameters())[n].requires_grad
-                                for n in b.names)]
+    frozen_blocks = [b.depth for b in base if not any(params[n].requires_grad for n in b.names)]
     scales = sorted({round(g.get("lr_scale", 1.0), 6) for g in groups})
     return {"name": phase.name, "epochs": phase.epochs, "lr": phase.lr,
             "trainable_params": trainable, "frozen_params": frozen,
