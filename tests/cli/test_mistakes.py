@@ -130,7 +130,7 @@ def test_usage_errors_are_one_line(capsys, argv: list[str], message: str) -> Non
 ])
 def test_bad_option_values(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     if "cuda" in argv and __import__("torch").cuda.is_available():
-        pytest.skip("this machine has a GPU")
+        pytest.skip("checks the message for asking for a GPU on a machine without one")
     _one_line_error(capsys, [*argv, "--out", tmp_path / "runs"], message)
     assert not (tmp_path / "runs").exists()
 

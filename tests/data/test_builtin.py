@@ -12,8 +12,6 @@ from cnnkit.data.sources import describe, load_splits
 from cnnkit.errors import CnnkitError
 
 PRE = Preprocess(28, 1, (0.5,), (0.5,))
-needs_fmnist = pytest.mark.skipif(fashion_mnist.find_dir() is None,
-                                  reason="Fashion-MNIST files are not on this machine")
 
 
 def test_names_and_options_are_parsed() -> None:
@@ -68,7 +66,6 @@ def test_digits() -> None:
     assert min(s.test.class_counts()) >= 17  # stratified: every digit is tested
 
 
-@needs_fmnist
 def test_fashion_mnist_with_a_small_per_class_subset() -> None:
     s = load_splits("fashion-mnist", PRE, val_fraction=0.1, per_class=3, seed=1)
     assert s.classes == fashion_mnist.CLASSES and s.classes[0] == "T-shirt/top"

@@ -32,7 +32,6 @@ def test_export_shapes_as_png(tmp_path: Path) -> None:
     assert listing.classes == ("circle", "square", "triangle") and len(listing.paths) == 30
 
 
-@pytest.mark.skipif(fashion_mnist.find_dir() is None, reason="Fashion-MNIST is not here")
 def test_export_fashion_mnist_makes_class_names_safe(tmp_path: Path) -> None:
     out = tmp_path / "fm"
     assert main(["data", "export", "fashion-mnist", str(out), "--split", "test",

@@ -89,17 +89,21 @@ def test_hidden_files_and_folders_are_never_classes(tmp_path: Path) -> None:
     assert sorted(Path(p).name for p in listing.paths) == ["a.png", "a.png"]
 
 
+def _tree(root: Path, per_class: int) -> Path:
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            _rgb().save(root / cls / f"{i}.png")
+    return root
+
+
 def _digest(folder: Path) -> dict[str, tuple[str, int]]:
     return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_corrupt_images_are_skipped_named_and_left_alone(tmp_path: Path, capsys) -> None:
-    root = tmp_path / "d"
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(4):
-            _rgb().save(root / cls / f"{i}.png")
+    root = _tree(tmp_path / "d", 4)
     (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "b" / "empty.png").write_bytes(b"")
     before = _digest(root)
@@ -115,11 +119,7 @@ def test_corrupt_images_are_skipped_named_and_left_alone(tmp_path: Path, capsys)
 
 
 def test_later_loads_open_no_image_file(tmp_path: Path, monkeypatch) -> None:
-    root = tmp_path / "d"
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(5):
-            _rgb().save(root / cls / f"{i}.png")
+    root = _tree(tmp_path / "d", 5)
     pre = Preprocess(16, 3, (0.5,) * 3, (0.5,) * 3)
     first = load_splits(str(root), pre, val_fraction=0.0, test_fraction=0.0)
     opened: list[str] = []
