@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.layers import is_spec, load_yaml, looks_like_spec, parse_spec
+from cnnkit.models.layers import load_yaml, looks_like_spec, parse_spec
 from cnnkit.models.registry import ModelInfo, get_model_info, is_registered
 
 
@@ -51,11 +51,9 @@ def resolve(model: str | Architecture) -> tuple[Architecture, ModelInfo]:
     if model.lower().endswith((".yaml", ".yml")):
         layers = load_yaml(model)
         return Architecture(Path(model).stem, tuple(layers)), _stack_info(Path(model).stem, layers)
-    if is_spec(model) or looks_like_spec(model):
+    if looks_like_spec(model):
         layers = parse_spec(model)  # a bad token in a spec: the message names it
         return Architecture(model, tuple(layers)), _stack_info(model, layers)
-    if "-" in model and model.lower().startswith(("conv", "dense", "pool", "maxpool", "avgpool")):
-        parse_spec(model)  # a layer spec with a bad token: say which token
     return Architecture(model.removeprefix("timm/").removeprefix("timm:")), _lookup(model)
 
 

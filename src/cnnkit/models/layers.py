@@ -40,17 +40,6 @@ _DROP = re.compile(r"^drop(?:out)?(\d*\.?\d+)$")
 Layer = dict[str, Any]
 
 
-def is_spec(name: str) -> bool:
-    """A YAML path or a string whose every token parses as a layer."""
-    if name.lower().endswith((".yaml", ".yml")):
-        return True
-    try:
-        parse_spec(name)
-    except CnnkitError:
-        return False
-    return True
-
-
 def looks_like_spec(name: str) -> bool:
     """Whether ``name`` starts like a layer spec ('conv32k3-...'), even with a bad token later.
 
