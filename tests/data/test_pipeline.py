@@ -55,3 +55,17 @@ def test_large_images_get_a_resized_crop_at_the_model_size() -> None:
     out = train_batch(x, pre, ("flip", "crop"), torch.Generator().manual_seed(0))
     assert out.shape == (8, 3, 32, 32) and torch.isfinite(out).all()
     assert out.min() >= -1.0 and out.max() <= 1.0  # bicubic overshoot clamped
+
+
+def test_grey_images_become_normalised_rgb_and_inputs_are_left_alone() -> None:
+    x = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
+    before = x.clone()
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    pre = Preprocess(16, 3, mean, std)
+    out = eval_batch(x, pre)
+    expected = (x.float().expand(-1, 3, -1, -1) / 255
+                - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert out.shape == (4, 3, 16, 16) and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected)
+    train_batch(x, pre, ("flip", "crop"), torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)  # normalising in place never reaches the source images
