@@ -18,7 +18,7 @@ MODES = ("auto", "fine-tune", "features", "scratch")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
 IMBALANCE = ("auto", "weighted-loss", "balanced-sampling", "none")
-AUGMENTS = ("flip", "vflip", "crop", "erase", "color")
+AUGMENTS = ("flip", "vflip", "crop", "erase", "color", "mixup", "cutmix")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
 

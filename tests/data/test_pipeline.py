@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from cnnkit.data.pipeline import Preprocess, eval_batch, train_batch
+from cnnkit.data.pipeline import Preprocess, eval_batch, mix_batch, train_batch
 
 PRE = Preprocess(16, 1, (0.0,), (1.0 / 255,))  # "normalised" values stay 0..255
 
@@ -69,3 +70,31 @@ def test_grey_images_become_normalised_rgb_and_inputs_are_left_alone() -> None:
     torch.testing.assert_close(out, expected)
     train_batch(x, pre, ("flip", "crop"), torch.Generator().manual_seed(0))
     assert torch.equal(x, before)  # normalising in place never reaches the source images
+
+
+def test_mixup_blends_images_and_targets_by_the_same_share() -> None:
+    x = torch.stack([torch.full((1, 8, 8), float(i)) for i in range(6)])
+    y = torch.arange(6)
+    out, target = mix_batch(x, y, 6, ("mixup",), torch.Generator().manual_seed(0))
+    lam = target[0, 0].item()
+    assert 0.0 < lam < 1.0 and torch.allclose(target.sum(1), torch.ones(6))
+    assert target[0, 5].item() == pytest.approx(1 - lam)  # image 0 is mixed with image 5
+    assert out[0, 0, 0, 0].item() == pytest.approx(lam * 0 + (1 - lam) * 5)
+    assert torch.equal(x[:, 0, 0, 0], torch.arange(6.0))  # the input is not overwritten
+
+
+def test_cutmix_pastes_a_box_and_labels_it_by_its_area() -> None:
+    x = torch.zeros(4, 1, 16, 16)
+    x[2:] = 1.0  # images 2 and 3 are white; 0 and 1 get boxes from them
+    y = torch.tensor([0, 0, 1, 1])
+    for seed in range(5):
+        out, target = mix_batch(x, y, 2, ("cutmix",), torch.Generator().manual_seed(seed))
+        white = out[0].mean().item()  # share of image 0 taken from image 3
+        assert target[0, 1].item() == pytest.approx(white)
+        assert set(out.unique().tolist()) <= {0.0, 1.0}  # pasted, not blended
+
+
+def test_no_mix_token_leaves_the_batch_and_hard_labels() -> None:
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    out, target = mix_batch(x, y, 4, ("flip",), torch.Generator())
+    assert out is x and target is y

@@ -101,6 +101,7 @@ def test_a_builtin_sets_own_size_is_the_input_size(tmp_path: Path) -> None:
     {"schedule": "constant", "label_smoothing": 0.3, "warmup_epochs": 0.5},
     {"augment": "flip+crop+erase+color", "weight_decay": 0.0, "lr": 1e-3},
     {"imbalance": "balanced-sampling", "tta": True, "channels": 1},
+    {"augment": "flip+mixup+cutmix", "imbalance": "weighted-loss"},  # soft targets
 ])
 def test_training_options_are_accepted_and_recorded(tmp_path: Path, options: dict) -> None:
     result = tiny(tmp_path, epochs=1, **options)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from cnnkit.data.imageset import ImageSet
-from cnnkit.data.pipeline import Preprocess, eval_batch, train_batch
+from cnnkit.data.pipeline import Preprocess, eval_batch, mix_batch, train_batch
 
 
 def resident(imageset: ImageSet, device: torch.device, budget_bytes: int | None = None) -> ImageSet:
@@ -80,6 +80,8 @@ class BatchLoader:
             if self.train:
                 x = train_batch(x, self.pre, self.augment, self.generator,
                                 self.data.crop_fraction)
+                # MixUp/CutMix: y becomes (B, classes) probabilities
+                x, y = mix_batch(x, y, len(self.data.classes), self.augment, self.generator)
             else:
                 x = eval_batch(x, self.pre, self.data.crop_fraction)
                 if self.flip:

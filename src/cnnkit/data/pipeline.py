@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -208,3 +209,35 @@ def _erase(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tenso
             & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1))
             & on.view(b, 1, 1))
     return x.masked_fill(mask.unsqueeze(1).to(x.device), 0.0)
+
+
+MIX_ALPHA = {"mixup": 0.8, "cutmix": 1.0}  # timm's defaults
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, classes: int, augment: tuple[str, ...],
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp or CutMix for the whole batch, as timm does per batch: each image is blended
+    with (MixUp) or has a box pasted from (CutMix) the image at the mirrored position in
+    the batch, and the targets become the same mixture of one-hot labels. With both
+    tokens, each batch picks one at random. Without them, the batch passes unchanged."""
+    kinds = [k for k in MIX_ALPHA if k in augment]
+    if not kinds:
+        return x, y
+    kind = kinds[int(torch.randint(len(kinds), (1,), generator=gen))]
+    seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(MIX_ALPHA[kind], MIX_ALPHA[kind]))
+    other = x.flip(0)
+    if kind == "mixup":
+        x = x.mul(lam).add_(other, alpha=1.0 - lam)
+    else:
+        h, w = x.shape[-2:]
+        bh, bw = round(h * math.sqrt(1.0 - lam)), round(w * math.sqrt(1.0 - lam))
+        cy = int(torch.randint(h, (1,), generator=gen))
+        cx = int(torch.randint(w, (1,), generator=gen))
+        top, bottom = max(0, cy - bh // 2), min(h, cy + bh - bh // 2)
+        left, right = max(0, cx - bw // 2), min(w, cx + bw - bw // 2)
+        x = x.clone()
+        x[..., top:bottom, left:right] = other[..., top:bottom, left:right]
+        lam = 1.0 - (bottom - top) * (right - left) / (h * w)  # the box as clipped
+    target = F.one_hot(y, classes).to(x.dtype)
+    return x, target.mul(lam).add_(target.flip(0), alpha=1.0 - lam)

@@ -163,7 +163,8 @@ class Trainer:
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            hard = y if y.ndim == 1 else y.argmax(1)  # MixUp/CutMix: the larger share
+            correct += (logits.detach().argmax(1) == hard).sum()
             seen += len(y)
             if (i + 1) % sync_every == 0 or i + 1 == steps:
                 elapsed = time.perf_counter() - start
