@@ -32,7 +32,8 @@ def train(
     schedule: str = typer.Option("onecycle", help="onecycle, cosine or constant."),
     weight_decay: Optional[float] = typer.Option(None),
     label_smoothing: float = typer.Option(0.1),
-    augment: str = typer.Option("auto", help="auto, none, or a +-joined list of flip, vflip, crop, erase, color, mixup, cutmix."),
+    augment: str = typer.Option("auto", help="auto, none, or a +-joined list of flip, vflip, "
+                                "crop, erase, color, mixup, cutmix."),
     img_size: Optional[int] = typer.Option(None, help="Input size in pixels (square)."),
     channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (RGB)."),
     val_fraction: float = typer.Option(0.1),
