@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import cnnkit
 from cnnkit.data.pipeline import Preprocess
@@ -144,6 +145,16 @@ def test_corrupt_or_wrong_weights_are_clear_errors(trained, tmp_path: Path) -> N
     _, _, other = _saved(tmp_path / "other")
     shutil.copy(other, run / "model.safetensors")
     with pytest.raises(CnnkitError, match="does not fit this model's architecture"):
+        cnnkit.load(str(run))
+
+
+def test_weights_that_changed_after_saving_are_refused(trained, tmp_path: Path) -> None:
+    run = _copy_run(trained, tmp_path)
+    state = load_file(str(run / "model.safetensors"))
+    key = next(iter(state))
+    state[key] = state[key] + 1.0  # same architecture and shapes, other values
+    save_file(state, str(run / "model.safetensors"))
+    with pytest.raises(CnnkitError, match=r"has changed since its sidecar model\.json"):
         cnnkit.load(str(run))
 
 

@@ -38,6 +38,7 @@ class ModelCard:
     classes: tuple[str, ...]
     preprocess: Preprocess
     info: dict[str, Any]
+    sha256: str | None = None  # of the weights file, as its sidecar records it (when read)
 
     def to_dict(self, weights_name: str, sha256: str) -> dict[str, Any]:
         return {
@@ -123,7 +124,8 @@ def read_card(path: str | os.PathLike) -> tuple[ModelCard, Path]:
         weights = sidecar.parent / str(doc["weights"])
         card = ModelCard(Architecture.from_dict(doc["architecture"]),
                          tuple(str(c) for c in doc["classes"]),
-                         Preprocess.from_dict(doc["input"]), doc.get("info") or {})
+                         Preprocess.from_dict(doc["input"]), doc.get("info") or {},
+                         doc.get("sha256"))
     except KeyError as exc:
         raise CnnkitError(f"{sidecar} is incomplete or damaged: no {exc.args[0]!r} in it. "
                           "Use the model.json that was saved with the weights.") from None
@@ -150,6 +152,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     except (SafetensorError, OSError) as exc:
         raise CnnkitError(f"{weights} is not a readable safetensors file ({exc}).") from None
     load_state(model, state, str(weights))
+    if card.sha256 and _sha256(weights) != card.sha256:
+        sidecar = weights.with_suffix(".json").name
+        raise CnnkitError(f"{weights} has changed since its sidecar {sidecar} was written "
+                          "(its sha256 differs): the weights and the sidecar belong to "
+                          "different saves. Copy them together from the same run.")
     return model.to(device).eval(), card
 
 
