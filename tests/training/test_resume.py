@@ -137,3 +137,15 @@ def test_checkpoints_hold_no_pickle(tmp_path: Path) -> None:
     header = json.loads(last.read_bytes()[8:8 + header_len])  # plain safetensors
     assert any(k.startswith("optim.") for k in header) and "rng.torch" in header
     assert b"\x80\x04" not in last.read_bytes()[:8 + header_len]  # no pickle protocol mark
+
+
+def test_a_run_on_a_relative_folder_resumes_from_another_directory(
+        make_tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tree(tmp_path / "work" / "photos", per_class=10, size=16)
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(KeyboardInterrupt):
+        cnnkit.train("photos", out=str(tmp_path / "runs"), name="rel",
+                     callbacks=[_stop_after(1)], **{**OPTIONS, "img_size": 16})
+    monkeypatch.chdir(tmp_path)  # "photos" means nothing here
+    resumed = cnnkit.resume(tmp_path / "runs" / "rel")
+    assert len(resumed.history) == 3
