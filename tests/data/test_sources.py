@@ -219,3 +219,15 @@ def test_eval_set_of_a_split_tree_is_its_test_split(make_tree, tmp_path: Path) -
         make_tree(tmp_path / "d" / split, per_class=n, size=16)
     part = load_eval_set(str(tmp_path / "d"), _pre(), ("circle", "square", "triangle"))
     assert len(part) == 3 and all("/test/" in p for p in part.paths)
+
+
+def test_a_folder_named_like_a_built_in_set_is_the_folder(
+        make_tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert describe("shapes").kind == "builtin"
+    make_tree(tmp_path / "shapes", per_class=4, size=16)
+    info = describe("shapes")
+    assert info.kind == "folder" and info.root == Path("shapes")
+    assert "write 'shapes:' for the built-in set" in capsys.readouterr().out
+    assert describe("shapes:").kind == "builtin"  # the colon still names the built-in set

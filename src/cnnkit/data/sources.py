@@ -53,8 +53,18 @@ class Splits:
         return out
 
 
+_ANNOUNCED: set[str] = set()
+
+
 def describe(data: str) -> SourceInfo:
     parsed = builtins_.parse_name(data)
+    if parsed is not None and data in builtins_.BUILTINS and Path(data).is_dir():
+        # A folder of that name here is what the user means ("digits" exported earlier);
+        # "digits:" still names the built-in set.
+        if data not in _ANNOUNCED:
+            _ANNOUNCED.add(data)
+            log.info(f"using the folder ./{data}; write '{data}:' for the built-in set")
+        parsed = None
     if parsed is not None:
         return SourceInfo("builtin", data.partition(":")[0], data, builtin=parsed[0])
     path = Path(os.path.expanduser(data))
