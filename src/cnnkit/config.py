@@ -18,6 +18,7 @@ MODES = ("auto", "fine-tune", "features", "scratch")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
 IMBALANCE = ("auto", "weighted-loss", "balanced-sampling", "none")
+KEEP = ("auto", "best", "last")
 AUGMENTS = ("flip", "vflip", "crop", "erase", "color", "mixup", "cutmix")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
@@ -47,6 +48,7 @@ class TrainConfig:
     per_class: int | None = None
     seed: int = 0
     patience: int = 0
+    keep: str = "auto"
     imbalance: str = "auto"
     device: str = "auto"
     precision: str = "auto"
@@ -66,6 +68,7 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("imbalance", self.imbalance, IMBALANCE)
+        _choice("keep", self.keep, KEEP)
         _choice("precision", self.precision, PRECISIONS)
         _choice("channels_last", self.channels_last, SWITCHES)
         _choice("compile", self.compile, SWITCHES)

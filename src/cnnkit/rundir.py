@@ -3,11 +3,11 @@
     runs/<name>/
       config.json            resolved training config (repeatable, resumable)
       classes.txt            class names, one per line, in index order
-      model.safetensors      best weights  (+ model.json sidecar: predict needs nothing else)
+      model.safetensors      kept weights  (+ model.json sidecar: predict needs nothing else)
       metrics.csv            one row per epoch
       checkpoints/last.safetensors   full training state for --resume (atomic)
       split.json             which file went to which split (folder and CSV data)
-      test_metrics.json      the best model on the held-out test split
+      test_metrics.json      the kept model on the held-out test split
       plots/, report.html    pictures and a report
 """
 

@@ -175,3 +175,38 @@ def test_early_stopping_stops_and_says_so(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_diverging_run_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="lower --lr"):
         tiny(tmp_path, lr=1e12, optimizer="sgd", schedule="constant", warmup_epochs=0)
+
+
+def test_keeps_best_only_when_validation_can_tell_epochs_apart() -> None:
+    from cnnkit.training.loop import keeps_best
+
+    assert not keeps_best("auto", 120, patience=0)  # 100 per class, 10% held out
+    assert keeps_best("auto", 6000, patience=0)  # Fashion-MNIST's 10%
+    assert keeps_best("auto", 120, patience=3)  # early stopping needs the best epoch
+    assert not keeps_best("auto", 0, patience=0)  # no validation: the last epoch
+    assert keeps_best("best", 120, patience=0) and not keeps_best("last", 6000, patience=0)
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_the_kept_model_is_the_epoch_asked_for(tmp_path: Path, keep: str) -> None:
+    saved = []
+
+    def remember(trainer, row) -> None:  # each epoch's weights, as trained
+        saved.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    result = tiny(tmp_path, epochs=4, keep=keep, lr=0.05, callbacks=[remember])
+    accs = [row["val_acc"] for row in result.history]
+    best = max(range(len(accs)), key=lambda i: (accs[i], -result.history[i]["val_loss"]))
+    kept = load_file(result.run_dir / "model.safetensors")
+    assert best != len(accs) - 1, accs  # else this data cannot tell the two apart
+    expected = saved[best if keep == "best" else -1]
+    assert all(torch.equal(kept[k], expected[k]) for k in kept)
+    assert json.loads((result.run_dir / "config.json").read_text())["keep"] == keep
+
+
+def test_auto_keep_is_resolved_and_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    result = tiny(tmp_path, epochs=1, plots=True)  # a handful of validation images
+    assert json.loads((result.run_dir / "config.json").read_text())["keep"] == "last"
+    assert "too few to pick the best epoch" in capsys.readouterr().out
+    assert "Metrics of the last epoch's model" in (result.run_dir / "report.html").read_text()

@@ -44,6 +44,9 @@ def train(
     seed: int = typer.Option(0),
     patience: int = typer.Option(0, help="Early stopping after N epochs without a better "
                                  "validation accuracy (0: off)."),
+    keep: str = typer.Option("auto", help="Which epoch's model to keep: best (by validation "
+                             "accuracy), last, or auto (best with 1,000+ validation images or "
+                             "--patience, else last)."),
     imbalance: str = typer.Option("auto", help="auto, weighted-loss, balanced-sampling, none."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
     precision: str = typer.Option("auto", help="auto, fp32, bf16, fp16."),

@@ -205,8 +205,8 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         f"{escape(__version__)} · <code>{escape(str(run.root))}</code></p>",
         f"<nav>{nav}</nav>",
         f"<h2 id=metrics>Final metrics</h2>{_metrics_section(metrics, eval_name, rows)}",
-        "<p class=note>Metrics of the best epoch's model (by validation accuracy) on the "
-        f"held-out {escape(eval_name)} set.</p>",
+        f"<p class=note>Metrics of {_kept(config, rows)} on the held-out "
+        f"{escape(eval_name)} set.</p>",
         _phases_section(phases),
         "<h2 id=curves>Training curves</h2>",
         _img(files.get("curves"), "training curves"),
@@ -247,3 +247,12 @@ def _num(v: Any) -> Any:
         return float(v)
     except (TypeError, ValueError):
         return v
+
+
+def _kept(config: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Which epoch's model the run kept (``--keep``, resolved when training started)."""
+    if config.get("mode") == "features":
+        return "the fitted head"
+    if config.get("keep") == "last" or not any(r.get("val_acc") not in (None, "") for r in rows):
+        return "the last epoch's model"
+    return "the best epoch's model (by validation accuracy)"

@@ -1,4 +1,4 @@
-"""After the last epoch: reload the best model, test it, and leave the results in the run."""
+"""After the last epoch: reload the kept model (best or last), test it, leave the results."""
 
 from __future__ import annotations
 

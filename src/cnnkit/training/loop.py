@@ -32,6 +32,18 @@ from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.optim import build_optimizer, lr_factor, set_lr, warmup_fraction
 from cnnkit.training.recipe import Plan
 
+# Picking the best of several epochs by fewer validation images than this selects noise:
+# at 120 images (100 per class, 10% held out) the standard error is about 3 points, and
+# the "best" epoch of a 10-epoch fine-tune tested 2.7 points below the last one.
+MIN_VAL_TO_PICK = 1000
+
+
+def keeps_best(keep: str, val_images: int, patience: int) -> bool:
+    """Whether model.safetensors is the best epoch by validation accuracy (else the last)."""
+    if keep != "auto":
+        return keep == "best"
+    return val_images > 0 and (patience > 0 or val_images >= MIN_VAL_TO_PICK)
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -78,6 +90,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.stale_epochs = 0
+        val_images = len(self.val_set) if self.val_set is not None else 0
+        self.keep_best = keeps_best(self.cfg.keep, val_images, self.cfg.patience)
         self.forward = self.model
         if plan.compile:
             self.forward = torch.compile(self.model)
@@ -200,9 +214,10 @@ class Trainer:
             self.best = {"epoch": global_epoch, "val_acc": row.get("val_acc"),
                          "val_loss": row.get("val_loss")}
             self.stale_epochs = 0
-            save_model(self.model, self.card, self.run.model_path)
         else:
             self.stale_epochs += 1
+        if improved or not self.keep_best:
+            save_model(self.model, self.card, self.run.model_path)
         stop = bool(self.cfg.patience and self.stale_epochs >= self.cfg.patience)
         try:
             for callback in self.callbacks:

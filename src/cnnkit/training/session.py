@@ -23,7 +23,7 @@ from cnnkit.rundir import RunDir
 from cnnkit.training import transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test, write_plots
-from cnnkit.training.loop import Trainer
+from cnnkit.training.loop import Trainer, keeps_best
 from cnnkit.training.recipe import Plan, data_stats, resolve_config, small_data_changes
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
@@ -69,6 +69,14 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
                              for k, v in changes.items())
                  + " for a small data set (set them to choose)")
         plan = replace(resolve_config(config.replace(**changes)), pre=plan.pre)
+        cfg = plan.config
+    if cfg.keep == "auto" and cfg.mode != "features":
+        val_images = len(splits.val) if splits.val is not None else 0
+        keep = "best" if keeps_best("auto", val_images, cfg.patience) else "last"
+        if val_images and keep == "last":
+            log.info(f"{val_images} validation images are too few to pick the best epoch by: "
+                     "keeping the last epoch's model (--keep best to pick anyway)")
+        plan = replace(plan, config=cfg.replace(keep=keep))
         cfg = plan.config
     pre = plan.pre
     if not plan.info.is_pretrained and cfg.weights is None:
