@@ -143,12 +143,15 @@ def small_data_batch(n_train: int, batch_size: int, min_steps: int = 25) -> int:
 
 
 SMALL_FINE_TUNE = 5_000  # fine-tuning on fewer images gets more epochs (they are cheap)
+# AdamW fine-tuning on fewer images: a few hundred steps need a higher rate than the
+# batch-scaled one (docs/design-notes.md has the sweep).
+SMALL_FINE_TUNE_LR = 2e-3
 
 
 def small_data_changes(config: TrainConfig, resolved: TrainConfig, n_train: int
-                       ) -> dict[str, int]:
+                       ) -> dict[str, float]:
     """Defaults that depend on how many images there are, for options the user left open."""
-    changes: dict[str, int] = {}
+    changes: dict[str, float] = {}
     if config.batch_size is None:
         batch = small_data_batch(n_train, resolved.batch_size)
         if batch != resolved.batch_size:
@@ -156,6 +159,9 @@ def small_data_changes(config: TrainConfig, resolved: TrainConfig, n_train: int
     if config.epochs is None and resolved.mode == "fine-tune" and n_train < SMALL_FINE_TUNE \
             and resolved.epochs < 10:
         changes["epochs"] = 10  # 100 per class: 85.4% (6 epochs, flips), 86.8% (10, flip+crop)
+    if config.lr is None and resolved.mode == "fine-tune" and n_train < SMALL_FINE_TUNE \
+            and resolved.optimizer == "adamw":
+        changes["lr"] = SMALL_FINE_TUNE_LR
     return changes
 
 
