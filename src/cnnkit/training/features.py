@@ -27,6 +27,7 @@ from cnnkit.atomic import atomic_path, write_json
 from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.inference import chunk_size
 from cnnkit.modelfile import ModelCard, save_model
 from cnnkit.paths import cache_dir
 from cnnkit.progress import track
@@ -43,6 +44,7 @@ def extract(model: nn.Module, data: ImageSet, pre: Preprocess, device: torch.dev
             ) -> torch.Tensor:
     """Pre-logits codes ``(N, D)`` of the frozen model, float32 on the CPU."""
     model.eval()
+    batch_size = chunk_size(device, pre.img_size, batch_size)
     loader = BatchLoader(data, pre, batch_size, device, channels_last=channels_last)
     out = [model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
            for x, _ in track(loader, len(loader), label)]

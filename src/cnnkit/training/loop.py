@@ -24,7 +24,7 @@ from cnnkit.atomic import write_json
 from cnnkit.data.loader import BatchLoader, resident
 from cnnkit.data.sources import Splits
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import autocast, log_probs
+from cnnkit.inference import autocast, chunk_size, log_probs
 from cnnkit.modelfile import ModelCard, save_model
 from cnnkit.progress import EpochBar
 from cnnkit.rundir import RunDir
@@ -159,6 +159,11 @@ class Trainer:
         total_steps = steps * phase.epochs
         warmup = warmup_fraction(self.cfg.schedule)
         set_train_mode(self.model, phase.bn_eval)
+        # Chunks change nothing but speed unless batch norm computes batch statistics.
+        bn_batch_stats = any(m.training for m in self.model.modules()
+                             if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        chunk = self.cfg.batch_size if bn_batch_stats else chunk_size(
+            self.device, self.pre.img_size, self.cfg.batch_size, training=True)
         phase_label = phase.name if len(self.phases) > 1 else ""
         bar = EpochBar(global_epoch, self.total_epochs, steps, phase_label)
         loss_sum = torch.zeros((), device=self.device)
@@ -169,16 +174,12 @@ class Trainer:
         for i, (x, y) in enumerate(loader):
             lr = phase.lr * lr_factor(epoch * steps + i, total_steps, self.cfg.schedule, warmup)
             set_lr(optimizer, lr)
-            with autocast(self.device, self.cfg.precision):
-                logits = self.forward(x)
-                loss = F.cross_entropy(logits.float(), y, weight=self.class_weights,
-                                       label_smoothing=self.cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            logits, loss = self._forward_backward(x, y, chunk)
             optimizer.step()
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss * len(y)
             hard = y if y.ndim == 1 else y.argmax(1)  # MixUp/CutMix: the larger share
-            correct += (logits.detach().argmax(1) == hard).sum()
+            correct += (logits.argmax(1) == hard).sum()
             seen += len(y)
             if (i + 1) % sync_every == 0 or i + 1 == steps:
                 elapsed = time.perf_counter() - start
@@ -236,6 +237,33 @@ class Trainer:
         summary += f" | {train_time:.1f}s" + (" *" if improved and "val_acc" in row else "")
         bar.close(summary)
         return stop
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, chunk: int
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and mean loss of a batch, with its gradients accumulated chunk by chunk:
+        the same gradients as one pass (sums over the batch's own denominator), faster
+        on a CPU where a few large images' activations fit in cache."""
+        weight, smoothing = self.class_weights, self.cfg.label_smoothing
+        if chunk >= len(y):
+            with autocast(self.device, self.cfg.precision):
+                logits = self.forward(x)
+                loss = F.cross_entropy(logits.float(), y, weight=weight,
+                                       label_smoothing=smoothing)
+            loss.backward()
+            return logits.detach(), loss.detach()
+        # PyTorch's mean: over the targets' class weights for labels, over N for soft targets
+        denom = (weight[y].sum() if weight is not None and y.ndim == 1
+                 else torch.tensor(float(len(y)), device=y.device))
+        outs, total = [], torch.zeros((), device=x.device)
+        for xs, ys in zip(x.split(chunk), y.split(chunk)):
+            with autocast(self.device, self.cfg.precision):
+                logits = self.forward(xs)
+                loss = F.cross_entropy(logits.float(), ys, weight=weight, reduction="sum",
+                                       label_smoothing=smoothing) / denom
+            loss.backward()
+            outs.append(logits.detach())
+            total += loss.detach()
+        return torch.cat(outs), total
 
     def _is_better(self, row: dict[str, Any]) -> bool:
         if "val_acc" not in row or not self.best:

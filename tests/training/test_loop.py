@@ -1,0 +1,48 @@
+"""The training step: CPU chunking must not change what a batch computes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from cnnkit.inference import chunk_size
+from cnnkit.training.loop import Trainer
+
+CPU = torch.device("cpu")
+
+
+def test_cpu_chunks_are_sized_by_pixels() -> None:
+    assert chunk_size(CPU, 224, 32, training=True) == 8
+    assert chunk_size(CPU, 224, 256) == 4
+    assert chunk_size(CPU, 28, 128, training=True) == 128  # small images: the whole batch
+    assert chunk_size(CPU, 1024, 32) == 1
+    assert chunk_size(torch.device("cuda"), 224, 256) == 256  # never split on a GPU
+
+
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int,
+          weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    fake = SimpleNamespace(class_weights=weights, forward=model, device=CPU,
+                           cfg=SimpleNamespace(label_smoothing=0.1, precision="fp32"))
+    logits, loss = Trainer._forward_backward(fake, x, y, chunk)
+    return logits, loss, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("targets", ["labels", "weighted labels", "soft"])
+def test_chunked_steps_match_one_pass(targets: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    x = torch.randn(10, 3, 8, 8)
+    y = torch.randint(0, 5, (10,))
+    if targets == "soft":
+        y = torch.softmax(torch.randn(10, 5), 1)
+    weights = torch.tensor([0.5, 1.0, 2.0, 1.0, 3.0]) if targets != "labels" else None
+    whole = _step(model, x, y, 10, weights)
+    chunked = _step(model, x, y, 3, weights)  # uneven chunks: 3+3+3+1
+    torch.testing.assert_close(chunked[0], whole[0])
+    torch.testing.assert_close(chunked[1], whole[1])
+    for a, b in zip(chunked[2], whole[2]):
+        torch.testing.assert_close(a, b)
