@@ -100,6 +100,11 @@ class Classifier:
     """A trained model ready to predict: ``cnnkit.load("runs/x").predict(["a.jpg"])``."""
 
     def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device) -> None:
+        # Channels-last, as training uses: 1.24x faster on 2 CPU cores for
+        # EfficientNet-Lite0 at 224 px (chunks of 4); the weights' values are unchanged.
+        self.channels_last = device.type in ("cpu", "cuda")
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
         self.card = card
         self.device = device
@@ -143,7 +148,7 @@ class Classifier:
         data = ImageSet(images, torch.zeros(len(arrays), dtype=torch.long), self.classes,
                         crop_fraction=pre.img_size / pre.decode_size)
         return log_probs(self.model, data, pre, self.device, batch_size=batch_size,
-                         tta=tta).exp().numpy()
+                         tta=tta, channels_last=self.channels_last).exp().numpy()
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, *, top_k: int = 5,
                 batch_size: int = 64, tta: bool = False) -> list[Prediction]:
@@ -184,7 +189,7 @@ class Classifier:
     def evaluate_set(self, imageset: ImageSet, *, tta: bool = False,
                      batch_size: int = 256) -> EvalResult:
         scores = log_probs(self.model, imageset, self.card.preprocess, self.device,
-                           batch_size=batch_size, tta=tta)
+                           batch_size=batch_size, tta=tta, channels_last=self.channels_last)
         return compute(scores, imageset.labels, self.classes)
 
     def transform(self, images: Sequence[ImageInput]) -> torch.Tensor:
