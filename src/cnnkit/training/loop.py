@@ -243,27 +243,19 @@ class Trainer:
         """Logits and mean loss of a batch, with its gradients accumulated chunk by chunk:
         the same gradients as one pass (sums over the batch's own denominator), faster
         on a CPU where a few large images' activations fit in cache."""
-        weight, smoothing = self.class_weights, self.cfg.label_smoothing
-        if chunk >= len(y):
-            with autocast(self.device, self.cfg.precision):
-                logits = self.forward(x)
-                loss = F.cross_entropy(logits.float(), y, weight=weight,
-                                       label_smoothing=smoothing)
-            loss.backward()
-            return logits.detach(), loss.detach()
+        weight = self.class_weights
         # PyTorch's mean: over the targets' class weights for labels, over N for soft targets
-        denom = (weight[y].sum() if weight is not None and y.ndim == 1
-                 else torch.tensor(float(len(y)), device=y.device))
+        denom = weight[y].sum() if weight is not None and y.ndim == 1 else len(y)
         outs, total = [], torch.zeros((), device=x.device)
         for xs, ys in zip(x.split(chunk), y.split(chunk)):
             with autocast(self.device, self.cfg.precision):
                 logits = self.forward(xs)
                 loss = F.cross_entropy(logits.float(), ys, weight=weight, reduction="sum",
-                                       label_smoothing=smoothing) / denom
+                                       label_smoothing=self.cfg.label_smoothing) / denom
             loss.backward()
             outs.append(logits.detach())
             total += loss.detach()
-        return torch.cat(outs), total
+        return (outs[0] if len(outs) == 1 else torch.cat(outs)), total
 
     def _is_better(self, row: dict[str, Any]) -> bool:
         if "val_acc" not in row or not self.best:
