@@ -167,3 +167,15 @@ def test_weights_file_for_another_model_is_refused(tmp_path: Path) -> None:
         load_weights_file(create_model("efficientnet_lite0", 10), path)
     with pytest.raises(CnnkitError, match="not found"):
         read_weights_file(tmp_path / "nope.safetensors")
+
+
+def test_weights_file_starts_a_scratch_stack_too(tmp_path: Path) -> None:
+    """`--weights` on a registry stack (seed-cnn) loads them rather than being ignored."""
+    src = create_model("seed-cnn", 10, 1, 28)
+    path = tmp_path / "seed.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    model = create_model("seed-cnn", 10, 1, 28, weights=str(path))
+    for (name, a), b in zip(src.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(CnnkitError, match="does not fit this model"):
+        create_model("fast-cnn", 10, 1, 28, weights=str(path))

@@ -81,6 +81,11 @@ def create_model(
     if num_classes < 1:
         raise CnnkitError(f"num_classes must be at least 1. Received: {num_classes}")
     kwargs: dict[str, Any] = {**dict(info.kwargs), **dict(arch.kwargs)}
-    if info.is_pretrained:
+    if info.is_pretrained:  # their builders load --weights in place of the download
         kwargs.update(pretrained=pretrained, weights=weights)
-    return info.builder(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
+    net = info.builder(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
+    if weights and not info.is_pretrained:  # a scratch stack starts from a saved state
+        from cnnkit.models.pretrained import load_weights_file
+
+        load_weights_file(net, weights)
+    return net
