@@ -6,7 +6,8 @@ import pytest
 
 from cnnkit.config import TrainConfig
 from cnnkit.training.recipe import (
-    SMALL_FINE_TUNE_LR,
+    FINE_TUNE_LR,
+    PEAK_LR,
     resolve_config,
     small_data_batch,
     small_data_changes,
@@ -25,28 +26,38 @@ def test_few_images_get_a_smaller_batch_so_an_epoch_has_steps() -> None:
     assert small_data_batch(100, 128) == 16  # never below 16
 
 
-def test_few_image_fine_tuning_gets_more_epochs_and_a_higher_rate() -> None:
+def test_few_image_fine_tuning_gets_more_epochs() -> None:
     changes, resolved = _changes(1_000, model="efficientnet_lite0")
-    assert resolved.lr == pytest.approx(8e-3 * 128 / 256 / 8)  # the batch-scaled rate
-    assert changes == {"batch_size": 32, "epochs": 10, "lr": SMALL_FINE_TUNE_LR}
-    assert changes["lr"] > resolved.lr  # not scaled down with the smaller batch
+    assert changes == {"batch_size": 32, "epochs": 10}
+    assert resolved.lr == FINE_TUNE_LR["adamw"]
 
 
 def test_what_the_user_chose_is_kept() -> None:
     changes, _ = _changes(1_000, model="efficientnet_lite0", lr=3e-4, batch_size=64, epochs=4)
     assert changes == {}
-    changes, _ = _changes(1_000, model="efficientnet_lite0", optimizer="sgd")
-    assert "lr" not in changes  # the sweep behind the rate was AdamW's
+    _, resolved = _changes(1_000, model="efficientnet_lite0", lr=3e-4)
+    assert resolved.lr == 3e-4
 
 
-@pytest.mark.parametrize(("options", "raised"), [
+@pytest.mark.parametrize("batch_size", [32, 128, 256])
+def test_the_adamw_fine_tune_rate_is_not_scaled_with_the_batch(batch_size: int) -> None:
+    _, resolved = _changes(60_000, model="efficientnet_lite0", batch_size=batch_size)
+    assert resolved.lr == FINE_TUNE_LR["adamw"] == 2e-3
+    _, sgd = _changes(60_000, model="efficientnet_lite0", batch_size=batch_size,
+                      optimizer="sgd")  # the sweeps were AdamW's: SGD keeps the scaled rate
+    assert sgd.lr == pytest.approx(PEAK_LR["sgd"] * batch_size / 256 / 8)
+
+
+@pytest.mark.parametrize(("options", "fine_tune"), [
     ({"model": "efficientnet_lite0"}, True),
     ({"model": "efficientnet_lite0", "mode": "features"}, False),
     ({"model": "efficientnet_lite0", "mode": "scratch"}, False),
     ({"model": "seed-cnn"}, False),
 ])
-def test_the_rate_changes_only_for_few_image_fine_tuning(options: dict, raised: bool) -> None:
-    big, _ = _changes(60_000, **options)
-    assert "lr" not in big
-    small, _ = _changes(1_000, **options)
-    assert ("lr" in small) == raised
+def test_only_fine_tuning_gets_the_fixed_rate(options: dict, fine_tune: bool) -> None:
+    for n_train in (1_000, 60_000):
+        changes, resolved = _changes(n_train, batch_size=128, **options)
+        assert "lr" not in changes
+        assert (resolved.lr == FINE_TUNE_LR["adamw"]) == fine_tune
+        if not fine_tune:
+            assert resolved.lr == pytest.approx(PEAK_LR["adamw"] * 128 / 256)
