@@ -14,8 +14,10 @@ from cnnkit.data.pipeline import Preprocess
 # On a CPU, forward passes over a few large images at a time keep each layer's
 # activations in cache. EfficientNet-Lite0 at 224 px on 2 cores: inference 191 images/s
 # in chunks of 4, 125 in 8, 67 in 64, 39 in 128; training steps 50 images/s in chunks
-# of 8, 22 in one pass of 32 (docs/design-notes.md).
-CPU_CHUNK_PIXELS = {"train": 8 * 224 * 224, "infer": 4 * 224 * 224}
+# of 8, 22 in one pass of 32. Training at 96 px (batch 128): 149 images/s in chunks of
+# 16 or 32, 131 in 43 (the budget of 8 at 224), 91 in one pass; at 224 px chunks of 6
+# and 8 train alike (docs/design-notes.md).
+CPU_CHUNK_PIXELS = {"train": 6 * 224 * 224, "infer": 4 * 224 * 224}
 
 
 def chunk_size(device: torch.device, img_size: int, batch_size: int, *,

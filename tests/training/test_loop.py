@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 
 def test_cpu_chunks_are_sized_by_pixels() -> None:
-    assert chunk_size(CPU, 224, 32, training=True) == 8
+    assert chunk_size(CPU, 224, 32, training=True) == 6
     assert chunk_size(CPU, 224, 256) == 4
     assert chunk_size(CPU, 28, 128, training=True) == 128  # small images: the whole batch
     assert chunk_size(CPU, 1024, 32) == 1
