@@ -45,12 +45,12 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = args.runs or scratch
+        runs = args.runs or scratch
         for name in args.recipes.split(","):
             recipe = RECIPES[name.strip()]
             start = time.perf_counter()
             result = cnnkit.train("fashion-mnist", model="efficientnet_lite0",
-                                  device=args.device, out=tmp, plots=False, **recipe)
+                                  device=args.device, out=runs, plots=False, **recipe)
             rows.append({"recipe": name, "options": recipe, "test_acc": result.test_accuracy,
                          "train_s": result.history[-1]["elapsed_s"],
                          "wall_s": time.perf_counter() - start,
