@@ -40,6 +40,7 @@ class TrainConfig:
     schedule: str = "onecycle"
     warmup_epochs: float = 0.3
     label_smoothing: float = 0.1
+    ema: float = 0.0
     augment: str = "auto"
     img_size: int | None = None
     channels: int | None = None
@@ -89,6 +90,10 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise CnnkitError("--label-smoothing must be in [0, 1). "
                               f"Received: {self.label_smoothing}")
+        if not 0 <= self.ema < 1:
+            raise CnnkitError("--ema takes the decay of the weight average per step, in "
+                              f"[0, 1): 0 is off, 0.999 averages about the last 1,000 steps. "
+                              f"Received: {self.ema}")
         if self.unfreeze != "all" and not (self.unfreeze.isdigit() and int(self.unfreeze) > 0):
             raise CnnkitError(
                 f"--unfreeze takes 'all' or a number of top blocks. Received: {self.unfreeze!r}"

@@ -23,8 +23,12 @@ from cnnkit.modelfile import state_dict_for_saving
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, meta: dict[str, Any],
-                    generators: dict[str, torch.Generator]) -> None:
+                    generators: dict[str, torch.Generator],
+                    average: torch.nn.Module | None = None) -> None:
+    """``average``: the weight average (``--ema``), kept beside the trained weights."""
     tensors = {f"model.{k}": v for k, v in state_dict_for_saving(model).items()}
+    if average is not None:
+        tensors.update({f"ema.{k}": v for k, v in state_dict_for_saving(average).items()})
     opt = optimizer.state_dict()
     scalars: dict[str, Any] = {}
     for pid, state in opt["state"].items():
@@ -43,8 +47,10 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
                                                       dict[str, Any], dict[str, Any],
+                                                      dict[str, torch.Tensor],
                                                       dict[str, torch.Tensor]]:
-    """Returns (model state, optimizer state dict, meta, rng states)."""
+    """Returns (model state, optimizer state dict, meta, rng states, weight-average
+    state: empty without ``--ema``)."""
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"No checkpoint at {path}: the run stopped before its first epoch "
@@ -57,6 +63,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         raise CnnkitError(f"{path} is not a readable cnnkit checkpoint ({exc}).") from None
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    average = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
@@ -67,4 +74,4 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         pid, key = k.split(".", 1)
         state.setdefault(int(pid), {})[key] = v
     optim = {"state": state, "param_groups": opt_meta["param_groups"]}
-    return model, optim, doc, rng
+    return model, optim, doc, rng, average

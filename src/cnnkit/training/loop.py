@@ -29,6 +29,7 @@ from cnnkit.modelfile import ModelCard, save_model
 from cnnkit.progress import EpochBar
 from cnnkit.rundir import RunDir
 from cnnkit.training.checkpoint import save_checkpoint
+from cnnkit.training.ema import WeightAverage
 from cnnkit.training.optim import build_optimizer, lr_factor, set_lr, warmup_fraction
 from cnnkit.training.recipe import Plan
 
@@ -92,6 +93,8 @@ class Trainer:
         self.stale_epochs = 0
         val_images = len(self.val_set) if self.val_set is not None else 0
         self.keep_best = keeps_best(self.cfg.keep, val_images, self.cfg.patience)
+        # --ema: the average is what is validated, saved as the model and tested
+        self.average = WeightAverage(self.model, self.cfg.ema) if self.cfg.ema else None
         self.forward = self.model
         if plan.compile:
             self.forward = torch.compile(self.model)
@@ -120,6 +123,9 @@ class Trainer:
                 opt_state = resume["optimizer"]
             self.generator.set_state(resume["rng"]["data"])
             torch.set_rng_state(resume["rng"]["torch"])
+            if self.average is not None and resume.get("average"):
+                self.average.load_state_dict(resume["average"])
+                self.average.steps = meta.get("ema_steps", 0)
         epoch_offset = sum(p.epochs for p in self.phases[:start_phase])
         for index in range(start_phase, len(self.phases)):
             phase = self.phases[index]
@@ -177,6 +183,8 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             logits, loss = self._forward_backward(x, y, chunk)
             optimizer.step()
+            if self.average is not None:
+                self.average.update(self.model)
             loss_sum += loss * len(y)
             hard = y if y.ndim == 1 else y.argmax(1)  # MixUp/CutMix: the larger share
             correct += (logits.argmax(1) == hard).sum()
@@ -196,9 +204,10 @@ class Trainer:
             "train_loss": loss_sum.item() / max(seen, 1),
             "train_acc": correct.item() / max(seen, 1),
         }
+        kept = self.average.module if self.average is not None else self.model
         t0 = time.perf_counter()
         if self.val_set is not None:
-            scores = log_probs(self.model, self.val_set, self.pre, self.device,
+            scores = log_probs(kept, self.val_set, self.pre, self.device,
                                batch_size=max(256, self.cfg.batch_size),
                                precision=self.cfg.precision,
                                channels_last=self.plan.channels_last)
@@ -218,7 +227,7 @@ class Trainer:
         else:
             self.stale_epochs += 1
         if improved or not self.keep_best:
-            save_model(self.model, self.card, self.run.model_path)
+            save_model(kept, self.card, self.run.model_path)
         stop = bool(self.cfg.patience and self.stale_epochs >= self.cfg.patience)
         try:
             for callback in self.callbacks:
@@ -229,8 +238,10 @@ class Trainer:
             save_checkpoint(self.run.checkpoint_path, self.model, optimizer,
                             {"phase": phase_index, "epoch_in_phase": epoch,
                              "history": self.history, "best": self.best,
-                             "stale_epochs": self.stale_epochs, "stopped_early": stop},
-                            {"data": self.generator})
+                             "stale_epochs": self.stale_epochs, "stopped_early": stop,
+                             "ema_steps": self.average.steps if self.average else 0},
+                            {"data": self.generator},
+                            average=self.average.module if self.average else None)
         summary = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
         if "val_acc" in row:
             summary += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"

@@ -118,7 +118,7 @@ def resume(run_dir: str | Path) -> TrainResult:
         raise CnnkitError(f"{run.root} used --mode features, which has no epochs to resume: "
                           "run the same command again (its features are cached).")
     plan = resolve_config(cfg)
-    model_state, optim_state, meta, rng = load_checkpoint(run.checkpoint_path)
+    model_state, optim_state, meta, rng, average = load_checkpoint(run.checkpoint_path)
     card, _ = read_card(run.root)
     plan = replace(plan, pre=card.preprocess, arch=card.architecture)
     torch.manual_seed(cfg.seed)
@@ -133,7 +133,8 @@ def resume(run_dir: str | Path) -> TrainResult:
     done = sum(1 for _ in meta["history"])
     log.info(f"resuming {run.root} after epoch {done}")
     return _fit(plan, splits, model, card, run,
-                resume={"meta": meta, "optimizer": optim_state, "rng": rng})
+                resume={"meta": meta, "optimizer": optim_state, "rng": rng,
+                        "average": average})
 
 
 def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, run: RunDir,

@@ -1,0 +1,45 @@
+"""Weight averaging: an exponential moving average (EMA) of the weights.
+
+The average of the last steps' weights often tests better than the last step's, which
+carries the noise of its final mini-batches; timm's and Ultralytics' trainers keep one.
+timm's ``ModelEmaV3`` does the averaging (parameters and batch-norm buffers); this adds
+the ramp that keeps the starting weights from dominating a short run, and the step count
+that ``--resume`` needs.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.utils import ModelEmaV3
+from torch import nn
+
+
+def ramped_decay(decay: float, step: int) -> float:
+    """The plain mean of the ``step`` weights seen so far until there are ``1/(1-decay)``
+    of them, then the exponential average: step 1 is a copy, never a blend with the
+    pretrained or random start."""
+    return min(decay, 1.0 - 1.0 / max(step, 1))
+
+
+class WeightAverage:
+    """An averaged copy of ``model``, updated after every optimizer step."""
+
+    def __init__(self, model: nn.Module, decay: float, steps: int = 0) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.steps = steps
+        self._ema = ModelEmaV3(getattr(model, "_orig_mod", model), decay=decay)
+
+    @property
+    def module(self) -> nn.Module:
+        return self._ema.module
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.steps += 1
+        self._ema.apply_update_(getattr(model, "_orig_mod", model),
+                                ramped_decay(self.decay, self.steps))
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)
