@@ -33,6 +33,12 @@ RECIPES = {
     # more fit than it gave back.
     "fine-tune-96-erase": {**FINE_TUNE_96, "augment": "flip+erase"},
     "fine-tune-96-erase-10": {**FINE_TUNE_96, "augment": "flip+erase", "epochs": 10},
+    # Two more epochs with flips only: the erasing runs said the recipe lacks fit, not
+    # regularisation.
+    "fine-tune-96-10": {**FINE_TUNE_96, "epochs": 10},
+    # fine-tune-96 validating, keeping and testing the weight average of about the last
+    # 1,000 of its 3,750 steps.
+    "fine-tune-96-ema": {**FINE_TUNE_96, "ema": 0.999},
     "fine-tune-64": {"mode": "fine-tune", "img_size": 64, "epochs": 10, "augment": "flip",
                      "val_fraction": 0.0},
     "scratch-64": {"mode": "scratch", "img_size": 64, "epochs": 5, "augment": "flip",
