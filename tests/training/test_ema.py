@@ -78,3 +78,10 @@ def test_a_resumed_run_continues_the_average(tmp_path: Path) -> None:
 def test_a_decay_outside_zero_to_one_is_refused(decay: float) -> None:
     with pytest.raises(CnnkitError, match="--ema takes the decay"):
         cnnkit.TrainConfig(data="x", ema=decay)
+
+
+def test_ema_with_the_features_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="--mode features has none"):
+        cnnkit.train(DATA, model="efficientnet_lite0", mode="features", ema=0.999,
+                     out=str(tmp_path / "runs"), device="cpu", plots=False)
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made

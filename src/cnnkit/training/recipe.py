@@ -70,6 +70,10 @@ def resolve_config(config: TrainConfig) -> Plan:
         raise CnnkitError(f"--mode {mode} needs a pretrained model, and {arch.name!r} trains "
                           "from scratch. Pick a pretrained one (e.g. --model efficientnet_lite0; "
                           "`cnnkit models` lists them) or pass --weights FILE.")
+    if mode == "features" and config.ema:
+        raise CnnkitError("--ema averages the weights over training steps, and --mode features "
+                          "has none (it fits its head to fixed features in one solve). Drop "
+                          "--ema, or use --mode fine-tune.")
 
     if info.channels is not None:
         channels = info.channels
