@@ -37,7 +37,8 @@ RECIPES = {
     # regularisation: 95.21%, within one run's spread of 8 epochs (95.02-95.29%).
     "fine-tune-96-10": {**FINE_TUNE_96, "epochs": 10},
     # fine-tune-96 testing the weight average of about the last 1,000 of its 3,744 steps:
-    # 95.04%, against 95.02% for the same run's last-step weights.
+    # 95.04%, against 95.02% for the same run's last-step weights (measured before the
+    # ramp became TensorFlow's: docs/design-notes.md).
     "fine-tune-96-ema": {**FINE_TUNE_96, "ema": 0.999},
     "fine-tune-64": {"mode": "fine-tune", "img_size": 64, "epochs": 10, "augment": "flip",
                      "val_fraction": 0.0},

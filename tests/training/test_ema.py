@@ -18,26 +18,39 @@ OPTIONS = {"model": "conv4k3-pool2-drop0.3-dense8", "epochs": 3, "batch_size": 1
 DATA = "shapes:size=12,count=60"
 
 
-def test_the_decay_ramps_from_a_copy_to_the_exponential_average() -> None:
-    assert ramped_decay(0.999, 1) == 0.0  # the first step's weights, not a blend with the start
-    assert ramped_decay(0.999, 4) == 0.75  # the plain mean of the 4 steps so far
-    assert ramped_decay(0.999, 1000) == 0.999
+def test_the_decay_ramps_up_to_the_one_asked_for() -> None:
+    assert ramped_decay(0.999, 0) == pytest.approx(0.1)
+    assert ramped_decay(0.999, 90) == pytest.approx(0.91)  # about the last 10 steps of 90
+    assert ramped_decay(0.999, 8990) == pytest.approx(0.999)
     assert ramped_decay(0.999, 50_000) == 0.999
+    assert ramped_decay(0.5, 3) == pytest.approx(4 / 13) and ramped_decay(0.5, 8) == 0.5
 
 
-def test_the_average_is_the_mean_then_the_exponential_average() -> None:
+def test_the_average_follows_recent_weights_not_the_start() -> None:
+    # A weight moving steadily from 0 to 1 over 100 steps, as a short scratch run does:
+    # the average must sit near the recent values (a mean of every step would be 0.5).
     model = nn.Linear(1, 1, bias=False)
-    average = WeightAverage(model, decay=0.5)
-    seen = []
-    for value in (4.0, 2.0, 6.0):
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = WeightAverage(model, decay=0.99)
+    for step in range(1, 101):
         with torch.no_grad():
-            model.weight.fill_(value)
+            model.weight.fill_(step / 100)
         average.update(model)
-        seen.append(value)
-    # steps 1-2: the mean of (4, 2) = 3; step 3 at decay 0.5: 0.5 * 3 + 0.5 * 6 = 4.5
-    assert average.module.weight.item() == pytest.approx(4.5)
-    assert average.steps == 3
-    assert model.weight.item() == 6.0  # the trained weights are untouched
+    assert 0.85 < average.module.weight.item() < 0.95
+    assert average.steps == 100
+    assert model.weight.item() == 1.0  # the trained weights are untouched
+
+
+def test_one_update_at_a_fixed_decay() -> None:
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(4.0)
+    average = WeightAverage(model, decay=0.5, steps=100)  # past the ramp: decay 0.5
+    with torch.no_grad():
+        model.weight.fill_(6.0)
+    average.update(model)
+    assert average.module.weight.item() == pytest.approx(5.0)
 
 
 def _train(tmp_path: Path, name: str, **extra) -> cnnkit.TrainResult:

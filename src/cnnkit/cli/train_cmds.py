@@ -34,7 +34,7 @@ def train(
     label_smoothing: float = typer.Option(0.1),
     ema: float = typer.Option(0.0, help="Validate, keep and test an exponential moving "
                               "average of the weights with this decay per step (0.999: "
-                              "about the last 1,000 steps; 0: off)."),
+                              "about the last 1,000 steps of a long run; 0: off)."),
     augment: str = typer.Option("auto", help="auto, none, or a +-joined list of flip, vflip, "
                                 "crop, erase, color, mixup, cutmix."),
     img_size: Optional[int] = typer.Option(None, help="Input size in pixels (square)."),
