@@ -23,14 +23,15 @@ def ramped_decay(decay: float, step: int) -> float:
 
 
 class WeightAverage:
-    """An averaged copy of ``model``, updated after every optimizer step."""
+    """An averaged copy of ``model`` (the uncompiled module: the Trainer compiles only
+    its forward), updated after every optimizer step."""
 
     def __init__(self, model: nn.Module, decay: float, steps: int = 0) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.steps = steps
-        self._ema = ModelEmaV3(getattr(model, "_orig_mod", model), decay=decay)
+        self._ema = ModelEmaV3(model, decay=decay)
 
     @property
     def module(self) -> nn.Module:
@@ -39,8 +40,7 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.steps += 1
-        self._ema.apply_update_(getattr(model, "_orig_mod", model),
-                                ramped_decay(self.decay, self.steps))
+        self._ema.apply_update_(model, ramped_decay(self.decay, self.steps))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.module.load_state_dict(state)
