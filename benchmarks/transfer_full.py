@@ -40,6 +40,11 @@ RECIPES = {
     # 95.04%, against 95.02% for the same run's last-step weights (measured before the
     # ramp became TensorFlow's: docs/design-notes.md).
     "fine-tune-96-ema": {**FINE_TUNE_96, "ema": 0.999},
+    # Batch norm by batch statistics while the base trains (a plain loop's model.train()),
+    # the one thing a plain script does that fine-tune-96 does not; "-flat" also gives
+    # every block the same rate, as a plain script's single optimizer group does.
+    "fine-tune-96-bn": {**FINE_TUNE_96, "bn_stats": "update"},
+    "fine-tune-96-bn-flat": {**FINE_TUNE_96, "bn_stats": "update", "lr_decay": 1.0},
     "fine-tune-64": {"mode": "fine-tune", "img_size": 64, "epochs": 10, "augment": "flip",
                      "val_fraction": 0.0},
     "scratch-64": {"mode": "scratch", "img_size": 64, "epochs": 5, "augment": "flip",

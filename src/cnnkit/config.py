@@ -22,6 +22,7 @@ KEEP = ("auto", "best", "last")
 AUGMENTS = ("flip", "vflip", "crop", "erase", "color", "mixup", "cutmix")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
+BN_STATS = ("auto", "keep", "update")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class TrainConfig:
     probe: bool = True
     unfreeze: str = "all"
     lr_decay: float = 0.7
+    bn_stats: str = "auto"
     out: str = "runs"
     name: str | None = None
     plots: bool = True
@@ -73,6 +75,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("channels_last", self.channels_last, SWITCHES)
         _choice("compile", self.compile, SWITCHES)
+        _choice("bn_stats", self.bn_stats, BN_STATS)
         augment_tokens(self.augment)
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)

@@ -83,6 +83,47 @@ def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch
     assert not torch.equal(state["blocks.6.0.conv_pw.weight"], ref.blocks[6][0].conv_pw.weight)
 
 
+def test_bn_stats_update_normalises_trainable_blocks_by_batch(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    from cnnkit.training import loop
+    from cnnkit.training.checkpoint import load_checkpoint
+
+    seen: list[tuple[bool, bool]] = []
+    original = loop.set_train_mode
+
+    def watch(model, bn_eval=False) -> None:
+        original(model, bn_eval)
+        seen.append((model.bn1.training, model.bn2.training))  # frozen stem, top block
+
+    monkeypatch.setattr(loop, "set_train_mode", watch)
+    ref = create_model("efficientnet_lite0", 3, pretrained=True)
+    result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=2,
+                          head_epochs=1, unfreeze="2", bn_stats="update", out=str(tmp_path),
+                          **FAST)
+    assert seen == [(False, False), (False, True)]  # the head phase keeps them
+    head, tune = _phases(result.run_dir)[1:]
+    assert head["batch_norm"] == "running statistics kept"
+    assert tune["batch_norm"] == "batch statistics (trainable blocks)"
+    assert json.loads((result.run_dir / "config.json").read_text())["bn_stats"] == "update"
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.safetensors")[0]
+    assert torch.equal(state["bn1.running_mean"], ref.bn1.running_mean)
+    assert not torch.equal(state["bn2.running_mean"], ref.bn2.running_mean)
+
+
+def test_bn_stats_resolves_per_mode_and_refuses_what_cannot_apply() -> None:
+    tune = resolve_config(TrainConfig("shapes", model="efficientnet_lite0", device="cpu"))
+    scratch = resolve_config(TrainConfig("shapes", model="efficientnet_lite0",
+                                         mode="scratch", device="cpu"))
+    assert (tune.config.bn_stats, scratch.config.bn_stats) == ("keep", "update")
+    with pytest.raises(CnnkitError, match="random weights"):
+        resolve_config(TrainConfig("shapes", model="seed-cnn", bn_stats="keep"))
+    with pytest.raises(CnnkitError, match="never trains the base"):
+        resolve_config(TrainConfig("shapes", model="efficientnet_lite0", mode="features",
+                                   bn_stats="update"))
+    with pytest.raises(CnnkitError, match="--bn-stats"):
+        TrainConfig("shapes", bn_stats="sometimes")
+
+
 def test_linear_probe_fits_the_head_before_fine_tuning(tmp_path: Path) -> None:
     from cnnkit.training import features
 

@@ -66,6 +66,9 @@ def train(
     unfreeze: str = typer.Option("all", help="Fine-tune: 'all' or the number of top blocks."),
     lr_decay: float = typer.Option(0.7, help="Fine-tune: learning-rate factor per block "
                                    "from the top."),
+    bn_stats: str = typer.Option("auto", help="Fine-tune: batch norm keeps the pretrained "
+                                 "running statistics (keep; auto) or normalises by batch "
+                                 "statistics and updates them (update)."),
     out: str = typer.Option("runs", help="Folder for run folders."),
     name: Optional[str] = typer.Option(None, help="Run folder name."),
     config: Optional[Path] = typer.Option(None, help="JSON or YAML file of options."),

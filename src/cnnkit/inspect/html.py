@@ -161,7 +161,8 @@ def _phases_section(phases: list[dict[str, Any]] | None) -> str:
         lr_text = "-" if lr is None else (f"{lr:.3g}" if scales[0] == scales[-1] else
                                           f"{lr * scales[0]:.3g} .. {lr:.3g}")
         rows.append([p.get("name"), p.get("epochs"), lr_text, f"{p.get('trainable_params'):,}",
-                     f"{p.get('frozen_params'):,}", p.get("frozen")])
+                     f"{p.get('frozen_params'):,}", p.get("frozen"),
+                     p.get("batch_norm", "-")])
     extra = ""
     if mode == "features" and "extract_s" in phases[0]:
         extra = (f" Feature size {phases[0].get('feature_dim')}; extraction "
@@ -170,7 +171,7 @@ def _phases_section(phases: list[dict[str, Any]] | None) -> str:
     return (f"<h2 id=phases>Mode and phases: {escape(str(mode))}</h2>"
             f"<p>{escape(_MODE_WORDS.get(mode, ''))}{escape(extra)}</p>"
             + _table(["phase", "epochs", "peak learning rate", "trainable parameters",
-                      "frozen parameters", "frozen"], rows, {1, 2, 3, 4}))
+                      "frozen parameters", "frozen", "batch norm"], rows, {1, 2, 3, 4}))
 
 
 def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]], card: Any,

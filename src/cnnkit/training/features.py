@@ -217,7 +217,8 @@ def _write_head_phase(run: RunDir, *, index: int, mode: str, name: str, epochs: 
     write_json(run.root / "phases.json", [{
         "index": index, "mode": mode, "name": name, "epochs": epochs, "lr": None,
         "trainable_params": trained, "frozen_params": total - trained, "frozen": "base",
-        "frozen_blocks": None, "blocks": None, "lr_scales": [1.0, 1.0], **extra}])
+        "frozen_blocks": None, "blocks": None, "lr_scales": [1.0, 1.0],
+        "batch_norm": "running statistics kept", **extra}])
 
 
 def _weights_id(weights: str | None) -> str:

@@ -74,6 +74,17 @@ def resolve_config(config: TrainConfig) -> Plan:
         raise CnnkitError("--ema averages the weights over training steps, and --mode features "
                           "has none (it fits its head to fixed features in one solve). Drop "
                           "--ema, or use --mode fine-tune.")
+    bn_stats = config.bn_stats
+    if bn_stats == "auto":
+        bn_stats = "update" if mode == "scratch" else "keep"
+    if mode == "scratch" and bn_stats == "keep":
+        raise CnnkitError("--bn-stats keep holds batch norm at pretrained statistics, and "
+                          "--mode scratch starts from random weights, which have none. Drop "
+                          "--bn-stats, or use --mode fine-tune.")
+    if mode == "features" and bn_stats == "update":
+        raise CnnkitError("--bn-stats update re-estimates batch norm while the base trains, "
+                          "and --mode features never trains the base. Drop --bn-stats, or "
+                          "use --mode fine-tune.")
 
     if info.channels is not None:
         channels = info.channels
@@ -138,7 +149,7 @@ def resolve_config(config: TrainConfig) -> Plan:
         model=model, mode=mode, img_size=img_size, channels=channels, augment=augment,
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         precision=precision, head_epochs=head_epochs if mode == "fine-tune" else None,
-        device=str(device),
+        device=str(device), bn_stats=bn_stats,
     )
     return Plan(resolved, source, arch, info, pre, augment_tokens(augment), device,
                 channels_last, compile_)

@@ -94,11 +94,14 @@ def phases(plan: Plan) -> list[Phase]:
     if cfg.mode == "fine-tune":
         head = cfg.head_epochs or 0
         top = None if cfg.unfreeze == "all" else int(cfg.unfreeze)
-        # Batch norm keeps ImageNet's running statistics in both phases (as Keras's
-        # transfer-learning guide advises): re-estimating them from small batches of
-        # unlike images undoes the pretrained features in the first fine-tuning steps.
+        # By default batch norm keeps ImageNet's running statistics in both phases (as
+        # Keras's transfer-learning guide advises): re-estimating them from small batches
+        # of unlike images undoes the pretrained features in the first fine-tuning steps.
+        # ``--bn-stats update`` normalises the unfrozen blocks by batch statistics instead
+        # (a plain training loop's model.train()); the frozen head phase never does.
         tune = Phase("fine-tune", cfg.epochs - head, cfg.lr,
-                     _unfrozen(cfg.weight_decay, top, cfg.lr_decay), bn_eval=True)
+                     _unfrozen(cfg.weight_decay, top, cfg.lr_decay),
+                     bn_eval=cfg.bn_stats != "update")
         if not head:
             return [tune]
         return [Phase("head", head, cfg.lr * 4, _head_only(cfg.weight_decay), bn_eval=True), tune]
@@ -118,4 +121,6 @@ def describe_phase(model: nn.Module, phase: Phase, groups: list[dict]) -> dict:
             "frozen_blocks": len(frozen_blocks), "blocks": len(base),
             "frozen": "base" if len(frozen_blocks) == len(base) and base else
             "none" if not frozen_blocks else f"bottom {len(frozen_blocks)} of {len(base)} blocks",
-            "lr_scales": [scales[0], scales[-1]] if scales else [1.0, 1.0]}
+            "lr_scales": [scales[0], scales[-1]] if scales else [1.0, 1.0],
+            "batch_norm": "running statistics kept" if phase.bn_eval else
+            "batch statistics (trainable blocks)"}
