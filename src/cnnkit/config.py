@@ -42,6 +42,7 @@ class TrainConfig:
     warmup_epochs: float = 0.3
     label_smoothing: float = 0.1
     ema: float = 0.0
+    drop_path: float = 0.0
     augment: str = "auto"
     img_size: int | None = None
     channels: int | None = None
@@ -97,6 +98,10 @@ class TrainConfig:
             raise CnnkitError("--ema takes the decay of the weight average per step, in "
                               f"[0, 1): 0 is off, 0.999 averages about the last 1,000 steps. "
                               f"Received: {self.ema}")
+        if not 0 <= self.drop_path < 1:
+            raise CnnkitError("--drop-path takes the chance that the last residual block is "
+                              f"skipped, in [0, 1): 0 is off, 0.1 is light. "
+                              f"Received: {self.drop_path}")
         if self.unfreeze != "all" and not (self.unfreeze.isdigit() and int(self.unfreeze) > 0):
             raise CnnkitError(
                 f"--unfreeze takes 'all' or a number of top blocks. Received: {self.unfreeze!r}"

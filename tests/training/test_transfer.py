@@ -194,3 +194,46 @@ def test_features_runs_are_not_resumed(tmp_path: Path) -> None:
                           **FAST)
     with pytest.raises(CnnkitError, match="run the same command again"):
         cnnkit.resume(result.run_dir)
+
+
+def test_drop_path_skips_blocks_while_fine_tuning_and_not_after(tmp_path: Path) -> None:
+    from timm.layers import DropPath
+
+    seen: list[int] = []
+
+    def count(trainer, row) -> None:
+        seen.append(sum(isinstance(m, DropPath) and m.training for m in trainer.model.modules()))
+
+    result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=1,
+                          drop_path=0.2, out=str(tmp_path), callbacks=[count], **FAST)
+    assert seen == [15]  # 16 blocks, the first at rate 0
+    assert json.loads((result.run_dir / "config.json").read_text())["drop_path"] == 0.2
+    model = cnnkit.load(result.run_dir, "cpu").model  # a plain model file: no DropPath
+    assert not any(isinstance(m, DropPath) for m in model.modules())
+
+
+def test_drop_path_is_refused_where_it_cannot_apply(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="never trains the base"):
+        resolve_config(TrainConfig("shapes", model="efficientnet_lite0", mode="features",
+                                   drop_path=0.1))
+    with pytest.raises(CnnkitError, match=r"in \[0, 1\)"):
+        TrainConfig("shapes", drop_path=1.0)
+    with pytest.raises(CnnkitError, match="residual blocks"):
+        cnnkit.train("shapes:count=60,size=16", model="seed-cnn", drop_path=0.1,
+                     out=str(tmp_path / "runs"), plots=False)
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
+
+
+def test_a_resumed_run_skips_blocks_as_the_unbroken_one_does(tmp_path: Path) -> None:
+    def stop(trainer, row) -> None:
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    opts = {"mode": "fine-tune", "epochs": 2, "drop_path": 0.3, **FAST}
+    whole = cnnkit.train("shapes:count=60,size=32", out=str(tmp_path), name="whole", **opts)
+    with pytest.raises(KeyboardInterrupt):
+        cnnkit.train("shapes:count=60,size=32", out=str(tmp_path), name="stopped",
+                     callbacks=[stop], **opts)
+    resumed = cnnkit.resume(tmp_path / "stopped")
+    # Without drop-path after --resume, the second epoch's loss would differ.
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]

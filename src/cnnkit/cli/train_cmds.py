@@ -69,6 +69,9 @@ def train(
     bn_stats: str = typer.Option("auto", help="Fine-tune: batch norm keeps the pretrained "
                                  "running statistics (keep; auto) or normalises by batch "
                                  "statistics and updates them (update)."),
+    drop_path: float = typer.Option(0.0, help="Stochastic depth: skip residual blocks at "
+                                    "random while training, rising to this chance at the "
+                                    "last block (timm models; 0: off)."),
     out: str = typer.Option("runs", help="Folder for run folders."),
     name: Optional[str] = typer.Option(None, help="Run folder name."),
     config: Optional[Path] = typer.Option(None, help="JSON or YAML file of options."),

@@ -81,6 +81,9 @@ def resolve_config(config: TrainConfig) -> Plan:
         raise CnnkitError("--bn-stats keep holds batch norm at pretrained statistics, and "
                           "--mode scratch starts from random weights, which have none. Drop "
                           "--bn-stats, or use --mode fine-tune.")
+    if mode == "features" and config.drop_path:
+        raise CnnkitError("--drop-path regularises a base while it trains, and --mode features "
+                          "never trains the base. Drop --drop-path, or use --mode fine-tune.")
     if mode == "features" and bn_stats == "update":
         raise CnnkitError("--bn-stats update re-estimates batch norm while the base trains, "
                           "and --mode features never trains the base. Drop --bn-stats, or "

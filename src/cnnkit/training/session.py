@@ -94,6 +94,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     # Build the model first: one that cannot be built must not leave an empty run folder.
     model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
                          pretrained=cfg.mode != "scratch", weights=cfg.weights)
+    _drop_path(model, cfg)
     card = ModelCard(plan.arch, splits.classes, pre,
                      {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
     run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
@@ -130,6 +131,7 @@ def resume(run_dir: str | Path) -> TrainResult:
                           "start a new run instead of --resume.")
     model = create_model(plan.arch, len(card.classes), plan.pre.channels, plan.pre.img_size)
     load_state(model, model_state, str(run.checkpoint_path))
+    _drop_path(model, cfg)
     done = sum(1 for _ in meta["history"])
     log.info(f"resuming {run.root} after epoch {done}")
     return _fit(plan, splits, model, card, run,
@@ -178,6 +180,15 @@ def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any
         write_plots(run, best, best_card, splits, test)
     log.info(f"done: {run.root}")
     return TrainResult(run.root, history, test, cfg)
+
+
+def _drop_path(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    if cfg.drop_path:
+        from cnnkit.models.droppath import set_drop_path
+
+        blocks = set_drop_path(model, cfg.drop_path)
+        log.info(f"drop-path: {blocks} residual blocks skipped at random while training, "
+                 f"at rates rising to {cfg.drop_path:g}")
 
 
 def _imbalance(cfg: TrainConfig, splits: Splits
