@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -35,9 +36,18 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
 class EpochBar:
     """One bar per epoch: running loss and accuracy, images per second, time left."""
 
+    # Where output is a log file, not a terminal, rich draws the bar only when it stops:
+    # a line at every tenth of the epoch (10 s apart at least) shows that a long CPU epoch
+    # is moving.
+    PLAIN_LINES = 10
+    PLAIN_GAP_S = 10.0
+
     def __init__(self, epoch: int, epochs: int, steps: int, phase: str = "") -> None:
         self.enabled = not log._quiet
         label = f"epoch {epoch}/{epochs}" + (f" {phase}" if phase else "")
+        self.label, self.steps, self.done = label, steps, 0
+        self.plain = self.enabled and not log.console().is_terminal
+        self.started = self.shown = time.monotonic()
         if self.enabled:
             self.bar = Progress(
                 TextColumn(label), BarColumn(bar_width=12), MofNCompleteColumn(),
@@ -52,9 +62,25 @@ class EpochBar:
     def update(self, loss: float, acc: float, ips: float, advance: int = 1) -> None:
         if self.enabled:
             self.bar.update(self.task, advance=advance, loss=loss, acc=acc, ips=ips)
+        if self.plain:
+            before, self.done = self.done, self.done + advance
+            tick = max(1, self.steps // self.PLAIN_LINES)
+            now = time.monotonic()
+            if (self.done // tick > before // tick and self.done < self.steps
+                    and now - self.shown >= self.PLAIN_GAP_S):
+                self.shown = now
+                spent = now - self.started
+                left = spent * (self.steps - self.done) / self.done
+                log.info(f"{self.label} {self.done}/{self.steps} loss {loss:.4f} acc {acc:.2%} "
+                         f"{ips:,.0f} img/s {_clock(spent)} < {_clock(left)}")
 
     def close(self, suffix: str = "") -> None:
         if self.enabled:
             self.bar.stop()
             if suffix:
                 log.info(f"  {suffix}")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
