@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 
 from cnnkit.data.sources import load_eval_set
-from cnnkit.inference import log_probs
 from cnnkit.metrics import compute
 from cnnkit.predict import Classifier
 
@@ -26,14 +25,17 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     total, labels, classes = None, None, None
+    decoded = {}  # runs with the same preprocessing share one decoded test set
     for run in args.runs:
         clf = Classifier.load(run, args.device)
         if classes is not None and clf.classes != classes:
             raise SystemExit(f"error: {run} was trained on other classes than {args.runs[0]}")
         classes = clf.classes
-        test = load_eval_set(args.data, clf.card.preprocess, classes)
-        scores = log_probs(clf.model, test, clf.card.preprocess, clf.device, tta=args.tta,
-                           channels_last=clf.channels_last)
+        pre = clf.card.preprocess
+        if pre not in decoded:
+            decoded[pre] = load_eval_set(args.data, pre, classes)
+        test = decoded[pre]
+        scores = clf.log_probs(test, tta=args.tta)
         labels = test.labels
         print(f"  {run}: {compute(scores, labels, classes).accuracy:.2%}", flush=True)
         total = scores if total is None else total + scores

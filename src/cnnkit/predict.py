@@ -188,9 +188,14 @@ class Classifier:
 
     def evaluate_set(self, imageset: ImageSet, *, tta: bool = False,
                      batch_size: int = 256) -> EvalResult:
-        scores = log_probs(self.model, imageset, self.card.preprocess, self.device,
-                           batch_size=batch_size, tta=tta, channels_last=self.channels_last)
+        scores = self.log_probs(imageset, tta=tta, batch_size=batch_size)
         return compute(scores, imageset.labels, self.classes)
+
+    def log_probs(self, imageset: ImageSet, *, tta: bool = False,
+                  batch_size: int = 256) -> torch.Tensor:
+        """Log-probabilities ``(N, classes)`` of decoded images (to combine models' scores)."""
+        return log_probs(self.model, imageset, self.card.preprocess, self.device,
+                         batch_size=batch_size, tta=tta, channels_last=self.channels_last)
 
     def transform(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """The normalised input tensor the model sees for ``images``."""

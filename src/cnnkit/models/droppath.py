@@ -9,6 +9,7 @@ parameters, so model files and checkpoints are the same with it and without it.
 from __future__ import annotations
 
 from timm.layers import DropPath
+from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from cnnkit.errors import CnnkitError
@@ -18,7 +19,8 @@ def set_drop_path(model: nn.Module, rate: float) -> int:
     """Give every residual block its share of ``rate``; returns how many blocks took it."""
     slots = [m for m in model.modules() if hasattr(m, "drop_path") and (
         isinstance(m.drop_path, (nn.Identity, DropPath))
-        or (m.drop_path is None and _is_block(m)))]
+        # timm's ResNet blocks keep drop_path=None when built without it.
+        or (m.drop_path is None and isinstance(m, (BasicBlock, Bottleneck))))]
     if not slots:
         raise CnnkitError(
             f"--drop-path skips residual blocks, and {type(model).__name__} has none that "
@@ -29,8 +31,3 @@ def set_drop_path(model: nn.Module, rate: float) -> int:
         share = rate * i / last
         block.drop_path = DropPath(share) if share > 0 else nn.Identity()
     return len(slots)
-
-
-def _is_block(m: nn.Module) -> bool:
-    # timm's ResNet blocks keep drop_path=None when built without it.
-    return type(m).__name__ in ("BasicBlock", "Bottleneck")
