@@ -115,7 +115,7 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--targets", default="0.93,0.94,0.95")
     args = ap.parse_args()
-    from cnnkit.training.recipe import pick_device
+    from cnnkit.device import pick_device
 
     device = pick_device(args.device)
     Path(args.out).mkdir(parents=True, exist_ok=True)

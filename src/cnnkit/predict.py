@@ -23,7 +23,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.inference import log_probs
 from cnnkit.metrics import EvalResult, compute
 from cnnkit.modelfile import ModelCard, load_model
-from cnnkit.training.recipe import pick_device
+from cnnkit.device import pick_device
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 

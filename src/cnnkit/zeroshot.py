@@ -8,7 +8,7 @@ from cnnkit.data.pipeline import Preprocess
 from cnnkit.modelfile import ModelCard
 from cnnkit.models.build import create_model, resolve
 from cnnkit.predict import Classifier
-from cnnkit.training.recipe import pick_device
+from cnnkit.device import pick_device
 
 
 @lru_cache(maxsize=1)

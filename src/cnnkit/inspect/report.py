@@ -108,7 +108,7 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     phases_path = run.root / "phases.json"
     phases = json.loads(phases_path.read_text()) if phases_path.is_file() else None
     if model is None or card is None:
-        from cnnkit.training.recipe import pick_device
+        from cnnkit.device import pick_device
 
         model, card = load_model(run.root, pick_device(device))
     if splits is None:

@@ -9,6 +9,7 @@ import torch
 from cnnkit.config import TrainConfig, augment_tokens
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.sources import SourceInfo, describe
+from cnnkit.device import pick_device
 from cnnkit.errors import CnnkitError
 from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
@@ -38,23 +39,6 @@ class Plan:
     device: torch.device
     channels_last: bool
     compile: bool
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CnnkitError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CnnkitError(f"--device {name} asks for a GPU, but PyTorch sees none here. "
-                          "Use --device cpu (or auto).")
-    return device
 
 
 def resolve_config(config: TrainConfig) -> Plan:
