@@ -19,11 +19,11 @@ from cnnkit.data.folders import is_hidden
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import eval_batch
 from cnnkit.data.sources import load_eval_set
+from cnnkit.device import pick_device
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import log_probs
 from cnnkit.metrics import EvalResult, compute
 from cnnkit.modelfile import ModelCard, load_model
-from cnnkit.device import pick_device
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 

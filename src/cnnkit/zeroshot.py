@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.device import pick_device
 from cnnkit.modelfile import ModelCard
 from cnnkit.models.build import create_model, resolve
 from cnnkit.predict import Classifier
-from cnnkit.device import pick_device
 
 
 @lru_cache(maxsize=1)
