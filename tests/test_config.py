@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cnnkit.config import TrainConfig, augment_tokens
+from cnnkit.config import TrainConfig, augment_tokens, load_config_file
 from cnnkit.errors import CnnkitError
-from cnnkit.training.session import load_config_file
 
 
 def test_the_config_is_frozen_and_round_trips() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
@@ -187,3 +188,28 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value <= 0:
         raise CnnkitError(f"--{name.replace('_', '-')} must be positive. Received: {value}")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Options from a JSON or YAML file (for ``--config``); unknown keys fail later."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"Config file not found: {path}.")
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise CnnkitError(f"{path} is not a text file; --config takes a YAML or JSON file of "
+                          "option: value lines.") from None
+    except json.JSONDecodeError as exc:
+        raise CnnkitError(f"{path} is not valid JSON ({exc}).") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise CnnkitError(f"{path} is not valid YAML{at}: "
+                          f"{getattr(exc, 'problem', None) or exc}.") from None
+    if not isinstance(doc, dict):
+        raise CnnkitError(f"{path} should hold a mapping of option: value (e.g. 'epochs: 3').")
+    return doc

@@ -80,7 +80,7 @@ def train(
 ) -> None:
     """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
     from cnnkit import log
-    from cnnkit.config import TrainConfig
+    from cnnkit.config import TrainConfig, load_config_file
     from cnnkit.training import session
 
     log.set_quiet(quiet)
@@ -95,7 +95,7 @@ def train(
         session.resume(resume)
         return
     # Precedence: options given on the command line, then the --config file, then defaults.
-    options = session.load_config_file(config) if config else {}
+    options = load_config_file(config) if config else {}
     for key, value in dict(locals()).items():
         if key not in TrainConfig.__dataclass_fields__:
             continue

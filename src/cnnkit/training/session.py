@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -217,28 +216,3 @@ def _short(model: str) -> str:
 def _split_rows(part: Any) -> list[list[Any]]:
     # Absolute paths: `cnnkit evaluate` finds the test files from any working directory.
     return [[os.path.abspath(p), int(y)] for p, y in zip(part.paths, part.labels.tolist())]
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a JSON or YAML file (for ``--config``); unknown keys fail later."""
-    path = Path(path)
-    if not path.is_file():
-        raise CnnkitError(f"Config file not found: {path}.")
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except UnicodeDecodeError:
-        raise CnnkitError(f"{path} is not a text file; --config takes a YAML or JSON file of "
-                          "option: value lines.") from None
-    except json.JSONDecodeError as exc:
-        raise CnnkitError(f"{path} is not valid JSON ({exc}).") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise CnnkitError(f"{path} is not valid YAML{at}: "
-                          f"{getattr(exc, 'problem', None) or exc}.") from None
-    if not isinstance(doc, dict):
-        raise CnnkitError(f"{path} should hold a mapping of option: value (e.g. 'epochs: 3').")
-    return doc
