@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from cnnkit import log
 from cnnkit.data import builtin as builtins_
-from cnnkit.predict import Classifier
-from cnnkit.training.session import train
+from cnnkit.predict import Classifier, Prediction
+from cnnkit.training.session import TrainResult, train
 
 
-def run_demo(out: str = "runs", epochs: int | None = None, samples: int = 8) -> Path:
+@dataclass(frozen=True)
+class DemoResult:
+    """The finished run, the test images written as files and their predictions."""
+
+    run: TrainResult
+    samples: Path
+    predictions: list[Prediction]
+    seconds: float
+
+
+def run_demo(out: str = "runs", epochs: int | None = None, samples: int = 8) -> DemoResult:
     start = time.perf_counter()
     result = train("fashion-mnist", out=out, epochs=epochs)
     folder = result.run_dir / "samples"
@@ -26,14 +36,5 @@ def run_demo(out: str = "runs", epochs: int | None = None, samples: int = 8) -> 
         path = folder / f"test{idx:05d}_{true.replace('/', '_').replace(' ', '_')}.png"
         Image.fromarray(test.images[idx, 0].numpy()).save(path)
         files.append(str(path))
-    clf = Classifier.load(result.run_dir)
-    from cnnkit.cli.tables import print_predictions
-
-    log.info("\npredictions for a few test images (file names carry the true class):")
-    print_predictions(clf.predict(files, top_k=3))
-    log.info(f"\ntest accuracy {result.test_accuracy:.2%} on the official 10,000 test images; "
-             f"{time.perf_counter() - start:.0f}s in all")
-    log.info(f"run folder: {result.run_dir}")
-    log.info(f"  predict:  cnnkit predict {result.run_dir} {folder}")
-    log.info(f"  evaluate: cnnkit evaluate {result.run_dir} fashion-mnist")
-    return result.run_dir
+    predictions = Classifier.load(result.run_dir).predict(files, top_k=3)
+    return DemoResult(result, folder, predictions, time.perf_counter() - start)

@@ -211,9 +211,11 @@ def load_predictor(model: str, device: str = "auto") -> Classifier:
     from cnnkit.models.registry import get_model_info, is_registered
 
     if is_registered(model) and get_model_info(model).is_pretrained:
-        from cnnkit.zeroshot import imagenet_classifier
+        from cnnkit.zeroshot import imagenet_model
 
-        return imagenet_classifier(model, device)
+        net, card = imagenet_model(model)
+        dev = pick_device(device)
+        return Classifier(net.to(dev), card, dev)
     raise CnnkitError(f"{model!r} is neither a run folder nor a pretrained model name. Pass a "
                       "folder made by `cnnkit train` (e.g. runs/fashion-mnist-fast-cnn) or "
                       "a pretrained model from `cnnkit models`.")

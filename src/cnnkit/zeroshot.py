@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from torch import nn
+
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.device import pick_device
 from cnnkit.modelfile import ModelCard
 from cnnkit.models.build import create_model, resolve
-from cnnkit.predict import Classifier
 
 
 @lru_cache(maxsize=1)
@@ -20,7 +20,7 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(info.index_to_description(i) for i in range(info.num_classes()))
 
 
-def imagenet_classifier(model: str, device: str = "auto") -> Classifier:
+def imagenet_model(model: str) -> tuple[nn.Module, ModelCard]:
     """``cnnkit predict efficientnet_lite0 photo.jpg``: the backbone with its ImageNet head."""
     arch, info = resolve(model)
     pre = Preprocess(info.img_size or 224, 3, tuple(info.mean or (0.485, 0.456, 0.406)),
@@ -28,6 +28,4 @@ def imagenet_classifier(model: str, device: str = "auto") -> Classifier:
                      info.crop_pct)
     classes = imagenet_classes()
     net = create_model(arch, len(classes), 3, pre.img_size, pretrained=True)
-    dev = pick_device(device)
-    card = ModelCard(arch, classes, pre, {"mode": "zero-shot", "weights": info.pretrained})
-    return Classifier(net.to(dev), card, dev)
+    return net, ModelCard(arch, classes, pre, {"mode": "zero-shot", "weights": info.pretrained})

@@ -68,11 +68,12 @@ def test_report_command_regenerates_and_shows_phases(run: Path, capsys) -> None:
               {"index": 0, "mode": "fine-tune", "name": "fine-tune", "epochs": 1, "lr": 0.001,
                "trainable_params": 225034, "frozen_params": 0, "frozen": "none",
                "lr_scales": [0.49, 1.0]}]
+    recorded = (run / "phases.json").read_text()
     (run / "phases.json").write_text(json.dumps(phases))
     try:
         assert main(["report", str(run), "--device", "cpu"]) == 0
     finally:
-        (run / "phases.json").unlink()
+        (run / "phases.json").write_text(recorded)
     assert "report.html" in capsys.readouterr().out
     html = (run / "report.html").read_text()
     assert "Mode and phases: fine-tune" in html and "head (linear probe)" in html
@@ -111,16 +112,26 @@ def test_folder_run_without_plots_then_report_after_the_data_is_gone(
     assert "test images per class" in html and "circle" in html
 
 
-def test_learning_rate_curve_is_the_loops_schedule() -> None:
+def test_learning_rate_curve_is_the_loops_schedule(run: Path) -> None:
+    phases = json.loads((run / "phases.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    record = phases[0]["lr_curve"]
+    lr, epochs = phases[0]["lr"], phases[0]["epochs"]
+    total = len(record["lr"]) - 1
+    assert record["epoch"][0] == 0 and record["epoch"][-1] == epochs == 2
+    assert record["lr"][7] == pytest.approx(lr * lr_factor(7, total, config["schedule"],
+                                                           warmup_fraction(config["schedule"])),
+                                            rel=1e-5)
+    xs, ys = lr_curve(phase_plan([], config, phases))  # the plot draws what the loop recorded
+    assert list(xs) == record["epoch"] and list(ys) == record["lr"]
+    assert ys.max() == pytest.approx(lr, rel=1e-5) and 0 < xs[ys.argmax()] < 1
+
     rows = [{"epoch": "1", "phase": "train", "lr": "0.01"},
             {"epoch": "2", "phase": "train", "lr": "0.01"}]
-    plan = phase_plan(rows, {"epochs": 4})  # stopped early after 2 of 4 epochs
+    plan = phase_plan(rows, {"epochs": 4})  # no phases.json; stopped early after 2 of 4 epochs
     assert [(p.name, p.epochs, p.lr) for p in plan] == [("train", 4, 0.01)]
-    xs, ys = lr_curve(plan, "onecycle", points_per_epoch=10)
-    assert xs[0] == 0 and xs[-1] == 4
-    assert ys[7] == pytest.approx(0.01 * lr_factor(7, 40, "onecycle",
-                                                   warmup_fraction("onecycle")))
-    assert ys.max() == pytest.approx(0.01) and xs[ys.argmax()] == pytest.approx(1.0)
+    xs, ys = lr_curve(plan)  # no recorded curve: the peak rate, held flat
+    assert list(xs) == [0, 4] and list(ys) == [0.01, 0.01]
     two = phase_plan([{"phase": "head", "lr": "0.04"}, {"phase": "fine-tune", "lr": "0.01"}],
                      {"epochs": 3})
     assert [(p.name, p.epochs) for p in two] == [("head", 1), ("fine-tune", 2)]

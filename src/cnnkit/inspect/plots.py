@@ -31,6 +31,7 @@ class PhasePlan:
     name: str
     epochs: int
     lr: float
+    curve: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (epochs, rates)
 
 
 def phase_plan(rows: list[dict[str, Any]], config: dict[str, Any],
@@ -39,7 +40,8 @@ def phase_plan(rows: list[dict[str, Any]], config: dict[str, Any],
     # Phases with epochs of SGD only: a linear probe or a features head has no schedule.
     scheduled = [p for p in phases or () if p.get("lr") is not None and p.get("epochs")]
     if scheduled:
-        return [PhasePlan(str(p["name"]), int(p["epochs"]), float(p["lr"])) for p in scheduled]
+        return [PhasePlan(str(p["name"]), int(p["epochs"]), float(p["lr"]), _curve(p))
+                for p in scheduled]
     plan: list[PhasePlan] = []
     for row in rows:
         name, lr = str(row.get("phase", "train")), _float(row, "lr")
@@ -54,23 +56,24 @@ def phase_plan(rows: list[dict[str, Any]], config: dict[str, Any],
     return plan
 
 
-def lr_curve(plan: list[PhasePlan], schedule: str, points_per_epoch: int = 50
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """The learning rate the loop set, step by step, against (fractional) epochs."""
-    from cnnkit.training.optim import lr_factor, warmup_fraction
+def _curve(phase: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    curve = phase.get("lr_curve")
+    if not isinstance(curve, dict) or len(curve.get("epoch", ())) != len(curve.get("lr", ())):
+        return None
+    return tuple(map(float, curve["epoch"])), tuple(map(float, curve["lr"]))
 
+
+def lr_curve(plan: list[PhasePlan]) -> tuple[np.ndarray, np.ndarray]:
+    """The learning rate against (fractional) epochs: each phase's curve as the loop
+    recorded it in phases.json, or its peak rate held flat when the run has no record."""
     xs: list[float] = []
     ys: list[float] = []
     start = 0
     for phase in plan:
-        total = phase.epochs * points_per_epoch
-        for step in range(total):
-            xs.append(start + step / points_per_epoch)
-            ys.append(phase.lr * lr_factor(step, total, schedule, warmup_fraction(schedule)))
+        curve = phase.curve or ((0.0, float(phase.epochs)), (phase.lr, phase.lr))
+        xs.extend(start + x for x in curve[0])
+        ys.extend(curve[1])
         start += phase.epochs
-    if plan:
-        xs.append(start)
-        ys.append(plan[-1].lr * lr_factor(1, 1, schedule, warmup_fraction(schedule)))
     return np.array(xs), np.array(ys)
 
 
@@ -101,7 +104,7 @@ def plot_curves(rows: list[dict[str, Any]], config: dict[str, Any], path: str | 
                          textcoords="offset points", xytext=(0, -16), ha="center", fontsize=9)
     axes[1].yaxis.set_major_formatter(_percent())
     plan = phase_plan(rows, config, phases)
-    xs, ys = lr_curve(plan, str(config.get("schedule", "constant")))
+    xs, ys = lr_curve(plan)
     ax = axes[2]
     if len(xs):
         ax.plot(xs, ys, "-", color="tab:green")

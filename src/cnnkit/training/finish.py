@@ -1,8 +1,6 @@
-"""After the last epoch: reload the kept model (best or last), test it, leave the results."""
+"""After the last epoch: reload the kept model (best or last), test it, save its metrics."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from torch import nn
 
@@ -29,21 +27,3 @@ def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None
     log.info(f"test: accuracy {result.accuracy:.2%} {tk} on {result.n:,} images "
              f"(macro F1 {result.macro['f1']:.4f})")
     return model, card, result
-
-
-def write_plots(run: RunDir, model: nn.Module, card: ModelCard, splits: Any,
-                test: EvalResult | None) -> None:
-    """Plots and report.html from what training has in memory (a few seconds).
-
-    The run's model and metrics are already saved; a failure here is reported as a
-    warning with the command that retries it, rather than losing the finished run.
-    """
-    from cnnkit.inspect.report import write_run_report
-
-    try:
-        report = write_run_report(run, model=model, card=card, splits=splits, test=test)
-    except Exception as exc:
-        log.warn(f"could not write the plots and report ({type(exc).__name__}: {exc}); "
-                 f"retry with: cnnkit report {run.root}")
-        return
-    log.info(f"report: {report.html} ({len(report.plots)} plots in {report.seconds:.1f}s)")

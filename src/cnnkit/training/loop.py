@@ -12,7 +12,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,8 +29,9 @@ from cnnkit.progress import EpochBar
 from cnnkit.rundir import RunDir
 from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.ema import WeightAverage
-from cnnkit.training.optim import build_optimizer, lr_factor, set_lr, warmup_fraction
+from cnnkit.training.optim import build_optimizer, lr_factor, lr_points, set_lr, warmup_fraction
 from cnnkit.training.recipe import Plan
+from cnnkit.training.transfer import Phase, describe_phase
 
 # Picking the best of several epochs by fewer validation images than this selects noise:
 # at 120 images (100 per class, 10% held out) the standard error is about 3 points, and
@@ -44,15 +44,6 @@ def keeps_best(keep: str, val_images: int, patience: int) -> bool:
     if keep != "auto":
         return keep == "best"
     return val_images > 0 and (patience > 0 or val_images >= MIN_VAL_TO_PICK)
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    epochs: int
-    lr: float
-    prepare: Callable[[nn.Module], list[dict]]  # freeze/unfreeze; returns param groups
-    bn_eval: bool = False  # every batch norm keeps its running statistics (fine-tuning)
 
 
 def set_train_mode(model: nn.Module, bn_eval: bool = False) -> None:
@@ -145,12 +136,14 @@ class Trainer:
         return self.history
 
     def _record_phase(self, index: int, phase: Phase, groups: list[dict]) -> None:
-        """phases.json: what trained and what stayed frozen in each phase (for the report)."""
-        from cnnkit.training.transfer import describe_phase
-
+        """phases.json: what trained, what stayed frozen and the learning rate at each point
+        of each phase (for the report)."""
         path = self.run.root / "phases.json"
         record = json.loads(path.read_text()) if path.is_file() else []
-        entry = {"mode": self.cfg.mode, **describe_phase(self.model, phase, groups)}
+        entry = {"mode": self.cfg.mode, **describe_phase(self.model, phase, groups),
+                 "schedule": self.cfg.schedule,
+                 "lr_curve": lr_points(phase.epochs, phase.lr, self.cfg.schedule,
+                                       warmup_fraction(self.cfg.schedule))}
         record = [r for r in record if r.get("index") != index] + [{"index": index, **entry}]
         write_json(path, sorted(record, key=lambda r: r["index"]))
         if len(self.phases) > 1 or entry["frozen_params"]:

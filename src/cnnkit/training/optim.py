@@ -63,6 +63,16 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
     return 1.0
 
 
+def lr_points(epochs: int, lr: float, schedule: str, warmup: float,
+              per_epoch: int = 50, limit: int = 500) -> dict[str, list[float]]:
+    """A phase's learning rate against (fractional) epochs, as phases.json records it for
+    the report's plot: the curve the loop follows, at most ``limit`` points."""
+    total = max(1, min(epochs * per_epoch, limit))
+    steps = range(total + 1)
+    return {"epoch": [round(epochs * s / total, 4) for s in steps],
+            "lr": [float(f"{lr * lr_factor(s, total, schedule, warmup):.6g}") for s in steps]}
+
+
 def _cos(start: float, end: float, frac: float) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0)))
 

@@ -21,7 +21,7 @@ from cnnkit.models.build import create_model
 from cnnkit.rundir import RunDir
 from cnnkit.training import transfer
 from cnnkit.training.checkpoint import load_checkpoint
-from cnnkit.training.finish import evaluate_test, write_plots
+from cnnkit.training.finish import evaluate_test
 from cnnkit.training.loop import Trainer, keeps_best
 from cnnkit.training.recipe import Plan, data_stats, resolve_config, small_data_changes
 
@@ -176,9 +176,27 @@ def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any
     cfg = plan.config
     best, best_card, test = evaluate_test(plan, run, splits.test)
     if cfg.plots:
-        write_plots(run, best, best_card, splits, test)
+        _write_report(run, best, best_card, splits, test)
     log.info(f"done: {run.root}")
     return TrainResult(run.root, history, test, cfg)
+
+
+def _write_report(run: RunDir, model: torch.nn.Module, card: ModelCard, splits: Splits,
+                test: EvalResult | None) -> None:
+    """Plots and report.html from what training has in memory (a few seconds).
+
+    The run's model and metrics are already saved; a failure here is reported as a
+    warning with the command that retries it, rather than losing the finished run.
+    """
+    from cnnkit.inspect.report import write_run_report
+
+    try:
+        report = write_run_report(run, model=model, card=card, splits=splits, test=test)
+    except Exception as exc:
+        log.warn(f"could not write the plots and report ({type(exc).__name__}: {exc}); "
+                 f"retry with: cnnkit report {run.root}")
+        return
+    log.info(f"report: {report.html} ({len(report.plots)} plots in {report.seconds:.1f}s)")
 
 
 def _drop_path(model: torch.nn.Module, cfg: TrainConfig) -> None:

@@ -15,9 +15,20 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnkit.training.loop import Phase
 from cnnkit.training.optim import param_groups
 from cnnkit.training.recipe import Plan
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Epochs that train one set of parameters under one learning-rate schedule."""
+
+
+    name: str
+    epochs: int
+    lr: float
+    prepare: Callable[[nn.Module], list[dict]]  # freeze/unfreeze; returns param groups
+    bn_eval: bool = False  # every batch norm keeps its running statistics (fine-tuning)
 
 
 @dataclass(frozen=True)
