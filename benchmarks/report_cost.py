@@ -20,7 +20,7 @@ import torch
 
 from cnnkit import log
 from cnnkit.config import TrainConfig
-from cnnkit.data.sources import load_splits
+from cnnkit.data.sources import load_run_splits
 from cnnkit.inference import log_probs
 from cnnkit.inspect.report import write_run_report
 from cnnkit.metrics import compute
@@ -45,9 +45,7 @@ def main() -> None:
     rundir = RunDir.open(run)
     cfg = TrainConfig.from_dict(rundir.read_config())
     model, card = load_model(run)
-    splits = load_splits(cfg.data, card.preprocess, val_fraction=cfg.val_fraction,
-                         test_fraction=cfg.test_fraction, seed=cfg.seed,
-                         per_class=cfg.per_class)
+    splits = load_run_splits(cfg, card.preprocess)
     test = compute(log_probs(model, splits.test, card.preprocess, torch.device("cpu")),
                    splits.test.labels, card.classes)
     times = []

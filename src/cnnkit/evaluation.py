@@ -10,7 +10,7 @@ from cnnkit import log
 from cnnkit.config import TrainConfig
 from cnnkit.data.builtin import parse_name
 from cnnkit.data.imageset import ImageSet
-from cnnkit.data.sources import describe, load_files, load_splits
+from cnnkit.data.sources import SourceInfo, describe, load_eval_set, load_files, load_run_splits
 from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult
 from cnnkit.predict import Classifier
@@ -28,8 +28,9 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
     clf = Classifier.load(run, device)
     rundir = _run_folder(run)
     cfg = TrainConfig.from_dict(rundir.read_config()) if rundir is not None else None
-    if data is not None and (cfg is None or not same_source(data, cfg.data)):
-        return clf.evaluate(data, tta=tta)
+    given = describe(data) if data is not None else None
+    if given is not None and (cfg is None or not same_source(given, cfg.data)):
+        return _evaluate_on(clf, given, tta)
     if cfg is None:
         raise CnnkitError(f"{run} is a model file outside a run folder, so it has no held-out "
                           "test split; pass DATA to evaluate on (a folder, a CSV or a built-in "
@@ -41,11 +42,15 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
                               "DATA to evaluate on (a folder, a CSV or a built-in set).")
     elif test is None:
         log.warn(f"{rundir.root} has no held-out test split; evaluating on {data} as given")
-        return clf.evaluate(data, tta=tta)
+        return _evaluate_on(clf, given, tta)
     else:
         log.info(f"{data} is what {rundir.root} was trained on: evaluating on its held-out "
                  f"test split ({len(test):,} images)")
     return clf.evaluate_set(test, tta=tta)
+
+
+def _evaluate_on(clf: Classifier, source: SourceInfo, tta: bool) -> EvalResult:
+    return clf.evaluate_set(load_eval_set(source, clf.card.preprocess, clf.classes), tta=tta)
 
 
 def _run_folder(run: str | Path) -> RunDir | None:
@@ -55,9 +60,9 @@ def _run_folder(run: str | Path) -> RunDir | None:
     return RunDir(folder) if (folder / "config.json").is_file() else None
 
 
-def same_source(data: str, trained_on: str) -> bool:
+def same_source(data: str | SourceInfo, trained_on: str) -> bool:
     """Whether DATA names the same built-in set (with the same options), folder or CSV."""
-    given = describe(data)
+    given = data if isinstance(data, SourceInfo) else describe(data)
     try:
         original = describe(trained_on)
     except CnnkitError:  # the training data is gone or moved
@@ -65,7 +70,7 @@ def same_source(data: str, trained_on: str) -> bool:
     if given.kind == "builtin" or original.kind == "builtin":
         return (given.kind == original.kind
                 and given.builtin.name == original.builtin.name
-                and parse_name(data)[1] == parse_name(trained_on)[1])
+                and parse_name(given.spec)[1] == parse_name(trained_on)[1])
     return given.root.resolve() == original.root.resolve()
 
 
@@ -83,7 +88,4 @@ def held_out_test(rundir: RunDir, cfg: TrainConfig, clf: Classifier) -> ImageSet
         labels = [clf.classes.index(names[int(y)]) for _, y in rows]
         paths = [os.path.expanduser(p) for p, _ in rows]
         return load_files(paths, labels, clf.classes, clf.card.preprocess)
-    splits = load_splits(cfg.data, clf.card.preprocess, val_fraction=cfg.val_fraction,
-                         test_fraction=cfg.test_fraction, seed=cfg.seed,
-                         per_class=cfg.per_class)
-    return splits.test
+    return load_run_splits(cfg, clf.card.preprocess).test

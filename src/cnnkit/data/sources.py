@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from cnnkit import log
+from cnnkit.config import TrainConfig
 from cnnkit.data import builtin as builtins_
 from cnnkit.data.cache import decode_files
 from cnnkit.data.folders import (
@@ -53,17 +54,12 @@ class Splits:
         return out
 
 
-_ANNOUNCED: set[str] = set()
-
-
 def describe(data: str) -> SourceInfo:
     parsed = builtins_.parse_name(data)
     if parsed is not None and data in builtins_.BUILTINS and Path(data).is_dir():
         # A folder of that name here is what the user means ("digits" exported earlier);
         # "digits:" still names the built-in set.
-        if data not in _ANNOUNCED:
-            _ANNOUNCED.add(data)
-            log.info(f"using the folder ./{data}; write '{data}:' for the built-in set")
+        log.info(f"using the folder ./{data}; write '{data}:' for the built-in set")
         parsed = None
     if parsed is not None:
         return SourceInfo("builtin", data.partition(":")[0], data, builtin=parsed[0])
@@ -103,7 +99,7 @@ def _decode(listing: Listing, pre: Preprocess, progress: bool = True) -> ImageSe
 
 
 def load_splits(
-    data: str,
+    data: str | SourceInfo,
     pre: Preprocess,
     *,
     val_fraction: float = 0.1,
@@ -112,7 +108,8 @@ def load_splits(
     per_class: int | None = None,
 ) -> Splits:
     """Load and split ``data``. Built-in sets keep their native size (resized per batch)."""
-    info = describe(data)
+    info = data if isinstance(data, SourceInfo) else describe(data)
+    data = info.spec
     val = test = None
     if info.kind == "builtin":
         _, train, test = builtins_.load_builtin(data)
@@ -156,13 +153,26 @@ def load_splits(
     return Splits(info, train.classes, train, val, test)
 
 
-def load_eval_set(data: str, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
+def load_run_splits(config: TrainConfig, pre: Preprocess, source: SourceInfo | None = None
+                    ) -> Splits:
+    """The train/val/test splits of a run, as its config draws them (the same every time).
+
+    ``source``: ``config.data`` already described, so that it is described once.
+    """
+    return load_splits(source or config.data, pre, val_fraction=config.val_fraction,
+                       test_fraction=config.test_fraction, seed=config.seed,
+                       per_class=config.per_class)
+
+
+def load_eval_set(data: str | SourceInfo, pre: Preprocess, classes: tuple[str, ...]
+                  ) -> ImageSet:
     """Images to evaluate a trained model on, labelled with the model's class indices.
 
     A built-in set gives its test split; a pre-split folder its ``test/`` (else
     ``val/``); a plain class-per-folder tree or a CSV is used whole.
     """
-    info = describe(data)
+    info = data if isinstance(data, SourceInfo) else describe(data)
+    data = info.spec
     if info.kind == "builtin":
         _, _, test = builtins_.load_builtin(data)
         if test is None:

@@ -43,12 +43,11 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _load_splits(config: dict[str, Any], pre: Any) -> Any:
-    from cnnkit.data.sources import load_splits
+    from cnnkit.config import TrainConfig
+    from cnnkit.data.sources import load_run_splits
 
     try:
-        return load_splits(config["data"], pre, val_fraction=config.get("val_fraction", 0.1),
-                           test_fraction=config.get("test_fraction", 0.1),
-                           seed=config.get("seed", 0), per_class=config.get("per_class"))
+        return load_run_splits(TrainConfig.from_dict(config), pre)
     except CnnkitError as exc:
         log.warn(f"the run's data cannot be loaded ({exc}); the report leaves out sample "
                  "images, class counts and top losses.")

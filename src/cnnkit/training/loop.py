@@ -30,20 +30,8 @@ from cnnkit.rundir import RunDir
 from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.ema import WeightAverage
 from cnnkit.training.optim import build_optimizer, lr_factor, lr_points, set_lr, warmup_fraction
-from cnnkit.training.recipe import Plan
+from cnnkit.training.recipe import Plan, keeps_best
 from cnnkit.training.transfer import Phase, describe_phase
-
-# Picking the best of several epochs by fewer validation images than this selects noise:
-# at 120 images (100 per class, 10% held out) the standard error is about 3 points, and
-# the "best" epoch of a 10-epoch fine-tune tested 2.7 points below the last one.
-MIN_VAL_TO_PICK = 1000
-
-
-def keeps_best(keep: str, val_images: int, patience: int) -> bool:
-    """Whether model.safetensors is the best epoch by validation accuracy (else the last)."""
-    if keep != "auto":
-        return keep == "best"
-    return val_images > 0 and (patience > 0 or val_images >= MIN_VAL_TO_PICK)
 
 
 def set_train_mode(model: nn.Module, bn_eval: bool = False) -> None:

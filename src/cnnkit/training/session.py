@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import torch
 from cnnkit import log
 from cnnkit.atomic import write_json
 from cnnkit.config import TrainConfig
-from cnnkit.data.sources import Splits, load_splits
+from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult
 from cnnkit.modelfile import ModelCard, load_state, read_card
@@ -22,8 +22,8 @@ from cnnkit.rundir import RunDir
 from cnnkit.training import transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
-from cnnkit.training.loop import Trainer, keeps_best
-from cnnkit.training.recipe import Plan, data_stats, resolve_config, small_data_changes
+from cnnkit.training.loop import Trainer
+from cnnkit.training.recipe import Plan, finalize, resolve_config
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
 
@@ -56,40 +56,10 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     elif options:
         config = config.replace(**options)
     plan = resolve_config(config)
-    cfg = plan.config
-    torch.manual_seed(cfg.seed)
-    splits = load_splits(cfg.data, plan.pre, val_fraction=cfg.val_fraction,
-                         test_fraction=cfg.test_fraction, seed=cfg.seed,
-                         per_class=cfg.per_class)
-    changes = small_data_changes(config, cfg, len(splits.train))
-    if changes:
-        log.info(f"{len(splits.train):,} training images: "
-                 + ", ".join(f"{k.replace('_', ' ')} {v} (not {getattr(cfg, k)})"
-                             for k, v in changes.items())
-                 + " for a small data set (set them to choose)")
-        plan = replace(resolve_config(config.replace(**changes)), pre=plan.pre)
-        cfg = plan.config
-    if cfg.keep == "auto" and cfg.mode != "features":
-        val_images = len(splits.val) if splits.val is not None else 0
-        keep = "best" if keeps_best("auto", val_images, cfg.patience) else "last"
-        if val_images and keep == "last":
-            log.info(f"{val_images} validation images are too few to pick the best epoch by: "
-                     "keeping the last epoch's model (--keep best to pick anyway)")
-        plan = replace(plan, config=cfg.replace(keep=keep))
-        cfg = plan.config
-    pre = plan.pre
-    if not plan.info.is_pretrained and cfg.weights is None:
-        mean, std = data_stats(splits.train.images)
-        if pre.channels != splits.train.channels:
-            mean, std = (mean[0],) * pre.channels, (std[0],) * pre.channels
-        pre = replace(pre, mean=mean, std=std)
-    if cfg.mode == "features":
-        from cnnkit.models.pretrained import feature_kwargs
-
-        extra = feature_kwargs(plan.arch.name, plan.info)
-        if extra:
-            plan = replace(plan, arch=replace(plan.arch, kwargs=extra))
-    plan = replace(plan, pre=pre)
+    torch.manual_seed(plan.config.seed)
+    splits = load_run_splits(plan.config, plan.pre, plan.source)
+    plan = finalize(plan, splits)
+    cfg, pre = plan.config, plan.pre
     # Build the model first: one that cannot be built must not leave an empty run folder.
     model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
                          pretrained=cfg.mode != "scratch", weights=cfg.weights)
@@ -117,14 +87,11 @@ def resume(run_dir: str | Path) -> TrainResult:
     if cfg.mode == "features":
         raise CnnkitError(f"{run.root} used --mode features, which has no epochs to resume: "
                           "run the same command again (its features are cached).")
-    plan = resolve_config(cfg)
     model_state, optim_state, meta, rng, average = load_checkpoint(run.checkpoint_path)
     card, _ = read_card(run.root)
-    plan = replace(plan, pre=card.preprocess, arch=card.architecture)
+    plan = resolve_config(cfg, card)
     torch.manual_seed(cfg.seed)
-    splits = load_splits(cfg.data, plan.pre, val_fraction=cfg.val_fraction,
-                         test_fraction=cfg.test_fraction, seed=cfg.seed,
-                         per_class=cfg.per_class)
+    splits = load_run_splits(cfg, plan.pre, plan.source)
     if splits.classes != card.classes:
         raise CnnkitError(f"The data's classes have changed since {run.root} started; "
                           "start a new run instead of --resume.")
