@@ -33,6 +33,7 @@ def test_the_config_is_frozen_and_round_trips() -> None:
     ({"data": "x", "channels": 2}, "--channels must be 1 or 3"),
     ({"data": "x", "unfreeze": "some"}, "--unfreeze takes 'all' or a number"),
     ({"data": "x", "patience": -1}, "--patience must be 0"),
+    ({"data": "x", "warmup_epochs": -1}, "--warmup-epochs takes the epochs of"),
 ])
 def test_bad_values_are_explained(values: dict, message: str) -> None:
     with pytest.raises(CnnkitError, match=message):

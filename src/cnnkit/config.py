@@ -40,7 +40,7 @@ class TrainConfig:
     lr: float | None = None
     weight_decay: float | None = None
     schedule: str = "onecycle"
-    warmup_epochs: float = 0.3
+    warmup_epochs: float | None = None  # None: the schedule's own warm-up
     label_smoothing: float = 0.1
     ema: float = 0.0
     drop_path: float = 0.0
@@ -92,6 +92,10 @@ class TrainConfig:
             if not 0 <= value < 1:
                 flag = name.replace("_", "-")
                 raise CnnkitError(f"--{flag} must be in [0, 1). Received: {value}")
+        if self.warmup_epochs is not None and not self.warmup_epochs >= 0:
+            raise CnnkitError("--warmup-epochs takes the epochs of learning-rate warm-up at the "
+                              "start of each phase (0: none; default: the schedule's own). "
+                              f"Received: {self.warmup_epochs}")
         if not 0 <= self.label_smoothing < 1:
             raise CnnkitError("--label-smoothing must be in [0, 1). "
                               f"Received: {self.label_smoothing}")

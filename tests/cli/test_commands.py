@@ -28,16 +28,18 @@ def test_train_from_the_command_line_with_a_config_file(make_tree, tmp_path: Pat
     data = make_tree(tmp_path / "photos", per_class=6, size=16)
     (tmp_path / "run.yaml").write_text(
         "model: conv4k3-pool2-dense8\nepochs: 3\nbatch_size: 8\nimg_size: 16\n"
-        "schedule: cosine\nlabel_smoothing: 0.0\n")
+        "schedule: cosine\nlabel_smoothing: 0.0\nval_fraction: 0.25\n")
     code, out, err = run_cli(capsys, "train", data, "--config", tmp_path / "run.yaml",
                              "--epochs", "1", "--no-plots", "--device", "cpu", "--out",
-                             tmp_path / "runs", "--name", "cli")
+                             tmp_path / "runs", "--name", "cli", "--val-fraction", "0.1")
     assert code == 0, err
     assert "Traceback" not in err
     config = json.loads((tmp_path / "runs" / "cli" / "config.json").read_text())
     assert config["epochs"] == 1  # the command line wins over the file
     assert config["schedule"] == "cosine" and config["model"] == "conv4k3-pool2-dense8"
     assert config["batch_size"] == 8 and config["label_smoothing"] == 0.0
+    assert config["val_fraction"] == 0.1  # given, though equal to the default: it wins too
+    assert config["patience"] == 0 and config["optimizer"] == "adamw"  # TrainConfig's defaults
     assert "test: accuracy" in out and str(tmp_path / "runs" / "cli") in out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -46,3 +47,33 @@ def test_chunked_steps_match_one_pass(targets: str) -> None:
     torch.testing.assert_close(chunked[1], whole[1])
     for a, b in zip(chunked[2], whole[2]):
         torch.testing.assert_close(a, b)
+
+
+def test_warmup_epochs_set_the_warm_up_the_loop_follows(tmp_path, monkeypatch) -> None:
+    import cnnkit
+    from cnnkit.training import loop
+
+    rates: list[float] = []
+    original = loop.set_lr
+    monkeypatch.setattr(loop, "set_lr", lambda opt, lr: (rates.append(lr), original(opt, lr)))
+    result = cnnkit.train("shapes:size=12,count=60", model="conv4k3-pool2-dense8", epochs=2,
+                          batch_size=16, lr=0.01, schedule="constant", warmup_epochs=1,
+                          plots=False, device="cpu", out=str(tmp_path))
+    steps = len(rates) // 2
+    first, second = rates[:steps], rates[steps:]
+    # linear from 0 over the first epoch (as timm's warmup_epochs), then the constant rate
+    assert first[0] == 0 and first == sorted(first) and first[-1] < 0.01
+    assert first[steps // 2] == pytest.approx(0.01 * (steps // 2) / steps)
+    assert second == [pytest.approx(0.01)] * steps
+    assert result.config.warmup_epochs == 1
+    curve = json.loads((result.run_dir / "phases.json").read_text())[0]["lr_curve"]
+    assert curve["lr"][curve["epoch"].index(0.5)] == pytest.approx(0.005)  # what the report draws
+
+
+def test_warmup_epochs_default_to_the_schedules_own_share() -> None:
+    from cnnkit.training.optim import warmup_fraction
+
+    assert warmup_fraction("onecycle") == 0.25 and warmup_fraction("cosine") == 0.05
+    assert warmup_fraction("cosine", 1, epochs=4) == 0.25
+    assert warmup_fraction("onecycle", 0, epochs=4) == 0.0
+    assert warmup_fraction("constant", 6, epochs=4) == 1.0  # at most the whole phase

@@ -6,12 +6,27 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from cnnkit.cli import app
+from cnnkit.config import TrainConfig, load_config_file
 from cnnkit.errors import CnnkitError
+
+
+def _option(name: str, *flags: str, help: str | None = None) -> Any:
+    """A training option that defaults to "not given", so that the --config file and then
+    TrainConfig fill it in; --help shows TrainConfig's default."""
+    default = TrainConfig.__dataclass_fields__[name].default
+    shown = None if default is None else str(default)
+    if isinstance(default, bool):
+        flag = name.replace("_", "-")
+        flags = flags or (f"--{flag}/--no-{flag}",)
+        shown = flag if default else f"no-{flag}"
+    if shown is not None:
+        help = f"{help or ''}  [default: {shown}]".lstrip()
+    return typer.Option(None, *flags, help=help, show_default=False)
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,89 +35,88 @@ def train(
     data: Optional[str] = typer.Argument(
         None, help="Folder (one sub-folder per class, or train/ val/ test/), CSV of "
         "path,label, or a built-in set: fashion-mnist, digits, shapes."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered name, layer "
-                                        "spec ('conv32k3-pool2-dense128') or .yaml file."),
-    mode: str = typer.Option("auto", help="auto, fine-tune, features or scratch."),
-    weights: Optional[str] = typer.Option(None, help="Local weights (.safetensors, or .pth "
-                                          "read with weights_only) for the backbone."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    optimizer: str = typer.Option("adamw", help="adamw or sgd."),
-    schedule: str = typer.Option("onecycle", help="onecycle, cosine or constant."),
-    weight_decay: Optional[float] = typer.Option(None),
-    label_smoothing: float = typer.Option(0.1),
-    ema: float = typer.Option(0.0, help="Validate, keep and test an exponential moving "
-                              "average of the weights with this decay per step (0.999: "
-                              "about the last 1,000 steps of a long run; 0: off)."),
-    augment: str = typer.Option("auto", help="auto, none, or a +-joined list of flip, vflip, "
-                                "crop, erase, color, mixup, cutmix."),
-    img_size: Optional[int] = typer.Option(None, help="Input size in pixels (square)."),
-    channels: Optional[int] = typer.Option(None, help="1 (grey) or 3 (RGB)."),
-    val_fraction: float = typer.Option(0.1),
-    test_fraction: float = typer.Option(0.1, help="Held-out test share when DATA is one "
-                                        "folder or CSV."),
-    per_class: Optional[int] = typer.Option(None, help="Keep only N training images per "
-                                            "class (seeded)."),
-    seed: int = typer.Option(0),
-    patience: int = typer.Option(0, help="Early stopping after N epochs without a better "
-                                 "validation accuracy (0: off)."),
-    keep: str = typer.Option("auto", help="Which epoch's model to keep: best (by validation "
-                             "accuracy), last, or auto (best with 1,000+ validation images or "
-                             "--patience, else last)."),
-    imbalance: str = typer.Option("auto", help="auto, weighted-loss, balanced-sampling, none."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
-    precision: str = typer.Option("auto", help="auto, fp32, bf16, fp16."),
-    channels_last: str = typer.Option("auto", help="auto, on, off."),
-    compile: str = typer.Option("auto", help="torch.compile: auto, on, off."),
-    tta: bool = typer.Option(False, help="Flip test-time augmentation when testing."),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plots/ and "
-                               "report.html at the end (a few seconds)."),
-    head_epochs: Optional[int] = typer.Option(None, help="Fine-tune: epochs of SGD with the "
-                                              "base frozen (default 0 with --probe, else "
-                                              "a quarter of the epochs, 1-3)."),
-    probe: bool = typer.Option(True, "--probe/--no-probe", help="Fine-tune: first fit the new "
-                               "head to the frozen features (a linear probe, seconds)."),
-    unfreeze: str = typer.Option("all", help="Fine-tune: 'all' or the number of top blocks."),
-    lr_decay: float = typer.Option(0.7, help="Fine-tune: learning-rate factor per block "
-                                   "from the top."),
-    bn_stats: str = typer.Option("auto", help="Fine-tune: batch norm keeps the pretrained "
-                                 "running statistics (keep; auto) or normalises by batch "
-                                 "statistics and updates them (update)."),
-    drop_path: float = typer.Option(0.0, help="Stochastic depth: skip residual blocks at "
-                                    "random while training, rising to this chance at the "
-                                    "last block (timm models; 0: off)."),
-    out: str = typer.Option("runs", help="Folder for run folders."),
-    name: Optional[str] = typer.Option(None, help="Run folder name."),
+    model: Optional[str] = _option("model", "--model", "-m", help="Registered name, layer "
+                                   "spec ('conv32k3-pool2-dense128') or .yaml file."),
+    mode: Optional[str] = _option("mode", help="auto, fine-tune, features or scratch."),
+    weights: Optional[str] = _option("weights", help="Local weights (.safetensors, or .pth "
+                                     "read with weights_only) for the backbone."),
+    epochs: Optional[int] = _option("epochs", "--epochs", "-e"),
+    batch_size: Optional[int] = _option("batch_size", "--batch-size", "-b"),
+    lr: Optional[float] = _option("lr", help="Peak learning rate."),
+    optimizer: Optional[str] = _option("optimizer", help="adamw or sgd."),
+    schedule: Optional[str] = _option("schedule", help="onecycle, cosine or constant."),
+    weight_decay: Optional[float] = _option("weight_decay"),
+    warmup_epochs: Optional[float] = _option("warmup_epochs", help="Epochs of learning-rate "
+                                             "warm-up at the start of each phase (0: none; "
+                                             "default: onecycle's first 25%, else 5%)."),
+    label_smoothing: Optional[float] = _option("label_smoothing"),
+    ema: Optional[float] = _option("ema", help="Validate, keep and test an exponential moving "
+                                   "average of the weights with this decay per step (0.999: "
+                                   "about the last 1,000 steps of a long run; 0: off)."),
+    augment: Optional[str] = _option("augment", help="auto, none, or a +-joined list of flip, "
+                                     "vflip, crop, erase, color, mixup, cutmix."),
+    img_size: Optional[int] = _option("img_size", help="Input size in pixels (square)."),
+    channels: Optional[int] = _option("channels", help="1 (grey) or 3 (RGB)."),
+    val_fraction: Optional[float] = _option("val_fraction"),
+    test_fraction: Optional[float] = _option("test_fraction", help="Held-out test share when "
+                                             "DATA is one folder or CSV."),
+    per_class: Optional[int] = _option("per_class", help="Keep only N training images per "
+                                       "class (seeded)."),
+    seed: Optional[int] = _option("seed"),
+    patience: Optional[int] = _option("patience", help="Early stopping after N epochs without "
+                                      "a better validation accuracy (0: off)."),
+    keep: Optional[str] = _option("keep", help="Which epoch's model to keep: best (by "
+                                  "validation accuracy), last, or auto (best with 1,000+ "
+                                  "validation images or --patience, else last)."),
+    imbalance: Optional[str] = _option("imbalance", help="auto, weighted-loss, "
+                                       "balanced-sampling, none."),
+    device: Optional[str] = _option("device", help="auto, cpu, cuda, cuda:1, mps."),
+    precision: Optional[str] = _option("precision", help="auto, fp32, bf16, fp16."),
+    channels_last: Optional[str] = _option("channels_last", help="auto, on, off."),
+    compile: Optional[str] = _option("compile", help="torch.compile: auto, on, off."),
+    tta: Optional[bool] = _option("tta", help="Flip test-time augmentation when testing."),
+    plots: Optional[bool] = _option("plots", help="Write plots/ and report.html at the end (a "
+                                    "few seconds)."),
+    head_epochs: Optional[int] = _option("head_epochs", help="Fine-tune: epochs of SGD with "
+                                         "the base frozen (default 0 with --probe, else a "
+                                         "quarter of the epochs, 1-3)."),
+    probe: Optional[bool] = _option("probe", help="Fine-tune: first fit the new head to the "
+                                    "frozen features (a linear probe, seconds)."),
+    unfreeze: Optional[str] = _option("unfreeze", help="Fine-tune: 'all' or the number of top "
+                                      "blocks."),
+    lr_decay: Optional[float] = _option("lr_decay", help="Fine-tune: learning-rate factor per "
+                                        "block from the top."),
+    bn_stats: Optional[str] = _option("bn_stats", help="Fine-tune: batch norm keeps the "
+                                      "pretrained running statistics (keep; auto) or "
+                                      "normalises by batch statistics and updates them "
+                                      "(update)."),
+    drop_path: Optional[float] = _option("drop_path", help="Stochastic depth: skip residual "
+                                         "blocks at random while training, rising to this "
+                                         "chance at the last block (timm models; 0: off)."),
+    out: Optional[str] = _option("out", help="Folder for run folders."),
+    name: Optional[str] = _option("name", help="Run folder name."),
     config: Optional[Path] = typer.Option(None, help="JSON or YAML file of options."),
     resume: Optional[Path] = typer.Option(None, help="Continue a stopped run."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
     from cnnkit import log
-    from cnnkit.config import TrainConfig, load_config_file
     from cnnkit.training import session
 
     log.set_quiet(quiet)
+    given = {k: v for k, v in ctx.params.items() if v is not None and k != "quiet"}
     if resume is not None:
-        given = [k for k in ctx.params if k not in ("resume", "quiet") and
-                 (src := ctx.get_parameter_source(k)) is not None and
-                 src.name not in ("DEFAULT", "DEFAULT_MAP")]
+        del given["resume"]
         if given:
-            flag = "DATA" if given[0] == "data" else "--" + given[0].replace("_", "-")
+            first = next(iter(given))
+            flag = "DATA" if first == "data" else "--" + first.replace("_", "-")
             raise CnnkitError(f"--resume continues a run with its own data and options; "
                               f"drop {flag}.")
         session.resume(resume)
         return
-    # Precedence: options given on the command line, then the --config file, then defaults.
+    # Precedence: options given on the command line, then the --config file, then TrainConfig.
     options = load_config_file(config) if config else {}
-    for key, value in dict(locals()).items():
-        if key not in TrainConfig.__dataclass_fields__:
-            continue
-        source = ctx.get_parameter_source(key)
-        explicit = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-        if explicit or key not in options:
-            options[key] = value
+    options.update({k: v for k, v in given.items() if k in TrainConfig.__dataclass_fields__})
     if options.get("data") is None:
         raise CnnkitError("Missing DATA: pass a folder, a CSV or a built-in set name "
                           "(e.g. `cnnkit train fashion-mnist`).")

@@ -131,7 +131,7 @@ class Trainer:
         entry = {"mode": self.cfg.mode, **describe_phase(self.model, phase, groups),
                  "schedule": self.cfg.schedule,
                  "lr_curve": lr_points(phase.epochs, phase.lr, self.cfg.schedule,
-                                       warmup_fraction(self.cfg.schedule))}
+                                       self._warmup(phase))}
         record = [r for r in record if r.get("index") != index] + [{"index": index, **entry}]
         write_json(path, sorted(record, key=lambda r: r["index"]))
         if len(self.phases) > 1 or entry["frozen_params"]:
@@ -139,12 +139,15 @@ class Trainer:
                      f"{entry['trainable_params']:,} parameters, frozen: {entry['frozen']} "
                      f"({entry['frozen_params']:,} parameters)")
 
+    def _warmup(self, phase: Phase) -> float:
+        return warmup_fraction(self.cfg.schedule, self.cfg.warmup_epochs, phase.epochs)
+
     def _epoch(self, phase_index: int, phase: Phase, epoch: int, global_epoch: int,
                optimizer: torch.optim.Optimizer) -> bool:
         loader = self.loader()
         steps = len(loader)
         total_steps = steps * phase.epochs
-        warmup = warmup_fraction(self.cfg.schedule)
+        warmup = self._warmup(phase)
         set_train_mode(self.model, phase.bn_eval)
         # Chunks change nothing but speed unless batch norm computes batch statistics.
         bn_batch_stats = any(m.training for m in self.model.modules()

@@ -38,9 +38,14 @@ def build_optimizer(groups: list[dict], name: str, lr: float, device: torch.devi
     raise CnnkitError(f"Unknown optimizer {name!r}; use adamw or sgd.")
 
 
-def warmup_fraction(schedule: str) -> float:
-    """Share of a phase's steps spent warming up (the report redraws the schedule from it)."""
-    return 0.25 if schedule == "onecycle" else 0.05
+def warmup_fraction(schedule: str, warmup_epochs: float | None = None, epochs: int = 1
+                    ) -> float:
+    """Share of a phase's steps spent warming up: ``warmup_epochs`` of its ``epochs`` (at
+    most all of them), or by default the schedule's own (onecycle 25%, as PyTorch's
+    OneCycleLR; cosine and constant 5%)."""
+    if warmup_epochs is None:
+        return 0.25 if schedule == "onecycle" else 0.05
+    return min(warmup_epochs / max(epochs, 1), 1.0)
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
@@ -48,7 +53,8 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
 
     onecycle: cosine warm-up from 1/25 to 1 over the first ``warmup`` fraction, then
     cosine annealing to 1/10,000 (PyTorch's OneCycleLR defaults). cosine: linear
-    warm-up from 0, then cosine to 0. constant: linear warm-up, then flat.
+    warm-up from 0 (as timm's ``warmup_epochs``), then cosine to 0. constant: linear
+    warm-up, then flat.
     """
     total = max(total, 1)
     t = min(step, total) / total
