@@ -8,9 +8,9 @@ from pathlib import Path
 
 from cnnkit import log
 from cnnkit.config import TrainConfig
-from cnnkit.data.builtin import parse_name
 from cnnkit.data.imageset import ImageSet
-from cnnkit.data.sources import SourceInfo, describe, load_eval_set, load_files, load_run_splits
+from cnnkit.data.source import DataSource
+from cnnkit.data.sources import describe, load_eval_set, load_files, load_run_splits
 from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult
 from cnnkit.predict import Classifier
@@ -49,7 +49,7 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
     return clf.evaluate_set(test, tta=tta)
 
 
-def _evaluate_on(clf: Classifier, source: SourceInfo, tta: bool) -> EvalResult:
+def _evaluate_on(clf: Classifier, source: DataSource, tta: bool) -> EvalResult:
     return clf.evaluate_set(load_eval_set(source, clf.card.preprocess, clf.classes), tta=tta)
 
 
@@ -60,18 +60,14 @@ def _run_folder(run: str | Path) -> RunDir | None:
     return RunDir(folder) if (folder / "config.json").is_file() else None
 
 
-def same_source(data: str | SourceInfo, trained_on: str) -> bool:
+def same_source(data: str | DataSource, trained_on: str) -> bool:
     """Whether DATA names the same built-in set (with the same options), folder or CSV."""
-    given = data if isinstance(data, SourceInfo) else describe(data)
+    given = data if isinstance(data, DataSource) else describe(data)
     try:
         original = describe(trained_on)
     except CnnkitError:  # the training data is gone or moved
         return False
-    if given.kind == "builtin" or original.kind == "builtin":
-        return (given.kind == original.kind
-                and given.builtin.name == original.builtin.name
-                and parse_name(given.spec)[1] == parse_name(trained_on)[1])
-    return given.root.resolve() == original.root.resolve()
+    return given.same_data(original)
 
 
 def held_out_test(rundir: RunDir, cfg: TrainConfig, clf: Classifier) -> ImageSet | None:

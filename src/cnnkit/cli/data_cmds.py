@@ -64,7 +64,7 @@ def info(data: str = typer.Argument(..., help="Folder, CSV or built-in set.")) -
     table.add_column("class")
     parts = [(n, getattr(splits, n)) for n in ("train", "val", "test")
              if getattr(splits, n) is not None]
-    unsplit = source.kind in ("folder", "csv")
+    unsplit = not source.presplit
     for n, _ in parts:
         table.add_column("images" if unsplit else n, justify="right")
     counts = [p.class_counts() for _, p in parts]

@@ -1,4 +1,8 @@
-"""Turn a DATA argument (built-in name, folder or CSV) into train/val/test image sets."""
+"""Turn a DATA argument (built-in name, folder or CSV) into train/val/test image sets.
+
+Each kind of source is one class (:mod:`cnnkit.data.source` says what it must do);
+:data:`KINDS` lists them in the order they are tried.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +11,27 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from cnnkit import log
 from cnnkit.config import TrainConfig
 from cnnkit.data import builtin as builtins_
-from cnnkit.data.cache import decode_files
-from cnnkit.data.folders import (
-    Listing,
-    check_classes,
-    list_class_folders,
-    read_csv,
-    split_dirs,
-)
-from cnnkit.data.imageset import ImageSet, stratified_split, take_per_class
+from cnnkit.data.folders import Listing
+from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.data.source import DataSource, decode_listing
+from cnnkit.data.source_builtin import BuiltinSource
+from cnnkit.data.source_csv import CsvSource
+from cnnkit.data.source_folder import FolderSource, SplitFolderSource
 from cnnkit.errors import CnnkitError
 
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """What a DATA argument is, known before decoding anything."""
-
-    kind: str  # "builtin" | "folder" | "split-folder" | "csv"
-    name: str  # short name for run folders
-    spec: str
-    builtin: builtins_.BuiltinSet | None = None
-    root: Path | None = None
+# Tried in order; the first that recognises DATA describes it. A new kind of source is
+# a DataSource subclass in a module of its own and one entry here.
+KINDS: tuple[type[DataSource], ...] = (BuiltinSource, CsvSource, SplitFolderSource,
+                                       FolderSource)
 
 
 @dataclass(frozen=True)
 class Splits:
-    source: SourceInfo
+    source: DataSource
     classes: tuple[str, ...]
     train: ImageSet
     val: ImageSet | None
@@ -54,52 +47,23 @@ class Splits:
         return out
 
 
-def describe(data: str) -> SourceInfo:
-    parsed = builtins_.parse_name(data)
-    if parsed is not None and data in builtins_.BUILTINS and Path(data).is_dir():
-        # A folder of that name here is what the user means ("digits" exported earlier);
-        # "digits:" still names the built-in set.
-        log.info(f"using the folder ./{data}; write '{data}:' for the built-in set")
-        parsed = None
-    if parsed is not None:
-        return SourceInfo("builtin", data.partition(":")[0], data, builtin=parsed[0])
-    path = Path(os.path.expanduser(data))
-    if data.lower().endswith(".csv"):
-        if not path.is_file():
-            raise CnnkitError(f"CSV file not found: {data}.")
-        return SourceInfo("csv", path.stem, data, root=path)
-    if not path.exists():
+def describe(data: str) -> DataSource:
+    """What DATA is, known before decoding anything."""
+    for kind in KINDS:
+        source = kind.recognise(data)
+        if source is not None:
+            return source
+    if not Path(os.path.expanduser(data)).exists():
         raise CnnkitError(
             f"Data not found: {data!r} is neither a folder, a CSV file nor a built-in set "
             f"({', '.join(builtins_.BUILTINS)}). Check the path."
         )
-    if not path.is_dir():
-        raise CnnkitError(f"{data} is a file; pass a folder with one sub-folder per class, "
-                          "a CSV of 'path,label' rows, or a built-in set name.")
-    kind = "split-folder" if split_dirs(path) else "folder"
-    return SourceInfo(kind, path.resolve().name, data, root=path)
-
-
-def _listing(info: SourceInfo, classes: tuple[str, ...] | None = None) -> Listing:
-    if info.kind == "csv":
-        return read_csv(info.root, classes)
-    root = split_dirs(info.root)["train"] if info.kind == "split-folder" else info.root
-    return list_class_folders(root, classes)
-
-
-def _decode(listing: Listing, pre: Preprocess, progress: bool = True) -> ImageSet:
-    images, ok, _errors = decode_files(listing.paths, pre.channels, pre.decode_size,
-                                       pre.interpolation, progress=progress)
-    labels = torch.tensor([listing.labels[i] for i in ok], dtype=torch.long)
-    paths = tuple(listing.paths[i] for i in ok)
-    if len(ok) == 0:
-        raise CnnkitError("None of the images could be decoded; see the warnings above.")
-    return ImageSet(images, labels, listing.classes, paths,
-                    crop_fraction=pre.img_size / pre.decode_size)
+    raise CnnkitError(f"{data} is a file; pass a folder with one sub-folder per class, "
+                      "a CSV of 'path,label' rows, or a built-in set name.")
 
 
 def load_splits(
-    data: str | SourceInfo,
+    data: str | DataSource,
     pre: Preprocess,
     *,
     val_fraction: float = 0.1,
@@ -108,34 +72,9 @@ def load_splits(
     per_class: int | None = None,
 ) -> Splits:
     """Load and split ``data``. Built-in sets keep their native size (resized per batch)."""
-    info = data if isinstance(data, SourceInfo) else describe(data)
-    data = info.spec
-    val = test = None
-    if info.kind == "builtin":
-        _, train, test = builtins_.load_builtin(data)
-        if test is None and test_fraction > 0:
-            train_idx, test_idx = stratified_split(train.labels, [test_fraction], seed)
-            train, test = train.subset(train_idx), train.subset(test_idx)
-    elif info.kind == "split-folder":
-        dirs = split_dirs(info.root)
-        listing = list_class_folders(dirs["train"])
-        check_classes(listing, str(dirs["train"]))
-        train = _decode(listing, pre)
-        if "val" in dirs:
-            val = _decode(list_class_folders(dirs["val"], listing.classes), pre)
-        if "test" in dirs:
-            test = _decode(list_class_folders(dirs["test"], listing.classes), pre)
-    else:
-        listing = _listing(info)
-        check_classes(listing, data)
-        everything = _decode(listing, pre)
-        parts = stratified_split(everything.labels, [val_fraction, test_fraction], seed)
-        train = everything.subset(parts[0])
-        val = everything.subset(parts[1]) if len(parts[1]) else None
-        test = everything.subset(parts[2]) if len(parts[2]) else None
-    if val is None and val_fraction > 0 and info.kind in ("builtin", "split-folder"):
-        train_idx, val_idx = stratified_split(train.labels, [val_fraction], seed)
-        train, val = train.subset(train_idx), train.subset(val_idx)
+    source = data if isinstance(data, DataSource) else describe(data)
+    train, val, test = source.load(pre, val_fraction=val_fraction,
+                                   test_fraction=test_fraction, seed=seed)
     if per_class is not None:
         train = train.subset(take_per_class(train.labels, per_class, seed))
         if val is not None and val_fraction > 0:
@@ -147,53 +86,32 @@ def load_splits(
     if empty:
         raise CnnkitError(f"No training images left for class(es) {', '.join(empty)} after "
                           "splitting; add images or lower --val-fraction/--test-fraction.")
-    log.info(f"data: {info.spec} - {len(train.classes)} classes, {len(train):,} train"
+    log.info(f"data: {source.spec} - {len(train.classes)} classes, {len(train):,} train"
              + (f", {len(val):,} val" if val is not None else "")
              + (f", {len(test):,} test" if test is not None else "") + " images")
-    return Splits(info, train.classes, train, val, test)
+    return Splits(source, train.classes, train, val, test)
 
 
-def load_run_splits(config: TrainConfig, pre: Preprocess, source: SourceInfo | None = None
+def load_run_splits(config: TrainConfig, pre: Preprocess, source: DataSource | None = None
                     ) -> Splits:
     """The train/val/test splits of a run, as its config draws them (the same every time).
 
     ``source``: ``config.data`` already described, so that it is described once.
     """
-    return load_splits(source or config.data, pre, val_fraction=config.val_fraction,
-                       test_fraction=config.test_fraction, seed=config.seed,
-                       per_class=config.per_class)
+    return load_splits(source if source is not None else config.data, pre,
+                       val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                       seed=config.seed, per_class=config.per_class)
 
 
-def load_eval_set(data: str | SourceInfo, pre: Preprocess, classes: tuple[str, ...]
+def load_eval_set(data: str | DataSource, pre: Preprocess, classes: tuple[str, ...]
                   ) -> ImageSet:
     """Images to evaluate a trained model on, labelled with the model's class indices.
 
     A built-in set gives its test split; a pre-split folder its ``test/`` (else
     ``val/``); a plain class-per-folder tree or a CSV is used whole.
     """
-    info = data if isinstance(data, SourceInfo) else describe(data)
-    data = info.spec
-    if info.kind == "builtin":
-        _, _, test = builtins_.load_builtin(data)
-        if test is None:
-            raise CnnkitError(f"Built-in set {data!r} has no test split; evaluate the run "
-                              "without DATA to use the run's own held-out split.")
-        part = test
-        mapping = {name: classes.index(name) for name in part.classes if name in classes}
-        if len(mapping) != len(part.classes):
-            raise CnnkitError(f"{data}'s classes do not match the model's "
-                              f"({', '.join(classes)}).")
-        labels = torch.tensor([mapping[part.classes[i]] for i in part.labels.tolist()])
-        return ImageSet(part.images, labels, classes)
-    if info.kind == "csv":
-        return _decode(read_csv(info.root, classes), pre)
-    root = info.root
-    if info.kind == "split-folder":
-        dirs = split_dirs(root)
-        root = dirs.get("test") or dirs.get("val")
-        if root is None:
-            raise CnnkitError(f"{data} has only a train/ split; add test/ or val/ to evaluate.")
-    return _decode(list_class_folders(root, classes), pre)
+    source = data if isinstance(data, DataSource) else describe(data)
+    return source.eval_set(pre, classes)
 
 
 def load_files(paths: list[str], labels: list[int], classes: tuple[str, ...],
@@ -203,4 +121,4 @@ def load_files(paths: list[str], labels: list[int], classes: tuple[str, ...],
     if missing:
         raise CnnkitError(f"{len(missing)} file(s) of the run's split are gone, e.g. "
                           f"{missing[0]}. Pass DATA to evaluate on other images.")
-    return _decode(Listing(tuple(paths), tuple(labels), classes), pre)
+    return decode_listing(Listing(tuple(paths), tuple(labels), classes), pre)

@@ -17,7 +17,8 @@ from cnnkit import log
 from cnnkit.config import TrainConfig, augment_tokens
 from cnnkit.data.builtin import BuiltinSet
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.data.sources import SourceInfo, Splits, describe
+from cnnkit.data.source import DataSource
+from cnnkit.data.sources import Splits, describe
 from cnnkit.device import pick_device
 from cnnkit.errors import CnnkitError
 from cnnkit.modelfile import ModelCard
@@ -46,7 +47,7 @@ class Plan:
 
     config: TrainConfig
     asked: TrainConfig  # the options as given: what is None or "auto" there is ours to pick
-    source: SourceInfo
+    source: DataSource
     arch: Architecture
     info: ModelInfo
     pre: Preprocess  # mean/std are provisional for scratch models until finalize()
@@ -107,12 +108,8 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
         raise CnnkitError(f"{arch.name} takes {info.channels}-channel images; drop --channels "
                           "(grey images are turned into 3 channels for it).")
 
-    native = None
-    if builtin is not None:  # a generated set's own size (shapes:size=16) wins
-        from cnnkit.data.builtin import parse_name
-
-        native = (parse_name(config.data) or (None, {}))[1].get("size")
-    img_size = config.img_size or info.img_size or native or (
+    # a generated set's own size (shapes:size=16) wins over the defaults
+    img_size = config.img_size or info.img_size or source.native_size or (
         builtin.default_img_size if builtin else FOLDER_SCRATCH_SIZE)
     mean = info.mean or (0.5,) * channels
     std = info.std or (0.5,) * channels

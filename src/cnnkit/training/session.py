@@ -67,10 +67,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     card = ModelCard(plan.arch, splits.classes, pre,
                      {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
     run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
-    saved = cfg.to_dict()
-    if plan.source.kind != "builtin":  # --resume must find the data from any directory
-        saved["data"] = os.path.abspath(cfg.data)
-    run.write_config(saved)
+    run.write_config({**cfg.to_dict(), "data": plan.source.run_spec()})
     run.write_classes(splits.classes)
     files = splits.files()
     if files:

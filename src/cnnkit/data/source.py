@@ -1,0 +1,88 @@
+"""What every kind of data source is: a DATA argument, described before anything is
+decoded, that can load its train/val/test images and a set to evaluate on.
+
+A kind is one class in one module (``source_builtin``, ``source_csv``,
+``source_folder``) registered in :data:`cnnkit.data.sources.KINDS`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from cnnkit.data.builtin import BuiltinSet
+from cnnkit.data.cache import decode_files
+from cnnkit.data.folders import Listing
+from cnnkit.data.imageset import ImageSet, stratified_split
+from cnnkit.data.pipeline import Preprocess
+from cnnkit.errors import CnnkitError
+
+Parts = tuple[ImageSet, ImageSet | None, ImageSet | None]  # train, val, test
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A DATA argument and what kind of data it names."""
+
+    kind: ClassVar[str]  # what `cnnkit data info` calls it
+    presplit: ClassVar[bool]  # whether the data comes divided into train/val/test
+
+    name: str  # short name for run folders
+    spec: str  # the DATA argument as given
+    root: Path | None = None
+    builtin: BuiltinSet | None = None
+    options: tuple[tuple[str, int], ...] = ()  # a built-in set's options
+
+    @classmethod
+    def recognise(cls, data: str) -> DataSource | None:
+        """This kind's source for ``data``, None when ``data`` names another kind, or
+        a CnnkitError when it is this kind but unusable."""
+        raise NotImplementedError
+
+    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
+             seed: int) -> Parts:
+        """Decode and split: the training images, and validation and test images if any."""
+        raise NotImplementedError
+
+    def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
+        """Images to evaluate a trained model on, labelled with its class indices."""
+        raise NotImplementedError
+
+    def same_data(self, other: DataSource) -> bool:
+        """Whether ``other`` names the same images (the same folder or file)."""
+        return (self.root is not None and other.root is not None
+                and self.root.resolve() == other.root.resolve())
+
+    def run_spec(self) -> str:
+        """DATA as a run's config.json records it, so that --resume and evaluate find the
+        data from any working directory."""
+        return os.path.abspath(self.root) if self.root is not None else self.spec
+
+    @property
+    def native_size(self) -> int | None:
+        """The images' own side in pixels, when the source fixes one."""
+        return None
+
+
+def decode_listing(listing: Listing, pre: Preprocess, progress: bool = True) -> ImageSet:
+    """Decode listed files at ``pre``'s decode size (cached); unreadable files are skipped."""
+    images, ok, _errors = decode_files(listing.paths, pre.channels, pre.decode_size,
+                                       pre.interpolation, progress=progress)
+    labels = torch.tensor([listing.labels[i] for i in ok], dtype=torch.long)
+    paths = tuple(listing.paths[i] for i in ok)
+    if len(ok) == 0:
+        raise CnnkitError("None of the images could be decoded; see the warnings above.")
+    return ImageSet(images, labels, listing.classes, paths,
+                    crop_fraction=pre.img_size / pre.decode_size)
+
+
+def split_off(part: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """A stratified ``fraction`` of ``part`` held out (none when the fraction is 0)."""
+    if fraction <= 0:
+        return part, None
+    keep, held = stratified_split(part.labels, [fraction], seed)
+    return part.subset(keep), part.subset(held)

@@ -1,0 +1,77 @@
+"""Folders of images: one sub-folder per class, or ``train/``, ``val/``, ``test/`` of them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cnnkit.data.folders import check_classes, list_class_folders, split_dirs
+from cnnkit.data.imageset import ImageSet
+from cnnkit.data.pipeline import Preprocess
+from cnnkit.data.source import DataSource, Parts, decode_listing, split_off
+from cnnkit.data.source_csv import split_whole
+from cnnkit.errors import CnnkitError
+
+
+def _folder(data: str) -> Path | None:
+    path = Path(os.path.expanduser(data))
+    return path if path.is_dir() else None
+
+
+class FolderSource(DataSource):
+    """One sub-folder per class, split into train/val/test by the run's fractions."""
+
+    kind = "folder"
+    presplit = False
+
+    @classmethod
+    def recognise(cls, data: str) -> DataSource | None:
+        path = _folder(data)
+        return None if path is None else cls(path.resolve().name, data, root=path)
+
+    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
+             seed: int) -> Parts:
+        listing = list_class_folders(self.root)
+        check_classes(listing, self.spec)
+        return split_whole(decode_listing(listing, pre), val_fraction, test_fraction, seed)
+
+    def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
+        return decode_listing(list_class_folders(self.root, classes), pre)
+
+
+class SplitFolderSource(DataSource):
+    """``train/`` (and ``val/``, ``test/``) folders, each with one sub-folder per class;
+    without ``val/`` the validation images come from ``train/``."""
+
+    kind = "split-folder"
+    presplit = True
+
+    @classmethod
+    def recognise(cls, data: str) -> DataSource | None:
+        path = _folder(data)
+        if path is None or not split_dirs(path):
+            return None
+        return cls(path.resolve().name, data, root=path)
+
+    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
+             seed: int) -> Parts:
+        dirs = split_dirs(self.root)
+        listing = list_class_folders(dirs["train"])
+        check_classes(listing, str(dirs["train"]))
+        train = decode_listing(listing, pre)
+        val = test = None
+        if "val" in dirs:
+            val = decode_listing(list_class_folders(dirs["val"], listing.classes), pre)
+        if "test" in dirs:
+            test = decode_listing(list_class_folders(dirs["test"], listing.classes), pre)
+        if val is None:
+            train, val = split_off(train, val_fraction, seed)
+        return train, val, test
+
+    def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
+        dirs = split_dirs(self.root)
+        root = dirs.get("test") or dirs.get("val")
+        if root is None:
+            raise CnnkitError(f"{self.spec} has only a train/ split; add test/ or val/ to "
+                              "evaluate.")
+        return decode_listing(list_class_folders(root, classes), pre)
