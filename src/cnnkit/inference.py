@@ -10,13 +10,13 @@ from torch import nn
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.models.interface import evaluating
 
 # On a CPU, forward passes over a few large images at a time keep each layer's
-# activations in cache. EfficientNet-Lite0 at 224 px on 2 cores: inference 191 images/s
-# in chunks of 4, 125 in 8, 67 in 64, 39 in 128; training steps 50 images/s in chunks
-# of 8, 22 in one pass of 32. Training at 96 px (batch 128): 149 images/s in chunks of
-# 16 or 32, 131 in 43 (the budget of 8 at 224), 91 in one pass; at 224 px chunks of 6
-# and 8 train alike (docs/design-notes.md).
+# activations in cache, which is faster than one pass over the whole batch. The budget
+# is in pixels (6 images at 224 px for training, 4 for inference), so small images are
+# never split; the measurements behind it are in docs/design-notes.md ("On a CPU, large
+# images go through the network a few at a time").
 CPU_CHUNK_PIXELS = {"train": 6 * 224 * 224, "infer": 4 * 224 * 224}
 
 
@@ -50,20 +50,18 @@ def log_probs(
     channels_last: bool = False,
 ) -> torch.Tensor:
     """Log-probabilities ``(N, classes)``, float32 on the CPU; ``tta`` averages with the mirror."""
-    was_training = model.training
-    model.eval()
     outs = []
     views = (False, True) if tta else (False,)
     batch_size = chunk_size(device, pre.img_size, batch_size)
     loaders = [BatchLoader(data, pre, batch_size, device, flip=f, channels_last=channels_last)
                for f in views]
-    for batches in zip(*loaders):
-        acc = None
-        for x, _ in batches:
-            with autocast(device, precision):
-                logits = model(x).float()
-            acc = logits.log_softmax(1) if acc is None else acc + logits.log_softmax(1)
-        # Averaged log-probabilities, renormalised: the views' geometric mean sums to 1.
-        outs.append(((acc / len(views)).log_softmax(1) if tta else acc).cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for batches in zip(*loaders):
+            acc = None
+            for x, _ in batches:
+                with autocast(device, precision):
+                    logits = model(x).float()
+                acc = logits.log_softmax(1) if acc is None else acc + logits.log_softmax(1)
+            # Averaged log-probabilities, renormalised: the views' geometric mean sums to 1.
+            outs.append(((acc / len(views)).log_softmax(1) if tta else acc).cpu())
     return torch.cat(outs) if outs else torch.empty(0, len(data.classes))

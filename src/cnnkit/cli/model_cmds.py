@@ -15,16 +15,20 @@ def models(family: Optional[str] = typer.Option(None, help="scratch or pretraine
     from rich.table import Table
 
     from cnnkit import log
+    from cnnkit.models.hub import weights_status
     from cnnkit.models.registry import list_models
 
     table = Table()
-    for col in ("name", "family", "input", "description"):
+    for col in ("name", "family", "input", "weights", "description"):
         table.add_column(col, overflow="fold")
     for m in list_models(family):
         size = f"{m.img_size}px" if m.img_size else "any"
         chans = {None: "", 1: " grey", 3: " RGB"}[m.channels]
-        table.add_row(m.name, m.family, size + chans, m.description)
+        table.add_row(m.name, m.family, size + chans, weights_status(m.weights_from) or "-",
+                      m.description)
     log.console().print(table)
+    log.info("weights: bundled = installed with cnnkit; cached = downloaded before; "
+             "download = fetched once on first use (needs a network).")
     log.info("Custom stacks: --model 'conv32k3-pool2-conv64k3-pool2-dense128' or "
              "--model my-cnn.yaml. Any timm model by name (e.g. --model convnext_tiny) "
              "downloads its ImageNet weights once.")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.interface import evaluating
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None =
         captured["a"] = leaf
         return leaf * 1.0  # a new tensor, so later in-place layers leave the leaf alone
 
-    was_training = model.training
-    model.eval()
     handle = modules[layer].register_forward_hook(swap)
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), evaluating(model):
             logits = model(x).float()
             if target is None:
                 targets = logits.argmax(1)
@@ -113,7 +112,6 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None =
             (grads,) = torch.autograd.grad(score, acts)
     finally:
         handle.remove()
-        model.train(was_training)
     weights = grads.float().mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * acts.detach().float()).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
@@ -139,13 +137,10 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[s
             if isinstance(out, torch.Tensor) and name not in maps:
                 maps[name] = out[0].detach().float().cpu().numpy().copy()
         handles.append(modules[name].register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(model):
             model(x[:1])
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     flat = [n for n in layers if n in maps and maps[n].ndim != 3]

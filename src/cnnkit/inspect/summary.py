@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.interface import evaluating
 
 
 @dataclass(frozen=True)
@@ -259,17 +260,14 @@ def _trace(model: nn.Module, shape: tuple[int, int, int]) -> list[_Call]:
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(model):
             model(torch.zeros((1, *shape), device=device, dtype=dtype))
     except RuntimeError as exc:
         raise CnnkitError(f"The model does not run on {shape[0]}x{shape[1]}x{shape[2]} "
                           f"inputs ({str(exc).splitlines()[0]}). Check --img-size and "
                           "--channels.") from None
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return calls

@@ -85,7 +85,7 @@ def create_model(
         kwargs.update(pretrained=pretrained, weights=weights)
     net = info.builder(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
     if weights and not info.is_pretrained:  # a scratch stack starts from a saved state
-        from cnnkit.models.pretrained import load_weights_file
+        from cnnkit.models.weights import load_weights_file
 
         load_weights_file(net, weights)
     return net

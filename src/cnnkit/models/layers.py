@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.interface import TimmStyleModel
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": None}
 _CONV = re.compile(r"^conv(\d+)(?:k(\d+))?(?:s(\d+))?(same|valid|p\d+)?(bn)?$")
@@ -224,7 +225,7 @@ def _yaml_layer(item: Any, path: Path) -> Layer:
     return check_layer(layer, f"layer '{word}' in {path}")
 
 
-class ConvNet(nn.Module):
+class ConvNet(TimmStyleModel):
     """A feature extractor, a head and a classifier, with timm's model surface.
 
     ``features`` maps images to feature maps, ``head`` maps those to the
@@ -249,15 +250,9 @@ class ConvNet(nn.Module):
         x = self.head(x)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
         self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes)
+        super().reset_classifier(num_classes)
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """Parameter groups from input to output, as timm's layer-wise tools expect."""

@@ -36,6 +36,8 @@ class ModelInfo:
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
     pretrained: str | None = None  # where its pretrained weights come from, in words
+    # ... and as a source cnnkit.models.hub reads: "package:MODULE", "hf-hub:REPO", "url:URL"
+    weights_from: str | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from cnnkit.models.interface import classifier_params
 from cnnkit.training.optim import param_groups
 from cnnkit.training.recipe import Plan
 
@@ -40,8 +41,7 @@ class Block:
 
 
 def classifier_names(model: nn.Module) -> set[str]:
-    ids = {id(p) for p in model.get_classifier().parameters()}
-    return {n for n, p in model.named_parameters() if id(p) in ids}
+    return {n for n, _ in classifier_params(model)}
 
 
 def blocks(model: nn.Module) -> list[Block]:

@@ -1,0 +1,138 @@
+"""Where a pretrained model's weights come from, whether they are here, and fetching them.
+
+A registered model names its weights' source as ``ModelInfo.weights_from``:
+
+* ``package:MODULE``: they ship in an installed Python package (bundled, offline);
+* ``hf-hub:REPO``: the Hugging Face hub (timm's weights), cached by ``huggingface_hub``;
+* ``url:URL``: a plain download (torchvision's), cached under ``torch.hub``'s folder.
+
+Before a download, one short connection attempt tells an unreachable host (no network,
+a firewall) from a reachable one, and ``HF_HUB_OFFLINE`` is honoured, so that offline
+the answer is one line within seconds rather than a minute of hub retries.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import threading
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cnnkit.errors import CnnkitError
+
+BUNDLED, CACHED, DOWNLOAD = "bundled", "cached", "download"
+CONNECT_TIMEOUT_S = 3.0
+HF_ENDPOINT_DEFAULT = "https://huggingface.co"
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+OFFLINE_CHOICES = ("without a network, use efficientnet_lite0 (its weights ship with "
+                   "cnnkit), pass --weights FILE, or --mode scratch")
+
+
+def hf_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks for no hub access."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() in ("1", "on", "yes", "true")
+
+
+def hf_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", HF_ENDPOINT_DEFAULT).rstrip("/")
+
+
+def hf_cached_file(repo: str) -> Path | None:
+    """The weights file of hub repo ``repo`` in the local hub cache, if it is there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in HF_WEIGHT_FILES:
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch (same environment variables)."""
+    if os.environ.get("TORCH_HOME"):
+        return Path(os.environ["TORCH_HOME"]).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache).expanduser() / "torch" / "hub"
+
+
+def url_cached_file(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url`` keeps ``url``'s file."""
+    return torch_hub_dir() / "checkpoints" / Path(urlsplit(url).path).name
+
+
+def weights_status(weights_from: str | None) -> str | None:
+    """``bundled``, ``cached`` or ``download`` for a source; None when there is none."""
+    if not weights_from:
+        return None
+    kind, _, where = weights_from.partition(":")
+    if kind == "package":
+        return BUNDLED if importlib.util.find_spec(where) is not None else DOWNLOAD
+    if kind == "hf-hub":
+        return CACHED if hf_cached_file(where) is not None else DOWNLOAD
+    if kind == "url":
+        return CACHED if url_cached_file(where).is_file() else DOWNLOAD
+    raise ValueError(f"unknown weights source {weights_from!r}")
+
+
+def unreachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why a TCP connection to ``url``'s host (or its proxy) cannot open; None if it can.
+
+    The attempt, name lookup included, runs in a daemon thread so that a resolver that
+    hangs cannot hold the caller beyond ``timeout``.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or "", proxied.port or 80
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except socket.gaierror:
+            outcome.append(f"cannot resolve {host}")
+        except TimeoutError:
+            outcome.append(f"no answer from {host} within {timeout:g} s")
+        except OSError as exc:
+            outcome.append(f"{host}: {exc.strerror or type(exc).__name__}")
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return outcome[0] if outcome else f"no answer from {host} within {timeout:g} s"
+
+
+def check_can_download(name: str, weights_from: str) -> None:
+    """Raise one clear :class:`CnnkitError` unless ``name``'s weights can be fetched now."""
+    kind, _, where = weights_from.partition(":")
+    if kind == "hf-hub":
+        if hf_offline():
+            raise CnnkitError(f"The pretrained weights of {name} are not in the Hugging Face "
+                              f"cache and HF_HUB_OFFLINE is set, so they cannot be downloaded. "
+                              f"Unset HF_HUB_OFFLINE to download them once, or "
+                              f"{OFFLINE_CHOICES}.")
+        url = hf_endpoint()
+    elif kind == "url":
+        url = where
+    else:
+        return
+    reason = unreachable(url)
+    if reason is not None:
+        raise CnnkitError(f"The pretrained weights of {name} are not cached and must be "
+                          f"downloaded once from {urlsplit(url).hostname}, which cannot be "
+                          f"reached ({reason}). Connect and run again or, {OFFLINE_CHOICES}.")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message as one whole line (its lines joined, never cut)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
