@@ -11,8 +11,3 @@ from __future__ import annotations
 class CnnkitError(Exception):
     """A user mistake, with a message that says what was wrong and what to do."""
 
-
-def require(condition: object, message: str) -> None:
-    """Raise :class:`CnnkitError` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise CnnkitError(message)

@@ -52,7 +52,6 @@ class RunDir:
 
     config_path = property(lambda self: self.root / "config.json")
     model_path = property(lambda self: self.root / "model.safetensors")
-    sidecar_path = property(lambda self: self.root / "model.json")
     metrics_path = property(lambda self: self.root / "metrics.csv")
     checkpoint_path = property(lambda self: self.root / "checkpoints" / "last.safetensors")
     split_path = property(lambda self: self.root / "split.json")

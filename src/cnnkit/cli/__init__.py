@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -23,7 +23,6 @@ class ImageSet:
     classes: tuple[str, ...]
     paths: tuple[str, ...] | None = None
     crop_fraction: float = 1.0
-    skipped: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
