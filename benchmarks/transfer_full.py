@@ -1,8 +1,9 @@
 """Full Fashion-MNIST, fine-tuned EfficientNet-Lite0 (meant for a GPU; runs anywhere).
 
-The issue's anchors, from a plain script on an H100: 94.7% after 10 epochs at 64 px
-(143 s); 95.4% after 6 epochs at 96 px with flip test-time augmentation (61 s); from
-random weights at 64 px, 87.8% after 5 epochs. Prints one line per recipe and a table.
+Each recipe is ``fine-tune-96`` or one change to it, so that what a recipe varies is
+visible and the shared options live once; the issue's anchors, the current figure of
+every recipe and the history of attempts are in docs/benchmarks.md. Prints one line
+per recipe and a table.
 
     python benchmarks/transfer_full.py --device cuda
     python benchmarks/transfer_full.py --device cuda --recipes fine-tune-96
@@ -18,47 +19,34 @@ from pathlib import Path
 
 import cnnkit
 
-# 8 epochs, not the anchor's 6: on 2 CPU cores 8 epochs at AdamW 2e-3 scored 95.29%, and
-# 95.02% when trained again and 95.08% with --seed 1 (docs/benchmarks.md); flips only, as
-# flip+crop scored 94.55%.
+# The recipe: 8 epochs at 96 px, flips only, no validation split, flip TTA at test time.
 FINE_TUNE_96 = {"mode": "fine-tune", "img_size": 96, "epochs": 8, "augment": "flip",
                 "tta": True, "val_fraction": 0.0}
 
 RECIPES = {
     "fine-tune-96": FINE_TUNE_96,
-    # At 112 px (top feature map 4x4, not 3x3): 95.32% on 2 CPU cores, so resolution was
-    # not what fine-tune-96 lacked (docs/benchmarks.md).
+    # Resolution: the top feature map is 4x4 at 112 px, 3x3 at 96.
     "fine-tune-112": {**FINE_TUNE_96, "img_size": 112},
-    # Random erasing, tried because the flip runs ended at 98% training accuracy against
-    # 95.3% on test: 95.02% in 8 epochs, 95.20% in 10 (docs/benchmarks.md), so it cost
-    # more fit than it gave back.
+    # Regularisation by random erasing, in 8 and in 10 epochs.
     "fine-tune-96-erase": {**FINE_TUNE_96, "augment": "flip+erase"},
     "fine-tune-96-erase-10": {**FINE_TUNE_96, "augment": "flip+erase", "epochs": 10},
-    # Two more epochs with flips only, as the erasing runs said the recipe lacks fit, not
-    # regularisation: 95.21%, within one run's spread of 8 epochs (95.02-95.29%).
+    # More fit: two more epochs with flips only.
     "fine-tune-96-10": {**FINE_TUNE_96, "epochs": 10},
-    # fine-tune-96 testing the weight average of about the last 1,000 of its 3,744 steps:
-    # 95.04%, against 95.02% for the same run's last-step weights (measured before the
-    # ramp became TensorFlow's: docs/design-notes.md).
+    # Testing the weight average of the last steps instead of the last step's weights.
     "fine-tune-96-ema": {**FINE_TUNE_96, "ema": 0.999},
-    # Batch norm by batch statistics while the base trains (a plain loop's model.train()),
-    # the one thing a plain script does that fine-tune-96 does not; "-flat" also gives
-    # every block the same rate, as a plain script's single optimizer group does. -flat
-    # scored 95.31% on 2 CPU cores (training accuracy 99.3%): within the spread again.
+    # What a plain training loop does: batch norm by batch statistics while the base
+    # trains (model.train()); "-flat" also gives every block the same rate, as a plain
+    # script's single optimizer group does.
     "fine-tune-96-bn": {**FINE_TUNE_96, "bn_stats": "update"},
     "fine-tune-96-bn-flat": {**FINE_TUNE_96, "bn_stats": "update", "lr_decay": 1.0},
-    # Stochastic depth (timm's blocks skipped at random, rising to 10% at the last), the
-    # regulariser timm trains EfficientNets with, tried as one that slows the fit less
-    # than erasing does: 95.06% on one CPU core (training accuracy 97.5% against 98.0%),
-    # beside fine-tune-96 --seed 1 at 95.08% (docs/benchmarks.md).
+    # Stochastic depth (timm's blocks skipped at random, up to 10% at the last block),
+    # the regulariser timm trains EfficientNets with.
     "fine-tune-96-dp": {**FINE_TUNE_96, "drop_path": 0.1},
-    # Two things a plain fine-tuning script may do that fine-tune-96 does not: SGD with
-    # Nesterov momentum (at ten times AdamW's best rate, 2e-3 in the 64-px sweep), and a
-    # batch of 64 (twice the steps at the same rate). Both fitted less (training
-    # accuracy 96.2% and 96.8% in the last epoch against 98.0%) and tested lower, 94.04%
-    # and 94.81% on one CPU core each (docs/benchmarks.md).
+    # Two more things a plain fine-tuning script may do: SGD with Nesterov momentum (at
+    # ten times AdamW's best rate, as there is no SGD sweep), and a batch of 64.
     "fine-tune-96-sgd": {**FINE_TUNE_96, "optimizer": "sgd", "lr": 0.02},
     "fine-tune-96-b64": {**FINE_TUNE_96, "batch_size": 64},
+    # The issue's 64-px anchors: fine-tuned, and from random weights.
     "fine-tune-64": {"mode": "fine-tune", "img_size": 64, "epochs": 10, "augment": "flip",
                      "val_fraction": 0.0},
     "scratch-64": {"mode": "scratch", "img_size": 64, "epochs": 5, "augment": "flip",

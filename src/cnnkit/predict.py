@@ -100,8 +100,8 @@ class Classifier:
     """A trained model ready to predict: ``cnnkit.load("runs/x").predict(["a.jpg"])``."""
 
     def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device) -> None:
-        # Channels-last, as training uses: 1.24x faster on 2 CPU cores for
-        # EfficientNet-Lite0 at 224 px (chunks of 4); the weights' values are unchanged.
+        # Channels-last, as training uses: faster convolutions on CPUs and GPUs
+        # (docs/design-notes.md, "Prediction"); the weights' values are unchanged.
         self.channels_last = device.type in ("cpu", "cuda")
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)

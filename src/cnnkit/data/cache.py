@@ -88,10 +88,10 @@ def decode_files(
 def _pool(n_images: int, n_chunks: int) -> Executor:
     """Worker processes for many images, else one thread.
 
-    Decoding small images is mostly Python work under the GIL: measured on 2 cores,
-    5,000 64-px JPEGs decode at 7,200/s in one thread, 4,500/s in two threads and
-    11,700/s in two forked processes. Fork (not spawn) so that a user's script is not
-    re-imported by the workers; they only run Pillow and NumPy.
+    Decoding small images is mostly Python work under the GIL, so processes beat threads
+    (figures in docs/design-notes.md, "Decoding uses forked worker processes"). Fork (not
+    spawn) so that a user's script is not re-imported by the workers; they only run
+    Pillow and NumPy.
     """
     workers = min(os.cpu_count() or 1, n_chunks)
     if workers > 1 and n_images >= PROCESS_MIN and \

@@ -113,7 +113,7 @@ def train_batch(
     if "crop" not in augment:
         # Flips only: exactly the evaluation resize, then mirror. Resampling the same way
         # as at test time matters when upsampling a lot (28 -> 224 px for a pretrained
-        # backbone): bilinear-trained, bicubic-tested fine-tuning lost points.
+        # backbone; docs/design-notes.md, "Training resamples exactly as testing does").
         out = eval_batch(x, pre, crop_fraction)
         if "flip" in augment:
             out = _mirror(out, -1, gen)
@@ -148,7 +148,7 @@ def _shift_and_flip(x: torch.Tensor, flip: bool, gen: torch.Generator) -> torch.
     """Pad-and-crop by whole pixels (up to a tenth of the side) and random mirroring, on
     the uint8 batch (small images only). Every shifted window is a view of the padded
     batch (``unfold``) and one indexing picks each image's window: no resampling, no
-    per-pixel index tensors, 3-4x cheaper than a per-pixel gather."""
+    per-pixel index tensors (cheaper than a per-pixel gather: docs/benchmarks.md's log)."""
     b, _, h, w = x.shape
     pad = max(1, round(0.1 * max(h, w)))
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)

@@ -16,9 +16,8 @@ from torch import nn
 
 def ramped_decay(decay: float, step: int) -> float:
     """TensorFlow's ``num_updates`` ramp, ``(1 + step) / (10 + step)`` up to ``decay``: the
-    average spans about the last tenth of the steps so far. A plain mean of every step
-    instead kept a short scratch run's early weights and tested at chance (33% on the
-    3 shapes after 2 epochs at 0.99, against 93% without averaging)."""
+    average spans about the last tenth of the steps so far, where a plain mean of every
+    step would let a short run's early weights dominate (docs/design-notes.md, "--ema")."""
     return min(decay, (1.0 + step) / (10.0 + step))
 
 

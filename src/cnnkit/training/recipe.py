@@ -30,14 +30,13 @@ FOLDER_SCRATCH_SIZE = 64
 # Peak learning rates for a batch of 256, scaled linearly with the batch size.
 PEAK_LR = {"adamw": 8e-3, "sgd": 0.1}
 WEIGHT_DECAY = {"adamw": 0.05, "sgd": 5e-4}
-# AdamW fine-tuning rate, the same at every batch size: 2e-3 was best both for 1,000
-# images at batch 32 and for 60,000 at batch 128, where the batch-scaled rates (1.25e-4
-# and 5e-4) under-trained the base (docs/design-notes.md has the sweeps). SGD keeps
-# the batch-scaled rate divided by 8.
+# AdamW fine-tuning rate, the same at every batch size: the batch-scaled rates
+# under-trained the base at small batches (the sweeps are in docs/design-notes.md,
+# "Fine-tuning runs at AdamW 2e-3"). SGD keeps the batch-scaled rate divided by 8.
 FINE_TUNE_LR = {"adamw": 2e-3}
 # Picking the best of several epochs by fewer validation images than this selects noise:
-# at 120 images (100 per class, 10% held out) the standard error is about 3 points, and
-# the "best" epoch of a 10-epoch fine-tune tested 2.7 points below the last one.
+# the accuracy of 120 images has a standard error of about 3 points (the measurement
+# is in docs/design-notes.md, "--keep auto").
 MIN_VAL_TO_PICK = 1000
 
 
@@ -232,7 +231,7 @@ def small_data_changes(config: TrainConfig, resolved: TrainConfig, n_train: int
             changes["batch_size"] = batch
     if config.epochs is None and resolved.mode == "fine-tune" and n_train < SMALL_FINE_TUNE \
             and resolved.epochs < 10:
-        changes["epochs"] = 10  # 100 per class: 85.4% (6 epochs, flips), 86.8% (10, flip+crop)
+        changes["epochs"] = 10  # few images fit better in more epochs (design-notes.md)
     return changes
 
 
