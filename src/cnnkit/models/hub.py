@@ -132,6 +132,14 @@ def check_can_download(name: str, weights_from: str) -> None:
                           f"reached ({reason}). Connect and run again or, {OFFLINE_CHOICES}.")
 
 
+def check_weights(name: str, weights_from: str | None) -> None:
+    """Raise one clear :class:`CnnkitError` unless ``name``'s pretrained weights are here
+    (bundled or cached) or can be downloaded now: a run checks this before loading data."""
+    if weights_status(weights_from) == DOWNLOAD:
+        assert weights_from is not None
+        check_can_download(f"{name} ({weights_from.partition(':')[2]})", weights_from)
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message as one whole line (its lines joined, never cut)."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -80,6 +80,10 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
         raise CnnkitError("--ema averages the weights over training steps, and --mode features "
                           "has none (it fits its head to fixed features in one solve). Drop "
                           "--ema, or use --mode fine-tune.")
+    if mode != "scratch" and not config.weights and card is None:
+        from cnnkit.models.hub import check_weights
+
+        check_weights(arch.name, info.weights_from)  # offline: one line now, not after the data
     bn_stats = config.bn_stats
     if bn_stats == "auto":
         bn_stats = "update" if mode == "scratch" else "keep"
