@@ -177,3 +177,21 @@ def test_nothing_readable_is_an_error(clf, tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match=r"No image could be read: .*a\.png.*\(and 1 more\)"):
         clf.predict([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
     assert clf.predict([]) == []
+
+
+def test_a_threshold_answers_unknown_below_it(clf, trained) -> None:
+    files = _pngs(trained[1])[:6]
+    plain = clf.predict(files)
+    cut = sorted(p.probability for p in plain)[2] + 1e-6  # the three least sure fall below
+    preds = clf.predict(files, threshold=cut)
+    unknown = [p for p in preds if p.unknown]
+    assert len(unknown) == 3
+    for p, q in zip(preds, plain):
+        assert p.top == q.top  # the model's classes are still there
+        assert p.label == ("unknown" if p.probability < cut else q.label)
+        d = p.to_dict()
+        assert d["label"] == p.label and d["unknown"] == p.unknown and d["threshold"] == cut
+    assert "unknown" not in plain[0].to_dict()  # without a threshold, the old record
+    assert all(not p.unknown for p in clf.predict(files, threshold=0.0))
+    with pytest.raises(CnnkitError, match="between 0 and 1"):
+        clf.predict(files, threshold=1.5)

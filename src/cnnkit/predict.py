@@ -24,26 +24,40 @@ from cnnkit.errors import CnnkitError
 from cnnkit.inference import log_probs
 from cnnkit.metrics import EvalResult, compute
 from cnnkit.modelfile import ModelCard, load_model
+from cnnkit.threshold import UNKNOWN, check_threshold, is_unknown
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 
 
 @dataclass(frozen=True)
 class Prediction:
+    """One image's top classes; with a ``threshold``, ``label`` is ``"unknown"`` when the
+    top probability is below it (``top`` still holds the model's classes)."""
+
     source: str
     top: list[tuple[str, float]]
+    threshold: float | None = None
+
+    @property
+    def unknown(self) -> bool:
+        return is_unknown(self.probability, self.threshold)
 
     @property
     def label(self) -> str:
-        return self.top[0][0]
+        return UNKNOWN if self.unknown else self.top[0][0]
 
     @property
     def probability(self) -> float:
+        """The top class's probability (also when the label is ``unknown``)."""
         return self.top[0][1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.source, "label": self.label, "probability": self.probability,
-                "top": [{"label": c, "probability": p} for c, p in self.top]}
+        out: dict[str, Any] = {"path": self.source, "label": self.label,
+                               "probability": self.probability}
+        if self.threshold is not None:
+            out.update(unknown=self.unknown, threshold=self.threshold)
+        out["top"] = [{"label": c, "probability": p} for c, p in self.top]
+        return out
 
 
 def expand_inputs(items: Iterable[str]) -> list[str]:
@@ -151,11 +165,15 @@ class Classifier:
                          tta=tta, channels_last=self.channels_last).exp().numpy()
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, *, top_k: int = 5,
-                batch_size: int = 64, tta: bool = False) -> list[Prediction]:
+                batch_size: int = 64, tta: bool = False,
+                threshold: float | None = None) -> list[Prediction]:
         """Top-``k`` classes with probabilities.
 
+        With ``threshold`` P, an image whose top probability is below P is labelled
+        ``"unknown"`` (the report's confidence plot and table help to choose P).
         Unreadable images are skipped with a warning; if none can be read, that is an error.
         """
+        threshold = check_threshold(threshold, "threshold")
         if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes)):
             images = [images]
         arrays, names, skipped = [], [], []
@@ -178,7 +196,8 @@ class Classifier:
         out = []
         for name, row in zip(names, probs):
             order = np.argsort(-row)[:k]
-            out.append(Prediction(name, [(self.classes[j], float(row[j])) for j in order]))
+            out.append(Prediction(name, [(self.classes[j], float(row[j])) for j in order],
+                                  threshold))
         return out
 
     def evaluate(self, data: str, *, tta: bool = False, batch_size: int = 256) -> EvalResult:

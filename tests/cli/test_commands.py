@@ -163,3 +163,23 @@ def test_ctrl_c_keeps_the_finished_epoch_and_resume_continues(tmp_path: Path, ca
     assert [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()] == [
         "epoch", "1", "2", "3"]
     assert (run / "test_metrics.json").is_file()
+
+
+def test_predict_with_a_threshold(trained, capsys) -> None:
+    run, data = trained
+    files = sorted(str(p) for p in (data / "circle").glob("*.png"))[:3]
+    code, out, err = run_cli(capsys, "predict", run, *files, "--format", "json",
+                             "--threshold", "1")  # nothing is that sure: all unknown
+    assert code == 0, err
+    preds = json.loads(out)
+    assert all(p["label"] == "unknown" and p["unknown"] for p in preds)
+    assert all(p["top"][0]["label"] in ("circle", "square", "triangle") for p in preds)
+    code, out, err = run_cli(capsys, "predict", run, *files, "--threshold", "0")
+    assert code == 0, err
+    assert "answer (p >= 0)" in out and "0 of 3 image(s) below 0: unknown." in out
+    code, out, _ = run_cli(capsys, "predict", run, *files, "--format", "csv",
+                           "--threshold", "1")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0][:2] == ["path", "prediction"] and rows[1][1] == "unknown"
+    code, _, err = run_cli(capsys, "predict", run, *files, "--threshold", "80")
+    assert code == 2 and "between 0 and 1" in err and "0.8" in err

@@ -15,7 +15,7 @@ from cnnkit.inspect.plots import lr_curve, phase_plan
 from cnnkit.inspect.report import write_run_report
 from cnnkit.training.optim import lr_factor, warmup_fraction
 
-PLOTS = ("curves", "confusion_matrix", "per_class", "samples", "top_losses")
+PLOTS = ("curves", "confusion_matrix", "per_class", "confidence", "samples", "top_losses")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def test_training_leaves_plots_and_a_self_contained_report(run: Path) -> None:
     test = json.loads((run / "test_metrics.json").read_text())
     assert f"{test['accuracy']:.2%}" in html
     for text in ("circle", "square", "triangle", "Confusion matrix", "Top losses",
-                 "(3x3x3+1)x32", "Configuration", "onecycle"):
+                 "(3x3x3+1)x32", "Configuration", "onecycle", "--threshold P",
+                 "accuracy of answers"):
         assert text in html
     # Class counts per split, from the data the run was trained on.
     assert "<th class=\"n\">validation</th>" in html
@@ -91,7 +92,8 @@ def test_report_on_the_validation_split_when_there_is_no_test_split(run: Path) -
     assert report.eval_split == "validation"
     html = report.html.read_text()
     assert "validation accuracy" in html and "held-out validation set" in html
-    assert set(report.plots) == {"curves", "confusion", "per_class", "samples", "top_losses"}
+    assert set(report.plots) == {"curves", "confusion", "per_class", "confidence", "samples",
+                                 "top_losses"}
 
 
 def test_folder_run_without_plots_then_report_after_the_data_is_gone(

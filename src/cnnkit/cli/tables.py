@@ -36,12 +36,21 @@ def print_eval(result: EvalResult) -> None:
     con.print(cm)
 
 
-def print_predictions(preds: list[Prediction]) -> None:
+def print_predictions(preds: list[Prediction], threshold: float | None = None) -> None:
+    """One row per image; with a threshold, a first column says the answer (a class or
+    ``unknown``)."""
     table = Table()
     table.add_column("path", overflow="fold")
+    if threshold is not None:
+        table.add_column(f"answer (p >= {threshold:g})")
     k = len(preds[0].top)
     for i in range(1, k + 1):
         table.add_column(f"top-{i}" if k > 1 else "class")
     for p in preds:
-        table.add_row(escape(p.source), *(f"{escape(c)} {pr:.1%}" for c, pr in p.top))
+        answer = [escape(p.label)] if threshold is not None else []
+        table.add_row(escape(p.source), *answer,
+                      *(f"{escape(c)} {pr:.1%}" for c, pr in p.top))
     log.console().print(table)
+    if threshold is not None:
+        unknown = sum(p.unknown for p in preds)
+        log.info(f"{unknown} of {len(preds)} image(s) below {threshold:g}: unknown.")

@@ -151,20 +151,26 @@ def predict(
     top_k: int = typer.Option(5, "--top-k", "-k"),
     output: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
     tta: bool = typer.Option(False, help="Average with the horizontally flipped image."),
+    threshold: Optional[float] = typer.Option(
+        None, help="Answer 'unknown' when the top probability is below this (0-1); the "
+        "run's report shows the accuracy and share answered at each threshold."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto"),
 ) -> None:
     """Top-k classes with probabilities for each image."""
     from cnnkit.cli.tables import print_predictions
     from cnnkit.predict import expand_inputs, load_predictor
+    from cnnkit.threshold import check_threshold
 
     if output not in ("table", "json", "csv"):
         raise CnnkitError(f"--format must be table, json or csv. Received: {output!r}")
     if top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1. Received: {top_k}")
+    threshold = check_threshold(threshold)
     files = expand_inputs(paths)
     clf = load_predictor(model, device)
-    preds = clf.predict(files, top_k=top_k, batch_size=batch_size, tta=tta)
+    preds = clf.predict(files, top_k=top_k, batch_size=batch_size, tta=tta,
+                        threshold=threshold)
     if not preds:
         raise CnnkitError("None of the images could be read; see the warnings above.")
     if output == "json":
@@ -173,9 +179,12 @@ def predict(
     elif output == "csv":
         k = len(preds[0].top)
         writer = csv.writer(sys.stdout)
-        writer.writerow(["path"] + [f"{w}{i}" for i in range(1, k + 1)
-                                    for w in ("label", "prob")])
+        answer = ["prediction"] if threshold is not None else []
+        writer.writerow(["path", *answer] + [f"{w}{i}" for i in range(1, k + 1)
+                                             for w in ("label", "prob")])
         for p in preds:
-            writer.writerow([p.source] + [v for c, pr in p.top for v in (c, f"{pr:.6f}")])
+            label = [p.label] if threshold is not None else []
+            writer.writerow([p.source, *label] + [v for c, pr in p.top
+                                                  for v in (c, f"{pr:.6f}")])
     else:
-        print_predictions(preds)
+        print_predictions(preds, threshold)

@@ -15,6 +15,7 @@ from typing import Any
 from cnnkit._version import __version__
 from cnnkit.inspect.summary import Summary
 from cnnkit.rundir import RunDir
+from cnnkit.threshold import Coverage
 
 CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 0;
@@ -177,7 +178,8 @@ def _phases_section(phases: list[dict[str, Any]] | None) -> str:
 def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]], card: Any,
                   metrics: dict[str, Any] | None, eval_name: str, splits: Any,
                   files: dict[str, Path], model_summary: Summary,
-                  phases: list[dict[str, Any]] | None) -> str:
+                  phases: list[dict[str, Any]] | None,
+                  thresholds: list[Coverage] | None = None) -> str:
     name = run.root.name
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
     pre = card.preprocess
@@ -198,7 +200,8 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
     config_table = _table(["option", "value"], [[k, _fmt(v)] for k, v in config.items()])
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("metrics", "metrics"), ("curves", "curves"), ("data", "data"),
-        ("confusion", "confusion matrix"), ("losses", "top losses"), ("model", "model"),
+        ("confusion", "confusion matrix"), ("confidence", "confidence"),
+        ("losses", "top losses"), ("model", "model"),
         ("config", "config")))
     parts = [
         f"<h1>Run {escape(name)}</h1>",
@@ -223,6 +226,7 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         _img(files.get("confusion"), "confusion matrix"),
         _img(files.get("per_class"), "precision, recall and F1 per class"),
         per_class,
+        _confidence_section(files.get("confidence"), thresholds, eval_name),
         "<h2 id=losses>Top losses</h2>",
         "<p class=note>The images the model got most confidently wrong. Beside each, Grad-CAM "
         "shows where the model looked when it chose the wrong class (red: most "
@@ -241,6 +245,25 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
             f"<meta name=viewport content='width=device-width, initial-scale=1'>"
             f"<title>cnnkit run {escape(name)}</title><style>{CSS}</style></head>"
             f"<body><main>\n{body}\n</main></body></html>\n")
+
+
+def _confidence_section(plot: Path | None, thresholds: list[Coverage] | None,
+                        eval_name: str) -> str:
+    if not thresholds:
+        return ""
+    rows = [[f"{c.threshold:g}", f"{c.answered:.1%}", f"{c.count:,}",
+             "-" if math.isnan(c.accuracy) else f"{c.accuracy:.2%}"] for c in thresholds]
+    return ("<h2 id=confidence>Confidence and --threshold</h2>"
+            "<p class=note>A classifier names one of its classes even for an image of none "
+            "of them. <code>cnnkit predict RUN IMAGES --threshold P</code> (or "
+            "<code>predict(..., threshold=P)</code>) answers <code>unknown</code> when the "
+            f"top probability is below P. On the {escape(eval_name)} images: the share "
+            "that would still get an answer at each P, and how often that answer is "
+            "right. Images of unknown kinds are not among them: try a few to see how sure "
+            "the model is about them.</p>"
+            + _img(plot, "confidence histogram and reliability diagram")
+            + _table(["threshold P", "answered", "images answered", "accuracy of answers"],
+                     rows, {0, 1, 2, 3}))
 
 
 def _num(v: Any) -> Any:

@@ -295,3 +295,41 @@ def plot_top_losses(items: Sequence[TopLoss], path: str | os.PathLike, title: st
         axes[0, 0].text(0, 0.5, "no misclassified images", fontsize=12)
     fig.suptitle(title, fontsize=13)
     return save(fig, path)
+
+
+def plot_confidence(confidence: Sequence[float], correct: Sequence[bool],
+                    path: str | os.PathLike, title: str) -> Path:
+    """How sure the model is on labelled images: a histogram of the top probability
+    (right and wrong answers stacked) beside a reliability diagram (accuracy per
+    confidence bin against the diagonal of a calibrated model)."""
+    from cnnkit.threshold import reliability
+
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    rel = reliability(conf, ok)
+    edges = np.asarray(rel.edges)
+    fig = new_figure(12, 4.6)
+    hist, diag = fig.subplots(1, 2)
+    hist.hist([conf[ok], conf[~ok]], bins=edges, stacked=True,
+              color=["tab:green", "tab:red"], label=["right", "wrong"])
+    hist.set_xlim(0, 1)
+    hist.set_xlabel("top-class probability")
+    hist.set_ylabel("images")
+    hist.legend(loc="upper left")
+    hist.set_title("Confidence of the top class")
+    centres = (edges[:-1] + edges[1:]) / 2
+    acc = np.asarray(rel.accuracy)
+    have = ~np.isnan(acc)
+    diag.bar(centres[have], acc[have], width=edges[1] - edges[0], color="tab:blue",
+             edgecolor="white", label="accuracy in the bin")
+    diag.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    for x, a, n in zip(centres[have], acc[have], np.asarray(rel.counts)[have]):
+        diag.text(x, min(a + 0.02, 1.02), str(n), ha="center", fontsize=7)
+    diag.set_xlim(0, 1)
+    diag.set_ylim(0, 1.08)
+    diag.set_xlabel("top-class probability (bin; number of images above each bar)")
+    diag.set_ylabel("accuracy")
+    diag.legend(loc="upper left")
+    diag.set_title(f"Reliability (expected calibration error {rel.ece:.3f})")
+    fig.suptitle(title, fontsize=12)
+    return save(fig, path)

@@ -134,6 +134,12 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
         files["per_class"] = plots.plot_per_class(
             metrics["per_class"], out / "per_class.png",
             f"Precision, recall and F1 per class ({eval_name} set)")
+    if test is not None and test.n:
+        confidence, correct = _confidence(test)
+        files["confidence"] = plots.plot_confidence(
+            confidence, correct, out / "confidence.png",
+            f"How confident the model is on its {eval_name} images ({test.n:,}): choose "
+            "`cnnkit predict --threshold P` from these")
     if splits is not None:
         files["samples"] = plots.plot_samples(splits.train.images, splits.train.labels,
                                               card.classes, out / "samples.png",
@@ -147,12 +153,22 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     pre = card.preprocess
     model_summary = summary(model, (pre.channels, pre.img_size, pre.img_size),
                             model_name=card.architecture.name)
+    thresholds = None
+    if test is not None and test.n:
+        from cnnkit.threshold import coverage
+
+        thresholds = coverage(*_confidence(test))
     html = render_report(run, config, rows, card, metrics, eval_name, splits, files,
-                         model_summary, phases)
+                         model_summary, phases, thresholds)
     from cnnkit.atomic import write_text
 
     write_text(run.report_path, html)
     return RunReport(run.report_path, files, eval_name, time.perf_counter() - start)
+
+
+def _confidence(test: EvalResult) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's top probability and whether its top class is the true one."""
+    return test.probs.max(1), np.asarray(test.predicted) == np.asarray(test.labels)
 
 
 def _saved_metrics(run: RunDir) -> dict[str, Any] | None:
