@@ -20,6 +20,23 @@ def console() -> Console:
     return _out
 
 
+def quoted(name: object) -> str:
+    """A file name as a message shows it: as is when plain, else quoted with its escapes
+    (a newline or a byte that is not UTF-8 must not break or garble the line)."""
+    text = str(name)
+    if text.isprintable() and _encodes(text):
+        return text
+    return repr(text)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def info(message: str) -> None:
     if not _quiet:
         _out.print(message, markup=False)

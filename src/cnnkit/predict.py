@@ -15,9 +15,9 @@ from PIL import Image
 
 from cnnkit import log
 from cnnkit.data.decode import CorruptImageError, decode, is_image_file
-from cnnkit.data.folders import is_hidden
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import eval_batch
+from cnnkit.data.scan import is_hidden, scan_images
 from cnnkit.data.sources import load_eval_set
 from cnnkit.device import pick_device
 from cnnkit.errors import CnnkitError
@@ -66,11 +66,9 @@ def expand_inputs(items: Iterable[str]) -> list[str]:
     for item in items:
         path = Path(os.path.expanduser(item))
         if path.is_dir():
-            found = sorted(
-                os.path.join(d, f) for d, dirs, files in os.walk(path)
-                for f in files
-                if not is_hidden(f) and is_image_file(f) and
-                not any(is_hidden(part) for part in Path(d).relative_to(path).parts))
+            scan = scan_images(path)
+            scan.warn()
+            found = sorted(scan.files)
             if not found:
                 raise CnnkitError(f"No images found in folder {item}.")
             out += found
@@ -185,7 +183,7 @@ class Classifier:
             except CorruptImageError as exc:
                 skipped.append(str(exc))
             except FileNotFoundError:
-                skipped.append(f"{name}: file not found")
+                skipped.append(f"{log.quoted(name)}: file not found")
         if skipped and not names:
             more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
             raise CnnkitError(f"No image could be read: {skipped[0]}{more}.")

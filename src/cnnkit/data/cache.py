@@ -30,8 +30,13 @@ def _key(paths: tuple[str, ...], channels: int, size: int, interpolation: str) -
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, channels, size, interpolation]).encode())
     for p in paths:
-        st = os.stat(p)
-        h.update(f"\0{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        try:
+            st = os.stat(p)
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError as exc:  # gone, or a link that loops: the decode reports it
+            stamp = f"unreadable {exc.errno}"
+        # fsencode: a name that is not valid UTF-8 keeps its own bytes.
+        h.update(b"\0" + os.fsencode(os.path.abspath(p)) + f"\0{stamp}".encode())
     return h.hexdigest()[:32]
 
 
@@ -112,7 +117,7 @@ def _decode_chunk(paths: list[str], channels: int, size: int, interpolation: str
         except CorruptImageError as exc:
             errors[i] = str(exc)
         except FileNotFoundError:
-            errors[i] = f"{path}: file disappeared while reading"
+            errors[i] = f"{log.quoted(path)}: file disappeared while reading"
     return images, ok, errors
 
 

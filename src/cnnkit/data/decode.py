@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnkit import log
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -42,7 +44,7 @@ def open_image(
     if isinstance(source, Image.Image):
         img = source
     else:
-        name = "<bytes>" if isinstance(source, bytes) else str(source)
+        name = "<bytes>" if isinstance(source, bytes) else log.quoted(source)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)

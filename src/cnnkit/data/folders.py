@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnkit.data.decode import IMAGE_SUFFIXES, is_image_file
+from cnnkit.data.scan import IGNORED_NAMES, Scan, is_hidden, scan_images, sub_folders
 from cnnkit.errors import CnnkitError
 
-IGNORED_NAMES = {"__MACOSX", "__pycache__", "Thumbs.db", "desktop.ini"}
+__all__ = ["IGNORED_NAMES", "Listing", "check_classes", "class_dirs", "is_hidden",
+           "list_class_folders", "read_csv", "safe_name", "split_dirs"]
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test"}
 FORMATS = "JPEG, PNG, BMP, WebP, GIF or TIFF"
@@ -31,28 +33,39 @@ def safe_name(cls: str) -> str:
     return re.sub(r"[\\/:*?\"<>|]+", "_", cls).strip() or "_"
 
 
-def is_hidden(name: str) -> bool:
-    """Dot-files, macOS resource forks and notebook checkpoints are never data."""
-    return name.startswith(".") or name in IGNORED_NAMES
-
-
-def _image_files(folder: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-        found += [os.path.join(dirpath, f) for f in sorted(filenames)
-                  if not is_hidden(f) and is_image_file(f)]
-    return found
+def _image_files(folder: Path, seen: set[tuple[int, int]] | None = None) -> list[str]:
+    found = scan_images(folder, seen)
+    found.warn()
+    return found.files
 
 
 def class_dirs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)),
-                  key=lambda p: p.name)
+    """Visible sub-folders by name; a link that points nowhere or a name that is not
+    UTF-8 is left out with a warning."""
+    dirs, left_out = sub_folders(root)
+    left_out.warn()
+    return dirs
+
+
+def _class_dirs_once(root: Path) -> tuple[list[Path], set[tuple[int, int]]]:
+    """Class folders, leaving out any that is the root itself or another class folder
+    again (a link such as ``loop -> .``), which would copy images under a second label."""
+    st = os.stat(root)
+    seen = {(st.st_dev, st.st_ino)}
+    kept = []
+    for d in class_dirs(root):
+        st = os.stat(d)
+        if (st.st_dev, st.st_ino) in seen:
+            Scan(loops=[str(d)]).warn()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        kept.append(d)
+    return kept, seen
 
 
 def split_dirs(root: Path) -> dict[str, Path] | None:
     """``{"train": ..., "val": ..., "test": ...}`` if ``root`` is already split, else None."""
-    subdirs = class_dirs(root)
+    subdirs, _ = sub_folders(root)
     names = {p.name.lower(): p for p in subdirs}
     if "train" not in names or not all(n in SPLIT_NAMES for n in names):
         return None
@@ -64,7 +77,7 @@ def list_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> Li
     if not root.is_dir():
         raise CnnkitError(f"Data folder not found: {root}. Pass a folder with one "
                           "sub-folder per class, a CSV file, or a built-in set name.")
-    dirs = class_dirs(root)
+    dirs, seen = _class_dirs_once(root)
     if not dirs:
         loose = _image_files(root)
         hint = f" It holds {len(loose)} images but no class folders." if loose else ""
@@ -85,7 +98,8 @@ def list_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> Li
     paths: list[str] = []
     labels: list[int] = []
     for d, name in zip(dirs, names):
-        files = _image_files(d)
+        seen.discard(_inode(d))  # a class folder's own walk starts at it
+        files = _image_files(d, seen)
         if not files:
             raise CnnkitError(f"Class folder {d} has no images ({FORMATS}). Add images to it "
                               "or remove the folder.")
@@ -94,11 +108,17 @@ def list_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> Li
     return Listing(tuple(paths), tuple(labels), tuple(classes))
 
 
+def _inode(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
     """Read ``path,label`` rows (a header row is optional); paths are relative to the CSV."""
     if not path.is_file():
         raise CnnkitError(f"CSV file not found: {path}.")
     rows: list[tuple[str, str]] = []
+    where: dict[str, tuple[str, int]] = {}  # normalised path -> (label, line)
     first = True
     with open(path, newline="", encoding="utf-8-sig") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
@@ -114,6 +134,18 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
             if not is_image_file(file):
                 raise CnnkitError(f"{path}:{lineno}: {file!r} is not an image file "
                                   f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")
+            if not label:
+                raise CnnkitError(f"{path}:{lineno}: {file!r} has an empty label. Give every "
+                                  "row a class name: 'path,label'.")
+            key = os.path.normpath(file)
+            if key in where:
+                label0, line0 = where[key]
+                if label0 != label:
+                    raise CnnkitError(f"{path}:{lineno}: {file!r} is listed under two labels, "
+                                      f"{label0!r} (line {line0}) and {label!r}. An image has "
+                                      "one class: keep one of the rows.")
+                continue  # the same row twice: one image, read once
+            where[key] = (label, lineno)
             rows.append((file, label))
     if not rows:
         raise CnnkitError(f"{path} lists no images. Each row should be 'path,label'.")
