@@ -22,6 +22,7 @@ _LAZY = {
     "ImageClassifier": "cnnkit.estimator",
     "create_model": "cnnkit.models",
     "list_models": "cnnkit.models",
+    "lr_find": "cnnkit.training.session",
     "register_model": "cnnkit.models",
     "Classifier": "cnnkit.predict",
     "Prediction": "cnnkit.predict",
@@ -59,6 +60,6 @@ def evaluate(run: str, data: str | None = None, *, tta: bool = False) -> Any:
 
 __all__ = [
     "Classifier", "CnnkitError", "ImageClassifier", "Prediction", "TrainConfig", "TrainResult",
-    "__version__", "create_model", "evaluate", "list_models", "load", "register_model",
+    "__version__", "create_model", "evaluate", "list_models", "load", "lr_find", "register_model",
     "resume", "train",
 ]

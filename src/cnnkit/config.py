@@ -37,7 +37,7 @@ class TrainConfig:
     epochs: int | None = None
     batch_size: int | None = None
     optimizer: str = "adamw"
-    lr: float | None = None
+    lr: float | str | None = None  # "find": the learning-rate finder picks it
     weight_decay: float | None = None
     schedule: str = "onecycle"
     warmup_epochs: float | None = None  # None: the schedule's own warm-up
@@ -85,8 +85,10 @@ class TrainConfig:
         _positive("per_class", self.per_class)
         if self.channels is not None and self.channels not in (1, 3):
             raise CnnkitError(f"--channels must be 1 or 3. Received: {self.channels}")
-        if self.lr is not None and not self.lr > 0:
-            raise CnnkitError(f"--lr must be a positive number. Received: {self.lr}")
+        if self.lr is not None and self.lr != "find" and not (
+                isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise CnnkitError(f"--lr takes a positive number or 'find' (run the learning-rate "
+                              f"finder first). Received: {self.lr!r}")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 <= value < 1:
@@ -154,6 +156,8 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
             return int(value)
         raise CnnkitError(f"{flag} takes a whole number. Received: {value!r}")
     if kind == "float":
+        if name == "lr" and value == "find":
+            return value
         if is_number:
             return float(value)
         raise CnnkitError(f"{flag} takes a number. Received: {value!r}")

@@ -40,6 +40,7 @@ def _register() -> None:
         data_cmds,
         demo_cmd,
         inspect_cmds,
+        lrfind_cmd,
         model_cmds,
         train_cmds,
     )

@@ -42,7 +42,8 @@ def train(
                                      "read with weights_only) for the backbone."),
     epochs: Optional[int] = _option("epochs", "--epochs", "-e"),
     batch_size: Optional[int] = _option("batch_size", "--batch-size", "-b"),
-    lr: Optional[float] = _option("lr", help="Peak learning rate."),
+    lr: Optional[str] = _option("lr", help="Peak learning rate, or 'find': run the "
+                                "learning-rate finder first and use its suggestion."),
     optimizer: Optional[str] = _option("optimizer", help="adamw or sgd."),
     schedule: Optional[str] = _option("schedule", help="onecycle, cosine or constant."),
     weight_decay: Optional[float] = _option("weight_decay"),
@@ -114,6 +115,8 @@ def train(
                               f"drop {flag}.")
         session.resume(resume)
         return
+    if "lr" in given:
+        given["lr"] = parse_lr(given["lr"])
     # Precedence: options given on the command line, then the --config file, then TrainConfig.
     options = load_config_file(config) if config else {}
     options.update({k: v for k, v in given.items() if k in TrainConfig.__dataclass_fields__})
@@ -121,6 +124,16 @@ def train(
         raise CnnkitError("Missing DATA: pass a folder, a CSV or a built-in set name "
                           "(e.g. `cnnkit train fashion-mnist`).")
     session.train(TrainConfig.from_dict(options))
+
+
+def parse_lr(text: str) -> float | str:
+    """``--lr``: a number or 'find'."""
+    if text == "find":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise CnnkitError(f"--lr takes a positive number or 'find'. Received: {text!r}") from None
 
 
 @app.command()

@@ -54,6 +54,7 @@ class Plan:
     device: torch.device
     channels_last: bool
     compile: bool
+    find_lr: bool = False  # --lr find: the range test picks the rate once the data is loaded
 
 
 def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
@@ -139,7 +140,7 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
     if card is not None:
         pre = card.preprocess
     return Plan(resolved, config, source, arch, info, pre, augment_tokens(augment), device,
-                channels_last, _compiles(resolved, device))
+                channels_last, _compiles(resolved, device), find_lr=config.lr == "find")
 
 
 def finalize(plan: Plan, splits: Splits) -> Plan:
@@ -187,8 +188,9 @@ def _numbers(config: TrainConfig, mode: str, builtin: BuiltinSet | None,
     else:
         epochs = 10 if mode == "fine-tune" else 5 if mode == "features" else 30
     batch_size = config.batch_size or (256 if device.type == "cuda" else 128)
-    lr = config.lr or PEAK_LR[config.optimizer] * batch_size / 256
-    if mode == "fine-tune" and config.lr is None:
+    given_lr = None if config.lr == "find" else config.lr  # the finder runs after loading
+    lr = given_lr or PEAK_LR[config.optimizer] * batch_size / 256
+    if mode == "fine-tune" and given_lr is None:
         lr = FINE_TUNE_LR.get(config.optimizer, lr / 8)
     weight_decay = WEIGHT_DECAY[config.optimizer] if config.weight_decay is None \
         else config.weight_decay

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from cnnkit.training import transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
 from cnnkit.training.loop import Trainer
+from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
 from cnnkit.training.recipe import Plan, finalize, resolve_config
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
@@ -55,6 +56,26 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         config = TrainConfig.from_dict(options)
     elif options:
         config = config.replace(**options)
+    plan, splits, model = _prepare(config)
+    cfg, pre = plan.config, plan.pre
+    card = ModelCard(plan.arch, splits.classes, pre,
+                     {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
+    run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
+    if plan.find_lr:
+        plan = _found_lr(plan, splits, model, run)
+        cfg = plan.config
+    run.write_config({**cfg.to_dict(), "data": plan.source.run_spec()})
+    run.write_classes(splits.classes)
+    files = splits.files()
+    if files:
+        write_json(run.split_path, {"classes": list(splits.classes),
+                                    **{k: _split_rows(getattr(splits, k)) for k in files}})
+    log.info(f"run: {run.root}")
+    return _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks)
+
+
+def _prepare(config: TrainConfig) -> tuple[Plan, Splits, torch.nn.Module]:
+    """The plan, the loaded data and a new model: everything before the run folder."""
     plan = resolve_config(config)
     torch.manual_seed(plan.config.seed)
     splits = load_run_splits(plan.config, plan.pre, plan.source)
@@ -64,17 +85,42 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
                          pretrained=cfg.mode != "scratch", weights=cfg.weights)
     _drop_path(model, cfg)
-    card = ModelCard(plan.arch, splits.classes, pre,
-                     {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
-    run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
-    run.write_config({**cfg.to_dict(), "data": plan.source.run_spec()})
-    run.write_classes(splits.classes)
-    files = splits.files()
-    if files:
-        write_json(run.split_path, {"classes": list(splits.classes),
-                                    **{k: _split_rows(getattr(splits, k)) for k in files}})
-    log.info(f"run: {run.root}")
-    return _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks)
+    return plan, splits, model
+
+
+def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | None = None,
+            steps: int = 100, start: float = 1e-7, end: float = 10.0,
+            **options: Any) -> LRFinding:
+    """The learning-rate range test for the model and data a ``train`` call would use:
+    ``lr_find("digits", model="lenet5", plot="lr.png").valley``. Writes no run folder."""
+    if isinstance(config, str):
+        config = TrainConfig.from_dict({"data": config, **options})
+    elif config is None:
+        config = TrainConfig.from_dict(options)
+    elif options:
+        config = config.replace(**options)
+    plan, splits, model = _prepare(config)
+    class_weights, _ = _imbalance(plan.config, splits)
+    finding = find_lr(plan, model, splits, start=start, end=end, steps=steps,
+                      class_weights=class_weights)
+    report(finding)
+    if plot is not None:
+        plot_finding(finding, plot, f"Learning-rate range test: {plan.config.model} on "
+                     f"{splits.source.name}")
+    return finding
+
+
+def _found_lr(plan: Plan, splits: Splits, model: torch.nn.Module, run: RunDir) -> Plan:
+    """--lr find: the range test's suggestion becomes the run's peak rate."""
+    class_weights, _ = _imbalance(plan.config, splits)
+    finding = find_lr(plan, model, splits, class_weights=class_weights)
+    report(finding)
+    write_json(run.root / "lr_find.json", {"picked": TRAIN_PICK, **finding.to_dict()})
+    plot_finding(finding, run.plots_dir / "lr_find.png")
+    lr = float(f"{finding.suggestion():.3g}")
+    log.info(f"--lr find: training at the finder's {TRAIN_PICK} suggestion, {lr:g} "
+             f"(the default would be {plan.config.lr:g})")
+    return replace(plan, config=plan.config.replace(lr=lr))
 
 
 def resume(run_dir: str | Path) -> TrainResult:
