@@ -30,3 +30,16 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     fi
 fi
 .venv/bin/cnnkit data fetch fashion-mnist --quiet
+
+# The web page's tests drive Debian's chromium through Playwright (whose own browser
+# download is not used); without root or apt, install chromium by other means.
+if [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "setup: installing Debian's chromium for the browser tests"
+        apt-get install -y -q chromium >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+            || echo "setup: apt could not install chromium; the browser tests will fail" >&2
+    else
+        echo "setup: /usr/bin/chromium is missing; install it (e.g. apt-get install chromium) for the browser tests" >&2
+    fi
+fi

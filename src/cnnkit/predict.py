@@ -131,7 +131,17 @@ class Classifier:
     def classes(self) -> tuple[str, ...]:
         return self.card.classes
 
-    def _decode(self, item: ImageInput) -> np.ndarray:
+    def decode_image(self, item: ImageInput, *,
+                     formats: tuple[str, ...] | None = None) -> np.ndarray:
+        """One image as this model reads it, uint8 ``(C, H, W)``; ``formats`` (Pillow's
+        names) refuses encoded images of any other format (a server's untrusted uploads)."""
+        return self._decode(item, formats)
+
+    def proba_decoded(self, arrays: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities ``(N, classes)`` of images from :meth:`decode_image`."""
+        return self._probs(arrays, batch_size, False)
+
+    def _decode(self, item: ImageInput, formats: tuple[str, ...] | None = None) -> np.ndarray:
         pre = self.card.preprocess
         if isinstance(item, np.ndarray):
             arr = item
@@ -139,7 +149,8 @@ class Classifier:
                 raise CnnkitError(f"Arrays must be uint8 images (H, W) or (H, W, C); got "
                                   f"{arr.dtype}.")
             item = Image.fromarray(arr if arr.ndim == 2 or arr.shape[2] != 1 else arr[:, :, 0])
-        return decode(item, pre.channels, pre.decode_size, pre.interpolation).transpose(2, 0, 1)
+        return decode(item, pre.channels, pre.decode_size, pre.interpolation,
+                      formats=formats).transpose(2, 0, 1)
 
     def predict_proba(self, images: Sequence[ImageInput], *, batch_size: int = 64,
                       tta: bool = False) -> np.ndarray:

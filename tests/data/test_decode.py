@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit.data.decode import CorruptImageError, decode, is_image_file, resize_square
+from cnnkit.data.decode import (
+    CorruptImageError,
+    ImageTooLargeError,
+    UnsupportedFormatError,
+    decode,
+    is_image_file,
+    resize_square,
+)
 
 RED = (220, 30, 30)
 
@@ -183,3 +190,23 @@ def test_a_truncated_jpeg_is_corrupt(tmp_path: Path) -> None:
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
     with pytest.raises(CorruptImageError, match=r"cut\.jpg"):
         decode(path, 3)
+
+
+def test_formats_refuse_other_formats_before_decoding() -> None:
+    gif, png = io.BytesIO(), io.BytesIO()
+    _rgb().save(gif, "GIF")
+    _rgb().save(png, "PNG")
+    with pytest.raises(UnsupportedFormatError, match=r"not one of PNG, JPEG"):
+        decode(gif.getvalue(), 3, formats=("PNG", "JPEG"))
+    assert decode(png.getvalue(), 3, formats=("PNG",)).shape[2] == 3
+    assert decode(gif.getvalue(), 3).shape[2] == 3  # without formats=, every format
+
+
+def test_a_decompression_bomb_is_refused_from_its_header() -> None:
+    buf = io.BytesIO()
+    Image.new("L", (4, 4)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", 30000, 30000)  # IHDR width, height: 900 Mpx
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    with pytest.raises(ImageTooLargeError, match="too many pixels"):
+        decode(bytes(data), 3)

@@ -42,6 +42,7 @@ def _register() -> None:
         inspect_cmds,
         lrfind_cmd,
         model_cmds,
+        serve_cmd,
         train_cmds,
     )
 

@@ -29,17 +29,30 @@ class CorruptImageError(ValueError):
     """An image file that cannot be decoded; the message names the file and the cause."""
 
 
+class UnsupportedFormatError(CorruptImageError):
+    """Data that is not an image in one of the formats asked for (``formats=``)."""
+
+
+class ImageTooLargeError(CorruptImageError):
+    """An image with more pixels than Pillow's decompression-bomb limit allows."""
+
+
 def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
 def open_image(
-    source: str | os.PathLike | bytes | Image.Image, draft_size: int | None = None
+    source: str | os.PathLike | bytes | Image.Image, draft_size: int | None = None,
+    formats: tuple[str, ...] | None = None,
 ) -> Image.Image:
     """Open and fully load an image (first frame of an animation), orientation applied.
 
     With ``draft_size``, a large JPEG is decoded at a reduced scale (1/2 to 1/8) that
     still covers ``draft_size`` pixels: several times faster than a full decode.
+    ``formats`` (Pillow's names: "JPEG", "PNG", ...) limits the decoders Pillow tries, so
+    untrusted bytes in any other format are refused before a decoder runs on them.
+    Pillow's decompression-bomb limit stays on: an image over it is refused from its
+    header, before its pixels are allocated.
     """
     if isinstance(source, Image.Image):
         img = source
@@ -48,7 +61,8 @@ def open_image(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+                img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,
+                                 formats=list(formats) if formats else None)
                 img.seek(0)
                 if draft_size and img.format == "JPEG" and min(img.size) >= 2 * draft_size:
                     scale = min(img.size) / (1.5 * draft_size)
@@ -57,8 +71,12 @@ def open_image(
                 img.load()
         except FileNotFoundError:
             raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except UnidentifiedImageError as exc:
+            why = f"not one of {', '.join(formats)}" if formats else str(exc)
+            raise UnsupportedFormatError(f"{name}: cannot decode image ({why})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLargeError(f"{name}: refused, too many pixels ({exc})") from None
+        except (OSError, SyntaxError, ValueError) as exc:
             raise CorruptImageError(f"{name}: cannot decode image ({exc})") from None
     try:
         return ImageOps.exif_transpose(img)
@@ -116,9 +134,13 @@ def decode(
     channels: int = 3,
     size: int | None = None,
     interpolation: str = "bilinear",
+    formats: tuple[str, ...] | None = None,
 ) -> np.ndarray:
-    """Decode to a uint8 ``(H, W, C)`` array; with ``size``, resized and centre-cropped square."""
-    img = open_image(source, draft_size=size)
+    """Decode to a uint8 ``(H, W, C)`` array; with ``size``, resized and centre-cropped square.
+
+    ``formats`` limits the accepted image formats (see :func:`open_image`).
+    """
+    img = open_image(source, draft_size=size, formats=formats)
     img = to_mode(img, channels)
     if size is not None:
         img = resize_square(img, size, interpolation)

@@ -1,0 +1,45 @@
+"""Run the app on uvicorn: bind, log where, and shut down gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+from cnnkit import log
+from cnnkit.serve.app import create_app
+from cnnkit.serve.loading import ServedModel
+from cnnkit.serve.settings import ServeConfig
+
+
+def run_server(models: dict[str, ServedModel], config: ServeConfig, *,
+               access_log: bool = False) -> int:
+    """Serve until SIGTERM or Ctrl-C; returns the exit code (0 after a graceful stop).
+
+    On SIGTERM uvicorn stops accepting connections, lets the requests in flight finish
+    (up to ``config.shutdown_timeout_s``), then runs the app's shutdown. It re-raises the
+    signal once done; the handler installed here absorbs it, so the exit code says the
+    stop was clean.
+    """
+    import uvicorn
+
+    app = create_app(models, config)
+    uv = uvicorn.Config(app, host=config.host, port=config.port, access_log=access_log,
+                        log_level="info", timeout_graceful_shutdown=math.ceil(
+                            config.shutdown_timeout_s), server_header=False)
+    server = uvicorn.Server(uv)
+    where = f"http://{_url_host(config.host)}:{config.port}"
+    names = ", ".join(f"{m.name} ({len(m.classes)} classes)" for m in models.values())
+    log.info(f"serving {names} at {where}/ (API docs at {where}/docs)")
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        log.warn(f"listening on {config.host} without --api-key: anyone who can reach this "
+                 "machine can use the models.")
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if server.started else 1
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

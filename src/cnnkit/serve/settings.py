@@ -1,0 +1,59 @@
+"""The server's options, with their defaults in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnnkit.errors import CnnkitError
+
+BACKENDS = ("auto", "torch", "onnx")
+# Pillow's names for the formats the decoder reads (cnnkit.data.decode).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+API_KEY_ENV = "CNNKIT_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How ``cnnkit serve`` listens, batches and limits what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: str = "auto"
+    device: str = "auto"
+    max_batch_size: int = 32        # images per forward pass
+    max_wait_ms: float = 5.0        # how long the first image waits for others to join it
+    max_queue: int = 256            # images waiting for the model; beyond: 503
+    max_request_mb: float = 20.0    # request body; beyond: 413
+    max_files: int = 32             # images in one request
+    top_k: int = 5                  # when a request names none
+    formats: tuple[str, ...] = IMAGE_FORMATS
+    api_key: str | None = None      # a bearer token every route but /health then needs
+    shutdown_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise CnnkitError(f"--backend must be one of {', '.join(BACKENDS)}. "
+                              f"Received: {self.backend!r}")
+        for name in ("max_batch_size", "max_queue", "max_files", "top_k"):
+            if getattr(self, name) < 1:
+                raise CnnkitError(f"--{name.replace('_', '-')} must be at least 1. "
+                                  f"Received: {getattr(self, name)}")
+        if self.max_queue < self.max_files:
+            raise CnnkitError(f"--max-queue ({self.max_queue}) must be at least --max-files "
+                              f"({self.max_files}), or a full request could never be queued.")
+        if self.max_wait_ms < 0 or self.max_request_mb <= 0:
+            raise CnnkitError("--max-wait-ms must be 0 or more and --max-request-mb more "
+                              f"than 0. Received: {self.max_wait_ms}, {self.max_request_mb}")
+        if not 0 <= self.port <= 65535:
+            raise CnnkitError(f"--port must be between 0 and 65535. Received: {self.port}")
+        unknown = [f for f in self.formats if f not in IMAGE_FORMATS]
+        if unknown or not self.formats:
+            raise CnnkitError(f"--formats takes some of {', '.join(IMAGE_FORMATS)}. "
+                              f"Received: {', '.join(self.formats) or 'none'}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise CnnkitError("The API key is empty; pass a non-empty --api-key or unset "
+                              f"{API_KEY_ENV}.")
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)

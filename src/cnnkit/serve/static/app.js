@@ -1,0 +1,192 @@
+// The page's logic: list the models, send images (files, drops, webcam frames) to the
+// prediction API, and draw each image's top classes as bars. No libraries, no network
+// beyond this server.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { models: [], stream: null, key: sessionStorage.getItem("cnnkit-key") || "" };
+
+function headers() {
+  return state.key ? { Authorization: `Bearer ${state.key}` } : {};
+}
+
+function say(text) { $("status").textContent = text; }
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  let body = null;
+  try { body = await response.json(); } catch (e) { body = null; }
+  if (response.status === 401) {
+    $("key-box").hidden = false;
+    $("api-key").focus();
+  }
+  if (!response.ok) {
+    const detail = body && body.detail ? body.detail : `${response.status} ${response.statusText}`;
+    throw new Error(detail);
+  }
+  return body;
+}
+
+function currentModel() {
+  return state.models.find((m) => m.name === $("model").value) || state.models[0];
+}
+
+function showModel() {
+  const model = currentModel();
+  if (!model) return;
+  $("model-title").textContent = `· ${model.name}`;
+  $("classes").textContent = `${model.num_classes} classes: ${model.classes.join(", ")}`;
+  $("top-k").max = model.num_classes;
+  if (Number($("top-k").value) > model.num_classes) $("top-k").value = model.num_classes;
+}
+
+async function loadModels() {
+  try {
+    const body = await api("/v1/models");
+    state.models = body.models;
+    $("model").replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
+    showModel();
+    say(`Ready: choose or drop images, or use the webcam.`);
+  } catch (err) {
+    say(`Could not list the models: ${err.message}`);
+  }
+}
+
+function resultCard(name, url) {
+  const item = document.createElement("li");
+  item.className = "result";
+  const img = document.createElement("img");
+  img.src = url;
+  img.alt = `Image ${name}`;
+  const title = document.createElement("h3");
+  title.textContent = name;
+  const body = document.createElement("div");
+  body.className = "bars";
+  body.textContent = "Predicting…";
+  item.append(img, title, body);
+  $("results").prepend(item);
+  return body;
+}
+
+function drawBars(target, prediction) {
+  target.replaceChildren();
+  const list = document.createElement("ul");
+  list.className = "bar-list";
+  list.setAttribute("aria-label", "Top classes");
+  list.style.listStyle = "none";
+  list.style.padding = "0";
+  for (const [i, entry] of prediction.top.entries()) {
+    const pct = (entry.probability * 100).toFixed(1);
+    const row = document.createElement("li");
+    row.className = "bar";
+    if (i === 0) row.dataset.top = "true";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = `${pct}%`;
+    const text = document.createElement("span");
+    text.className = "text";
+    const label = document.createElement(i === 0 ? "strong" : "span");
+    label.className = "label";
+    label.textContent = entry.label;
+    const value = document.createElement("span");
+    value.className = "pct";
+    value.textContent = `${pct}%`;
+    text.append(label, value);
+    row.append(fill, text);
+    list.append(row);
+  }
+  target.append(list);
+}
+
+async function classify(files) {
+  const model = currentModel();
+  if (!model || !files.length) return;
+  const cards = files.map((f, i) => resultCard(f.name || `image ${i + 1}`, URL.createObjectURL(f)));
+  const form = new FormData();
+  for (const f of files) form.append("file", f, f.name || "webcam.png");
+  form.append("top_k", String(Math.max(1, Number($("top-k").value) || 5)));
+  say(`Sending ${files.length} image${files.length > 1 ? "s" : ""} to ${model.name}…`);
+  try {
+    const body = await api(`/v1/models/${encodeURIComponent(model.name)}/predict`,
+                           { method: "POST", body: form });
+    body.predictions.forEach((p, i) => drawBars(cards[i], p));
+    const first = body.predictions[0];
+    say(`${model.name}: ${first.label} (${(first.probability * 100).toFixed(1)}%)` +
+        (files.length > 1 ? ` and ${files.length - 1} more` : ""));
+  } catch (err) {
+    for (const card of cards) {
+      card.replaceChildren();
+      const p = document.createElement("p");
+      p.className = "error";
+      p.textContent = err.message;
+      card.append(p);
+    }
+    say(`Error: ${err.message}`);
+  }
+}
+
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    say("This browser gives no webcam access here (it needs https or localhost).");
+    return;
+  }
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (err) {
+    say(`The webcam could not be opened: ${err.message}`);
+    return;
+  }
+  const video = $("video");
+  video.srcObject = state.stream;
+  video.hidden = false;
+  $("camera-start").hidden = true;
+  $("camera-snap").hidden = false;
+  $("camera-stop").hidden = false;
+  $("camera-snap").focus();
+  say("Webcam on: press “Classify this frame”.");
+}
+
+function stopCamera() {
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  $("video").hidden = true;
+  $("camera-start").hidden = false;
+  $("camera-snap").hidden = true;
+  $("camera-stop").hidden = true;
+}
+
+async function snap() {
+  const video = $("video");
+  if (!video.videoWidth) { say("The webcam has no picture yet; try again."); return; }
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  const stamp = new Date().toLocaleTimeString();
+  await classify([new File([blob], `webcam ${stamp}.png`, { type: "image/png" })]);
+}
+
+function setUp() {
+  $("model").addEventListener("change", showModel);
+  $("files").addEventListener("change", (e) => { classify([...e.target.files]); e.target.value = ""; });
+  $("api-key").addEventListener("change", (e) => {
+    state.key = e.target.value.trim();
+    sessionStorage.setItem("cnnkit-key", state.key);
+    loadModels();
+  });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    classify([...e.dataTransfer.files].filter((f) => f.type.startsWith("image/")));
+  });
+  $("camera-start").addEventListener("click", startCamera);
+  $("camera-stop").addEventListener("click", stopCamera);
+  $("camera-snap").addEventListener("click", snap);
+  loadModels();
+}
+
+document.addEventListener("DOMContentLoaded", setUp);

@@ -1,0 +1,79 @@
+"""A prediction request's images: read from multipart form data or a raw body, decoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cnnkit.data.decode import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
+from cnnkit.predict import Classifier
+
+RAW_TYPES = ("image/", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+async def read_uploads(request: Request, max_files: int) -> tuple[list[Upload], str | None]:
+    """The images of a request and the ``top_k`` form field, if one was sent."""
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=max_files, max_fields=16)
+        except StarletteHTTPException as exc:
+            if "files" in str(exc.detail).lower():
+                raise HTTPException(413, f"At most {max_files} images per request; send "
+                                         "the rest in another request.") from None
+            raise HTTPException(400, f"The multipart form could not be read "
+                                     f"({exc.detail}).") from None
+        uploads, top_k = [], None
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                uploads.append(Upload(value.filename or f"image-{len(uploads) + 1}",
+                                      await value.read()))
+            elif key == "top_k":
+                top_k = value
+        await form.close()
+        if not uploads:
+            raise HTTPException(400, "The form holds no image: add one or more files "
+                                     "(e.g. curl -F file=@photo.jpg).")
+        return uploads, top_k
+    if ctype and not ctype.startswith(RAW_TYPES):
+        raise HTTPException(415, f"Content-Type {ctype.split(';')[0]!r} is not accepted: send "
+                                 "images as multipart/form-data, or one image's raw bytes "
+                                 "with Content-Type image/jpeg, image/png, ...")
+    body = await request.body()
+    if not body:
+        raise HTTPException(400, "The request has no image: send multipart/form-data with "
+                                 "files, or one image's raw bytes as the body.")
+    return [Upload("image", body)], None
+
+
+def decode_uploads(classifier: Classifier, uploads: list[Upload],
+                   formats: tuple[str, ...]) -> list[np.ndarray]:
+    """Decode every upload as the model reads images; the first bad one fails the request."""
+    arrays = []
+    for up in uploads:
+        try:
+            arrays.append(classifier.decode_image(up.data, formats=formats))
+        except UnsupportedFormatError:
+            raise HTTPException(415, f"{up.filename}: not an image in an allowed format "
+                                     f"({', '.join(formats)}).") from None
+        except ImageTooLargeError as exc:
+            raise HTTPException(413, _named(exc, up.filename) + ". Send a smaller "
+                                     "image.") from None
+        except CorruptImageError as exc:
+            raise HTTPException(400, _named(exc, up.filename) + "; the file may be "
+                                     "truncated or damaged.") from None
+    return arrays
+
+
+def _named(exc: Exception, filename: str) -> str:
+    return str(exc).replace("<bytes>", filename, 1)
