@@ -43,19 +43,19 @@ def test_the_run_folder_holds_everything(make_tree, tmp_path: Path) -> None:
     assert not [n for n in names if n.endswith(".tmp")]
     # config.json: the resolved options, from which the run can be repeated
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    assert config.model == MODEL and config.epochs == 2 and config.img_size == 64
+    assert config.model == MODEL and config.epochs == 2 and config.img_size == 16  # their own size
     assert config.lr is not None and config.mode == "scratch"
     assert (run / "classes.txt").read_text() == "circle\nsquare\ntriangle\n"
     # the sidecar says how to feed the model
     card, weights = read_card(run)
     assert weights == run / "model.safetensors"
     assert card.classes == ("circle", "square", "triangle")
-    assert card.preprocess.img_size == 64 and card.preprocess.channels == 3
+    assert card.preprocess.img_size == 16 and card.preprocess.channels == 3
     assert card.architecture.layers[0]["filters"] == 4
     sidecar = json.loads((run / "model.json").read_text())
     assert sidecar["cnnkit_version"] == cnnkit.__version__ and len(sidecar["sha256"]) == 64
     assert set(load_file(run / "model.safetensors")) == set(
-        cnnkit.create_model(MODEL, 3, 3, 64).state_dict())
+        cnnkit.create_model(MODEL, 3, 3, 16).state_dict())
     with open(run / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"]

@@ -19,6 +19,7 @@ from cnnkit.data.cache import decode_files
 from cnnkit.data.folders import Listing
 from cnnkit.data.imageset import ImageSet, stratified_split
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.data.probe import Peek, probe_images
 from cnnkit.errors import CnnkitError
 
 Parts = tuple[ImageSet, ImageSet | None, ImageSet | None]  # train, val, test
@@ -62,10 +63,19 @@ class DataSource:
         data from any working directory."""
         return os.path.abspath(self.root) if self.root is not None else self.spec
 
+    def peek(self) -> Peek:
+        """The class names and, where files are listed, what their headers say (nothing
+        known by default: such a source trains RGB at the default size)."""
+        return Peek(())
+
     @property
     def native_size(self) -> int | None:
         """The images' own side in pixels, when the source fixes one."""
         return None
+
+
+def peek_listing(listing: Listing) -> Peek:
+    return Peek(listing.classes, probe_images(listing.paths))
 
 
 def decode_listing(listing: Listing, pre: Preprocess, progress: bool = True) -> ImageSet:

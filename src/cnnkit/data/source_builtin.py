@@ -10,6 +10,7 @@ from cnnkit import log
 from cnnkit.data.builtin import BUILTINS, load_builtin, parse_name
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.data.probe import Peek
 from cnnkit.data.source import DataSource, Parts, split_off
 from cnnkit.errors import CnnkitError
 
@@ -57,6 +58,9 @@ class BuiltinSource(DataSource):
         """The same set with the same options (``shapes`` is ``shapes:size=32``)."""
         return (isinstance(other, BuiltinSource) and other.builtin.name == self.builtin.name
                 and other.options == self.options)
+
+    def peek(self) -> Peek:
+        return Peek(self.builtin.classes)
 
     @property
     def native_size(self) -> int | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from cnnkit.data.folders import check_classes, read_csv
 from cnnkit.data.imageset import ImageSet, stratified_split
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.data.source import DataSource, Parts, decode_listing
+from cnnkit.data.probe import Peek
+from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing
 from cnnkit.errors import CnnkitError
 
 
@@ -33,6 +34,9 @@ class CsvSource(DataSource):
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
         return decode_listing(read_csv(self.root, classes), pre)
+
+    def peek(self) -> Peek:
+        return peek_listing(read_csv(self.root))
 
 
 def split_whole(everything: ImageSet, val_fraction: float, test_fraction: float,

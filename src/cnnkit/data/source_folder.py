@@ -8,7 +8,8 @@ from pathlib import Path
 from cnnkit.data.folders import check_classes, list_class_folders, split_dirs
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.data.source import DataSource, Parts, decode_listing, split_off
+from cnnkit.data.probe import Peek
+from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing, split_off
 from cnnkit.data.source_csv import split_whole
 from cnnkit.errors import CnnkitError
 
@@ -37,6 +38,9 @@ class FolderSource(DataSource):
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
         return decode_listing(list_class_folders(self.root, classes), pre)
+
+    def peek(self) -> Peek:
+        return peek_listing(list_class_folders(self.root))
 
 
 class SplitFolderSource(DataSource):
@@ -67,6 +71,9 @@ class SplitFolderSource(DataSource):
         if val is None:
             train, val = split_off(train, val_fraction, seed)
         return train, val, test
+
+    def peek(self) -> Peek:
+        return peek_listing(list_class_folders(split_dirs(self.root)["train"]))
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
         dirs = split_dirs(self.root)

@@ -17,6 +17,7 @@ from cnnkit import log
 from cnnkit.config import TrainConfig, augment_tokens
 from cnnkit.data.builtin import BuiltinSet
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.data.probe import ImageFacts, Peek, mirror_reason
 from cnnkit.data.source import DataSource
 from cnnkit.data.sources import Splits, describe
 from cnnkit.device import pick_device
@@ -26,7 +27,15 @@ from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
 
 DEFAULT_PRETRAINED = "efficientnet_lite0"
+# Scratch models train a folder's images at their own size up to this side, and larger
+# images at it; images smaller than MIN_OWN_SIZE are upsized to UPSIZE_TO (as the
+# built-in digits are), where a scratch stack's pooling still leaves a map.
 FOLDER_SCRATCH_SIZE = 64
+MIN_OWN_SIZE = 16
+UPSIZE_TO = 28
+# At or below this side a scratch model's last maps are a few pixels wide, so a larger
+# input often buys accuracy: the run's first lines say so (docs/design-notes.md).
+HINT_UPSIZE_BELOW = 32
 # Peak learning rates for a batch of 256, scaled linearly with the batch size.
 PEAK_LR = {"adamw": 8e-3, "sgd": 0.1}
 WEIGHT_DECAY = {"adamw": 0.05, "sgd": 5e-4}
@@ -55,6 +64,7 @@ class Plan:
     channels_last: bool
     compile: bool
     find_lr: bool = False  # --lr find: the range test picks the rate once the data is loaded
+    notes: tuple[str, ...] = ()  # what the run chose about its input, said first
 
 
 def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
@@ -100,32 +110,37 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
                           "and --mode features never trains the base. Drop --bn-stats, or "
                           "use --mode fine-tune.")
 
+    peek = source.peek() if card is None else Peek(())
+    facts = peek.facts
     if info.channels is not None:
         channels = info.channels
     elif config.channels is not None:
         channels = config.channels
     elif builtin is not None:
         channels = builtin.channels
-    else:
-        channels = 3  # as Keras's image_dataset_from_directory; --channels 1 for grey data
+    else:  # grey files stay grey; colour or unknown ones are RGB
+        channels = facts.channels if facts is not None else 3
     if info.channels is not None and config.channels not in (None, info.channels):
         raise CnnkitError(f"{arch.name} takes {info.channels}-channel images; drop --channels "
                           "(grey images are turned into 3 channels for it).")
 
     # a generated set's own size (shapes:size=16) wins over the defaults
     img_size = config.img_size or info.img_size or source.native_size or (
-        builtin.default_img_size if builtin else FOLDER_SCRATCH_SIZE)
+        builtin.default_img_size if builtin else own_size(facts))
     mean = info.mean or (0.5,) * channels
     std = info.std or (0.5,) * channels
     crop_pct = info.crop_pct if info.is_pretrained else 1.0
     pre = Preprocess(img_size, channels, tuple(mean), tuple(std), info.interpolation, crop_pct)
 
     augment = config.augment
+    mirror = mirror_reason(peek.classes)
     if augment == "auto":
         if mode == "fine-tune":  # random crops and flips, as timm fine-tunes
             augment = "flip+crop"
         else:
             augment = builtin.augment if builtin else "flip+crop"
+        if mirror:  # a mirrored 2 or "left" is another class
+            augment = "+".join(t for t in augment.split("+") if t != "flip") or "none"
     device = pick_device(config.device)
     precision = config.precision
     if precision == "auto":
@@ -139,8 +154,60 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
         precision=precision, device=str(device), bn_stats=bn_stats, **numbers)
     if card is not None:
         pre = card.preprocess
+    notes = () if card is not None else input_notes(resolved, config, info, facts, mirror)
     return Plan(resolved, config, source, arch, info, pre, augment_tokens(augment), device,
-                channels_last, _compiles(resolved, device), find_lr=config.lr == "find")
+                channels_last, _compiles(resolved, device), find_lr=config.lr == "find",
+                notes=notes)
+
+
+def own_size(facts: ImageFacts | None) -> int:
+    """A scratch model's input side for a folder's or CSV's images: their own, within
+    bounds."""
+    if facts is None or facts.side > FOLDER_SCRATCH_SIZE:
+        return FOLDER_SCRATCH_SIZE
+    return UPSIZE_TO if facts.side < MIN_OWN_SIZE else facts.side
+
+
+def input_notes(cfg: TrainConfig, asked: TrainConfig, info: ModelInfo,
+                facts: ImageFacts | None, mirror: str | None) -> tuple[str, ...]:
+    """The run's first lines: input size and channels, augmentation, and when a larger
+    input is likely to pay, the option for it."""
+    size, channels = cfg.img_size, cfg.channels
+    colour = "grey" if channels == 1 else "RGB"
+    if asked.img_size is not None:
+        why = "--img-size"
+    elif info.img_size is not None:
+        why = f"{cfg.model}'s input"
+    elif facts is None:
+        why = "the data set's size"
+    elif facts.uniform and facts.side == size:
+        why = "the images' own size"
+    else:
+        why = f"images of {facts.size_text()}"
+    if asked.channels is not None:
+        why_c = f"{colour} (--channels)"
+    elif info.channels is not None:
+        why_c = f"RGB ({cfg.model}'s input)"
+    elif facts is not None:
+        why_c = f"{colour} like the images"
+    else:
+        why_c = f"{colour} like the data set"
+    if facts is not None and facts.probed < facts.total and asked.channels is None:
+        why_c += f" (by {facts.probed:,} of {facts.total:,} files)"
+    lines = [f"input: {size}x{size}x{channels} - {why}, {why_c}"]
+    if cfg.mode == "features":
+        lines.append("augmentation: none (--mode features fits a head to fixed features)")
+    else:
+        aug = cfg.augment.replace("+", ", ")
+        no_flip = f" - no flip: {mirror}" if mirror and asked.augment == "auto" else ""
+        lines.append(f"augmentation: {aug}{no_flip} (--augment to change)")
+    if (cfg.mode == "scratch" and asked.img_size is None and facts is not None
+            and size <= HINT_UPSIZE_BELOW and info.img_size is None):
+        larger = min(2 * size, FOLDER_SCRATCH_SIZE)
+        lines.append(f"hint: small images can gain accuracy at a larger input, for time: "
+                     f"--img-size {larger} is {(larger / size) ** 2:.0f}x the pixels per "
+                     "image")
+    return tuple(lines)
 
 
 def finalize(plan: Plan, splits: Splits) -> Plan:

@@ -77,6 +77,8 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
 def _prepare(config: TrainConfig) -> tuple[Plan, Splits, torch.nn.Module]:
     """The plan, the loaded data and a new model: everything before the run folder."""
     plan = resolve_config(config)
+    for line in plan.notes:
+        log.info(line)
     torch.manual_seed(plan.config.seed)
     splits = load_run_splits(plan.config, plan.pre, plan.source)
     plan = finalize(plan, splits)
@@ -84,6 +86,8 @@ def _prepare(config: TrainConfig) -> tuple[Plan, Splits, torch.nn.Module]:
     # Build the model first: one that cannot be built must not leave an empty run folder.
     model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
                          pretrained=cfg.mode != "scratch", weights=cfg.weights)
+    log.info(f"model: {plan.arch.name}, {sum(p.numel() for p in model.parameters()):,} "
+             f"parameters for {len(splits.classes)} classes")
     _drop_path(model, cfg)
     return plan, splits, model
 
