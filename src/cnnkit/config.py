@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -172,17 +173,41 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     raise CnnkitError(f"{flag} takes text. Received: {value!r}")
 
 
+# rotateN, shearN (largest angle in degrees), zoomF, shiftF (fraction of the side)
+AUGMENT_PARAMETRIC = {"rotate": (180.0, "rotate15"), "shear": (45.0, "shear10"),
+                      "zoom": (0.9, "zoom0.2"), "shift": (0.5, "shift0.1")}
+AUGMENT_PRESETS = ("randaugment", "trivialaugment")
+_PARAMETRIC = re.compile(r"^(rotate|zoom|shift|shear)(\d+(?:\.\d+)?|\.\d+)?$")
+
+
 def augment_tokens(spec: str) -> tuple[str, ...]:
-    """Parse an augmentation spec such as ``"flip+crop"``; ``auto`` and ``none`` pass."""
+    """Parse an augmentation spec such as ``"flip+rotate15+zoom0.2"``; ``auto`` and
+    ``none`` pass."""
     if spec in ("auto", "none", ""):
         return ()
     tokens = tuple(t.strip() for t in spec.replace(",", "+").split("+") if t.strip())
-    bad = [t for t in tokens if t not in AUGMENTS]
-    if bad:
-        raise CnnkitError(
-            f"Unknown augmentation {bad[0]!r} in --augment {spec!r}. "
-            f"Use 'auto', 'none' or a '+'-joined list of: {', '.join(AUGMENTS)}."
-        )
+    kinds: list[str] = []
+    for t in tokens:
+        match = _PARAMETRIC.match(t)
+        if match:
+            kind, value = match.group(1), match.group(2)
+            limit, example = AUGMENT_PARAMETRIC[kind]
+            if value is None or not 0 < float(value) <= limit:
+                raise CnnkitError(f"--augment {t!r}: {kind} takes a number above 0 and at "
+                                  f"most {limit:g}, written after it (e.g. {example}).")
+            kinds.append(kind)
+        elif t in AUGMENTS or t in AUGMENT_PRESETS:
+            kinds.append("preset" if t in AUGMENT_PRESETS else t)
+        else:
+            raise CnnkitError(
+                f"Unknown augmentation {t!r} in --augment {spec!r}. Use 'auto', 'none' or a "
+                f"'+'-joined list of: {', '.join(AUGMENTS)}, rotateN, zoomF, shiftF, shearN "
+                f"(e.g. flip+rotate15+zoom0.2), or a preset: {', '.join(AUGMENT_PRESETS)}."
+            )
+    twice = sorted({k for k in kinds if kinds.count(k) > 1})
+    if twice:
+        what = "one preset" if twice[0] == "preset" else f"{twice[0]} once"
+        raise CnnkitError(f"--augment {spec!r} names {what} at most; drop the repeat.")
     return tokens
 
 

@@ -72,3 +72,23 @@ def info(data: str = typer.Argument(..., help="Folder, CSV or built-in set.")) -
         table.add_row(cls, *(f"{c[i]:,}" for c in counts))
     table.add_row("total", *(f"{sum(c):,}" for c in counts), style="bold")
     log.console().print(table)
+
+
+@data_app.command("preview")
+def preview(data: str = typer.Argument(..., help="Image file, folder, CSV or built-in set."),
+            augment: str = typer.Option("flip+crop", "--augment", "-a",
+                                        help="Augmentation spec, as for train."),
+            out: str = typer.Option("augment.png", "--out", "-o", help="PNG to write."),
+            images: int = typer.Option(4, help="Images (one per class) to show."),
+            samples: int = typer.Option(6, help="Random draws per image."),
+            each: bool = typer.Option(False, "--each", help="One row per transform of the "
+                                      "spec (on the first image), then all together."),
+            img_size: Optional[int] = typer.Option(None, help="Size to show them at."),
+            seed: int = typer.Option(0)) -> None:
+    """Draw what an augmentation does: originals beside random draws, as training sees them."""
+    from cnnkit import log
+    from cnnkit.inspect.augment_preview import augment_grid
+
+    path = augment_grid(data, augment, out, images=images, samples=samples, each=each,
+                        img_size=img_size, seed=seed)
+    log.info(f"preview: {path}")

@@ -55,7 +55,9 @@ def train(
                                    "average of the weights with this decay per step (0.999: "
                                    "about the last 1,000 steps of a long run; 0: off)."),
     augment: Optional[str] = _option("augment", help="auto, none, or a +-joined list of flip, "
-                                     "vflip, crop, erase, color, mixup, cutmix."),
+                                     "vflip, crop, erase, color, mixup, cutmix, rotateN, "
+                                     "zoomF, shiftF, shearN (e.g. flip+rotate15+zoom0.2), "
+                                     "randaugment or trivialaugment."),
     img_size: Optional[int] = _option("img_size", help="Input size in pixels (square)."),
     channels: Optional[int] = _option("channels", help="1 (grey) or 3 (RGB)."),
     val_fraction: Optional[float] = _option("val_fraction"),

@@ -1,19 +1,34 @@
 """Batched preprocessing and augmentation as tensor ops on the training device.
 
 Images stay uint8 until a batch is drawn. Small images are shifted and mirrored as
-uint8 (one indexing into shifted views), large ones get one affine resample for crop,
-resize and flip; then a single float allocation takes the batch to the model's
-channels and normalisation. The same code runs on the CPU and on a GPU.
+uint8 (one indexing into shifted views), large ones, and any batch with rotation,
+zoom, translation, shear or a RandAugment/TrivialAugment preset, get one affine
+resample for all of them (:mod:`cnnkit.data.augment`); then a single float allocation
+takes the batch to the model's channels and normalisation. The same code runs on the
+CPU and on a GPU.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cnnkit.data.augment import (
+    PRESETS,
+    Geometry,
+    apply_colour,
+    draw_preset,
+    flips,
+    geometry,
+    random_geometry,
+    resized_crop,
+    scaling,
+    warp,
+)
 
 SMALL_IMAGE = 64  # at or below this size, "crop" means pad-and-crop translation
 
@@ -109,33 +124,55 @@ def train_batch(
     crop_fraction: float = 1.0,
 ) -> torch.Tensor:
     """uint8 batch -> augmented, normalised float batch; random draws from ``gen`` (CPU)."""
-    b, _, h, w = x.shape
-    if "crop" not in augment:
+    _, _, h, w = x.shape
+    small = max(h, w) <= SMALL_IMAGE
+    geo = geometry(augment)
+    preset = next((p for p in PRESETS if p in augment), None)
+    affine = geo.any or preset is not None or ("crop" in augment and not small)
+    if affine:
+        out = _affine_batch(x, pre, augment, geo, preset, gen, crop_fraction, small)
+    elif "crop" not in augment:
         # Flips only: exactly the evaluation resize, then mirror. Resampling the same way
         # as at test time matters when upsampling a lot (28 -> 224 px for a pretrained
         # backbone; docs/design-notes.md, "Training resamples exactly as testing does").
         out = eval_batch(x, pre, crop_fraction)
         if "flip" in augment:
             out = _mirror(out, -1, gen)
-    elif max(h, w) <= SMALL_IMAGE:
-        out = eval_batch(_shift_and_flip(x, "flip" in augment, gen), pre, crop_fraction)
     else:
-        theta = _random_resized_crop(b, augment, gen).to(x.device)
-        grid = F.affine_grid(theta, [b, x.shape[1], pre.img_size, pre.img_size],
-                             align_corners=False)
-        mode = _interp_mode(pre.interpolation)
-        out = F.grid_sample(x.float(), grid, mode=mode, padding_mode="zeros",
-                            align_corners=False)
-        if mode == "bicubic":
-            out = out.clamp_(0, 255)
-        out = _model_input(out, pre, owned=True)
-    if "vflip" in augment and ("crop" not in augment or max(h, w) <= SMALL_IMAGE):
+        out = eval_batch(_shift_and_flip(x, "flip" in augment, gen), pre, crop_fraction)
+    if "vflip" in augment and not affine:
         out = _mirror(out, -2, gen)  # the affine path flips inside its maps
     if "color" in augment:
         out = _jitter(out, gen)
     if "erase" in augment:
         out = _erase(out, gen)
     return out
+
+
+def _affine_batch(x: torch.Tensor, pre: Preprocess, augment: tuple[str, ...], geo: Geometry,
+                  preset: str | None, gen: torch.Generator, crop_fraction: float,
+                  small: bool) -> torch.Tensor:
+    """Crop, flips, rotation, zoom, translation, shear and a preset's geometric operations
+    as one matrix per image and one resample; then the preset's colour operations."""
+    b = len(x)
+    if "crop" in augment and not small:
+        m = resized_crop(b, gen)
+    else:  # the evaluation view: a centre crop of ``crop_fraction``
+        m = scaling(torch.full((b,), crop_fraction), torch.full((b,), crop_fraction))
+    if "flip" in augment or "vflip" in augment:
+        m = m @ flips(b, "flip" in augment, "vflip" in augment, gen)
+    if "crop" in augment and small:  # small images: crop means translation by a tenth
+        geo = replace(geo, shift=max(geo.shift, 0.1))
+    m = m @ random_geometry(b, geo, gen)
+    draw = draw_preset(b, preset, gen) if preset else None
+    if draw is not None:
+        m = m @ draw.matrices
+    # a random-resized crop stays inside the image; the rest mirror what they uncover
+    padding = "reflection" if geo.any or preset else "zeros"
+    out = warp(x, m, pre.img_size, _interp_mode(pre.interpolation), padding)
+    if draw is not None:
+        out = apply_colour(out, draw)
+    return _model_input(out, pre, owned=True)
 
 
 def _mirror(x: torch.Tensor, dim: int, gen: torch.Generator) -> torch.Tensor:
@@ -161,28 +198,6 @@ def _shift_and_flip(x: torch.Tensor, flip: bool, gen: torch.Generator) -> torch.
     windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (2b, c, 2pad+1, 2pad+1, h, w)
     dev = x.device
     return windows[which.to(dev), :, dy.to(dev), dx.to(dev)]
-
-
-def _random_resized_crop(b: int, augment: tuple[str, ...], gen: torch.Generator
-                         ) -> torch.Tensor:
-    """Per-image affine maps (output -> input coordinates in [-1, 1]) for images larger
-    than ``SMALL_IMAGE``: a random-resized crop of 25-100% of the area, aspect 3/4..4/3,
-    kept inside, and flips."""
-    area = torch.empty(b).uniform_(0.25, 1.0, generator=gen)
-    log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
-    ratio = torch.exp(log_ratio)
-    sx = torch.sqrt(area * ratio).clamp(max=1.0)
-    sy = torch.sqrt(area / ratio).clamp(max=1.0)
-    tx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sx)
-    ty = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sy)
-    if "flip" in augment:
-        sx = torch.where(torch.rand(b, generator=gen) < 0.5, -sx, sx)
-    if "vflip" in augment:
-        sy = torch.where(torch.rand(b, generator=gen) < 0.5, -sy, sy)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = sx, tx
-    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
-    return theta
 
 
 def _jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
