@@ -1,0 +1,73 @@
+"""The web page in headless Chromium (Debian's): upload an image, use the fake webcam."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from tests.serve.conftest import API_KEY, Server
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run scripts/setup.sh"
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, served: Server) -> Iterator[Page]:
+    """The page, opened with the API key typed in as a person would (the server asks)."""
+    context = browser.new_context(viewport={"width": 420, "height": 900})  # a phone's width
+    page = context.new_page()
+    page.goto(served.url + "/")
+    expect(page.get_by_label("API key (this server needs one)")).to_be_visible()
+    page.get_by_label("API key (this server needs one)").fill(API_KEY)
+    page.get_by_label("API key (this server needs one)").press("Enter")
+    page.get_by_label("Model to ask").focus()  # the key is taken on change
+    expect(page.locator("#status")).to_contain_text("Ready")
+    yield page
+    context.close()
+
+
+def test_upload_an_image_and_read_the_prediction(page: Page, served: Server, trained,
+                                                 tmp_path: Path) -> None:
+    _, data = trained
+    image = sorted(data.rglob("*.png"))[0]
+    with served.client() as client:
+        want = client.post("/predict", content=image.read_bytes()).json()["predictions"][0]
+    expect(page.locator("#classes")).to_contain_text("circle, square, triangle")
+    page.get_by_label("Choose images").set_input_files(image)
+    card = page.locator(".result").first
+    expect(card.locator("h3")).to_have_text(image.name)
+    top = card.locator(".bar[data-top] .label")
+    expect(top).to_have_text(want["label"])
+    expect(card.locator(".bar").first.locator(".pct")).to_have_text(
+        f"{want['probability'] * 100:.1f}%")
+    assert card.locator(".bar").count() == 3  # the server's --top-k
+    shot = page.screenshot(path=tmp_path / "serve-page.png", full_page=True)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_webcam_path_gives_a_prediction(page: Page) -> None:
+    page.get_by_role("button", name="Use the webcam").click()
+    snap = page.get_by_role("button", name="Classify this frame")
+    expect(snap).to_be_visible()
+    page.wait_for_function("document.getElementById('video').videoWidth > 0")
+    snap.press("Enter")  # the keyboard works as well as the mouse
+    card = page.locator(".result").first
+    expect(card.locator("h3")).to_contain_text("webcam")
+    expect(card.locator(".bar[data-top] .label")).to_have_text(
+        re.compile("^(circle|square|triangle)$"))
+    page.get_by_role("button", name="Stop the webcam").click()
+    expect(page.get_by_role("button", name="Use the webcam")).to_be_visible()
