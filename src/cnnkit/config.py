@@ -68,6 +68,7 @@ class TrainConfig:
     out: str = "runs"
     name: str | None = None
     plots: bool = True
+    check: bool = True  # the short data check at the start (cnnkit check, without decoding)
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)

@@ -37,6 +37,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def _register() -> None:
     # Each module adds its commands to ``app``.
     from cnnkit.cli import (  # noqa: F401
+        check_cmd,
         data_cmds,
         demo_cmd,
         inspect_cmds,

@@ -80,6 +80,9 @@ def train(
     tta: Optional[bool] = _option("tta", help="Flip test-time augmentation when testing."),
     plots: Optional[bool] = _option("plots", help="Write plots/ and report.html at the end (a "
                                     "few seconds)."),
+    check: Optional[bool] = _option("check", help="Check the data first: copies across "
+                                    "labels or splits, links that loop, tiny images, "
+                                    "imbalance (`cnnkit check` without decoding)."),
     head_epochs: Optional[int] = _option("head_epochs", help="Fine-tune: epochs of SGD with "
                                          "the base frozen (default 0 with --probe, else a "
                                          "quarter of the epochs, 1-3)."),

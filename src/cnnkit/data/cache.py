@@ -67,7 +67,7 @@ def decode_files(
     ok = np.zeros(len(paths), dtype=bool)
     errors: list[str | None] = [None] * len(paths)
     chunks = [range(i, min(i + CHUNK, len(paths))) for i in range(0, len(paths), CHUNK)]
-    with _pool(len(paths), len(chunks)) as pool:  # workers start before any progress thread
+    with worker_pool(len(paths), len(chunks)) as pool:  # workers start before any progress thread
         jobs = [pool.submit(_decode_chunk, [paths[i] for i in r], channels, size, interpolation)
                 for r in chunks]
         steps = zip(chunks, jobs)
@@ -90,7 +90,7 @@ def decode_files(
     return torch.from_numpy(images), kept.tolist(), messages
 
 
-def _pool(n_images: int, n_chunks: int) -> Executor:
+def worker_pool(n_images: int, n_chunks: int) -> Executor:
     """Worker processes for many images, else one thread.
 
     Decoding small images is mostly Python work under the GIL, so processes beat threads

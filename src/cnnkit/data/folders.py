@@ -33,30 +33,40 @@ def safe_name(cls: str) -> str:
     return re.sub(r"[\\/:*?\"<>|]+", "_", cls).strip() or "_"
 
 
-def _image_files(folder: Path, seen: set[tuple[int, int]] | None = None) -> list[str]:
+def _image_files(folder: Path, seen: set[tuple[int, int]] | None = None,
+                 report: Scan | None = None) -> list[str]:
     found = scan_images(folder, seen)
-    found.warn()
+    _tell(found, report)
     return found.files
 
 
-def class_dirs(root: Path) -> list[Path]:
+def _tell(found: Scan, report: Scan | None) -> None:
+    """Warn now, or add to ``report`` (for ``cnnkit check``, which lists them itself)."""
+    if report is None:
+        found.warn()
+    else:
+        report.add(found)
+
+
+def class_dirs(root: Path, report: Scan | None = None) -> list[Path]:
     """Visible sub-folders by name; a link that points nowhere or a name that is not
     UTF-8 is left out with a warning."""
     dirs, left_out = sub_folders(root)
-    left_out.warn()
+    _tell(left_out, report)
     return dirs
 
 
-def _class_dirs_once(root: Path) -> tuple[list[Path], set[tuple[int, int]]]:
+def _class_dirs_once(root: Path, report: Scan | None
+                     ) -> tuple[list[Path], set[tuple[int, int]]]:
     """Class folders, leaving out any that is the root itself or another class folder
     again (a link such as ``loop -> .``), which would copy images under a second label."""
     st = os.stat(root)
     seen = {(st.st_dev, st.st_ino)}
     kept = []
-    for d in class_dirs(root):
+    for d in class_dirs(root, report):
         st = os.stat(d)
         if (st.st_dev, st.st_ino) in seen:
-            Scan(loops=[str(d)]).warn()
+            _tell(Scan(loops=[str(d)]), report)
             continue
         seen.add((st.st_dev, st.st_ino))
         kept.append(d)
@@ -72,14 +82,18 @@ def split_dirs(root: Path) -> dict[str, Path] | None:
     return {SPLIT_NAMES[n]: p for n, p in names.items()}
 
 
-def list_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> Listing:
-    """List a class-per-folder tree; with ``classes``, folders must be among them."""
+def list_class_folders(root: Path, classes: tuple[str, ...] | None = None, *,
+                       report: Scan | None = None) -> Listing:
+    """List a class-per-folder tree; with ``classes``, folders must be among them.
+
+    Files and links left out are warned about, or added to ``report`` when given.
+    """
     if not root.is_dir():
         raise CnnkitError(f"Data folder not found: {root}. Pass a folder with one "
                           "sub-folder per class, a CSV file, or a built-in set name.")
-    dirs, seen = _class_dirs_once(root)
+    dirs, seen = _class_dirs_once(root, report)
     if not dirs:
-        loose = _image_files(root)
+        loose = _image_files(root, None, report)
         hint = f" It holds {len(loose)} images but no class folders." if loose else ""
         raise CnnkitError(f"{root} has no class sub-folders.{hint} Put each class's images "
                           f"in a sub-folder named after the class ({root}/cat/1.jpg, "
@@ -99,7 +113,7 @@ def list_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> Li
     labels: list[int] = []
     for d, name in zip(dirs, names):
         seen.discard(_inode(d))  # a class folder's own walk starts at it
-        files = _image_files(d, seen)
+        files = _image_files(d, seen, report)
         if not files:
             raise CnnkitError(f"Class folder {d} has no images ({FORMATS}). Add images to it "
                               "or remove the folder.")

@@ -44,6 +44,12 @@ class Scan:
     loops: list[str] = field(default_factory=list)  # directory links already visited
     outside: list[str] = field(default_factory=list)  # links that lead out of the root
 
+    def add(self, other: Scan) -> None:
+        self.files += other.files
+        self.skipped += other.skipped
+        self.loops += other.loops
+        self.outside += other.outside
+
     def warn(self) -> None:
         """One warning per file or link left out, naming it."""
         for path in self.loops:

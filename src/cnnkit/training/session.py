@@ -24,6 +24,7 @@ from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
 from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
+from cnnkit.training.precheck import check_data
 from cnnkit.training.recipe import Plan, finalize, resolve_config
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
@@ -79,6 +80,7 @@ def _prepare(config: TrainConfig) -> tuple[Plan, Splits, torch.nn.Module]:
     plan = resolve_config(config)
     for line in plan.notes:
         log.info(line)
+    check_data(plan)
     torch.manual_seed(plan.config.seed)
     splits = load_run_splits(plan.config, plan.pre, plan.source)
     plan = finalize(plan, splits)

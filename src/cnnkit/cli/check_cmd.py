@@ -1,0 +1,93 @@
+"""``cnnkit check DATA``: audit a data set before training; exit 0 if it can be trained on."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from cnnkit.cli import app
+
+if TYPE_CHECKING:
+    from cnnkit.data.audit import Audit
+    from cnnkit.data.source import DataSource
+
+MARKS = {"problem": "x", "warning": "!", "note": "-"}
+
+
+@app.command("check")
+def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
+          near: bool = typer.Option(False, "--near",
+                                    help="Also find near-copies (resized or re-encoded) by "
+                                         "a perceptual hash."),
+          img_size: Optional[int] = typer.Option(
+              None, help="The model's input size, to flag images far smaller "
+                         "[default: the size `cnnkit train` would use]"),
+          fmt: str = typer.Option("text", "--format", help="text or json."),
+          strict: bool = typer.Option(False, help="Exit 2 on warnings too, not only "
+                                                  "on problems."),
+          examples: int = typer.Option(5, help="File names shown per finding (text).")) -> None:
+    """Audit DATA: counts, unreadable files, duplicates and leakage, sizes, imbalance.
+
+    Exit 0 when the data can be trained on, 2 when it cannot (or, with --strict, when
+    anything is worth fixing).
+    """
+    from cnnkit import log
+    from cnnkit.data.audit import audit
+    from cnnkit.data.sources import describe
+    from cnnkit.errors import CnnkitError
+
+    if fmt not in ("text", "json"):
+        raise CnnkitError(f"--format must be text or json. Received: {fmt!r}")
+    source = describe(data)
+    size = img_size or _default_size(source)
+    result = audit(source, img_size=size, near=near, progress=fmt == "text")
+    if fmt == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print(result, examples)
+    if not result.trainable or (strict and result.warnings):
+        if fmt == "text" and result.trainable:
+            log.info("--strict: exiting 2 because of the warnings above")
+        raise typer.Exit(2)
+
+
+def _default_size(source: DataSource) -> int:
+    """The input size `cnnkit train DATA` would use with its default model."""
+    from cnnkit.config import TrainConfig
+    from cnnkit.errors import CnnkitError
+    from cnnkit.training.recipe import resolve_config
+
+    try:
+        return resolve_config(TrainConfig(data=source.spec)).pre.img_size
+    except CnnkitError:
+        return 224
+
+
+def _print(result: Audit, examples: int) -> None:
+    from rich.table import Table
+
+    from cnnkit import log
+
+    log.info(f"{result.data}: {result.kind}, {len(result.classes)} classes")
+    if result.counts:
+        table = Table()
+        table.add_column("class")
+        splits = list(result.counts)
+        for s in splits:
+            table.add_column("images" if s == "all" else s, justify="right")
+        for i, cls in enumerate(result.classes):
+            table.add_row(log.quoted(cls), *(f"{result.counts[s][i]:,}" for s in splits))
+        table.add_row("total", *(f"{sum(result.counts[s]):,}" for s in splits), style="bold")
+        log.console().print(table)
+    for f in sorted(result.findings, key=lambda f: ("problem", "warning", "note").index(f.level)):
+        log.info(f"{MARKS[f.level]} {f.level}: {f.what}")
+        for name in f.files[:examples]:
+            log.info(f"    {log.quoted(name)}")
+        if len(f.files) > examples:
+            log.info(f"    ... and {len(f.files) - examples} more (--format json lists all)")
+    log.info(f"verdict: {result.verdict}")
+    advice = [f.advice for f in result.findings if f.advice and f.level != "note"]
+    for line in dict.fromkeys(advice):
+        log.info(f"  - {line}")

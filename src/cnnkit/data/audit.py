@@ -1,0 +1,369 @@
+"""``cnnkit check``: audit a data set before training on it.
+
+Counts per class and split, files that cannot be used and why, exact copies (within a
+class, under two labels, across train/val/test), optional near-copies by a perceptual
+hash, images far smaller than the model's input, mixed modes and sizes, imbalance and
+symlinks that loop or lead outside the folder; then a verdict in plain words.
+A *problem* means the data cannot be trained on as it is; a *warning* means it can,
+but the result will be worse or its test score misleading until it is fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnnkit.data.builtin import load_builtin
+from cnnkit.data.file_index import FileFacts, file_facts
+from cnnkit.data.folders import Listing, list_class_folders, read_csv, split_dirs
+from cnnkit.data.scan import Scan
+from cnnkit.data.source import DataSource
+from cnnkit.data.source_builtin import BuiltinSource
+from cnnkit.data.source_csv import CsvSource
+from cnnkit.data.source_folder import SplitFolderSource
+from cnnkit.errors import CnnkitError
+
+NEAR_BITS = 3  # difference-hash bits (of 64) within which two images count as near-copies
+SMALL_FRACTION = 4  # an image whose shorter side is under 1/4 of the input is "far smaller"
+IMBALANCE_RATIO = 3.0  # largest / smallest class from which training reweights the loss
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "problem", "warning" or "note"
+    what: str
+    files: tuple[str, ...] = ()
+    advice: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "what": self.what, "files": list(self.files),
+                "advice": self.advice}
+
+
+@dataclass
+class Audit:
+    data: str
+    kind: str
+    img_size: int
+    classes: list[str] = field(default_factory=list)
+    counts: dict[str, list[int]] = field(default_factory=dict)  # split -> images per class
+    findings: list[Finding] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "problem"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "warning"]
+
+    @property
+    def trainable(self) -> bool:
+        return not self.problems
+
+    @property
+    def verdict(self) -> str:
+        if self.problems:
+            n = len(self.problems)
+            return (f"cannot be trained on: {n} problem{'s' if n > 1 else ''} to fix first")
+        if self.warnings:
+            n = len(self.warnings)
+            return (f"can be trained on, but {n} thing{'s' if n > 1 else ''} will make the "
+                    "model worse or its test score misleading until fixed")
+        return "ready to train: no problems found"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "kind": self.kind, "img_size": self.img_size,
+                "trainable": self.trainable, "verdict": self.verdict,
+                "classes": self.classes,
+                "counts": {s: dict(zip(self.classes, c)) for s, c in self.counts.items()},
+                "findings": [f.to_dict() for f in self.findings], **self.stats}
+
+    def add(self, level: str, what: str, files: list[str] | tuple[str, ...] = (),
+            advice: str = "") -> None:
+        self.findings.append(Finding(level, what, tuple(files), advice))
+
+
+@dataclass(frozen=True)
+class _Item:
+    split: str
+    label: int
+    name: str  # a path, or split#index for a built-in set
+    digest: str
+    facts: FileFacts | None = None
+    dhash: int | None = None
+
+
+def audit(source: DataSource, *, img_size: int, near: bool = False, decode: bool = True,
+          progress: bool = True) -> Audit:
+    """Audit ``source``. ``decode=False`` reads hashes and headers only (the short check
+    ``train`` runs; training's own decode reports unreadable files)."""
+    result = Audit(source.spec, source.kind, img_size)
+    if isinstance(source, BuiltinSource):
+        items = _builtin_items(source, result, near)
+    else:
+        items = _file_items(source, result, near=near, decode=decode, progress=progress)
+        if items is None:
+            return result
+    _duplicates(result, items, presplit=source.presplit)
+    if near:
+        _near(result, items, presplit=source.presplit)
+    _balance(result)
+    return result
+
+
+def _file_items(source: DataSource, result: Audit, *, near: bool, decode: bool,
+                progress: bool) -> list[_Item] | None:
+    report = Scan()
+    try:
+        listings = _listings(source, report)
+    except CnnkitError as exc:
+        result.add("problem", str(exc))
+        return None
+    _links(result, report)
+    first = next(iter(listings.values()))
+    result.classes = list(first.classes)
+    paths = list(dict.fromkeys(p for lst in listings.values() for p in lst.paths))
+    facts = file_facts(paths, source.root if source.root.is_dir() else source.root.parent,
+                       decode=decode, near=near, progress=progress)
+    items: list[_Item] = []
+    bad: list[tuple[str, str]] = []
+    for split, lst in listings.items():
+        counts = [0] * len(lst.classes)
+        for path, label in zip(lst.paths, lst.labels):
+            f = facts[path]
+            if f.error is not None:
+                bad.append((path, f.error))
+                continue
+            counts[label] += 1
+            items.append(_Item(split, label, path, f.digest, f, f.dhash))
+        result.counts[split] = counts
+    _unreadable(result, bad)
+    _classes_usable(result, "train" if "train" in result.counts else "all")
+    _pixels(result, items)
+    return items
+
+
+def _listings(source: DataSource, report: Scan) -> dict[str, Listing]:
+    if isinstance(source, CsvSource):
+        return {"all": read_csv(source.root)}
+    if isinstance(source, SplitFolderSource):
+        dirs = split_dirs(source.root)
+        train = list_class_folders(dirs["train"], report=report)
+        out = {"train": train}
+        for name in ("val", "test"):
+            if name in dirs:
+                out[name] = list_class_folders(dirs[name], train.classes, report=report)
+        return out
+    return {"all": list_class_folders(source.root, report=report)}
+
+
+def _builtin_items(source: BuiltinSource, result: Audit, near: bool) -> list[_Item]:
+    _, train, test = load_builtin(source.spec)
+    result.classes = list(train.classes)
+    items = []
+    for split, part in (("train", train), ("test", test)):
+        if part is None:
+            continue
+        result.counts[split] = part.class_counts()
+        arr = part.images.numpy()
+        labels = part.labels.tolist()
+        hashes = _array_dhashes(arr) if near else [None] * len(arr)
+        for i in range(len(arr)):
+            digest = hashlib.blake2b(arr[i].tobytes(), digest_size=16).hexdigest()
+            items.append(_Item(split, labels[i], f"{split}#{i}", digest, None, hashes[i]))
+    c, h, w = train.images.shape[1:]
+    result.stats["modes"] = {"L" if c == 1 else "RGB": len(items)}
+    result.stats["sizes"] = {f"{w}x{h}": len(items)}
+    _classes_usable(result, "train")
+    return items
+
+
+def _array_dhashes(arr: np.ndarray) -> list[int]:
+    from PIL import Image
+
+    from cnnkit.data.file_index import dhash
+
+    out = []
+    for img in arr:
+        chw = img.transpose(1, 2, 0)
+        out.append(dhash(Image.fromarray(chw[:, :, 0] if chw.shape[2] == 1 else chw)))
+    return out
+
+
+def _links(result: Audit, report: Scan) -> None:
+    if report.loops:
+        result.add("warning", f"{len(report.loops)} folder link(s) lead to a folder already "
+                   "read (a symlink loop, or a second link to the same folder); each folder "
+                   "is read once", report.loops,
+                   "Remove the links (find DATA -type l) so the tree is what it looks like.")
+    if report.outside:
+        result.add("note", f"{len(report.outside)} link(s) lead outside the data folder; their "
+                   "images are used, but a copy of the folder will not have them",
+                   report.outside)
+    if report.skipped:
+        _unreadable(result, report.skipped)
+
+
+def _unreadable(result: Audit, bad: list[tuple[str, str]]) -> None:
+    if not bad:
+        return
+    reasons = Counter(reason.split(" (")[0] for _, reason in bad)
+    summary = ", ".join(f"{n} {r}" for r, n in reasons.most_common(4))
+    result.add("warning", f"{len(bad)} file(s) cannot be used and will be skipped ({summary})",
+               [f"{p}: {r}" for p, r in bad],
+               "Delete or re-export them; training skips them, so each is a lost example.")
+    result.stats.setdefault("unreadable", []).extend(
+        {"path": p, "reason": r} for p, r in bad)
+
+
+def _classes_usable(result: Audit, split: str) -> None:
+    counts = result.counts.get(split, [])
+    if len(result.classes) < 2:
+        result.add("problem", f"only {len(result.classes)} class: a classifier needs at "
+                   "least two", advice="Add a sub-folder (or CSV label) per class.")
+    empty = [c for c, n in zip(result.classes, counts) if n == 0]
+    if empty:
+        result.add("problem", f"class(es) {', '.join(map(repr, empty))} have no usable "
+                   f"{'training ' if split == 'train' else ''}images",
+                   advice="Add readable images to them, or remove those classes.")
+
+
+def _pixels(result: Audit, items: list[_Item]) -> None:
+    facts = [i.facts for i in items if i.facts is not None]
+    if not facts:
+        return
+    modes = Counter(f.mode for f in facts)
+    sizes = Counter(f"{f.width}x{f.height}" for f in facts)
+    result.stats["modes"] = dict(modes.most_common())
+    result.stats["sizes"] = dict(sizes.most_common(10))
+    result.stats["distinct_sizes"] = len(sizes)
+    sides = [min(f.width, f.height) for f in facts]
+    result.stats["smallest_side"], result.stats["largest_side"] = min(sides), max(sides)
+    if len(modes) > 1:
+        shown = ", ".join(f"{m} {n}" for m, n in modes.most_common())
+        result.add("note", f"mixed image modes ({shown}); each is converted on loading "
+                   "(grey, palette, CMYK, 16-bit and transparency handled)")
+    if len(sizes) > 1:
+        result.add("note", f"{len(sizes)} different image sizes, shorter sides "
+                   f"{min(sides)} to {max(sides)} px; each is resized to "
+                   f"{result.img_size}x{result.img_size}")
+    limit = result.img_size / SMALL_FRACTION
+    small = [i.name for i in items if i.facts and min(i.facts.width, i.facts.height) < limit]
+    if small:
+        result.add("warning", f"{len(small)} image(s) are far smaller than the model's "
+                   f"{result.img_size} px input (shorter side under {limit:g} px) and will "
+                   "be blown up and blurry", small,
+                   "Use a smaller --img-size, or replace them with larger images.")
+
+
+def _groups(items: list[_Item], key: str) -> list[list[_Item]]:
+    by: dict[Any, list[_Item]] = defaultdict(list)
+    for it in items:
+        by[getattr(it, key)].append(it)
+    return [g for g in by.values() if len(g) > 1]
+
+
+def _duplicates(result: Audit, items: list[_Item], *, presplit: bool) -> None:
+    groups = _groups(items, "digest")
+    labels = [g for g in groups if len({i.label for i in g}) > 1]
+    splits = [g for g in groups if len({i.split for i in g}) > 1]
+    within = [g for g in groups if len({i.label for i in g}) == 1
+              and len({i.split for i in g}) == 1]
+    result.stats["exact_duplicates"] = {
+        "groups": len(groups), "files": sum(len(g) for g in groups),
+        "across_classes": [_describe(result, g) for g in labels],
+        "across_splits": [_describe(result, g) for g in splits],
+        "within_class": [_describe(result, g) for g in within]}
+    if labels:
+        result.add("warning", f"{len(labels)} image(s) appear under two or more labels "
+                   "(identical files)", _examples(result, labels),
+                   "Decide each image's class and delete the other copies.")
+    if splits:
+        result.add("warning", f"{len(splits)} image(s) are in more than one of train/val/test "
+                   "(identical files): the test score is inflated (leakage)",
+                   _examples(result, splits),
+                   "Delete the copies from val/ and test/ (or from train/).")
+    if within:
+        extra = sum(len(g) - 1 for g in within)
+        tail = (": a random split can put one copy in training and another in the test "
+                "set, inflating the test score" if not presplit else "")
+        result.add("warning" if not presplit else "note",
+                   f"{extra} extra copies of {len(within)} image(s) within their class{tail}",
+                   _examples(result, within), "Delete the extra copies.")
+
+
+def _near(result: Audit, items: list[_Item], *, presplit: bool) -> None:
+    """Pairs whose difference hashes differ in at most NEAR_BITS bits, and whose files are
+    not identical (those are exact copies). Four 16-bit blocks: two hashes that close
+    share at least one block, so only images in the same bucket are compared."""
+    uniq: dict[str, _Item] = {}
+    for it in items:
+        if it.dhash is not None:
+            uniq.setdefault(it.digest, it)
+    reps = list(uniq.values())
+    hashes = np.array([r.dhash for r in reps], dtype=np.uint64)
+    pairs: set[tuple[int, int]] = set()
+    for block in range(4):
+        keys = (hashes >> np.uint64(16 * block)) & np.uint64(0xFFFF)
+        order = np.argsort(keys, kind="stable")
+        bounds = np.flatnonzero(np.diff(keys[order])) + 1
+        for members in np.split(order, bounds):
+            if len(members) < 2:
+                continue
+            sub = hashes[members]
+            for a in range(len(members) - 1):
+                dist = np.bitwise_count(sub[a] ^ sub[a + 1:])
+                for b in np.flatnonzero(dist <= NEAR_BITS):
+                    i, j = int(members[a]), int(members[a + 1 + b])
+                    pairs.add((min(i, j), max(i, j)))
+    cross_label = [(i, j) for i, j in pairs if reps[i].label != reps[j].label]
+    cross_split = [(i, j) for i, j in pairs if reps[i].split != reps[j].split]
+    result.stats["near_duplicates"] = {
+        "pairs": len(pairs), "bits": NEAR_BITS,
+        "across_classes": [[reps[i].name, reps[j].name] for i, j in cross_label],
+        "across_splits": [[reps[i].name, reps[j].name] for i, j in cross_split]}
+    if cross_split and presplit:
+        result.add("warning", f"{len(cross_split)} pair(s) of near-identical images straddle "
+                   "train/val/test (resized or re-encoded copies): likely leakage",
+                   [f"{reps[i].name} ~ {reps[j].name}" for i, j in cross_split],
+                   "Look at the pairs and delete one of each.")
+    if cross_label:
+        result.add("note", f"{len(cross_label)} pair(s) of near-identical images carry "
+                   "different labels", [f"{reps[i].name} ~ {reps[j].name}" for i, j in
+                                         cross_label],
+                   "Check their labels.")
+    if pairs and not cross_label and not (cross_split and presplit):
+        result.add("note", f"{len(pairs)} pair(s) of near-identical images within a class")
+
+
+def _describe(result: Audit, group: list[_Item]) -> list[dict[str, str]]:
+    return [{"file": i.name, "label": result.classes[i.label], "split": i.split}
+            for i in group]
+
+
+def _examples(result: Audit, groups: list[list[_Item]]) -> list[str]:
+    return [" = ".join(f"{i.name} ({result.classes[i.label]}, {i.split})" for i in g)
+            for g in groups]
+
+
+def _balance(result: Audit) -> None:
+    split = "train" if "train" in result.counts else "all"
+    counts = result.counts.get(split)
+    if not counts or min(counts) == 0:
+        return
+    ratio = max(counts) / min(counts)
+    result.stats["imbalance"] = round(ratio, 2)
+    if ratio >= IMBALANCE_RATIO:
+        big = result.classes[counts.index(max(counts))]
+        small = result.classes[counts.index(min(counts))]
+        result.add("warning", f"classes are imbalanced: {big!r} has {max(counts):,} images, "
+                   f"{small!r} {min(counts):,} ({ratio:.1f}x)",
+                   advice="Training weights the loss by class automatically (--imbalance); "
+                          "more images of the small classes help most.")

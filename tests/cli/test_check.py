@@ -1,0 +1,47 @@
+"""`cnnkit check` through the real command: verdict, exit status, JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from cnnkit.cli import main
+
+
+def _tree(root: Path) -> Path:
+    for split in ("train", "test"):
+        for c, cls in enumerate(("cat", "dog")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32), (c * 100 + i * 10, i, 7 if split == "test" else 0)
+                          ).save(root / split / cls / f"{i}.png")
+    return root
+
+
+def test_check_finds_a_planted_leak_and_exits_0(tmp_path: Path, capsys) -> None:
+    root = _tree(tmp_path)
+    (root / "test" / "cat" / "leak.png").write_bytes((root / "train" / "cat" / "1.png")
+                                                     .read_bytes())
+    assert main(["check", str(root), "--img-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "more than one of train/val/test" in out and "leak.png" in out
+    assert "verdict: can be trained on" in out
+    assert main(["check", str(root), "--img-size", "32", "--strict"]) == 2
+
+
+def test_check_json_and_exit_2_when_it_cannot_be_trained_on(tmp_path: Path, capsys) -> None:
+    root = _tree(tmp_path)
+    for f in (root / "train" / "dog").iterdir():
+        f.write_bytes(b"garbage")
+    assert main(["check", str(root), "--format", "json", "--img-size", "32"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["trainable"] is False and doc["counts"]["train"] == {"cat": 3, "dog": 0}
+    assert any(f["level"] == "problem" and "'dog'" in f["what"] for f in doc["findings"])
+    assert len(doc["unreadable"]) == 3
+
+
+def test_check_of_a_missing_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["check", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.startswith("error: Data not found")
