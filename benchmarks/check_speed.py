@@ -23,13 +23,13 @@ from PIL import Image
 def make_tree(root: Path, n: int, classes: int = 10, size: int = 48) -> None:
     rng = np.random.default_rng(0)
     for i in range(n):
-        folder = root / ("train" if i % 5 else "test") / f"class{i % classes}"
+        folder = root / ("train" if (i // classes) % 5 else "test") / f"class{i % classes}"
         folder.mkdir(parents=True, exist_ok=True)
         arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         Image.fromarray(arr).save(folder / f"{i:05d}.png", compress_level=1)
     # a planted leak for the check to find
     (root / "test" / "class1" / "leak.png").write_bytes(
-        (root / "train" / "class1" / "00001.png").read_bytes())
+        (root / "train" / "class1" / f"{classes + 1:05d}.png").read_bytes())
 
 
 def timed(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:

@@ -117,7 +117,8 @@ def test_a_weights_file_without_its_sidecar(trained, tmp_path: Path) -> None:
     (lambda doc: json.dumps({**doc, "architecture": {"name": "no-such-net"}}),
      "Unknown model 'no-such-net'"),
     (lambda doc: json.dumps({**doc, "architecture": {"name": "x", "layers": [{"units": 3}]}}),
-     "architecture recorded in the sidecar .* is damaged"),
+     r"model\.json is incomplete or damaged: architecture\.layers\[0\]\.type 'None' is not a "
+     "layer type"),
     (lambda doc: json.dumps({**doc, "format_version": 99}), "written by a newer cnnkit"),
     (lambda doc: json.dumps({**doc, "weights": "other.safetensors"}),
      r"weights file .*other\.safetensors named by model\.json is missing"),

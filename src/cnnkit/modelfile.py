@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -25,6 +26,7 @@ from cnnkit.atomic import atomic_path, write_json
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.errors import CnnkitError
 from cnnkit.models.build import Architecture, create_model
+from cnnkit.sidecar_schema import parse_json, sidecar_text, validate
 
 FORMAT = "cnnkit-model"
 FORMAT_VERSION = 1
@@ -109,17 +111,14 @@ def find_sidecar(path: str | os.PathLike) -> Path:
 def read_card(path: str | os.PathLike) -> tuple[ModelCard, Path]:
     """Parse and check a sidecar; returns the card and the weights file's path."""
     sidecar = find_sidecar(path)
-    try:
-        doc = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CnnkitError(f"{sidecar} is not valid JSON; it is not a cnnkit model sidecar.") \
-            from None
+    doc = parse_json(sidecar_text(sidecar), str(sidecar))
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CnnkitError(f"{sidecar} is not a cnnkit model sidecar (no \"format\": "
                           f"\"{FORMAT}\").")
     if doc.get("format_version", 0) > FORMAT_VERSION:
         raise CnnkitError(f"{sidecar} was written by a newer cnnkit "
                           f"({doc.get('cnnkit_version')}); upgrade cnnkit to load it.")
+    validate(doc, str(sidecar))  # types, ranges and sizes, before anything is built
     try:
         weights = sidecar.parent / str(doc["weights"])
         card = ModelCard(Architecture.from_dict(doc["architecture"]),
@@ -142,6 +141,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     """Rebuild the model from its sidecar and load its weights (safetensors only)."""
     card, weights = read_card(path)
     pre = card.preprocess
+    _same_size(card, weights)
     try:
         model = create_model(card.architecture, len(card.classes), pre.channels, pre.img_size)
     except (KeyError, TypeError, ValueError) as exc:
@@ -158,6 +158,32 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
                           "(its sha256 differs): the weights and the sidecar belong to "
                           "different saves. Copy them together from the same run.")
     return model.to(device).eval(), card
+
+
+def _same_size(card: ModelCard, weights: Path) -> None:
+    """Refuse, before building for real, an architecture that does not fit the weights
+    file (a sidecar whose name was swapped for a far larger model): the model is built on
+    the meta device (no memory) and its parameter count compared with the file's header."""
+    try:
+        with safe_open(str(weights), "pt") as fh:
+            stored = sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise CnnkitError(f"{weights} is not a readable safetensors file ({exc}).") from None
+    pre = card.preprocess
+    try:
+        with torch.device("meta"):
+            meta = create_model(card.architecture, len(card.classes), pre.channels,
+                                pre.img_size)
+    except CnnkitError:
+        raise
+    except Exception:  # a builder that cannot run on meta: the full build checks it
+        return
+    wanted = sum(t.numel() for t in meta.state_dict().values())
+    if wanted != stored:
+        raise CnnkitError(f"{weights} does not fit this model's architecture: the sidecar's "
+                          f"{card.architecture.name!r} has {wanted:,} numbers, the weights file "
+                          f"{stored:,}. The sidecar was edited or belongs to another model; use "
+                          "the model.json saved with the weights.")
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
