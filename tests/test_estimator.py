@@ -59,7 +59,7 @@ def test_fit_predict_score_on_arrays(digits, tmp_path: Path) -> None:
     assert (predicted == est.classes_[proba.argmax(1)]).all()
     assert est.score(X[1200:], labels[1200:]) > 0.7
     assert (est.run_dir_ / "model.safetensors").is_file()
-    card = cnnkit.load(est.run_dir_).card
+    card = cnnkit.load(est.run_dir_, backend="torch").card
     assert (card.preprocess.img_size, card.preprocess.channels) == (28, 1)
     # the same arrays are written once: a refit reuses their folder
     est.fit(X[:1200], labels[:1200])

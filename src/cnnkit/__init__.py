@@ -44,18 +44,23 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-def load(path: str, device: str = "auto") -> Any:
-    """Load a run folder (or model.json / model.safetensors) as a :class:`Classifier`."""
+def load(path: str, device: str = "auto", backend: str = "auto") -> Any:
+    """Load a run folder (or model.json / model.safetensors) as a :class:`Classifier`.
+
+    ``backend``: ``auto`` (onnxruntime on a CPU, exported once and cached in the run
+    folder; torch on a GPU), ``torch`` or ``onnx``.
+    """
     from cnnkit.predict import Classifier
 
-    return Classifier.load(path, device)
+    return Classifier.load(path, device, backend)
 
 
-def evaluate(run: str, data: str | None = None, *, tta: bool = False) -> Any:
+def evaluate(run: str, data: str | None = None, *, tta: bool = False,
+             backend: str = "auto") -> Any:
     """Evaluate a run on DATA, or on the run's own held-out test split when DATA is None."""
     from cnnkit.evaluation import evaluate_run
 
-    return evaluate_run(run, data, tta=tta)
+    return evaluate_run(run, data, tta=tta, backend=backend)
 
 
 __all__ = [

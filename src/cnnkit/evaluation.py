@@ -18,14 +18,14 @@ from cnnkit.rundir import RunDir
 
 
 def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
-                 device: str = "auto") -> EvalResult:
+                 device: str = "auto", backend: str = "auto") -> EvalResult:
     """Metrics of a run's model on DATA.
 
     Without DATA, or when DATA is the data the run was trained on, the run's own
     held-out test split is used (split.json for folders and CSVs), never images that
     the model was trained or validated on.
     """
-    clf = Classifier.load(run, device)
+    clf = Classifier.load(run, device, backend)
     rundir = _run_folder(run)
     cfg = TrainConfig.from_dict(rundir.read_config()) if rundir is not None else None
     given = describe(data) if data is not None else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 @torch.inference_mode()
 def log_probs(
-    model: nn.Module,
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     data: ImageSet,
     pre: Preprocess,
     device: torch.device,
@@ -48,14 +49,21 @@ def log_probs(
     tta: bool = False,
     precision: str = "fp32",
     channels_last: bool = False,
+    split: bool = True,
 ) -> torch.Tensor:
-    """Log-probabilities ``(N, classes)``, float32 on the CPU; ``tta`` averages with the mirror."""
+    """Log-probabilities ``(N, classes)``, float32 on the CPU; ``tta`` averages with the mirror.
+
+    ``model`` is a torch module or any callable from a batch to logits (a prediction
+    backend); ``split``: cut ``batch_size`` to :func:`chunk_size` (eager torch on a CPU).
+    """
     outs = []
     views = (False, True) if tta else (False,)
-    batch_size = chunk_size(device, pre.img_size, batch_size)
+    if split:
+        batch_size = chunk_size(device, pre.img_size, batch_size)
     loaders = [BatchLoader(data, pre, batch_size, device, flip=f, channels_last=channels_last)
                for f in views]
-    with evaluating(model):
+    mode = evaluating(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
+    with mode:
         for batches in zip(*loaders):
             acc = None
             for x, _ in batches:

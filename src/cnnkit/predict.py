@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from cnnkit import log
+from cnnkit.backends import Backend, check_backend, make_backend
 from cnnkit.data.decode import CorruptImageError, decode, is_image_file
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import eval_batch
@@ -23,7 +24,7 @@ from cnnkit.device import pick_device
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import log_probs
 from cnnkit.metrics import EvalResult, compute
-from cnnkit.modelfile import ModelCard, load_model
+from cnnkit.modelfile import ModelCard, find_sidecar, load_model
 from cnnkit.threshold import UNKNOWN, check_threshold, is_unknown
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
@@ -111,21 +112,30 @@ def _hidden_below(path: Path, root: Path | None) -> bool:
 class Classifier:
     """A trained model ready to predict: ``cnnkit.load("runs/x").predict(["a.jpg"])``."""
 
-    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device) -> None:
-        # Channels-last, as training uses: faster convolutions on CPUs and GPUs
-        # (docs/design-notes.md, "Prediction"); the weights' values are unchanged.
-        self.channels_last = device.type in ("cpu", "cuda")
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device,
+                 backend: str | Backend = "torch", folder: Path | None = None) -> None:
+        """``backend``: auto, torch, onnx, or a ready :class:`~cnnkit.backends.Backend`;
+        ``folder``: where an ONNX export may be cached (the run folder)."""
+        self.backend: Backend = (backend if not isinstance(backend, str)
+                                 else make_backend(backend, model, card, device, folder))
+        # The torch module stays at hand for Grad-CAM, feature maps and export.
         self.model = model.eval()
         self.card = card
         self.device = device
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> Classifier:
+    def load(cls, path: str | os.PathLike, device: str = "auto",
+             backend: str = "auto") -> Classifier:
+        """A run folder, model.json or model.safetensors; ``backend``: auto (onnxruntime
+        on a CPU, torch on a GPU), torch or onnx."""
+        check_backend(backend)
         dev = pick_device(device)
         model, card = load_model(path, dev)
-        return cls(model, card, dev)
+        return cls(model, card, dev, backend, find_sidecar(path).parent)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.backend.channels_last
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -170,8 +180,7 @@ class Classifier:
         images = torch.from_numpy(np.stack(arrays))
         data = ImageSet(images, torch.zeros(len(arrays), dtype=torch.long), self.classes,
                         crop_fraction=pre.img_size / pre.decode_size)
-        return log_probs(self.model, data, pre, self.device, batch_size=batch_size,
-                         tta=tta, channels_last=self.channels_last).exp().numpy()
+        return self._log_probs(data, tta, batch_size).exp().numpy()
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, *, top_k: int = 5,
                 batch_size: int = 64, tta: bool = False,
@@ -222,8 +231,13 @@ class Classifier:
     def log_probs(self, imageset: ImageSet, *, tta: bool = False,
                   batch_size: int = 256) -> torch.Tensor:
         """Log-probabilities ``(N, classes)`` of decoded images (to combine models' scores)."""
-        return log_probs(self.model, imageset, self.card.preprocess, self.device,
-                         batch_size=batch_size, tta=tta, channels_last=self.channels_last)
+        return self._log_probs(imageset, tta, batch_size)
+
+    def _log_probs(self, data: ImageSet, tta: bool, batch_size: int) -> torch.Tensor:
+        pre, backend = self.card.preprocess, self.backend
+        return log_probs(backend, data, pre, backend.device,
+                         batch_size=backend.batch_size(pre.img_size, batch_size), tta=tta,
+                         channels_last=backend.channels_last, split=False)
 
     def transform(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """The normalised input tensor the model sees for ``images``."""
@@ -232,10 +246,11 @@ class Classifier:
         return eval_batch(x, pre, pre.img_size / pre.decode_size)
 
 
-def load_predictor(model: str, device: str = "auto") -> Classifier:
+def load_predictor(model: str, device: str = "auto", backend: str = "auto") -> Classifier:
     """A run folder or model file; or a pretrained model's name for its ImageNet classes."""
+    check_backend(backend)
     if os.path.exists(model):
-        return Classifier.load(model, device)
+        return Classifier.load(model, device, backend)
     from cnnkit.models.registry import get_model_info, is_registered
 
     if is_registered(model) and get_model_info(model).is_pretrained:
@@ -243,7 +258,7 @@ def load_predictor(model: str, device: str = "auto") -> Classifier:
 
         net, card = imagenet_model(model)
         dev = pick_device(device)
-        return Classifier(net.to(dev), card, dev)
+        return Classifier(net.to(dev), card, dev, backend)
     raise CnnkitError(f"{model!r} is neither a run folder nor a pretrained model name. Pass a "
                       "folder made by `cnnkit train` (e.g. runs/fashion-mnist-fast-cnn) or "
                       "a pretrained model from `cnnkit models`.")

@@ -34,7 +34,7 @@ def test_features_mode_trains_only_a_head_and_caches_features(tmp_path: Path) ->
     assert first.test_accuracy > 0.8
     # The backbone did not move: its weights are the package's.
     ref = create_model("efficientnet_lite0", 3, pretrained=True)
-    model, card = cnnkit.load(first.run_dir).model, read_card(first.run_dir)[0]
+    model, card = cnnkit.load(first.run_dir, backend="torch").model, read_card(first.run_dir)[0]
     assert torch.equal(model.net.conv_stem.weight.cpu(), ref.conv_stem.weight)
     assert card.preprocess.mean == (0.5, 0.5, 0.5) and card.preprocess.channels == 3
     again = cnnkit.train("shapes:count=240,size=32", mode="features", out=str(tmp_path),
@@ -164,7 +164,7 @@ def test_scratch_mode_starts_from_random_weights(tmp_path: Path) -> None:
     result = cnnkit.train("shapes:count=60,size=32", mode="scratch", epochs=1,
                           out=str(tmp_path), **FAST)
     ref = create_model("efficientnet_lite0", 3, pretrained=True)
-    model = cnnkit.load(result.run_dir).model
+    model = cnnkit.load(result.run_dir, backend="torch").model
     assert not torch.equal(model.conv_stem.weight.cpu(), ref.conv_stem.weight)
     assert _phases(result.run_dir)[0]["frozen"] == "none"
 
@@ -208,7 +208,8 @@ def test_drop_path_skips_blocks_while_fine_tuning_and_not_after(tmp_path: Path) 
                           drop_path=0.2, out=str(tmp_path), callbacks=[count], **FAST)
     assert seen == [15]  # 16 blocks, the first at rate 0
     assert json.loads((result.run_dir / "config.json").read_text())["drop_path"] == 0.2
-    model = cnnkit.load(result.run_dir, "cpu").model  # a plain model file: no DropPath
+    # a plain model file: no DropPath
+    model = cnnkit.load(result.run_dir, "cpu", backend="torch").model
     assert not any(isinstance(m, DropPath) for m in model.modules())
 
 

@@ -40,6 +40,7 @@ def _register() -> None:
         check_cmd,
         data_cmds,
         demo_cmd,
+        export_cmds,
         inspect_cmds,
         lrfind_cmd,
         model_cmds,

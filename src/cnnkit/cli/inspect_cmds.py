@@ -97,7 +97,7 @@ def explain(
     files = expand_inputs([image])
     if len(files) != 1:
         raise CnnkitError(f"explain takes one image; {image!r} gives {len(files)}.")
-    predictor = load_predictor(model, device)
+    predictor = load_predictor(model, device, backend="torch")  # Grad-CAM needs gradients
     result = run_explain(predictor, files[0], out, class_name=class_name, layers=layer or None,
                          cam_layer=cam_layer)
     tops = ", ".join(f"{c} {p:.1%}" for c, p in result.top[:3])

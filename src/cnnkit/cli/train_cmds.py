@@ -29,6 +29,10 @@ def _option(name: str, *flags: str, help: str | None = None) -> Any:
     return typer.Option(None, *flags, help=help, show_default=False)
 
 
+BACKEND_HELP = ("auto (onnxruntime on a CPU, exported once and cached beside the model; "
+                "torch on a GPU), torch or onnx.")
+
+
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def train(
     ctx: typer.Context,
@@ -149,13 +153,14 @@ def evaluate(
     tta: bool = typer.Option(False, help="Average with horizontally flipped images."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write metrics here."),
     device: str = typer.Option("auto"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix."""
     from cnnkit.atomic import write_json
     from cnnkit.cli.tables import print_eval
     from cnnkit.evaluation import evaluate_run
 
-    result = evaluate_run(run, data, tta=tta, device=device)
+    result = evaluate_run(run, data, tta=tta, device=device, backend=backend)
     print_eval(result)
     if json_out:
         write_json(json_out, result.to_dict())
@@ -174,6 +179,7 @@ def predict(
         "run's report shows the accuracy and share answered at each threshold."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Top-k classes with probabilities for each image."""
     from cnnkit.cli.tables import print_predictions
@@ -186,7 +192,7 @@ def predict(
         raise CnnkitError(f"--top-k must be at least 1. Received: {top_k}")
     threshold = check_threshold(threshold)
     files = expand_inputs(paths)
-    clf = load_predictor(model, device)
+    clf = load_predictor(model, device, backend)
     preds = clf.predict(files, top_k=top_k, batch_size=batch_size, tta=tta,
                         threshold=threshold)
     if not preds:

@@ -1,0 +1,178 @@
+"""Prediction backends: what maps a preprocessed batch to logits.
+
+The :class:`~cnnkit.predict.Classifier` decodes and preprocesses images in one place
+(``eval_batch``) and hands the normalised float batch to a backend: a torch module
+(:class:`TorchBackend`) or an onnxruntime session (:class:`OnnxBackend`). ``auto``
+picks onnxruntime on a CPU, where it is faster (docs/benchmarks.md, "Prediction
+backends"), and torch on a GPU; the ONNX file is exported once and cached, keyed by the
+weights' hash. Grad-CAM and the report stay on torch: they need gradients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit import log
+from cnnkit.errors import CnnkitError
+from cnnkit.inference import chunk_size
+from cnnkit.modelfile import ModelCard
+from cnnkit.onnxfile import OnnxMeta, export_onnx, open_session, read_meta
+from cnnkit.paths import cache_dir
+
+BACKENDS = ("auto", "torch", "onnx")
+# onnxruntime runs a large batch faster than a few images at a time (unlike eager torch
+# on a CPU, inference.chunk_size): up to this many pixels per call, 16 images at 224 px.
+ONNX_BATCH_PIXELS = 16 * 224 * 224
+PARITY_TOLERANCE = 1e-4  # largest difference in probabilities between backends
+
+
+class Backend(Protocol):
+    """A preprocessed float batch ``(B, C, H, W)`` in, float32 logits ``(B, K)`` on the CPU
+    or the backend's device out."""
+
+    name: str
+    device: torch.device  # where preprocessing should put the batch
+    channels_last: bool  # whether the batch should arrive channels-last
+
+    def batch_size(self, img_size: int, requested: int) -> int: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class TorchBackend:
+    """The torch module itself, channels-last on CPUs and GPUs (docs/design-notes.md,
+    "Prediction")."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        self.device = device
+        self.channels_last = device.type in ("cpu", "cuda")
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.eval()
+
+    def batch_size(self, img_size: int, requested: int) -> int:
+        return chunk_size(self.device, img_size, requested)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x).float()
+
+
+class OnnxBackend:
+    """An onnxruntime session on the CPU over an exported file."""
+
+    name = "onnx"
+    channels_last = False  # onnxruntime takes plain NCHW arrays; no layout copy
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.session = open_session(self.path, threads)
+        self.input = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")
+
+    def batch_size(self, img_size: int, requested: int) -> int:
+        return max(1, min(requested, ONNX_BATCH_PIXELS // (img_size * img_size)))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(self.session.run(None, {self.input: arr})[0])
+
+
+def weights_key(model: nn.Module, card: ModelCard) -> str:
+    """16 hex digits naming these weights: the sidecar's sha256, or a hash of the tensors."""
+    if card.sha256:
+        return card.sha256[:16]
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None) -> Path:
+    """The ONNX export of ``model``, made once: ``model.<weights hash>.onnx`` in the run
+    ``folder`` (or cnnkit's cache when there is none or it is read-only). A new file is
+    checked against torch before it is used."""
+    key = weights_key(model, card)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", card.architecture.name)[:60] or "model"
+    places = ([folder / f"model.{key}.onnx"] if folder is not None else []) + [
+        cache_dir("onnx") / f"{stem}.{key}.onnx"]
+    for path in places:
+        if path.is_file():
+            try:
+                if read_meta(path).classes == card.classes:
+                    return path
+            except CnnkitError:
+                pass  # damaged or foreign: export again over it
+    info = {"architecture": card.architecture.name, "weights_sha256": card.sha256 or key,
+            **{k: v for k, v in card.info.items() if isinstance(v, (str, int, float))}}
+    meta = OnnxMeta(card.classes, card.preprocess, info)
+    for i, path in enumerate(places):
+        try:
+            export_onnx(model, meta, path)
+            break
+        except PermissionError:  # a read-only run folder: the cache instead
+            if i == len(places) - 1:
+                raise
+    try:
+        check_parity(model, OnnxBackend(path, threads=1), card)
+    except CnnkitError:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
+                 x: torch.Tensor | None = None) -> float:
+    """Largest difference in probabilities between torch and ``backend`` on ``x`` (default:
+    two seeded random inputs); an error above :data:`PARITY_TOLERANCE`."""
+    pre = card.preprocess
+    if x is None:
+        x = torch.randn(2, pre.channels, pre.img_size, pre.img_size,
+                        generator=torch.Generator().manual_seed(0))
+    net = getattr(model, "_orig_mod", model)
+    device = next(net.parameters()).device
+    with torch.inference_mode():
+        ref = net.eval()(x.to(device)).float().softmax(1).cpu()
+    diff = float((backend(x).softmax(1) - ref).abs().max())
+    if not diff <= PARITY_TOLERANCE:
+        raise CnnkitError(f"The ONNX export of {card.architecture.name} disagrees with torch: "
+                          f"probabilities differ by up to {diff:.2e} (more than "
+                          f"{PARITY_TOLERANCE:g}). Use --backend torch.")
+    return diff
+
+
+def check_backend(kind: str) -> None:
+    if kind not in BACKENDS:
+        raise CnnkitError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {kind!r}")
+
+
+def make_backend(kind: str, model: nn.Module, card: ModelCard, device: torch.device,
+                 folder: Path | None = None) -> Backend:
+    """The backend ``kind`` (auto, torch or onnx) for ``model`` on ``device``."""
+    check_backend(kind)
+    if kind == "torch" or (kind == "auto" and device.type != "cpu"):
+        return TorchBackend(model, device)
+    if kind == "onnx" and device.type != "cpu":
+        raise CnnkitError(f"The onnx backend runs on the CPU; received device {device}. Use "
+                          "--device cpu, or --backend torch for the GPU.")
+    try:
+        return OnnxBackend(cached_onnx(model, card, folder))
+    except CnnkitError as exc:
+        if kind == "onnx":
+            raise
+        log.warn(f"using torch: {exc}")
+        return TorchBackend(model, device)

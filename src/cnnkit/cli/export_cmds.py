@@ -1,0 +1,34 @@
+"""``cnnkit export``: a trained model as an ONNX file for other runtimes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnkit.cli import app
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="Run folder, model.json, or a pretrained model "
+                                "name (ImageNet classes)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: "
+                                       "model.onnx in the run folder)."),
+    check_images: Optional[list[str]] = typer.Option(
+        None, "--check-images", help="Images (files, folders, globs) to check the export on "
+        "(default: the run's own test images)."),
+    opset: int = typer.Option(17, help="ONNX opset (17 or newer)."),
+) -> None:
+    """Write an ONNX file (dynamic batch, classes and preprocessing in its metadata) and
+    check it against PyTorch on real images."""
+    from cnnkit import log
+    from cnnkit.export.onnx import export_model
+
+    result = export_model(model, fmt=fmt, out=out, check=check_images, opset=opset)
+    size = result.path.stat().st_size / 1e6
+    log.info(f"wrote {result.path} ({size:.1f} MB)")
+    log.info(f"checked on {result.checked_on}: largest difference in probabilities "
+             f"{result.max_prob_diff:.1e} (limit 1e-4)")

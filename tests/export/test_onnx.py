@@ -1,0 +1,94 @@
+"""``cnnkit export``: parity with PyTorch on real images for scratch, spec-string and
+pretrained models; clear errors; the README's plain-onnxruntime snippet."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.data.pipeline import Preprocess
+from cnnkit.errors import CnnkitError
+from cnnkit.export.onnx import export_model
+from cnnkit.modelfile import ModelCard, save_model
+from cnnkit.models import create_model
+from cnnkit.models.build import resolve
+from cnnkit.onnxfile import read_meta
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_export_of_a_run_is_checked_on_its_test_images(trained, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(trained[0]), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text
+    diff = float(re.search(r"largest difference in probabilities (\S+)", text).group(1))
+    assert "of the run's test split" in text and diff <= 1e-4
+    meta = read_meta(out)
+    card = cnnkit.load(str(trained[0]), backend="torch").card
+    assert meta.classes == card.classes and meta.preprocess == card.preprocess
+
+
+def _model_file(tmp_path: Path, name: str, size: int, channels: int, pretrained: bool,
+                pre: Preprocess) -> Path:
+    arch, _ = resolve(name)
+    model = create_model(arch, 3, channels, size, pretrained=pretrained)
+    card = ModelCard(arch, ("circle", "square", "triangle"), pre, {})
+    return save_model(model, card, tmp_path / name.replace("-", "_") / "model.safetensors")
+
+
+@pytest.mark.parametrize("name,size,channels,pretrained", [
+    ("lenet5", 28, 1, False),                              # a registered scratch model
+    ("conv8k3same-bn-pool2-conv16k5-drop0.2-dense32", 24, 3, False),  # a layer spec
+    ("efficientnet_lite0", 64, 3, True),                   # pretrained, at a small size
+])
+def test_export_parity_on_real_images(tmp_path: Path, trained, name, size, channels,
+                                      pretrained) -> None:
+    pre = (Preprocess(size, 3, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875) if pretrained
+           else Preprocess(size, channels, (0.4,) * channels, (0.2,) * channels))
+    path = _model_file(tmp_path, name, size, channels, pretrained, pre)
+    photos = sorted(str(p) for p in trained[1].rglob("*.png"))[:8]
+    result = export_model(str(path), check=photos)
+    assert result.path == path.parent / "model.onnx" and result.max_prob_diff <= 1e-4
+    assert result.checked_on == "8 of the given images"
+    onnx_clf = cnnkit.load(str(path), device="cpu", backend="onnx")
+    torch_clf = cnnkit.load(str(path), device="cpu", backend="torch")
+    np.testing.assert_allclose(onnx_clf.predict_proba(photos), torch_clf.predict_proba(photos),
+                               atol=1e-4)
+
+
+def test_export_mistakes_are_one_line(trained, tmp_path: Path, capsys) -> None:
+    assert main(["export", str(trained[0]), "--format", "tflite"]) == 2
+    assert "--format must be one of onnx" in capsys.readouterr().err
+    assert main(["export", str(trained[0]), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "--out must end in .onnx" in capsys.readouterr().err
+    with pytest.raises(CnnkitError, match="opset must be 17 or newer"):
+        export_model(str(trained[0]), opset=13)
+
+
+def test_readme_plain_onnxruntime_snippet_runs(trained, tmp_path: Path, monkeypatch,
+                                               capsys) -> None:
+    text = README.read_text()
+    section = text[text.index("## Export and fast prediction"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "cnnkit" not in code
+    photo = sorted(trained[1].rglob("*.png"))[0]
+    Image.open(photo).convert("RGB").save(tmp_path / "photo.jpg", quality=95)
+    export_model(str(trained[0]), out=tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "snippet.py"
+    script.write_text(code)
+    runpy.run_path(str(script), run_name="__main__")
+    label, prob = capsys.readouterr().out.split()
+    expected = cnnkit.load(str(trained[0]), backend="torch").predict(
+        [str(tmp_path / "photo.jpg")], top_k=1)[0]
+    assert label == expected.label
+    assert float(prob) == pytest.approx(expected.probability, abs=2e-3)
+

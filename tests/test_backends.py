@@ -1,0 +1,65 @@
+"""Prediction backends: torch and onnxruntime agree; auto exports once, keyed by the weights."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnnkit
+from cnnkit.backends import OnnxBackend, TorchBackend
+from cnnkit.errors import CnnkitError
+
+
+def _pngs(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*.png"))
+
+
+def test_backends_agree_and_auto_caches_one_export(trained, tmp_path: Path) -> None:
+    run = shutil.copytree(trained[0], tmp_path / "run")
+    files = _pngs(trained[1])[:12]
+    torch_clf = cnnkit.load(str(run), device="cpu", backend="torch")
+    assert isinstance(torch_clf.backend, TorchBackend)
+    auto = cnnkit.load(str(run), device="cpu")  # auto on a CPU: onnxruntime
+    assert isinstance(auto.backend, OnnxBackend)
+    sha = auto.card.sha256
+    assert auto.backend.path == run / f"model.{sha[:16]}.onnx"
+    np.testing.assert_allclose(auto.predict_proba(files), torch_clf.predict_proba(files),
+                               atol=1e-4)
+    np.testing.assert_allclose(auto.predict_proba(files, tta=True),
+                               torch_clf.predict_proba(files, tta=True), atol=1e-4)
+    made = auto.backend.path.stat().st_mtime_ns
+    again = cnnkit.load(str(run), device="cpu", backend="onnx")
+    assert again.backend.path.stat().st_mtime_ns == made  # reused, not exported again
+    assert [p.label for p in again.predict(files)] == [p.label for p in torch_clf.predict(files)]
+    torch_eval = torch_clf.evaluate(str(trained[1]))
+    onnx_eval = again.evaluate(str(trained[1]))
+    assert onnx_eval.accuracy == torch_eval.accuracy
+    assert onnx_eval.loss == pytest.approx(torch_eval.loss, abs=1e-4)
+
+
+def test_unknown_backend_is_one_clear_error(trained) -> None:
+    with pytest.raises(CnnkitError, match="--backend must be one of auto, torch, onnx"):
+        cnnkit.load(str(trained[0]), backend="tensorrt")
+
+
+def test_cli_predict_and_evaluate_take_backend(trained, tmp_path: Path, capsys) -> None:
+    import json
+
+    from cnnkit.cli import main
+
+    run = shutil.copytree(trained[0], tmp_path / "run")
+    files = _pngs(trained[1])[:3]
+    rows = {}
+    for backend in ("torch", "onnx"):
+        assert main(["predict", str(run), *files, "--format", "json", "--backend", backend,
+                     "--device", "cpu"]) == 0
+        rows[backend] = json.loads(capsys.readouterr().out)
+    for a, b in zip(rows["torch"], rows["onnx"]):
+        assert a["label"] == b["label"] and abs(a["probability"] - b["probability"]) <= 1e-4
+    assert main(["evaluate", str(run), "--backend", "onnx"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["predict", str(run), files[0], "--backend", "tvm"]) == 2
+    assert "--backend must be one of" in capsys.readouterr().err
