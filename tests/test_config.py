@@ -83,3 +83,23 @@ def test_bad_config_files_are_explained(tmp_path: Path, name: str, text, message
 def test_a_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="Config file not found"):
         load_config_file(tmp_path / "nope.yaml")
+
+
+def test_an_absurd_img_size_names_the_largest_sensible_one() -> None:
+    from cnnkit.config import MAX_IMG_SIZE
+
+    for size in (20_000, 100_000):
+        with pytest.raises(CnnkitError, match=f"largest sensible size is {MAX_IMG_SIZE}"):
+            TrainConfig(data="x", img_size=size)
+    TrainConfig(data="x", img_size=MAX_IMG_SIZE)
+
+
+def test_memory_that_is_not_there_is_refused_before_allocating() -> None:
+    from cnnkit.device import available_memory, require_memory
+
+    free = available_memory()
+    assert free is not None and free > 0
+    require_memory(free // 100, "a little", "")
+    with pytest.raises(CnnkitError, match=r"Decoding needs [\d,.]+ GB of memory and this "
+                                          r"machine has [\d,.]+ GB free\. Use less"):
+        require_memory(free * 10, "Decoding", "Use less.")

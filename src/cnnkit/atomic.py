@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +26,36 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; files are for sharing
         os.replace(tmp_path, target)
+    except OSError:
+        raise
+    except Exception as exc:
+        # A writer that wraps I/O errors in its own type (safetensors: "... (os error 28)")
+        # is raised as the OSError it is, so a full disk reads as one everywhere.
+        code = _os_error_code(exc)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(target)) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _os_error_code(exc: Exception) -> int | None:
+    match = re.search(r"os error (\d+)", str(exc))
+    return int(match.group(1)) if match else None
+
+
+def remove_stale(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` leaves when its process is
+    killed mid-write (``.<name>.<random>.tmp``); returns what was removed.
+
+    Only for a folder no other process is writing (a run folder under its lock).
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

@@ -25,6 +25,9 @@ AUGMENTS = ("flip", "vflip", "crop", "erase", "color", "mixup", "cutmix")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
 BN_STATS = ("auto", "keep", "update")
+# The largest sensible input side: ImageNet models are trained at 224-600 px, and one
+# batch of 32 RGB float images at 2048 px is already 1.6 GB before any activation.
+MAX_IMG_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ class TrainConfig:
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _positive("img_size", self.img_size)
+        if self.img_size is not None and self.img_size > MAX_IMG_SIZE:
+            raise CnnkitError(f"--img-size {self.img_size:,} is larger than any model needs: "
+                              f"the largest sensible size is {MAX_IMG_SIZE} (models are trained "
+                              "at 224 to 600). Pick a size in that range.")
         _positive("per_class", self.per_class)
         if self.channels is not None and self.channels not in (1, 3):
             raise CnnkitError(f"--channels must be 1 or 3. Received: {self.channels}")

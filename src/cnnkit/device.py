@@ -3,6 +3,8 @@ inspection can choose a device without importing the trainer."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from cnnkit.errors import CnnkitError
@@ -24,3 +26,30 @@ def pick_device(name: str) -> torch.device:
         raise CnnkitError(f"--device {name} asks for a GPU, but PyTorch sees none here. "
                           "Use --device cpu (or auto).")
     return device
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux's MemAvailable), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def require_memory(nbytes: int, what: str, advice: str) -> None:
+    """Refuse, before allocating, something that would need more memory than is free."""
+    free = available_memory()
+    if free is not None and nbytes > 0.9 * free:
+        raise CnnkitError(f"{what} needs {_gb(nbytes)} of memory and this machine has "
+                          f"{_gb(free)} free. {advice}")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:,.1f} GB"

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cnnkit.atomic import write_json, write_text
+from cnnkit.atomic import remove_stale, write_json, write_text
 from cnnkit.errors import CnnkitError
 
 
@@ -58,6 +58,13 @@ class RunDir:
     test_metrics_path = property(lambda self: self.root / "test_metrics.json")
     plots_dir = property(lambda self: self.root / "plots")
     report_path = property(lambda self: self.root / "report.html")
+
+    def remove_stale_files(self) -> None:
+        """Delete temporary files a killed process left half-written (never a finished
+        file: those are only ever replaced whole)."""
+        for folder in (self.root, self.root / "checkpoints", self.plots_dir):
+            if folder.is_dir():
+                remove_stale(folder)
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.config_path, config)

@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cnnkit.config import MAX_IMG_SIZE
 from cnnkit.errors import CnnkitError
 
 MAX_BYTES = 16 * 2**20  # a sidecar with 100,000 class names is about 2 MB
-MAX_IMG_SIZE = 2048  # the largest sensible input side; also the bound of --img-size
 MAX_CLASSES = 100_000
 MAX_LAYERS = 256
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")

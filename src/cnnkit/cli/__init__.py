@@ -79,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                   "to (e.g. --out).")
         return 2
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            log.error("the disk is full; free some space and run again (finished epochs "
-                      "are kept).")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            what = f" while writing {log.quoted(exc.filename)}" if exc.filename else ""
+            log.error(f"the disk is full{what} ({exc.strerror}); free some space and run "
+                      "again (finished epochs are kept; a run continues with "
+                      "cnnkit train --resume RUN).")
             return 2
         raise
     except KeyboardInterrupt:

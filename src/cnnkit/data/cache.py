@@ -19,6 +19,7 @@ import torch
 from cnnkit import log
 from cnnkit.atomic import atomic_path, write_json
 from cnnkit.data.decode import CorruptImageError, decode
+from cnnkit.device import require_memory
 from cnnkit.paths import cache_dir
 
 CACHE_VERSION = 1
@@ -63,6 +64,9 @@ def decode_files(
         _warn(info["errors"])
         return torch.from_numpy(images), info["ok"], info["errors"]
 
+    require_memory(len(paths) * channels * size * size,
+                   f"Decoding {len(paths):,} images at {size}x{size}",
+                   "Use a smaller --img-size, or fewer images (--per-class).")
     images = np.empty((len(paths), channels, size, size), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)
     errors: list[str | None] = [None] * len(paths)

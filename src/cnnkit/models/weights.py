@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnkit import log
 from cnnkit.errors import CnnkitError
 from cnnkit.models.interface import classifier_params
 
@@ -89,12 +91,18 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CnnkitError(f"{path}: weights must be a .safetensors or .pth file.")
     except CnnkitError:
         raise
+    except pickle.UnpicklingError:
+        # torch's own text (a page on weights_only with a re-run hint) is no use here.
+        raise CnnkitError(f"{log.quoted(path)} holds Python objects other than tensors (such as "
+                          "a whole pickled model), and loading those can run code, so cnnkit "
+                          "refuses them. Save the weights alone: "
+                          "torch.save(model.state_dict(), 'weights.pth'), or safetensors."
+                          ) from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise CnnkitError(f"Cannot read weights from {path}: {first or type(exc).__name__}. "
-                          ".pth files are read with weights_only=True, so files that need "
-                          "arbitrary Python objects are refused; save a plain state_dict or "
-                          "safetensors.") from None
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CnnkitError(f"{log.quoted(path)} is not a readable weights file ({reason}). Pass a "
+                          ".safetensors file or a .pth saved with "
+                          "torch.save(model.state_dict(), path).") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -1,11 +1,15 @@
-"""The short data check ``cnnkit train`` runs before decoding: ``cnnkit check`` without
-decoding and near-copies, its warnings one line each (``--no-check`` skips it)."""
+"""Checks before training starts: the short data check (``cnnkit check`` without
+decoding or near-copies, its warnings one line each; ``--no-check`` skips it) and the
+memory one batch needs."""
 
 from __future__ import annotations
 
 from cnnkit import log
 from cnnkit.data.audit import audit
+from cnnkit.device import require_memory
 from cnnkit.training.recipe import Plan
+
+BATCH_COPIES = 4  # float copies of a batch alive at once: input, augmented, normalised, grad
 
 
 def check_data(plan: Plan) -> None:
@@ -24,3 +28,14 @@ def check_data(plan: Plan) -> None:
     if warnings:
         log.warn(f"data check: run `cnnkit check {plan.source.spec}` for every file name and "
                  "advice (--no-check skips this check)")
+
+
+def check_memory(plan: Plan) -> None:
+    """Refuse a batch whose input alone would not fit in memory (a lower bound: the
+    network's activations come on top), before anything of that size is allocated."""
+    cfg, pre = plan.config, plan.pre
+    if cfg.batch_size is None:
+        return
+    require_memory(cfg.batch_size * pre.channels * pre.img_size ** 2 * 4 * BATCH_COPIES,
+                   f"A batch of {cfg.batch_size} images at {pre.img_size}x{pre.img_size}",
+                   "Use a smaller --img-size or --batch-size.")

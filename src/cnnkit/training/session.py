@@ -24,7 +24,7 @@ from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
 from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
-from cnnkit.training.precheck import check_data
+from cnnkit.training.precheck import check_data, check_memory
 from cnnkit.training.recipe import Plan, finalize, resolve_config
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
@@ -84,6 +84,7 @@ def _prepare(config: TrainConfig) -> tuple[Plan, Splits, torch.nn.Module]:
     torch.manual_seed(plan.config.seed)
     splits = load_run_splits(plan.config, plan.pre, plan.source)
     plan = finalize(plan, splits)
+    check_memory(plan)
     cfg, pre = plan.config, plan.pre
     # Build the model first: one that cannot be built must not leave an empty run folder.
     model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
@@ -132,6 +133,7 @@ def _found_lr(plan: Plan, splits: Splits, model: torch.nn.Module, run: RunDir) -
 def resume(run_dir: str | Path) -> TrainResult:
     """Continue a stopped run from its last checkpoint, with the same config and data."""
     run = RunDir.open(run_dir)
+    run.remove_stale_files()
     cfg = TrainConfig.from_dict(run.read_config())
     if cfg.mode == "features":
         raise CnnkitError(f"{run.root} used --mode features, which has no epochs to resume: "
@@ -191,6 +193,7 @@ def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any
             ) -> TrainResult:
     cfg = plan.config
     best, best_card, test = evaluate_test(plan, run, splits.test)
+    run.remove_stale_files()
     if cfg.plots:
         _write_report(run, best, best_card, splits, test)
     log.info(f"done: {run.root}")
