@@ -72,6 +72,7 @@ class TrainConfig:
     name: str | None = None
     plots: bool = True
     check: bool = True  # the short data check at the start (cnnkit check, without decoding)
+    track: str = "none"  # mlflow, tensorboard, or both joined by '+'
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)
@@ -84,6 +85,7 @@ class TrainConfig:
         _choice("compile", self.compile, SWITCHES)
         _choice("bn_stats", self.bn_stats, BN_STATS)
         augment_tokens(self.augment)
+        track_tokens(self.track)
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _positive("img_size", self.img_size)
@@ -216,6 +218,22 @@ def augment_tokens(spec: str) -> tuple[str, ...]:
     if twice:
         what = "one preset" if twice[0] == "preset" else f"{twice[0]} once"
         raise CnnkitError(f"--augment {spec!r} names {what} at most; drop the repeat.")
+    return tokens
+
+
+TRACKERS = ("mlflow", "tensorboard")
+
+
+def track_tokens(spec: str) -> tuple[str, ...]:
+    """``--track``: ``none``, ``mlflow``, ``tensorboard`` or ``mlflow+tensorboard``."""
+    if spec in ("none", ""):
+        return ()
+    tokens = tuple(dict.fromkeys(t.strip() for t in spec.replace(",", "+").split("+")
+                                 if t.strip()))
+    bad = [t for t in tokens if t not in TRACKERS]
+    if bad or not tokens:
+        raise CnnkitError(f"--track takes none, mlflow, tensorboard or mlflow+tensorboard. "
+                          f"Received: {spec!r}")
     return tokens
 
 

@@ -26,6 +26,7 @@ from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
 from cnnkit.training.precheck import check_data, check_memory
 from cnnkit.training.recipe import Plan, finalize, resolve_config
+from cnnkit.training.tracking import Trackers, check_installed
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
 
@@ -57,6 +58,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         config = TrainConfig.from_dict(options)
     elif options:
         config = config.replace(**options)
+    check_installed(config.track)
     plan, splits, model = _prepare(config)
     cfg, pre = plan.config, plan.pre
     card = ModelCard(plan.arch, splits.classes, pre,
@@ -72,7 +74,9 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         write_json(run.split_path, {"classes": list(splits.classes),
                                     **{k: _split_rows(getattr(splits, k)) for k in files}})
     log.info(f"run: {run.root}")
-    return _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks)
+    trackers = Trackers(run, cfg, samples=_samples(splits))
+    return _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks,
+                trackers=trackers)
 
 
 def _prepare(config: TrainConfig) -> tuple[Plan, Splits, torch.nn.Module]:
@@ -150,14 +154,35 @@ def resume(run_dir: str | Path) -> TrainResult:
     load_state(model, model_state, str(run.checkpoint_path))
     _drop_path(model, cfg)
     done = sum(1 for _ in meta["history"])
+    check_installed(cfg.track)
     log.info(f"resuming {run.root} after epoch {done}")
     return _fit(plan, splits, model, card, run,
                 resume={"meta": meta, "optimizer": optim_state, "rng": rng,
-                        "average": average})
+                        "average": average}, trackers=Trackers(run, cfg, resuming=True))
 
 
 def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, run: RunDir,
-         resume: dict[str, Any] | None, callbacks: Sequence[Callback] = ()) -> TrainResult:
+         resume: dict[str, Any] | None, callbacks: Sequence[Callback] = (),
+         trackers: Trackers | None = None) -> TrainResult:
+    """Train, test and report, telling the trackers (if any) each epoch and the end."""
+    if trackers is None or not trackers.items:
+        return _fit_run(plan, splits, model, card, run, resume, callbacks)
+    try:
+        result = _fit_run(plan, splits, model, card, run, resume,
+                          (*callbacks, trackers.epoch))
+    except KeyboardInterrupt:
+        trackers.fail("KILLED")
+        raise
+    except BaseException:
+        trackers.fail("FAILED")
+        raise
+    trackers.finish(run, result.history, result.test)
+    return result
+
+
+def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard,
+             run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback] = ()
+             ) -> TrainResult:
     cfg = plan.config
     class_weights, sample_weights = _imbalance(cfg, splits)
     if cfg.mode == "features":
@@ -216,6 +241,12 @@ def _write_report(run: RunDir, model: torch.nn.Module, card: ModelCard, splits: 
                  f"retry with: cnnkit report {run.root}")
         return
     log.info(f"report: {report.html} ({len(report.plots)} plots in {report.seconds:.1f}s)")
+
+
+def _samples(splits: Splits, n: int = 16) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """The first ``n`` training images in a seeded order, for a tracker to show."""
+    order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:n]
+    return splits.train.images[order].cpu(), splits.train.labels[order].cpu(), splits.classes
 
 
 def _drop_path(model: torch.nn.Module, cfg: TrainConfig) -> None:

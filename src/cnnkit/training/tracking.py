@@ -1,0 +1,273 @@
+"""Experiment tracking: a run's parameters, per-epoch metrics and files in MLflow or
+TensorBoard, as well as in its own folder.
+
+The session calls the hooks (``start``, ``epoch``, ``finish``, ``fail``) on the process
+that writes the run folder only (rank 0 of a distributed run). Both trackers are
+optional extras, imported when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnkit import log
+from cnnkit.atomic import write_json
+from cnnkit.config import TrainConfig, track_tokens
+from cnnkit.errors import CnnkitError
+from cnnkit.metrics import EvalResult
+from cnnkit.rundir import RunDir
+
+EXTRAS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard")}
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")
+STATE_FILE = "tracking.json"  # the MLflow run id, so --resume continues the same run
+
+
+def check_installed(spec: str) -> None:
+    """Fail before any work when a tracker's package is missing (one line, the fix)."""
+    for name in track_tokens(spec):
+        module, extra = EXTRAS[name]
+        if importlib.util.find_spec(module) is None:
+            raise CnnkitError(f"--track {name} needs the {module} package, which is not "
+                              f"installed: pip install 'cnnkit[{extra}]'")
+
+
+def writes_here() -> bool:
+    """Whether this process writes the run (every process but rank 1+ of a distributed run)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
+class Trackers:
+    """Every tracker a run asked for, called together."""
+
+    def __init__(self, run: RunDir, config: TrainConfig, resuming: bool = False,
+                 samples: tuple[Any, Any, tuple[str, ...]] | None = None) -> None:
+        """``samples``: ``(uint8 images NCHW, labels, classes)`` to show in TensorBoard."""
+        self.items: list[Any] = []
+        names = track_tokens(config.track) if writes_here() else ()
+        state = _read_state(run) if resuming else {}
+        for name in names:
+            self.items.append(MLflowTracker(run, config, state) if name == "mlflow"
+                              else TensorBoardTracker(run, config, samples if not resuming
+                                                      else None))
+        if self.items:
+            write_json(run.root / STATE_FILE, {k: v for t in self.items for k, v in
+                                               t.state().items()})
+
+    def epoch(self, _trainer: Any, row: dict[str, Any]) -> None:
+        """A Trainer callback. A tracker that fails mid-run (a server gone) is warned
+        about and dropped; the run itself goes on."""
+        for t in list(self.items):
+            try:
+                t.epoch(row)
+            except Exception as exc:
+                log.warn(f"tracking: {type(t).__name__} failed ({type(exc).__name__}: "
+                         f"{exc}); the run goes on without it")
+                self.items.remove(t)
+
+    def finish(self, run: RunDir, history: list[dict[str, Any]], test: EvalResult | None
+               ) -> None:
+        for t in self.items:
+            t.finish(run, history, test)
+
+    def fail(self, status: str = "FAILED") -> None:
+        for t in self.items:
+            try:
+                t.fail(status)
+            except Exception as exc:  # never hide the run's own error behind ours
+                log.warn(f"tracking: could not mark the run {status.lower()} ({exc})")
+
+
+def _read_state(run: RunDir) -> dict[str, Any]:
+    path = run.root / STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _numeric(row: dict[str, Any]) -> dict[str, float]:
+    return {k: float(row[k]) for k in EPOCH_METRICS if isinstance(row.get(k), (int, float))}
+
+
+def _test_metrics(test: EvalResult | None) -> dict[str, float]:
+    if test is None:
+        return {}
+    out = {"test_acc": float(test.accuracy), "test_macro_f1": float(test.macro["f1"])}
+    out.update({f"test_top{k}_acc": float(v) for k, v in test.top_k.items() if k > 1})
+    return out
+
+
+class MLflowTracker:
+    """Parameters, per-epoch metrics (step = epoch), the model files, metrics, plots and
+    report as artifacts. The store is ``MLFLOW_TRACKING_URI`` or ``./mlruns``."""
+
+    def __init__(self, run: RunDir, config: TrainConfig, state: dict[str, Any]) -> None:
+        from mlflow.tracking import MlflowClient
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            # cnnkit's own choice, a local folder: MLflow 3 asks file stores to opt in
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            uri = (Path.cwd() / "mlruns").as_uri()
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        self.logged: set[int] = set()
+        run_id = state.get("mlflow_run_id")
+        if run_id and state.get("mlflow_uri") == uri:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, "train_loss")
+            self.logged = {int(m.step) for m in history}
+            log.info(f"mlflow: continuing run {run_id} in {uri}")
+            return
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "cnnkit")
+        experiment = self.client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else \
+            self.client.create_experiment(name)
+        created = self.client.create_run(experiment_id, run_name=run.root.name,
+                                         tags={"cnnkit.run_dir": str(run.root.resolve()),
+                                               "cnnkit.data": str(config.data)})
+        self.run_id = created.info.run_id
+        from mlflow.entities import Param
+
+        params = [Param(k, _param(v)) for k, v in sorted(config.to_dict().items())]
+        self.client.log_batch(self.run_id, params=params)
+        log.info(f"mlflow: run {self.run_id} in {uri} (experiment {name!r})")
+
+    def state(self) -> dict[str, Any]:
+        return {"mlflow_run_id": self.run_id, "mlflow_uri": self.uri}
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step)
+                                                    for k, v in values.items()])
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        step = int(row["epoch"])
+        if step not in self.logged:
+            self._log(_numeric(row), step)
+            self.logged.add(step)
+
+    def finish(self, run: RunDir, history: list[dict[str, Any]], test: EvalResult | None
+               ) -> None:
+        for row in history:  # rows no epoch hook saw (--mode features)
+            if "epoch" in row:
+                self.epoch(row)
+        last = int(history[-1]["epoch"]) if history else 0
+        if test is not None:
+            self._log(_test_metrics(test), last)
+        for name in ("model.safetensors", "model.json", "config.json", "classes.txt",
+                     "metrics.csv", "test_metrics.json", "phases.json", "report.html",
+                     "lr_find.json"):
+            path = run.root / name
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path))
+        if run.plots_dir.is_dir():
+            self.client.log_artifacts(self.run_id, str(run.plots_dir), "plots")
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def _param(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+    return text[:6000]  # MLflow's limit on a parameter's value
+
+
+class TensorBoardTracker:
+    """Scalars per epoch, the training samples at the start and the confusion matrix at
+    the end, as event files in ``<run>/tensorboard``."""
+
+    def __init__(self, run: RunDir, config: TrainConfig,
+                 samples: tuple[Any, Any, tuple[str, ...]] | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.folder = run.root / "tensorboard"
+        self.writer = SummaryWriter(log_dir=str(self.folder))
+        self.writer.add_text("config", "```\n" + config.to_json() + "\n```", 0)
+        if samples is not None:
+            images, labels, classes = samples
+            self.writer.add_images("samples/train", images, 0, dataformats="NCHW")
+            self.writer.add_text("samples/labels", ", ".join(classes[int(i)] for i in labels),
+                                 0)
+        self.logged: set[int] = set()
+        log.info(f"tensorboard: {self.folder} (tensorboard --logdir {run.root.parent})")
+
+    def state(self) -> dict[str, Any]:
+        return {"tensorboard": str(self.folder)}
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        step = int(row["epoch"])
+        if step in self.logged:
+            return
+        self.logged.add(step)
+        values = _numeric(row)
+        for key, value in values.items():
+            split, _, what = key.partition("_")
+            tag = {"loss": f"loss/{split}", "acc": f"accuracy/{split}"}.get(what, key)
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    def finish(self, run: RunDir, history: list[dict[str, Any]], test: EvalResult | None
+               ) -> None:
+        import numpy as np
+
+        for row in history:
+            if "epoch" in row:
+                self.epoch(row)
+        last = int(history[-1]["epoch"]) if history else 0
+        for key, value in _test_metrics(test).items():
+            self.writer.add_scalar(f"test/{key.removeprefix('test_')}", value, last)
+        if test is not None:
+            picture = _confusion_picture(run, test)
+            self.writer.add_image("confusion_matrix", picture, last, dataformats="HWC")
+            matrix = np.asarray(test.confusion)
+            self.writer.add_text("confusion_matrix/counts", _markdown_matrix(
+                matrix, test.classes), last)
+        self.writer.flush()
+        self.writer.close()
+
+    def fail(self, status: str) -> None:
+        self.writer.close()
+
+
+def _confusion_picture(run: RunDir, test: EvalResult) -> Any:
+    """The report's confusion-matrix PNG as an (H, W, 3) uint8 array (drawn apart, and
+    not left in the run folder, when the run wrote no plots)."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    path = run.plots_dir / "confusion_matrix.png"
+    if path.is_file():
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    from cnnkit.inspect.plots import plot_confusion
+
+    with tempfile.TemporaryDirectory() as tmp:
+        drawn = plot_confusion(test.confusion, list(test.classes), Path(tmp) / "cm.png",
+                               f"Confusion matrix on the test set ({test.n:,} images)")
+        with Image.open(drawn) as img:
+            return np.asarray(img.convert("RGB"))
+
+
+def _markdown_matrix(matrix: Any, classes: Any) -> str:
+    head = "| true \\ predicted | " + " | ".join(map(str, classes)) + " |"
+    rule = "|---" * (len(classes) + 1) + "|"
+    rows = [f"| {c} | " + " | ".join(str(int(v)) for v in r) + " |"
+            for c, r in zip(classes, matrix)]
+    return "\n".join([head, rule, *rows])
