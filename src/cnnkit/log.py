@@ -20,6 +20,11 @@ def console() -> Console:
     return _out
 
 
+def err_console() -> Console:
+    """stderr: warnings and progress bars that must not mix with data on stdout."""
+    return _err
+
+
 def quoted(name: object) -> str:
     """A file name as a message shows it: as is when plain, else quoted with its escapes
     (a newline or a byte that is not UTF-8 must not break or garble the line)."""

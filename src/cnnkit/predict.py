@@ -147,9 +147,11 @@ class Classifier:
         names) refuses encoded images of any other format (a server's untrusted uploads)."""
         return self._decode(item, formats)
 
-    def proba_decoded(self, arrays: list[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities ``(N, classes)`` of images from :meth:`decode_image`."""
-        return self._probs(arrays, batch_size, False)
+    def proba_decoded(self, arrays: list[np.ndarray] | np.ndarray, *, batch_size: int = 64,
+                      tta: bool = False) -> np.ndarray:
+        """Class probabilities ``(N, classes)`` of images from :meth:`decode_image` (a list,
+        or one uint8 ``(N, C, H, W)`` array)."""
+        return self._probs(arrays, batch_size, tta)
 
     def _decode(self, item: ImageInput, formats: tuple[str, ...] | None = None) -> np.ndarray:
         pre = self.card.preprocess
@@ -173,11 +175,13 @@ class Classifier:
                 raise CnnkitError(str(exc)) from None
         return self._probs(arrays, batch_size, tta)
 
-    def _probs(self, arrays: list[np.ndarray], batch_size: int, tta: bool) -> np.ndarray:
-        if not arrays:
+    def _probs(self, arrays: list[np.ndarray] | np.ndarray, batch_size: int, tta: bool
+               ) -> np.ndarray:
+        if len(arrays) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         pre = self.card.preprocess
-        images = torch.from_numpy(np.stack(arrays))
+        images = torch.from_numpy(arrays if isinstance(arrays, np.ndarray)
+                                  else np.stack(arrays))
         data = ImageSet(images, torch.zeros(len(arrays), dtype=torch.long), self.classes,
                         crop_fraction=pre.img_size / pre.decode_size)
         return self._log_probs(data, tta, batch_size).exp().numpy()

@@ -81,6 +81,50 @@ class EpochBar:
                 log.info(f"  {suffix}")
 
 
+class RateBar:
+    """Items done of a known total with items/s and time left, on stderr (stdout may be
+    data). Where stderr is not a terminal, one plain line every tenth of the work (10 s
+    apart at least) instead."""
+
+    def __init__(self, total: int, label: str, *, unit: str = "img",
+                 enabled: bool = True) -> None:
+        self.total, self.label, self.unit, self.done = total, label, unit, 0
+        self.enabled = enabled and not log._quiet and total > 0
+        con = log.err_console()
+        self.plain = self.enabled and not con.is_terminal
+        self.started = self.shown = time.monotonic()
+        self.bar: Progress | None = None
+        if self.enabled and not self.plain:
+            self.bar = Progress(
+                TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:,.1f} " + unit + "/s"),
+                TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(compact=True),
+                console=con, transient=False)
+            self.task = self.bar.add_task(label, total=total, rate=0.0)
+            self.bar.start()
+
+    def advance(self, n: int) -> None:
+        before, self.done = self.done, self.done + n
+        now = time.monotonic()
+        rate = self.done / max(now - self.started, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n, rate=rate)
+        elif self.plain:
+            tick = max(1, self.total // 10)
+            if (self.done // tick > before // tick and self.done < self.total
+                    and now - self.shown >= EpochBar.PLAIN_GAP_S):
+                self.shown = now
+                left = (self.total - self.done) / rate if rate > 0 else 0.0
+                log.err_console().print(
+                    f"{self.label} {self.done:,}/{self.total:,} {rate:,.1f} {self.unit}/s "
+                    f"{_clock(now - self.started)} < {_clock(left)}", markup=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"

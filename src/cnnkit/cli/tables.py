@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.markup import escape
 from rich.table import Table
 
@@ -38,19 +40,27 @@ def print_eval(result: EvalResult) -> None:
 
 def print_predictions(preds: list[Prediction], threshold: float | None = None) -> None:
     """One row per image; with a threshold, a first column says the answer (a class or
-    ``unknown``)."""
-    table = Table()
-    table.add_column("path", overflow="fold")
-    if threshold is not None:
-        table.add_column(f"answer (p >= {threshold:g})")
+    ``unknown``). A path is never cut: where the table would not fit the terminal, and
+    where stdout is not a terminal, each image is one plain tab-separated line."""
+    con = log.console()
     k = len(preds[0].top)
-    for i in range(1, k + 1):
-        table.add_column(f"top-{i}" if k > 1 else "class")
-    for p in preds:
-        answer = [escape(p.label)] if threshold is not None else []
-        table.add_row(escape(p.source), *answer,
-                      *(f"{escape(c)} {pr:.1%}" for c, pr in p.top))
-    log.console().print(table)
+    heads = ["path"] + ([f"answer (p >= {threshold:g})"] if threshold is not None else []) \
+        + [f"top-{i}" if k > 1 else "class" for i in range(1, k + 1)]
+    rows = [[log.quoted(p.source)] + ([p.label] if threshold is not None else [])
+            + [f"{c} {pr:.1%}" for c, pr in p.top] for p in preds]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+    if con.is_terminal and sum(widths) + 3 * len(widths) + 1 <= con.width:
+        table = Table()
+        for i, head in enumerate(heads):
+            table.add_column(head, no_wrap=True, min_width=widths[i] if i == 0 else None)
+        for row in rows:
+            table.add_row(*(escape(v) for v in row))
+        con.print(table)
+    else:
+        print("\t".join(heads))
+        for row in rows:
+            print("\t".join(row))
+        sys.stdout.flush()
     if threshold is not None:
         unknown = sum(p.unknown for p in preds)
         log.info(f"{unknown} of {len(preds)} image(s) below {threshold:g}: unknown.")

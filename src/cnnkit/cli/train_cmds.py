@@ -176,31 +176,81 @@ def predict(
                                 "name for ImageNet classes."),
     paths: list[str] = typer.Argument(..., help="Image files, folders or globs."),
     top_k: int = typer.Option(5, "--top-k", "-k"),
-    output: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
+    output: str = typer.Option("table", "--format", "-f", help="table, json or csv (on "
+                               "stdout; see --output for large collections)."),
+    output_file: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Stream rows to this .csv or .jsonl file as they are "
+        "computed (one per input, errors included); running again with the same file "
+        "resumes it."),
+    shard: Optional[str] = typer.Option(None, help="I/N: only every N-th file of the sorted "
+                                        "inputs, from the I-th (0-based), to split a "
+                                        "collection over N machines."),
     tta: bool = typer.Option(False, help="Average with the horizontally flipped image."),
     threshold: Optional[float] = typer.Option(
         None, help="Answer 'unknown' when the top probability is below this (0-1); the "
         "run's report shows the accuracy and share answered at each threshold."),
     batch_size: int = typer.Option(64),
+    chunk_size: int = typer.Option(64, help="Images decoded per chunk (rows are flushed "
+                                   "per chunk)."),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes (default: one "
+                                          "per core for 128 images or more)."),
     device: str = typer.Option("auto"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Top-k classes with probabilities for each image."""
-    from cnnkit.cli.tables import print_predictions
+    from cnnkit import log
     from cnnkit.predict import expand_inputs, load_predictor
+    from cnnkit.stream import parse_shard, predict_to_file, select
     from cnnkit.threshold import check_threshold
 
     if output not in ("table", "json", "csv"):
         raise CnnkitError(f"--format must be table, json or csv. Received: {output!r}")
-    if top_k < 1:
-        raise CnnkitError(f"--top-k must be at least 1. Received: {top_k}")
+    for name, value in (("--top-k", top_k), ("--batch-size", batch_size),
+                        ("--chunk-size", chunk_size), ("--workers", workers or 1)):
+        if value < 1:
+            raise CnnkitError(f"{name} must be at least 1. Received: {value}")
     threshold = check_threshold(threshold)
-    files = expand_inputs(paths)
+    files = select(expand_inputs(paths), parse_shard(shard))
+    if output_file is not None and output_file.suffix.lower() not in (".csv", ".jsonl",
+                                                                      ".ndjson"):
+        raise CnnkitError(f"--output must end in .csv or .jsonl. Received: {output_file}")
     clf = load_predictor(model, device, backend)
-    preds = clf.predict(files, top_k=top_k, batch_size=batch_size, tta=tta,
-                        threshold=threshold)
+    options = dict(top_k=top_k, batch_size=batch_size, tta=tta, threshold=threshold,
+                   chunk=chunk_size, workers=workers)
+    if output_file is not None:
+        done = predict_to_file(clf, files, output_file, **options)
+        failed = f", {done.errors:,} unreadable" if done.errors else ""
+        kept = f"; {done.skipped:,} already there" if done.skipped else ""
+        log.err_console().print(f"wrote {done.written:,} rows to {output_file}{failed}{kept} "
+                                f"({done.rate:,.1f} images/s)", markup=False, highlight=False)
+        return
+    _print_predictions(clf, files, output, options)
+
+
+def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -> None:
+    """Predict, then print everything at once (a table needs every row's width)."""
+    from cnnkit import log
+    from cnnkit.cli.tables import print_predictions
+    from cnnkit.progress import RateBar
+    from cnnkit.stream import predict_rows
+
+    bar = RateBar(len(files), "predicting", enabled=len(files) >= 256)
+    rows = []
+    try:
+        for part in predict_rows(clf, files, **options):
+            rows += part
+            bar.advance(len(part))
+    finally:
+        bar.close()
+    failed = [r for r in rows if r.error is not None]
+    preds = [r.prediction for r in rows if r.prediction is not None]
     if not preds:
-        raise CnnkitError("None of the images could be read; see the warnings above.")
+        first = f"{log.quoted(failed[0].path)}: {failed[0].error}"
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise CnnkitError(f"No image could be read: {first}{more}.")
+    for r in failed:
+        log.warn(f"skipped {log.quoted(r.path)}: {r.error}")
+    threshold = options["threshold"]
     if output == "json":
         json.dump([p.to_dict() for p in preds], sys.stdout, indent=2)
         sys.stdout.write("\n")
