@@ -44,6 +44,7 @@ def _register() -> None:
         inspect_cmds,
         lrfind_cmd,
         model_cmds,
+        runs_cmds,
         serve_cmd,
         train_cmds,
     )
