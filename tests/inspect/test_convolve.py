@@ -113,3 +113,43 @@ def test_convolve_command_draws_and_prints(photo, tmp_path, capsys) -> None:
         assert png.format == "PNG" and png.width > 800
     assert main(["convolve", str(tmp_path / "missing.png"), "--out", str(out)]) == 2
     assert main(["convolve", str(path), "--filter", "1,2;3", "--out", str(out)]) == 2
+
+
+def test_relu_panel_is_scaled_to_a_percentile_and_says_so() -> None:
+    from cnnkit.inspect.figures import display_range
+
+    rng = np.random.default_rng(0)
+    out = np.maximum(rng.normal(0, 0.1, (50, 50)), 0)
+    out[0, :5] = 5.0  # a few strong edges would make min..max nearly black
+    lo, hi, caption = display_range(out, after_relu=True)
+    assert lo == 0 and hi == pytest.approx(np.percentile(out[out > 0], 99))
+    assert hi < 1 and "99th percentile" in caption and "clipped" in caption
+    assert (np.clip(out / hi, 0, 1) > 0.25).mean() > 10 * (out / out.max() > 0.25).mean()
+    assert display_range(out - 0.5, after_relu=False)[2] == ""  # plain maps: min..max
+
+
+def test_animation_slides_the_window_one_output_value_per_frame(photo, tmp_path, capsys,
+                                                                 monkeypatch) -> None:
+    from cnnkit.inspect.convolve import conv2d, load_grey
+    from cnnkit.inspect.convolve_anim import busiest_crop
+
+    path, _ = photo
+    monkeypatch.chdir(tmp_path)
+    gif = tmp_path / "slide.gif"
+    assert main(["convolve", str(path), "--filter", "sobel-x", "--animate", str(gif),
+                 "--crop", "5", "--at", "3,4", "--stride", "2"]) == 0
+    assert not (tmp_path / "convolution.png").exists()
+    with Image.open(gif) as anim:
+        assert anim.format == "GIF" and anim.n_frames == 4  # 5x5 crop, 3x3, stride 2: 2x2
+        first = np.asarray(anim.convert("RGB"), dtype=np.int16)
+        anim.seek(3)
+        last = np.asarray(anim.convert("RGB"), dtype=np.int16)
+    assert np.abs(first - last).mean() > 1  # the window and the output map changed
+    grey = load_grey(path)
+    kernel = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=float)
+    r, c = busiest_crop(grey, kernel, 6)
+    response = np.abs(conv2d(grey, kernel, 1, (1, 1)))
+    best = response[r:r + 6, c:c + 6].sum()
+    assert best >= response[:6, :6].sum() and best >= response[-6:, -6:].sum()
+    assert main(["convolve", str(path), "--animate", str(gif), "--at", "1000,0"]) == 2
+    assert "outside" in capsys.readouterr().err

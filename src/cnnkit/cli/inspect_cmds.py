@@ -54,7 +54,14 @@ def convolve(
                                               "window side)."),
     size: Optional[int] = typer.Option(None, help="Resize and centre-crop the image to a "
                                        "square of this side first."),
-    out: Path = typer.Option(Path("convolution.png"), "--out", "-o", help="PNG to write."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default: "
+                                       "convolution.png, or none with --animate)."),
+    animate: Optional[Path] = typer.Option(None, "--animate", help="Also write a GIF of the "
+                                           "window sliding over a small crop, one output "
+                                           "value per frame."),
+    crop: int = typer.Option(8, help="--animate: side of the crop in pixels."),
+    at: Optional[str] = typer.Option(None, help="--animate: ROW,COL of the crop's top-left "
+                                     "corner (default: where the filter responds most)."),
 ) -> None:
     """Apply one filter to a real image, as a convolution layer does, and draw the result."""
     from cnnkit import log
@@ -62,8 +69,18 @@ def convolve(
     from cnnkit.inspect.convolve import load_grey, parse_kernel, parse_padding
     from cnnkit.inspect.figures import plot_convolution
 
-    if out.suffix.lower() != ".png":
+    if out is None and animate is None:
+        out = Path("convolution.png")
+    if out is not None and out.suffix.lower() != ".png":
         raise CnnkitError(f"--out must be a .png file. Received: {out}")
+    if animate is not None and animate.suffix.lower() != ".gif":
+        raise CnnkitError(f"--animate must be a .gif file. Received: {animate}")
+    corner = None
+    if at is not None:
+        parts = at.replace(" ", "").split(",")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise CnnkitError(f"--at takes ROW,COL in pixels, e.g. 10,20. Received: {at!r}")
+        corner = (int(parts[0]), int(parts[1]))
     name, kernel = parse_kernel(filter)
     pads = parse_padding(padding, kernel.shape)
     grey = load_grey(image, size)
@@ -71,7 +88,14 @@ def convolve(
                              activation=activation, pool=pool, pool_size=pool_size,
                              pool_stride=pool_stride)
     log.info(result.report())
-    log.info(f"wrote {plot_convolution(result, out)}")
+    if out is not None:
+        log.info(f"wrote {plot_convolution(result, out)}")
+    if animate is not None:
+        from cnnkit.inspect.convolve_anim import animate_convolution
+
+        gif = animate_convolution(grey, kernel, animate, filter_name=name, stride=stride,
+                                  padding=pads, crop=crop, at=corner)
+        log.info(f"wrote {gif}")
 
 
 @app.command()

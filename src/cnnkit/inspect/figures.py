@@ -88,20 +88,44 @@ def plot_convolution(conv: Convolution, path: str | os.PathLike) -> Path:
     kh, kw = conv.kernel.shape
     draw_kernel(axes[1], conv.kernel, f"kernel: {conv.filter_name}\n{kh} x {kw}")
     axes[1].set_xlabel(f"stride {conv.stride}, padding {conv.padding[0]}")
+    after_relu = False
     for ax, step in zip(axes[2:], conv.steps):
         out = step.output
-        lo, hi = float(out.min()), float(out.max())
-        im = ax.imshow(out, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1,
+        after_relu = after_relu or step.name == "relu"
+        lo, hi, scale = display_range(out, after_relu)
+        im = ax.imshow(out, cmap="gray", vmin=lo, vmax=hi,
                        interpolation="nearest" if max(out.shape) < 64 else "antialiased")
         label = {"conv": "feature map (conv)", "relu": "after ReLU",
                  "maxpool": "after max pooling", "avgpool": "after average pooling"}[step.name]
         detail = f", {step.detail}" if step.detail else ""
-        ax.set_title(f"{label}{detail}\n{out.shape[0]} x {out.shape[1]}")
+        ax.set_title(f"{label}{detail}\n{out.shape[0]} x {out.shape[1]}"
+                     + (f"\n{scale}" if scale else ""), fontsize=11)
         ax.set_xlabel("\n".join(step.arithmetic), fontsize=9, family="monospace")
-        fig.colorbar(im, ax=ax, shrink=0.7, label="value (display scaled min..max)")
+        fig.colorbar(im, ax=ax, shrink=0.7, label="value (display scaled "
+                     + ("to the percentile)" if scale else "min..max)"))
     fig.suptitle("One convolution layer by hand:  output = floor((W - F + 2P) / S) + 1",
                  fontsize=13)
     return save(fig, path)
+
+
+RELU_PERCENTILE = 99
+
+
+def display_range(out: np.ndarray, after_relu: bool) -> tuple[float, float, str]:
+    """Grey-scale limits for a stage's map and the caption that says how it was scaled.
+
+    After ReLU most values are 0 and a few edges are large, so min..max leaves the
+    panel almost black: those maps are shown from 0 to their 99th percentile of the
+    positive values, brighter ones clipped to white, and the caption says so.
+    """
+    lo, hi = float(out.min()), float(out.max())
+    if after_relu:
+        positive = out[out > 0]
+        top = float(np.percentile(positive, RELU_PERCENTILE)) if positive.size else 0.0
+        if 0 < top < hi:
+            return 0.0, top, (f"shown 0..{top:.3g} (the {RELU_PERCENTILE}th percentile); "
+                              f"up to {hi:.3g} clipped to white")
+    return lo, hi if hi > lo else lo + 1, ""
 
 
 def to_display(x: Any, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
