@@ -62,6 +62,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: str = "auto"
     compile: str = "auto"
+    sync_bn: bool | None = None  # None: on for a distributed run on GPUs
     tta: bool = False
     head_epochs: int | None = None
     probe: bool = True

@@ -1,4 +1,8 @@
-"""Messages for people: info on stdout, warnings on stderr, one line each."""
+"""Messages for people: info on stdout, warnings on stderr, one line each.
+
+In a distributed run only rank 0 prints info, warnings and progress (:func:`set_rank`);
+every rank prints its errors, naming itself, so a failure on any process is seen.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,23 @@ from rich.console import Console
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _quiet = False
+_rank = 0
 
 
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = quiet
+
+
+def set_rank(rank: int) -> None:
+    """This process's rank in a distributed run: all but rank 0 stay silent but for errors."""
+    global _rank
+    _rank = rank
+
+
+def silent() -> bool:
+    """Whether info lines and progress bars are hidden (--quiet, or not rank 0)."""
+    return _quiet or _rank != 0
 
 
 def console() -> Console:
@@ -43,14 +59,17 @@ def _encodes(text: str) -> bool:
 
 
 def info(message: str) -> None:
-    if not _quiet:
+    if not silent():
         _out.print(message, markup=False)
 
 
 def warn(message: str) -> None:
+    if _rank != 0:
+        return
     _err.print(f"warning: {message}", markup=False, style="yellow")
 
 
 def error(message: str) -> None:
-    _err.print(f"error: {message}", markup=False, style="bold red")
+    who = f"(process {_rank}) " if _rank else ""
+    _err.print(f"error: {who}{message}", markup=False, style="bold red")
     sys.stderr.flush()

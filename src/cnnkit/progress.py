@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
-    if log._quiet:
+    if log.silent():
         yield from items
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -43,7 +43,7 @@ class EpochBar:
     PLAIN_GAP_S = 10.0
 
     def __init__(self, epoch: int, epochs: int, steps: int, phase: str = "") -> None:
-        self.enabled = not log._quiet
+        self.enabled = not log.silent()
         label = f"epoch {epoch}/{epochs}" + (f" {phase}" if phase else "")
         self.label, self.steps, self.done = label, steps, 0
         self.plain = self.enabled and not log.console().is_terminal

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cnnkit.inference import chunk_size
+from cnnkit.training.distributed import SINGLE
 from cnnkit.training.loop import Trainer
 
 CPU = torch.device("cpu")
@@ -26,8 +27,8 @@ def test_cpu_chunks_are_sized_by_pixels() -> None:
 def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int,
           weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     model.zero_grad(set_to_none=True)
-    fake = SimpleNamespace(class_weights=weights, forward=model, device=CPU,
-                           cfg=SimpleNamespace(label_smoothing=0.1, precision="fp32"))
+    fake = SimpleNamespace(class_weights=weights, forward=model, device=CPU, cluster=SINGLE,
+                           ddp=None, cfg=SimpleNamespace(label_smoothing=0.1, precision="fp32"))
     logits, loss = Trainer._forward_backward(fake, x, y, chunk)
     return logits, loss, [p.grad.clone() for p in model.parameters()]
 

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     _register()
     try:
-        result = app(args=argv, prog_name="cnnkit", standalone_mode=False)
+        # obj: the arguments as given, for `train --devices N` to start them in N processes
+        args = list(sys.argv[1:] if argv is None else argv)
+        result = app(args=args, prog_name="cnnkit", standalone_mode=False, obj={"argv": args})
         return result if isinstance(result, int) else 0
     except typer.exceptions.TyperException as exc:  # click's usage errors
         ctx = getattr(exc, "ctx", None)

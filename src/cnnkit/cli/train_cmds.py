@@ -81,6 +81,13 @@ def train(
     precision: Optional[str] = _option("precision", help="auto, fp32, bf16, fp16."),
     channels_last: Optional[str] = _option("channels_last", help="auto, on, off."),
     compile: Optional[str] = _option("compile", help="torch.compile: auto, on, off."),
+    devices: int = typer.Option(1, help="Train in N processes on this machine (one per GPU, "
+                                "or N on the CPU), data-parallel through torchrun; "
+                                "--batch-size stays the global batch."),
+    sync_bn: Optional[bool] = _option("sync_bn", "--sync-bn/--no-sync-bn", help="With "
+                                      "several GPUs: batch norm statistics over the whole "
+                                      "global batch (default: on with more than one GPU; "
+                                      "GPUs only)."),
     tta: Optional[bool] = _option("tta", help="Flip test-time augmentation when testing."),
     plots: Optional[bool] = _option("plots", help="Write plots/ and report.html at the end (a "
                                     "few seconds)."),
@@ -118,7 +125,16 @@ def train(
     from cnnkit.training import session
 
     log.set_quiet(quiet)
-    given = {k: v for k, v in ctx.params.items() if v is not None and k != "quiet"}
+    given = {k: v for k, v in ctx.params.items()
+             if v is not None and k not in ("quiet", "devices")}
+    if _launches(devices, given, config, resume):
+        from cnnkit.training.launch import launch
+
+        code = launch(devices, (ctx.obj or {}).get("argv", sys.argv[1:]),
+                      cpu=_device(given, config, resume) == "cpu" or not _has_cuda())
+        if code:
+            raise typer.Exit(code)
+        return
     if resume is not None:
         del given["resume"]
         if given:
@@ -147,6 +163,32 @@ def parse_lr(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise CnnkitError(f"--lr takes a positive number or 'find'. Received: {text!r}") from None
+
+
+def _launches(devices: int, given: dict[str, Any], config: Path | None,
+              resume: Path | None) -> bool:
+    from cnnkit.training.launch import check_devices
+
+    return check_devices(devices, _device(given, config, resume))
+
+
+def _device(given: dict[str, Any], config: Path | None, resume: Path | None) -> str:
+    """The --device the run will use: given, from the --config file, or the resumed run's."""
+    if "device" in given:
+        return str(given["device"])
+    if resume is not None:
+        from cnnkit.rundir import RunDir
+
+        return str(RunDir.open(resume).read_config().get("device", "auto"))
+    if config is not None:
+        return str(load_config_file(config).get("device", "auto"))
+    return "auto"
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @app.command()

@@ -40,6 +40,8 @@ class BatchLoader:
         sample_weights: torch.Tensor | None = None,
         channels_last: bool = False,
         flip: bool = False,
+        shard: tuple[int, int] = (0, 1),
+        augment_generator: torch.Generator | None = None,
     ) -> None:
         self.data = imageset
         self.pre = pre
@@ -51,6 +53,12 @@ class BatchLoader:
         self.sample_weights = sample_weights
         self.channels_last = channels_last
         self.flip = flip  # evaluation only: return horizontally flipped inputs
+        # Distributed training: (rank, world). Every rank draws the same order from
+        # ``generator`` and takes its share of each global batch of ``batch_size``, so
+        # the ranks' shards of a step are that step's batch in one process.
+        self.rank, self.world = shard
+        self.augment_generator = augment_generator or self.generator
+        self.drawn: list[torch.Tensor] = []  # the indices this rank drew, batch by batch
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -71,17 +79,21 @@ class BatchLoader:
         order = self.order()
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start:start + self.batch_size]
+            if self.world > 1:
+                idx = idx.tensor_split(self.world)[self.rank]
             if len(idx) == 0:
                 break
+            self.drawn.append(idx)
             if self.data.images.device.type != "cpu":
                 idx = idx.to(self.data.images.device)
             x = self.data.images[idx].to(self.device, non_blocking=True)
             y = self.data.labels[idx].to(self.device, non_blocking=True)
             if self.train:
-                x = train_batch(x, self.pre, self.augment, self.generator,
+                x = train_batch(x, self.pre, self.augment, self.augment_generator,
                                 self.data.crop_fraction)
                 # MixUp/CutMix: y becomes (B, classes) probabilities
-                x, y = mix_batch(x, y, len(self.data.classes), self.augment, self.generator)
+                x, y = mix_batch(x, y, len(self.data.classes), self.augment,
+                                 self.augment_generator)
             else:
                 x = eval_batch(x, self.pre, self.data.crop_fraction)
                 if self.flip:

@@ -8,8 +8,10 @@ an atomic checkpoint, so a crash or Ctrl-C loses at most the epoch in progress.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,6 +29,7 @@ from cnnkit.inference import autocast, chunk_size, log_probs
 from cnnkit.modelfile import ModelCard, save_model
 from cnnkit.progress import EpochBar
 from cnnkit.rundir import RunDir
+from cnnkit.training import distributed
 from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.ema import WeightAverage
 from cnnkit.training.optim import build_optimizer, lr_factor, lr_points, set_lr, warmup_fraction
@@ -53,6 +56,10 @@ class Trainer:
         self.plan = plan
         self.cfg = plan.config
         self.device = plan.device
+        self.cluster = plan.cluster
+        self.writes = plan.cluster.writes  # the one process that writes the run's files
+        if plan.sync_bn and distributed.has_batchnorm(model):
+            model = distributed.sync_batchnorm(model)
         self.model = model.to(self.device)
         if plan.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -64,6 +71,12 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(self.cfg.seed + 1)
         self.train_set = resident(splits.train, self.device)
         self.val_set = resident(splits.val, self.device) if splits.val is not None else None
+        # Distributed: each rank validates its own slice; the sums are reduced.
+        self.val_part = self.val_set
+        if self.val_set is not None and self.cluster.distributed:
+            slices = torch.arange(len(self.val_set)).tensor_split(self.cluster.world)
+            self.val_part = self.val_set.subset(slices[self.cluster.rank])
+        self.augment_generator: torch.Generator | None = None  # distributed: per rank
         self.class_weights = None if class_weights is None else class_weights.to(self.device)
         self.sample_weights = sample_weights
         self.callbacks = tuple(callbacks)
@@ -75,7 +88,8 @@ class Trainer:
         # --ema: the average is what is validated, saved as the model and tested
         self.average = WeightAverage(self.model, self.cfg.ema) if self.cfg.ema else None
         self.forward = self.model
-        if plan.compile:
+        self.ddp: nn.Module | None = None
+        if plan.compile and not self.cluster.distributed:
             self.forward = torch.compile(self.model)
 
     @property
@@ -86,7 +100,27 @@ class Trainer:
         return BatchLoader(self.train_set, self.pre, self.cfg.batch_size, self.device,
                            train=True, augment=self.plan.augment, generator=self.generator,
                            sample_weights=self.sample_weights,
-                           channels_last=self.plan.channels_last)
+                           channels_last=self.plan.channels_last,
+                           shard=(self.cluster.rank, self.cluster.world),
+                           augment_generator=self.augment_generator)
+
+    def _seed_rank(self, global_epoch: int) -> None:
+        """Distributed: every rank draws the same order (``self.generator``, saved in the
+        checkpoint), but its own augmentation and dropout, seeded by epoch and rank so that
+        a resumed run repeats them."""
+        if not self.cluster.distributed:
+            return
+        seed = (self.cfg.seed * 1_000_003 + global_epoch) * 1_009 + self.cluster.rank
+        self.augment_generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+
+    def _wrap(self) -> None:
+        """DistributedDataParallel over the parameters this phase trains (it copies rank 0's
+        weights to the others first: after a probe fitted by rank 0 alone, its head)."""
+        if not self.cluster.distributed:
+            return
+        self.ddp = distributed.wrap(self.model, self.cluster, self.device)
+        self.forward = torch.compile(self.ddp) if self.plan.compile else self.ddp
 
     def fit(self, resume: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run every phase; ``resume`` is a loaded checkpoint to continue from."""
@@ -110,6 +144,7 @@ class Trainer:
             phase = self.phases[index]
             groups = phase.prepare(self.model)
             self._record_phase(index, phase, groups)
+            self._wrap()
             optimizer = build_optimizer(groups, self.cfg.optimizer, phase.lr, self.device)
             if opt_state is not None and index == start_phase:
                 optimizer.load_state_dict(opt_state)
@@ -127,13 +162,14 @@ class Trainer:
         """phases.json: what trained, what stayed frozen and the learning rate at each point
         of each phase (for the report)."""
         path = self.run.root / "phases.json"
-        record = json.loads(path.read_text()) if path.is_file() else []
+        record = json.loads(path.read_text()) if self.writes and path.is_file() else []
         entry = {"mode": self.cfg.mode, **describe_phase(self.model, phase, groups),
                  "schedule": self.cfg.schedule,
                  "lr_curve": lr_points(phase.epochs, phase.lr, self.cfg.schedule,
                                        self._warmup(phase))}
         record = [r for r in record if r.get("index") != index] + [{"index": index, **entry}]
-        write_json(path, sorted(record, key=lambda r: r["index"]))
+        if self.writes:
+            write_json(path, sorted(record, key=lambda r: r["index"]))
         if len(self.phases) > 1 or entry["frozen_params"]:
             log.info(f"phase {phase.name}: {phase.epochs} epoch(s), training "
                      f"{entry['trainable_params']:,} parameters, frozen: {entry['frozen']} "
@@ -144,6 +180,7 @@ class Trainer:
 
     def _epoch(self, phase_index: int, phase: Phase, epoch: int, global_epoch: int,
                optimizer: torch.optim.Optimizer) -> bool:
+        self._seed_rank(global_epoch)
         loader = self.loader()
         steps = len(loader)
         total_steps = steps * phase.epochs
@@ -156,6 +193,7 @@ class Trainer:
             self.device, self.pre.img_size, self.cfg.batch_size, training=True)
         phase_label = phase.name if len(self.phases) > 1 else ""
         bar = EpochBar(global_epoch, self.total_epochs, steps, phase_label)
+        world = self.cluster.world  # the bar shows rank 0's figures; the row, everyone's
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = synced = 0
@@ -175,9 +213,14 @@ class Trainer:
             seen += len(y)
             if (i + 1) % sync_every == 0 or i + 1 == steps:
                 elapsed = time.perf_counter() - start
-                bar.update(loss_sum.item() / seen, correct.item() / seen, seen / elapsed,
-                           advance=i + 1 - synced)
+                bar.update(loss_sum.item() / seen, correct.item() / seen,
+                           seen * world / elapsed, advance=i + 1 - synced)
                 synced = i + 1
+        self._log_shard(global_epoch, loader)
+        if self.cluster.distributed:  # the whole data's figures, not rank 0's share
+            loss_sum, correct, total = distributed.all_sum(
+                self.cluster, loss_sum, correct, torch.tensor(seen))
+            seen = int(total.item())
         if not math.isfinite(loss_sum.item()):
             bar.close()
             raise CnnkitError(f"The training loss became {loss_sum.item()} at epoch "
@@ -190,7 +233,9 @@ class Trainer:
         }
         kept = self.average.module if self.average is not None else self.model
         t0 = time.perf_counter()
-        if self.val_set is not None:
+        if self.val_set is not None and self.cluster.distributed:
+            row.update(self._validate_shards(kept))
+        elif self.val_set is not None:
             scores = log_probs(kept, self.val_set, self.pre, self.device,
                                batch_size=max(256, self.cfg.batch_size),
                                precision=self.cfg.precision,
@@ -210,9 +255,21 @@ class Trainer:
             self.stale_epochs = 0
         else:
             self.stale_epochs += 1
-        if improved or not self.keep_best:
-            save_model(kept, self.card, self.run.model_path)
         stop = bool(self.cfg.patience and self.stale_epochs >= self.cfg.patience)
+        if self.writes:
+            if improved or not self.keep_best:
+                save_model(kept, self.card, self.run.model_path)
+            self._save(row, phase_index, epoch, optimizer, stop)
+        summary = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
+        if "val_acc" in row:
+            summary += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
+        summary += f" | {train_time:.1f}s" + (" *" if improved and "val_acc" in row else "")
+        bar.close(summary)
+        return stop
+
+    def _save(self, row: dict[str, Any], phase_index: int, epoch: int,
+              optimizer: torch.optim.Optimizer, stop: bool) -> None:
+        """Callbacks, metrics.csv and the checkpoint: the writing process only (rank 0)."""
         try:
             for callback in self.callbacks:
                 callback(self, row)
@@ -226,12 +283,31 @@ class Trainer:
                              "ema_steps": self.average.steps if self.average else 0},
                             {"data": self.generator},
                             average=self.average.module if self.average else None)
-        summary = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
-        if "val_acc" in row:
-            summary += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
-        summary += f" | {train_time:.1f}s" + (" *" if improved and "val_acc" in row else "")
-        bar.close(summary)
-        return stop
+
+    def _validate_shards(self, kept: nn.Module) -> dict[str, float]:
+        """Validation loss and accuracy over every rank's slice, summed across ranks."""
+        part = self.val_part
+        scores = log_probs(kept, part, self.pre, self.device,
+                           batch_size=max(256, self.cfg.batch_size),
+                           precision=self.cfg.precision, channels_last=self.plan.channels_last)
+        labels = part.labels.cpu()
+        nll = F.nll_loss(scores, labels, reduction="sum") if len(labels) else torch.zeros(())
+        hits = (scores.argmax(1) == labels).sum()
+        nll, hits, n = distributed.all_sum(self.cluster, nll, hits, torch.tensor(len(labels)))
+        return {"val_loss": (nll / n).item(), "val_acc": (hits / n).item()}
+
+    def _log_shard(self, global_epoch: int, loader: BatchLoader) -> None:
+        """With CNNKIT_SHARD_LOG=DIR (a debugging aid): which training images this rank drew
+        in this epoch, one JSON line per epoch in DIR/rank<N>.jsonl."""
+        folder = os.environ.get("CNNKIT_SHARD_LOG")
+        if not folder:
+            return
+        line = {"epoch": global_epoch, "rank": self.cluster.rank, "world": self.cluster.world,
+                "pid": os.getpid(),
+                "indices": torch.cat(loader.drawn).tolist() if loader.drawn else []}
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"rank{self.cluster.rank}.jsonl"), "a") as fh:
+            fh.write(json.dumps(line) + "\n")
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, chunk: int
                           ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,13 +317,22 @@ class Trainer:
         weight = self.class_weights
         # PyTorch's mean: over the targets' class weights for labels, over N for soft targets
         denom = weight[y].sum() if weight is not None and y.ndim == 1 else len(y)
+        if self.cluster.distributed and weight is not None and y.ndim == 1:
+            # DistributedDataParallel averages the ranks' gradients: divide by the global
+            # batch's weight per rank, so their average is the global weighted mean's
+            denom = (distributed.all_sum(self.cluster, denom)[0] / self.cluster.world).to(
+                device=x.device, dtype=torch.float32)
         outs, total = [], torch.zeros((), device=x.device)
-        for xs, ys in zip(x.split(chunk), y.split(chunk)):
-            with autocast(self.device, self.cfg.precision):
-                logits = self.forward(xs)
-                loss = F.cross_entropy(logits.float(), ys, weight=weight, reduction="sum",
-                                       label_smoothing=self.cfg.label_smoothing) / denom
-            loss.backward()
+        pieces = list(zip(x.split(chunk), y.split(chunk)))
+        for k, (xs, ys) in enumerate(pieces):
+            # Gradients cross the processes once per step: with the last chunk's backward
+            quiet = self.ddp is not None and k < len(pieces) - 1
+            with self.ddp.no_sync() if quiet else contextlib.nullcontext():  # type: ignore[union-attr]
+                with autocast(self.device, self.cfg.precision):
+                    logits = self.forward(xs)
+                    loss = F.cross_entropy(logits.float(), ys, weight=weight, reduction="sum",
+                                           label_smoothing=self.cfg.label_smoothing) / denom
+                loss.backward()
             outs.append(logits.detach())
             total += loss.detach()
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), total

@@ -25,6 +25,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.modelfile import ModelCard
 from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
+from cnnkit.training.distributed import SINGLE, Cluster, device_for
 
 DEFAULT_PRETRAINED = "efficientnet_lite0"
 # Scratch models train a folder's images at their own size up to this side, and larger
@@ -65,13 +66,17 @@ class Plan:
     compile: bool
     find_lr: bool = False  # --lr find: the range test picks the rate once the data is loaded
     notes: tuple[str, ...] = ()  # what the run chose about its input, said first
+    cluster: Cluster = SINGLE  # who this process is: rank 0 writes, all train
+    sync_bn: bool = False  # batch norm statistics over the whole global batch
 
 
-def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
+def resolve_config(config: TrainConfig, card: ModelCard | None = None,
+                   cluster: Cluster = SINGLE) -> Plan:
     """Everything the options decide, before any image is loaded.
 
     ``card``: a resumed run's saved model card, whose architecture and preprocessing
-    (with the mean/std measured when it started) are kept as they were.
+    (with the mean/std measured when it started) are kept as they were. ``cluster``:
+    this process's place in a distributed run.
     """
     source = describe(config.data)
     builtin = source.builtin
@@ -87,6 +92,10 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
         raise CnnkitError(f"--mode {mode} needs a pretrained model, and {arch.name!r} trains "
                           "from scratch. Pick a pretrained one (e.g. --model efficientnet_lite0; "
                           "`cnnkit models` lists them) or pass --weights FILE.")
+    if mode == "features" and cluster.distributed:
+        raise CnnkitError(f"--mode features fits its head in one solve on one process, so it "
+                          f"cannot use {cluster.world} processes: run it without --devices or "
+                          "torchrun (or use --mode fine-tune).")
     if mode == "features" and config.ema:
         raise CnnkitError("--ema averages the weights over training steps, and --mode features "
                           "has none (it fits its head to fixed features in one solve). Drop "
@@ -141,23 +150,30 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None) -> Plan:
             augment = builtin.augment if builtin else "flip+crop"
         if mirror:  # a mirrored 2 or "left" is another class
             augment = "+".join(t for t in augment.split("+") if t != "flip") or "none"
-    device = pick_device(config.device)
+    device = device_for(cluster, pick_device(config.device))
+    if cluster.distributed and config.sync_bn and device.type != "cuda":
+        raise CnnkitError("--sync-bn synchronises batch norm across GPUs, and this run's "
+                          f"processes use the {device.type.upper()} (PyTorch's SyncBatchNorm "
+                          "runs on GPUs only): drop --sync-bn; each process then normalises "
+                          "by its own share of the batch.")
+    sync_bn = cluster.distributed and device.type == "cuda" and config.sync_bn is not False
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
-    numbers = _numbers(config, mode, builtin, device)
+    numbers = _numbers(config, mode, builtin, device, cluster.world)
     channels_last = config.channels_last == "on" or (
         config.channels_last == "auto" and device.type in ("cpu", "cuda"))
     resolved = config.replace(
         model=model, mode=mode, img_size=img_size, channels=channels, augment=augment,
-        precision=precision, device=str(device), bn_stats=bn_stats, **numbers)
+        precision=precision, device=device.type if cluster.distributed else str(device),
+        bn_stats=bn_stats, **numbers)
     if card is not None:
         pre = card.preprocess
     notes = () if card is not None else input_notes(resolved, config, info, facts, mirror)
     return Plan(resolved, config, source, arch, info, pre, augment_tokens(augment), device,
                 channels_last, _compiles(resolved, device), find_lr=config.lr == "find",
-                notes=notes)
+                notes=notes, cluster=cluster, sync_bn=sync_bn)
 
 
 def own_size(facts: ImageFacts | None) -> int:
@@ -215,13 +231,16 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
     model to keep, a scratch model's mean/std and the features mode's taps."""
     cfg = plan.config
     changes = small_data_changes(plan.asked, cfg, len(splits.train))
+    world = plan.cluster.world
+    if changes.get("batch_size", 0) % world:  # the global batch splits evenly
+        changes["batch_size"] = max(world, int(changes["batch_size"]) // world * world)
     if changes:
         log.info(f"{len(splits.train):,} training images: "
                  + ", ".join(f"{k.replace('_', ' ')} {v} (not {getattr(cfg, k)})"
                              for k, v in changes.items())
                  + " for a small data set (set them to choose)")
         cfg = cfg.replace(**_numbers(plan.asked.replace(**changes), cfg.mode, plan.source.builtin,
-                                     plan.device))
+                                     plan.device, plan.cluster.world))
     if cfg.keep == "auto" and cfg.mode != "features":
         val_images = len(splits.val) if splits.val is not None else 0
         keep = "best" if keeps_best("auto", val_images, cfg.patience) else "last"
@@ -246,8 +265,12 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
 
 
 def _numbers(config: TrainConfig, mode: str, builtin: BuiltinSet | None,
-             device: torch.device) -> dict[str, Any]:
-    """Epochs, batch size, learning rate, weight decay and head epochs."""
+             device: torch.device, world: int = 1) -> dict[str, Any]:
+    """Epochs, batch size, learning rate, weight decay and head epochs.
+
+    The batch size is the global batch of all ``world`` processes together, so the
+    learning rate and the results do not depend on how many processes share it.
+    """
     if config.epochs is not None:
         epochs = config.epochs
     elif builtin is not None:
@@ -255,6 +278,13 @@ def _numbers(config: TrainConfig, mode: str, builtin: BuiltinSet | None,
     else:
         epochs = 10 if mode == "fine-tune" else 5 if mode == "features" else 30
     batch_size = config.batch_size or (256 if device.type == "cuda" else 128)
+    if batch_size % world:
+        if config.batch_size is not None:
+            low = max(world, batch_size - batch_size % world)
+            raise CnnkitError(f"--batch-size is the global batch, shared evenly by the {world} "
+                              f"processes, so it must be a multiple of {world}: use {low} or "
+                              f"{low + world}. Received: {batch_size}")
+        batch_size = max(world, batch_size - batch_size % world)
     given_lr = None if config.lr == "find" else config.lr  # the finder runs after loading
     lr = given_lr or PEAK_LR[config.optimizer] * batch_size / 256
     if mode == "fine-tune" and given_lr is None:

@@ -19,9 +19,10 @@ from cnnkit.metrics import EvalResult
 from cnnkit.modelfile import ModelCard, load_state, read_card
 from cnnkit.models.build import create_model
 from cnnkit.rundir import RunDir
-from cnnkit.training import transfer
+from cnnkit.training import distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
+from cnnkit.training.launch import announce_run
 from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
 from cnnkit.training.precheck import check_data, check_memory
@@ -59,34 +60,80 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     elif options:
         config = config.replace(**options)
     check_installed(config.track)
-    plan, splits, model = _prepare(config)
+    cluster = distributed.start(config.device)  # under torchrun: join the other processes
+    plan, splits, model = _prepare(config, cluster)
     cfg, pre = plan.config, plan.pre
     card = ModelCard(plan.arch, splits.classes, pre,
                      {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
-    run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
-    if plan.find_lr:
-        plan = _found_lr(plan, splits, model, run)
-        cfg = plan.config
-    run.write_config({**cfg.to_dict(), "data": plan.source.run_spec()})
-    run.write_classes(splits.classes)
-    files = splits.files()
-    if files:
-        write_json(run.split_path, {"classes": list(splits.classes),
-                                    **{k: _split_rows(getattr(splits, k)) for k in files}})
-    log.info(f"run: {run.root}")
-    trackers = Trackers(run, cfg, samples=_samples(splits))
-    return _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks,
-                trackers=trackers)
+    run, plan = _create_run(plan, splits, model)
+    _describe_cluster(plan)
+    # trackers log from the writing process only
+    trackers = Trackers(run, plan.config, samples=_samples(splits)) if cluster.writes else None
+    result = _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks,
+                  trackers=trackers)
+    distributed.stop()
+    return result
 
 
-def _prepare(config: TrainConfig) -> tuple[Plan, Splits, torch.nn.Module]:
+def _create_run(plan: Plan, splits: Splits, model: torch.nn.Module) -> tuple[RunDir, Plan]:
+    """The run folder, made and filled by the one process that writes (rank 0 of a
+    distributed run); the others learn its path (and --lr find's rate) and never write
+    to it."""
+    cfg = plan.config
+    root = lr = None
+    if plan.cluster.writes:
+        run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
+        if plan.find_lr:
+            plan = _found_lr(plan, splits, model, run)
+            cfg = plan.config
+        run.write_config({**cfg.to_dict(), "data": plan.source.run_spec()})
+        run.write_classes(splits.classes)
+        files = splits.files()
+        if files:
+            write_json(run.split_path, {"classes": list(splits.classes),
+                                        **{k: _split_rows(getattr(splits, k)) for k in files}})
+        log.info(f"run: {run.root}")
+        announce_run(run.root)
+        root, lr = str(run.root), cfg.lr
+    root, lr = distributed.broadcast(plan.cluster, (root, lr))
+    if plan.find_lr and not plan.cluster.writes:
+        plan = replace(plan, config=cfg.replace(lr=lr))
+    return RunDir(root), plan
+
+
+def _load(plan: Plan) -> Splits:
+    """The run's splits; in a distributed run rank 0 decodes (and fills the cache) first,
+    then the others read what it left, so no two processes decode the same files."""
+    cluster = plan.cluster
+    if cluster.distributed and not cluster.writes:
+        distributed.broadcast(cluster, None)  # wait for rank 0's splits
+    splits = load_run_splits(plan.config, plan.pre, plan.source)
+    if cluster.distributed and cluster.writes:
+        distributed.broadcast(cluster, None)
+    return splits
+
+
+def _describe_cluster(plan: Plan) -> None:
+    cluster, cfg = plan.cluster, plan.config
+    if not cluster.distributed:
+        return
+    where = f"{plan.device.type.upper()}s" if plan.device.type == "cuda" else "the CPU"
+    log.info(f"distributed: {cluster.world} processes on {where} "
+             f"({'NCCL' if plan.device.type == 'cuda' else 'gloo'}); global batch "
+             f"{cfg.batch_size} = {cfg.batch_size // cluster.world} per process, lr {cfg.lr:g}; "
+             f"sync-bn {'on' if plan.sync_bn else 'off'}")
+
+
+def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGLE
+             ) -> tuple[Plan, Splits, torch.nn.Module]:
     """The plan, the loaded data and a new model: everything before the run folder."""
-    plan = resolve_config(config)
+    plan = resolve_config(config, cluster=cluster)
     for line in plan.notes:
         log.info(line)
-    check_data(plan)
+    if cluster.writes:  # the audit keeps an index in the cache: one process checks
+        check_data(plan)
     torch.manual_seed(plan.config.seed)
-    splits = load_run_splits(plan.config, plan.pre, plan.source)
+    splits = _load(plan)
     plan = finalize(plan, splits)
     check_memory(plan)
     cfg, pre = plan.config, plan.pre
@@ -144,9 +191,10 @@ def resume(run_dir: str | Path) -> TrainResult:
                           "run the same command again (its features are cached).")
     model_state, optim_state, meta, rng, average = load_checkpoint(run.checkpoint_path)
     card, _ = read_card(run.root)
-    plan = resolve_config(cfg, card)
+    cluster = distributed.start(cfg.device)
+    plan = resolve_config(cfg, card, cluster=cluster)
     torch.manual_seed(cfg.seed)
-    splits = load_run_splits(cfg, plan.pre, plan.source)
+    splits = _load(plan)
     if splits.classes != card.classes:
         raise CnnkitError(f"The data's classes have changed since {run.root} started; "
                           "start a new run instead of --resume.")
@@ -156,9 +204,15 @@ def resume(run_dir: str | Path) -> TrainResult:
     done = sum(1 for _ in meta["history"])
     check_installed(cfg.track)
     log.info(f"resuming {run.root} after epoch {done}")
-    return _fit(plan, splits, model, card, run,
-                resume={"meta": meta, "optimizer": optim_state, "rng": rng,
-                        "average": average}, trackers=Trackers(run, cfg, resuming=True))
+    if cluster.writes:
+        announce_run(run.root)
+    _describe_cluster(plan)
+    trackers = Trackers(run, cfg, resuming=True) if cluster.writes else None
+    result = _fit(plan, splits, model, card, run,
+                  resume={"meta": meta, "optimizer": optim_state, "rng": rng,
+                          "average": average}, trackers=trackers)
+    distributed.stop()
+    return result
 
 
 def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, run: RunDir,
@@ -191,7 +245,9 @@ def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard
         history = features.fit(plan, model, splits, card, run, class_weights)
         return _finish(plan, run, splits, history)
     phases = transfer.phases(plan)
-    if cfg.mode == "fine-tune" and cfg.probe and resume is None:
+    if cfg.mode == "fine-tune" and cfg.probe and resume is None and plan.cluster.writes:
+        # Distributed: rank 0 fits the probe; DistributedDataParallel then starts every
+        # rank from rank 0's weights, so the others wait and receive its head.
         from cnnkit.training import features
 
         features.probe(plan, model, splits, run, class_weights)
@@ -211,6 +267,16 @@ def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard
         log.warn(f"interrupted; the last finished epoch is saved. Continue with: "
                  f"cnnkit train --resume {run.root}")
         raise
+    except RuntimeError as exc:
+        if not (plan.cluster.distributed and distributed.peer_lost(exc)):
+            raise
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc)
+        raise CnnkitError(
+            f"another process of this {plan.cluster.world}-process run stopped or stopped "
+            f"answering ({reason}); the last finished epoch is saved. Continue with: cnnkit "
+            f"train --resume {run.root} --devices N") from None
+    if not plan.cluster.writes:
+        return TrainResult(run.root, history, None, cfg)  # rank 0 tests and reports
     return _finish(plan, run, splits, history)
 
 

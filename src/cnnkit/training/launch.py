@@ -1,0 +1,126 @@
+"""``cnnkit train --devices N``: the same command in N processes on this machine, started
+by PyTorch's own launcher (``torch.distributed.run``, the code behind ``torchrun``).
+
+Each process runs ``python -m cnnkit`` with the same arguments; torchrun's environment
+(``RANK``, ``WORLD_SIZE``, ...) tells it that it is one of N, so it trains instead of
+launching again. Runs over several machines use ``torchrun`` itself (README).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import torch
+
+from cnnkit import log
+from cnnkit.errors import CnnkitError
+
+RUN_FILE_ENV = "CNNKIT_LAUNCH_RUN_FILE"  # where rank 0 tells the launcher its run folder
+
+
+def under_torchrun() -> bool:
+    """Whether this process is one of torchrun's workers."""
+    return "LOCAL_WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def check_devices(devices: int, device: str) -> bool:
+    """Whether ``--devices`` asks for a launch here (False: one process, or already a
+    worker of torchrun); a count that cannot be met is one clear line."""
+    if devices < 1:
+        raise CnnkitError(f"--devices takes how many processes to train with (1 or more). "
+                          f"Received: {devices}")
+    if under_torchrun():
+        local = int(os.environ["LOCAL_WORLD_SIZE"])
+        if devices not in (1, local):
+            raise CnnkitError(f"--devices {devices} disagrees with torchrun's --nproc-per-node "
+                              f"{local}: drop --devices when starting cnnkit with torchrun.")
+        return False
+    if devices == 1:
+        return False
+    if device not in ("cpu",) and not device.startswith("mps") and torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if devices > gpus:
+            raise CnnkitError(f"--devices {devices} asks for one process per GPU, and PyTorch "
+                              f"sees {gpus} GPU(s): use --devices {gpus} or fewer (or --device "
+                              "cpu for CPU processes).")
+    elif device not in ("auto", "cpu"):
+        raise CnnkitError(f"--devices runs one process per GPU or several on the CPU; "
+                          f"--device {device} is neither. Use --device cpu or cuda.")
+    return True
+
+
+def launch(devices: int, argv: list[str], *, cpu: bool) -> int:
+    """Run ``cnnkit <argv>`` in ``devices`` processes; returns the exit status.
+
+    On the CPU each process gets an equal share of the cores as its torch threads
+    (``OMP_NUM_THREADS``, unless already set), so N processes use the machine as one did.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    env_before = dict(os.environ)
+    if cpu and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // devices))
+    for name in ("torch.distributed.elastic", "torch.distributed.run",
+                 "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # our one line instead of its logs
+    with tempfile.TemporaryDirectory(prefix="cnnkit-launch-") as tmp:
+        run_file = Path(tmp) / "run"
+        os.environ[RUN_FILE_ENV] = str(run_file)
+        args = parse_args(["--standalone", "--nnodes", "1", "--nproc-per-node", str(devices),
+                           "--max-restarts", "0", "--module", "cnnkit", *argv])
+        try:
+            run(args)
+            return 0
+        except ChildFailedError as exc:
+            return _explain(exc, devices, _read(run_file))
+        except (SignalException, KeyboardInterrupt):
+            log.error(f"interrupted; the {devices} processes were stopped."
+                      + _resume_hint(_read(run_file), devices))
+            return 130
+        finally:
+            os.environ.clear()
+            os.environ.update(env_before)
+
+
+def announce_run(root: Path) -> None:
+    """Rank 0: tell the launcher (if any) the run folder, for its resume hint."""
+    target = os.environ.get(RUN_FILE_ENV)
+    if target:
+        Path(target).write_text(str(root))
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
+
+
+def _resume_hint(run: str | None, devices: int) -> str:
+    if run is None:
+        return ""
+    return (f" The last finished epoch is saved; continue with: cnnkit train --resume {run} "
+            f"--devices {devices}")
+
+
+def _explain(exc: Exception, devices: int, run: str | None) -> int:
+    """One line for a failed worker; a worker's own error (exit 2) was printed already."""
+    failures = getattr(exc, "failures", {})
+    codes = {rank: f.exitcode for rank, f in failures.items()}
+    if codes and all(code == 2 for code in codes.values()):
+        return 2
+    rank, first = min(failures.items(), key=lambda kv: kv[1].timestamp)
+    code = first.exitcode
+    if code < 0:
+        try:
+            how = f"was stopped by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was stopped by signal {-code}"
+    else:
+        how = f"failed with exit status {code} (its error is above)"
+    log.error(f"process {rank} of {devices} {how}, so the others were stopped."
+              + _resume_hint(run, devices))
+    return 2 if code == 2 else 1
