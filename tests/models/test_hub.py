@@ -130,10 +130,7 @@ def test_download_check_honours_hf_hub_offline(monkeypatch: pytest.MonkeyPatch) 
 
 def test_weights_status_bundled_cached_or_download(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE",
-                        str(_fake_hub(tmp_path / "hub", "timm/resnet18.a1_in1k")))
+    monkeypatch.setenv("HF_HUB_CACHE", str(_fake_hub(tmp_path / "hub", "timm/resnet18.a1_in1k")))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     status = {m.name: hub.weights_status(m.weights_from) for m in list_models()}
     assert status["efficientnet_lite0"] == hub.BUNDLED
@@ -172,3 +169,24 @@ def test_cnnkit_models_shows_each_pretrained_names_weights(tmp_path: Path) -> No
     assert rows["efficientnet_lite0"] == "bundled"
     assert rows["resnet50"] == "cached"
     assert rows["resnet18"] == rows["vgg16"] == rows["alexnet"] == "download"
+
+
+def test_the_hub_cache_is_found_where_huggingface_hub_looks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cnnkit reads the hub cache without importing huggingface_hub; both agree."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert hub.hf_cache_dir() == tmp_path / "home" / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub.hf_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert hub.hf_cache_dir() == tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    _fake_hub(tmp_path / "hub", "timm/resnet18.a1_in1k")
+    theirs = try_to_load_from_cache("timm/resnet18.a1_in1k", "model.safetensors",
+                                    cache_dir=str(tmp_path / "hub"))
+    assert hub.hf_cached_file("timm/resnet18.a1_in1k") == Path(theirs)
+    assert hub.hf_cached_file("timm/vgg16.tv_in1k") is None

@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnkit.models.catalog import ALEXNET_URL  # noqa: F401  (re-exported)
 from cnnkit.models.interface import TimmStyleModel
-
-ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
 
 class AlexNet(TimmStyleModel):

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from cnnkit.errors import CnnkitError
-from cnnkit.models.layers import load_yaml, looks_like_spec, parse_spec
+from cnnkit.models.layerspec import StackBuilder, load_yaml, looks_like_spec, parse_spec
 from cnnkit.models.registry import ModelInfo, get_model_info, is_registered
 
 
@@ -33,9 +31,7 @@ class Architecture:
 
 
 def _stack_info(name: str, layers: list[dict[str, Any]]) -> ModelInfo:
-    from cnnkit.models.scratch import _from_spec
-
-    return ModelInfo(name, _from_spec(layers), "custom layer stack")
+    return ModelInfo(name, StackBuilder(layers), "custom layer stack")
 
 
 def resolve(model: str | Architecture) -> tuple[Architecture, ModelInfo]:
@@ -75,8 +71,9 @@ def create_model(
     *,
     pretrained: bool = False,
     weights: str | None = None,
-) -> nn.Module:
-    """Instantiate a model; pretrained weights only where the registry has them."""
+) -> Any:
+    """Instantiate a model (a torch ``nn.Module``); pretrained weights only where the
+    registry has them."""
     arch, info = resolve(model)
     if num_classes < 1:
         raise CnnkitError(f"num_classes must be at least 1. Received: {num_classes}")

@@ -1,29 +1,8 @@
-"""Custom CNN stacks written the way one writes a Keras Sequential model.
-
-A short spec string, e.g. ``conv32k3-pool2-conv64k3same-pool2-drop0.25-dense128``,
-or a YAML file with a ``layers:`` list, becomes a list of plain layer dicts (stored
-in the model's sidecar, so a run rebuilds its model without the YAML file) and then
-a :class:`ConvNet`.
-
-Spec tokens (joined with ``-``); convolutions and dense layers are followed by ReLU
-unless a ``:tanh``, ``:sigmoid`` or ``:linear`` suffix says otherwise:
-
-* ``conv{F}[k{K}][s{S}][same|valid|p{N}][bn]``: F filters, K x K kernel (3), stride S
-  (1), padding valid (default, as in Keras), same, or N pixels; ``bn`` adds batch norm
-* ``pool{N}[s{S}]``, ``maxpool{N}``, ``avgpool{N}``: pooling window N, stride S (N)
-* ``gap`` / ``gmp``: global average / max pooling
-* ``drop{P}``: dropout, P as 0.25 or 25 (%)
-* ``dense{N}[bn]``: fully connected layer of N units (flatten is implied)
-* ``flatten``, ``bn``, ``relu`` (``tanh``, ``sigmoid``): a layer on its own
-
-In YAML, each of these words is also a key (``- maxpool: 2``, ``- drop: 0.25``,
-``- gap``), and ``conv``/``pool``/``dense``/``dropout`` take their options by name.
-"""
+"""Build a layer stack (:mod:`cnnkit.models.layerspec` reads the spec) as a torch
+:class:`ConvNet` with timm's model surface."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,198 +10,16 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.interface import TimmStyleModel
+from cnnkit.models.layerspec import (  # noqa: F401  (the spec API, also importable here)
+    Layer,
+    UnknownTokenError,
+    check_layer,
+    load_yaml,
+    looks_like_spec,
+    parse_spec,
+)
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": None}
-_CONV = re.compile(r"^conv(\d+)(?:k(\d+))?(?:s(\d+))?(same|valid|p\d+)?(bn)?$")
-_POOL = re.compile(r"^(max|avg)?pool(\d+)(?:s(\d+))?$")
-_DENSE = re.compile(r"^dense(\d+)(bn)?$")
-_DROP = re.compile(r"^drop(?:out)?(\d*\.?\d+)$")
-
-Layer = dict[str, Any]
-
-
-def looks_like_spec(name: str) -> bool:
-    """Whether ``name`` starts like a layer spec ('conv32k3-...'), even with a bad token later.
-
-    Then a mistake in it is reported as a spec mistake naming the token, rather than as
-    an unknown model name.
-    """
-    first = name.strip().lower().split("-")[0]
-    try:
-        _parse_token(first, name)
-    except UnknownTokenError:
-        return False
-    except CnnkitError:  # a layer word with a bad value ('conv0k3'): a spec mistake
-        return True
-    return True
-
-
-class UnknownTokenError(CnnkitError):
-    """A spec token that names no layer at all."""
-
-
-def parse_spec(spec: str) -> list[Layer]:
-    tokens = [t for t in spec.strip().lower().split("-") if t]
-    if not tokens:
-        raise CnnkitError("An empty layer spec. Example: 'conv32k3-pool2-dense128'.")
-    return [_parse_token(t, spec) for t in tokens]
-
-
-def _parse_token(token: str, spec: str) -> Layer:
-    where = f"{token!r} of model spec {spec!r}"
-    token, _, act = token.partition(":")
-    if act and act not in ACTIVATIONS:
-        raise CnnkitError(f"Unknown activation {act!r} in {where}; use "
-                          f"{', '.join(ACTIVATIONS)}.")
-    if m := _CONV.match(token):
-        padding: Any = m.group(4) or "valid"
-        if padding.startswith("p"):
-            padding = int(padding[1:])
-        layer = {"type": "conv", "filters": int(m.group(1)), "kernel": int(m.group(2) or 3),
-                 "stride": int(m.group(3) or 1), "padding": padding,
-                 "batchnorm": bool(m.group(5)), "activation": act or "relu"}
-    elif m := _POOL.match(token):
-        size = int(m.group(2))
-        layer = {"type": "pool", "kind": m.group(1) or "max", "size": size,
-                 "stride": int(m.group(3) or size)}
-    elif m := _DENSE.match(token):
-        layer = {"type": "dense", "units": int(m.group(1)), "batchnorm": bool(m.group(2)),
-                 "activation": act or "relu"}
-    elif m := _DROP.match(token):
-        layer = {"type": "dropout", "rate": _dropout_rate(m.group(1), where)}
-    elif token in ("gap", "gmp"):
-        layer = {"type": "global_pool", "kind": "avg" if token == "gap" else "max"}
-    elif token in ("flatten", "bn", "batchnorm"):
-        layer = {"type": "flatten" if token == "flatten" else "batchnorm"}
-    elif token in ("relu", "tanh", "sigmoid"):
-        layer = {"type": "activation", "name": token}
-    else:
-        raise UnknownTokenError(f"Cannot read {token!r} in model spec {spec!r}. Tokens look "
-                                "like conv32k3, conv64k3s2same, pool2, avgpool2, gap, drop0.25, "
-                                "dense128.")
-    return check_layer(layer, where)
-
-
-def _dropout_rate(value: Any, where: str) -> float:
-    """0.25 is a rate; a whole number from 1 to 99 is a percentage (drop25)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise CnnkitError(f"Dropout rate in {where} must be a number. Received: {value!r}")
-    text = str(value)
-    try:
-        rate = float(text)
-    except ValueError:
-        raise CnnkitError(f"Dropout rate in {where} must be a number. Received: {value!r}") \
-            from None
-    if rate >= 1 and float(rate).is_integer() and "." not in text:
-        rate /= 100
-    if not 0 <= rate < 1:
-        raise CnnkitError(f"Dropout rate in {where} must be at least 0 and below 1 (or a "
-                          f"percentage below 100, as in drop25). Received: {value!r}")
-    return rate
-
-
-_CHOICES = {"padding": ("same", "valid"), "kind": ("max", "avg"),
-            "activation": tuple(ACTIVATIONS), "name": tuple(ACTIVATIONS)}
-_WHOLE = {"filters": "filters", "kernel": "kernel size", "stride": "stride",
-          "units": "units", "size": "pool size"}
-
-
-def check_layer(layer: Layer, where: str) -> Layer:
-    """Check a layer dict's values, with a message that names the layer and the value."""
-    for key, value in layer.items():
-        if key in _WHOLE and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < 1):
-            raise CnnkitError(f"The {_WHOLE[key]} of {where} must be a whole number of at "
-                              f"least 1. Received: {value!r}")
-        if key == "padding" and not (value in _CHOICES["padding"] or (
-                isinstance(value, int) and not isinstance(value, bool) and value >= 0)):
-            raise CnnkitError(f"The padding of {where} must be same, valid or a number of "
-                              f"pixels. Received: {value!r}")
-        elif key in ("kind", "activation", "name") and value not in _CHOICES[key]:
-            what = "Unknown activation" if key != "kind" else "Unknown pooling kind"
-            raise CnnkitError(f"{what} {value!r} in {where}; use "
-                              f"{', '.join(_CHOICES[key])}.")
-        if key == "batchnorm" and not isinstance(value, bool):
-            raise CnnkitError(f"batchnorm of {where} is true or false. Received: {value!r}")
-    if layer["type"] == "dropout":
-        layer = {**layer, "rate": _dropout_rate(layer["rate"], where)}
-    return layer
-
-
-def load_yaml(path: str | Path) -> list[Layer]:
-    """Read ``layers:`` from YAML: each item a spec token or a one-key mapping."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise CnnkitError(f"Model file not found: {path}.")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CnnkitError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
-    items = doc.get("layers") if isinstance(doc, dict) else doc
-    if not isinstance(items, list) or not items:
-        raise CnnkitError(f"{path} needs a 'layers:' list, e.g. '- conv: {{filters: 32}}'.")
-    return [_yaml_layer(item, path) for item in items]
-
-
-_YAML_DEFAULTS = {
-    "conv": {"filters": None, "kernel": 3, "stride": 1, "padding": "valid", "batchnorm": False,
-             "activation": "relu"},
-    "pool": {"kind": "max", "size": 2, "stride": None},
-    "dense": {"units": None, "batchnorm": False, "activation": "relu"},
-    "dropout": {"rate": None},
-    "global_pool": {"kind": "avg"},
-    "flatten": {},
-    "batchnorm": {},
-    "activation": {"name": "relu"},
-}
-_YAML_SHORT = {"conv": "filters", "pool": "size", "dense": "units", "dropout": "rate",
-               "global_pool": "kind", "activation": "name"}
-
-
-# The spec's words work as YAML keys too: word -> (layer type, options it implies).
-_YAML_WORDS: dict[str, tuple[str, dict[str, Any]]] = {
-    **{kind: (kind, {}) for kind in _YAML_DEFAULTS},
-    "maxpool": ("pool", {"kind": "max"}), "avgpool": ("pool", {"kind": "avg"}),
-    "gap": ("global_pool", {"kind": "avg"}), "gmp": ("global_pool", {"kind": "max"}),
-    "drop": ("dropout", {}), "bn": ("batchnorm", {}),
-    **{name: ("activation", {"name": name}) for name in ("relu", "tanh", "sigmoid")},
-}
-
-
-def _yaml_layer(item: Any, path: Path) -> Layer:
-    if isinstance(item, str):
-        word = item.strip().lower()
-        if word not in _YAML_WORDS:  # a spec token: conv32k3, pool2, drop0.25...
-            return _parse_token(word, str(path))
-        item = {word: None}
-    if not (isinstance(item, dict) and len(item) == 1):
-        raise CnnkitError(f"{path}: each layer is one mapping such as "
-                          f"'conv: {{filters: 32, kernel: 3}}'. Received: {item!r}")
-    (word, args), = item.items()
-    word = str(word).strip().lower()
-    if word not in _YAML_WORDS:
-        raise CnnkitError(f"{path}: unknown layer {word!r}; use "
-                          f"{', '.join(_YAML_WORDS)} (or a spec token such as conv32k3).")
-    kind, implied = _YAML_WORDS[word]
-    layer = {"type": kind, **_YAML_DEFAULTS[kind], **implied}
-    if isinstance(args, dict):
-        unknown = set(args) - set(_YAML_DEFAULTS[kind])
-        if unknown:
-            raise CnnkitError(f"{path}: {word} has no option(s) {', '.join(sorted(unknown))}; "
-                              f"options: {', '.join(_YAML_DEFAULTS[kind])}.")
-        layer.update(args)
-    elif args is not None:
-        if kind not in _YAML_SHORT:
-            raise CnnkitError(f"{path}: {word} takes no value. Received: {args!r}")
-        layer[_YAML_SHORT[kind]] = args
-    if kind == "pool" and layer["stride"] is None:
-        layer["stride"] = layer["size"]
-    missing = [k for k, v in layer.items() if v is None]
-    if missing:
-        raise CnnkitError(f"{path}: {word} needs {', '.join(missing)}.")
-    return check_layer(layer, f"layer '{word}' in {path}")
 
 
 class ConvNet(TimmStyleModel):

