@@ -22,6 +22,9 @@ def serve(
     port: Optional[int] = typer.Option(None, help="TCP port [default: 8000]."),
     backend: Optional[str] = typer.Option(None, help="auto, torch or onnx [default: auto]."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps [default: auto]."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the model's forward "
+                                          "pass [default: one less than the CPUs, at least "
+                                          "1; the rest decode images and answer HTTP]."),
     max_batch_size: Optional[int] = typer.Option(None, help="Most images per forward pass "
                                                  "[default: 32]."),
     max_wait_ms: Optional[float] = typer.Option(None, help="How long a request waits for "
@@ -46,7 +49,7 @@ def serve(
     from cnnkit.serve.settings import API_KEY_ENV
 
     given = {"host": host, "port": port, "backend": backend, "device": device,
-             "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
+             "threads": threads, "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
              "max_queue": max_queue, "max_request_mb": max_request_mb,
              "max_files": max_files, "top_k": top_k,
              "formats": None if formats is None else tuple(

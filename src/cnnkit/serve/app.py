@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -56,7 +57,8 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
                 lambda arrays, c=served.classifier: c.proba_decoded(
                     arrays, batch_size=config.max_batch_size),
                 max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
-                max_queue=config.max_queue, name=name)
+                max_queue=config.max_queue, name=name,
+                thread_init=lambda: torch.set_num_threads(config.model_threads))
             batchers[name].start()
         warm = asyncio.get_running_loop().create_task(_warm_up())
         yield

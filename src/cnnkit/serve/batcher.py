@@ -32,14 +32,15 @@ class MicroBatcher:
 
     def __init__(self, infer: Callable[[list[np.ndarray]], np.ndarray], *,
                  max_batch_size: int, max_wait_ms: float, max_queue: int,
-                 name: str = "model") -> None:
+                 name: str = "model", thread_init: Callable[[], None] | None = None) -> None:
         self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue = max_queue
         self._pending: list[_Job] = []
         self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"cnnkit-infer-{name}")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"cnnkit-infer-{name}",
+                                            initializer=thread_init)
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.images = 0

@@ -20,8 +20,10 @@ def run_server(models: dict[str, ServedModel], config: ServeConfig, *,
     signal once done; the handler installed here absorbs it, so the exit code says the
     stop was clean.
     """
+    import torch
     import uvicorn
 
+    torch.set_num_threads(config.model_threads)
     app = create_app(models, config)
     uv = uvicorn.Config(app, host=config.host, port=config.port, access_log=access_log,
                         log_level="info", timeout_graceful_shutdown=math.ceil(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from cnnkit.errors import CnnkitError
@@ -20,6 +21,7 @@ class ServeConfig:
     port: int = 8000
     backend: str = "auto"
     device: str = "auto"
+    threads: int | None = None      # the model's CPU threads; None: one less than the CPUs
     max_batch_size: int = 32        # images per forward pass
     max_wait_ms: float = 5.0        # how long the first image waits for others to join it
     max_queue: int = 256            # images waiting for the model; beyond: 503
@@ -34,8 +36,8 @@ class ServeConfig:
         if self.backend not in BACKENDS:
             raise CnnkitError(f"--backend must be one of {', '.join(BACKENDS)}. "
                               f"Received: {self.backend!r}")
-        for name in ("max_batch_size", "max_queue", "max_files", "top_k"):
-            if getattr(self, name) < 1:
+        for name in ("max_batch_size", "max_queue", "max_files", "top_k", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CnnkitError(f"--{name.replace('_', '-')} must be at least 1. "
                                   f"Received: {getattr(self, name)}")
         if self.max_queue < self.max_files:
@@ -53,6 +55,13 @@ class ServeConfig:
         if self.api_key is not None and not self.api_key.strip():
             raise CnnkitError("The API key is empty; pass a non-empty --api-key or unset "
                               f"{API_KEY_ENV}.")
+
+    @property
+    def model_threads(self) -> int:
+        """CPU threads for the forward pass: the rest of the machine decodes and talks HTTP."""
+        if self.threads is not None:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) - 1)
 
     @property
     def max_request_bytes(self) -> int:
