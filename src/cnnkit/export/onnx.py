@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,13 +12,16 @@ import torch
 from cnnkit.backends import PARITY_TOLERANCE, OnnxBackend, TorchBackend
 from cnnkit.data.imageset import ImageSet
 from cnnkit.errors import CnnkitError
-from cnnkit.export.images import check_images
+from cnnkit.export.images import check_images, run_folder, run_images
+from cnnkit.export.quantize import CALIBRATION_IMAGES, Comparison, compare, quantize_int8
 from cnnkit.inference import log_probs
 from cnnkit.modelfile import find_sidecar
 from cnnkit.onnxfile import OPSET, OnnxMeta, export_onnx
 from cnnkit.predict import Classifier, load_predictor
+from cnnkit.rundir import RunDir
 
 FORMATS = ("onnx",)
+QUANTIZE = ("int8",)
 
 
 @dataclass
@@ -26,7 +29,8 @@ class ExportResult:
     path: Path
     checked_on: str
     max_prob_diff: float
-    extra: dict = field(default_factory=dict)  # int8: accuracies and speeds
+    int8: Path | None = None
+    comparison: Comparison | None = None  # int8 against float on the run's test split
 
 
 def default_out(model: str) -> Path:
@@ -46,11 +50,24 @@ def probabilities(clf: Classifier, backend: TorchBackend | OnnxBackend, data: Im
 
 
 def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None = None,
-                 check: list[str] | None = None, opset: int = OPSET) -> ExportResult:
+                 check: list[str] | None = None, opset: int = OPSET,
+                 quantize: str | None = None) -> ExportResult:
     """Export ``model`` (run folder, model file or pretrained name) and check the file
-    against torch on real images; a difference above 1e-4 removes the file and fails."""
+    against torch on real images; a difference above 1e-4 removes the file and fails.
+
+    ``quantize="int8"`` also writes ``<out>.int8.onnx``, calibrated on the run's training
+    images, and compares it with the float file on the run's test split.
+    """
     if fmt not in FORMATS:
         raise CnnkitError(f"--format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise CnnkitError(f"--quantize must be one of {', '.join(QUANTIZE)}. Received: "
+                          f"{quantize!r}")
+    run = run_folder(model) if quantize else None
+    if quantize and run is None:
+        raise CnnkitError(f"--quantize int8 calibrates on a run's training images and tests "
+                          f"on its test split; {model} is not a run folder (made by "
+                          "`cnnkit train`).")
     if opset < 17:
         raise CnnkitError(f"--opset must be 17 or newer. Received: {opset}")
     path = Path(out) if out is not None else default_out(model)
@@ -72,4 +89,23 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
                           f"probabilities differ by up to {diff:.2e} (limit "
                           f"{PARITY_TOLERANCE:g}); nothing was written. Please report this "
                           "with the model's architecture.")
-    return ExportResult(path, where, diff)
+    if not quantize:
+        return ExportResult(path, where, diff)
+    return _quantized(ExportResult(path, where, diff), run, clf)
+
+
+def _quantized(result: ExportResult, run: RunDir, clf: Classifier) -> ExportResult:
+    from cnnkit.config import TrainConfig
+    from cnnkit.evaluation import held_out_test
+
+    pre = clf.card.preprocess
+    found = run_images(run, clf, ("train",), CALIBRATION_IMAGES)
+    if found is None:
+        raise CnnkitError(f"{run.root} has no training images to calibrate int8 on.")
+    int8 = quantize_int8(result.path, result.path.with_suffix(".int8.onnx"), found[0], pre)
+    test = held_out_test(run, TrainConfig.from_dict(run.read_config()), clf)
+    if test is None:
+        raise CnnkitError(f"{run.root} has no held-out test split to compare int8 on; wrote "
+                          f"{int8} unmeasured.")
+    result.int8, result.comparison = int8, compare(result.path, int8, test, pre)
+    return result

@@ -1,0 +1,164 @@
+"""``cnnkit export --quantize int8``: static int8 quantization with onnxruntime's tools,
+calibrated on the run's own training images, measured against the float file.
+
+Weights are quantized per output channel (a depthwise convolution's channels differ by
+orders of magnitude, so one scale per tensor loses them), activations per tensor from
+the calibration images; the first convolution (raw pixels in) and the classifier (logits
+out) stay in float, where int8 costs the most accuracy for the least time (the choices
+and their measurements: docs/design-notes.md, "int8").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.atomic import atomic_path
+from cnnkit.backends import OnnxBackend
+from cnnkit.data.imageset import ImageSet
+from cnnkit.data.pipeline import Preprocess, eval_batch
+from cnnkit.errors import CnnkitError
+from cnnkit.onnxfile import INPUT, OnnxMeta, read_meta
+
+CALIBRATION_IMAGES = 300
+CALIBRATION_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Float and int8 side by side on the same test images."""
+
+    images: int
+    float_accuracy: float
+    int8_accuracy: float
+    float_speed: float  # images/s, batch 32
+    int8_speed: float
+
+    @property
+    def speedup(self) -> float:
+        return self.int8_speed / self.float_speed
+
+
+def model_inputs(data: ImageSet, pre: Preprocess, batch: int) -> Iterator[np.ndarray]:
+    """``data`` preprocessed as the model sees it, in float32 NCHW batches (made as they
+    are used: a large test split never sits in memory as floats)."""
+    for start in range(0, len(data), batch):
+        x = data.images[start:start + batch]
+        yield eval_batch(x, pre, data.crop_fraction).numpy()
+
+
+def _ends(path: Path) -> list[str]:
+    """Names of the first convolution and of the classifier's matrix product."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    dense = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
+    return convs[:1] + dense[-1:]
+
+
+def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Preprocess
+                  ) -> Path:
+    """Write ``out``: ``float_path`` statically quantized to int8 (QDQ), calibrated on
+    ``calibration``; the float file's metadata is kept."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = list(model_inputs(calibration, pre, CALIBRATION_BATCH))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.left, None)
+            return None if x is None else {INPUT: x}
+
+    meta = read_meta(float_path)
+    with atomic_path(out) as tmp, warnings.catch_warnings(), _quiet_logging():
+        warnings.simplefilter("ignore")
+        prepared = tmp.with_name(tmp.name + ".pre.onnx")
+        try:
+            quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=_ends(prepared),
+                            extra_options={"ActivationSymmetric": False})
+        except Exception as exc:  # onnxruntime's tools raise many types
+            raise CnnkitError(f"int8 quantization of {float_path} failed: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        finally:
+            prepared.unlink(missing_ok=True)
+        proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
+        for key, value in _with_precision(meta).to_props().items():
+            prop = proto.metadata_props.add()
+            prop.key, prop.value = key, value
+        onnx.save(proto, str(tmp))
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """onnxruntime's tools log notes on the root logger (per-channel axes of norm layers,
+    pre-processing advice) that mean nothing to the user."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _with_precision(meta: OnnxMeta) -> OnnxMeta:
+    return OnnxMeta(meta.classes, meta.preprocess,
+                    {**meta.info, "precision": "int8", "calibration_images": "run train"})
+
+
+def accuracy(backend: OnnxBackend, data: ImageSet, pre: Preprocess, batch: int = 64
+             ) -> float:
+    predicted = np.concatenate([backend(torch.from_numpy(x)).argmax(1).numpy()
+                                for x in model_inputs(data, pre, batch)])
+    return float((predicted == data.labels.numpy()).mean())
+
+
+def speed(backends: list[OnnxBackend], x: np.ndarray, seconds: float = 3.0
+          ) -> list[float]:
+    """Images/s of each backend on batch ``x``, measured in alternating rounds (so a
+    shared machine's load falls on each alike); the median round of each."""
+    tensor = torch.from_numpy(x)
+    for b in backends:
+        b(tensor)  # warm-up: first runs allocate
+    rates: list[list[float]] = [[] for _ in backends]
+    deadline = time.monotonic() + seconds * len(backends)
+    while time.monotonic() < deadline or len(rates[0]) < 3:
+        for b, out in zip(backends, rates):
+            t = time.perf_counter()
+            b(tensor)
+            out.append(len(x) / (time.perf_counter() - t))
+    return [float(np.median(r)) for r in rates]
+
+
+def compare(float_path: Path, int8_path: Path, test: ImageSet, pre: Preprocess,
+            batch: int = 32) -> Comparison:
+    """Accuracy of both files on ``test`` and their speed on a batch of its images."""
+    plain, int8 = OnnxBackend(float_path), OnnxBackend(int8_path)
+    float_speed, int8_speed = speed([plain, int8], next(model_inputs(test, pre, batch)))
+    return Comparison(len(test), accuracy(plain, test, pre), accuracy(int8, test, pre),
+                      float_speed, int8_speed)
