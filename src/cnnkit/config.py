@@ -74,6 +74,7 @@ class TrainConfig:
     plots: bool = True
     check: bool = True  # the short data check at the start (cnnkit check, without decoding)
     track: str = "none"  # mlflow, tensorboard, or both joined by '+'
+    keep_checkpoint: bool = False  # keep the training state of a finished run
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)

@@ -5,7 +5,8 @@
       classes.txt            class names, one per line, in index order
       model.safetensors      kept weights  (+ model.json sidecar: predict needs nothing else)
       metrics.csv            one row per epoch
-      checkpoints/last.safetensors   full training state for --resume (atomic)
+      checkpoints/last.safetensors   full training state for --resume (atomic; dropped
+                             when the run ends, unless --keep-checkpoint)
       split.json             which file went to which split (folder and CSV data)
       test_metrics.json      the kept model on the held-out test split
       plots/, report.html    pictures and a report
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -66,6 +68,21 @@ class RunDir:
             if folder.is_dir():
                 remove_stale(folder)
 
+    def drop_checkpoint(self) -> int:
+        """Delete the training state of a run that has ended; returns the bytes freed."""
+        path = self.checkpoint_path
+        if not path.is_file():
+            return 0
+        size = path.stat().st_size
+        path.unlink()
+        with contextlib.suppress(OSError):  # only when nothing else is in it
+            path.parent.rmdir()
+        return size
+
+    def size_bytes(self) -> int:
+        """Bytes of every file in the run folder."""
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.config_path, config)
 
@@ -98,3 +115,13 @@ class RunDir:
 
 def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def human_size(n: int) -> str:
+    """Bytes as people read them: 812 B, 3.4 MB, 1.6 GB."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"

@@ -58,13 +58,13 @@ def _train(tmp_path: Path, name: str, **extra) -> cnnkit.TrainResult:
 
 
 def test_the_saved_model_is_the_average_and_the_checkpoint_keeps_both(tmp_path: Path) -> None:
-    result = _train(tmp_path, "ema")
+    result = _train(tmp_path, "ema", keep_checkpoint=True)
     saved = load_file(result.run_dir / "model.safetensors")
     ckpt = load_file(result.run_dir / "checkpoints" / "last.safetensors")
     weight = next(k for k in saved if k.endswith("weight"))
     assert torch.equal(saved[weight], ckpt[f"ema.{weight}"])
     assert not torch.equal(saved[weight], ckpt[f"model.{weight}"])  # averaged, not the last step
-    plain = _train(tmp_path, "plain", ema=0.0)
+    plain = _train(tmp_path, "plain", ema=0.0, keep_checkpoint=True)
     plain_ckpt = load_file(plain.run_dir / "checkpoints" / "last.safetensors")
     assert not any(k.startswith("ema.") for k in plain_ckpt)
     # the live weights trained exactly as without --ema: averaging only reads them

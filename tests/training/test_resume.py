@@ -41,9 +41,9 @@ def _weights_equal(a: Path, b: Path) -> bool:
 
 
 def test_an_interrupted_run_resumes_exactly(tmp_path: Path) -> None:
-    whole = _train(tmp_path, "whole")
+    whole = _train(tmp_path, "whole", keep_checkpoint=True)
     with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path, "stopped", callbacks=[_stop_after(1)])
+        _train(tmp_path, "stopped", callbacks=[_stop_after(1)], keep_checkpoint=True)
     run = tmp_path / "runs" / "stopped"
     # the finished epoch is kept: its metrics row and a checkpoint to continue from
     assert len((run / "metrics.csv").read_text().splitlines()) == 2
@@ -61,8 +61,22 @@ def test_an_interrupted_run_resumes_exactly(tmp_path: Path) -> None:
 
 def test_a_finished_run_is_not_resumed(tmp_path: Path) -> None:
     done = _train(tmp_path, "done", epochs=1)
-    with pytest.raises(CnnkitError, match="already finished all 1 epochs"):
+    assert not (done.run_dir / "checkpoints").exists()  # dropped: nothing to resume
+    with pytest.raises(CnnkitError, match=r"already finished its 1 epoch; nothing to resume "
+                       r".*--init-from"):
         cnnkit.resume(done.run_dir)
+    kept = _train(tmp_path, "kept", epochs=1, keep_checkpoint=True)
+    with pytest.raises(CnnkitError, match="already finished its 1 epoch; nothing to resume"):
+        cnnkit.resume(kept.run_dir)
+
+
+def test_a_resumed_run_drops_its_training_state_when_it_ends(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "r", callbacks=[_stop_after(1)], epochs=2)
+    run = tmp_path / "runs" / "r"
+    assert (run / "checkpoints" / "last.safetensors").is_file()  # resumable: kept
+    cnnkit.resume(run)
+    assert not (run / "checkpoints").exists() and (run / "model.safetensors").is_file()
 
 
 def test_an_early_stopped_run_is_not_resumed(tmp_path: Path,

@@ -60,7 +60,8 @@ def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch
 
     ref = create_model("efficientnet_lite0", 3, pretrained=True)
     result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=2,
-                          head_epochs=1, unfreeze="2", out=str(tmp_path), **FAST)
+                          head_epochs=1, unfreeze="2", out=str(tmp_path), keep_checkpoint=True,
+                          **FAST)
     phases = _phases(result.run_dir)
     assert [p["name"] for p in phases] == ["head (linear probe)", "head", "fine-tune"]
     probe, head, tune = phases
@@ -99,7 +100,7 @@ def test_bn_stats_update_normalises_trainable_blocks_by_batch(tmp_path: Path,
     ref = create_model("efficientnet_lite0", 3, pretrained=True)
     result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=2,
                           head_epochs=1, unfreeze="2", bn_stats="update", out=str(tmp_path),
-                          **FAST)
+                          keep_checkpoint=True, **FAST)
     assert seen == [(False, False), (False, True)]  # the head phase keeps them
     head, tune = _phases(result.run_dir)[1:]
     assert head["batch_norm"] == "running statistics kept"

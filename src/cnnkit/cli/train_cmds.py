@@ -89,6 +89,9 @@ def train(
                                       "global batch (default: on with more than one GPU; "
                                       "GPUs only)."),
     tta: Optional[bool] = _option("tta", help="Flip test-time augmentation when testing."),
+    keep_checkpoint: Optional[bool] = _option(
+        "keep_checkpoint", help="Keep checkpoints/last.safetensors (weights, optimizer state) "
+        "after the run ends; by default it is kept only while the run can be resumed."),
     plots: Optional[bool] = _option("plots", help="Write plots/ and report.html at the end (a "
                                     "few seconds)."),
     check: Optional[bool] = _option("check", help="Check the data first: copies across "

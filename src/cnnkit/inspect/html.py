@@ -14,7 +14,7 @@ from typing import Any
 
 from cnnkit._version import __version__
 from cnnkit.inspect.summary import Summary
-from cnnkit.rundir import RunDir
+from cnnkit.rundir import RunDir, human_size
 from cnnkit.threshold import Coverage
 
 CSS = """
@@ -179,7 +179,8 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
                   metrics: dict[str, Any] | None, eval_name: str, splits: Any,
                   files: dict[str, Path], model_summary: Summary,
                   phases: list[dict[str, Any]] | None,
-                  thresholds: list[Coverage] | None = None) -> str:
+                  thresholds: list[Coverage] | None = None,
+                  folder_bytes: int | None = None) -> str:
     name = run.root.name
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
     pre = card.preprocess
@@ -237,8 +238,9 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         _summary_section(model_summary),
         f"<h2 id=config>Configuration</h2>{config_table}",
         "<p class=note>Files: <code>model.safetensors</code> + <code>model.json</code>, "
-        "<code>metrics.csv</code>, <code>config.json</code>, <code>plots/</code>. Regenerate "
-        f"this page with <code>cnnkit report {escape(str(run.root))}</code>.</p>",
+        "<code>metrics.csv</code>, <code>config.json</code>, <code>plots/</code>"
+        f"{_sizes(run, folder_bytes)}. Regenerate this page with "
+        f"<code>cnnkit report {escape(str(run.root))}</code>.</p>",
     ]
     body = "\n".join(p for p in parts if p)
     return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
@@ -264,6 +266,20 @@ def _confidence_section(plot: Path | None, thresholds: list[Coverage] | None,
             + _img(plot, "confidence histogram and reliability diagram")
             + _table(["threshold P", "answered", "images answered", "accuracy of answers"],
                      rows, {0, 1, 2, 3}))
+
+
+def _sizes(run: RunDir, folder_bytes: int | None) -> str:
+    """How large the run folder is, and what of it is the model and the training state."""
+    if folder_bytes is None:
+        return ""
+    parts = []
+    if run.model_path.is_file():
+        parts.append(f"model {human_size(run.model_path.stat().st_size)}")
+    if run.checkpoint_path.is_file():
+        parts.append(f"training state for --resume "
+                     f"{human_size(run.checkpoint_path.stat().st_size)}")
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return escape(f"; the run folder holds {human_size(folder_bytes)}{detail}")
 
 
 def _num(v: Any) -> Any:

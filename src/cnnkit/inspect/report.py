@@ -158,8 +158,15 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
         from cnnkit.threshold import coverage
 
         thresholds = coverage(*_confidence(test))
-    html = render_report(run, config, rows, card, metrics, eval_name, splits, files,
-                         model_summary, phases, thresholds)
+    old = run.report_path.stat().st_size if run.report_path.is_file() else 0
+    others = run.size_bytes() - old
+
+    def render(total: int) -> str:
+        return render_report(run, config, rows, card, metrics, eval_name, splits, files,
+                             model_summary, phases, thresholds, folder_bytes=total)
+
+    html = render(others)
+    html = render(others + len(html.encode()))  # the folder's size with this page in it
     from cnnkit.atomic import write_text
 
     write_text(run.report_path, html)

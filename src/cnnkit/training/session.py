@@ -18,7 +18,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult
 from cnnkit.modelfile import ModelCard, load_state, read_card
 from cnnkit.models.build import create_model
-from cnnkit.rundir import RunDir
+from cnnkit.rundir import RunDir, human_size
 from cnnkit.training import distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
@@ -189,6 +189,13 @@ def resume(run_dir: str | Path) -> TrainResult:
     if cfg.mode == "features":
         raise CnnkitError(f"{run.root} used --mode features, which has no epochs to resume: "
                           "run the same command again (its features are cached).")
+    if not run.checkpoint_path.is_file() and run.model_path.is_file() and run.read_metrics():
+        done = len(run.read_metrics())
+        how = (f"already finished its {_plural(cfg.epochs, 'epoch')}" if done >= cfg.epochs
+               else f"stopped early after epoch {done}")
+        raise CnnkitError(f"{run.root} {how}; nothing to resume (its training state was "
+                          f"dropped when it ended). Start a new run to train longer, or from "
+                          f"its weights with --init-from {run.root}.")
     model_state, optim_state, meta, rng, average = load_checkpoint(run.checkpoint_path)
     card, _ = read_card(run.root)
     cluster = distributed.start(cfg.device)
@@ -257,7 +264,8 @@ def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard
                           "nothing to resume. Start a new run to train differently.")
     if resume is not None and resume["meta"]["phase"] >= len(phases) - 1 and \
             resume["meta"]["epoch_in_phase"] + 1 >= phases[-1].epochs:
-        raise CnnkitError(f"{run.root} already finished all {cfg.epochs} epochs; nothing to "
+        raise CnnkitError(f"{run.root} already finished its {_plural(cfg.epochs, 'epoch')}; "
+                          "nothing to "
                           "resume. Start a new run to train longer.")
     trainer = Trainer(plan, model, splits, card, run, phases, class_weights, sample_weights,
                       callbacks)
@@ -285,9 +293,14 @@ def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any
     cfg = plan.config
     best, best_card, test = evaluate_test(plan, run, splits.test)
     run.remove_stale_files()
+    if not cfg.keep_checkpoint:  # the run has ended: nothing is left to resume
+        freed = run.drop_checkpoint()
+        if freed:
+            log.info(f"dropped the training state ({human_size(freed)}; --keep-checkpoint "
+                     "keeps it)")
     if cfg.plots:
         _write_report(run, best, best_card, splits, test)
-    log.info(f"done: {run.root}")
+    log.info(f"done: {run.root} ({human_size(run.size_bytes())})")
     return TrainResult(run.root, history, test, cfg)
 
 
@@ -340,6 +353,10 @@ def _imbalance(cfg: TrainConfig, splits: Splits
     if how == "balanced-sampling":
         return None, (1.0 / counts.clamp(min=1))[splits.train.labels]
     return None, None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _short(model: str) -> str:
