@@ -6,6 +6,7 @@ every rank prints its errors, naming itself, so a failure on any process is seen
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -14,6 +15,7 @@ _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _quiet = False
 _rank = 0
+RANK_ERRORS_ENV = "CNNKIT_RANK_ERRORS"  # folder for the errors of ranks other than 0
 
 
 def set_quiet(quiet: bool) -> None:
@@ -70,6 +72,12 @@ def warn(message: str) -> None:
 
 
 def error(message: str) -> None:
+    folder = os.environ.get(RANK_ERRORS_ENV)
+    if _rank and folder:  # under `cnnkit train --devices`: shown by the launcher when
+        # rank 0 did not say the same already
+        with open(os.path.join(folder, f"rank{_rank}.txt"), "w", encoding="utf-8") as fh:
+            fh.write(message)
+        return
     who = f"(process {_rank}) " if _rank else ""
     _err.print(f"error: {who}{message}", markup=False, style="bold red")
     sys.stderr.flush()

@@ -20,9 +20,18 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import cnnkit
+from cnnkit.cli import main
+from cnnkit.config import TrainConfig
+from cnnkit.data.imageset import ImageSet
+from cnnkit.data.loader import BatchLoader
+from cnnkit.data.pipeline import Preprocess
+from cnnkit.errors import CnnkitError
 from cnnkit.rundir import RunDir
+from cnnkit.training.distributed import Cluster
+from cnnkit.training.recipe import resolve_config
 
 DATA = "shapes:size=12,count=720"  # 648 training images: 18 global batches of 36
 BATCH = 36
@@ -140,3 +149,51 @@ def test_a_distributed_run_resumes_in_one_process(distributed_run) -> None:
     result = cnnkit.resume(copy)
     assert len(result.history) == EPOCHS
     assert result.test is not None
+
+
+# Decided before any process starts, or in each process from torchrun's environment:
+TWO = Cluster(rank=1, world=2, local_rank=1)
+
+
+def test_the_global_batch_splits_evenly() -> None:
+    plan = resolve_config(TrainConfig("shapes", model="lenet5", device="cpu"), cluster=TWO)
+    assert plan.config.batch_size % 2 == 0 and plan.cluster is TWO
+    with pytest.raises(CnnkitError, match="must be a multiple of 2: use 36 or 38"):
+        resolve_config(TrainConfig("shapes", batch_size=37, device="cpu"), cluster=TWO)
+    three = Cluster(0, 3, 0)
+    assert resolve_config(TrainConfig("shapes", device="cpu"), cluster=three
+                          ).config.batch_size == 126  # the default 128, rounded to 3s
+
+
+def test_what_cannot_be_distributed_says_so() -> None:
+    with pytest.raises(CnnkitError, match="--mode features fits its head in one solve"):
+        resolve_config(TrainConfig("shapes", model="efficientnet_lite0", mode="features",
+                                   device="cpu"), cluster=TWO)
+    with pytest.raises(CnnkitError, match="SyncBatchNorm runs on GPUs only"):
+        resolve_config(TrainConfig("shapes", sync_bn=True, device="cpu"), cluster=TWO)
+    assert not resolve_config(TrainConfig("shapes", device="cpu"), cluster=TWO).sync_bn
+
+
+def test_the_command_refuses_before_starting_processes(capsys) -> None:
+    assert main(["train", "shapes", "--mode", "features", "--devices", "2"]) == 2
+    assert "--mode features fits its head in one solve" in capsys.readouterr().err
+    assert main(["train", "shapes", "--devices", "0"]) == 2
+    assert "--devices takes how many processes" in capsys.readouterr().err
+
+
+def test_each_rank_takes_its_share_of_the_same_global_batches() -> None:
+    data = ImageSet(torch.zeros(50, 1, 4, 4, dtype=torch.uint8), torch.arange(50) % 2, ("a", "b"))
+    pre = Preprocess(4, 1, (0.5,), (0.5,))
+
+    def drawn(shard: tuple[int, int]) -> list[torch.Tensor]:
+        loader = BatchLoader(data, pre, 10, torch.device("cpu"), train=True, shard=shard,
+                             generator=torch.Generator().manual_seed(5))
+        assert len(loader) == 5  # steps count global batches on every rank
+        list(loader)
+        return loader.drawn
+
+    whole, first, second = drawn((0, 1)), drawn((0, 2)), drawn((1, 2))
+    for batch, a, b in zip(whole, first, second, strict=True):
+        assert len(a) == len(b) == 5
+        assert torch.equal(torch.cat([a, b]), batch)
+    assert sorted(torch.cat(first + second).tolist()) == list(range(50))

@@ -125,19 +125,10 @@ def train(
 ) -> None:
     """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
     from cnnkit import log
-    from cnnkit.training import session
 
     log.set_quiet(quiet)
     given = {k: v for k, v in ctx.params.items()
              if v is not None and k not in ("quiet", "devices")}
-    if _launches(devices, given, config, resume):
-        from cnnkit.training.launch import launch
-
-        code = launch(devices, (ctx.obj or {}).get("argv", sys.argv[1:]),
-                      cpu=_device(given, config, resume) == "cpu" or not _has_cuda())
-        if code:
-            raise typer.Exit(code)
-        return
     if resume is not None:
         del given["resume"]
         if given:
@@ -145,6 +136,14 @@ def train(
             flag = "DATA" if first == "data" else "--" + first.replace("_", "-")
             raise CnnkitError(f"--resume continues a run with its own data and options; "
                               f"drop {flag}.")
+        from cnnkit.rundir import RunDir
+
+        saved = RunDir.open(resume).read_config()
+        if _launches(devices, str(saved.get("device", "auto")), saved.get("mode")):
+            _launch(ctx, devices, str(saved.get("device", "auto")))
+            return
+        from cnnkit.training import session
+
         session.resume(resume)
         return
     if "lr" in given:
@@ -155,7 +154,13 @@ def train(
     if options.get("data") is None:
         raise CnnkitError("Missing DATA: pass a folder, a CSV or a built-in set name "
                           "(e.g. `cnnkit train fashion-mnist`).")
-    session.train(TrainConfig.from_dict(options))
+    train_config = TrainConfig.from_dict(options)  # a mistake is one line before any launch
+    if _launches(devices, train_config.device, train_config.mode):
+        _launch(ctx, devices, train_config.device)
+        return
+    from cnnkit.training import session  # torch and the trainer: after the checks above
+
+    session.train(train_config)
 
 
 def parse_lr(text: str) -> float | str:
@@ -168,24 +173,25 @@ def parse_lr(text: str) -> float | str:
         raise CnnkitError(f"--lr takes a positive number or 'find'. Received: {text!r}") from None
 
 
-def _launches(devices: int, given: dict[str, Any], config: Path | None,
-              resume: Path | None) -> bool:
-    from cnnkit.training.launch import check_devices
+def _launches(devices: int, device: str, mode: str | None) -> bool:
+    """Whether --devices asks this command to start N processes (not when it is one of
+    them already); what cannot be distributed says so before any process starts."""
+    from cnnkit.training.launch import check_devices, under_torchrun
 
-    return check_devices(devices, _device(given, config, resume))
+    if devices > 1 and mode == "features" and not under_torchrun():
+        raise CnnkitError(f"--mode features fits its head in one solve on one process, so it "
+                          f"cannot use {devices} processes: drop --devices (or use --mode "
+                          "fine-tune).")
+    return check_devices(devices, device)
 
 
-def _device(given: dict[str, Any], config: Path | None, resume: Path | None) -> str:
-    """The --device the run will use: given, from the --config file, or the resumed run's."""
-    if "device" in given:
-        return str(given["device"])
-    if resume is not None:
-        from cnnkit.rundir import RunDir
+def _launch(ctx: typer.Context, devices: int, device: str) -> None:
+    from cnnkit.training.launch import launch
 
-        return str(RunDir.open(resume).read_config().get("device", "auto"))
-    if config is not None:
-        return str(load_config_file(config).get("device", "auto"))
-    return "auto"
+    code = launch(devices, (ctx.obj or {}).get("argv", sys.argv[1:]),
+                  cpu=device == "cpu" or not _has_cuda())
+    if code:
+        raise typer.Exit(code)
 
 
 def _has_cuda() -> bool:

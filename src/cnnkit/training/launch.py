@@ -14,8 +14,6 @@ import signal
 import tempfile
 from pathlib import Path
 
-import torch
-
 from cnnkit import log
 from cnnkit.errors import CnnkitError
 
@@ -41,6 +39,8 @@ def check_devices(devices: int, device: str) -> bool:
         return False
     if devices == 1:
         return False
+    import torch
+
     if device not in ("cpu",) and not device.startswith("mps") and torch.cuda.is_available():
         gpus = torch.cuda.device_count()
         if devices > gpus:
@@ -72,13 +72,14 @@ def launch(devices: int, argv: list[str], *, cpu: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="cnnkit-launch-") as tmp:
         run_file = Path(tmp) / "run"
         os.environ[RUN_FILE_ENV] = str(run_file)
+        os.environ[log.RANK_ERRORS_ENV] = tmp
         args = parse_args(["--standalone", "--nnodes", "1", "--nproc-per-node", str(devices),
                            "--max-restarts", "0", "--module", "cnnkit", *argv])
         try:
             run(args)
             return 0
         except ChildFailedError as exc:
-            return _explain(exc, devices, _read(run_file))
+            return _explain(exc, devices, _read(run_file), Path(tmp))
         except (SignalException, KeyboardInterrupt):
             log.error(f"interrupted; the {devices} processes were stopped."
                       + _resume_hint(_read(run_file), devices))
@@ -106,14 +107,18 @@ def _resume_hint(run: str | None, devices: int) -> str:
             f"--devices {devices}")
 
 
-def _explain(exc: Exception, devices: int, run: str | None) -> int:
-    """One line for a failed worker; a worker's own error (exit 2) was printed already."""
+def _explain(exc: Exception, devices: int, run: str | None, errors: Path) -> int:
+    """One line for a failed worker. Rank 0 prints its own errors (a mistake in the
+    options fails every rank alike: said once); another rank's is shown from its file."""
     failures = getattr(exc, "failures", {})
-    codes = {rank: f.exitcode for rank, f in failures.items()}
-    if codes and all(code == 2 for code in codes.values()):
-        return 2
     rank, first = min(failures.items(), key=lambda kv: kv[1].timestamp)
     code = first.exitcode
+    if code == 2 and 0 in failures and failures[0].exitcode == 2:
+        return 2
+    said = _read(errors / f"rank{rank}.txt")
+    if code == 2 and said:
+        log.error(f"(process {rank} of {devices}) {said}")
+        return 2
     if code < 0:
         try:
             how = f"was stopped by {signal.Signals(-code).name}"
