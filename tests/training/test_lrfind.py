@@ -73,3 +73,10 @@ def test_bad_lr_is_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert "--lr takes a positive number or 'find'" in err
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_lr_find_with_the_features_mode_is_refused_before_any_work(tmp_path, capsys):
+    code = main(["train", "digits", "-m", "efficientnet_lite0", "--mode", "features",
+                 "--lr", "find", "--out", str(tmp_path)])
+    assert code == 2 and "--lr find picks a rate" in capsys.readouterr().err
+    assert not list(Path(tmp_path).iterdir())

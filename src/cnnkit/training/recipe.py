@@ -96,6 +96,10 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         raise CnnkitError(f"--mode features fits its head in one solve on one process, so it "
                           f"cannot use {cluster.world} processes: run it without --devices or "
                           "torchrun (or use --mode fine-tune).")
+    if mode == "features" and config.lr == "find":
+        raise CnnkitError("--lr find picks a rate for epochs of training, and --mode features "
+                          "fits its head in one solve. Drop --lr find, or use --mode "
+                          "fine-tune.")
     if mode == "features" and config.ema:
         raise CnnkitError("--ema averages the weights over training steps, and --mode features "
                           "has none (it fits its head to fixed features in one solve). Drop "

@@ -82,9 +82,11 @@ def _create_run(plan: Plan, splits: Splits, model: torch.nn.Module) -> tuple[Run
     cfg = plan.config
     root = lr = None
     if plan.cluster.writes:
+        # --lr find runs before the run folder exists: a finder that fails leaves none
+        finding = _find(plan, splits, model) if plan.find_lr else None
         run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{_short(cfg.model)}")
-        if plan.find_lr:
-            plan = _found_lr(plan, splits, model, run)
+        if finding is not None:
+            plan = _use_finding(plan, finding, run)
             cfg = plan.config
         run.write_config({**cfg.to_dict(), "data": plan.source.run_spec()})
         run.write_classes(splits.classes)
@@ -168,11 +170,15 @@ def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | No
     return finding
 
 
-def _found_lr(plan: Plan, splits: Splits, model: torch.nn.Module, run: RunDir) -> Plan:
-    """--lr find: the range test's suggestion becomes the run's peak rate."""
+def _find(plan: Plan, splits: Splits, model: torch.nn.Module) -> LRFinding:
     class_weights, _ = _imbalance(plan.config, splits)
     finding = find_lr(plan, model, splits, class_weights=class_weights)
     report(finding)
+    return finding
+
+
+def _use_finding(plan: Plan, finding: LRFinding, run: RunDir) -> Plan:
+    """--lr find: the range test's suggestion becomes the run's peak rate."""
     write_json(run.root / "lr_find.json", {"picked": TRAIN_PICK, **finding.to_dict()})
     plot_finding(finding, run.plots_dir / "lr_find.png")
     lr = float(f"{finding.suggestion():.3g}")
