@@ -57,5 +57,5 @@ def serve(
                  for f in formats.split(",") if f.strip()),
              "api_key": api_key if api_key is not None else os.environ.get(API_KEY_ENV)}
     config = ServeConfig(**{k: v for k, v in given.items() if v is not None})
-    served = load_models(models, config.backend, config.device)
+    served = load_models(models, config.backend, config.device, config.model_threads)
     return run_server(served, config, access_log=access_log)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cnnkit._version import __version__
 from cnnkit.errors import CnnkitError
@@ -21,16 +22,13 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 def build_classifier(model: str, backend: str = "auto", device: str = "auto") -> Classifier:
     """The one place the server turns a run folder or a model name into a predictor.
 
-    ``backend`` chooses what runs the forward pass; every backend the predictor offers is
-    reachable from here and nowhere else in ``serve``.
+    ``backend``: auto (onnxruntime on a CPU, exported once and cached; torch on a GPU),
+    torch or onnx, as ``cnnkit predict --backend`` chooses.
     """
     if backend not in BACKENDS:
         raise CnnkitError(f"--backend must be one of {', '.join(BACKENDS)}. "
                           f"Received: {backend!r}")
-    if backend == "onnx":
-        raise CnnkitError("--backend onnx needs cnnkit's onnxruntime predictor, which this "
-                          "version does not have; use --backend torch (or auto).")
-    return load_predictor(model, device)
+    return load_predictor(model, device, backend)
 
 
 @dataclass
@@ -86,9 +84,15 @@ def parse_model_arg(arg: str) -> tuple[str, str]:
     return name, source
 
 
-def load_models(args: list[str], backend: str = "auto", device: str = "auto"
-                ) -> dict[str, ServedModel]:
-    """Load each ``RUN`` or ``NAME=RUN``; two models with one name is an error."""
+def load_models(args: list[str], backend: str = "auto", device: str = "auto",
+                threads: int | None = None) -> dict[str, ServedModel]:
+    """Load each ``RUN`` or ``NAME=RUN``; two models with one name is an error.
+
+    ``threads``: CPU threads for the forward pass, set before the backends are built
+    (onnxruntime sessions take torch's thread count when they are opened).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
     if not args:
         raise CnnkitError("Name at least one model to serve: a run folder made by "
                           "`cnnkit train`, or a pretrained model such as efficientnet_lite0.")
@@ -99,6 +103,6 @@ def load_models(args: list[str], backend: str = "auto", device: str = "auto"
             raise CnnkitError(f"Two models are named {name!r} ({models[name].source} and "
                               f"{source}); name them apart with NAME=RUN, e.g. "
                               f"{name}-2={source}")
-        models[name] = ServedModel(name, source, build_classifier(source, backend, device),
-                                   "torch")
+        classifier = build_classifier(source, backend, device)
+        models[name] = ServedModel(name, source, classifier, classifier.backend.name)
     return models

@@ -1,0 +1,46 @@
+"""--backend reaches the predictor through serve's one builder; backends agree."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from cnnkit.errors import CnnkitError
+from cnnkit.serve import ServeConfig, create_app, load_models
+
+
+def _answer(models, image: bytes) -> dict:
+    with TestClient(create_app(models, ServeConfig(max_wait_ms=0))) as client:
+        for _ in range(400):  # the warm-up pass runs in the background
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        info = client.get("/v1/models").json()["models"][0]
+        answer = client.post("/predict", content=image).json()["predictions"][0]
+    return {"backend": info["backend"], "top": answer["top"]}
+
+
+def test_torch_and_onnx_backends_serve_the_same_answer(trained) -> None:
+    run, data = trained
+    image = sorted(data.rglob("*.png"))[0].read_bytes()
+    torch_side = _answer(load_models([f"m={run}"], "torch", "cpu", threads=1), image)
+    onnx_side = _answer(load_models([f"m={run}"], "onnx", "cpu", threads=1), image)
+    assert (torch_side["backend"], onnx_side["backend"]) == ("torch", "onnx")
+    assert [t["label"] for t in torch_side["top"]] == [t["label"] for t in onnx_side["top"]]
+    assert np.allclose([t["probability"] for t in torch_side["top"]],
+                       [t["probability"] for t in onnx_side["top"]], atol=1e-4)
+
+
+def test_model_names_and_backends_are_checked_before_serving(trained) -> None:
+    run, _ = trained
+    with pytest.raises(CnnkitError, match="--backend must be one of"):
+        load_models([str(run)], "tensorrt")
+    with pytest.raises(CnnkitError, match="Two models are named 'a'"):
+        load_models([f"a={run}", f"a={run}"], "torch", "cpu")
+    with pytest.raises(CnnkitError, match="cannot name a model in URLs"):
+        load_models([f"a b={run}"], "torch", "cpu")
+    with pytest.raises(CnnkitError, match="--max-queue"):
+        ServeConfig(max_queue=4, max_files=8)
