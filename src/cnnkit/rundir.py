@@ -35,12 +35,16 @@ class RunDir:
         """A new, empty run folder ``out/name``; ``-2``, ``-3``... if the name is taken."""
         out = Path(out)
         base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
-        candidate, n = out / base, 1
-        while candidate.exists():
-            n += 1
-            candidate = out / f"{base}-{n}"
-        candidate.mkdir(parents=True)
-        return cls(candidate)
+        out.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while True:
+            candidate = out / (base if n == 1 else f"{base}-{n}")
+            try:
+                candidate.mkdir()  # exclusive: of runs started at once, each gets its own
+            except FileExistsError:
+                n += 1
+                continue
+            return cls(candidate)
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> RunDir:

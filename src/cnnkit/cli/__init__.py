@@ -7,7 +7,9 @@ option) print one line and exit 2; nothing here holds logic that the API lacks.
 from __future__ import annotations
 
 import errno
+import signal
 import sys
+import threading
 
 import typer
 
@@ -50,7 +52,30 @@ def _register() -> None:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``docker stop``, ``kill``): a run stops as on Ctrl-C."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line. SIGTERM stops a run as Ctrl-C does (the last finished epoch
+    kept, the resume command said) and exits 143, as a process stopped by SIGTERM does."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    received: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        code = _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 128 + signal.SIGTERM if received else code
+
+
+def _main(argv: list[str] | None) -> int:
     from cnnkit import log
 
     _register()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from cnnkit.metrics import EvalResult
 from cnnkit.modelfile import ModelCard, load_state, read_card
 from cnnkit.models.build import create_model
 from cnnkit.rundir import RunDir, human_size
+from cnnkit.runlock import RunLock, locked
 from cnnkit.training import distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
@@ -66,11 +68,13 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     card = ModelCard(plan.arch, splits.classes, pre,
                      {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
     run, plan = _create_run(plan, splits, model)
-    _describe_cluster(plan)
-    # trackers log from the writing process only
-    trackers = Trackers(run, plan.config, samples=_samples(splits)) if cluster.writes else None
-    result = _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks,
-                  trackers=trackers)
+    with lock_run(run, plan.cluster):
+        _describe_cluster(plan)
+        # trackers log from the writing process only
+        trackers = (Trackers(run, plan.config, samples=_samples(splits)) if cluster.writes
+                    else None)
+        result = _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks,
+                      trackers=trackers)
     distributed.stop()
     return result
 
@@ -190,6 +194,20 @@ def _use_finding(plan: Plan, finding: LRFinding, run: RunDir) -> Plan:
 def resume(run_dir: str | Path) -> TrainResult:
     """Continue a stopped run from its last checkpoint, with the same config and data."""
     run = RunDir.open(run_dir)
+    with lock_run(run):  # a second --resume of the same run stops here, with one line
+        return _resume(run)
+
+
+def lock_run(run: RunDir, cluster: distributed.Cluster | None = None
+             ) -> contextlib.AbstractContextManager[RunLock | None]:
+    """The run folder's lock, taken by the one process that writes the run (rank 0 of a
+    distributed run; the others take none) and held until the run ends. Another process
+    that asks for it gets one line naming the holder."""
+    cluster = cluster if cluster is not None else distributed.from_env()
+    return locked(run.root) if cluster.writes else contextlib.nullcontext()
+
+
+def _resume(run: RunDir) -> TrainResult:
     run.remove_stale_files()
     cfg = TrainConfig.from_dict(run.read_config())
     if cfg.mode == "features":

@@ -1,0 +1,88 @@
+"""An exclusive lock on a run folder, so that two processes never write one run.
+
+``<run>/.lock`` holds the owner's process id and host; the lock itself is a kernel
+``flock`` on that file, which the system releases when the owner dies, so a lock left by
+a killed run is stale by construction and the next process simply takes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from cnnkit.errors import CnnkitError
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """Held while a process trains or resumes a run; :meth:`release` (or the process's
+    end) lets the next one in."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, folder: str | os.PathLike) -> RunLock:
+        """Take the lock or raise CnnkitError naming the process that holds it."""
+        path = Path(folder) / LOCK_NAME
+        for _ in range(10):  # retried only when the file was replaced under us
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = _owner(fd)
+                os.close(fd)
+                raise CnnkitError(f"{Path(folder)} is in use by another cnnkit process "
+                                  f"({owner}); wait for it to finish or stop it, then run "
+                                  "again.") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the holder removed the file as we opened it: take the new one
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            return cls(path, fd)
+        raise CnnkitError(f"Could not lock {Path(folder)}: its lock file keeps changing.")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # while still held, so no one locks a file about to vanish
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike) -> Iterator[RunLock]:
+    lock = RunLock.acquire(folder)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def _owner(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").split()
+    except OSError:
+        text = []
+    if len(text) >= 2:
+        return f"process {text[0]} on {text[1]}"
+    return "a process that has not written its id yet"
