@@ -35,7 +35,18 @@ function showModel() {
   const model = currentModel();
   if (!model) return;
   $("model-title").textContent = `· ${model.name}`;
-  $("classes").textContent = `${model.num_classes} classes: ${model.classes.join(", ")}`;
+  const box = $("classes");
+  if (model.classes.length <= 24) {
+    box.textContent = `${model.num_classes} classes: ${model.classes.join(", ")}`;
+  } else {  // ImageNet's 1,000: a summary line, the full list on request
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = `${model.num_classes} classes: ${model.classes.slice(0, 8).join(", ")}, …`;
+    const all = document.createElement("p");
+    all.textContent = model.classes.join(", ");
+    details.append(summary, all);
+    box.replaceChildren(details);
+  }
   $("top-k").max = model.num_classes;
   if (Number($("top-k").value) > model.num_classes) $("top-k").value = model.num_classes;
 }
