@@ -1,0 +1,51 @@
+"""The app in-process (Starlette's TestClient): what needs no separate server process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from tests.serve.conftest import encode
+
+from cnnkit.serve import ServeConfig, create_app, load_models
+
+
+@pytest.fixture(scope="module")
+def two_models(trained) -> Iterator[TestClient]:
+    run, _ = trained
+    models = load_models([f"a={run}", f"b={run}"], "torch", "cpu", threads=1)
+    with TestClient(create_app(models, ServeConfig(max_request_mb=0.05))) as client:
+        for _ in range(400):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        yield client
+
+
+def test_with_two_models_predict_names_them(two_models: TestClient) -> None:
+    assert [m["name"] for m in two_models.get("/v1/models").json()["models"]] == ["a", "b"]
+    png = encode(Image.new("RGB", (16, 16)))
+    r = two_models.post("/predict", content=png)
+    assert r.status_code == 404 and "a, b" in r.json()["detail"]
+    assert two_models.post("/v1/models/b/predict", content=png).json()["model"] == "b"
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(two_models: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body is counted as it comes
+        for _ in range(20):
+            yield b"\0" * 8192
+
+    r = two_models.post("/v1/models/a/predict", content=chunks(),
+                        headers={"Content-Type": "image/png"})
+    assert r.status_code == 413 and "--max-request-mb" in r.json()["detail"]
+
+
+def test_the_page_and_its_files_are_served_with_no_cdn(two_models: TestClient) -> None:
+    page = two_models.get("/")
+    assert page.status_code == 200 and "<label" in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert two_models.get(asset).status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text
