@@ -57,28 +57,40 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="timed runs per command")
+    ap.add_argument("--compare", help="another source tree to time as well (its src/)")
     args = ap.parse_args()
     env = dict(os.environ)
     work = Path(tempfile.mkdtemp(prefix="cnnkit-startup-"))
     env["CNNKIT_CACHE"] = str(work / "cache")
-    cnnkit = shutil.which("cnnkit", path=str(Path(sys.executable).parent)) or "cnnkit"
+    this = {**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    trees = {"this": this}
+    if args.compare:
+        trees = {"compared": {**env, "PYTHONPATH": str(Path(args.compare).resolve())},
+                 "this": this}
+    cnnkit = [sys.executable, "-m", "cnnkit"]
     try:
-        run, image = _scratch_run(work, env)
+        run, image = _scratch_run(work, this)
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "python -c 'import torch'": [sys.executable, "-c", "import torch"],
-            "cnnkit --help": [cnnkit, "--help"],
-            "cnnkit models": [cnnkit, "models"],
-            "cnnkit summary seed-cnn": [cnnkit, "summary", "seed-cnn"],
-            "cnnkit predict RUN one.png (scratch)": [cnnkit, "predict", str(run), str(image),
+            "cnnkit --help": [*cnnkit, "--help"],
+            "cnnkit models": [*cnnkit, "models"],
+            "cnnkit summary seed-cnn": [*cnnkit, "summary", "seed-cnn"],
+            "cnnkit predict RUN one.png (scratch)": [*cnnkit, "predict", str(run), str(image),
                                                      "--device", "cpu"],
         }
-        print("| command | median s | fastest s | runs |\n| --- | --- | --- | --- |")
+        cols = " | ".join(f"{t}: median s | {t}: fastest s" for t in trees)
+        print(f"| command | {cols} | runs |\n|{' --- |' * (2 * len(trees) + 2)}")
         for name, argv in commands.items():
-            _time(argv, env)  # warm the disk cache
-            times = [_time(argv, env) for _ in range(args.runs)]
-            print(f"| `{name}` | {statistics.median(times):.2f} | {min(times):.2f} | "
-                  f"{args.runs} |", flush=True)
+            times: dict[str, list[float]] = {t: [] for t in trees}
+            for tree_env in trees.values():
+                _time(argv, tree_env)  # warm the disk cache (and the ONNX export cache)
+            for _ in range(args.runs):
+                for t, tree_env in trees.items():
+                    times[t].append(_time(argv, tree_env))
+            cells = " | ".join(f"{statistics.median(v):.2f} | {min(v):.2f}"
+                               for v in times.values())
+            print(f"| `{name}` | {cells} | {args.runs} |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

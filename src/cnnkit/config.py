@@ -75,6 +75,7 @@ class TrainConfig:
     check: bool = True  # the short data check at the start (cnnkit check, without decoding)
     track: str = "none"  # mlflow, tensorboard, or both joined by '+'
     keep_checkpoint: bool = False  # keep the training state of a finished run
+    init_from: str | None = None  # a run whose weights (and architecture) this one starts from
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)

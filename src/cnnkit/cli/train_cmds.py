@@ -89,6 +89,9 @@ def train(
                                       "global batch (default: on with more than one GPU; "
                                       "GPUs only)."),
     tta: Optional[bool] = _option("tta", help="Flip test-time augmentation when testing."),
+    init_from: Optional[str] = _option(
+        "init_from", help="Start from the weights of this finished run (same classes): "
+        "e.g. --mode fine-tune after a --mode features run."),
     keep_checkpoint: Optional[bool] = _option(
         "keep_checkpoint", help="Keep checkpoints/last.safetensors (weights, optimizer state) "
         "after the run ends; by default it is kept only while the run can be resumed."),

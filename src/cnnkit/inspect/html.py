@@ -209,6 +209,7 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         f'<p class="sub">{escape(sub)}<br>report written {escape(when)} by cnnkit '
         f"{escape(__version__)} · <code>{escape(str(run.root))}</code></p>",
         f"<nav>{nav}</nav>",
+        _init_note(config),
         f"<h2 id=metrics>Final metrics</h2>{_metrics_section(metrics, eval_name, rows)}",
         f"<p class=note>Metrics of {_kept(config, rows)} on the held-out "
         f"{escape(eval_name)} set.</p>",
@@ -266,6 +267,16 @@ def _confidence_section(plot: Path | None, thresholds: list[Coverage] | None,
             + _img(plot, "confidence histogram and reliability diagram")
             + _table(["threshold P", "answered", "images answered", "accuracy of answers"],
                      rows, {0, 1, 2, 3}))
+
+
+def _init_note(config: dict[str, Any]) -> str:
+    first = config.get("init_from")
+    if not first:
+        return ""
+    usual = "ImageNet" if config.get("mode") == "fine-tune" else "random"
+    return (f"<p>Started from the weights of the run <code>{escape(str(first))}</code> "
+            f"(<code>--init-from</code>), not from {usual} weights: its report holds the "
+            "first step.</p>")
 
 
 def _sizes(run: RunDir, folder_bytes: int | None) -> str:

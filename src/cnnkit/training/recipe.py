@@ -74,8 +74,9 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
                    cluster: Cluster = SINGLE) -> Plan:
     """Everything the options decide, before any image is loaded.
 
-    ``card``: a resumed run's saved model card, whose architecture and preprocessing
-    (with the mean/std measured when it started) are kept as they were. ``cluster``:
+    ``card``: a resumed run's (or an --init-from run's) saved model card, whose
+    architecture and preprocessing (with the mean/std measured when it started) are
+    kept as they were. ``cluster``:
     this process's place in a distributed run.
     """
     source = describe(config.data)
@@ -253,7 +254,7 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
                      "keeping the last epoch's model (--keep best to pick anyway)")
         cfg = cfg.replace(keep=keep)
     pre = plan.pre
-    if not plan.info.is_pretrained and cfg.weights is None:
+    if not plan.info.is_pretrained and cfg.weights is None and cfg.init_from is None:
         mean, std = data_stats(splits.train.images)
         if pre.channels != splits.train.channels:
             mean, std = (mean[0],) * pre.channels, (std[0],) * pre.channels

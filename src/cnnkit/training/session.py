@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult
-from cnnkit.modelfile import ModelCard, load_state, read_card
+from cnnkit.modelfile import ModelCard, find_sidecar, load_model, load_state, read_card
 from cnnkit.models.build import create_model
 from cnnkit.rundir import RunDir, human_size
 from cnnkit.runlock import RunLock, locked
@@ -66,7 +67,8 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     plan, splits, model = _prepare(config, cluster)
     cfg, pre = plan.config, plan.pre
     card = ModelCard(plan.arch, splits.classes, pre,
-                     {"mode": cfg.mode, "data": cfg.data, "model": cfg.model})
+                     {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
+                      **({"init_from": cfg.init_from} if cfg.init_from else {})})
     run, plan = _create_run(plan, splits, model)
     with lock_run(run, plan.cluster):
         _describe_cluster(plan)
@@ -133,7 +135,8 @@ def _describe_cluster(plan: Plan) -> None:
 def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGLE
              ) -> tuple[Plan, Splits, torch.nn.Module]:
     """The plan, the loaded data and a new model: everything before the run folder."""
-    plan = resolve_config(config, cluster=cluster)
+    config, init = _init_from(config)
+    plan = resolve_config(config, init, cluster=cluster)
     for line in plan.notes:
         log.info(line)
     if cluster.writes:  # the audit keeps an index in the cache: one process checks
@@ -143,13 +146,68 @@ def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SIN
     plan = finalize(plan, splits)
     check_memory(plan)
     cfg, pre = plan.config, plan.pre
-    # Build the model first: one that cannot be built must not leave an empty run folder.
-    model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
-                         pretrained=cfg.mode != "scratch", weights=cfg.weights)
+    if init is not None:
+        model = _initial_model(plan, init, splits)
+    else:
+        # Build the model first: one that cannot be built must not leave an empty run folder.
+        model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
+                             pretrained=cfg.mode != "scratch", weights=cfg.weights)
     log.info(f"model: {plan.arch.name}, {sum(p.numel() for p in model.parameters()):,} "
              f"parameters for {len(splits.classes)} classes")
     _drop_path(model, cfg)
     return plan, splits, model
+
+
+def _init_from(config: TrainConfig) -> tuple[TrainConfig, ModelCard | None]:
+    """--init-from RUN: that run's model card, and the options it implies (its model; no
+    probe or head-only epochs, since its head is trained). Conflicting options fail here,
+    before any image is loaded."""
+    if config.init_from is None:
+        return config, None
+    first = config.init_from
+    card, _ = read_card(first)
+    saved = find_sidecar(first).parent / "config.json"
+    model = (json.loads(saved.read_text()).get("model") if saved.is_file() else None) \
+        or card.architecture.name
+    if config.model not in (None, model):
+        raise CnnkitError(f"--init-from {first} starts from its {model}, and --model asks for "
+                          f"{config.model}. Drop --model: the architecture comes from the run.")
+    if config.mode == "features":
+        raise CnnkitError("--mode features fits a new head to a frozen backbone; to use a "
+                          f"run's backbone there, pass --weights {first}/model.safetensors "
+                          "instead of --init-from.")
+    if config.weights:
+        raise CnnkitError("--weights and --init-from both give the starting weights; "
+                          "pass one of them.")
+    pre = card.preprocess
+    for name, value in (("img_size", pre.img_size), ("channels", pre.channels)):
+        if getattr(config, name) not in (None, value):
+            raise CnnkitError(f"--init-from {first} was trained at {name.replace('_', ' ')} "
+                              f"{value}; drop --{name.replace('_', '-')} (its weights fit "
+                              "that input).")
+    head_epochs = 0 if config.head_epochs is None else config.head_epochs
+    return config.replace(model=model, probe=False, head_epochs=head_epochs,
+                          init_from=os.path.abspath(first)), card
+
+
+def _initial_model(plan: Plan, init: ModelCard, splits: Splits) -> torch.nn.Module:
+    """The --init-from run's model, once its classes are checked against the data's."""
+    first = plan.config.init_from
+    if init.classes != splits.classes:
+        extra = sorted(set(splits.classes) - set(init.classes))
+        gone = sorted(set(init.classes) - set(splits.classes))
+        why = "; ".join(filter(None, (
+            f"the data adds {', '.join(extra)}" if extra else "",
+            f"the data lacks {', '.join(gone)}" if gone else "",
+            "the same classes in another order" if not extra and not gone else "")))
+        raise CnnkitError(f"--init-from {first} was trained on other classes ({why}); its "
+                          "weights start only a run on the same classes. Train on the same "
+                          "data, or start anew without --init-from.")
+    model, _ = load_model(first, plan.device)
+    log.info(f"init: the weights of {first} ({init.info.get('mode', 'a run')} of "
+             f"{plan.config.model}); input {plan.pre.img_size}x{plan.pre.img_size}x"
+             f"{plan.pre.channels} as there")
+    return model
 
 
 def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | None = None,
