@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cnnkit
 from cnnkit.errors import CnnkitError
@@ -62,3 +65,41 @@ def test_every_registered_stack_passes_the_schema(info) -> None:
            "classes": ["a", "b"], "weights": "model.safetensors",
            "input": {"img_size": 32, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3}}
     validate(doc, "model.json")
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+FIELDS = [("architecture",), ("architecture", "name"), ("architecture", "layers"),
+          ("classes",), ("input",), ("input", "img_size"), ("input", "channels"),
+          ("input", "mean"), ("input", "std"), ("input", "crop_pct"), ("weights",),
+          ("num_classes",), ("sha256",), ("format_version",)]
+
+
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.sampled_from(FIELDS), JSON)
+def test_any_edit_of_a_sidecar_loads_or_is_refused_with_cnnkits_error(trained, field,
+                                                                       value) -> None:
+    doc = json.loads((trained[0] / "model.json").read_text())
+    target = doc
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(shutil.copytree(trained[0], Path(tmp) / "run"))
+        (run / "model.json").write_text(json.dumps(doc))
+        try:
+            loaded = cnnkit.load(str(run))
+        except CnnkitError:
+            return
+        assert list(loaded.classes) == doc["classes"]  # an edit that passed is a usable model
+
+
+@settings(max_examples=60, deadline=None)
+@given(JSON)
+def test_any_json_document_is_refused_with_cnnkits_error(doc) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "model.json").write_text(json.dumps(doc))
+        with pytest.raises(CnnkitError):
+            cnnkit.load(str(Path(tmp) / "model.json"))

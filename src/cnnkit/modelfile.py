@@ -115,7 +115,11 @@ def read_card(path: str | os.PathLike) -> tuple[ModelCard, Path]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CnnkitError(f"{sidecar} is not a cnnkit model sidecar (no \"format\": "
                           f"\"{FORMAT}\").")
-    if doc.get("format_version", 0) > FORMAT_VERSION:
+    version = doc.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CnnkitError(f"{sidecar} is incomplete or damaged: format_version must be a "
+                          "whole number. Use the model.json that was saved with the weights.")
+    if version > FORMAT_VERSION:
         raise CnnkitError(f"{sidecar} was written by a newer cnnkit "
                           f"({doc.get('cnnkit_version')}); upgrade cnnkit to load it.")
     validate(doc, str(sidecar))  # types, ranges and sizes, before anything is built
