@@ -153,7 +153,9 @@ def main() -> int:
         asyncio.run(load(url, images, 2 * args.concurrency, args.concurrency))  # warm-up
         floor_s, _, _ = asyncio.run(load(url, images, args.requests, args.concurrency,
                                          health=True))
+        before = httpx.get(f"{url}/v1/models/{info['name']}").json()["stats"]
         seconds, lat, errors = asyncio.run(load(url, images, args.requests, args.concurrency))
+        after = httpx.get(f"{url}/v1/models/{info['name']}").json()["stats"]
     finally:
         proc.terminate()
         code = proc.wait(timeout=60)
@@ -169,6 +171,11 @@ def main() -> int:
     print(f"GET /health: {args.requests / floor_s:.1f} req/s (the HTTP stack's ceiling here)")
     print(f"errors {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
     print(f"served: {rps:.1f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    batches = after["batches"] - before["batches"]
+    busy = after["model_seconds"] - before["model_seconds"]
+    mean = (after["images"] - before["images"]) / max(1, batches)
+    print(f"server batches: {batches}, mean size {mean:.1f}; model busy {busy / seconds:.0%} "
+          "of the time")
     print(f"offline predictor: {ips:.1f} img/s (batch {args.max_batch_size}, {n_off} images)")
     print(f"served / offline: {rps / ips:.2f}")
     return 1 if errors else 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,6 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnkit import log
@@ -49,6 +50,9 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     """An ASGI app serving ``models`` (already loaded) under ``config``'s limits."""
     config = config or ServeConfig()
     batchers: dict[str, MicroBatcher] = {}
+    # Decoding gets a pool as large as the machine, not Starlette's 40 threads: more
+    # decoders than cores only take turns on them, and take them from the model.
+    decoders = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="cnnkit-decode")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +69,7 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
         warm.cancel()
         for batcher in batchers.values():
             await batcher.stop()
+        decoders.shutdown(wait=True)
 
     async def _warm_up() -> None:
         for name, served in models.items():
@@ -83,24 +88,29 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
                                      f"{', '.join(models)} (GET /v1/models).")
         return models[name]
 
+    def _describe(served: ServedModel) -> dict[str, Any]:
+        batcher = batchers.get(served.name)
+        return {**served.describe(), **({"stats": batcher.stats()} if batcher else {})}
+
     async def _predict(served: ServedModel, request: Request, top_k: int | None
-                       ) -> dict[str, Any]:
+                       ) -> JSONResponse:
         uploads, form_k = await read_uploads(request, config.max_files)
         k = top_k if top_k is not None else _form_top_k(form_k, config.top_k)
         if not served.ready:
             raise HTTPException(503, f"{served.name} is still warming up; retry in a moment.",
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
-        arrays = await run_in_threadpool(decode_uploads, served.classifier, uploads,
-                                         config.formats)
+        arrays = await asyncio.get_running_loop().run_in_executor(
+            decoders, decode_uploads, served.classifier, uploads, config.formats)
         try:
             probs = await batchers[served.name].infer(arrays)
         except QueueFull as exc:
             raise HTTPException(503, f"The server is busy ({exc}); retry after "
                                      f"{RETRY_AFTER_S} s.",
                                 headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-        return {"model": served.name,
-                "predictions": [_top(served.classes, up.filename, row, k)
-                                for up, row in zip(uploads, probs)]}
+        # A JSONResponse straight away: FastAPI's encoder would walk the plain dict again.
+        return JSONResponse({"model": served.name,
+                             "predictions": [_top(served.classes, up.filename, row, k)
+                                             for up, row in zip(uploads, probs)]})
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -123,24 +133,25 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     @app.get("/v1/models", tags=["models"])
     async def list_models() -> dict[str, Any]:
         """Every model this server holds."""
-        return {"models": [m.describe() for m in models.values()]}
+        return {"models": [_describe(m) for m in models.values()]}
 
     @app.get("/v1/models/{name}", tags=["models"])
     async def describe(name: str) -> dict[str, Any]:
-        """Classes, input size, preprocessing, architecture and versions of one model."""
-        return _model(name).describe()
+        """Classes, input size, preprocessing, architecture, versions, and counters of the
+        batches run so far."""
+        return _describe(_model(name))
 
     @app.post("/v1/models/{name}/predict", tags=["predict"], openapi_extra=_IMAGE_BODY)
     async def predict(name: str, request: Request,
                       top_k: int | None = Query(None, ge=1, description="Classes per image "
                                                 f"(default {config.top_k}).")
-                      ) -> dict[str, Any]:
+                      ) -> JSONResponse:
         """Top-k classes with probabilities for each image: multipart files or raw bytes."""
         return await _predict(_model(name), request, top_k)
 
     @app.post("/predict", tags=["predict"], openapi_extra=_IMAGE_BODY)
     async def predict_only(request: Request,
-                           top_k: int | None = Query(None, ge=1)) -> dict[str, Any]:
+                           top_k: int | None = Query(None, ge=1)) -> JSONResponse:
         """As ``/v1/models/{name}/predict``, when the server holds one model."""
         if len(models) != 1:
             raise HTTPException(404, f"This server holds {len(models)} models; POST to "

@@ -44,6 +44,13 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.images = 0
+        self.busy_s = 0.0  # time the model spent on batches
+
+    def stats(self) -> dict[str, float]:
+        """Counters since start: batches, images, mean batch size, seconds in the model."""
+        return {"batches": self.batches, "images": self.images,
+                "mean_batch_size": round(self.images / self.batches, 2) if self.batches else 0,
+                "model_seconds": round(self.busy_s, 3), "waiting": len(self._pending)}
 
     @property
     def waiting(self) -> int:
@@ -99,6 +106,7 @@ class MicroBatcher:
             batch = await self._next_batch()
             if not batch:
                 continue
+            began = loop.time()
             try:
                 probs = await loop.run_in_executor(
                     self._executor, self._infer, [j.image for j in batch])
@@ -107,6 +115,8 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            finally:
+                self.busy_s += loop.time() - began
             self.batches += 1
             self.images += len(batch)
             for job, row in zip(batch, probs):
