@@ -78,3 +78,28 @@ def test_a_missing_tracker_package_is_one_line(tmp_path, monkeypatch, capsys):
     assert not list(tmp_path.iterdir())
     assert main(["train", "digits", "--track", "wandb", "--out", str(tmp_path)]) == 2
     assert "--track takes none, mlflow, tensorboard" in capsys.readouterr().err
+
+
+def test_resume_continues_the_same_mlflow_run(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def stop_after_first(trainer, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cnnkit.train("shapes:size=16", model="fast-cnn", epochs=2, per_class=20,
+                     track="mlflow", out="runs", plots=False, callbacks=[stop_after_first])
+    run_dir = next((tmp_path / "runs").iterdir())
+    state = json.loads((run_dir / "tracking.json").read_text())
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    assert client.get_run(state["mlflow_run_id"]).info.status == "KILLED"
+    result = cnnkit.resume(run_dir)
+    assert json.loads((run_dir / "tracking.json").read_text()) == state
+    run = client.get_run(state["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss"))
+    assert steps == [1, 2] and len(result.history) == 2
+    assert len(client.search_runs([run.info.experiment_id])) == 1
