@@ -81,3 +81,8 @@ def error(message: str) -> None:
     who = f"(process {_rank}) " if _rank else ""
     _err.print(f"error: {who}{message}", markup=False, style="bold red")
     sys.stderr.flush()
+
+
+def plural(n: int, word: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"

@@ -162,3 +162,35 @@ def test_the_installed_command_in_a_fresh_process(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_first_hour_messages(tmp_path: Path, capsys) -> None:
+    """Issue 18 item 7: the small messages a new user met."""
+    args = ["train", "shapes:size=12,count=40", "--model", "conv4k3-pool2-dense8", "--epochs",
+            "1", "--device", "cpu", "--no-plots", "--out", str(tmp_path), "--name", "r"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("test: "))
+    assert "  " not in line and " on 10 images" in line  # 3 classes: top-3 only, no gap
+    assert "(--batch-size to choose)" in out  # names the option that was changed
+    assert main(["train", "--resume", str(tmp_path / "r"), "--no-plots"]) == 2
+    assert "drop --no-plots" in capsys.readouterr().err
+    pickled = tmp_path / "model.pth"
+    import torch
+
+    torch.save(torch.nn.Linear(2, 2), pickled)  # a whole pickled model, not its weights
+    code = main(["train", "shapes:size=12,count=40", "--model", "efficientnet_lite0",
+                 "--weights", str(pickled), "--epochs", "1", "--out", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 2 and "\x1b" not in err and "refuses" in err and len(err.splitlines()) == 1
+
+
+def test_features_mode_has_no_batches_to_shrink(tmp_path: Path, capsys) -> None:
+    assert main(["train", "shapes:size=32,count=40", "--model", "efficientnet_lite0",
+                 "--mode", "features", "--img-size", "32", "--epochs", "1", "--device", "cpu",
+                 "--no-plots", "--out", str(tmp_path), "--name", "f"]) == 0
+    out = capsys.readouterr().out
+    assert "batch size" not in out and "augmentation: none" in out
+    assert main(["summary", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    assert "trainable, 3,371,008 frozen" in out and "never trained" in out

@@ -28,7 +28,8 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int,
           weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     fake = SimpleNamespace(class_weights=weights, forward=model, device=CPU, cluster=SINGLE,
-                           ddp=None, cfg=SimpleNamespace(label_smoothing=0.1, precision="fp32"))
+                           ddp=None, cfg=SimpleNamespace(label_smoothing=0.1, precision="fp32"),
+                           scaler=torch.amp.GradScaler("cpu", enabled=False))
     logits, loss = Trainer._forward_backward(fake, x, y, chunk)
     return logits, loss, [p.grad.clone() for p in model.parameters()]
 
@@ -78,3 +79,25 @@ def test_warmup_epochs_default_to_the_schedules_own_share() -> None:
     assert warmup_fraction("cosine", 1, epochs=4) == 0.25
     assert warmup_fraction("onecycle", 0, epochs=4) == 0.0
     assert warmup_fraction("constant", 6, epochs=4) == 1.0  # at most the whole phase
+
+
+def test_metrics_record_the_rate_used_and_fp16_scales_the_loss(tmp_path) -> None:
+    """lr in metrics.csv is the schedule's rate at the epoch's end, not the phase's peak;
+    fp16 trains through torch.amp.GradScaler, whose state the checkpoint keeps."""
+    import cnnkit
+    from cnnkit.training.checkpoint import load_checkpoint
+    from cnnkit.training.optim import lr_factor
+
+    result = cnnkit.train("shapes:size=12,count=60", model="conv4k3-pool2-dense8", epochs=3,
+                          batch_size=16, precision="fp16", device="cpu", plots=False,
+                          out=str(tmp_path), keep_checkpoint=True)
+    peak = json.loads((result.run_dir / "config.json").read_text())["lr"]
+    rates = [row["lr"] for row in result.history]
+    assert len(set(rates)) == 3 and max(rates) < peak  # onecycle: every epoch ends elsewhere
+    steps = 54 // 16  # shapes:count=60 less its 10% validation share, in full batches
+    for epoch, rate in enumerate(rates):
+        expected = peak * lr_factor((epoch + 1) * steps - 1, 3 * steps, "onecycle", 0.25)
+        assert rate == pytest.approx(expected, rel=1e-4)
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in result.history)
+    meta = load_checkpoint(result.run_dir / "checkpoints" / "last.safetensors")[2]
+    assert meta["scaler"]["scale"] > 0

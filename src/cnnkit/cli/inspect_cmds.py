@@ -33,6 +33,9 @@ def summary(
     result = summarise(target.model, target.input_shape, depth=depth,
                        model_name=f"{target.name}, {target.classes} classes")
     log.console().print(result)
+    if target.source == "run" and result.frozen_params:
+        log.info("frozen: parameters this run never trained (--mode features fits the "
+                 "classifier alone on the pretrained backbone's features).")
     if target.source != "run" and img_size is None and target.input_shape[1] == 28:
         log.info("Scratch models adapt to their input; --img-size and --channels change the "
                  "counts.")

@@ -137,6 +137,8 @@ def train(
         if given:
             first = next(iter(given))
             flag = "DATA" if first == "data" else "--" + first.replace("_", "-")
+            if given[first] is False:  # a switch turned off: --no-plots, not --plots
+                flag = "--no-" + flag[2:]
             raise CnnkitError(f"--resume continues a run with its own data and options; "
                               f"drop {flag}.")
         from cnnkit.rundir import RunDir

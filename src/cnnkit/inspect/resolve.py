@@ -49,6 +49,8 @@ def model_to_inspect(arg: str, img_size: int | None = None, channels: int | None
             raise CnnkitError(f"A saved model has its own input size and classes; drop "
                               f"{', '.join(given)}.")
         model, card = load_model(Path(os.path.expanduser(arg)))
+        if card.info.get("mode") == "features":
+            _freeze_backbone(model)
         pre = card.preprocess
         return Inspected(model, card.architecture.name, (pre.channels, pre.img_size,
                                                          pre.img_size), len(card.classes), "run")
@@ -64,6 +66,16 @@ def model_to_inspect(arg: str, img_size: int | None = None, channels: int | None
     model = create_model(arch, n, chans, size, pretrained=False)
     source = "registered" if _registered(arg) else "spec"
     return Inspected(model.eval(), arch.name, (chans, size, size), n, source)
+
+
+def _freeze_backbone(model: nn.Module) -> None:
+    """A features-mode run trained its classifier alone: mark the rest frozen, as it was
+    (a loaded model has every parameter trainable), so the summary counts it so."""
+    from cnnkit.models.interface import classifier_params
+
+    head = {id(p) for _, p in classifier_params(model)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head)
 
 
 def _registered(name: str) -> bool:

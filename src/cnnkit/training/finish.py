@@ -23,7 +23,8 @@ def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None
                        precision=plan.config.precision, channels_last=plan.channels_last)
     result = compute(scores, test.labels, card.classes)
     write_json(run.test_metrics_path, result.to_dict())
-    tk = " ".join(f"top-{k} {v:.2%}" for k, v in result.top_k.items() if k > 1)
-    log.info(f"test: accuracy {result.accuracy:.2%} {tk} on {result.n:,} images "
+    figures = [f"accuracy {result.accuracy:.2%}",
+               *(f"top-{k} {v:.2%}" for k, v in result.top_k.items() if k > 1)]
+    log.info(f"test: {' '.join(figures)} on {log.plural(result.n, 'image')} "
              f"(macro F1 {result.macro['f1']:.4f})")
     return model, card, result

@@ -87,6 +87,9 @@ class Trainer:
         self.keep_best = keeps_best(self.cfg.keep, val_images, self.cfg.patience)
         # --ema: the average is what is validated, saved as the model and tested
         self.average = WeightAverage(self.model, self.cfg.ema) if self.cfg.ema else None
+        # fp16 gradients underflow without loss scaling (bf16 and fp32 need none)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.cfg.precision == "fp16")
         self.forward = self.model
         self.ddp: nn.Module | None = None
         if plan.compile and not self.cluster.distributed:
@@ -136,6 +139,8 @@ class Trainer:
                 opt_state = resume["optimizer"]
             self.generator.set_state(resume["rng"]["data"])
             torch.set_rng_state(resume["rng"]["torch"])
+            if meta.get("scaler"):
+                self.scaler.load_state_dict(meta["scaler"])
             if self.average is not None and resume.get("average"):
                 self.average.load_state_dict(resume["average"])
                 self.average.steps = meta.get("ema_steps", 0)
@@ -153,7 +158,7 @@ class Trainer:
                 stop = self._epoch(index, phase, epoch, epoch_offset + epoch + 1, optimizer)
                 if stop:
                     log.info(f"early stopping: validation accuracy has not improved for "
-                             f"{self.cfg.patience} epochs")
+                             f"{log.plural(self.cfg.patience, 'epoch')}")
                     return self.history
             epoch_offset += phase.epochs
         return self.history
@@ -199,12 +204,14 @@ class Trainer:
         seen = synced = 0
         start = time.perf_counter()
         sync_every = 1 if self.device.type == "cpu" else 25
+        lr = phase.lr
         for i, (x, y) in enumerate(loader):
             lr = phase.lr * lr_factor(epoch * steps + i, total_steps, self.cfg.schedule, warmup)
             set_lr(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
             logits, loss = self._forward_backward(x, y, chunk)
-            optimizer.step()
+            self.scaler.step(optimizer)  # optimizer.step(), skipped on fp16 overflow
+            self.scaler.update()
             if self.average is not None:
                 self.average.update(self.model)
             loss_sum += loss * len(y)
@@ -227,7 +234,8 @@ class Trainer:
                               f"{global_epoch}; lower --lr (now {phase.lr:g}).")
         train_time = time.perf_counter() - start
         row: dict[str, Any] = {
-            "epoch": global_epoch, "phase": phase.name, "lr": phase.lr,
+            # the rate of the epoch's last step: the one the schedule had reached
+            "epoch": global_epoch, "phase": phase.name, "lr": float(f"{lr:.6g}"),
             "train_loss": loss_sum.item() / max(seen, 1),
             "train_acc": correct.item() / max(seen, 1),
         }
@@ -280,7 +288,9 @@ class Trainer:
                             {"phase": phase_index, "epoch_in_phase": epoch,
                              "history": self.history, "best": self.best,
                              "stale_epochs": self.stale_epochs, "stopped_early": stop,
-                             "ema_steps": self.average.steps if self.average else 0},
+                             "ema_steps": self.average.steps if self.average else 0,
+                             "scaler": self.scaler.state_dict() if self.scaler.is_enabled()
+                             else None},
                             {"data": self.generator},
                             average=self.average.module if self.average else None)
 
@@ -332,7 +342,7 @@ class Trainer:
                     logits = self.forward(xs)
                     loss = F.cross_entropy(logits.float(), ys, weight=weight, reduction="sum",
                                            label_smoothing=self.cfg.label_smoothing) / denom
-                loss.backward()
+                self.scaler.scale(loss).backward()
             outs.append(logits.detach())
             total += loss.detach()
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), total

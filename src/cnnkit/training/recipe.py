@@ -243,7 +243,8 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
         log.info(f"{len(splits.train):,} training images: "
                  + ", ".join(f"{k.replace('_', ' ')} {v} (not {getattr(cfg, k)})"
                              for k, v in changes.items())
-                 + " for a small data set (set them to choose)")
+                 + " for a small data set ("
+                 + " or ".join(f"--{k.replace('_', '-')}" for k in changes) + " to choose)")
         cfg = cfg.replace(**_numbers(plan.asked.replace(**changes), cfg.mode, plan.source.builtin,
                                      plan.device, plan.cluster.world))
     if cfg.keep == "auto" and cfg.mode != "features":
@@ -333,7 +334,7 @@ def small_data_changes(config: TrainConfig, resolved: TrainConfig, n_train: int
                        ) -> dict[str, float]:
     """Defaults that depend on how many images there are, for options the user left open."""
     changes: dict[str, float] = {}
-    if config.batch_size is None:
+    if config.batch_size is None and resolved.mode != "features":  # features: no batches
         batch = small_data_batch(n_train, resolved.batch_size)
         if batch != resolved.batch_size:
             changes["batch_size"] = batch

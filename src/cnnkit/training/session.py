@@ -273,7 +273,7 @@ def _resume(run: RunDir) -> TrainResult:
                           "run the same command again (its features are cached).")
     if not run.checkpoint_path.is_file() and run.model_path.is_file() and run.read_metrics():
         done = len(run.read_metrics())
-        how = (f"already finished its {_plural(cfg.epochs, 'epoch')}" if done >= cfg.epochs
+        how = (f"already finished its {log.plural(cfg.epochs, 'epoch')}" if done >= cfg.epochs
                else f"stopped early after epoch {done}")
         raise CnnkitError(f"{run.root} {how}; nothing to resume (its training state was "
                           f"dropped when it ended). Start a new run to train longer, or from "
@@ -342,11 +342,12 @@ def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard
         features.probe(plan, model, splits, run, class_weights)
     if resume is not None and resume["meta"].get("stopped_early"):
         raise CnnkitError(f"{run.root} stopped early after epoch {len(resume['meta']['history'])}"
-                          f" (validation accuracy had not improved for {cfg.patience} epochs); "
+                          f" (validation accuracy had not improved for "
+                          f"{log.plural(cfg.patience, 'epoch')}); "
                           "nothing to resume. Start a new run to train differently.")
     if resume is not None and resume["meta"]["phase"] >= len(phases) - 1 and \
             resume["meta"]["epoch_in_phase"] + 1 >= phases[-1].epochs:
-        raise CnnkitError(f"{run.root} already finished its {_plural(cfg.epochs, 'epoch')}; "
+        raise CnnkitError(f"{run.root} already finished its {log.plural(cfg.epochs, 'epoch')}; "
                           "nothing to "
                           "resume. Start a new run to train longer.")
     trainer = Trainer(plan, model, splits, card, run, phases, class_weights, sample_weights,
@@ -435,10 +436,6 @@ def _imbalance(cfg: TrainConfig, splits: Splits
     if how == "balanced-sampling":
         return None, (1.0 / counts.clamp(min=1))[splits.train.labels]
     return None, None
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _short(model: str) -> str:
