@@ -78,9 +78,8 @@ def export_onnx(model: nn.Module, meta: OnnxMeta, path: str | os.PathLike,
                               output_names=[OUTPUT], opset_version=opset, dynamo=False,
                               dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
         except Exception as exc:  # the exporter raises many types; one line for the user
-            raise CnnkitError(f"ONNX export of {meta.info.get('architecture', 'the model')} "
-                              f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-                              ) from None
+            first = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            _export_dynamo(net, example, tmp, opset, meta, first)
         proto = onnx.load(str(tmp))
         for key, value in meta.to_props().items():
             prop = proto.metadata_props.add()
@@ -89,6 +88,26 @@ def export_onnx(model: nn.Module, meta: OnnxMeta, path: str | os.PathLike,
         proto.doc_string = f"cnnkit {__version__} image classifier: {len(meta.classes)} classes"
         onnx.save(proto, str(tmp))
     return path
+
+
+def _export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int,
+                   meta: OnnxMeta, first: str) -> None:
+    """The torch.export-based exporter, for the graphs the TorchScript one cannot trace
+    (an adaptive pooling whose output does not divide its input, for one). Slower, so
+    second."""
+    import contextlib
+    import io
+
+    try:
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
+            torch.onnx.export(net, (example,), str(path), input_names=[INPUT],
+                              output_names=[OUTPUT], opset_version=max(opset, 18),
+                              dynamo=True, dynamic_shapes=({0: batch},), verbose=False)
+    except Exception as exc:
+        raise CnnkitError(f"ONNX export of {meta.info.get('architecture', 'the model')} "
+                          f"failed: {first}; the torch.export-based exporter also failed: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 
 
 def read_meta(path: str | os.PathLike) -> OnnxMeta:

@@ -92,3 +92,59 @@ def test_readme_plain_onnxruntime_snippet_runs(trained, tmp_path: Path, monkeypa
     assert label == expected.label
     assert float(prob) == pytest.approx(expected.probability, abs=2e-3)
 
+
+
+def _registry_cases() -> list:
+    """cnnkit's own architectures. The pretrained backbones go through the same exporter
+    as EfficientNet-Lite0 above at many seconds each (docs/design-notes.md, "Export,
+    backends and batch prediction"); AlexNet's pooling is the case below."""
+    from cnnkit.models import list_models
+
+    return [pytest.param(info.name, id=info.name) for info in list_models()
+            if not info.is_pretrained]
+
+
+@pytest.mark.parametrize("name", _registry_cases())
+def test_every_registered_architecture_exports_with_a_dynamic_batch(name: str,
+                                                                    tmp_path: Path) -> None:
+    import torch
+
+    from cnnkit.backends import OnnxBackend
+    from cnnkit.onnxfile import OnnxMeta, export_onnx
+
+    arch, _ = resolve(name)
+    chans, size = 1, 28
+    torch.manual_seed(0)
+    model = create_model(arch, 5, chans, size, pretrained=name == "efficientnet_lite0").eval()
+    pre = Preprocess(size, chans, (0.5,) * chans, (0.5,) * chans)
+    path = export_onnx(model, OnnxMeta(tuple("abcde"), pre, {}), tmp_path / "m.onnx")
+    backend = OnnxBackend(path, threads=1)
+    assert backend.input == "input"
+    for batch in (1, 3):
+        x = torch.randn(batch, chans, size, size)
+        with torch.no_grad():
+            expected = model(x).softmax(1)
+        assert (backend(x).softmax(1) - expected).abs().max() <= 1e-4
+
+
+def test_a_graph_the_torchscript_exporter_refuses_goes_through_torch_export(
+        tmp_path: Path) -> None:
+    """Adaptive pooling to a size that does not divide its input (AlexNet's 6x6 pooling
+    below 224 px) has no TorchScript export; the torch.export-based exporter takes it."""
+    import torch
+    from torch import nn
+
+    from cnnkit.backends import OnnxBackend
+    from cnnkit.onnxfile import OnnxMeta, export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(3),
+                          nn.Flatten(), nn.Linear(36, 2)).eval()
+    pre = Preprocess(9, 1, (0.5,), (0.5,))  # a 7x7 map pooled to 3x3
+    path = export_onnx(model, OnnxMeta(("a", "b"), pre, {}), tmp_path / "m.onnx")
+    backend = OnnxBackend(path, threads=1)
+    assert backend.input == "input" and read_meta(path).classes == ("a", "b")
+    for batch in (1, 4):
+        x = torch.randn(batch, 1, 9, 9)
+        with torch.no_grad():
+            assert (backend(x) - model(x)).abs().max() <= 1e-5

@@ -1,0 +1,185 @@
+"""Prediction speed on the CPU: backends side by side, int8 against float, and
+``cnnkit predict`` end to end over a folder of JPEG photos.
+
+    python benchmarks/predict_speed.py backends            # EfficientNet-Lite0, 224 px, batch 32
+    python benchmarks/predict_speed.py int8 RUN             # a fine-tuned run's test split
+    python benchmarks/predict_speed.py e2e --files 1000 10000
+
+``backends`` runs in one process on ``--threads`` cores, in alternating rounds (so the
+load of a shared machine falls on every contender alike) and prints each one's median
+images/s and its ratio to a plain onnxruntime session on the same weights. ``e2e`` times
+the ``cnnkit predict efficientnet_lite0 FOLDER --output preds.csv`` command (start-up,
+decoding and writing included) and its peak resident memory, workers included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _rounds(contenders: dict, seconds: float) -> dict[str, float]:
+    """Median images/s of each ``name -> (fn, images)``, measured in alternating rounds."""
+    for fn, _ in contenders.values():
+        fn()
+    rates: dict[str, list[float]] = {k: [] for k in contenders}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline or min(len(r) for r in rates.values()) < 5:
+        for name, (fn, n) in contenders.items():
+            t = time.perf_counter()
+            fn()
+            rates[name].append(n / (time.perf_counter() - t))
+    return {k: float(np.median(v)) for k, v in rates.items()}
+
+
+def backends(args: argparse.Namespace) -> None:
+    import onnxruntime as ort
+    import skimage.data
+
+    from cnnkit.backends import OnnxBackend, TorchBackend, cached_onnx
+    from cnnkit.data.imageset import ImageSet
+    from cnnkit.data.pipeline import eval_batch
+    from cnnkit.predict import Classifier
+    from cnnkit.zeroshot import imagenet_model
+
+    torch.set_num_threads(args.threads)
+    net, card = imagenet_model("efficientnet_lite0")
+    pre = card.preprocess
+    path = cached_onnx(net.eval(), card)
+    photos = [np.asarray(getattr(skimage.data, n)()) for n in
+              ("astronaut", "coffee", "chelsea", "rocket")]
+    auto = Classifier(net, card, torch.device("cpu"), "auto")
+    assert isinstance(auto.backend, OnnxBackend)
+    decoded = np.stack([auto.decode_image(photos[i % len(photos)]) for i in range(args.batch)])
+    data = ImageSet(torch.from_numpy(decoded), torch.zeros(args.batch, dtype=torch.long),
+                    card.classes, crop_fraction=pre.img_size / pre.decode_size)
+    x = eval_batch(torch.from_numpy(decoded), pre, data.crop_fraction)
+    xn = x.numpy()
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    plain = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    eager = imagenet_model("efficientnet_lite0")[0].eval()
+    torch_cl = TorchBackend(imagenet_model("efficientnet_lite0")[0], torch.device("cpu"))
+
+    def run_eager() -> None:
+        with torch.inference_mode():
+            eager(x)
+
+    n = args.batch
+    contenders = {
+        "plain onnxruntime session (preprocessed input)": (
+            lambda: plain.run(None, {"input": xn}), n),
+        "cnnkit predictor, auto backend (uint8 images in)": (
+            lambda: auto.log_probs(data, batch_size=n), n),
+        "cnnkit onnx backend alone (preprocessed input)": (lambda: auto.backend(x), n),
+        "torch eager": (run_eager, n),
+        "torch channels-last (cnnkit's torch backend)": (lambda: torch_cl(x), n),
+    }
+    rates = _rounds(contenders, args.seconds)
+    base = rates["plain onnxruntime session (preprocessed input)"]
+    print(f"EfficientNet-Lite0, {pre.img_size} px, batch {n}, {args.threads} threads, "
+          f"one process ({time.strftime('%Y-%m-%d')})")
+    print(f"{'':52s} {'images/s':>9s} {'vs plain ORT':>13s}")
+    for name, rate in rates.items():
+        print(f"{name:52s} {rate:9.1f} {rate / base:12.2f}x")
+
+
+def int8(args: argparse.Namespace) -> None:
+    from cnnkit.export.onnx import export_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = export_model(args.run, out=Path(tmp) / "model.onnx", quantize="int8")
+        c = result.comparison
+        print(f"{args.run}: test split, {c.images:,} images ({time.strftime('%Y-%m-%d')})")
+        print(f"float  accuracy {c.float_accuracy:.2%}  {c.float_speed:7.1f} images/s")
+        print(f"int8   accuracy {c.int8_accuracy:.2%}  {c.int8_speed:7.1f} images/s  "
+              f"({(c.int8_accuracy - c.float_accuracy) * 100:+.2f} points, "
+              f"{c.speedup:.2f}x)")
+
+
+def make_photos(folder: Path, n: int, seed: int = 0) -> None:
+    """``n`` JPEGs of about 500x375: random crops of scikit-image's photos, resized."""
+    import skimage.data
+    from PIL import Image
+
+    names = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field",
+             "immunohistochemistry", "retina", "colorwheel", "logo", "cat", "coins")
+    sources = []
+    for name in names:
+        try:
+            img = Image.fromarray(np.asarray(getattr(skimage.data, name)())).convert("RGB")
+        except Exception:  # a photo that needs a download (pooch): skip it
+            continue
+        sources.append(img)
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = sources[i % len(sources)]
+        w, h = img.size
+        cw, ch = int(w * rng.uniform(0.5, 1.0)), int(h * rng.uniform(0.5, 1.0))
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = img.crop((left, top, left + cw, top + ch)).resize(
+            (int(rng.integers(480, 521)), int(rng.integers(360, 391))))
+        crop.save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def e2e(args: argparse.Namespace) -> None:
+    root = Path(args.folder or tempfile.mkdtemp(prefix="cnnkit-e2e-"))
+    # Export once (cached), as every later run finds it.
+    warm = root / "warm"
+    make_photos(warm, 8)
+    subprocess.run([sys.executable, "-m", "cnnkit", "predict", "efficientnet_lite0", str(warm),
+                    "--format", "csv"], check=True, capture_output=True)
+    print(f"cnnkit predict efficientnet_lite0 FOLDER --output preds.csv "
+          f"({time.strftime('%Y-%m-%d')}); JPEG ~500x375")
+    print(f"{'files':>7s} {'seconds':>8s} {'images/s':>9s} {'peak RSS MB':>12s}")
+    for n in args.files:
+        folder = root / f"photos{n}"
+        if not folder.is_dir():
+            make_photos(folder, n)
+        out = root / f"preds{n}.csv"
+        out.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "cnnkit", "predict", "efficientnet_lite0", str(folder),
+               "--output", str(out)]
+        probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+                 "subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL); "
+                 "print(time.perf_counter() - t, "
+                 "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        res = subprocess.run([sys.executable, "-c", probe, *cmd], check=True,
+                             capture_output=True, text=True)
+        seconds, rss_kb = res.stdout.split()
+        rows = out.read_text().count("\n") - 1
+        assert rows == n, (rows, n)
+        print(f"{n:7,d} {float(seconds):8.1f} {n / float(seconds):9.1f} "
+              f"{int(rss_kb) / 1024:12.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    b = sub.add_parser("backends")
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--batch", type=int, default=32)
+    b.add_argument("--seconds", type=float, default=60.0)
+    q = sub.add_parser("int8")
+    q.add_argument("run")
+    e = sub.add_parser("e2e")
+    e.add_argument("--files", type=int, nargs="+", default=[1000])
+    e.add_argument("--folder", help="Where to keep the generated photos (default: a temp "
+                   "folder).")
+    args = parser.parse_args()
+    {"backends": backends, "int8": int8, "e2e": e2e}[args.what](args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("CNNKIT_CACHE", str(Path(tempfile.gettempdir()) / "cnnkit-bench"))
+    main()
