@@ -13,13 +13,19 @@ from cnnkit.config import TrainConfig
 from cnnkit.rundir import RunDir
 
 
+def _unset_after_test(monkeypatch, name: str) -> None:
+    """Unset ``name`` now and restore its state afterwards, even if the code sets it."""
+    monkeypatch.setenv(name, "")  # records the original state for teardown
+    monkeypatch.delenv(name)
+
+
 def test_one_run_logs_to_mlflow_and_tensorboard(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    _unset_after_test(monkeypatch, "MLFLOW_ALLOW_FILE_STORE")  # cnnkit sets it for ./mlruns
     result = cnnkit.train("shapes:size=16", model="fast-cnn", epochs=2, per_class=20,
                           track="mlflow+tensorboard", out="runs", plots=False)
     rows = result.history
@@ -85,6 +91,7 @@ def test_resume_continues_the_same_mlflow_run(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _unset_after_test(monkeypatch, "MLFLOW_ALLOW_FILE_STORE")
 
     def stop_after_first(trainer, row):
         raise KeyboardInterrupt
