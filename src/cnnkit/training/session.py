@@ -266,7 +266,8 @@ def lock_run(run: RunDir, cluster: distributed.Cluster | None = None
 
 
 def _resume(run: RunDir) -> TrainResult:
-    run.remove_stale_files()
+    if distributed.from_env().writes:  # rank 0 tidies; the others only read the run
+        run.remove_stale_files()
     cfg = TrainConfig.from_dict(run.read_config())
     if cfg.mode == "features":
         raise CnnkitError(f"{run.root} used --mode features, which has no epochs to resume: "
