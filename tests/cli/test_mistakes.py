@@ -145,7 +145,7 @@ def test_predict_option_mistakes(trained, capsys) -> None:
 def test_resume_mistakes(trained, tmp_path: Path, capsys) -> None:
     run = Path(shutil.copytree(trained[0], tmp_path / "run"))
     _one_line_error(capsys, ["train", "--resume", run, "--epochs", "5"], "drop --epochs")
-    _one_line_error(capsys, ["train", "--resume", run], "already finished all 3 epochs")
+    _one_line_error(capsys, ["train", "--resume", run], "already finished its 3 epochs")
 
 
 def test_the_installed_command_in_a_fresh_process(tmp_path: Path) -> None:
