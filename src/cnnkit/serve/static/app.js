@@ -63,7 +63,7 @@ async function loadModels() {
   }
 }
 
-function resultCard(name, url) {
+function resultCard(name, url, group) {
   const item = document.createElement("li");
   item.className = "result";
   const img = document.createElement("img");
@@ -75,7 +75,7 @@ function resultCard(name, url) {
   body.className = "bars";
   body.textContent = "Predicting…";
   item.append(img, title, body);
-  $("results").prepend(item);
+  group.append(item);
   return body;
 }
 
@@ -112,7 +112,9 @@ function drawBars(target, prediction) {
 async function classify(files) {
   const model = currentModel();
   if (!model || !files.length) return;
-  const cards = files.map((f, i) => resultCard(f.name || `image ${i + 1}`, URL.createObjectURL(f)));
+  const group = document.createDocumentFragment();  // newest request first, its files in order
+  const cards = files.map((f, i) => resultCard(f.name || `image ${i + 1}`, URL.createObjectURL(f), group));
+  $("results").prepend(group);
   const form = new FormData();
   for (const f of files) form.append("file", f, f.name || "webcam.png");
   form.append("top_k", String(Math.max(1, Number($("top-k").value) || 5)));
