@@ -40,10 +40,11 @@ def test_help_loads_no_heavy_library() -> None:
     assert _loaded("train", "--help") & set(HEAVY) == set()
 
 
-def test_a_scratch_summary_needs_torch_alone() -> None:
-    loaded = _loaded("summary", "seed-cnn")
-    assert "torch" in loaded
-    assert loaded & (set(HEAVY) - {"torch"}) == set()
+def test_a_layer_stacks_summary_needs_no_torch() -> None:
+    assert _loaded("summary", "seed-cnn") & set(HEAVY) == set()
+    assert _loaded("summary", "conv8k3-pool2-dense16", "--img-size", "64") & set(HEAVY) == set()
+    loaded = _loaded("summary", "resnet-small")  # not a stack: built and traced
+    assert "torch" in loaded and loaded & (set(HEAVY) - {"torch"}) == set()
 
 
 def test_the_registry_and_its_names_need_no_torch() -> None:

@@ -105,3 +105,30 @@ def test_summary_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summary", "lenet5", "--depth", "1"]) == 0
     assert "classifier" in capsys.readouterr().out
     assert main(["summary", "conv8k3-zzz"]) == 2
+
+
+def _stacks() -> list[str]:
+    from cnnkit.models.layerspec import StackBuilder
+    from cnnkit.models.registry import list_models
+
+    names = [m.name for m in list_models() if isinstance(m.builder, StackBuilder)]
+    return [*names, "conv8k5s2p2bn:tanh-avgpool2-drop25-bn-relu-gmp-dense16bn:sigmoid",
+            "conv4k4same-pool3s2-flatten-drop0.1-dense12:linear-bn-dense6"]
+
+
+@pytest.mark.parametrize("name", _stacks())
+@pytest.mark.parametrize(("shape", "classes"), [((1, 28, 28), 10), ((3, 40, 40), 4)])
+def test_a_stack_summary_without_torch_is_the_traced_one(name: str, shape: tuple,
+                                                         classes: int) -> None:
+    """`cnnkit summary` of a layer stack plans its rows from the layers (no torch import);
+    they must be what a forward pass through the built model records."""
+    from cnnkit.inspect.summary_rows import stack_summary
+    from cnnkit.models.build import resolve
+
+    arch, _ = resolve(name)
+    planned = stack_summary(list(arch.layers), shape, classes, name)
+    traced = summary(create_model(name, classes, shape[0], shape[1]), shape, model_name=name)
+    assert planned.rows == traced.rows
+    assert (planned.total_params, planned.trainable_params, planned.total_macs) == \
+        (traced.total_params, traced.trainable_params, traced.total_macs)
+    assert str(planned) == str(traced)

@@ -26,7 +26,19 @@ def summary(
 ) -> None:
     """One row per layer: output shape, parameters (with their formula) and multiply-adds."""
     from cnnkit import log
-    from cnnkit.inspect.resolve import model_to_inspect
+    from cnnkit.inspect.resolve import model_to_inspect, stack_to_inspect
+
+    stack = stack_to_inspect(model, img_size, channels, classes) if depth is None else None
+    if stack is not None:  # a layer stack: its rows follow from its layers, without torch
+        from cnnkit.inspect.summary_rows import stack_summary
+
+        result = stack_summary(stack.layers, stack.input_shape, stack.classes,
+                               model_name=f"{stack.name}, {stack.classes} classes")
+        log.console().print(result)
+        if img_size is None and stack.input_shape[1] == 28:
+            log.info("Scratch models adapt to their input; --img-size and --channels change "
+                     "the counts.")
+        return
     from cnnkit.inspect.summary import summary as summarise
 
     target = model_to_inspect(model, img_size, channels, classes)

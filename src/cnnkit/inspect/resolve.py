@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Scratch models adapt to their input; without --img-size/--channels/--classes they are
 # shown at Fashion-MNIST's 28 x 28 x 1 with 10 classes, the tutorials' example.
@@ -31,15 +33,46 @@ def _is_model_path(arg: str) -> bool:
     return p.is_dir() or (p.is_file() and p.suffix in (".json", ".safetensors"))
 
 
-def model_to_inspect(arg: str, img_size: int | None = None, channels: int | None = None,
-                     classes: int | None = None) -> Inspected:
-    """The model ``arg`` names, built with random weights unless it is a saved model."""
+@dataclass(frozen=True)
+class Stack:
+    """A layer stack to summarise from its layers, without building it."""
+
+    layers: list[dict[str, Any]]
+    name: str
+    input_shape: tuple[int, int, int]
+    classes: int
+
+
+def _check_sizes(img_size: int | None, channels: int | None, classes: int | None) -> None:
     for flag, value in (("--img-size", img_size), ("--channels", channels),
                         ("--classes", classes)):
         if value is not None and value < 1:
             raise CnnkitError(f"{flag} must be positive. Received: {value}")
     if channels is not None and channels not in (1, 3):
         raise CnnkitError(f"--channels must be 1 or 3. Received: {channels}")
+
+
+def stack_to_inspect(arg: str, img_size: int | None = None, channels: int | None = None,
+                     classes: int | None = None) -> Stack | None:
+    """``arg`` as a layer stack (a registered stack, a spec or a .yaml file), or None when
+    it names a saved model or another kind of model."""
+    _check_sizes(img_size, channels, classes)
+    if _is_model_path(arg):
+        return None
+    from cnnkit.models.build import resolve
+
+    arch, _ = resolve(arg)
+    if arch.layers is None:
+        return None
+    size = img_size or SCRATCH_DEFAULT[0]
+    return Stack(list(arch.layers), arch.name, (channels or SCRATCH_DEFAULT[1], size, size),
+                 classes or SCRATCH_DEFAULT[2])
+
+
+def model_to_inspect(arg: str, img_size: int | None = None, channels: int | None = None,
+                     classes: int | None = None) -> Inspected:
+    """The model ``arg`` names, built with random weights unless it is a saved model."""
+    _check_sizes(img_size, channels, classes)
     if _is_model_path(arg):
         from cnnkit.modelfile import load_model
 

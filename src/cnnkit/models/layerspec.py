@@ -25,6 +25,7 @@ In YAML, each of these words is also a key (``- maxpool: 2``, ``- drop: 0.25``,
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,120 @@ def _yaml_layer(item: Any, path: Path) -> Layer:
     if missing:
         raise CnnkitError(f"{path}: {word} needs {', '.join(missing)}.")
     return check_layer(layer, f"layer '{word}' in {path}")
+
+
+_ACTIVATION_TYPES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "linear": None}
+
+
+@dataclass(frozen=True)
+class PlannedLayer:
+    """One module of a layer stack, known before torch builds it: the ``torch.nn`` class
+    and its arguments, and what it does to one image (output shape, parameters with
+    their textbook formula, multiply-adds)."""
+
+    part: str  # "features" or "head" (ConvNet's two Sequentials)
+    type: str  # the torch.nn class name
+    args: tuple[Any, ...]
+    shape: tuple[int, ...]  # output for one image: (C, H, W) or (N,)
+    params: int = 0
+    macs: int = 0
+    formula: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_stack(layers: list[Layer], in_chans: int, img_size: int
+               ) -> tuple[list[PlannedLayer], int]:
+    """The modules a stack builds for ``in_chans x img_size x img_size`` images, in
+    order, and the width of the features its classifier reads; a clear error when the
+    image shrinks to nothing or a convolution follows the dense part."""
+    out: list[PlannedLayer] = []
+    channels, size, units = in_chans, img_size, 0
+    in_head = False
+
+    def activation(part: str, name: str, shape: tuple[int, ...]) -> None:
+        if name not in _ACTIVATION_TYPES:
+            raise CnnkitError(f"Unknown activation {name!r}; use {', '.join(ACTIVATIONS)}.")
+        if _ACTIVATION_TYPES[name] is not None:
+            out.append(PlannedLayer(part, _ACTIVATION_TYPES[name], (), shape))
+
+    for i, layer in enumerate(layers):
+        kind = layer["type"]
+        part = "head" if in_head else "features"
+        if kind == "conv":
+            if in_head:
+                raise CnnkitError(f"Layer {i + 1} (conv) comes after the dense part of the spec; "
+                                  "put convolutions first.")
+            k, s, pad = layer["kernel"], layer["stride"], layer["padding"]
+            padding: Any = (k - 1) // 2 if pad == "same" else 0 if pad == "valid" else int(pad)
+            if pad == "same" and k % 2 == 0 and s == 1:
+                padding = "same"
+            bn = layer.get("batchnorm", False)
+            filters = layer["filters"]
+            size = size if padding == "same" else (size + 2 * padding - k) // s + 1
+            shape = (filters, size, size)
+            formula = (f"{k}x{k}x{channels}x{filters}" if bn
+                       else f"({k}x{k}x{channels}+1)x{filters}")
+            out.append(PlannedLayer("features", "Conv2d", (channels, filters, k, s, padding),
+                                    shape, (k * k * channels + (0 if bn else 1)) * filters,
+                                    max(size, 0) ** 2 * filters * channels * k * k, formula,
+                                    {"bias": not bn}))
+            if bn:
+                out.append(PlannedLayer("features", "BatchNorm2d", (filters,), shape,
+                                        2 * filters, 0, f"2x{filters}"))
+            activation("features", layer.get("activation", "relu"), shape)
+            channels = filters
+        elif kind == "pool":
+            size = (size - layer["size"]) // layer["stride"] + 1
+            out.append(PlannedLayer("features", "MaxPool2d" if layer["kind"] == "max"
+                                    else "AvgPool2d", (layer["size"], layer["stride"]),
+                                    (channels, size, size)))
+        elif kind == "global_pool":
+            out.append(PlannedLayer("head", "AdaptiveAvgPool2d" if layer["kind"] == "avg"
+                                    else "AdaptiveMaxPool2d", (1,), (channels, 1, 1)))
+            out.append(PlannedLayer("head", "Flatten", (), (channels,)))
+            in_head, units = True, channels
+        elif kind == "flatten":
+            in_head, units = True, channels * size * size
+            out.append(PlannedLayer("head", "Flatten", (), (units,)))
+        elif kind == "dense":
+            if not in_head:
+                in_head, units = True, channels * size * size
+                out.append(PlannedLayer("head", "Flatten", (), (units,)))
+            bn = layer.get("batchnorm", False)
+            n = layer["units"]
+            out.append(PlannedLayer("head", "Linear", (units, n), (n,),
+                                    (units + (0 if bn else 1)) * n, units * n,
+                                    f"{units}x{n}" if bn else f"({units}+1)x{n}",
+                                    {"bias": not bn}))
+            if bn:
+                out.append(PlannedLayer("head", "BatchNorm1d", (n,), (n,), 2 * n, 0, f"2x{n}"))
+            activation("head", layer.get("activation", "relu"), (n,))
+            units = n
+        elif kind == "dropout":
+            shape = (units,) if in_head else (channels, size, size)
+            out.append(PlannedLayer(part, "Dropout", (layer["rate"],), shape))
+        elif kind == "batchnorm":
+            if in_head:
+                out.append(PlannedLayer("head", "BatchNorm1d", (units,), (units,), 2 * units,
+                                        0, f"2x{units}"))
+            else:
+                out.append(PlannedLayer("features", "BatchNorm2d", (channels,),
+                                        (channels, size, size), 2 * channels, 0,
+                                        f"2x{channels}"))
+        elif kind == "activation":
+            activation(part, layer["name"], (units,) if in_head else (channels, size, size))
+        else:
+            raise CnnkitError(f"Unknown layer type {kind!r}.")
+        if size < 1:
+            raise CnnkitError(
+                f"Images of {img_size}x{img_size} pixels shrink to nothing at layer {i + 1} "
+                f"({kind}) of this model. Use a larger --img-size, 'same' padding or fewer "
+                "pooling layers."
+            )
+    if not in_head:
+        units = channels * size * size
+        out.append(PlannedLayer("head", "Flatten", (), (units,)))
+    return out, units
 
 
 class StackBuilder:
