@@ -1,0 +1,78 @@
+"""SIGKILL at random moments, several times: every checkpoint left behind loads, and the
+run resumed to the end is bit-identical to one that was never interrupted."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import cnnkit
+from cnnkit.training.checkpoint import load_checkpoint
+
+DATA = "shapes:size=12,count=60"
+OPTIONS = {"model": "conv4k3-pool2-drop0.2-dense8", "epochs": 8, "batch_size": 16,
+           "augment": "flip+crop", "plots": False, "device": "cpu", "keep_checkpoint": True}
+METRICS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
+CTX = multiprocessing.get_context("fork")  # torch is already imported: a child starts at once
+
+
+def _train(out: str) -> None:
+    cnnkit.train(DATA, out=out, name="killed", **OPTIONS)
+
+
+def _resume(run: str) -> None:
+    cnnkit.resume(run)
+
+
+def _kill_after(target, arg: str, delay: float) -> int | None:
+    child = CTX.Process(target=target, args=(arg,))
+    child.start()
+    child.join(delay)
+    if child.exitcode is None:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        return None
+    return child.exitcode
+
+
+def test_random_sigkills_never_break_a_run(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    whole = cnnkit.train(DATA, out=str(tmp_path / "whole"), name="whole", **OPTIONS)
+    run = tmp_path / "runs" / "killed"
+    checkpoint = run / "checkpoints" / "last.safetensors"
+    child = CTX.Process(target=_train, args=(str(tmp_path / "runs"),))
+    child.start()
+    while not checkpoint.exists() and child.exitcode is None:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0, 0.3))
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    kills, finished = 1, False
+    while kills < 5 and not finished:
+        load_checkpoint(checkpoint)  # whole after every kill, whatever it was writing
+        code = _kill_after(_resume, str(run), rng.uniform(0.02, 0.4))
+        finished = code == 0
+        kills += 0 if finished else 1
+    assert kills >= 2, "the kills must land while the run is still training"
+    if not finished:
+        load_checkpoint(checkpoint)
+        cnnkit.resume(run)
+    assert not list(run.rglob("*.tmp")) and not (run / ".lock").exists()
+    ours, theirs = load_file(run / "model.safetensors"), load_file(whole.run_dir /
+                                                                   "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert [{k: r[k] for k in METRICS} for r in _metrics(run)] == \
+        [{k: r[k] for k in METRICS} for r in _metrics(whole.run_dir)]
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    from cnnkit.rundir import RunDir
+
+    return RunDir(run).read_metrics()
