@@ -101,6 +101,9 @@ def _inspect(path: str, size: int, mtime: int, decode: bool, near: bool) -> File
             warnings.simplefilter("ignore")
             head = Image.open(io.BytesIO(data))
             width, height, mode = head.size[0], head.size[1], head.mode
+    except Image.DecompressionBombError as exc:
+        return FileFacts(size, mtime, digest, error=f"refused, too many pixels ({exc})",
+                         checked=True)
     except Exception as exc:  # any failure to parse a header is the file's, not ours
         return FileFacts(size, mtime, digest, error=f"not an image ({exc})", checked=True)
     if not decode:

@@ -52,7 +52,8 @@ def probe_images(paths: Sequence[str], sample: int = SAMPLE) -> ImageFacts | Non
         try:
             with Image.open(path) as img:
                 mode, (w, h) = img.mode, img.size
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
+                Image.DecompressionBombError):  # the decoder reports these files
             continue
         grey = grey and mode in GREY_MODES
         sides.append(min(w, h))
