@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,3 +50,29 @@ def test_the_page_and_its_files_are_served_with_no_cdn(two_models: TestClient) -
     for asset in ("/static/app.js", "/static/style.css"):
         assert two_models.get(asset).status_code == 200
     assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_health_answers_while_the_model_computes(trained) -> None:
+    run, _ = trained
+    models = load_models([f"slow={run}"], "torch", "cpu", threads=1)
+    clf = models["slow"].classifier
+    real = clf.proba_decoded
+
+    def slow_model(arrays, **kwargs):  # a model that takes a second per batch
+        time.sleep(1.0)
+        return real(arrays, **kwargs)
+
+    clf.proba_decoded = slow_model
+    png = encode(Image.new("RGB", (16, 16)))
+    with TestClient(create_app(models, ServeConfig(max_wait_ms=0))) as client:
+        while client.get("/ready").status_code != 200:
+            time.sleep(0.05)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.post, "/predict", content=png)
+            time.sleep(0.2)  # the request is in the model now
+            began = time.perf_counter()
+            assert client.get("/health").status_code == 200
+            waited = time.perf_counter() - began
+            assert not pending.done()
+            assert pending.result().status_code == 200
+    assert waited < 0.5, waited
