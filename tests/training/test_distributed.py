@@ -197,3 +197,12 @@ def test_each_rank_takes_its_share_of_the_same_global_batches() -> None:
         assert len(a) == len(b) == 5
         assert torch.equal(torch.cat([a, b]), batch)
     assert sorted(torch.cat(first + second).tolist()) == list(range(50))
+
+
+def test_a_lost_peer_is_told_from_other_errors() -> None:
+    from cnnkit.training.distributed import peer_lost
+
+    assert peer_lost(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer"))
+    assert peer_lost(RuntimeError("[unbound_buffer.cc:78] Timed out waiting 15000ms for recv"))
+    assert not peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not peer_lost(ValueError("Timed out"))

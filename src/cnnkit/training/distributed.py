@@ -114,7 +114,14 @@ def broadcast(cluster: Cluster, value: Any) -> Any:
     if not cluster.distributed:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    try:
+        dist.broadcast_object_list(box, src=0)
+    except RuntimeError as exc:
+        if not peer_lost(exc):
+            raise
+        raise CnnkitError(f"process {cluster.rank} of {cluster.world} lost the others before "
+                          f"training began ({str(exc).strip()[:200]}); start the run again."
+                          ) from None
     return box[0]
 
 

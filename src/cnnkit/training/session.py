@@ -362,14 +362,24 @@ def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard
     except RuntimeError as exc:
         if not (plan.cluster.distributed and distributed.peer_lost(exc)):
             raise
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc)
+        text = str(exc).strip()
+        reason = text.splitlines()[0][:200] if text else type(exc).__name__
         raise CnnkitError(
             f"another process of this {plan.cluster.world}-process run stopped or stopped "
             f"answering ({reason}); the last finished epoch is saved. Continue with: cnnkit "
-            f"train --resume {run.root} --devices N") from None
+            f"train --resume {run.root} --devices {plan.cluster.world} (or the same "
+            "torchrun command with --resume)" + _timeout_hint(reason)) from None
     if not plan.cluster.writes:
         return TrainResult(run.root, history, None, cfg)  # rank 0 tests and reports
     return _finish(plan, run, splits, history)
+
+
+def _timeout_hint(reason: str) -> str:
+    if "imed out" not in reason:
+        return ""
+    seconds = distributed.timeout().total_seconds()
+    return (f". If a process was only slow, allow more than {seconds:g} s with "
+            f"{distributed.TIMEOUT_ENV}")
 
 
 def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any]]
