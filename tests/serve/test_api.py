@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -52,7 +53,10 @@ def test_models_health_ready_and_openapi(served: Server) -> None:
         listed = client.get("/v1/models").json()["models"]
         one = client.get("/v1/models/shapes").json()
         assert client.get("/openapi.json").json()["paths"]["/v1/models/{name}/predict"]
-        assert "swagger" in client.get("/docs").text.lower()
+        docs = client.get("/docs").text
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+\.(?:js|css))""", docs)
+        assert assets and all(a.startswith("/") for a in assets)  # served here, no CDN
+        assert all(client.get(a).status_code == 200 for a in assets)
         missing = client.get("/v1/models/cats")
     assert [m["name"] for m in listed] == ["shapes"]
     assert one["classes"] == ["circle", "square", "triangle"]

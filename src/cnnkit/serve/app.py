@@ -16,6 +16,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnkit import log
@@ -50,9 +51,11 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     """An ASGI app serving ``models`` (already loaded) under ``config``'s limits."""
     config = config or ServeConfig()
     batchers: dict[str, MicroBatcher] = {}
-    # Decoding gets a pool as large as the machine, not Starlette's 40 threads: more
-    # decoders than cores only take turns on them, and take them from the model.
-    decoders = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="cnnkit-decode")
+    # Decoding gets the cores the model leaves (at least one), not Starlette's 40
+    # threads: more decoders than cores only take turns on them, and take them from
+    # the model.
+    spare = max(1, (os.cpu_count() or 1) - config.model_threads)
+    decoders = ThreadPoolExecutor(spare, thread_name_prefix="cnnkit-decode")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,8 +79,10 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
             await batchers[name].run(served.warm_up)
             log.info(f"{name} is ready")
 
-    app = FastAPI(title="cnnkit", version=__version__, lifespan=lifespan,
-                  description="Image classification with models trained by cnnkit.")
+    # FastAPIOffline: FastAPI whose /docs and /redoc pages load Swagger UI and ReDoc from
+    # files it ships, not from a CDN, so the API page works without a network too.
+    app = FastAPIOffline(title="cnnkit", version=__version__, lifespan=lifespan,
+                         description="Image classification with models trained by cnnkit.")
     app.add_middleware(Guard, max_body_bytes=config.max_request_bytes, api_key=config.api_key)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
