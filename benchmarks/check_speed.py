@@ -56,10 +56,23 @@ def main() -> None:
             found = "leak found" if "leak.png" in out else "LEAK MISSED"
             rows.append((label, seconds, code, found))
         startup, _, _ = timed(["--version"], env)
+        imports = subprocess.run(
+            [sys.executable, "-c", "import time; t = time.perf_counter(); "
+             "import cnnkit.cli.check_cmd, cnnkit.data.audit, cnnkit.data.sources; "
+             "print(time.perf_counter() - t)"], env=env, capture_output=True, text=True)
+        inproc = subprocess.run(
+            [sys.executable, "-c", "import sys, time; from cnnkit.data.audit import audit; "
+             "from cnnkit.data.sources import describe; t = time.perf_counter(); "
+             "audit(describe(sys.argv[1]), img_size=48, progress=False); "
+             "print(time.perf_counter() - t)", str(root)],
+            env=env, capture_output=True, text=True)
         print(f"{'run':<16}{'seconds':>9}{'images/s':>10}  exit  leak")
         for label, seconds, code, found in rows:
             print(f"{label:<16}{seconds:>9.1f}{args.images / seconds:>10,.0f}  {code:>4}  {found}")
-        print(f"(a bare `cnnkit --version` takes {startup:.1f} s here; cores: {os.cpu_count()})")
+        print(f"of the second run: importing the check's modules (torch among them) "
+              f"{float(imports.stdout):.1f} s, the audit itself {float(inproc.stdout):.1f} s")
+        print(f"(a bare `cnnkit --version` takes {startup:.1f} s here; cores: {os.cpu_count()}; "
+              f"load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":
