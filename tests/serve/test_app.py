@@ -76,3 +76,17 @@ def test_health_answers_while_the_model_computes(trained) -> None:
             assert not pending.done()
             assert pending.result().status_code == 200
     assert waited < 0.5, waited
+
+
+def test_a_threshold_answers_unknown_below_it(two_models: TestClient) -> None:
+    png = encode(Image.new("RGB", (16, 16)))
+    plain = two_models.post("/v1/models/a/predict", content=png).json()["predictions"][0]
+    assert "unknown" not in plain  # no threshold: the record as before
+    sure = two_models.post("/v1/models/a/predict?threshold=1", content=png).json()
+    answer = sure["predictions"][0]
+    assert answer["label"] == "unknown" and answer["unknown"] and answer["threshold"] == 1
+    assert answer["top"] == plain["top"]  # the model's classes are still there
+    none = two_models.post("/v1/models/a/predict?threshold=0", content=png).json()
+    assert none["predictions"][0]["label"] == plain["label"]
+    bad = two_models.post("/v1/models/a/predict?threshold=80", content=png)
+    assert bad.status_code == 422

@@ -26,6 +26,10 @@ from cnnkit.serve.guard import BodyTooLarge, Guard
 from cnnkit.serve.loading import ServedModel
 from cnnkit.serve.settings import ServeConfig
 from cnnkit.serve.uploads import decode_uploads, read_uploads
+from cnnkit.threshold import is_unknown, label_or_unknown
+
+THRESHOLD_HELP = ("Answer 'unknown' for an image whose top probability is below this "
+                  "(0-1); the run's report shows the accuracy at each threshold.")
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_S = 1
@@ -97,8 +101,8 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
         batcher = batchers.get(served.name)
         return {**served.describe(), **({"stats": batcher.stats()} if batcher else {})}
 
-    async def _predict(served: ServedModel, request: Request, top_k: int | None
-                       ) -> JSONResponse:
+    async def _predict(served: ServedModel, request: Request, top_k: int | None,
+                       threshold: float | None = None) -> JSONResponse:
         uploads, form_k = await read_uploads(request, config.max_files)
         k = top_k if top_k is not None else _form_top_k(form_k, config.top_k)
         if not served.ready:
@@ -114,7 +118,8 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
                                 headers={"Retry-After": str(RETRY_AFTER_S)}) from None
         # A JSONResponse straight away: FastAPI's encoder would walk the plain dict again.
         return JSONResponse({"model": served.name,
-                             "predictions": [_top(served.classes, up.filename, row, k)
+                             "predictions": [_top(served.classes, up.filename, row, k,
+                                                  threshold)
                                              for up, row in zip(uploads, probs)]})
 
     @app.get("/", include_in_schema=False)
@@ -149,20 +154,25 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     @app.post("/v1/models/{name}/predict", tags=["predict"], openapi_extra=_IMAGE_BODY)
     async def predict(name: str, request: Request,
                       top_k: int | None = Query(None, ge=1, description="Classes per image "
-                                                f"(default {config.top_k}).")
+                                                f"(default {config.top_k})."),
+                      threshold: float | None = Query(None, ge=0, le=1,
+                                                      description=THRESHOLD_HELP)
                       ) -> JSONResponse:
         """Top-k classes with probabilities for each image: multipart files or raw bytes."""
-        return await _predict(_model(name), request, top_k)
+        return await _predict(_model(name), request, top_k, threshold)
 
     @app.post("/predict", tags=["predict"], openapi_extra=_IMAGE_BODY)
     async def predict_only(request: Request,
-                           top_k: int | None = Query(None, ge=1)) -> JSONResponse:
+                           top_k: int | None = Query(None, ge=1),
+                           threshold: float | None = Query(None, ge=0, le=1,
+                                                           description=THRESHOLD_HELP)
+                           ) -> JSONResponse:
         """As ``/v1/models/{name}/predict``, when the server holds one model."""
         if len(models) != 1:
             raise HTTPException(404, f"This server holds {len(models)} models; POST to "
                                      "/v1/models/{name}/predict with one of: "
                                      f"{', '.join(models)}.")
-        return await _predict(next(iter(models.values())), request, top_k)
+        return await _predict(next(iter(models.values())), request, top_k, threshold)
 
     return app
 
@@ -180,11 +190,20 @@ def _form_top_k(value: str | None, default: int) -> int:
     return k
 
 
-def _top(classes: tuple[str, ...], filename: str, row: np.ndarray, k: int) -> dict[str, Any]:
+def _top(classes: tuple[str, ...], filename: str, row: np.ndarray, k: int,
+         threshold: float | None = None) -> dict[str, Any]:
+    """One image's answer, as ``Prediction.to_dict`` writes it: with a threshold, the
+    label is ``unknown`` below it and ``top`` keeps the model's classes."""
     order = np.argsort(-row)[:min(k, len(classes))]
     top = [{"label": classes[i], "probability": float(row[i])} for i in order]
-    return {"filename": filename, "label": top[0]["label"],
-            "probability": top[0]["probability"], "top": top}
+    p = top[0]["probability"]
+    out: dict[str, Any] = {"filename": filename,
+                           "label": label_or_unknown(top[0]["label"], p, threshold),
+                           "probability": p}
+    if threshold is not None:
+        out.update(unknown=is_unknown(p, threshold), threshold=threshold)
+    out["top"] = top
+    return out
 
 
 def _add_error_handlers(app: FastAPI) -> None:
