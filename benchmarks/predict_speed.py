@@ -3,7 +3,7 @@
 
     python benchmarks/predict_speed.py backends            # EfficientNet-Lite0, 224 px, batch 32
     python benchmarks/predict_speed.py int8 RUN             # a fine-tuned run's test split
-    python benchmarks/predict_speed.py e2e --files 1000 10000
+    python benchmarks/predict_speed.py e2e --files 1000 10000 [--model RUN]
 
 ``backends`` runs in one process on ``--threads`` cores, in alternating rounds (so the
 load of a shared machine falls on every contender alike) and prints each one's median
@@ -137,9 +137,9 @@ def e2e(args: argparse.Namespace) -> None:
     # Export once (cached), as every later run finds it.
     warm = root / "warm"
     make_photos(warm, 8)
-    subprocess.run([sys.executable, "-m", "cnnkit", "predict", "efficientnet_lite0", str(warm),
+    subprocess.run([sys.executable, "-m", "cnnkit", "predict", args.model, str(warm),
                     "--format", "csv"], check=True, capture_output=True)
-    print(f"cnnkit predict efficientnet_lite0 FOLDER --output preds.csv "
+    print(f"cnnkit predict {args.model} FOLDER --output preds.csv "
           f"({time.strftime('%Y-%m-%d')}); JPEG ~500x375")
     print(f"{'files':>7s} {'seconds':>8s} {'images/s':>9s} {'peak RSS MB':>12s}")
     for n in args.files:
@@ -148,7 +148,7 @@ def e2e(args: argparse.Namespace) -> None:
             make_photos(folder, n)
         out = root / f"preds{n}.csv"
         out.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "cnnkit", "predict", "efficientnet_lite0", str(folder),
+        cmd = [sys.executable, "-m", "cnnkit", "predict", args.model, str(folder),
                "--output", str(out)]
         probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                  "subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL); "
@@ -174,6 +174,8 @@ def main() -> None:
     q.add_argument("run")
     e = sub.add_parser("e2e")
     e.add_argument("--files", type=int, nargs="+", default=[1000])
+    e.add_argument("--model", default="efficientnet_lite0", help="A run folder or a "
+                   "pretrained name (a small run shows how memory scales, quickly).")
     e.add_argument("--folder", help="Where to keep the generated photos (default: a temp "
                    "folder).")
     args = parser.parse_args()

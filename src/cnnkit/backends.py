@@ -29,8 +29,9 @@ from cnnkit.paths import cache_dir
 
 BACKENDS = ("auto", "torch", "onnx")
 # onnxruntime runs a large batch faster than a few images at a time (unlike eager torch
-# on a CPU, inference.chunk_size): up to this many pixels per call, 16 images at 224 px.
-ONNX_BATCH_PIXELS = 16 * 224 * 224
+# on a CPU, inference.chunk_size): up to this many pixels per call, 32 images at 224 px
+# (docs/design-notes.md, "Export, backends and batch prediction").
+ONNX_BATCH_PIXELS = 32 * 224 * 224
 PARITY_TOLERANCE = 1e-4  # largest difference in probabilities between backends
 
 
