@@ -239,9 +239,10 @@ class Classifier:
 
     def _log_probs(self, data: ImageSet, tta: bool, batch_size: int) -> torch.Tensor:
         pre, backend = self.card.preprocess, self.backend
-        return log_probs(backend, data, pre, backend.device,
-                         batch_size=backend.batch_size(pre.img_size, batch_size), tta=tta,
-                         channels_last=backend.channels_last, split=False)
+        with backend.preprocessing():
+            return log_probs(backend, data, pre, backend.device,
+                             batch_size=backend.batch_size(pre.img_size, batch_size), tta=tta,
+                             channels_last=backend.channels_last, split=False)
 
     def transform(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """The normalised input tensor the model sees for ``images``."""
