@@ -117,3 +117,13 @@ def test_train_evaluate_and_predict_skip_each_bad_file_with_one_line(corpus, tmp
     _no_traceback(captured.err)
     predicted = {Path(p["path"]) for p in json.loads(captured.out)}
     assert len(predicted) == 27 and not {p.name for p in predicted} & set(bad)
+
+
+def test_data_info_counts_the_usable_images(corpus, capsys) -> None:
+    root, bad = corpus
+    assert main(["data", "info", str(root)]) == 0
+    captured = capsys.readouterr()
+    _no_traceback(captured.err)
+    assert "27" in captured.out.split("total")[-1]
+    for name in bad:  # each named on a warning line
+        assert repr(name)[1:-1] in captured.err, (name, captured.err)
