@@ -3,8 +3,9 @@ calibrated on the run's own training images, measured against the float file.
 
 Weights are quantized per output channel (a depthwise convolution's channels differ by
 orders of magnitude, so one scale per tensor loses them), activations per tensor from
-the calibration images; the first convolution (raw pixels in) and the classifier (logits
-out) stay in float, where int8 costs the most accuracy for the least time (the choices
+the calibration images; only convolutions, their activations and residual additions are
+quantized; the first convolution (raw pixels in) and the classifier (logits out) stay
+in float, where int8 costs the most accuracy for the least time (the choices
 and their measurements: docs/design-notes.md, "int8").
 """
 
@@ -29,6 +30,10 @@ from cnnkit.errors import CnnkitError
 from cnnkit.onnxfile import INPUT, OnnxMeta, read_meta
 
 CALIBRATION_IMAGES = 300
+# Convolutions with their activations and residual additions; pooling and the rest stay
+# float (quantizing every op type lost 4.2 points on a fine-tuned Lite0, these 0:
+# docs/benchmarks.md, "Prediction speed").
+QUANTIZED_OPS = ["Conv", "Clip", "Relu", "Add"]
 CALIBRATION_BATCH = 16
 
 
@@ -100,6 +105,7 @@ def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Prepr
                             weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax,
                             nodes_to_exclude=_ends(prepared),
+                            op_types_to_quantize=QUANTIZED_OPS,
                             extra_options={"ActivationSymmetric": False})
         except Exception as exc:  # onnxruntime's tools raise many types
             raise CnnkitError(f"int8 quantization of {float_path} failed: "
