@@ -31,9 +31,13 @@ def _resume(run: str) -> None:
     cnnkit.resume(run)
 
 
-def _kill_after(target, arg: str, delay: float) -> int | None:
+def _kill_after_a_checkpoint(target, arg: str, checkpoint: Path, delay: float) -> int | None:
+    """Start ``target(arg)``, SIGKILL it ``delay`` s after it saves its next checkpoint."""
+    before = checkpoint.stat().st_mtime_ns
     child = CTX.Process(target=target, args=(arg,))
     child.start()
+    while child.exitcode is None and checkpoint.stat().st_mtime_ns == before:
+        time.sleep(0.002)
     child.join(delay)
     if child.exitcode is None:
         os.kill(child.pid, signal.SIGKILL)
@@ -45,19 +49,23 @@ def _kill_after(target, arg: str, delay: float) -> int | None:
 def test_random_sigkills_never_break_a_run(tmp_path: Path) -> None:
     rng = random.Random(21)
     whole = cnnkit.train(DATA, out=str(tmp_path / "whole"), name="whole", **OPTIONS)
+    # Each kill lands a random part of an epoch after a checkpoint was saved, so every
+    # resume makes progress and the kills land while the run trains, on any machine.
+    epoch = float(_metrics(whole.run_dir)[-1]["elapsed_s"]) / OPTIONS["epochs"]
     run = tmp_path / "runs" / "killed"
     checkpoint = run / "checkpoints" / "last.safetensors"
     child = CTX.Process(target=_train, args=(str(tmp_path / "runs"),))
     child.start()
     while not checkpoint.exists() and child.exitcode is None:
         time.sleep(0.01)
-    time.sleep(rng.uniform(0, 0.3))
+    time.sleep(rng.uniform(0, 0.9) * epoch)
     os.kill(child.pid, signal.SIGKILL)
     child.join()
     kills, finished = 1, False
     while kills < 5 and not finished:
         load_checkpoint(checkpoint)  # whole after every kill, whatever it was writing
-        code = _kill_after(_resume, str(run), rng.uniform(0.02, 0.4))
+        code = _kill_after_a_checkpoint(_resume, str(run), checkpoint,
+                                        rng.uniform(0, 0.9) * epoch)
         finished = code == 0
         kills += 0 if finished else 1
     assert kills >= 2, "the kills must land while the run is still training"
