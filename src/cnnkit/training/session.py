@@ -49,6 +49,15 @@ class TrainResult:
         return None if self.test is None else self.test.accuracy
 
 
+def _as_config(config: TrainConfig | str | None, options: dict[str, Any]) -> TrainConfig:
+    """The config a ``train``/``lr_find`` call means: a data name, a config, or options."""
+    if isinstance(config, str):
+        return TrainConfig.from_dict({"data": config, **options})
+    if config is None:
+        return TrainConfig.from_dict(options)
+    return config.replace(**options) if options else config
+
+
 def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Callback] = (),
           **options: Any) -> TrainResult:
     """Train a model. ``train("fashion-mnist", model="seed-cnn", epochs=3)``.
@@ -56,12 +65,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     ``callbacks`` are called as ``callback(trainer, row)`` after every epoch, where
     ``row`` is that epoch's metrics (add keys to it and they land in metrics.csv).
     """
-    if isinstance(config, str):
-        config = TrainConfig.from_dict({"data": config, **options})
-    elif config is None:
-        config = TrainConfig.from_dict(options)
-    elif options:
-        config = config.replace(**options)
+    config = _as_config(config, options)
     check_installed(config.track)
     cluster = distributed.start(config.device)  # under torchrun: join the other processes
     plan, splits, model = _prepare(config, cluster)
@@ -215,12 +219,7 @@ def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | No
             **options: Any) -> LRFinding:
     """The learning-rate range test for the model and data a ``train`` call would use:
     ``lr_find("digits", model="lenet5", plot="lr.png").valley``. Writes no run folder."""
-    if isinstance(config, str):
-        config = TrainConfig.from_dict({"data": config, **options})
-    elif config is None:
-        config = TrainConfig.from_dict(options)
-    elif options:
-        config = config.replace(**options)
+    config = _as_config(config, options)
     plan, splits, model = _prepare(config)
     class_weights, _ = _imbalance(plan.config, splits)
     finding = find_lr(plan, model, splits, start=start, end=end, steps=steps,
