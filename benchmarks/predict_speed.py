@@ -79,7 +79,7 @@ def backends(args: argparse.Namespace) -> None:
         "plain onnxruntime session (preprocessed input)": (
             lambda: plain.run(None, {"input": xn}), n),
         "cnnkit predictor, auto backend (uint8 images in)": (
-            lambda: auto.log_probs(data, batch_size=n), n),
+            lambda: auto.proba_decoded(decoded, batch_size=n), n),
         "cnnkit onnx backend alone (preprocessed input)": (lambda: auto.backend(x), n),
         "torch eager": (run_eager, n),
         "torch channels-last (cnnkit's torch backend)": (lambda: torch_cl(x), n),

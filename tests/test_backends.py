@@ -63,3 +63,52 @@ def test_cli_predict_and_evaluate_take_backend(trained, tmp_path: Path, capsys) 
     assert "accuracy" in capsys.readouterr().out
     assert main(["predict", str(run), files[0], "--backend", "tvm"]) == 2
     assert "--backend must be one of" in capsys.readouterr().err
+
+
+_TORCH_FREE = """
+import json, sys
+import cnnkit
+clf = cnnkit.load(sys.argv[1], device=sys.argv[2])
+probs = clf.predict_proba(sys.argv[3:], tta=True)
+print(json.dumps([type(clf.backend).__name__, probs.tolist(),
+                  sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+
+
+def _predict_elsewhere(run: Path, device: str, files: list[str]) -> tuple[str, np.ndarray, set]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TORCH_FREE, str(run), device, *files],
+                         capture_output=True, text=True, check=True)
+    backend, probs, modules = json.loads(out.stdout.splitlines()[-1])
+    return backend, np.array(probs), set(modules)
+
+
+def test_an_exported_run_predicts_without_torch(trained, tmp_path: Path) -> None:
+    run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx"))
+    files = _pngs(trained[1])[:6]
+    reference = cnnkit.load(str(run), device="cpu", backend="torch").predict_proba(
+        files, tta=True)
+    backend, probs, modules = _predict_elsewhere(run, "cpu", files)  # exports once
+    assert backend == "OnnxBackend" and "torch" in modules
+    backend, again, modules = _predict_elsewhere(run, "auto", files)
+    assert backend == "OnnxBackend" and "onnxruntime" in modules
+    assert not modules & {"torch", "torchvision", "timm"}
+    np.testing.assert_allclose(again, reference, atol=1e-4)
+    np.testing.assert_array_equal(again, probs)
+    clf = cnnkit.load(str(run), device="cpu")
+    assert clf._model is None  # the torch module is built only when asked for
+    assert sum(p.numel() for p in clf.model.parameters()) > 0
+
+
+def test_changed_weights_are_refused_though_an_export_exists(trained, tmp_path: Path) -> None:
+    run = shutil.copytree(trained[0], tmp_path / "run")
+    cnnkit.load(str(run), device="cpu")  # the export, made from the weights as saved
+    weights = run / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one byte of the last tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CnnkitError, match="has changed since its sidecar"):
+        cnnkit.load(str(run), device="cpu")

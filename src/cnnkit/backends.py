@@ -16,18 +16,19 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from cnnkit import log
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import chunk_size
-from cnnkit.modelfile import ModelCard
+from cnnkit.modelcard import ModelCard
 from cnnkit.onnxfile import OnnxMeta, export_onnx, open_session, read_meta
 from cnnkit.paths import cache_dir
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 BACKENDS = ("auto", "torch", "onnx")
 # onnxruntime runs a large batch faster than a few images at a time (unlike eager torch
@@ -59,6 +60,8 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: nn.Module, device: torch.device) -> None:
+        import torch
+
         self.device = device
         self.channels_last = device.type in ("cpu", "cuda")
         if self.channels_last:
@@ -66,21 +69,26 @@ class TorchBackend:
         self.model = model.eval()
 
     def batch_size(self, img_size: int, requested: int) -> int:
+        from cnnkit.inference import chunk_size
+
         return chunk_size(self.device, img_size, requested)
 
     def preprocessing(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
-    @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).float()
+        import torch
+
+        with torch.inference_mode():
+            x = x.to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.model(x).float()
 
 
 class OnnxBackend:
-    """An onnxruntime session on the CPU over an exported file."""
+    """An onnxruntime session on the CPU over an exported file; NumPy in and out
+    (:meth:`run`), so a predictor on it needs no torch, or tensors (``__call__``)."""
 
     name = "onnx"
     channels_last = False  # onnxruntime takes plain NCHW arrays; no layout copy
@@ -89,7 +97,12 @@ class OnnxBackend:
         self.path = Path(path)
         self.session = open_session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
-        self.device = torch.device("cpu")
+
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        return torch.device("cpu")
 
     def batch_size(self, img_size: int, requested: int) -> int:
         return max(1, min(requested, ONNX_BATCH_PIXELS // (img_size * img_size)))
@@ -99,6 +112,8 @@ class OnnxBackend:
         """Torch prepares the batches on one thread: its OpenMP threads otherwise keep
         spinning after each small op and take cores from onnxruntime's own pool (0.95x
         against 1.05x of the session's speed, docs/design-notes.md)."""
+        import torch
+
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -106,9 +121,14 @@ class OnnxBackend:
         finally:
             torch.set_num_threads(before)
 
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``(B, K)`` of a float32 ``(B, C, H, W)`` batch."""
+        return self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(self.session.run(None, {self.input: arr})[0])
+        import torch
+
+        return torch.from_numpy(self.run(x.detach().to("cpu", torch.float32).numpy()))
 
 
 def weights_key(model: nn.Module, card: ModelCard) -> str:
@@ -122,21 +142,41 @@ def weights_key(model: nn.Module, card: ModelCard) -> str:
     return h.hexdigest()[:16]
 
 
+def export_places(architecture: str, key: str, folder: Path | None = None) -> list[Path]:
+    """Where the export of weights ``key`` lives: the run folder first, then the cache."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", architecture)[:60] or "model"
+    return ([folder / f"model.{key}.onnx"] if folder is not None else []) + [
+        cache_dir("onnx") / f"{stem}.{key}.onnx"]
+
+
+def _find(card: ModelCard, key: str, folder: Path | None) -> Path | None:
+    for path in export_places(card.architecture.name, key, folder):
+        if path.is_file():
+            try:
+                meta = read_meta(path)
+            except CnnkitError:
+                continue  # damaged or foreign: exported again over it
+            if (meta.classes, meta.preprocess, meta.info.get("architecture")) == (
+                    card.classes, card.preprocess, card.architecture.name):
+                return path
+    return None
+
+
+def find_cached_onnx(card: ModelCard, folder: Path | None = None) -> Path | None:
+    """An earlier export of the weights ``card.sha256`` names, with the card's classes and
+    input, if there is one; found without torch (None when the card has no sha256)."""
+    return _find(card, card.sha256[:16], folder) if card.sha256 else None
+
+
 def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None) -> Path:
     """The ONNX export of ``model``, made once: ``model.<weights hash>.onnx`` in the run
     ``folder`` (or cnnkit's cache when there is none or it is read-only). A new file is
     checked against torch before it is used."""
     key = weights_key(model, card)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", card.architecture.name)[:60] or "model"
-    places = ([folder / f"model.{key}.onnx"] if folder is not None else []) + [
-        cache_dir("onnx") / f"{stem}.{key}.onnx"]
-    for path in places:
-        if path.is_file():
-            try:
-                if read_meta(path).classes == card.classes:
-                    return path
-            except CnnkitError:
-                pass  # damaged or foreign: export again over it
+    found = _find(card, key, folder)
+    if found is not None:
+        return found
+    places = export_places(card.architecture.name, key, folder)
     info = {"architecture": card.architecture.name, "weights_sha256": card.sha256 or key,
             **{k: v for k, v in card.info.items() if isinstance(v, (str, int, float))}}
     meta = OnnxMeta(card.classes, card.preprocess, info)
@@ -159,6 +199,8 @@ def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
                  x: torch.Tensor | None = None) -> float:
     """Largest difference in probabilities between torch and ``backend`` on ``x`` (default:
     two seeded random inputs); an error above :data:`PARITY_TOLERANCE`."""
+    import torch
+
     pre = card.preprocess
     if x is None:
         x = torch.randn(2, pre.channels, pre.img_size, pre.img_size,

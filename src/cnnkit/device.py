@@ -3,15 +3,39 @@ inspection can choose a device without importing the trainer."""
 
 from __future__ import annotations
 
+import glob
 import os
-
-import torch
+import sys
+from typing import TYPE_CHECKING
 
 from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    import torch
+
+# Device nodes without which no GPU driver can answer: NVIDIA's, AMD's (ROCm) and WSL's.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")
+
+
+def cpu_only(name: str) -> bool:
+    """Whether ``name`` (as :func:`pick_device` takes it) surely means the CPU, decided
+    without importing torch: ``cpu``, or ``auto`` on a Linux machine that has no GPU
+    device node at all or whose ``CUDA_VISIBLE_DEVICES`` hides every GPU. Elsewhere
+    (macOS's MPS, Windows) only torch can tell: False."""
+    if name == "cpu":
+        return True
+    if name != "auto" or not sys.platform.startswith("linux"):
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1") and \
+            not os.path.exists("/dev/kfd"):
+        return True
+    return not any(glob.glob(pattern) for pattern in GPU_DEVICE_NODES)
 
 
 def pick_device(name: str) -> torch.device:
     """``auto`` (CUDA, then Apple's MPS, then the CPU), or a torch device name."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -12,18 +12,20 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cnnkit._version import __version__
 from cnnkit.atomic import atomic_path
-from cnnkit.data.pipeline import Preprocess
 from cnnkit.errors import CnnkitError
+from cnnkit.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "cnnkit-onnx"
 OPSET = 17
@@ -65,6 +67,7 @@ def export_onnx(model: nn.Module, meta: OnnxMeta, path: str | os.PathLike,
     The caller's model is left as it was (device, dtype, memory format, mode).
     """
     import onnx
+    import torch
 
     path = Path(path)
     pre = meta.preprocess
@@ -97,6 +100,8 @@ def _export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int
     second."""
     import contextlib
     import io
+
+    import torch
 
     try:
         batch = torch.export.Dim("batch", min=1, max=65536)
@@ -140,9 +145,19 @@ def _props(path: str | os.PathLike) -> dict[str, str]:
 
 
 def default_threads() -> int:
-    """Threads for one inference session: as many as torch uses (OMP_NUM_THREADS, the
-    cores this process may run on)."""
-    return max(1, torch.get_num_threads())
+    """Threads for one inference session: as many as torch uses when it is loaded (its
+    ``set_num_threads``), else ``OMP_NUM_THREADS``, else the cores this process may run
+    on."""
+    if "torch" in sys.modules:
+        return max(1, sys.modules["torch"].get_num_threads())
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 def open_session(path: str | os.PathLike, threads: int | None = None,

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cnnkit import log
-from cnnkit.backends import Backend, check_backend, make_backend
+from cnnkit.backends import (
+    Backend,
+    OnnxBackend,
+    check_backend,
+    find_cached_onnx,
+    make_backend,
+)
 from cnnkit.data.decode import CorruptImageError, decode, is_image_file
-from cnnkit.data.imageset import ImageSet
-from cnnkit.data.pipeline import eval_batch
 from cnnkit.data.scan import is_hidden, scan_images
-from cnnkit.data.sources import load_eval_set
-from cnnkit.device import pick_device
+from cnnkit.device import cpu_only, pick_device
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import log_probs
-from cnnkit.metrics import EvalResult, compute
-from cnnkit.modelfile import ModelCard, find_sidecar, load_model
+from cnnkit.modelcard import ModelCard, file_sha256, find_sidecar, read_card
+from cnnkit.preprocess import model_input, prepares
 from cnnkit.threshold import UNKNOWN, check_threshold, is_unknown
+
+if TYPE_CHECKING:
+    import torch
+
+    from cnnkit.data.imageset import ImageSet
+    from cnnkit.metrics import EvalResult
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 
@@ -112,16 +119,40 @@ def _hidden_below(path: Path, root: Path | None) -> bool:
 class Classifier:
     """A trained model ready to predict: ``cnnkit.load("runs/x").predict(["a.jpg"])``."""
 
-    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device,
-                 backend: str | Backend = "torch", folder: Path | None = None) -> None:
+    def __init__(self, model: torch.nn.Module | None, card: ModelCard,
+                 device: torch.device | None, backend: str | Backend = "torch",
+                 folder: Path | None = None, *,
+                 loader: Callable[[], torch.nn.Module] | None = None) -> None:
         """``backend``: auto, torch, onnx, or a ready :class:`~cnnkit.backends.Backend`;
-        ``folder``: where an ONNX export may be cached (the run folder)."""
+        ``folder``: where an ONNX export may be cached (the run folder). ``model`` may be
+        None with a ready onnxruntime backend: ``loader`` then builds the torch module
+        the first time it is asked for (Grad-CAM, export), and torch is never imported
+        by prediction alone."""
+        if model is None and (isinstance(backend, str) or loader is None):
+            raise ValueError("a Classifier without a model needs a ready backend and a loader")
         self.backend: Backend = (backend if not isinstance(backend, str)
                                  else make_backend(backend, model, card, device, folder))
-        # The torch module stays at hand for Grad-CAM, feature maps and export.
-        self.model = model.eval()
+        self._model = model.eval() if model is not None else None
+        self._loader = loader
         self.card = card
-        self.device = device
+        self._device = device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torch module (for Grad-CAM, feature maps and export), built on first use
+        when the predictor runs on an exported file."""
+        if self._model is None:
+            assert self._loader is not None
+            self._model = self._loader().eval()
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            import torch
+
+            self._device = torch.device("cpu")
+        return self._device
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto",
@@ -129,9 +160,37 @@ class Classifier:
         """A run folder, model.json or model.safetensors; ``backend``: auto (onnxruntime
         on a CPU, torch on a GPU), torch or onnx."""
         check_backend(backend)
+        exported = cls._from_export(path, device, backend)
+        if exported is not None:
+            return exported
+        from cnnkit.modelfile import load_model
+
         dev = pick_device(device)
         model, card = load_model(path, dev)
         return cls(model, card, dev, backend, find_sidecar(path).parent)
+
+    @classmethod
+    def _from_export(cls, path: str | os.PathLike, device: str, backend: str
+                     ) -> Classifier | None:
+        """The run's earlier ONNX export on onnxruntime, without torch, when the backend
+        would be onnxruntime on the CPU anyway and the weights are still those the export
+        was made from (else None: the full load decides, and explains)."""
+        if backend == "torch" or not cpu_only(device):
+            return None
+        from cnnkit.models.build import resolve
+
+        card, weights = read_card(path)
+        resolve(card.architecture)  # an unknown architecture: the same error as a full load
+        found = find_cached_onnx(card, find_sidecar(path).parent)
+        if found is None or file_sha256(weights) != card.sha256:
+            return None
+
+        def loader() -> torch.nn.Module:
+            from cnnkit.modelfile import load_model
+
+            return load_model(path, "cpu")[0]
+
+        return cls(None, card, None, OnnxBackend(found), loader=loader)
 
     @property
     def channels_last(self) -> bool:
@@ -180,11 +239,43 @@ class Classifier:
         if len(arrays) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         pre = self.card.preprocess
-        images = torch.from_numpy(arrays if isinstance(arrays, np.ndarray)
-                                  else np.stack(arrays))
-        data = ImageSet(images, torch.zeros(len(arrays), dtype=torch.long), self.classes,
-                        crop_fraction=pre.img_size / pre.decode_size)
+        images = arrays if isinstance(arrays, np.ndarray) else np.stack(arrays)
+        crop = pre.img_size / pre.decode_size
+        if self._on_numpy(images, crop):
+            return np.exp(self._scores(images, crop, batch_size, tta))
+        import torch
+
+        from cnnkit.data.imageset import ImageSet
+
+        data = ImageSet(torch.from_numpy(images), torch.zeros(len(images), dtype=torch.long),
+                        self.classes, crop_fraction=crop)
         return self._log_probs(data, tta, batch_size).exp().numpy()
+
+    def _on_numpy(self, images: Any, crop_fraction: float) -> bool:
+        """Whether these uint8 images go to onnxruntime through NumPy alone (no resize
+        or channel change needed), rather than through the tensor pipeline."""
+        return isinstance(self.backend, OnnxBackend) and prepares(
+            tuple(images.shape), self.card.preprocess, crop_fraction)
+
+    def _scores(self, images: np.ndarray, crop_fraction: float, batch_size: int, tta: bool
+                ) -> np.ndarray:
+        """Log-probabilities of uint8 ``images`` from the onnxruntime backend, batch by
+        batch through one reused float buffer; as ``cnnkit.inference.log_probs``."""
+        assert isinstance(self.backend, OnnxBackend)
+        pre = self.card.preprocess
+        batch = self.backend.batch_size(pre.img_size, batch_size)
+        out = np.empty((len(images), len(self.classes)), dtype=np.float32)
+        buf = np.empty((min(batch, len(images)), pre.channels, pre.img_size, pre.img_size),
+                       dtype=np.float32)
+        for start in range(0, len(images), batch):
+            part = images[start:start + batch]
+            x = model_input(part, pre, crop_fraction, out=buf)
+            scores = _log_softmax(self.backend.run(x))
+            if tta:  # averaged log-probabilities of the image and its mirror, renormalised
+                x = model_input(part, pre, crop_fraction, flip=True, out=buf)
+                scores = _log_softmax((scores + _log_softmax(self.backend.run(x))) / 2)
+            out[start:start + len(part)] = scores
+        return out
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, *, top_k: int = 5,
                 batch_size: int = 64, tta: bool = False,
@@ -224,11 +315,15 @@ class Classifier:
 
     def evaluate(self, data: str, *, tta: bool = False, batch_size: int = 256) -> EvalResult:
         """Metrics on a built-in set's test split, a folder or a CSV."""
+        from cnnkit.data.sources import load_eval_set
+
         imageset = load_eval_set(data, self.card.preprocess, self.classes)
         return self.evaluate_set(imageset, tta=tta, batch_size=batch_size)
 
     def evaluate_set(self, imageset: ImageSet, *, tta: bool = False,
                      batch_size: int = 256) -> EvalResult:
+        from cnnkit.metrics import compute
+
         scores = self.log_probs(imageset, tta=tta, batch_size=batch_size)
         return compute(scores, imageset.labels, self.classes)
 
@@ -238,7 +333,14 @@ class Classifier:
         return self._log_probs(imageset, tta, batch_size)
 
     def _log_probs(self, data: ImageSet, tta: bool, batch_size: int) -> torch.Tensor:
+        import torch
+
+        from cnnkit.inference import log_probs
+
         pre, backend = self.card.preprocess, self.backend
+        if data.images.device.type == "cpu" and self._on_numpy(data.images, data.crop_fraction):
+            return torch.from_numpy(self._scores(data.images.numpy(), data.crop_fraction,
+                                                 batch_size, tta))
         with backend.preprocessing():
             return log_probs(backend, data, pre, backend.device,
                              batch_size=backend.batch_size(pre.img_size, batch_size), tta=tta,
@@ -246,6 +348,10 @@ class Classifier:
 
     def transform(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """The normalised input tensor the model sees for ``images``."""
+        import torch
+
+        from cnnkit.data.pipeline import eval_batch
+
         pre = self.card.preprocess
         x = torch.from_numpy(np.stack([self._decode(i) for i in images]))
         return eval_batch(x, pre, pre.img_size / pre.decode_size)
@@ -259,11 +365,22 @@ def load_predictor(model: str, device: str = "auto", backend: str = "auto") -> C
     from cnnkit.models.registry import get_model_info, is_registered
 
     if is_registered(model) and get_model_info(model).is_pretrained:
-        from cnnkit.zeroshot import imagenet_model
+        from cnnkit.zeroshot import cached_imagenet_export, imagenet_model
 
+        found = (cached_imagenet_export(model) if backend != "torch" and cpu_only(device)
+                 else None)
+        if found is not None:  # an earlier export: no torch, no timm
+            card, path = found
+            return Classifier(None, card, None, OnnxBackend(path),
+                              loader=lambda: imagenet_model(model)[0])
         net, card = imagenet_model(model)
         dev = pick_device(device)
         return Classifier(net.to(dev), card, dev, backend)
     raise CnnkitError(f"{model!r} is neither a run folder nor a pretrained model name. Pass a "
                       "folder made by `cnnkit train` (e.g. runs/fashion-mnist-fast-cnn) or "
                       "a pretrained model from `cnnkit models`.")
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+from cnnkit.backends import export_places
+from cnnkit.errors import CnnkitError
+from cnnkit.modelcard import ModelCard
+from cnnkit.models.build import Architecture, create_model, resolve
+from cnnkit.models.hub import local_weights_file
+from cnnkit.models.registry import ModelInfo
+from cnnkit.onnxfile import read_meta
+from cnnkit.preprocess import Preprocess
 
-from cnnkit.data.pipeline import Preprocess
-from cnnkit.modelfile import ModelCard
-from cnnkit.models.build import create_model, resolve
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @lru_cache(maxsize=1)
@@ -20,12 +30,64 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(info.index_to_description(i) for i in range(info.num_classes()))
 
 
+def _input(info: ModelInfo) -> Preprocess:
+    return Preprocess(info.img_size or 224, 3, tuple(info.mean or (0.485, 0.456, 0.406)),
+                      tuple(info.std or (0.229, 0.224, 0.225)), info.interpolation,
+                      info.crop_pct)
+
+
+def weights_id(arch: Architecture, info: ModelInfo, pre: Preprocess) -> str | None:
+    """A sha256 naming these pretrained weights at this input, from where they are read
+    (file, size, modification time) rather than from the tensors, so an earlier export
+    is found without loading them; None when the weights are not here yet."""
+    path = local_weights_file(info.weights_from)
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    what = [arch.to_dict(), pre.to_dict(), info.weights_from, str(path.resolve()),
+            stat.st_size, stat.st_mtime_ns]
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def imagenet_card(model: str, classes: tuple[str, ...] | None = None) -> ModelCard:
+    """The card of a pretrained model with its ImageNet head; ``classes`` as given (an
+    export's metadata) or timm's names."""
+    arch, info = resolve(model)
+    pre = _input(info)
+    return ModelCard(arch, classes if classes is not None else imagenet_classes(), pre,
+                     _card_info(info), weights_id(arch, info, pre))
+
+
+def cached_imagenet_export(model: str) -> tuple[ModelCard, Path] | None:
+    """A pretrained model's earlier export in cnnkit's cache (made by the onnx backend)
+    and its card, found without torch or timm: the class names are the file's own."""
+    arch, info = resolve(model)
+    pre = _input(info)
+    key = weights_id(arch, info, pre)
+    if key is None:
+        return None
+    for path in export_places(arch.name, key[:16]):
+        if not path.is_file():
+            continue
+        try:
+            meta = read_meta(path)
+        except CnnkitError:
+            continue
+        if meta.preprocess == pre and meta.info.get("weights_sha256") == key:
+            return ModelCard(arch, meta.classes, pre, _card_info(info), key), path
+    return None
+
+
+def _card_info(info: ModelInfo) -> dict[str, str | None]:
+    return {"mode": "zero-shot", "weights": info.pretrained}
+
+
 def imagenet_model(model: str) -> tuple[nn.Module, ModelCard]:
     """``cnnkit predict efficientnet_lite0 photo.jpg``: the backbone with its ImageNet head."""
-    arch, info = resolve(model)
-    pre = Preprocess(info.img_size or 224, 3, tuple(info.mean or (0.485, 0.456, 0.406)),
-                     tuple(info.std or (0.229, 0.224, 0.225)), info.interpolation,
-                     info.crop_pct)
-    classes = imagenet_classes()
-    net = create_model(arch, len(classes), 3, pre.img_size, pretrained=True)
-    return net, ModelCard(arch, classes, pre, {"mode": "zero-shot", "weights": info.pretrained})
+    card = imagenet_card(model)
+    net = create_model(card.architecture, len(card.classes), 3, card.preprocess.img_size,
+                       pretrained=True)
+    return net, card

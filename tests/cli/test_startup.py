@@ -7,6 +7,7 @@ modules a command's process has loaded when it is done.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -58,12 +59,15 @@ def test_the_registry_and_its_names_need_no_torch() -> None:
     assert not set(json.loads(out.stdout)) & set(HEAVY)
 
 
-def test_predicting_with_a_scratch_run_needs_torch_and_its_backend_alone(trained) -> None:
-    run, data = trained
-    image = sorted((data / "circle").glob("*.png"))[0]
-    loaded = _loaded("predict", str(run), str(image), "--device", "cpu")
-    assert "torch" in loaded
-    # onnxruntime is the CPU's inference backend (--backend auto); nothing else is loaded
+def test_predicting_with_a_run_needs_torch_once_then_onnxruntime_alone(trained, tmp_path
+                                                                        ) -> None:
+    run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx"))
+    image = str(sorted((trained[1] / "circle").glob("*.png"))[0])
+    loaded = _loaded("predict", str(run), image, "--device", "cpu")
+    assert "torch" in loaded  # the first prediction exports the weights for onnxruntime
     assert loaded & (set(HEAVY) - {"torch", "onnxruntime"}) == set()
-    loaded = _loaded("predict", str(run), str(image), "--device", "cpu", "--backend", "torch")
-    assert loaded & (set(HEAVY) - {"torch"}) == set()
+    for device in ("cpu", "auto"):  # then the export alone: no torch
+        assert _loaded("predict", str(run), image, "--device", device) & set(HEAVY) == {
+            "onnxruntime"}
+    loaded = _loaded("predict", str(run), image, "--device", "cpu", "--backend", "torch")
+    assert "torch" in loaded and loaded & (set(HEAVY) - {"torch"}) == set()

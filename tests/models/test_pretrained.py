@@ -47,6 +47,26 @@ def test_zero_shot_cli_prints_espresso(tmp_path: Path) -> None:
     assert rows[0]["path"] == str(photo)
 
 
+def test_a_cached_zero_shot_export_predicts_without_torch_or_timm(lite0_imagenet,
+                                                                  tmp_path: Path) -> None:
+    from PIL import Image
+
+    assert type(lite0_imagenet.backend).__name__ == "OnnxBackend"  # exported once, cached
+    photo = tmp_path / "coffee.jpg"
+    Image.fromarray(skdata.coffee()).save(photo)
+    code = ("import json, sys; from cnnkit.predict import load_predictor; "
+            "p = load_predictor('efficientnet_lite0', 'auto').predict([sys.argv[1]])[0]; "
+            "print(json.dumps([p.label, p.probability, "
+            "sorted({m.split('.')[0] for m in sys.modules})]))")
+    out = subprocess.run([sys.executable, "-c", code, str(photo)], capture_output=True,
+                         text=True, check=True)
+    label, probability, modules = json.loads(out.stdout.splitlines()[-1])
+    assert not {"torch", "torchvision", "timm"} & set(modules)
+    expected = lite0_imagenet.predict([str(photo)])[0]
+    assert label == expected.label == "espresso"
+    assert probability == pytest.approx(expected.probability, abs=1e-6)
+
+
 def test_lite0_preprocessing_follows_the_backbone() -> None:
     info = get_model_info("efficientnet_lite0")
     assert (info.img_size, info.channels, info.mean, info.std) == (224, 3, (0.5,) * 3, (0.5,) * 3)

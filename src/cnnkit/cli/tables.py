@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
 
 from cnnkit import log
-from cnnkit.metrics import EvalResult
 from cnnkit.predict import Prediction
+
+if TYPE_CHECKING:
+    from cnnkit.metrics import EvalResult
 
 
 def print_eval(result: EvalResult) -> None:

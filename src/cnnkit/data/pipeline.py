@@ -11,7 +11,7 @@ CPU and on a GPU.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -29,33 +29,9 @@ from cnnkit.data.augment import (
     scaling,
     warp,
 )
+from cnnkit.preprocess import Preprocess, centre_crop
 
 SMALL_IMAGE = 64  # at or below this size, "crop" means pad-and-crop translation
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """What a model expects of its input; stored in every model's sidecar."""
-
-    img_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str = "bilinear"
-    crop_pct: float = 1.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocess:
-        return cls(int(d["img_size"]), int(d["channels"]), tuple(d["mean"]), tuple(d["std"]),
-                   d.get("interpolation", "bilinear"), float(d.get("crop_pct", 1.0)))
-
-    @property
-    def decode_size(self) -> int:
-        """Side of the square that decoded images are cached at (crop margin included)."""
-        return max(self.img_size, round(self.img_size / self.crop_pct))
 
 
 def _model_input(x: torch.Tensor, pre: Preprocess, owned: bool = False) -> torch.Tensor:
@@ -83,8 +59,7 @@ def _normalise(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     Writes in place when ``x`` is a fresh float tensor (``owned``), so a batch costs one
     float allocation, not four: allocation, not arithmetic, dominated the cached epoch.
     """
-    scale = [1.0 / (255.0 * s) for s in pre.std]
-    shift = [-m / s for m, s in zip(pre.mean, pre.std)]
+    scale, shift = pre.scale_shift()
     if len(set(scale)) == 1 and len(set(shift)) == 1:
         return x.mul_(scale[0]).add_(shift[0])
     dims = (1, -1, 1, 1)
@@ -99,10 +74,8 @@ def _interp_mode(name: str) -> str:
 
 def eval_batch(x: torch.Tensor, pre: Preprocess, crop_fraction: float = 1.0) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` -> normalised float at the model's size (centre crop)."""
-    h, w = x.shape[-2:]
     if crop_fraction < 1.0:
-        ch, cw = round(h * crop_fraction), round(w * crop_fraction)
-        top, left = (h - ch) // 2, (w - cw) // 2
+        top, left, ch, cw = centre_crop(*x.shape[-2:], crop_fraction)
         x = x[..., top:top + ch, left:left + cw]
     if tuple(x.shape[-2:]) == (pre.img_size, pre.img_size):
         return _model_input(x, pre)

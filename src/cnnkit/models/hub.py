@@ -97,6 +97,23 @@ def weights_status(weights_from: str | None) -> str | None:
     raise ValueError(f"unknown weights source {weights_from!r}")
 
 
+def local_weights_file(weights_from: str | None) -> Path | None:
+    """The local file a source's weights are read from (for a package, its module file),
+    or None when they are not here yet."""
+    if not weights_from:
+        return None
+    kind, _, where = weights_from.partition(":")
+    if kind == "package":
+        spec = importlib.util.find_spec(where)
+        return Path(spec.origin) if spec is not None and spec.origin else None
+    if kind == "hf-hub":
+        return hf_cached_file(where)
+    if kind == "url":
+        path = url_cached_file(where)
+        return path if path.is_file() else None
+    return None
+
+
 def unreachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
     """Why a TCP connection to ``url``'s host (or its proxy) cannot open; None if it can.
 
