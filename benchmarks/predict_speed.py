@@ -5,8 +5,8 @@
     python benchmarks/predict_speed.py int8 RUN             # a fine-tuned run's test split
     python benchmarks/predict_speed.py e2e --files 1000 10000 [--model RUN]
 
-``backends`` runs in one process on ``--threads`` cores, in alternating rounds (so the
-load of a shared machine falls on every contender alike) and prints each one's median
+``backends`` runs in one process on ``--threads`` cores, in rounds of shuffled order (so
+the load of a shared machine falls on every contender alike) and prints each one's median
 images/s and its ratio to a plain onnxruntime session on the same weights. ``e2e`` times
 the ``cnnkit predict efficientnet_lite0 FOLDER --output preds.csv`` command (start-up,
 decoding and writing included) and its peak resident memory, workers included.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -26,14 +27,24 @@ import numpy as np
 import torch
 
 
-def _rounds(contenders: dict, seconds: float) -> dict[str, float]:
-    """Median images/s of each ``name -> (fn, images)``, measured in alternating rounds."""
+def _rounds(contenders: dict, seconds: float, pause: float = 0.3) -> dict[str, float]:
+    """Median images/s of each ``name -> (fn, images)``, measured in rounds that visit the
+    contenders in a new random order each time (so a shared machine's load falls on each
+    alike). Each contender waits ``pause`` seconds, makes one untimed call and then one
+    timed call: every onnxruntime session and torch has its own thread pool, whose
+    threads keep spinning for a while after a call and would slow whoever comes next."""
+    rng = random.Random(0)
     for fn, _ in contenders.values():
         fn()
     rates: dict[str, list[float]] = {k: [] for k in contenders}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline or min(len(r) for r in rates.values()) < 5:
-        for name, (fn, n) in contenders.items():
+        names = list(contenders)
+        rng.shuffle(names)
+        for name in names:
+            fn, n = contenders[name]
+            time.sleep(pause)
+            fn()
             t = time.perf_counter()
             fn()
             rates[name].append(n / (time.perf_counter() - t))
