@@ -173,14 +173,12 @@ class Classifier:
     def _from_export(cls, path: str | os.PathLike, device: str, backend: str
                      ) -> Classifier | None:
         """The run's earlier ONNX export on onnxruntime, without torch, when the backend
-        would be onnxruntime on the CPU anyway and the weights are still those the export
-        was made from (else None: the full load decides, and explains)."""
+        would be onnxruntime on the CPU anyway and the export was made from these weights
+        (the sidecar's sha256 and the file's agree) with this architecture, classes and
+        input (else None: the full load decides, and explains)."""
         if backend == "torch" or not cpu_only(device):
             return None
-        from cnnkit.models.build import resolve
-
         card, weights = read_card(path)
-        resolve(card.architecture)  # an unknown architecture: the same error as a full load
         found = find_cached_onnx(card, find_sidecar(path).parent)
         if found is None or file_sha256(weights) != card.sha256:
             return None
