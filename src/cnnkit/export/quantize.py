@@ -5,8 +5,10 @@ Weights are quantized per output channel (a depthwise convolution's channels dif
 orders of magnitude, so one scale per tensor loses them), activations per tensor from
 the calibration images; only convolutions, their activations and residual additions are
 quantized; the first convolution (raw pixels in) and the classifier (logits out) stay
-in float, where int8 costs the most accuracy for the least time (the choices
-and their measurements: docs/design-notes.md, "int8").
+in float, where int8 costs the most accuracy for the least time. Before quantizing, the
+arithmetic on static dimensions (TF-style "same" padding) is folded away, so no float
+``Pad`` sits between a dequantize and a quantize (the choices and their measurements:
+docs/design-notes.md, "int8").
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cnnkit.backends import OnnxBackend
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess, eval_batch
 from cnnkit.errors import CnnkitError
+from cnnkit.export.static_shapes import fold_static_shapes
 from cnnkit.onnxfile import INPUT, OnnxMeta, read_meta
 
 CALIBRATION_IMAGES = 300
@@ -97,9 +100,11 @@ def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Prepr
     meta = read_meta(float_path)
     with atomic_path(out) as tmp, warnings.catch_warnings(), _quiet_logging():
         warnings.simplefilter("ignore")
+        folded = tmp.with_name(tmp.name + ".folded.onnx")
         prepared = tmp.with_name(tmp.name + ".pre.onnx")
         try:
-            quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+            fold_static_shapes(float_path, folded)
+            quant_pre_process(str(folded), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8,
@@ -111,6 +116,7 @@ def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Prepr
             raise CnnkitError(f"int8 quantization of {float_path} failed: "
                               f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         finally:
+            folded.unlink(missing_ok=True)
             prepared.unlink(missing_ok=True)
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
