@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 import warnings
 from collections.abc import Iterator
@@ -150,20 +151,26 @@ def accuracy(backend: OnnxBackend, data: ImageSet, pre: Preprocess, batch: int =
     return float((predicted == data.labels.numpy()).mean())
 
 
-def speed(backends: list[OnnxBackend], x: np.ndarray, seconds: float = 3.0
-          ) -> list[float]:
-    """Images/s of each backend on batch ``x``, measured in alternating rounds (so a
-    shared machine's load falls on each alike); the median round of each."""
+def speed(backends: list[OnnxBackend], x: np.ndarray, seconds: float = 3.0,
+          pause: float = 0.2) -> list[float]:
+    """Images/s of each backend on batch ``x``: the median of rounds that visit the
+    backends in a new random order each time (so a shared machine's load falls on each
+    alike). Each waits ``pause`` seconds, makes one untimed call, then one timed call:
+    every session has its own thread pool, whose threads keep spinning for a while after
+    a call and would slow whichever session comes next."""
     tensor = torch.from_numpy(x)
-    for b in backends:
-        b(tensor)  # warm-up: first runs allocate
+    rng = random.Random(0)
     rates: list[list[float]] = [[] for _ in backends]
     deadline = time.monotonic() + seconds * len(backends)
-    while time.monotonic() < deadline or len(rates[0]) < 3:
-        for b, out in zip(backends, rates):
+    while time.monotonic() < deadline or len(rates[0]) < 5:
+        order = list(range(len(backends)))
+        rng.shuffle(order)
+        for i in order:
+            time.sleep(pause)
+            backends[i](tensor)
             t = time.perf_counter()
-            b(tensor)
-            out.append(len(x) / (time.perf_counter() - t))
+            backends[i](tensor)
+            rates[i].append(len(x) / (time.perf_counter() - t))
     return [float(np.median(r)) for r in rates]
 
 
