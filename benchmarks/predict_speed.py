@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -27,30 +26,6 @@ import numpy as np
 import torch
 
 
-def _rounds(contenders: dict, seconds: float, pause: float = 0.3) -> dict[str, float]:
-    """Median images/s of each ``name -> (fn, images)``, measured in rounds that visit the
-    contenders in a new random order each time (so a shared machine's load falls on each
-    alike). Each contender waits ``pause`` seconds, makes one untimed call and then one
-    timed call: every onnxruntime session and torch has its own thread pool, whose
-    threads keep spinning for a while after a call and would slow whoever comes next."""
-    rng = random.Random(0)
-    for fn, _ in contenders.values():
-        fn()
-    rates: dict[str, list[float]] = {k: [] for k in contenders}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline or min(len(r) for r in rates.values()) < 5:
-        names = list(contenders)
-        rng.shuffle(names)
-        for name in names:
-            fn, n = contenders[name]
-            time.sleep(pause)
-            fn()
-            t = time.perf_counter()
-            fn()
-            rates[name].append(n / (time.perf_counter() - t))
-    return {k: float(np.median(v)) for k, v in rates.items()}
-
-
 def backends(args: argparse.Namespace) -> None:
     import onnxruntime as ort
     import skimage.data
@@ -58,6 +33,7 @@ def backends(args: argparse.Namespace) -> None:
     from cnnkit.backends import OnnxBackend, TorchBackend, cached_onnx
     from cnnkit.data.imageset import ImageSet
     from cnnkit.data.pipeline import eval_batch
+    from cnnkit.export.quantize import median_rates
     from cnnkit.predict import Classifier
     from cnnkit.zeroshot import imagenet_model
 
@@ -87,15 +63,15 @@ def backends(args: argparse.Namespace) -> None:
 
     n = args.batch
     contenders = {
-        "plain onnxruntime session (preprocessed input)": (
-            lambda: plain.run(None, {"input": xn}), n),
-        "cnnkit predictor, auto backend (uint8 images in)": (
-            lambda: auto.proba_decoded(decoded, batch_size=n), n),
-        "cnnkit onnx backend alone (preprocessed input)": (lambda: auto.backend(x), n),
-        "torch eager": (run_eager, n),
-        "torch channels-last (cnnkit's torch backend)": (lambda: torch_cl(x), n),
+        "plain onnxruntime session (preprocessed input)": lambda: plain.run(None, {"input": xn}),
+        "cnnkit predictor, auto backend (uint8 images in)":
+            lambda: auto.proba_decoded(decoded, batch_size=n),
+        "cnnkit onnx backend alone (preprocessed input)": lambda: auto.backend(x),
+        "torch eager": run_eager,
+        "torch channels-last (cnnkit's torch backend)": lambda: torch_cl(x),
     }
-    rates = _rounds(contenders, args.seconds)
+    rates = dict(zip(contenders, median_rates(list(contenders.values()), n, args.seconds,
+                                              pause=0.3)))
     base = rates["plain onnxruntime session (preprocessed input)"]
     print(f"EfficientNet-Lite0, {pre.img_size} px, batch {n}, {args.threads} threads, "
           f"one process ({time.strftime('%Y-%m-%d')})")

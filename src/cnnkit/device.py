@@ -32,6 +32,14 @@ def cpu_only(name: str) -> bool:
     return not any(glob.glob(pattern) for pattern in GPU_DEVICE_NODES)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def pick_device(name: str) -> torch.device:
     """``auto`` (CUDA, then Apple's MPS, then the CPU), or a torch device name."""
     import torch

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnkit._version import __version__
 from cnnkit.atomic import atomic_path
+from cnnkit.device import usable_cores
 from cnnkit.errors import CnnkitError
 from cnnkit.preprocess import Preprocess
 
@@ -153,11 +154,7 @@ def default_threads() -> int:
     try:
         return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
     except ValueError:
-        pass
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        return usable_cores()
 
 
 def open_session(path: str | os.PathLike, threads: int | None = None,

@@ -52,13 +52,12 @@ def weights_id(arch: Architecture, info: ModelInfo, pre: Preprocess) -> str | No
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
-def imagenet_card(model: str, classes: tuple[str, ...] | None = None) -> ModelCard:
-    """The card of a pretrained model with its ImageNet head; ``classes`` as given (an
-    export's metadata) or timm's names."""
+def imagenet_card(model: str) -> ModelCard:
+    """The card of a pretrained model with its ImageNet head (timm's class names)."""
     arch, info = resolve(model)
     pre = _input(info)
-    return ModelCard(arch, classes if classes is not None else imagenet_classes(), pre,
-                     _card_info(info), weights_id(arch, info, pre))
+    return ModelCard(arch, imagenet_classes(), pre, _card_info(info),
+                     weights_id(arch, info, pre))
 
 
 def cached_imagenet_export(model: str) -> tuple[ModelCard, Path] | None:

@@ -9,7 +9,6 @@ come back in input order; a file that cannot be read is reported, not raised.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnkit.data.decode import CorruptImageError, decode
+from cnnkit.device import usable_cores
 
 
 @dataclass
@@ -55,13 +55,6 @@ def _message(text: str, path: str) -> str:
     return text.split(": ", 1)[1] if text.startswith(f"{path}: ") else text
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def _pool(workers: int) -> Executor:
     """Forked worker processes (they run only Pillow and NumPy, and a user's script is not
     imported again), or one thread where fork is missing or one worker is asked for."""
@@ -77,7 +70,7 @@ def decode_ahead(paths: Sequence[str], channels: int, size: int, interpolation: 
     the caller consumes earlier ones (default: one per core when there are two chunks or
     more); at most ``ahead`` (default: workers + 1) chunks are in flight or waiting."""
     if workers is None:  # forking costs more than it saves on a few images
-        workers = default_workers() if len(paths) >= 2 * chunk else 1
+        workers = usable_cores() if len(paths) >= 2 * chunk else 1
     ahead = max(1, ahead or workers + 1)
     starts = iter(range(0, len(paths), chunk))
     pending: deque[Future] = deque()

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,27 +151,34 @@ def accuracy(backend: OnnxBackend, data: ImageSet, pre: Preprocess, batch: int =
     return float((predicted == data.labels.numpy()).mean())
 
 
-def speed(backends: list[OnnxBackend], x: np.ndarray, seconds: float = 3.0,
-          pause: float = 0.2) -> list[float]:
-    """Images/s of each backend on batch ``x``: the median of rounds that visit the
-    backends in a new random order each time (so a shared machine's load falls on each
-    alike). Each waits ``pause`` seconds, makes one untimed call, then one timed call:
-    every session has its own thread pool, whose threads keep spinning for a while after
-    a call and would slow whichever session comes next."""
-    tensor = torch.from_numpy(x)
+def median_rates(calls: Sequence[Callable[[], object]], images: int, seconds: float,
+                 pause: float = 0.2) -> list[float]:
+    """Images/s of each call (each handles ``images`` images): the median of rounds that
+    visit the calls in a new random order each time, for ``seconds`` and 5 rounds at
+    least (so a shared machine's load falls on each alike). Each waits ``pause`` seconds,
+    runs once untimed, then once timed: every onnxruntime session (and torch) has its
+    own thread pool, whose threads keep spinning for a while after a call and would slow
+    whichever comes next."""
     rng = random.Random(0)
-    rates: list[list[float]] = [[] for _ in backends]
-    deadline = time.monotonic() + seconds * len(backends)
+    rates: list[list[float]] = [[] for _ in calls]
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline or len(rates[0]) < 5:
-        order = list(range(len(backends)))
+        order = list(range(len(calls)))
         rng.shuffle(order)
         for i in order:
             time.sleep(pause)
-            backends[i](tensor)
+            calls[i]()
             t = time.perf_counter()
-            backends[i](tensor)
-            rates[i].append(len(x) / (time.perf_counter() - t))
+            calls[i]()
+            rates[i].append(images / (time.perf_counter() - t))
     return [float(np.median(r)) for r in rates]
+
+
+def speed(backends: list[OnnxBackend], x: np.ndarray, seconds: float = 3.0) -> list[float]:
+    """Images/s of each backend on batch ``x`` (:func:`median_rates`, ``seconds`` each)."""
+    tensor = torch.from_numpy(x)
+    return median_rates([lambda b=b: b(tensor) for b in backends], len(x),
+                        seconds * len(backends))
 
 
 def compare(float_path: Path, int8_path: Path, test: ImageSet, pre: Preprocess,

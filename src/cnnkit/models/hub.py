@@ -83,20 +83,6 @@ def url_cached_file(url: str) -> Path:
     return torch_hub_dir() / "checkpoints" / Path(urlsplit(url).path).name
 
 
-def weights_status(weights_from: str | None) -> str | None:
-    """``bundled``, ``cached`` or ``download`` for a source; None when there is none."""
-    if not weights_from:
-        return None
-    kind, _, where = weights_from.partition(":")
-    if kind == "package":
-        return BUNDLED if importlib.util.find_spec(where) is not None else DOWNLOAD
-    if kind == "hf-hub":
-        return CACHED if hf_cached_file(where) is not None else DOWNLOAD
-    if kind == "url":
-        return CACHED if url_cached_file(where).is_file() else DOWNLOAD
-    raise ValueError(f"unknown weights source {weights_from!r}")
-
-
 def local_weights_file(weights_from: str | None) -> Path | None:
     """The local file a source's weights are read from (for a package, its module file),
     or None when they are not here yet."""
@@ -112,6 +98,18 @@ def local_weights_file(weights_from: str | None) -> Path | None:
         path = url_cached_file(where)
         return path if path.is_file() else None
     return None
+
+
+def weights_status(weights_from: str | None) -> str | None:
+    """``bundled``, ``cached`` or ``download`` for a source; None when there is none."""
+    if not weights_from:
+        return None
+    kind = weights_from.partition(":")[0]
+    if kind not in ("package", "hf-hub", "url"):
+        raise ValueError(f"unknown weights source {weights_from!r}")
+    if local_weights_file(weights_from) is None:
+        return DOWNLOAD
+    return BUNDLED if kind == "package" else CACHED
 
 
 def unreachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
