@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,33 @@ def make_tree():
 @pytest.fixture
 def shapes_tree(tmp_path: Path) -> Path:
     return write_shapes_tree(tmp_path / "shapes")
+
+
+@pytest.fixture
+def nested_folders():
+    """``make(top, depth)``: ``top/d/d/.../d``, ``depth`` folders deep, made and removed
+    one by one (os.makedirs and shutil.rmtree, pytest's clean-up included, recurse and
+    fail past about 1,000 levels)."""
+    made: list[tuple[Path, int]] = []
+
+    def make(top: Path, depth: int) -> Path:
+        top.mkdir(parents=True, exist_ok=True)
+        folder = top
+        for _ in range(depth):
+            folder = folder / "d"
+            folder.mkdir()
+        made.append((top, depth))
+        return folder
+
+    yield make
+    for top, depth in made:
+        folder = top.joinpath(*["d"] * depth)
+        for _ in range(depth):
+            for entry in os.scandir(folder):
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+            os.rmdir(folder)
+            folder = folder.parent
 
 
 @pytest.fixture

@@ -141,6 +141,18 @@ def test_globs_skip_hidden_files_and_folders(tmp_path: Path, pattern: str,
     assert sorted(found) == expected
 
 
+def test_a_globstar_reads_a_looping_link_once_and_any_depth(tmp_path: Path,
+                                                            nested_folders) -> None:
+    root = _inputs_tree(tmp_path / "in")
+    (root / "sub" / "up").symlink_to("..")  # a loop: glob followed it 40 times
+    Image.new("RGB", (8, 8)).save(nested_folders(root / "deep", 1100) / "z.png")
+    found = [os.path.relpath(p, root) for p in expand_inputs([str(root / "**" / "*.png")])]
+    assert found[:1] == ["a.png"] and found[1].endswith("/d/z.png") and len(found) == 2
+    below = [os.path.relpath(p, root) for p in expand_inputs([str(root / "sub" / "**")])]
+    assert below[:2] == ["sub/b.jpg", "sub/deeper/c.webp"]  # then sub/up/..., once each
+    assert len({os.path.realpath(root / p) for p in below}) == len(below) == 4
+
+
 def test_an_explicit_hidden_file_is_still_predicted(tmp_path: Path) -> None:
     root = _inputs_tree(tmp_path / "in")
     assert expand_inputs([str(root / ".hidden.png")]) == [str(root / ".hidden.png")]

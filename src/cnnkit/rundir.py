@@ -35,7 +35,7 @@ class RunDir:
         """A new, empty run folder ``out/name``; ``-2``, ``-3``... if the name is taken."""
         out = Path(out)
         base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out, "--out")
         n = 1
         while True:
             candidate = out / (base if n == 1 else f"{base}-{n}")
@@ -115,6 +115,25 @@ class RunDir:
             return []
         with open(self.metrics_path, newline="") as fh:
             return list(csv.DictReader(fh))
+
+
+def check_folder(path: str | os.PathLike, option: str) -> None:
+    """Raise one line if ``path`` cannot be a folder because it, or a folder above it, is
+    a file: checked before training, not after the first epoch."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CnnkitError(f"{option} {path} must be a folder, but {blocker} is a file. Pass "
+                          f"a folder (it is created if missing), e.g. {option} runs.")
+
+
+def make_folder(path: Path, option: str) -> None:
+    """Create ``path`` (and its parents) as a folder, or raise :func:`check_folder`'s line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        check_folder(path, option)
+        raise
 
 
 def _fmt(v: Any) -> Any:

@@ -127,3 +127,37 @@ def test_data_info_counts_the_usable_images(corpus, capsys) -> None:
     assert "27" in captured.out.split("total")[-1]
     for name in bad:  # each named on a warning line
         assert repr(name)[1:-1] in captured.err, (name, captured.err)
+
+
+def test_a_tree_1100_folders_deep_is_checked_and_trained_on(tmp_path: Path, nested_folders,
+                                                            capsys) -> None:
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    for cls in ("cat", "dog"):
+        for i in range(5):
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            _noise(rng).save(root / cls / f"{i}.png")
+    _noise(rng).save(nested_folders(root / "cat", 1100) / "deep.png")
+    assert main(["check", str(root), "--img-size", "16", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == {"all": {"cat": 6, "dog": 5}}
+    assert main(["train", str(root), *TRAIN, "--out", str(tmp_path / "runs"), "--name",
+                 "r"]) == 0
+    _no_traceback(capsys.readouterr().err)
+    split = json.loads((tmp_path / "runs" / "r" / "split.json").read_text())
+    assert "deep.png" in {Path(p).name for part in ("train", "val", "test")
+                          for p, _ in split.get(part, [])}
+
+
+def test_check_calls_links_within_the_data_folder_inside_it(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(2)
+    root = tmp_path / "data"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            _noise(rng).save(root / cls / f"{i}.png")
+    (root / "cat" / "dogs").symlink_to("../dog")
+    (root / "cat" / "all").symlink_to("..")
+    assert main(["check", str(root), "--img-size", "16", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert not [f for f in doc["findings"] if "outside" in f["what"]]
+    assert doc["counts"] == {"all": {"cat": 3, "dog": 3}}

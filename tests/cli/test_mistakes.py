@@ -135,6 +135,21 @@ def test_bad_option_values(tmp_path: Path, capsys, argv: list[str], message: str
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_output_folder_that_is_a_file(trained, tmp_path: Path, capsys) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    data = _tree(tmp_path / "d", {"cat": 3, "dog": 3})
+    _one_line_error(capsys, ["train", data, "--out", taken], "--out")
+    err = _one_line_error(capsys, ["train", data, "--out", taken / "runs"], "is a file")
+    assert f"{taken} is a file" in err
+    assert taken.read_text() == "not a folder"
+    img = next(trained[1].rglob("*.png"))
+    _one_line_error(capsys, ["explain", trained[0], img, "--out", taken], "is a file")
+    _one_line_error(capsys, ["export", trained[0], "--out", taken / "m.onnx"], "is a file")
+    _one_line_error(capsys, ["compare", trained[0], trained[0], "--out", tmp_path],
+                    "is a folder, where a file is to be written")
+
+
 def test_predict_option_mistakes(trained, capsys) -> None:
     img = next(trained[1].rglob("*.png"))
     _one_line_error(capsys, ["predict", trained[0], img, "--format", "xml"], "--format must be")

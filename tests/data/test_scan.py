@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnkit.data.cache import decode_files
 from cnnkit.data.folders import list_class_folders, read_csv
-from cnnkit.data.scan import scan_images
+from cnnkit.data.scan import Scan, scan_images
 from cnnkit.errors import CnnkitError
 
 
@@ -119,3 +119,53 @@ def test_a_path_under_two_labels_is_an_error_naming_both_lines(tmp_path: Path) -
 def test_the_same_row_twice_is_one_image(tmp_path: Path) -> None:
     listing = read_csv(_csv(tmp_path, "a.png,cat\nb.png,dog\na.png,cat\n"))
     assert len(listing.paths) == 2
+
+
+def test_a_tree_1100_folders_deep_is_read_whole(tmp_path: Path, nested_folders) -> None:
+    _tree(tmp_path, n=1)
+    deep = _img(nested_folders(tmp_path / "cat", 1100) / "deep.png")
+    listing = list_class_folders(tmp_path)
+    assert listing.paths == (str(tmp_path / "cat" / "0.png"), str(deep),
+                             str(tmp_path / "dog" / "0.png"))
+
+
+def test_sub_folders_are_read_in_order_after_the_folder_s_own_files(tmp_path: Path) -> None:
+    for rel in ("b/z.png", "a/y/x.png", "a/w.png", "a/y/v/u.png", "c.png", "a/b/t.png"):
+        _img(tmp_path / rel)
+    names = [os.path.relpath(p, tmp_path) for p in scan_images(tmp_path).files]
+    assert names == ["c.png", "a/w.png", "a/b/t.png", "a/y/x.png", "a/y/v/u.png", "b/z.png"]
+
+
+def test_links_within_the_data_folder_are_inside_it_and_read_once(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "data")
+    _img(root / "dog" / "sub" / "9.png")
+    (root / "cat" / "dogs").symlink_to("../dog")  # a sibling class folder
+    (root / "cat" / "everything").symlink_to("..")  # the data root
+    (root / "cat" / "puppies").symlink_to("../dog/sub")  # inside a class read later
+    report = Scan()
+    listing = list_class_folders(root, report=report)
+    assert report.outside == []
+    assert sorted(Path(p).name for p in report.loops) == ["dogs", "everything", "puppies"]
+    by_class = {c: sorted(os.path.relpath(p, root) for p, y in zip(listing.paths, listing.labels)
+                          if listing.classes[y] == c) for c in listing.classes}
+    assert by_class == {"cat": ["cat/0.png", "cat/1.png", "cat/2.png"],
+                        "dog": ["dog/0.png", "dog/1.png", "dog/2.png", "dog/sub/9.png"]}
+
+
+def test_a_class_folder_that_links_out_of_the_data_folder_is_outside(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "data")
+    _img(tmp_path / "elsewhere" / "bird" / "0.png")
+    (root / "bird").symlink_to(tmp_path / "elsewhere" / "bird")
+    report = Scan()
+    list_class_folders(root, report=report)
+    assert report.outside == [str(root / "bird")]
+
+
+def test_a_split_tree_s_links_between_splits_are_inside_it(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _tree(root / "train")
+    _tree(root / "test")
+    (root / "train" / "cat" / "more").symlink_to("../../test/cat")
+    report = Scan()
+    list_class_folders(root / "train", report=report, top=root)
+    assert report.outside == []

@@ -102,6 +102,9 @@ def _main(argv: list[str] | None) -> int:
     except CnnkitError as exc:
         log.error(str(exc))
         return 2
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        log.error(_path_clash(exc))
+        return 2
     except PermissionError as exc:
         log.error(f"permission denied: {exc.filename or exc}. Choose a folder you can write "
                   "to (e.g. --out).")
@@ -117,6 +120,23 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+
+
+def _path_clash(exc: OSError) -> str:
+    """One line for a file where a folder must be, or a folder where a file must be."""
+    from pathlib import Path
+
+    from cnnkit import log
+
+    if isinstance(exc, IsADirectoryError):
+        target = exc.filename2 or exc.filename
+        return (f"{log.quoted(str(target))} is a folder, where a file is to be written; pass "
+                "a file name (inside it, or elsewhere).")
+    path = Path(str(exc.filename2 or exc.filename or "."))
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+    into = f" (to write {log.quoted(str(path))})" if blocker != path else ""
+    return (f"{log.quoted(str(blocker))} is a file, where a folder is needed{into}; choose "
+            "another output path, or move the file.")
 
 
 if __name__ == "__main__":

@@ -155,11 +155,12 @@ def _listings(source: DataSource, report: Scan) -> dict[str, Listing]:
         return {"all": read_csv(source.root)}
     if isinstance(source, SplitFolderSource):
         dirs = split_dirs(source.root)
-        train = list_class_folders(dirs["train"], report=report)
+        train = list_class_folders(dirs["train"], report=report, top=source.root)
         out = {"train": train}
         for name in ("val", "test"):
             if name in dirs:
-                out[name] = list_class_folders(dirs[name], train.classes, report=report)
+                out[name] = list_class_folders(dirs[name], train.classes, report=report,
+                                               top=source.root)
         return out
     return {"all": list_class_folders(source.root, report=report)}
 
@@ -199,9 +200,10 @@ def _array_dhashes(arr: np.ndarray) -> list[int]:
 
 def _links(result: Audit, report: Scan) -> None:
     if report.loops:
-        result.add("warning", f"{len(report.loops)} folder link(s) lead to a folder already "
-                   "read (a symlink loop, or a second link to the same folder); each folder "
-                   "is read once", report.loops,
+        result.add("warning", f"{len(report.loops)} folder link(s) lead to a folder read "
+                   "elsewhere (a symlink loop, a link into another class folder, or a second "
+                   "link to the same folder); each folder is read once, under the class it "
+                   "lies in", report.loops,
                    "Remove the links (find DATA -type l) so the tree is what it looks like.")
     if report.outside:
         result.add("note", f"{len(report.outside)} link(s) lead outside the data folder; their "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnkit import log
+from cnnkit.data.csvfile import read_rows
 from cnnkit.data.decode import IMAGE_SUFFIXES, is_image_file
 from cnnkit.data.scan import IGNORED_NAMES, Scan, is_hidden, scan_images, sub_folders
 from cnnkit.errors import CnnkitError
@@ -17,6 +18,7 @@ __all__ = ["IGNORED_NAMES", "Listing", "check_classes", "class_dirs", "is_hidden
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test"}
 FORMATS = "JPEG, PNG, BMP, WebP, GIF or TIFF"
+_TOLD: set[str] = set()  # CSV files already said to be read as Windows-1252
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,9 @@ def safe_name(cls: str) -> str:
 
 
 def _image_files(folder: Path, seen: set[tuple[int, int]] | None = None,
-                 report: Scan | None = None) -> list[str]:
-    found = scan_images(folder, seen)
+                 report: Scan | None = None, top: Path | None = None,
+                 elsewhere: tuple[str, ...] = ()) -> list[str]:
+    found = scan_images(folder, seen, top=top, elsewhere=elsewhere)
     _tell(found, report)
     return found.files
 
@@ -83,15 +86,22 @@ def split_dirs(root: Path) -> dict[str, Path] | None:
 
 
 def list_class_folders(root: Path, classes: tuple[str, ...] | None = None, *,
-                       report: Scan | None = None) -> Listing:
+                       report: Scan | None = None, top: Path | None = None) -> Listing:
     """List a class-per-folder tree; with ``classes``, folders must be among them.
 
     Files and links left out are warned about, or added to ``report`` when given.
+    ``top``: the whole data set's folder when ``root`` is one split of it (a link within
+    ``top`` is not "outside").
     """
     if not root.is_dir():
         raise CnnkitError(f"Data folder not found: {root}. Pass a folder with one "
                           "sub-folder per class, a CSV file, or a built-in set name.")
     dirs, seen = _class_dirs_once(root, report)
+    inside = os.path.realpath(top or root)
+    away = [str(d) for d in dirs if d.is_symlink()
+            and os.path.commonpath([os.path.realpath(d), inside]) != inside]
+    if away:  # class folders that are links out of the data folder
+        _tell(Scan(outside=away), report)
     if not dirs:
         loose = _image_files(root, None, report)
         hint = f" It holds {len(loose)} images but no class folders." if loose else ""
@@ -111,9 +121,11 @@ def list_class_folders(root: Path, classes: tuple[str, ...] | None = None, *,
         classes = names
     paths: list[str] = []
     labels: list[int] = []
-    for d, name in zip(dirs, names):
+    real = [os.path.realpath(d) for d in dirs]
+    for i, (d, name) in enumerate(zip(dirs, names)):
         seen.discard(_inode(d))  # a class folder's own walk starts at it
-        files = _image_files(d, seen, report)
+        others = tuple(r for j, r in enumerate(real) if j != i and r != real[i])
+        files = _image_files(d, seen, report, top or root, others)
         if not files:
             raise CnnkitError(f"Class folder {d} has no images ({FORMATS}). Add images to it "
                               "or remove the folder.")
@@ -134,33 +146,38 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
     rows: list[tuple[str, str]] = []
     where: dict[str, tuple[str, int]] = {}  # normalised path -> (label, line)
     first = True
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) < 2:
-                raise CnnkitError(f"{path}:{lineno}: expected 'path,label'. Received: {row!r}")
-            file, label = row[0].strip(), row[1].strip()
-            if first and not is_image_file(file):
-                first = False
-                continue  # a header row, whatever its column names ('image_path,class')
+    lines, encoding = read_rows(path)
+    if encoding == "cp1252" and str(path) not in _TOLD:
+        _TOLD.add(str(path))  # once, though a command may list the CSV more than once
+        log.info(f"{path}: read as Windows-1252 text (it is not UTF-8)")
+    for lineno, row in lines:
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < 2:
+            raise CnnkitError(f"{path}:{lineno}: expected 'path,label'. "
+                              f"Received: {_cut(repr(row))}")
+        file, label = row[0].strip(), row[1].strip()
+        if first and not is_image_file(file):
             first = False
-            if not is_image_file(file):
-                raise CnnkitError(f"{path}:{lineno}: {file!r} is not an image file "
-                                  f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")
-            if not label:
-                raise CnnkitError(f"{path}:{lineno}: {file!r} has an empty label. Give every "
-                                  "row a class name: 'path,label'.")
-            key = os.path.normpath(file)
-            if key in where:
-                label0, line0 = where[key]
-                if label0 != label:
-                    raise CnnkitError(f"{path}:{lineno}: {file!r} is listed under two labels, "
-                                      f"{label0!r} (line {line0}) and {label!r}. An image has "
-                                      "one class: keep one of the rows.")
-                continue  # the same row twice: one image, read once
-            where[key] = (label, lineno)
-            rows.append((file, label))
+            continue  # a header row, whatever its column names ('image_path,class')
+        first = False
+        if not is_image_file(file):
+            raise CnnkitError(f"{path}:{lineno}: {_cut(repr(file))} is not an image file "
+                              f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")
+        if not label:
+            raise CnnkitError(f"{path}:{lineno}: {file!r} has an empty label. Give every "
+                              "row a class name: 'path,label'.")
+        key = os.path.normpath(file)
+        if key in where:
+            label0, line0 = where[key]
+            if label0 != label:
+                raise CnnkitError(f"{path}:{lineno}: {file!r} is listed under two labels, "
+                                  f"{_cut(repr(label0))} (line {line0}) and "
+                                  f"{_cut(repr(label))}. An image has one class: keep one "
+                                  "of the rows.")
+            continue  # the same row twice: one image, read once
+        where[key] = (label, lineno)
+        rows.append((file, label))
     if not rows:
         raise CnnkitError(f"{path} lists no images. Each row should be 'path,label'.")
     names = classes if classes is not None else tuple(sorted({label for _, label in rows}))
@@ -168,8 +185,8 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
     paths, labels = [], []
     for file, label in rows:
         if label not in names:
-            raise CnnkitError(f"{path}: label {label!r} is not one of the model's classes "
-                              f"({', '.join(names)}).")
+            raise CnnkitError(f"{path}: label {_cut(repr(label))} is not one of the model's "
+                              f"classes ({', '.join(names)}).")
         full = Path(file) if os.path.isabs(file) else base / file
         paths.append(str(full))
         labels.append(names.index(label))
@@ -179,6 +196,11 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
         raise CnnkitError(f"{path} lists a file that does not exist: {missing[0]}{more}. Paths "
                           "in the CSV are relative to the CSV's folder.")
     return Listing(tuple(paths), tuple(labels), names)
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    """A value quoted in a message, cut short: a CSV field can be megabytes long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def check_classes(listing: Listing, where: str) -> None:

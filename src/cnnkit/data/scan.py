@@ -54,19 +54,25 @@ class Scan:
         """One warning per file or link left out, naming it."""
         for path in self.loops:
             log.warn(f"{log.quoted(path)} leads to a folder that is already read (a symlink "
-                     "loop, or a second link to it); its images are read once")
+                     "loop, a second link to it, or another class folder); its images are "
+                     "read once")
         for path, reason in self.skipped:
             log.warn(f"skipped {log.quoted(path)}: {reason}")
 
 
-def scan_images(root: str | os.PathLike, seen: set[tuple[int, int]] | None = None) -> Scan:
-    """Image files under ``root`` (recursively), each directory read once.
+def scan_images(root: str | os.PathLike, seen: set[tuple[int, int]] | None = None, *,
+                top: str | os.PathLike | None = None, elsewhere: tuple[str, ...] = ()) -> Scan:
+    """Image files under ``root`` (recursively, to any depth), each directory read once.
 
     ``seen``: (device, inode) of directories already read, shared by the scans of one
     data set so that a link from one class folder into another is not read twice.
+    ``top``: the data set's root (``root`` itself by default): a link is "outside" only
+    when it leads out of it. ``elsewhere``: the real paths of the other class folders; a
+    folder link into one of them is not followed, so its images are read once, under
+    their own class, whichever class folder is read first.
     """
     result = Scan()
-    top = os.path.realpath(root)
+    tree = _Tree(os.path.realpath(top if top is not None else root), elsewhere)
     seen = set() if seen is None else seen
     try:
         st = os.stat(root)
@@ -77,16 +83,28 @@ def scan_images(root: str | os.PathLike, seen: set[tuple[int, int]] | None = Non
         result.loops.append(str(root))
         return result
     seen.add((st.st_dev, st.st_ino))
-    _walk(str(root), top, seen, result)
+    # A stack, not recursion: a tree thousands of folders deep is still read whole. Sub
+    # folders are pushed in reverse, so they are read in the same order as a recursion.
+    stack = [str(root)]
+    while stack:
+        stack += reversed(_read_folder(stack.pop(), tree, seen, result))
     return result
 
 
-def _walk(folder: str, top: str, seen: set[tuple[int, int]], result: Scan) -> None:
+@dataclass(frozen=True)
+class _Tree:
+    top: str  # the data set's root, as a real path
+    elsewhere: tuple[str, ...]  # the other class folders, as real paths
+
+
+def _read_folder(folder: str, tree: _Tree, seen: set[tuple[int, int]],
+                 result: Scan) -> list[str]:
+    """Add the images of one folder to ``result``; returns its sub-folders to read."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         result.skipped.append((folder, f"cannot list the folder ({_reason(exc)})"))
-        return
+        return []
     subdirs = []
     for entry in entries:
         if is_hidden(entry.name):
@@ -103,23 +121,23 @@ def _walk(folder: str, top: str, seen: set[tuple[int, int]], result: Scan) -> No
             if link or is_image_file(entry.name):
                 result.skipped.append((path, _reason(exc)))
             continue
-        if link and not _inside(path, top):
+        real = os.path.realpath(path) if link else ""
+        if link and not _under(real, tree.top):
             result.outside.append(path)
         if stat.S_ISDIR(st.st_mode):
             key = (st.st_dev, st.st_ino)
-            if key in seen:
-                result.loops.append(path)
+            if key in seen or (link and any(_under(real, d) for d in tree.elsewhere)):
+                result.loops.append(path)  # read once: already, or under its own class
                 continue
             seen.add(key)
             subdirs.append(path)
         elif stat.S_ISREG(st.st_mode) and is_image_file(entry.name):
             result.files.append(path)
-    for sub in subdirs:
-        _walk(sub, top, seen, result)
+    return subdirs
 
 
-def _inside(path: str, top: str) -> bool:
-    real = os.path.realpath(path)
+def _under(real: str, top: str) -> bool:
+    """Whether the real path ``real`` is ``top`` or inside it."""
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 

@@ -20,7 +20,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult
 from cnnkit.modelfile import ModelCard, find_sidecar, load_model, load_state, read_card
 from cnnkit.models.build import create_model
-from cnnkit.rundir import RunDir, human_size
+from cnnkit.rundir import RunDir, check_folder, human_size
 from cnnkit.runlock import RunLock, locked
 from cnnkit.training import distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
@@ -67,6 +67,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     """
     config = _as_config(config, options)
     check_installed(config.track)
+    check_folder(config.out, "--out")
     cluster = distributed.start(config.device)  # under torchrun: join the other processes
     plan, splits, model = _prepare(config, cluster)
     cfg, pre = plan.config, plan.pre

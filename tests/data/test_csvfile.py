@@ -1,0 +1,65 @@
+"""A CSV as people save it (UTF-8 with or without a byte-order mark, UTF-16, Excel's
+Windows-1252), and what is not a CSV at all: one line naming the file and the line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cnnkit.data.folders import read_csv
+from cnnkit.errors import CnnkitError
+
+ROWS = "path,label\ncat/1.png,café\ndog/2.png,chien\n"
+
+
+def _images(root: Path) -> Path:
+    for rel in ("cat/1.png", "dog/2.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(root / rel)
+    return root
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "cp1252"])
+def test_the_common_encodings_are_read(tmp_path: Path, encoding: str) -> None:
+    path = _images(tmp_path) / "labels.csv"
+    path.write_bytes(ROWS.encode(encoding))
+    listing = read_csv(path)
+    assert listing.classes == ("café", "chien")
+    assert [Path(p).name for p in listing.paths] == ["1.png", "2.png"]
+
+
+def test_random_bytes_are_one_line_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_bytes(b"path,label\ncat/1.png,a\n" + bytes(range(128, 256)) + os.urandom(2000))
+    with pytest.raises(CnnkitError, match=r"labels\.csv:3: is not text in UTF-8, UTF-16 or "
+                                          r"Windows-1252") as err:
+        read_csv(path)
+    assert "\n" not in str(err.value)
+
+
+def test_nul_bytes_are_a_binary_file(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_bytes(b"path,label\ncat/1.png,a\ndog\x00/2.png,b\n")
+    with pytest.raises(CnnkitError, match=r"labels\.csv:3: holds NUL bytes"):
+        read_csv(path)
+
+
+def test_a_200_kb_field_is_one_line_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("path,label\ncat/1.png,a\n" + "x" * 200_000 + ".png,b\n")
+    with pytest.raises(CnnkitError, match=r"labels\.csv:3: a field longer than 131,072 "
+                                          "characters") as err:
+        read_csv(path)
+    assert len(str(err.value)) < 400
+
+
+def test_a_long_bad_value_is_quoted_cut_short(tmp_path: Path) -> None:
+    path = _images(tmp_path) / "labels.csv"
+    path.write_text("cat/1.png,a\n" + "y" * 100_000 + ",b\n")
+    with pytest.raises(CnnkitError, match=r"labels\.csv:2: 'yyy.*\(100,002 characters\) is "
+                                          "not an image file") as err:
+        read_csv(path)
+    assert len(str(err.value)) < 400
