@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from cnnkit.data.sources import describe, load_eval_set, load_files, load_run_sp
 from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult
 from cnnkit.predict import Classifier
-from cnnkit.rundir import RunDir
+from cnnkit.rundir import SPLIT_ADVICE, RunDir, damaged
 
 
 def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
@@ -27,7 +26,7 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
     """
     clf = Classifier.load(run, device, backend)
     rundir = _run_folder(run)
-    cfg = TrainConfig.from_dict(rundir.read_config()) if rundir is not None else None
+    cfg = rundir.train_config() if rundir is not None else None
     given = describe(data) if data is not None else None
     if given is not None and (cfg is None or not same_source(given, cfg.data)):
         return _evaluate_on(clf, given, tta)
@@ -75,12 +74,14 @@ def held_out_test(rundir: RunDir, cfg: TrainConfig, clf: Classifier) -> ImageSet
 
     None when the run was trained without one.
     """
-    if rundir.split_path.is_file():
-        split = json.loads(rundir.split_path.read_text())
+    split = rundir.read_split()
+    if split is not None:
         rows = split.get("test") or []
         if not rows:
             return None
-        names = split.get("classes") or list(clf.classes)
+        names = split["classes"] or list(clf.classes)
+        if set(names) != set(clf.classes):
+            raise damaged(rundir.split_path, "its classes are not the model's", SPLIT_ADVICE)
         labels = [clf.classes.index(names[int(y)]) for _, y in rows]
         paths = [os.path.expanduser(p) for p, _ in rows]
         return load_files(paths, labels, clf.classes, clf.card.preprocess)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.atomic import remove_stale, write_json, write_text
+from cnnkit.config import TrainConfig
 from cnnkit.errors import CnnkitError
 
 
@@ -91,7 +92,53 @@ class RunDir:
         write_json(self.config_path, config)
 
     def read_config(self) -> dict[str, Any]:
-        return json.loads(self.config_path.read_text())
+        """config.json as saved (a mapping of options), or one line if it is damaged."""
+        doc = self.read_json(self.config_path, CONFIG_ADVICE)
+        if not isinstance(doc, dict):
+            raise damaged(self.config_path, "not a mapping of options", CONFIG_ADVICE)
+        return doc
+
+    def train_config(self) -> TrainConfig:
+        """The run's TrainConfig; a bad value is one line naming config.json."""
+        doc = self.read_config()
+        try:
+            return TrainConfig.from_dict(doc)
+        except CnnkitError as exc:
+            raise damaged(self.config_path, str(exc).rstrip("."), CONFIG_ADVICE) from None
+
+    def read_json(self, path: Path, advice: str) -> Any:
+        """A JSON file of the run, or one line naming it, what is wrong and ``advice``."""
+        try:
+            return json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise damaged(path, "not UTF-8 text", advice) from None
+        except json.JSONDecodeError as exc:
+            raise damaged(path, f"not valid JSON: {exc.msg} at line {exc.lineno}",
+                          advice) from None
+        except RecursionError:
+            raise damaged(path, "nested too deeply", advice) from None
+
+    def read_split(self) -> dict[str, Any] | None:
+        """split.json, checked: ``classes`` (names) and, per split, ``[path, index]`` rows;
+        None when the run has none (a built-in data set)."""
+        path = self.split_path
+        if not path.is_file():
+            return None
+        doc = self.read_json(path, SPLIT_ADVICE)
+        if not isinstance(doc, dict):
+            raise damaged(path, "not a mapping of splits", SPLIT_ADVICE)
+        classes = doc.get("classes")
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise damaged(path, "its 'classes' is not a list of names", SPLIT_ADVICE)
+        for name in ("train", "val", "test"):
+            rows = doc.get(name)
+            if rows is not None and not (isinstance(rows, list) and all(
+                    isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
+                    and isinstance(r[1], int) and not isinstance(r[1], bool)
+                    and 0 <= r[1] < len(classes) for r in rows)):
+                raise damaged(path, f"its {name!r} rows are not [path, class index] pairs",
+                              SPLIT_ADVICE)
+        return doc
 
     def write_classes(self, classes: tuple[str, ...]) -> None:
         write_text(self.root / "classes.txt", "".join(f"{c}\n" for c in classes))
@@ -111,10 +158,32 @@ class RunDir:
         write_text(self.metrics_path, buf.getvalue())
 
     def read_metrics(self) -> list[dict[str, str]]:
+        """metrics.csv's rows (none if it is missing), or one line if it is damaged."""
         if not self.metrics_path.is_file():
             return []
-        with open(self.metrics_path, newline="") as fh:
-            return list(csv.DictReader(fh))
+        try:
+            with open(self.metrics_path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except UnicodeDecodeError:
+            raise damaged(self.metrics_path, "not UTF-8 text", METRICS_ADVICE) from None
+        except csv.Error as exc:
+            raise damaged(self.metrics_path, f"not CSV: {exc}", METRICS_ADVICE) from None
+        if rows and "epoch" not in rows[0]:
+            raise damaged(self.metrics_path, "it has no 'epoch' column", METRICS_ADVICE)
+        return rows
+
+
+CONFIG_ADVICE = ("it records how the run was trained: restore it, or start a new run "
+                 "(predict still works: it reads model.json and model.safetensors)")
+SPLIT_ADVICE = ("it lists the held-out test images: restore it, or evaluate on data you "
+                "name (cnnkit evaluate RUN DATA)")
+METRICS_ADVICE = ("it is the per-epoch record: restore it, or delete it (a resumed run "
+                  "writes it again from its checkpoint; a report then has no curves)")
+
+
+def damaged(path: Path, why: str, advice: str) -> CnnkitError:
+    """The one line for a run file that cannot be used: which, what is wrong, what to do."""
+    return CnnkitError(f"{path} is damaged ({why}); {advice}.")
 
 
 def check_folder(path: str | os.PathLike, option: str) -> None:

@@ -3,20 +3,18 @@ or (for a pretrained model without a run) the photos that ship with scikit-image
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cnnkit.config import TrainConfig
 from cnnkit.data.decode import CorruptImageError
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.sources import load_files, load_run_splits
 from cnnkit.errors import CnnkitError
 from cnnkit.predict import Classifier
-from cnnkit.rundir import RunDir
+from cnnkit.rundir import SPLIT_ADVICE, RunDir, damaged
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field")
 
@@ -35,9 +33,11 @@ def run_images(run: RunDir, clf: Classifier, splits: tuple[str, ...], n: int,
     drawn at random (seeded) so every class shows up; None if it has none of them."""
     pre = clf.card.preprocess
     gen = np.random.default_rng(seed)
-    if run.split_path.is_file():
-        doc = json.loads(run.split_path.read_text())
-        names = doc.get("classes") or list(clf.classes)
+    doc = run.read_split()
+    if doc is not None:
+        names = doc["classes"] or list(clf.classes)
+        if set(names) != set(clf.classes):
+            raise damaged(run.split_path, "its classes are not the model's", SPLIT_ADVICE)
         for split in splits:
             rows = doc.get(split) or []
             if rows:
@@ -46,7 +46,7 @@ def run_images(run: RunDir, clf: Classifier, splits: tuple[str, ...], n: int,
                 labels = [clf.classes.index(names[int(rows[i][1])]) for i in pick]
                 return load_files(paths, labels, clf.classes, pre), split
         return None
-    data = load_run_splits(TrainConfig.from_dict(run.read_config()), pre)
+    data = load_run_splits(run.train_config(), pre)
     for split in splits:
         part = getattr(data, split)
         if part is not None and len(part):

@@ -95,7 +95,6 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
 
 
 def _quantized(result: ExportResult, run: RunDir, clf: Classifier) -> ExportResult:
-    from cnnkit.config import TrainConfig
     from cnnkit.evaluation import held_out_test
 
     pre = clf.card.preprocess
@@ -103,7 +102,7 @@ def _quantized(result: ExportResult, run: RunDir, clf: Classifier) -> ExportResu
     if found is None:
         raise CnnkitError(f"{run.root} has no training images to calibrate int8 on.")
     int8 = quantize_int8(result.path, result.path.with_suffix(".int8.onnx"), found[0], pre)
-    test = held_out_test(run, TrainConfig.from_dict(run.read_config()), clf)
+    test = held_out_test(run, run.train_config(), clf)
     if test is None:
         raise CnnkitError(f"{run.root} has no held-out test split to compare int8 on; wrote "
                           f"{int8} unmeasured.")

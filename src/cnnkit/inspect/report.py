@@ -8,7 +8,6 @@ file can be mailed or opened offline; the PNGs are also kept in ``plots/``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from cnnkit import log
 from cnnkit.errors import CnnkitError
 from cnnkit.metrics import EvalResult, compute
 from cnnkit.rundir import RunDir
+
+REPORT_ADVICE = "restore it or delete it, then run `cnnkit report RUN` again"
 
 TOP_LOSSES = 9
 
@@ -105,7 +106,7 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     config = run.read_config()
     rows = run.read_metrics()
     phases_path = run.root / "phases.json"
-    phases = json.loads(phases_path.read_text()) if phases_path.is_file() else None
+    phases = run.read_json(phases_path, REPORT_ADVICE) if phases_path.is_file() else None
     if model is None or card is None:
         from cnnkit.device import pick_device
 
@@ -180,5 +181,5 @@ def _confidence(test: EvalResult) -> tuple[np.ndarray, np.ndarray]:
 
 def _saved_metrics(run: RunDir) -> dict[str, Any] | None:
     if run.test_metrics_path.is_file():
-        return json.loads(run.test_metrics_path.read_text())
+        return run.read_json(run.test_metrics_path, REPORT_ADVICE)
     return None

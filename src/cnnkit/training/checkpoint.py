@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,11 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         with safe_open(str(path), "pt") as fh:
             doc = json.loads((fh.metadata() or {})["cnnkit"])
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise CnnkitError(f"{path} is not a readable cnnkit checkpoint ({exc}).") from None
+    except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as exc:
+        raise _unreadable(path, str(exc) or type(exc).__name__) from None
+    why = _meta_problem(doc, tensors)
+    if why:
+        raise _unreadable(path, why)
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     average = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
@@ -75,3 +79,40 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         state.setdefault(int(pid), {})[key] = v
     optim = {"state": state, "param_groups": opt_meta["param_groups"]}
     return model, optim, doc, rng, average
+
+
+def _unreadable(path: Path, why: str) -> CnnkitError:
+    run = path.parent.parent
+    return CnnkitError(f"{path} is not a readable cnnkit checkpoint ({why[:200]}); the run "
+                       "cannot continue from it. Start a new run, or one from this run's kept "
+                       f"model with --init-from {run}.")
+
+
+def _meta_problem(doc: Any, tensors: dict[str, torch.Tensor]) -> str | None:
+    """What is wrong with a checkpoint's record of where training stood, if anything."""
+    if not isinstance(doc, dict):
+        return "its record is not a mapping"
+    for key in ("phase", "epoch_in_phase"):
+        value = doc.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return f"{key} is not a count of epochs"
+    if not (isinstance(doc.get("history"), list)
+            and all(isinstance(row, dict) for row in doc["history"])):
+        return "history is not a list of epochs"
+    if not isinstance(doc.get("best"), dict):
+        return "best is not a mapping"
+    opt = doc.get("optimizer")
+    if not (isinstance(opt, dict) and isinstance(opt.get("param_groups"), list)
+            and isinstance(opt.get("scalars"), dict)
+            and all(isinstance(k, str) and k.partition(".")[0].isdigit()
+                    for k in opt["scalars"])):
+        return "its optimizer state is malformed"
+    if not any(k.startswith("model.") for k in tensors):
+        return "it holds no model weights"
+    for key in ("rng.torch", "rng.data"):
+        if key not in tensors or tensors[key].dtype != torch.uint8:
+            return f"{key} is missing or not a generator state"
+    if any(k.startswith("optim.") and not re.fullmatch(r"optim\.\d+\..+", k, re.S)
+           for k in tensors):
+        return "its optimizer state is malformed"
+    return None

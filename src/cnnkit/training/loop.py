@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -167,7 +168,7 @@ class Trainer:
         """phases.json: what trained, what stayed frozen and the learning rate at each point
         of each phase (for the report)."""
         path = self.run.root / "phases.json"
-        record = json.loads(path.read_text()) if self.writes and path.is_file() else []
+        record = self._phase_record(path) if self.writes and path.is_file() else []
         entry = {"mode": self.cfg.mode, **describe_phase(self.model, phase, groups),
                  "schedule": self.cfg.schedule,
                  "lr_curve": lr_points(phase.epochs, phase.lr, self.cfg.schedule,
@@ -179,6 +180,19 @@ class Trainer:
             log.info(f"phase {phase.name}: {phase.epochs} epoch(s), training "
                      f"{entry['trainable_params']:,} parameters, frozen: {entry['frozen']} "
                      f"({entry['frozen_params']:,} parameters)")
+
+    def _phase_record(self, path: Path) -> list[dict[str, Any]]:
+        """phases.json's entries so far; a damaged file is written anew (it only feeds the
+        report's phase marks), with a warning."""
+        try:
+            record = self.run.read_json(path, "it is written anew")
+        except CnnkitError as exc:
+            log.warn(str(exc))
+            return []
+        if isinstance(record, list) and all(isinstance(r, dict) for r in record):
+            return record
+        log.warn(f"{path} is damaged (not a list of phases); it is written anew.")
+        return []
 
     def _warmup(self, phase: Phase) -> float:
         return warmup_fraction(self.cfg.schedule, self.cfg.warmup_epochs, phase.epochs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -171,8 +170,8 @@ def _init_from(config: TrainConfig) -> tuple[TrainConfig, ModelCard | None]:
         return config, None
     first = config.init_from
     card, _ = read_card(first)
-    saved = find_sidecar(first).parent / "config.json"
-    model = (json.loads(saved.read_text()).get("model") if saved.is_file() else None) \
+    folder = RunDir(find_sidecar(first).parent)
+    model = (folder.read_config().get("model") if folder.config_path.is_file() else None) \
         or card.architecture.name
     if config.model not in (None, model):
         raise CnnkitError(f"--init-from {first} starts from its {model}, and --model asks for "
@@ -268,7 +267,7 @@ def lock_run(run: RunDir, cluster: distributed.Cluster | None = None
 def _resume(run: RunDir) -> TrainResult:
     if distributed.from_env().writes:  # rank 0 tidies; the others only read the run
         run.remove_stale_files()
-    cfg = TrainConfig.from_dict(run.read_config())
+    cfg = run.train_config()
     if cfg.mode == "features":
         raise CnnkitError(f"{run.root} used --mode features, which has no epochs to resume: "
                           "run the same command again (its features are cached).")
