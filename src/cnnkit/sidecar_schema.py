@@ -35,7 +35,8 @@ LAYER_FIELDS: dict[str, dict[str, Any]] = {
     "batchnorm": {},
     "activation": {"name": ("relu", "tanh", "sigmoid", "linear")},
 }
-NAME = re.compile(r"^[A-Za-z0-9_.:/+\-]{1,200}$")
+MAX_NAME = 200  # characters of an architecture's name
+NAME = re.compile(rf"^[A-Za-z0-9_.:/+\-]{{1,{MAX_NAME}}}$")
 WEIGHTS = re.compile(r"^[^/\\]{1,200}\.safetensors$")
 
 

@@ -87,6 +87,9 @@ def test_a_model_file_that_is_not_a_model(tmp_path: Path, capsys) -> None:
     ("conv32k3-pool2-dens128", "Cannot read 'dens128'"),
     ("conv0k3-dense8", "at least 1"),
     ("missing.yaml", "Model file not found"),
+    ("dense1000000000", "units must be at most 65,536"),
+    ("-".join(["conv4k3same"] * 200), "longer than a model's name may be"),
+    ("conv4096k3same-dense65536", "parameters before its classifier"),
 ])
 def test_a_bad_model(tmp_path: Path, capsys, model: str, message: str) -> None:
     _one_line_error(capsys, ["train", "shapes:count=30", "--model", model, "--out",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model
 from cnnkit.models.build import resolve
 from cnnkit.models.layers import load_yaml, parse_spec
+from cnnkit.sidecar_schema import NAME
 
 
 def _layers(model: nn.Module, kind: type) -> list[nn.Module]:
@@ -189,3 +191,45 @@ def test_yaml_mistakes_are_clear_errors(tmp_path: Path, text: str, message: str)
 def test_a_missing_yaml_file(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="Model file not found"):
         create_model(str(tmp_path / "nope.yaml"), 3)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("dense1000000000", "its units must be at most 65,536. Received: 1,000,000,000"),
+    ("conv5000k3-dense8", "its filters must be at most 4,096"),
+    ("conv8k33-dense8", "its kernel size must be at most 31"),
+    ("conv8k3p100-dense8", "its padding must be at most 64"),
+    ("pool40", "its pool size must be at most 32"),
+    ("-".join(["conv4k3same"] * 200), "longer than a model's name may be (200)"),
+])
+def test_a_spec_that_no_model_file_could_hold_is_refused_before_building(
+        spec: str, message: str) -> None:
+    with pytest.raises(CnnkitError, match=re.escape(message)) as err:
+        resolve(spec)
+    assert len(str(err.value)) < 400
+
+
+def test_a_yaml_stack_with_too_many_layers_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("layers:\n" + "- conv4k3same\n" * 300)
+    with pytest.raises(CnnkitError, match="has 300 layers; a model may have at most 256"):
+        load_yaml(path)
+    path.write_text("layers:\n- dense: 100000\n")
+    with pytest.raises(CnnkitError, match="units must be at most 65,536"):
+        load_yaml(path)
+
+
+@pytest.mark.parametrize("given, name", [(" conv4k3-dense8 ", "conv4k3-dense8"),
+                                         ("my net (v2).yaml", "my-net-v2")])
+def test_a_stack_s_name_is_one_a_model_file_can_hold(tmp_path: Path, given: str,
+                                                     name: str) -> None:
+    if given.endswith(".yaml"):
+        (tmp_path / given).write_text("layers:\n- conv4k3\n- dense8\n")
+        given = str(tmp_path / given)
+    arch, _ = resolve(given)
+    assert arch.name == name and NAME.match(arch.name)
+
+
+def test_a_stack_too_large_for_memory_is_refused_before_allocating() -> None:
+    # within every layer's range, yet 2**40 weights in its dense layer (4 TB)
+    with pytest.raises(CnnkitError, match=r"1,099,51\d,\d{3},\d{3} parameters needs [\d,.]+ GB"):
+        create_model("conv4096k3same-dense65536", 10, 3, 64)

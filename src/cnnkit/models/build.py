@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from cnnkit.errors import CnnkitError
 from cnnkit.models.layerspec import StackBuilder, load_yaml, looks_like_spec, parse_spec
 from cnnkit.models.registry import ModelInfo, get_model_info, is_registered
+from cnnkit.sidecar_schema import MAX_NAME
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,18 @@ def resolve(model: str | Architecture) -> tuple[Architecture, ModelInfo]:
         return Architecture(model, None if layers is None else tuple(layers)), info
     if model.lower().endswith((".yaml", ".yml")):
         layers = load_yaml(model)
-        return Architecture(Path(model).stem, tuple(layers)), _stack_info(Path(model).stem, layers)
+        name = _file_model_name(Path(model).stem)
+        return Architecture(name, tuple(layers)), _stack_info(name, layers)
     if looks_like_spec(model):
         layers = parse_spec(model)  # a bad token in a spec: the message names it
-        return Architecture(model, tuple(layers)), _stack_info(model, layers)
+        name = model.strip()
+        return Architecture(name, tuple(layers)), _stack_info(name, layers)
     return Architecture(model.removeprefix("timm/").removeprefix("timm:")), _lookup(model)
+
+
+def _file_model_name(stem: str) -> str:
+    """A YAML file's name as a model name a sidecar can hold ('my net (v2)' -> 'my-net-v2')."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", stem).strip("-")[:MAX_NAME] or "custom"
 
 
 def _lookup(name: str) -> ModelInfo:

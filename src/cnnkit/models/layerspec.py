@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
+from cnnkit.sidecar_schema import LAYER_FIELDS, MAX_LAYERS, MAX_NAME
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 _CONV = re.compile(r"^conv(\d+)(?:k(\d+))?(?:s(\d+))?(same|valid|p\d+)?(bn)?$")
@@ -61,10 +62,39 @@ class UnknownTokenError(CnnkitError):
 
 
 def parse_spec(spec: str) -> list[Layer]:
+    """The layers of a spec string, checked against what a model file can hold."""
     tokens = [t for t in spec.strip().lower().split("-") if t]
     if not tokens:
         raise CnnkitError("An empty layer spec. Example: 'conv32k3-pool2-dense128'.")
-    return [_parse_token(t, spec) for t in tokens]
+    if len(spec.strip()) > MAX_NAME:
+        raise CnnkitError(f"A layer spec of {len(spec.strip()):,} characters ({len(tokens)} "
+                          f"layers) is longer than a model's name may be ({MAX_NAME}), so its "
+                          "model could not be saved. Write its layers in a YAML file and pass "
+                          "that: --model net.yaml (layers: [conv32k3, pool2, ...]).")
+    return check_stack([_parse_token(t, spec) for t in tokens], f"model spec {_cut(spec)}")
+
+
+def check_stack(layers: list[Layer], where: str) -> list[Layer]:
+    """Refuse a stack that a model file could not hold: more than MAX_LAYERS layers, or a
+    number past its range (``dense1000000000``), before anything is built or trained."""
+    if len(layers) > MAX_LAYERS:
+        raise CnnkitError(f"The {where} has {len(layers):,} layers; a model may have at most "
+                          f"{MAX_LAYERS}.")
+    for i, layer in enumerate(layers):
+        for key, rule in LAYER_FIELDS.get(layer["type"], {}).items():
+            value = layer.get(key)
+            if rule is bool or isinstance(value, bool) or not isinstance(value, int):
+                continue  # names and switches are checked as they are read
+            whole = [r for r in rule if isinstance(r, int) and not isinstance(r, bool)]
+            if whole and value > max(whole):  # below the range is refused as it is read
+                raise CnnkitError(f"Layer {i + 1} ({layer['type']}) of the {where}: its "
+                                  f"{_WHOLE.get(key, key)} must be at most {max(whole):,}. "
+                                  f"Received: {value:,}")
+    return layers
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
 
 
 def _parse_token(token: str, spec: str) -> Layer:
@@ -162,7 +192,7 @@ def load_yaml(path: str | Path) -> list[Layer]:
     items = doc.get("layers") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
         raise CnnkitError(f"{path} needs a 'layers:' list, e.g. '- conv: {{filters: 32}}'.")
-    return [_yaml_layer(item, path) for item in items]
+    return check_stack([_yaml_layer(item, path) for item in items], f"model file {path}")
 
 
 _YAML_DEFAULTS = {
@@ -346,6 +376,12 @@ class StackBuilder:
         self.layers = parse_spec(spec) if isinstance(spec, str) else list(spec)
 
     def __call__(self, num_classes: int, in_chans: int, img_size: int, **_: Any) -> Any:
+        from cnnkit.device import require_memory
         from cnnkit.models.layers import build_sequential
+
+        planned, units = plan_stack(self.layers, in_chans, img_size)
+        params = sum(p.params for p in planned) + (units + 1) * num_classes
+        require_memory(params * 4, f"A layer stack of {params:,} parameters",
+                       "Use fewer filters or units, or pool (or gap) before the dense layers.")
 
         return build_sequential(self.layers, num_classes, in_chans, img_size)

@@ -10,6 +10,8 @@ from cnnkit.device import require_memory
 from cnnkit.training.recipe import Plan
 
 BATCH_COPIES = 4  # float copies of a batch alive at once: input, augmented, normalised, grad
+# float copies of every parameter while training: weights, gradients, two AdamW moments
+TRAIN_COPIES = 4
 
 
 def check_data(plan: Plan) -> None:
@@ -39,3 +41,20 @@ def check_memory(plan: Plan) -> None:
     require_memory(cfg.batch_size * pre.channels * pre.img_size ** 2 * 4 * BATCH_COPIES,
                    f"A batch of {cfg.batch_size} images at {pre.img_size}x{pre.img_size}",
                    "Use a smaller --img-size or --batch-size.")
+
+
+def check_model_size(plan: Plan) -> None:
+    """Refuse a layer stack whose parameters alone (weights, gradients, optimizer moments)
+    would not fit in memory, before the data is loaded or anything is allocated."""
+    layers = plan.arch.layers
+    if layers is None:
+        return  # a registered or pretrained architecture: its size is known and sane
+    from cnnkit.models.layerspec import plan_stack
+
+    planned, _ = plan_stack(list(layers), plan.pre.channels, plan.pre.img_size)
+    params = sum(p.params for p in planned)
+    copies = TRAIN_COPIES + (1 if plan.config.ema else 0)
+    require_memory(params * 4 * copies,
+                   f"Training {plan.arch.name[:60]} ({params:,} parameters before its "
+                   "classifier, at {0}x{0})".format(plan.pre.img_size),
+                   "Use fewer filters or units, or pool (or gap) before the dense layers.")

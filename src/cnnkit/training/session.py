@@ -27,7 +27,7 @@ from cnnkit.training.finish import evaluate_test
 from cnnkit.training.launch import announce_run
 from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
-from cnnkit.training.precheck import check_data, check_memory
+from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config
 from cnnkit.training.tracking import Trackers, check_installed
 
@@ -143,6 +143,7 @@ def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SIN
     plan = resolve_config(config, init, cluster=cluster)
     for line in plan.notes:
         log.info(line)
+    check_model_size(plan)
     if cluster.writes:  # the audit keeps an index in the cache: one process checks
         check_data(plan)
     torch.manual_seed(plan.config.seed)
