@@ -34,6 +34,15 @@ def test_the_config_is_frozen_and_round_trips() -> None:
     ({"data": "x", "unfreeze": "some"}, "--unfreeze takes 'all' or a number"),
     ({"data": "x", "patience": -1}, "--patience must be 0"),
     ({"data": "x", "warmup_epochs": -1}, "--warmup-epochs takes the epochs of"),
+    ({"data": "x", "warmup_epochs": float("inf")}, "--warmup-epochs takes the epochs of"),
+    ({"data": "x", "weight_decay": float("nan")}, r"--weight-decay takes .*Received: nan"),
+    ({"data": "x", "weight_decay": -1}, r"--weight-decay takes .*Received: -1"),
+    ({"data": "x", "weight_decay": float("inf")}, r"--weight-decay takes .*Received: inf"),
+    ({"data": "x", "lr": float("inf")}, r"--lr takes a positive number.*Received: inf"),
+    ({"data": "x", "lr": float("nan")}, r"--lr takes a positive number.*Received: nan"),
+    ({"data": "x", "lr_decay": 0}, r"--lr-decay takes .*Received: 0"),
+    ({"data": "x", "lr_decay": float("nan")}, r"--lr-decay takes .*Received: nan"),
+    ({"data": "x", "lr_decay": 1.5}, r"--lr-decay takes .*Received: 1.5"),
 ])
 def test_bad_values_are_explained(values: dict, message: str) -> None:
     with pytest.raises(CnnkitError, match=message):

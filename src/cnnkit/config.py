@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -100,15 +101,22 @@ class TrainConfig:
         if self.channels is not None and self.channels not in (1, 3):
             raise CnnkitError(f"--channels must be 1 or 3. Received: {self.channels}")
         if self.lr is not None and self.lr != "find" and not (
-                isinstance(self.lr, (int, float)) and self.lr > 0):
+                isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
             raise CnnkitError(f"--lr takes a positive number or 'find' (run the learning-rate "
                               f"finder first). Received: {self.lr!r}")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise CnnkitError("--weight-decay takes 0 (none) or a positive number (leave it "
+                              f"out for the optimizer's default). Received: {self.weight_decay!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise CnnkitError("--lr-decay takes the factor by which each block's learning "
+                              "rate shrinks going down the network, in (0, 1]: 1 is none. "
+                              f"Received: {self.lr_decay!r}")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 flag = name.replace("_", "-")
                 raise CnnkitError(f"--{flag} must be in [0, 1). Received: {value}")
-        if self.warmup_epochs is not None and not self.warmup_epochs >= 0:
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < math.inf:
             raise CnnkitError("--warmup-epochs takes the epochs of learning-rate warm-up at the "
                               "start of each phase (0: none; default: the schedule's own). "
                               f"Received: {self.warmup_epochs}")

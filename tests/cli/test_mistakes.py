@@ -130,6 +130,8 @@ def test_usage_errors_are_one_line(capsys, argv: list[str], message: str) -> Non
     (["train", "shapes", "--device", "cuda:7"], "--device"),
     (["train"], "Missing DATA"),
     (["train", "shapes:colour=red"], "has no option 'colour'"),
+    (["train", "shapes", "--weight-decay", "nan"], "--weight-decay takes"),
+    (["train", "shapes", "--weight-decay", "-1"], "--weight-decay takes"),
 ])
 def test_bad_option_values(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     if "cuda" in argv and __import__("torch").cuda.is_available():
