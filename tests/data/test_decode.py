@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from cnnkit.data.decode import (
+    MAX_ASPECT_RATIO,
     CorruptImageError,
     ImageTooLargeError,
     UnsupportedFormatError,
     decode,
     is_image_file,
+    read_header,
+    refusal,
     resize_square,
 )
+from cnnkit.data.probe import probe_images
 
 RED = (220, 30, 30)
 
@@ -210,3 +215,66 @@ def test_a_decompression_bomb_is_refused_from_its_header() -> None:
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
     with pytest.raises(ImageTooLargeError, match="too many pixels"):
         decode(bytes(data), 3)
+
+
+def _png(size: tuple[int, int], mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def no_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading any pixels fails the test: a refusal must come from the header alone."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"pixels of a {self.size} image were loaded")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+def test_a_bomb_by_aspect_ratio_is_refused_from_its_header(no_pixels) -> None:
+    data = _png((1, 100_000))  # under 300 bytes; 3.2 million x 32 pixels once resized to 32
+    assert len(data) < 400
+    with pytest.raises(ImageTooLargeError, match=r"too elongated \(1x100000: more than 64:1\)"):
+        decode(data, 3, 32)
+    with pytest.raises(ImageTooLargeError, match="too elongated"):
+        decode(_png((100_000, 1)), 1)  # without a size too, and lying down
+
+
+def test_the_aspect_limit_is_inclusive() -> None:
+    assert decode(_png((4, 4 * MAX_ASPECT_RATIO)), 1, 8).shape == (8, 8, 1)
+    with pytest.raises(ImageTooLargeError, match="too elongated"):
+        decode(_png((4, 4 * MAX_ASPECT_RATIO + 1)), 1, 8)
+
+
+def test_an_image_too_large_once_resized_is_refused_from_its_header(no_pixels) -> None:
+    data = _png((100, 6000))  # 60:1: fine at 32 px, 122,880 x 2,048 pixels at 2,048 px
+    with pytest.raises(ImageTooLargeError, match=r"too large once resized \(100x6000 would "
+                                                 r"become 122,880x2048"):
+        decode(data, 3, 2048)
+
+
+def test_an_elongated_image_within_the_limits_decodes() -> None:
+    assert decode(_png((100, 6000)), 3, 32).shape == (32, 32, 3)
+    assert refusal(100, 6000, 32) is None and refusal(100, 6000, 2048) is not None
+
+
+def _claims(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (4, 4)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_pillows_bomb_warning_becomes_cnnkits_refusal(tmp_path: Path, capfd) -> None:
+    data = _claims(10_000, 9_000)  # 90 Mpx: over Pillow's limit, under twice it (a warning)
+    (tmp_path / "big.png").write_bytes(data)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageTooLargeError, match=r"too many pixels \(10000x9000"):
+            decode(data, 3, 32)
+        assert read_header(tmp_path / "big.png") == (10_000, 9_000, "L")
+        assert probe_images([str(tmp_path / "big.png")]) is None
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert "DecompressionBomb" not in capfd.readouterr().err

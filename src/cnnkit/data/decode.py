@@ -3,13 +3,21 @@
 Whatever arrives (JPEG, PNG, BMP, WebP, GIF, TIFF; grey, RGB, RGBA, palette, CMYK,
 16-bit) leaves as a uint8 array of the requested channel count with its EXIF
 orientation applied. Files are opened read-only and never written.
+
+An image is refused from its header, before any pixel is allocated, when it has more
+pixels than Pillow's limit (``PIL.Image.MAX_IMAGE_PIXELS``), when it is more elongated
+than :data:`MAX_ASPECT_RATIO`, or when resizing its short side to the model's size would
+make more than :data:`MAX_RESIZED_PIXELS` (a 1x100000 PNG of 277 bytes would otherwise
+become 3.2 million x 32 pixels on its way to 32x32).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,6 +31,12 @@ RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+# Longest side over shortest side: wider than any panorama or banner; the centre crop of
+# anything longer shows the model a sliver of it.
+MAX_ASPECT_RATIO = 64
+# Pixels of an image once its short side is resized to the model's size, before the centre
+# crop: a 4096 x 4096 square (48 MiB in RGB).
+MAX_RESIZED_PIXELS = 4096 * 4096
 
 
 class CorruptImageError(ValueError):
@@ -34,16 +48,66 @@ class UnsupportedFormatError(CorruptImageError):
 
 
 class ImageTooLargeError(CorruptImageError):
-    """An image with more pixels than Pillow's decompression-bomb limit allows."""
+    """An image refused from its header: too many pixels, too elongated, or too large once
+    resized (the module's limits)."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
+def refusal(width: int, height: int, size: int | None = None) -> str | None:
+    """Why an image of ``width`` x ``height`` pixels is refused before decoding (resized to
+    ``size`` on its short side, when given), or None when it is not."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and max(1, width) * max(1, height) > limit:
+        return (f"refused, too many pixels ({width}x{height} = {width * height:,}; the "
+                f"limit is {limit:,})")
+    short, long = min(width, height), max(width, height)
+    if long > MAX_ASPECT_RATIO * max(1, short):
+        return (f"refused, too elongated ({width}x{height}: more than {MAX_ASPECT_RATIO}:1); "
+                "crop it nearer to a square")
+    if size is not None:
+        new_long = round(long * size / max(1, short))
+        if new_long * size > MAX_RESIZED_PIXELS:
+            return (f"refused, too large once resized ({width}x{height} would become "
+                    f"{new_long:,}x{size} at {size} px on its short side: more than "
+                    f"{MAX_RESIZED_PIXELS:,} pixels)")
+    return None
+
+
+def read_header(path: str | os.PathLike | io.BytesIO) -> tuple[int, int, str]:
+    """``(width, height, mode)`` from an image's header, without decoding its pixels or
+    printing Pillow's decompression-bomb warning (:func:`refusal` judges the size).
+
+    Raises :class:`CorruptImageError` for a file that is not an image, and its subclass
+    :class:`ImageTooLargeError` for one Pillow itself refuses (twice its pixel limit).
+    """
+    name = "<bytes>" if isinstance(path, io.BytesIO) else log.quoted(path)
+    try:
+        with _quiet_bombs(), Image.open(path) as img:
+            width, height, mode = img.size[0], img.size[1], img.mode
+    except FileNotFoundError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{name}: refused, too many pixels ({exc})") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(f"{name}: cannot decode image ({exc})") from None
+    return width, height, mode
+
+
+@contextlib.contextmanager
+def _quiet_bombs() -> Iterator[None]:
+    """Pillow warns (to stderr) of an image between its pixel limit and twice it, and raises
+    over twice; cnnkit refuses both itself (:func:`refusal`), so the warning is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        yield
+
+
 def open_image(
     source: str | os.PathLike | bytes | Image.Image, draft_size: int | None = None,
-    formats: tuple[str, ...] | None = None,
+    formats: tuple[str, ...] | None = None, size: int | None = None,
 ) -> Image.Image:
     """Open and fully load an image (first frame of an animation), orientation applied.
 
@@ -51,30 +115,33 @@ def open_image(
     still covers ``draft_size`` pixels: several times faster than a full decode.
     ``formats`` (Pillow's names: "JPEG", "PNG", ...) limits the decoders Pillow tries, so
     untrusted bytes in any other format are refused before a decoder runs on them.
-    Pillow's decompression-bomb limit stays on: an image over it is refused from its
-    header, before its pixels are allocated.
+    The header is checked before the pixels are allocated (:func:`refusal`, with ``size``
+    the side the caller will resize the short side to): an image over a limit raises
+    :class:`ImageTooLargeError`.
     """
     if isinstance(source, Image.Image):
         img = source
     else:
         name = "<bytes>" if isinstance(source, bytes) else log.quoted(source)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _quiet_bombs():
                 img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,
                                  formats=list(formats) if formats else None)
                 img.seek(0)
+                reason = refusal(img.size[0], img.size[1], size)
+                if reason is not None:
+                    raise ImageTooLargeError(f"{name}: {reason}")
                 if draft_size and img.format == "JPEG" and min(img.size) >= 2 * draft_size:
                     scale = min(img.size) / (1.5 * draft_size)
                     img.draft("RGB" if img.mode not in ("L", "RGB") else img.mode,
                               (int(img.size[0] / scale), int(img.size[1] / scale)))
                 img.load()
-        except FileNotFoundError:
+        except (FileNotFoundError, ImageTooLargeError):
             raise
         except UnidentifiedImageError as exc:
             why = f"not one of {', '.join(formats)}" if formats else str(exc)
             raise UnsupportedFormatError(f"{name}: cannot decode image ({why})") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"{name}: refused, too many pixels ({exc})") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise CorruptImageError(f"{name}: cannot decode image ({exc})") from None
@@ -140,7 +207,7 @@ def decode(
 
     ``formats`` limits the accepted image formats (see :func:`open_image`).
     """
-    img = open_image(source, draft_size=size, formats=formats)
+    img = open_image(source, draft_size=size, formats=formats, size=size)
     img = to_mode(img, channels)
     if size is not None:
         img = resize_square(img, size, interpolation)

@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import warnings
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,10 +21,16 @@ from PIL import Image
 
 from cnnkit.atomic import write_json
 from cnnkit.data.cache import worker_pool
-from cnnkit.data.decode import CorruptImageError, open_image
+from cnnkit.data.decode import (
+    CorruptImageError,
+    ImageTooLargeError,
+    open_image,
+    read_header,
+    refusal,
+)
 from cnnkit.paths import cache_dir
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: elongated images are refused
 CHUNK = 128
 
 
@@ -97,24 +102,28 @@ def _inspect(path: str, size: int, mtime: int, decode: bool, near: bool) -> File
     if not data:
         return FileFacts(size, mtime, digest, error="empty file (0 bytes)", checked=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            head = Image.open(io.BytesIO(data))
-            width, height, mode = head.size[0], head.size[1], head.mode
-    except Image.DecompressionBombError as exc:
-        return FileFacts(size, mtime, digest, error=f"refused, too many pixels ({exc})",
-                         checked=True)
+        width, height, mode = read_header(io.BytesIO(data))
+    except ImageTooLargeError as exc:
+        return FileFacts(size, mtime, digest, error=_reason(exc), checked=True)
     except Exception as exc:  # any failure to parse a header is the file's, not ours
-        return FileFacts(size, mtime, digest, error=f"not an image ({exc})", checked=True)
+        why = _reason(exc).removeprefix("cannot decode image (").removesuffix(")")
+        return FileFacts(size, mtime, digest, error=f"not an image ({why})", checked=True)
+    refused = refusal(width, height)
+    if refused is not None:
+        return FileFacts(size, mtime, digest, width, height, mode, refused, True)
     if not decode:
         return FileFacts(size, mtime, digest, width, height, mode)
     try:
         img = open_image(data)
     except CorruptImageError as exc:
-        reason = str(exc).removeprefix("<bytes>: ")
-        return FileFacts(size, mtime, digest, width, height, mode, reason, True)
+        return FileFacts(size, mtime, digest, width, height, mode, _reason(exc), True)
     return FileFacts(size, mtime, digest, width, height, mode, None, True,
                      dhash(img) if near else None)
+
+
+def _reason(exc: Exception) -> str:
+    """The decoder's message without the name it gives bytes."""
+    return str(exc).removeprefix("<bytes>: ")
 
 
 def dhash(img: Image.Image) -> int:

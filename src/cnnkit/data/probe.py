@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from cnnkit.data.decode import CorruptImageError, read_header, refusal
 
 # Pillow modes that hold one channel of intensity (with or without alpha).
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -50,10 +50,10 @@ def probe_images(paths: Sequence[str], sample: int = SAMPLE) -> ImageFacts | Non
     grey, sides = True, []
     for path in chosen:
         try:
-            with Image.open(path) as img:
-                mode, (w, h) = img.mode, img.size
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
-                Image.DecompressionBombError):  # the decoder reports these files
+            w, h, mode = read_header(path)
+        except (OSError, CorruptImageError):  # the decoder reports these files
+            continue
+        if refusal(w, h) is not None:
             continue
         grey = grey and mode in GREY_MODES
         sides.append(min(w, h))
