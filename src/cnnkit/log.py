@@ -52,6 +52,14 @@ def quoted(name: object) -> str:
     return repr(text)
 
 
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` as a message quotes a value a user sent: at most ``limit`` characters, the
+    rest counted (a hostile value must not flood the message or the terminal)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _encodes(text: str) -> bool:
     try:
         text.encode("utf-8")

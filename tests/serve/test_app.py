@@ -18,7 +18,8 @@ from cnnkit.serve import ServeConfig, create_app, load_models
 def two_models(trained) -> Iterator[TestClient]:
     run, _ = trained
     models = load_models([f"a={run}", f"b={run}"], "torch", "cpu", threads=1)
-    with TestClient(create_app(models, ServeConfig(max_request_mb=0.05))) as client:
+    with TestClient(create_app(models, ServeConfig(max_request_mb=0.05)),
+                    base_url="http://127.0.0.1") as client:
         for _ in range(400):
             if client.get("/ready").status_code == 200:
                 break
@@ -64,7 +65,8 @@ def test_health_answers_while_the_model_computes(trained) -> None:
 
     clf.proba_decoded = slow_model
     png = encode(Image.new("RGB", (16, 16)))
-    with TestClient(create_app(models, ServeConfig(max_wait_ms=0))) as client:
+    with TestClient(create_app(models, ServeConfig(max_wait_ms=0)),
+                    base_url="http://127.0.0.1") as client:
         while client.get("/ready").status_code != 200:
             time.sleep(0.05)
         with ThreadPoolExecutor(1) as pool:

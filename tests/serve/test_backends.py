@@ -13,7 +13,8 @@ from cnnkit.serve import ServeConfig, create_app, load_models
 
 
 def _answer(models, image: bytes) -> dict:
-    with TestClient(create_app(models, ServeConfig(max_wait_ms=0))) as client:
+    with TestClient(create_app(models, ServeConfig(max_wait_ms=0)),
+                    base_url="http://127.0.0.1") as client:
         for _ in range(400):  # the warm-up pass runs in the background
             if client.get("/ready").status_code == 200:
                 break

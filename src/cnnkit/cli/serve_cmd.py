@@ -42,6 +42,16 @@ def serve(
     api_key: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer KEY' on "
                                           "every route but /health [default: the "
                                           "CNNKIT_API_KEY environment variable, else none]."),
+    allowed_host: Optional[list[str]] = typer.Option(
+        None, help="A host name clients may use for this server, beyond its address "
+        "(against DNS rebinding, other Host headers get 400); repeat for several; "
+        "'*.example.com' for subdomains, '*' for any."),
+    max_connections: Optional[int] = typer.Option(
+        None, help="Connections open at once; past it the slowest client's is closed, or "
+        "503 [default: 1000, fewer if the open-file limit is lower]."),
+    header_timeout: Optional[float] = typer.Option(
+        None, help="Seconds a client has to send a request's line and headers; then 408 "
+        "[default: 10]."),
     access_log: bool = typer.Option(False, help="Log every request."),
 ) -> int:
     """Serve models over HTTP: POST images to /v1/models/NAME/predict, or open / in a browser."""
@@ -55,7 +65,9 @@ def serve(
              "formats": None if formats is None else tuple(
                  ALIASES.get(f.strip().upper(), f.strip().upper())
                  for f in formats.split(",") if f.strip()),
-             "api_key": api_key if api_key is not None else os.environ.get(API_KEY_ENV)}
+             "api_key": api_key if api_key is not None else os.environ.get(API_KEY_ENV),
+             "allowed_hosts": tuple(allowed_host) if allowed_host else None,
+             "max_connections": max_connections, "header_timeout_s": header_timeout}
     config = ServeConfig(**{k: v for k, v in given.items() if v is not None})
     served = load_models(models, config.backend, config.device, config.model_threads)
     return run_server(served, config, access_log=access_log)

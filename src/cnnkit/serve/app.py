@@ -23,6 +23,7 @@ from cnnkit import log
 from cnnkit._version import __version__
 from cnnkit.serve.batcher import MicroBatcher, QueueFull
 from cnnkit.serve.guard import BodyTooLarge, Guard
+from cnnkit.serve.hardening import protect
 from cnnkit.serve.loading import ServedModel
 from cnnkit.serve.settings import ServeConfig
 from cnnkit.serve.uploads import decode_uploads, read_uploads
@@ -88,6 +89,7 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     app = FastAPIOffline(title="cnnkit", version=__version__, lifespan=lifespan,
                          description="Image classification with models trained by cnnkit.")
     app.add_middleware(Guard, max_body_bytes=config.max_request_bytes, api_key=config.api_key)
+    protect(app, config.host, config.http_limits)  # the Host check, outside the key's
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

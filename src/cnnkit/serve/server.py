@@ -7,6 +7,7 @@ import signal
 
 from cnnkit import log
 from cnnkit.serve.app import create_app
+from cnnkit.serve.hardening import trusted_hosts, uvicorn_config
 from cnnkit.serve.loading import ServedModel
 from cnnkit.serve.settings import ServeConfig
 
@@ -25,13 +26,16 @@ def run_server(models: dict[str, ServedModel], config: ServeConfig, *,
 
     torch.set_num_threads(config.model_threads)
     app = create_app(models, config)
-    uv = uvicorn.Config(app, host=config.host, port=config.port, access_log=access_log,
-                        log_level="info", timeout_graceful_shutdown=math.ceil(
-                            config.shutdown_timeout_s), server_header=False)
+    uv = uvicorn_config(app, config.host, config.port, config.http_limits,
+                        access_log=access_log, log_level="info", server_header=False,
+                        timeout_graceful_shutdown=math.ceil(config.shutdown_timeout_s))
     server = uvicorn.Server(uv)
     where = f"http://{_url_host(config.host)}:{config.port}"
     names = ", ".join(f"{m.name} ({len(m.classes)} classes)" for m in models.values())
     log.info(f"serving {names} at {where}/ (API docs at {where}/docs)")
+    hosts = trusted_hosts(config.host, config.allowed_hosts)
+    if "*" not in hosts:
+        log.info(f"answering for the hosts {', '.join(hosts)} (--allowed-host adds a name)")
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         log.warn(f"listening on {config.host} without --api-key: anyone who can reach this "
                  "machine can use the models.")

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from cnnkit.errors import CnnkitError
+from cnnkit.serve.hardening import HttpLimits
 
 BACKENDS = ("auto", "torch", "onnx")
 # Pillow's names for the formats the decoder reads (cnnkit.data.decode).
@@ -31,6 +32,9 @@ class ServeConfig:
     formats: tuple[str, ...] = IMAGE_FORMATS
     api_key: str | None = None      # a bearer token every route but /health then needs
     shutdown_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take
+    max_connections: int = HttpLimits.max_connections  # open at once; slowest closed first
+    header_timeout_s: float = HttpLimits.header_timeout_s  # to send a request's headers
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered beyond the bind address's
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -55,6 +59,14 @@ class ServeConfig:
         if self.api_key is not None and not self.api_key.strip():
             raise CnnkitError("The API key is empty; pass a non-empty --api-key or unset "
                               f"{API_KEY_ENV}.")
+        self.http_limits  # noqa: B018 (checks the HTTP limits now, before models load)
+
+    @property
+    def http_limits(self) -> HttpLimits:
+        """What one client may take: headers, time, connections, and the hosts answered."""
+        return HttpLimits(header_timeout_s=self.header_timeout_s,
+                          max_connections=self.max_connections,
+                          allowed_hosts=self.allowed_hosts)
 
     @property
     def model_threads(self) -> int:
