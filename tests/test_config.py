@@ -89,6 +89,50 @@ def test_bad_config_files_are_explained(tmp_path: Path, name: str, text, message
         load_config_file(path)
 
 
+def _alias_bomb(levels: int = 9) -> str:
+    """``levels`` of lists that each hold the previous one nine times, under ``epochs``:
+    a few hundred bytes, 9**levels items once written out."""
+    lines = ["data: digits", "epochs:", '  - &l0 ["lol","lol","lol","lol","lol","lol","lol",'
+             '"lol","lol"]']
+    lines += [f"  - &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb())
+    assert path.stat().st_size < 600
+    with pytest.raises(CnnkitError, match=r"bomb\.yaml line 4: YAML aliases \('\*l0'\) are not "
+                                          r"accepted; write the value out"):
+        load_config_file(path)
+    (tmp_path / "merge.yaml").write_text("base: &b {epochs: 3}\nrun:\n  <<: *b\n")
+    with pytest.raises(CnnkitError, match="line 3: YAML aliases"):
+        load_config_file(tmp_path / "merge.yaml")
+
+
+def test_a_huge_value_is_quoted_cut_short(tmp_path: Path) -> None:
+    nested = "[" * 50 + "1" + "]" * 50
+    for text in (f"data: digits\nepochs: {'x' * 100_000}\n",
+                 f"data: digits\nepochs: [{', '.join(['[1, 2, 3, 4, 5, 6, 7, 8]'] * 5000)}]\n",
+                 f"data: digits\nepochs: {nested}\n"):
+        (tmp_path / "big.yaml").write_text(text)
+        with pytest.raises(CnnkitError, match="--epochs takes a whole number") as err:
+            TrainConfig.from_dict(load_config_file(tmp_path / "big.yaml"))
+        assert len(str(err.value)) < 200, str(err.value)
+    keys = "\n".join(f"{'k' * 500}{i}: 1" for i in range(1000))
+    (tmp_path / "keys.yaml").write_text(f"data: digits\n1: one\n{keys}\n")
+    with pytest.raises(CnnkitError, match=r"Unknown training option\(s\): 1, k.* and 991 more"
+                       ) as err:
+        TrainConfig.from_dict(load_config_file(tmp_path / "keys.yaml"))
+    assert len(str(err.value)) < 2000
+
+
+def test_a_config_file_over_1_mib_is_refused_unread(tmp_path: Path) -> None:
+    (tmp_path / "huge.yaml").write_text("data: digits\n" + "#" * (2 << 20))
+    with pytest.raises(CnnkitError, match=r"huge\.yaml is 2,097,165 bytes; .* at most 1024 KiB"):
+        load_config_file(tmp_path / "huge.yaml")
+
+
 def test_a_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match="Config file not found"):
         load_config_file(tmp_path / "nope.yaml")

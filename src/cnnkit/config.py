@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
+from cnnkit.log import cut, shown
 
 MODES = ("auto", "fine-tune", "features", "scratch")
 OPTIMIZERS = ("adamw", "sgd")
@@ -151,10 +152,11 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping; unknown keys fail loudly instead of being ignored."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(cut(str(k), 40) for k in set(values) - known)
         if unknown:
+            more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
             raise CnnkitError(
-                f"Unknown training option(s): {', '.join(unknown)}. "
+                f"Unknown training option(s): {', '.join(unknown[:10])}{more}. "
                 f"Known options: {', '.join(sorted(known))}."
             )
         if "data" not in values:
@@ -176,22 +178,22 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     if kind == "int":
         if is_number and float(value).is_integer():
             return int(value)
-        raise CnnkitError(f"{flag} takes a whole number. Received: {value!r}")
+        raise CnnkitError(f"{flag} takes a whole number. Received: {shown(value)}")
     if kind == "float":
         if name == "lr" and value == "find":
             return value
         if is_number:
             return float(value)
-        raise CnnkitError(f"{flag} takes a number. Received: {value!r}")
+        raise CnnkitError(f"{flag} takes a number. Received: {shown(value)}")
     if kind == "bool":
         if isinstance(value, bool):
             return value
-        raise CnnkitError(f"{flag} takes true or false. Received: {value!r}")
+        raise CnnkitError(f"{flag} takes true or false. Received: {shown(value)}")
     if isinstance(value, str):
         return value
     if is_number:  # unfreeze: 2, name: 2024
         return str(value)
-    raise CnnkitError(f"{flag} takes text. Received: {value!r}")
+    raise CnnkitError(f"{flag} takes text. Received: {shown(value)}")
 
 
 # rotateN, shearN (largest angle in degrees), zoomF, shiftF (fraction of the side)
@@ -251,8 +253,12 @@ def track_tokens(spec: str) -> tuple[str, ...]:
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise CnnkitError(
-            f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}. Received: {value!r}"
+            f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}. "
+            f"Received: {shown(value)}"
         )
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -265,21 +271,45 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"Config file not found: {path}.")
-    import yaml
-
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CnnkitError(f"{path} is {path.stat().st_size:,} bytes; --config takes a file of "
+                          f"option: value lines, at most {MAX_CONFIG_BYTES // 1024} KiB.")
     try:
         text = path.read_text(encoding="utf-8")
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        doc = json.loads(text) if path.suffix == ".json" else parse_yaml(text, str(path))
     except UnicodeDecodeError:
         raise CnnkitError(f"{path} is not a text file; --config takes a YAML or JSON file of "
                           "option: value lines.") from None
     except json.JSONDecodeError as exc:
         raise CnnkitError(f"{path} is not valid JSON ({exc}).") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise CnnkitError(f"{path} is not valid YAML{at}: "
-                          f"{getattr(exc, 'problem', None) or exc}.") from None
+    except RecursionError:
+        raise CnnkitError(f"{path} is nested too deeply; --config takes a file of option: "
+                          "value lines.") from None
     if not isinstance(doc, dict):
         raise CnnkitError(f"{path} should hold a mapping of option: value (e.g. 'epochs: 3').")
     return doc
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML as ``yaml.safe_load`` reads it, but without aliases: nine levels of ``*name``
+    in a few hundred bytes make a list of 387 million items once anything walks it (a
+    "billion laughs"). An alias is refused with one line naming where it is."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                alias = cut(str(event.anchor), 40)
+                raise CnnkitError(f"{source} line {event.start_mark.line + 1}: YAML aliases "
+                                  f"('*{alias}') are not accepted; write the value out where "
+                                  "it is used.")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliases)  # a SafeLoader: no Python objects
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise CnnkitError(f"{source} is not valid YAML{at}: "
+                          f"{cut(str(getattr(exc, 'problem', None) or exc), 200)}.") from None

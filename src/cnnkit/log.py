@@ -7,6 +7,7 @@ every rank prints its errors, naming itself, so a failure on any process is seen
 from __future__ import annotations
 
 import os
+import reprlib
 import sys
 
 from rich.console import Console
@@ -58,6 +59,23 @@ def cut(text: str, limit: int = 80) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, 60, 60, 40
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    return short
+
+
+_SHORT = _short_repr()
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` as a message quotes it: nested and long parts elided, at most about
+    ``limit`` characters, and never the whole of a huge value (a YAML alias bomb's list of
+    lists would take minutes and gigabytes to write out)."""
+    return cut(_SHORT.repr(value), limit)
 
 
 def _encodes(text: str) -> bool:

@@ -233,3 +233,11 @@ def test_a_stack_too_large_for_memory_is_refused_before_allocating() -> None:
     # within every layer's range, yet 2**40 weights in its dense layer (4 TB)
     with pytest.raises(CnnkitError, match=r"1,099,51\d,\d{3},\d{3} parameters needs [\d,.]+ GB"):
         create_model("conv4096k3same-dense65536", 10, 3, 64)
+
+
+def test_a_model_file_with_yaml_aliases_is_refused(tmp_path: Path) -> None:
+    lines = ["layers:", "  - &l0 [conv8k3, conv8k3, conv8k3, conv8k3, conv8k3, conv8k3, conv8k3]"]
+    lines += [f"  - &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CnnkitError, match=r"bomb\.yaml line 3: YAML aliases"):
+        load_yaml(tmp_path / "bomb.yaml")

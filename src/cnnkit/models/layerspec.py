@@ -180,15 +180,18 @@ def check_layer(layer: Layer, where: str) -> Layer:
 
 def load_yaml(path: str | Path) -> list[Layer]:
     """Read ``layers:`` from YAML: each item a spec token or a one-key mapping."""
-    import yaml
+    from cnnkit.config import MAX_CONFIG_BYTES, parse_yaml
 
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"Model file not found: {path}.")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CnnkitError(f"{path} is {path.stat().st_size:,} bytes; a model file lists "
+                          f"layers in at most {MAX_CONFIG_BYTES // 1024} KiB.")
     try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CnnkitError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+        doc = parse_yaml(path.read_text(), str(path))
+    except RecursionError:
+        raise CnnkitError(f"{path} is nested too deeply; a model file lists layers.") from None
     items = doc.get("layers") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
         raise CnnkitError(f"{path} needs a 'layers:' list, e.g. '- conv: {{filters: 32}}'.")
