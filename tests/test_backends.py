@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 import cnnkit
+from cnnkit import derived
 from cnnkit.backends import OnnxBackend, TorchBackend
 from cnnkit.errors import CnnkitError
+from cnnkit.onnxfile import read_meta
+from cnnkit.predict import Classifier
 
 
 def _pngs(folder: Path) -> list[str]:
@@ -112,3 +115,50 @@ def test_changed_weights_are_refused_though_an_export_exists(trained, tmp_path: 
     weights.write_bytes(bytes(data))
     with pytest.raises(CnnkitError, match="has changed since its sidecar"):
         cnnkit.load(str(run), device="cpu")
+
+
+def _tamper(path: Path) -> None:
+    """Add 5 to one class's bias in an ONNX file, keeping its metadata (as an attacker or
+    a stray edit would)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    last = [n for n in proto.graph.node if n.op_type in ("Gemm", "Add")][-1]
+    inits = {i.name: i for i in proto.graph.initializer}
+    bias = inits[next(name for name in reversed(last.input) if name in inits)]
+    values = numpy_helper.to_array(bias).copy()
+    values.flat[0] += 5.0
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(proto, str(path))
+
+
+def test_a_changed_cached_export_is_not_trusted(trained, tmp_path: Path, capsys) -> None:
+    run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
+    files = _pngs(trained[1])[:8]
+    reference = cnnkit.load(str(run), device="cpu", backend="torch").predict_proba(files)
+    export = cnnkit.load(str(run), device="cpu").backend.path  # exported and bound
+    assert (run / f"{export.name}.source.json").is_file()
+    _tamper(export)
+    assert read_meta(export).classes  # its metadata is intact: only the answers changed
+    plain = cnnkit.load(str(run), device="cpu", backend="torch")
+    fooled = Classifier(plain.model, plain.card, plain.device, OnnxBackend(export)
+                        ).predict_proba(files)
+    assert np.abs(fooled - reference).max() > 0.05  # what using it would answer
+    capsys.readouterr()
+    for backend in ("auto", "onnx"):  # the torch-free path and the full load
+        clf = cnnkit.load(str(run), device="cpu", backend=backend)
+        np.testing.assert_allclose(clf.predict_proba(files), reference, atol=1e-4)
+    assert "was changed after it was made" in capsys.readouterr().err
+    assert derived.check(export) is None  # exported again, bound again
+
+
+def test_a_cached_export_without_a_record_is_made_again(trained, tmp_path: Path) -> None:
+    run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
+    export = cnnkit.load(str(run), device="cpu").backend.path
+    derived.record_path(export).unlink()  # as an older cnnkit left it, or an attacker
+    _tamper(export)
+    files = _pngs(trained[1])[:4]
+    reference = cnnkit.load(str(run), device="cpu", backend="torch").predict_proba(files)
+    np.testing.assert_allclose(cnnkit.load(str(run), device="cpu").predict_proba(files),
+                               reference, atol=1e-4)

@@ -5,7 +5,8 @@ The :class:`~cnnkit.predict.Classifier` decodes and preprocesses images in one p
 (:class:`TorchBackend`) or an onnxruntime session (:class:`OnnxBackend`). ``auto``
 picks onnxruntime on a CPU, where it is faster (docs/benchmarks.md, "Prediction
 backends"), and torch on a GPU; the ONNX file is exported once and cached, keyed by the
-weights' hash. Grad-CAM and the report stay on torch: they need gradients.
+weights' hash and bound to them by a record checked at each use (cnnkit.derived).
+Grad-CAM and the report stay on torch: they need gradients.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from cnnkit import log
+from cnnkit import derived, log
 from cnnkit.errors import CnnkitError
 from cnnkit.modelcard import ModelCard
-from cnnkit.onnxfile import OnnxMeta, export_onnx, open_session, read_meta
+from cnnkit.onnxfile import OPSET, OnnxMeta, export_onnx, open_session, read_meta
 from cnnkit.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ BACKENDS = ("auto", "torch", "onnx")
 # (docs/design-notes.md, "Export, backends and batch prediction").
 ONNX_BATCH_PIXELS = 32 * 224 * 224
 PARITY_TOLERANCE = 1e-4  # largest difference in probabilities between backends
+# What a cached export's record binds besides the weights (cnnkit.derived).
+EXPORT_OPTIONS = {"precision": "float", "opset": OPSET}
 
 
 class Backend(Protocol):
@@ -149,35 +152,46 @@ def export_places(architecture: str, key: str, folder: Path | None = None) -> li
         cache_dir("onnx") / f"{stem}.{key}.onnx"]
 
 
-def _find(card: ModelCard, key: str, folder: Path | None) -> Path | None:
+def _find(card: ModelCard, key: str, folder: Path | None, source: str | None,
+          say: bool = False) -> Path | None:
+    """An earlier export of these weights with the card's classes and input whose record
+    binds it to ``source`` (:mod:`cnnkit.derived`); ``say``: warn of one that fails."""
     for path in export_places(card.architecture.name, key, folder):
         if path.is_file():
             try:
                 meta = read_meta(path)
             except CnnkitError:
                 continue  # damaged or foreign: exported again over it
-            if (meta.classes, meta.preprocess, meta.info.get("architecture")) == (
+            if (meta.classes, meta.preprocess, meta.info.get("architecture")) != (
                     card.classes, card.preprocess, card.architecture.name):
+                continue
+            why = derived.check(path, source, EXPORT_OPTIONS)
+            if why is None:
                 return path
+            if say:
+                log.warn(f"not using {path}: {why}; exporting the model again")
     return None
 
 
 def find_cached_onnx(card: ModelCard, folder: Path | None = None) -> Path | None:
     """An earlier export of the weights ``card.sha256`` names, with the card's classes and
-    input, if there is one; found without torch (None when the card has no sha256)."""
-    return _find(card, card.sha256[:16], folder) if card.sha256 else None
+    input and a record that binds it to them, if there is one; found without torch (None
+    when the card has no sha256)."""
+    return _find(card, card.sha256[:16], folder, card.sha256) if card.sha256 else None
 
 
 def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None) -> Path:
     """The ONNX export of ``model``, made once: ``model.<weights hash>.onnx`` in the run
     ``folder`` (or cnnkit's cache when there is none or it is read-only). A new file is
-    checked against torch before it is used."""
+    checked against torch before it is used, then bound to the weights (its record); an
+    old one is used only while its record holds."""
     key = weights_key(model, card)
-    found = _find(card, key, folder)
+    source = card.sha256 or key
+    found = _find(card, key, folder, source, say=True)
     if found is not None:
         return found
     places = export_places(card.architecture.name, key, folder)
-    info = {"architecture": card.architecture.name, "weights_sha256": card.sha256 or key,
+    info = {"architecture": card.architecture.name, "weights_sha256": source,
             **{k: v for k, v in card.info.items() if isinstance(v, (str, int, float))}}
     meta = OnnxMeta(card.classes, card.preprocess, info)
     for i, path in enumerate(places):
@@ -192,6 +206,7 @@ def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None) -
     except CnnkitError:
         path.unlink(missing_ok=True)
         raise
+    derived.bind(path, source, EXPORT_OPTIONS)
     return path
 
 

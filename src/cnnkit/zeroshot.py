@@ -8,7 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnkit.backends import export_places
+from cnnkit import derived
+from cnnkit.backends import EXPORT_OPTIONS, export_places
 from cnnkit.errors import CnnkitError
 from cnnkit.modelcard import ModelCard
 from cnnkit.models.build import Architecture, create_model, resolve
@@ -75,7 +76,8 @@ def cached_imagenet_export(model: str) -> tuple[ModelCard, Path] | None:
             meta = read_meta(path)
         except CnnkitError:
             continue
-        if meta.preprocess == pre and meta.info.get("weights_sha256") == key:
+        if meta.preprocess == pre and meta.info.get("weights_sha256") == key and \
+                derived.check(path, key, EXPORT_OPTIONS) is None:
             return ModelCard(arch, meta.classes, pre, _card_info(info), key), path
     return None
 

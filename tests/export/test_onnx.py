@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import cnnkit
+from cnnkit import derived
 from cnnkit.cli import main
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.errors import CnnkitError
@@ -34,6 +35,8 @@ def test_export_of_a_run_is_checked_on_its_test_images(trained, tmp_path: Path, 
     meta = read_meta(out)
     card = cnnkit.load(str(trained[0]), backend="torch").card
     assert meta.classes == card.classes and meta.preprocess == card.preprocess
+    # bound to the weights it came from: its own sha256 and theirs, checked before use
+    assert derived.check(out, card.sha256, {"precision": "float", "opset": 17}) is None
 
 
 def _model_file(tmp_path: Path, name: str, size: int, channels: int, pretrained: bool,

@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 import cnnkit
+from cnnkit import derived
 from cnnkit.cli import main
 from cnnkit.errors import CnnkitError
 from cnnkit.export.onnx import export_model
@@ -33,6 +34,11 @@ def test_int8_export_is_quantized_keeps_metadata_and_is_compared(trained, tmp_pa
     meta, float_meta = read_meta(int8), read_meta(out)
     assert meta.classes == float_meta.classes and meta.preprocess == float_meta.preprocess
     assert meta.info["precision"] == "int8"
+    record = json.loads(derived.record_path(int8).read_text())
+    assert record["source_sha256"] == json.loads((trained[0] / "model.json").read_text()
+                                                 )["sha256"]
+    assert record["options"]["from_sha256"] == derived.sha256_of(out)
+    assert derived.check(int8, record["source_sha256"]) is None
     split = json.loads((trained[0] / "split.json").read_text())
     n_test = len(split["test"])
     line = re.search(r"int8\s+accuracy ([\d.]+)%\s+([\d.,]+) images/s", text)

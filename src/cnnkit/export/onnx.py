@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from cnnkit.backends import PARITY_TOLERANCE, OnnxBackend, TorchBackend
+from cnnkit import derived
+from cnnkit.backends import PARITY_TOLERANCE, OnnxBackend, TorchBackend, weights_key
 from cnnkit.data.imageset import ImageSet
 from cnnkit.errors import CnnkitError
 from cnnkit.export.images import check_images, run_folder, run_images
@@ -89,12 +90,15 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
                           f"probabilities differ by up to {diff:.2e} (limit "
                           f"{PARITY_TOLERANCE:g}); nothing was written. Please report this "
                           "with the model's architecture.")
+    source = card.sha256 or weights_key(clf.model, card)
+    derived.bind(path, source, {"precision": "float", "opset": opset})
     if not quantize:
         return ExportResult(path, where, diff)
-    return _quantized(ExportResult(path, where, diff), run, clf)
+    return _quantized(ExportResult(path, where, diff), run, clf, source)
 
 
-def _quantized(result: ExportResult, run: RunDir, clf: Classifier) -> ExportResult:
+def _quantized(result: ExportResult, run: RunDir, clf: Classifier, source: str
+               ) -> ExportResult:
     from cnnkit.evaluation import held_out_test
 
     pre = clf.card.preprocess
@@ -102,6 +106,9 @@ def _quantized(result: ExportResult, run: RunDir, clf: Classifier) -> ExportResu
     if found is None:
         raise CnnkitError(f"{run.root} has no training images to calibrate int8 on.")
     int8 = quantize_int8(result.path, result.path.with_suffix(".int8.onnx"), found[0], pre)
+    derived.bind(int8, source, {"precision": "int8", "from": result.path.name,
+                                "from_sha256": derived.sha256_of(result.path),
+                                "calibration_images": len(found[0])})
     test = held_out_test(run, run.train_config(), clf)
     if test is None:
         raise CnnkitError(f"{run.root} has no held-out test split to compare int8 on; wrote "
