@@ -26,6 +26,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; files are for sharing
         os.replace(tmp_path, target)
+        _fsync_folder(target.parent)  # the rename itself is on disk before the next write
     except OSError:
         raise
     except Exception as exc:
@@ -37,6 +38,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise OSError(code, os.strerror(code), str(target)) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a system that cannot open folders (Windows): the rename is what it is
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse it on a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _os_error_code(exc: Exception) -> int | None:

@@ -6,7 +6,8 @@
       model.safetensors      kept weights  (+ model.json sidecar: predict needs nothing else)
       metrics.csv            one row per epoch
       checkpoints/last.safetensors   full training state for --resume (atomic; dropped
-                             when the run ends, unless --keep-checkpoint)
+                             when the run ends, unless --keep-checkpoint: then
+                             checkpoints/ended says the run has ended)
       split.json             which file went to which split (folder and CSV data)
       test_metrics.json      the kept model on the held-out test split
       plots/, report.html    pictures and a report
@@ -72,6 +73,14 @@ class RunDir:
         for folder in (self.root, self.root / "checkpoints", self.plots_dir):
             if folder.is_dir():
                 remove_stale(folder)
+
+    ended_path = property(lambda self: self.root / "checkpoints" / "ended")
+
+    def mark_ended(self) -> None:
+        """Record that the run has ended although its checkpoint is kept (--keep-checkpoint),
+        so that --resume tells it from a run stopped between its last epoch and its end."""
+        write_text(self.ended_path, "this run has ended; its training state is kept for "
+                                    "reference (--keep-checkpoint)\n")
 
     def drop_checkpoint(self) -> int:
         """Delete the training state of a run that has ended; returns the bytes freed."""

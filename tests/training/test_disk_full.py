@@ -24,20 +24,55 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_full_disk_during_a_checkpoint_is_one_line(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    done = subprocess.run(
-        [sys.executable, "-c", LIMITED, "train", "shapes:size=16,count=60", "--model",
-         "conv16k3-pool2-dense64", "--epochs", "1", "--no-plots", "--device", "cpu",
-         "--out", str(runs), "--name", "full"],
-        capture_output=True, text=True, env={**os.environ, "CNNKIT_CACHE": str(tmp_path / "c")},
-        timeout=300)
+# The same limit, set only once the first checkpoint is saved: the disk fills in epoch 2.
+LIMITED_AFTER_FIRST_CHECKPOINT = """
+import resource, signal, sys
+from cnnkit.training import checkpoint, loop
+save = checkpoint.save_checkpoint
+def save_then_fill(*args, **kwargs):
+    save(*args, **kwargs)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+loop.save_checkpoint = save_then_fill
+from cnnkit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+TRAIN = ["train", "shapes:size=16,count=60", "--model", "conv16k3-pool2-dense64",
+         "--no-plots", "--device", "cpu", "--name", "full"]
+
+
+def _run(script: str, tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
+                          text=True, env={**os.environ, "CNNKIT_CACHE": str(tmp_path / "c")},
+                          timeout=300)
+
+
+def _one_error(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "SafetensorError" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "the disk is full while writing" in errors[0], done.stderr
-    assert "safetensors" in errors[0] and "--resume" in errors[0]
+    return errors[0]
+
+
+def test_a_full_disk_before_the_first_checkpoint_says_to_run_again(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    error = _one_error(_run(LIMITED, tmp_path, *TRAIN, "--epochs", "1", "--out", str(runs)))
+    assert "safetensors" in error and "nothing is saved to resume" in error
+    assert "run the same command again" in error and "--resume" not in error
     assert not list(runs.rglob("*.tmp")), "the temporary file must be removed"
+
+
+def test_a_full_disk_after_a_checkpoint_says_to_resume_and_resume_finishes(
+        tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    error = _one_error(_run(LIMITED_AFTER_FIRST_CHECKPOINT, tmp_path, *TRAIN, "--epochs", "3",
+                            "--out", str(runs)))
+    assert "epoch 1 (the last finished) is saved" in error
+    assert f"continue with: cnnkit train --resume {runs / 'full'}" in error
+    assert not list(runs.rglob("*.tmp"))
+    resumed = cnnkit.resume(runs / "full")
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
 
 
 def test_atomic_writes_raise_an_io_failure_inside_a_writer_as_os_error(tmp_path: Path) -> None:

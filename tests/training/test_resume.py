@@ -90,15 +90,26 @@ def test_an_early_stopped_run_is_not_resumed(tmp_path: Path,
         cnnkit.resume(stopped.run_dir)
 
 
-def test_a_run_stopped_before_its_first_epoch_ended(tmp_path: Path) -> None:
+def test_a_run_stopped_before_its_first_epoch_ended(tmp_path: Path, capsys) -> None:
     def stop_in_first_batch(*args, **kwargs):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt), pytest.MonkeyPatch.context() as mp:
         mp.setattr("cnnkit.training.loop.Trainer._epoch", stop_in_first_batch)
         _train(tmp_path, "early-stop")
+    warning = capsys.readouterr().err  # the advice matches what is on disk
+    assert "nothing is saved to resume; run the same command again" in warning
+    assert "--resume" not in warning
     with pytest.raises(CnnkitError, match="stopped before its first epoch ended"):
         cnnkit.resume(tmp_path / "runs" / "early-stop")
+
+
+def test_an_interrupted_run_names_the_epoch_it_saved(tmp_path: Path, capsys) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "r", callbacks=[_stop_after(2)])
+    warning = capsys.readouterr().err
+    assert (f"epoch 2 (the last finished) is saved; continue with: cnnkit train --resume "
+            f"{tmp_path / 'runs' / 'r'}") in warning
 
 
 def test_resume_needs_a_run_folder(tmp_path: Path) -> None:

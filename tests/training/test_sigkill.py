@@ -10,10 +10,12 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 import cnnkit
+from cnnkit.errors import CnnkitError
 from cnnkit.training.checkpoint import load_checkpoint
 
 DATA = "shapes:size=12,count=60"
@@ -84,3 +86,55 @@ def _metrics(run: Path) -> list[dict[str, str]]:
     from cnnkit.rundir import RunDir
 
     return RunDir(run).read_metrics()
+
+
+def _train_killed_once_written(out: str, what: str, epoch: int) -> None:
+    """Train, SIGKILLing this process the moment epoch ``epoch``'s ``what`` is written."""
+    from cnnkit.training import loop
+
+    original = {"model": loop.save_model, "checkpoint": loop.save_checkpoint,
+                "metrics": loop.RunDir.write_metrics}[what]
+    calls = []
+
+    def write_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if what == "metrics":
+        loop.RunDir.write_metrics = write_then_die
+    else:
+        setattr(loop, f"save_{what}", write_then_die)
+    cnnkit.train(DATA, out=out, name="killed", **{**OPTIONS, "epochs": 2, "keep": "last"})
+
+
+@pytest.mark.parametrize("what, epoch", [("model", 1), ("model", 2), ("checkpoint", 1),
+                                         ("checkpoint", 2), ("metrics", 1), ("metrics", 2)])
+def test_a_kill_the_moment_an_epoch_s_file_lands_resumes(tmp_path: Path, what: str,
+                                                         epoch: int) -> None:
+    """Whatever the epoch wrote last, what the run folder claims is there to resume from:
+    metrics.csv never records an epoch whose checkpoint is not on disk."""
+    child = CTX.Process(target=_train_killed_once_written,
+                        args=(str(tmp_path / "runs"), what, epoch))
+    child.start()
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
+    run = tmp_path / "runs" / "killed"
+    recorded = len(_metrics(run))
+    if (what, epoch) == ("model", 1):  # no epoch ended: nothing claims one did
+        assert recorded == 0
+        with pytest.raises(CnnkitError, match="stopped before its first epoch ended"):
+            cnnkit.resume(run)
+        return
+    saved = load_checkpoint(run / "checkpoints" / "last.safetensors")[2]["history"]
+    assert len(saved) >= recorded  # an epoch in metrics.csv is an epoch in the checkpoint
+    resumed = cnnkit.resume(run)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    whole = cnnkit.train(DATA, out=str(tmp_path / "whole"), name="whole",
+                         **{**OPTIONS, "epochs": 2, "keep": "last"})
+    ours, theirs = load_file(run / "model.safetensors"), load_file(whole.run_dir /
+                                                                   "model.safetensors")
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert [{k: r[k] for k in METRICS} for r in _metrics(run)] == \
+        [{k: r[k] for k in METRICS} for r in _metrics(whole.run_dir)]

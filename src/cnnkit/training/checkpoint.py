@@ -46,6 +46,17 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
         save_file(tensors, str(tmp), metadata={"cnnkit": json.dumps(doc)})
 
 
+def saved_epochs(path: str | os.PathLike) -> int:
+    """How many epochs the checkpoint at ``path`` holds (0: none, or unreadable), from its
+    metadata alone."""
+    try:
+        with safe_open(str(path), "pt") as fh:
+            history = json.loads((fh.metadata() or {})["cnnkit"]).get("history")
+    except (SafetensorError, OSError, KeyError, ValueError, AttributeError, RecursionError):
+        return 0
+    return len(history) if isinstance(history, list) else 0
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
                                                       dict[str, Any], dict[str, Any],
                                                       dict[str, torch.Tensor],

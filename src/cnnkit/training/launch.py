@@ -103,8 +103,11 @@ def _read(path: Path) -> str | None:
 def _resume_hint(run: str | None, devices: int) -> str:
     if run is None:
         return ""
-    return (f" The last finished epoch is saved; continue with: cnnkit train --resume {run} "
-            f"--devices {devices}")
+    from cnnkit.rundir import RunDir
+    from cnnkit.training.stopped import what_to_do
+
+    advice = what_to_do(RunDir(run), f"cnnkit train --resume {run} --devices {devices}")
+    return f" {advice[0].upper()}{advice[1:]}."
 
 
 def _explain(exc: Exception, devices: int, run: str | None, errors: Path) -> int:

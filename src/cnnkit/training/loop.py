@@ -2,8 +2,8 @@
 
 One loop serves every mode. A *phase* says which parameters train and at what
 learning rate (scratch: one phase; fine-tune: head first, then the unfrozen base).
-After every epoch the loop validates, rewrites metrics.csv, saves the best model and
-an atomic checkpoint, so a crash or Ctrl-C loses at most the epoch in progress.
+After every epoch the loop validates, saves the best model and an atomic checkpoint,
+then rewrites metrics.csv, so a crash or Ctrl-C loses at most the epoch in progress.
 """
 
 from __future__ import annotations
@@ -291,13 +291,16 @@ class Trainer:
 
     def _save(self, row: dict[str, Any], phase_index: int, epoch: int,
               optimizer: torch.optim.Optimizer, stop: bool) -> None:
-        """Callbacks, metrics.csv and the checkpoint: the writing process only (rank 0)."""
+        """Callbacks, the checkpoint, then metrics.csv: the writing process only (rank 0).
+
+        The checkpoint is on disk (fsynced) before metrics.csv records the epoch, so a kill
+        at any moment never leaves a record of an epoch that cannot be resumed from.
+        """
         try:
             for callback in self.callbacks:
                 callback(self, row)
         finally:  # a callback that stops the run (Ctrl-C, an exception) still leaves the
             # finished epoch saved, so --resume continues exactly from here
-            self.run.write_metrics(self.history)
             save_checkpoint(self.run.checkpoint_path, self.model, optimizer,
                             {"phase": phase_index, "epoch_in_phase": epoch,
                              "history": self.history, "best": self.best,
@@ -307,6 +310,7 @@ class Trainer:
                              else None},
                             {"data": self.generator},
                             average=self.average.module if self.average else None)
+            self.run.write_metrics(self.history)
 
     def _validate_shards(self, kept: nn.Module) -> dict[str, float]:
         """Validation loss and accuracy over every rank's slice, summed across ranks."""

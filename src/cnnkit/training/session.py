@@ -29,6 +29,7 @@ from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config
+from cnnkit.training.stopped import disk_full, is_disk_full, what_to_do
 from cnnkit.training.tracking import Trackers, check_installed
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
@@ -73,7 +74,12 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     card = ModelCard(plan.arch, splits.classes, pre,
                      {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
                       **({"init_from": cfg.init_from} if cfg.init_from else {})})
-    run, plan = _create_run(plan, splits, model)
+    try:
+        run, plan = _create_run(plan, splits, model)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(exc, None) from None
+        raise
     with lock_run(run, plan.cluster):
         _describe_cluster(plan)
         # trackers log from the writing process only
@@ -327,13 +333,33 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
 def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard,
              run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback] = ()
              ) -> TrainResult:
+    try:
+        history = _train_epochs(plan, splits, model, card, run, resume, callbacks)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(exc, run) from None
+        raise
+    if not plan.cluster.writes:
+        return TrainResult(run.root, history, None, plan.config)  # rank 0 tests and reports
+    try:
+        return _finish(plan, run, splits, history)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(exc, run, trained=True) from None
+        raise
+
+
+def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard,
+                  run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback]
+                  ) -> list[dict[str, Any]]:
+    """Every epoch still to train (none when a resumed run had trained them all but was
+    stopped before its end: it is tested and reported now); returns the history."""
     cfg = plan.config
     class_weights, sample_weights = _imbalance(cfg, splits)
     if cfg.mode == "features":
         from cnnkit.training import features
 
-        history = features.fit(plan, model, splits, card, run, class_weights)
-        return _finish(plan, run, splits, history)
+        return features.fit(plan, model, splits, card, run, class_weights)
     phases = transfer.phases(plan)
     if cfg.mode == "fine-tune" and cfg.probe and resume is None and plan.cluster.writes:
         # Distributed: rank 0 fits the probe; DistributedDataParallel then starts every
@@ -341,6 +367,12 @@ def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard
         from cnnkit.training import features
 
         features.probe(plan, model, splits, run, class_weights)
+    if resume is not None and _all_trained(resume["meta"], phases) \
+            and not run.ended_path.exists():  # stopped after its last epoch, before its end
+        log.info(f"{run.root} had trained all its epochs; testing and reporting it now")
+        if plan.cluster.writes:  # its last epoch may be in the checkpoint only
+            run.write_metrics(resume["meta"]["history"])
+        return resume["meta"]["history"]
     if resume is not None and resume["meta"].get("stopped_early"):
         raise CnnkitError(f"{run.root} stopped early after epoch {len(resume['meta']['history'])}"
                           f" (validation accuracy had not improved for "
@@ -354,24 +386,28 @@ def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard
     trainer = Trainer(plan, model, splits, card, run, phases, class_weights, sample_weights,
                       callbacks)
     try:
-        history = trainer.fit(resume)
+        return trainer.fit(resume)
     except KeyboardInterrupt:
-        log.warn(f"interrupted; the last finished epoch is saved. Continue with: "
-                 f"cnnkit train --resume {run.root}")
+        log.warn(f"interrupted; {what_to_do(run)}")
         raise
     except RuntimeError as exc:
         if not (plan.cluster.distributed and distributed.peer_lost(exc)):
             raise
         text = str(exc).strip()
         reason = text.splitlines()[0][:200] if text else type(exc).__name__
+        command = (f"cnnkit train --resume {run.root} --devices {plan.cluster.world} (or the "
+                   "same torchrun command with --resume)")
         raise CnnkitError(
             f"another process of this {plan.cluster.world}-process run stopped or stopped "
-            f"answering ({reason}); the last finished epoch is saved. Continue with: cnnkit "
-            f"train --resume {run.root} --devices {plan.cluster.world} (or the same "
-            "torchrun command with --resume)" + _timeout_hint(reason)) from None
-    if not plan.cluster.writes:
-        return TrainResult(run.root, history, None, cfg)  # rank 0 tests and reports
-    return _finish(plan, run, splits, history)
+            f"answering ({reason}); {what_to_do(run, command)}" + _timeout_hint(reason)
+        ) from None
+
+
+def _all_trained(meta: dict[str, Any], phases: list[transfer.Phase]) -> bool:
+    """Whether a checkpoint's run had trained all it was going to (every epoch, or until
+    early stopping)."""
+    return bool(meta.get("stopped_early")) or (
+        meta["phase"] >= len(phases) - 1 and meta["epoch_in_phase"] + 1 >= phases[-1].epochs)
 
 
 def _timeout_hint(reason: str) -> str:
@@ -387,7 +423,9 @@ def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any
     cfg = plan.config
     best, best_card, test = evaluate_test(plan, run, splits.test)
     run.remove_stale_files()
-    if not cfg.keep_checkpoint:  # the run has ended: nothing is left to resume
+    if cfg.keep_checkpoint:
+        run.mark_ended()
+    else:  # the run has ended: nothing is left to resume
         freed = run.drop_checkpoint()
         if freed:
             log.info(f"dropped the training state ({human_size(freed)}; --keep-checkpoint "
