@@ -81,7 +81,9 @@ def _main(argv: list[str] | None) -> int:
     _register()
     try:
         # obj: the arguments as given, for `train --devices N` to start them in N processes
-        args = list(sys.argv[1:] if argv is None else argv)
+        from cnnkit.cli.ray_cmds import bare_flag
+
+        args = bare_flag(list(sys.argv[1:] if argv is None else argv))
         result = app(args=args, prog_name="cnnkit", standalone_mode=False, obj={"argv": args})
         return result if isinstance(result, int) else 0
     except typer.exceptions.TyperException as exc:  # click's usage errors

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import typer
 
 from cnnkit.cli import app
+from cnnkit.cli.ray_cmds import RAY_HELP
 from cnnkit.config import TrainConfig, load_config_file
 from cnnkit.errors import CnnkitError
 
@@ -124,6 +125,10 @@ def train(
     name: Optional[str] = _option("name", help="Run folder name."),
     config: Optional[Path] = typer.Option(None, help="JSON or YAML file of options."),
     resume: Optional[Path] = typer.Option(None, help="Continue a stopped run."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
+    workers: Optional[int] = typer.Option(None, help="With --ray: training processes (Ray "
+                                          "Train workers); default one per GPU of the "
+                                          "cluster, else one per node."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
@@ -131,7 +136,19 @@ def train(
 
     log.set_quiet(quiet)
     given = {k: v for k, v in ctx.params.items()
-             if v is not None and k not in ("quiet", "devices")}
+             if v is not None and k not in ("quiet", "devices", "ray", "workers")}
+    if workers is not None and ray is None:
+        raise CnnkitError("--workers says how many Ray workers train; add --ray (or use "
+                          "--devices N on this machine).")
+    if resume is not None and ray is not None:
+        from cnnkit.cli import ray_cmds
+
+        if len(given) > 1:
+            del given["resume"]
+            raise CnnkitError(f"--resume continues a run with its own data and options; "
+                              f"drop --{next(iter(given)).replace('_', '-')}.")
+        ray_cmds.train(given, None, resume, ray, workers, devices)
+        return
     if resume is not None:
         del given["resume"]
         if given:
@@ -160,6 +177,11 @@ def train(
         raise CnnkitError("Missing DATA: pass a folder, a CSV or a built-in set name "
                           "(e.g. `cnnkit train fashion-mnist`).")
     train_config = TrainConfig.from_dict(options)  # a mistake is one line before any launch
+    if ray is not None:
+        from cnnkit.cli import ray_cmds
+
+        ray_cmds.train(given, train_config, None, ray, workers, devices)
+        return
     if _launches(devices, train_config.device, train_config.mode):
         _launch(ctx, devices, train_config.device)
         return
@@ -233,7 +255,8 @@ def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders or globs."),
     top_k: int = typer.Option(5, "--top-k", "-k"),
     output: str = typer.Option("table", "--format", "-f", help="table, json or csv (on "
-                               "stdout; see --output for large collections)."),
+                               "stdout; see --output for large collections); with --ray, "
+                               "the files' format: csv or parquet."),
     output_file: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Stream rows to this .csv or .jsonl file as they are "
         "computed (one per input, errors included); running again with the same file "
@@ -249,9 +272,13 @@ def predict(
     chunk_size: int = typer.Option(64, help="Images decoded per chunk (rows are flushed "
                                    "per chunk)."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes (default: one "
-                                          "per core for 128 images or more)."),
+                                          "per core for 128 images or more); with --ray, "
+                                          "predictor actors (default: one per CPU, or per "
+                                          "GPU, of the cluster)."),
     device: str = typer.Option("auto"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP + (
+        " --output is then a folder of one file per block of images.")),
 ) -> None:
     """Top-k classes with probabilities for each image."""
     from cnnkit import log
@@ -259,13 +286,23 @@ def predict(
     from cnnkit.stream import parse_shard, predict_to_file, select
     from cnnkit.threshold import check_threshold
 
-    if output not in ("table", "json", "csv"):
-        raise CnnkitError(f"--format must be table, json or csv. Received: {output!r}")
+    if output not in ("table", "json", "csv") and not (ray is not None and output == "parquet"):
+        also = "" if ray is None else " (csv or parquet with --ray)"
+        raise CnnkitError(f"--format must be table, json or csv{also}. Received: {output!r}")
     for name, value in (("--top-k", top_k), ("--batch-size", batch_size),
                         ("--chunk-size", chunk_size), ("--workers", workers or 1)):
         if value < 1:
             raise CnnkitError(f"{name} must be at least 1. Received: {value}")
     threshold = check_threshold(threshold)
+    if ray is not None:
+        from cnnkit.cli import ray_cmds
+        from cnnkit.ray.inputs import list_inputs
+
+        options = dict(top_k=top_k, batch_size=batch_size, tta=tta, threshold=threshold,
+                       workers=workers, chunk=chunk_size)
+        ray_cmds.predict(model, select(list_inputs(paths), parse_shard(shard)), output_file,
+                         output, options, ray, device, backend)
+        return
     files = select(expand_inputs(paths), parse_shard(shard))
     if output_file is not None and output_file.suffix.lower() not in (".csv", ".jsonl",
                                                                       ".ndjson"):
