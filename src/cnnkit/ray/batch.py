@@ -33,7 +33,7 @@ from cnnkit.ray.predictor import (
 )
 from cnnkit.threshold import check_threshold
 
-BLOCK_SIZE = 1000  # images per block, and so per output file
+BLOCK_SIZE = 1000  # images per block (and so per output file) at most
 RETRIES = 3  # restarts of a lost actor (and retries of its block) before the job fails
 
 
@@ -102,11 +102,18 @@ def place(ray: Any, workers: int | None, cpus_per_worker: float, gpus: bool | No
     return Placement(workers or max(1, int(cpus // cpus_per_worker)), cpus_per_worker, 0.0)
 
 
+def _block_size(requested: int | None, images: int, workers: int) -> int:
+    """``requested``, or :data:`BLOCK_SIZE` but small enough that every worker has a block."""
+    if requested is None:
+        return max(1, min(BLOCK_SIZE, -(-images // workers)))
+    if requested < 1:
+        raise CnnkitError(f"block_size must be at least 1. Received: {requested}")
+    return requested
+
+
 def _dataset(ray: Any, paths: Sequence[str], block_size: int) -> Any:
     import pyarrow as pa
 
-    if block_size < 1:
-        raise CnnkitError(f"block_size must be at least 1. Received: {block_size}")
     files = [p if is_url(p) else os.path.abspath(p) for p in paths]  # as workers read them
     tables = [pa.table({"path": pa.array(paths[i:i + block_size], pa.string()),
                         "file": pa.array(files[i:i + block_size], pa.string()),
@@ -137,7 +144,7 @@ def _map(ray: Any, ds: Any, cls: type, kwargs: dict[str, Any], where: Placement,
 def predict(model: str | os.PathLike, inputs: str | Sequence[str] | Any, *, top_k: int = 5,
             batch_size: int = 64, tta: bool = False, threshold: float | None = None,
             workers: int | None = None, cpus_per_worker: float = 1.0,
-            gpus: bool | None = None, block_size: int = BLOCK_SIZE, chunk: int = 64,
+            gpus: bool | None = None, block_size: int | None = None, chunk: int = 64,
             address: str | None = None) -> Any:
     """The predictions of ``model`` (a run folder, model.json or pretrained name) for
     ``inputs`` as a lazy ``ray.data.Dataset`` with the columns of ``cnnkit predict
@@ -156,6 +163,7 @@ def predict(model: str | os.PathLike, inputs: str | Sequence[str] | Any, *, top_
     if isinstance(inputs, (str, os.PathLike, list, tuple)):
         paths = list(dict.fromkeys(list_inputs([str(i) for i in (
             [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)])))
+        block_size = _block_size(block_size, len(paths), where.workers)
         ds, blocks = _dataset(ray, paths, block_size), -(-len(paths) // block_size)
     elif "path" in (inputs.columns() or []):
         ds = inputs.select_columns(["path"])  # read as given: absolute paths or URLs
@@ -181,7 +189,7 @@ def predict_to_folder(model: str | os.PathLike, inputs: str | Sequence[str],
                       batch_size: int = 64, tta: bool = False,
                       threshold: float | None = None, workers: int | None = None,
                       cpus_per_worker: float = 1.0, gpus: bool | None = None,
-                      block_size: int = BLOCK_SIZE, chunk: int = 64,
+                      block_size: int | None = None, chunk: int = 64,
                       address: str | None = None, progress: bool = True) -> FolderSummary:
     """Predict ``inputs`` on the cluster into the folder ``output`` (local, shared by every
     node, or an fsspec URL): one CSV (or Parquet) file of ``--output`` rows per block.
@@ -203,6 +211,7 @@ def predict_to_folder(model: str | os.PathLike, inputs: str | Sequence[str],
     started = time.monotonic()
     reported: list[dict[str, Any]] = []
     if todo:
+        block_size = _block_size(block_size, len(todo), where.workers)
         where = replace(where, workers=min(where.workers, -(-len(todo) // block_size)))
         ds = _map(ray, _dataset(ray, todo, block_size), FileWriter,
                   {"model": shipped, "options": options, "output": output, "fmt": fmt,

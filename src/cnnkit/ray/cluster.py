@@ -17,8 +17,9 @@ LOCAL = ""  # `--ray` without an address: RAY_ADDRESS, the cluster `ray start` m
 def require_ray() -> Any:
     """The ``ray`` module, or one line saying how to install it."""
     try:
-        import ray
         import ray.data  # the [data] extra: pandas, pyarrow
+
+        import ray
     except ImportError as exc:
         raise CnnkitError(f"--ray needs Ray (Ray Data and Ray Train), which is not installed "
                           f"({exc}): {INSTALL}") from None
