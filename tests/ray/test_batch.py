@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -117,12 +116,8 @@ def test_resume_predicts_only_what_is_missing(local_cluster, trained, tmp_path: 
         predict_to_folder(trained[0], files, tmp_path / "preds.csv", progress=False)
 
 
-def _predictor_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if "MapBatches(FileWriter)" in " ".join(p.info["cmdline"] or [])]
-
-
-def test_a_killed_worker_loses_no_row(local_cluster, trained, tmp_path: Path) -> None:
+def test_a_killed_worker_loses_no_row(local_cluster, trained, tmp_path: Path,
+                                      find_pids) -> None:
     from cnnkit.predict import expand_inputs
 
     files = expand_inputs([str(trained[1])]) * 1  # 30 images, one block each
@@ -140,7 +135,7 @@ def test_a_killed_worker_loses_no_row(local_cluster, trained, tmp_path: Path) ->
     deadline = time.monotonic() + 120
     killed = None
     while killed is None and job.is_alive() and time.monotonic() < deadline:
-        pids = _predictor_pids()
+        pids = find_pids("MapBatches(FileWriter)")
         if pids and list((tmp_path / "out").glob("part-*.csv")):
             killed = pids[0]
             os.kill(killed, signal.SIGKILL)

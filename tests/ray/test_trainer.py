@@ -10,17 +10,11 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 import cnnkit.ray
 
 
-def _workers() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-
-
-def test_a_killed_worker_resumes_the_run(local_cluster, trained, tmp_path: Path) -> None:
+def test_a_killed_worker_resumes_the_run(local_cluster, trained, tmp_path: Path,
+                                         find_pids) -> None:
     out = tmp_path / "runs"
     result: dict = {}
 
@@ -39,7 +33,7 @@ def test_a_killed_worker_resumes_the_run(local_cluster, trained, tmp_path: Path)
     killed = None
     deadline = time.monotonic() + 240
     while killed is None and job.is_alive() and time.monotonic() < deadline:
-        pids = _workers()
+        pids = find_pids("RayTrainWorker")
         if checkpoint.is_file() and len(pids) == 2:  # an epoch is done: kill rank 1
             killed = max(pids)
             os.kill(killed, signal.SIGKILL)
