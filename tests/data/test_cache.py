@@ -86,3 +86,26 @@ def test_clear_empties_the_cache(make_tree, tmp_path: Path) -> None:
                 test_fraction=0)
     assert cache.clear() >= 2
     assert not any(Path(os.environ["CNNKIT_CACHE"], "decoded").iterdir())
+
+
+@pytest.mark.parametrize("damage", ["meta-not-json", "meta-wrong-count", "npy-cut",
+                                    "npy-other-shape"])
+def test_a_damaged_cache_entry_is_decoded_again(make_tree, tmp_path: Path, damage: str) -> None:
+    import numpy as np
+
+    root = make_tree(tmp_path / "d", per_class=3, size=20)
+    paths = tuple(sorted(str(p) for p in root.rglob("*.png")))
+    first, ok, _ = cache.decode_files(paths, 3, 16)
+    folder = cache.cache_dir("decoded")
+    npy = next(folder.glob("*.npy"))
+    meta = npy.with_suffix(".json")
+    if damage == "meta-not-json":
+        meta.write_text("{")
+    elif damage == "meta-wrong-count":
+        meta.write_text('{"ok": [0, 1], "errors": [], "paths": 9}')
+    elif damage == "npy-cut":
+        npy.write_bytes(npy.read_bytes()[:100])
+    else:
+        np.save(npy, np.zeros((len(ok), 3, 8, 8), dtype=np.uint8))
+    again, ok_again, errors = cache.decode_files(paths, 3, 16)
+    assert torch.equal(again, first) and ok_again == ok and errors == []

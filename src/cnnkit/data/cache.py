@@ -59,10 +59,10 @@ def decode_files(
     key = _key(paths, channels, size, interpolation)
     npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
     if use_cache and npy.is_file() and meta.is_file():
-        info = json.loads(meta.read_text())
-        images = np.load(npy, mmap_mode="c" if npy.stat().st_size > 2**31 else None)
-        _warn(info["errors"])
-        return torch.from_numpy(images), info["ok"], info["errors"]
+        cached = _read_cached(npy, meta, (channels, size, size), len(paths))
+        if cached is not None:
+            _warn(cached[2])
+            return cached
 
     require_memory(len(paths) * channels * size * size,
                    f"Decoding {len(paths):,} images at {size}x{size}",
@@ -92,6 +92,22 @@ def decode_files(
         write_json(meta, {"ok": kept.tolist(), "errors": messages, "paths": len(paths)})
     _warn(messages)
     return torch.from_numpy(images), kept.tolist(), messages
+
+
+def _read_cached(npy: Path, meta: Path, shape: tuple[int, int, int], n_paths: int
+                 ) -> tuple[torch.Tensor, list[int], list[str]] | None:
+    """A cache entry that holds what it says (the kept images' count and shape), else
+    None: a damaged or foreign entry is decoded again, never used."""
+    try:
+        info = json.loads(meta.read_text())
+        images = np.load(npy, mmap_mode="c" if npy.stat().st_size > 2**31 else None)
+        ok, errors = info["ok"], info["errors"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
+    whole = (isinstance(ok, list) and all(isinstance(i, int) and 0 <= i < n_paths for i in ok)
+             and isinstance(errors, list) and all(isinstance(e, str) for e in errors)
+             and images.dtype == np.uint8 and images.shape == (len(ok), *shape))
+    return (torch.from_numpy(images), ok, errors) if whole else None
 
 
 def worker_pool(n_images: int, n_chunks: int) -> Executor:
