@@ -216,6 +216,9 @@ def test_a_yaml_stack_with_too_many_layers_is_refused(tmp_path: Path) -> None:
     path.write_text("layers:\n- dense: 100000\n")
     with pytest.raises(CnnkitError, match="units must be at most 65,536"):
         load_yaml(path)
+    path.write_bytes(b"\xff\xfe\x00layers")
+    with pytest.raises(CnnkitError, match="is not UTF-8 text"):
+        load_yaml(path)
 
 
 @pytest.mark.parametrize("given, name", [(" conv4k3-dense8 ", "conv4k3-dense8"),

@@ -189,9 +189,12 @@ def load_yaml(path: str | Path) -> list[Layer]:
         raise CnnkitError(f"{path} is {path.stat().st_size:,} bytes; a model file lists "
                           f"layers in at most {MAX_CONFIG_BYTES // 1024} KiB.")
     try:
-        doc = parse_yaml(path.read_text(), str(path))
+        doc = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except RecursionError:
         raise CnnkitError(f"{path} is nested too deeply; a model file lists layers.") from None
+    except UnicodeDecodeError:
+        raise CnnkitError(f"{path} is not UTF-8 text; a model file is YAML listing layers "
+                          "(layers: [conv32k3, pool2, dense128]).") from None
     items = doc.get("layers") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
         raise CnnkitError(f"{path} needs a 'layers:' list, e.g. '- conv: {{filters: 32}}'.")
