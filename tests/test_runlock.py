@@ -58,3 +58,22 @@ def test_released_lock_is_free_at_once(tmp_path: Path) -> None:
     for _ in range(50):
         RunLock.acquire(tmp_path).release()
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("kind", ["link", "folder", "fifo"])
+def test_a_lock_path_that_is_not_a_file_is_refused_and_nothing_is_written(
+        tmp_path: Path, kind: str) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / ".lock"
+    if kind == "link":  # a run folder handed over: its lock must not write elsewhere
+        lock.symlink_to(precious)
+    elif kind == "folder":
+        lock.mkdir()
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(CnnkitError, match=r"\.lock is not cnnkit's lock file"):
+        RunLock.acquire(run)
+    assert precious.read_text() == "keep me"

@@ -8,9 +8,11 @@ a killed run is stale by construction and the next process simply takes it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +34,7 @@ class RunLock:
         """Take the lock or raise CnnkitError naming the process that holds it."""
         path = Path(folder) / LOCK_NAME
         for _ in range(10):  # retried only when the file was replaced under us
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -76,6 +78,23 @@ def locked(folder: str | os.PathLike) -> Iterator[RunLock]:
         yield lock
     finally:
         lock.release()
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file, opened without following a link: a ``.lock`` that is a symlink (a
+    run folder handed over, or edited) must not let the lock write into another file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        fd = -1
+    if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd >= 0:
+            os.close(fd)
+        raise CnnkitError(f"{path} is not cnnkit's lock file (it is a link, a folder or a "
+                          "device); remove it, then run again.")
+    return fd
 
 
 def _owner(fd: int) -> str:
