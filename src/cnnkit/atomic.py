@@ -27,7 +27,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; files are for sharing
         os.replace(tmp_path, target)
         _fsync_folder(target.parent)  # the rename itself is on disk before the next write
-    except OSError:
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # a write(): name the file
+            raise OSError(exc.errno, exc.strerror, str(target)) from None
         raise
     except Exception as exc:
         # A writer that wraps I/O errors in its own type (safetensors: "... (os error 28)")

@@ -103,3 +103,12 @@ def test_stale_temporary_files_are_removed_on_resume(tmp_path: Path) -> None:
     cnnkit.resume(run)
     assert not any(p.exists() for p in stale)
     assert not list(run.rglob("*.tmp"))
+
+
+def test_a_full_disk_before_training_starts_says_to_run_again(tmp_path: Path) -> None:
+    from tests.conftest import write_shapes_tree
+
+    data = write_shapes_tree(tmp_path / "data", per_class=12, size=32)  # decoded: 110 KB
+    error = _one_error(_run(LIMITED, tmp_path, "train", str(data), "--img-size", "32",
+                            "--model", "conv4k3-pool2-dense8", "--out", str(tmp_path / "runs")))
+    assert ".npy" in error and "training had not started" in error and "--resume" not in error

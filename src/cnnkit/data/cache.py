@@ -12,6 +12,7 @@ import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,10 +89,19 @@ def decode_files(
     messages = [e for e in errors if e is not None]
     if use_cache:
         with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, images)
+            np.save(_ChunkWriter(fh), images)
         write_json(meta, {"ok": kept.tolist(), "errors": messages, "paths": len(paths)})
     _warn(messages)
     return torch.from_numpy(images), kept.tolist(), messages
+
+
+class _ChunkWriter:
+    """A file that numpy writes to through ``write()``, in chunks: then a full disk is the
+    OSError (ENOSPC) Python's files raise, not numpy's own "N requested and M written",
+    which has no error number and read as a crash."""
+
+    def __init__(self, fh: Any) -> None:
+        self.write = fh.write
 
 
 def _read_cached(npy: Path, meta: Path, shape: tuple[int, int, int], n_paths: int

@@ -29,7 +29,7 @@ from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config
-from cnnkit.training.stopped import disk_full, is_disk_full, what_to_do
+from cnnkit.training.stopped import on_full_disk, what_to_do
 from cnnkit.training.tracking import Trackers, check_installed
 
 Callback = Callable[[Trainer, dict[str, Any]], None]
@@ -69,18 +69,14 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     check_installed(config.track)
     check_folder(config.out, "--out")
     cluster = distributed.start(config.device)  # under torchrun: join the other processes
-    plan, splits, model = _prepare(config, cluster)
-    cfg, pre = plan.config, plan.pre
-    card = ModelCard(plan.arch, splits.classes, pre,
-                     {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
-                      **({"init_from": cfg.init_from} if cfg.init_from else {})})
-    try:
+    with on_full_disk(None):  # the decode cache, the run folder's first files
+        plan, splits, model = _prepare(config, cluster)
+        cfg, pre = plan.config, plan.pre
+        card = ModelCard(plan.arch, splits.classes, pre,
+                         {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
+                          **({"init_from": cfg.init_from} if cfg.init_from else {})})
         run, plan = _create_run(plan, splits, model)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise disk_full(exc, None) from None
-        raise
-    with lock_run(run, plan.cluster):
+    with lock_run(run, plan.cluster), on_full_disk(run):
         _describe_cluster(plan)
         # trackers log from the writing process only
         trackers = (Trackers(run, plan.config, samples=_samples(splits)) if cluster.writes
@@ -258,7 +254,7 @@ def _use_finding(plan: Plan, finding: LRFinding, run: RunDir) -> Plan:
 def resume(run_dir: str | Path) -> TrainResult:
     """Continue a stopped run from its last checkpoint, with the same config and data."""
     run = RunDir.open(run_dir)
-    with lock_run(run):  # a second --resume of the same run stops here, with one line
+    with lock_run(run), on_full_disk(run):  # a second --resume stops here, with one line
         return _resume(run)
 
 
@@ -333,20 +329,12 @@ def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, ru
 def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard,
              run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback] = ()
              ) -> TrainResult:
-    try:
+    with on_full_disk(run):
         history = _train_epochs(plan, splits, model, card, run, resume, callbacks)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise disk_full(exc, run) from None
-        raise
     if not plan.cluster.writes:
         return TrainResult(run.root, history, None, plan.config)  # rank 0 tests and reports
-    try:
+    with on_full_disk(run, trained=True):
         return _finish(plan, run, splits, history)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise disk_full(exc, run, trained=True) from None
-        raise
 
 
 def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard,

@@ -4,7 +4,9 @@ advice that matches what is on disk, read from the checkpoint itself rather than
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 
 from cnnkit import log
 from cnnkit.errors import CnnkitError
@@ -41,3 +43,14 @@ def disk_full(exc: OSError, run: RunDir | None, *, trained: bool = False) -> Cnn
                            f"({run.model_path}): write the test metrics and report with: "
                            f"cnnkit report {run.root}")
     return CnnkitError(f"{head}; {what_to_do(run)}")
+
+
+@contextlib.contextmanager
+def on_full_disk(run: RunDir | None, *, trained: bool = False) -> Iterator[None]:
+    """Turn a full disk inside the block into :func:`disk_full`'s one line."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise disk_full(exc, run, trained=trained) from None
