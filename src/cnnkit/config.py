@@ -78,6 +78,7 @@ class TrainConfig:
     track: str = "none"  # mlflow, tensorboard, or both joined by '+'
     keep_checkpoint: bool = False  # keep the training state of a finished run
     init_from: str | None = None  # a run whose weights (and architecture) this one starts from
+    time: float | None = None  # a budget in seconds for the whole run (--time 10m)
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)
@@ -138,6 +139,10 @@ class TrainConfig:
             )
         if self.patience < 0:
             raise CnnkitError(f"--patience must be 0 (off) or more. Received: {self.patience}")
+        if self.time is not None and not (isinstance(self.time, (int, float))
+                                          and math.isfinite(self.time) and self.time > 0):
+            raise CnnkitError(f"--time takes a positive duration such as 90s, 10m or 1h30m. "
+                              f"Received: {self.time!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -182,6 +187,8 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     if kind == "float":
         if name == "lr" and value == "find":
             return value
+        if name == "time" and isinstance(value, str):
+            return parse_duration(value)
         if is_number:
             return float(value)
         raise CnnkitError(f"{flag} takes a number. Received: {shown(value)}")
@@ -194,6 +201,41 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     if is_number:  # unfreeze: 2, name: 2024
         return str(value)
     raise CnnkitError(f"{flag} takes text. Received: {shown(value)}")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)")
+
+
+def parse_duration(text: str) -> float:
+    """``--time``: a duration with units, ``90s``, ``10m``, ``1.5h`` or ``1h30m``, in
+    seconds. A bare number is refused: minutes and seconds are both plausible."""
+    spec = text.strip().lower().replace(" ", "")
+    pos, seconds = 0, 0.0
+    for match in _DURATION.finditer(spec):
+        if match.start() != pos:
+            break
+        seconds += float(match.group(1)) * {"h": 3600.0, "m": 60.0, "s": 1.0}[match.group(2)[0]]
+        pos = match.end()
+    if not spec or pos != len(spec):
+        hint = (f" (--time {spec}m for minutes)" if re.fullmatch(r"\d+(\.\d+)?", spec)
+                else "")
+        raise CnnkitError(f"--time takes a duration with units, such as 90s, 10m, 1.5h or "
+                          f"1h30m{hint}. Received: {text!r}")
+    if seconds <= 0:
+        raise CnnkitError(f"--time must be longer than 0 s. Received: {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``--time``'s own form back: 600 -> ``10m``, 5400 -> ``1h30m``, 45 -> ``45s``."""
+    if seconds < 1:
+        return f"{seconds:g}s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
+             f"{secs}s" if secs or not total else ""]
+    return "".join(parts)
 
 
 # rotateN, shearN (largest angle in degrees), zoomF, shiftF (fraction of the side)

@@ -12,7 +12,7 @@ import typer
 
 from cnnkit.cli import app
 from cnnkit.cli.ray_cmds import RAY_HELP
-from cnnkit.config import TrainConfig, load_config_file
+from cnnkit.config import TrainConfig, load_config_file, parse_duration
 from cnnkit.errors import CnnkitError
 
 
@@ -46,6 +46,10 @@ def train(
     weights: Optional[str] = _option("weights", help="Local weights (.safetensors, or .pth "
                                      "read with weights_only) for the backbone."),
     epochs: Optional[int] = _option("epochs", "--epochs", "-e"),
+    time: Optional[str] = _option("time", help="A time budget for the whole run, e.g. 90s, "
+                                  "10m or 1h30m: the epochs (and if need be a smaller input) "
+                                  "are picked to fit, and the run ends on time with the best "
+                                  "model so far."),
     batch_size: Optional[int] = _option("batch_size", "--batch-size", "-b"),
     lr: Optional[str] = _option("lr", help="Peak learning rate, or 'find': run the "
                                 "learning-rate finder first and use its suggestion."),
@@ -170,6 +174,8 @@ def train(
         return
     if "lr" in given:
         given["lr"] = parse_lr(given["lr"])
+    if "time" in given:
+        given["time"] = parse_duration(given["time"])
     # Precedence: options given on the command line, then the --config file, then TrainConfig.
     options = load_config_file(config) if config else {}
     options.update({k: v for k, v in given.items() if k in TrainConfig.__dataclass_fields__})
