@@ -76,3 +76,35 @@ def test_a_pretrained_model_keeps_its_own_input_and_digits_are_not_flipped(
     assert (plan.config.img_size, plan.config.channels, plan.config.augment) == (28, 1, "crop")
     builtin = resolve_config(TrainConfig("digits", device="cpu"))
     assert "flip" not in builtin.config.augment
+
+
+@pytest.mark.parametrize(("size", "mode"), [(28, "L"), (40, "RGB"), (8, "L")])
+def test_images_far_smaller_than_the_pretrained_input_train_from_scratch_at_their_size(
+        tmp_path: Path, size: int, mode: str) -> None:
+    """28x28 grey files are not blown up to 224x224x3 for EfficientNet-Lite0 by default:
+    the small-image model trains at their own size, and the first line says why."""
+    data = _tree(tmp_path / "d", ["shirt", "shoe"], 2, size, mode)
+    plan = resolve_config(TrainConfig(str(data), device="cpu"))
+    channels = 1 if mode == "L" else 3
+    own = 28 if size < 16 else size
+    assert (plan.config.model, plan.config.mode) == ("fast-cnn", "scratch")
+    assert (plan.config.img_size, plan.config.channels) == (own, channels)
+    assert plan.notes[0].startswith(f"model: fast-cnn from scratch at the images' own size - "
+                                    f"they are {size}x{size}, far smaller than "
+                                    "efficientnet_lite0's 224 px input")
+    assert "--model efficientnet_lite0 to fine-tune it anyway" in plan.notes[0]
+
+
+@pytest.mark.parametrize("options", [{"model": "efficientnet_lite0"}, {"img_size": 96},
+                                     {"mode": "features"}, {"mode": "fine-tune"}])
+def test_what_was_asked_for_keeps_the_pretrained_model(tmp_path: Path, options: dict) -> None:
+    data = _tree(tmp_path / "d", ["shirt", "shoe"], 2, 28, "L")
+    plan = resolve_config(TrainConfig(str(data), device="cpu", **options))
+    assert plan.config.model == "efficientnet_lite0"
+    assert not plan.notes[0].startswith("model:")
+
+
+def test_larger_images_keep_the_pretrained_default(tmp_path: Path) -> None:
+    data = _tree(tmp_path / "d", ["shirt", "shoe"], 2, 60, "RGB")
+    plan = resolve_config(TrainConfig(str(data), device="cpu"))
+    assert (plan.config.model, plan.config.img_size) == ("efficientnet_lite0", 224)

@@ -170,8 +170,10 @@ def test_scratch_mode_starts_from_random_weights(tmp_path: Path) -> None:
     assert _phases(result.run_dir)[0]["frozen"] == "none"
 
 
-def test_a_photo_folder_defaults_to_fine_tuning_lite0(shapes_tree: Path) -> None:
-    plan = resolve_config(TrainConfig(str(shapes_tree), device="cpu"))
+def test_a_photo_folder_defaults_to_fine_tuning_lite0(make_tree, tmp_path: Path) -> None:
+    # 64 px: more than a quarter of the 224 px input (smaller images train from scratch)
+    photos = make_tree(tmp_path / "photos", per_class=2, size=64)
+    plan = resolve_config(TrainConfig(str(photos), device="cpu"))
     assert plan.config.model == "efficientnet_lite0" and plan.config.mode == "fine-tune"
     assert (plan.pre.img_size, plan.pre.channels, plan.pre.interpolation) == (224, 3, "bicubic")
     assert plan.config.probe and plan.config.head_epochs == 0

@@ -32,6 +32,7 @@ from cnnkit.progress import EpochBar
 from cnnkit.rundir import RunDir
 from cnnkit.training import distributed
 from cnnkit.training.checkpoint import save_checkpoint
+from cnnkit.training.clock import PhaseClock
 from cnnkit.training.ema import WeightAverage
 from cnnkit.training.optim import build_optimizer, lr_factor, lr_points, set_lr, warmup_fraction
 from cnnkit.training.recipe import Plan, keeps_best
@@ -84,6 +85,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.stale_epochs = 0
+        self.out_of_time = False  # --time: the phase in progress reached its deadline
         val_images = len(self.val_set) if self.val_set is not None else 0
         self.keep_best = keeps_best(self.cfg.keep, val_images, self.cfg.patience)
         # --ema: the average is what is validated, saved as the model and tested
@@ -134,7 +136,7 @@ class Trainer:
             self.history, self.best = meta["history"], meta["best"]
             self.stale_epochs = meta.get("stale_epochs", 0)
             start_phase, start_epoch = meta["phase"], meta["epoch_in_phase"] + 1
-            if start_epoch >= self.phases[start_phase].epochs:
+            if start_epoch >= self.phases[start_phase].epochs or meta.get("phase_done"):
                 start_phase, start_epoch = start_phase + 1, 0
             else:
                 opt_state = resume["optimizer"]
@@ -155,12 +157,21 @@ class Trainer:
             if opt_state is not None and index == start_phase:
                 optimizer.load_state_dict(opt_state)
             first = start_epoch if index == start_phase else 0
+            clock = self.plan.deadline.phase(index) if self.plan.deadline else None
+            self.out_of_time = False
             for epoch in range(first, phase.epochs):
-                stop = self._epoch(index, phase, epoch, epoch_offset + epoch + 1, optimizer)
-                if stop:
+                stop = self._epoch(index, phase, epoch, epoch_offset + epoch + 1, optimizer,
+                                   clock)
+                if stop and not self.out_of_time:
                     log.info(f"early stopping: validation accuracy has not improved for "
                              f"{log.plural(self.cfg.patience, 'epoch')}")
                     return self.history
+                if self.out_of_time:
+                    log.info(f"--time: phase {phase.name} ended on the clock in epoch "
+                             f"{epoch + 1} of {phase.epochs}, its learning rate annealed")
+                    if stop:
+                        return self.history
+                    break
             epoch_offset += phase.epochs
         return self.history
 
@@ -198,7 +209,7 @@ class Trainer:
         return warmup_fraction(self.cfg.schedule, self.cfg.warmup_epochs, phase.epochs)
 
     def _epoch(self, phase_index: int, phase: Phase, epoch: int, global_epoch: int,
-               optimizer: torch.optim.Optimizer) -> bool:
+               optimizer: torch.optim.Optimizer, clock: PhaseClock | None = None) -> bool:
         self._seed_rank(global_epoch)
         loader = self.loader()
         steps = len(loader)
@@ -220,7 +231,11 @@ class Trainer:
         sync_every = 1 if self.device.type == "cpu" else 25
         lr = phase.lr
         for i, (x, y) in enumerate(loader):
-            lr = phase.lr * lr_factor(epoch * steps + i, total_steps, self.cfg.schedule, warmup)
+            at = self._position(clock, epoch * steps + i, total_steps)
+            if at >= total_steps and i > 0:  # --time: the phase's time is up
+                self.out_of_time = True
+                break
+            lr = phase.lr * lr_factor(at, total_steps, self.cfg.schedule, warmup)
             set_lr(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
             logits, loss = self._forward_backward(x, y, chunk)
@@ -237,6 +252,9 @@ class Trainer:
                 bar.update(loss_sum.item() / seen, correct.item() / seen,
                            seen * world / elapsed, advance=i + 1 - synced)
                 synced = i + 1
+        if self.out_of_time and seen:
+            bar.update(loss_sum.item() / seen, correct.item() / seen,
+                       seen * world / (time.perf_counter() - start), advance=0)
         self._log_shard(global_epoch, loader)
         if self.cluster.distributed:  # the whole data's figures, not rank 0's share
             loss_sum, correct, total = distributed.all_sum(
@@ -278,6 +296,11 @@ class Trainer:
         else:
             self.stale_epochs += 1
         stop = bool(self.cfg.patience and self.stale_epochs >= self.cfg.patience)
+        if clock is not None and epoch + 1 < phase.epochs and \
+                self._position(clock, 0, total_steps) >= total_steps:
+            self.out_of_time = True  # validation used the phase's last seconds
+        if self.out_of_time:
+            stop = stop or phase_index == len(self.phases) - 1
         if self.writes:
             if improved or not self.keep_best:
                 save_model(kept, self.card, self.run.model_path)
@@ -305,12 +328,25 @@ class Trainer:
                             {"phase": phase_index, "epoch_in_phase": epoch,
                              "history": self.history, "best": self.best,
                              "stale_epochs": self.stale_epochs, "stopped_early": stop,
+                             "phase_done": self.out_of_time,
+                             "out_of_time": self.out_of_time and stop,
                              "ema_steps": self.average.steps if self.average else 0,
                              "scaler": self.scaler.state_dict() if self.scaler.is_enabled()
                              else None},
                             {"data": self.generator},
                             average=self.average.module if self.average else None)
             self.run.write_metrics(self.history)
+
+    def _position(self, clock: PhaseClock | None, step: int, total: int) -> float:
+        """The schedule's step: ``step``, or with --time further on when the phase's clock
+        is ahead (every process of a distributed run takes their mean, so all agree)."""
+        if clock is None:
+            return float(step)
+        at = clock.position(step, total)
+        if self.cluster.distributed:
+            (mean,) = distributed.all_sum(self.cluster, torch.tensor(at, device=self.device))
+            at = mean.item() / self.cluster.world
+        return at
 
     def _validate_shards(self, kept: nn.Module) -> dict[str, float]:
         """Validation loss and accuracy over every rank's slice, summed across ranks."""

@@ -8,13 +8,14 @@ epochs, ``--keep auto``, a scratch model's mean/std, the features mode's taps).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from cnnkit import log
-from cnnkit.config import TrainConfig, augment_tokens
+from cnnkit.config import TrainConfig, augment_tokens, format_duration
 from cnnkit.data.builtin import BuiltinSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import ImageFacts, Peek, mirror_reason
@@ -25,9 +26,16 @@ from cnnkit.errors import CnnkitError
 from cnnkit.modelfile import ModelCard
 from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
+from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.distributed import SINGLE, Cluster, device_for
 
 DEFAULT_PRETRAINED = "efficientnet_lite0"
+# Images whose side is at most 1/FAR_SMALLER of the default pretrained model's input train
+# from scratch at their own size with SMALL_IMAGE_MODEL unless a model or size is asked
+# for: more accuracy per minute than blowing them up for the pretrained model
+# (docs/design-notes.md, "Small images train from scratch at their own size").
+SMALL_IMAGE_MODEL = "fast-cnn"
+FAR_SMALLER = 4
 # Scratch models train a folder's images at their own size up to this side, and larger
 # images at it; images smaller than MIN_OWN_SIZE are upsized to UPSIZE_TO (as the
 # built-in digits are), where a scratch stack's pooling still leaves a map.
@@ -68,20 +76,28 @@ class Plan:
     notes: tuple[str, ...] = ()  # what the run chose about its input, said first
     cluster: Cluster = SINGLE  # who this process is: rank 0 writes, all train
     sync_bn: bool = False  # batch norm statistics over the whole global batch
+    deadline: Deadline | None = None  # --time: when the last training step must be done
+    facts: ImageFacts | None = None  # what the files' headers said (folders and CSVs)
 
 
 def resolve_config(config: TrainConfig, card: ModelCard | None = None,
-                   cluster: Cluster = SINGLE) -> Plan:
+                   cluster: Cluster = SINGLE, budget_size: int | None = None) -> Plan:
     """Everything the options decide, before any image is loaded.
 
     ``card``: a resumed run's (or an --init-from run's) saved model card, whose
     architecture and preprocessing (with the mean/std measured when it started) are
     kept as they were. ``cluster``:
-    this process's place in a distributed run.
+    this process's place in a distributed run. ``budget_size``: the input side that
+    :func:`fit_budget` chose for --time.
     """
     source = describe(config.data)
     builtin = source.builtin
+    peek = source.peek() if card is None else Peek(())
+    facts = peek.facts
     model = config.model or (builtin.default_model if builtin else DEFAULT_PRETRAINED)
+    small = None if config.model or builtin else small_images(config, facts)
+    if small is not None:
+        model = SMALL_IMAGE_MODEL
     arch, info = resolve(model)
     if card is not None:
         arch = card.architecture
@@ -124,8 +140,6 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
                           "and --mode features never trains the base. Drop --bn-stats, or "
                           "use --mode fine-tune.")
 
-    peek = source.peek() if card is None else Peek(())
-    facts = peek.facts
     if info.channels is not None:
         channels = info.channels
     elif config.channels is not None:
@@ -139,7 +153,7 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
                           "(grey images are turned into 3 channels for it).")
 
     # a generated set's own size (shapes:size=16) wins over the defaults
-    img_size = config.img_size or info.img_size or source.native_size or (
+    img_size = budget_size or config.img_size or info.img_size or source.native_size or (
         builtin.default_img_size if builtin else own_size(facts))
     mean = info.mean or (0.5,) * channels
     std = info.std or (0.5,) * channels
@@ -175,10 +189,29 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         bn_stats=bn_stats, **numbers)
     if card is not None:
         pre = card.preprocess
-    notes = () if card is not None else input_notes(resolved, config, info, facts, mirror)
+    notes = () if card is not None else (
+        *((small,) if small else ()),
+        *input_notes(resolved, config, info, facts, mirror, budget_size is not None))
     return Plan(resolved, config, source, arch, info, pre, augment_tokens(augment), device,
                 channels_last, _compiles(resolved, device), find_lr=config.lr == "find",
-                notes=notes, cluster=cluster, sync_bn=sync_bn)
+                notes=notes, cluster=cluster, sync_bn=sync_bn, facts=facts)
+
+
+def small_images(config: TrainConfig, facts: ImageFacts | None) -> str | None:
+    """Why the default model is :data:`SMALL_IMAGE_MODEL` for these images (None: it is
+    not): no model, input size, weights or pretrained-only mode asked for, and images far
+    smaller than the default pretrained model's input."""
+    if (facts is None or config.img_size is not None or config.weights is not None
+            or config.init_from is not None or config.mode not in ("auto", "scratch")):
+        return None
+    _, pretrained = resolve(DEFAULT_PRETRAINED)
+    side = pretrained.img_size or 0
+    if not facts.side or facts.side * FAR_SMALLER > side:
+        return None
+    return (f"model: {SMALL_IMAGE_MODEL} from scratch at the images' own size - they are "
+            f"{facts.size_text()}, far smaller than {DEFAULT_PRETRAINED}'s {side} px input: "
+            f"from scratch is faster for the same accuracy (--model {DEFAULT_PRETRAINED} "
+            "to fine-tune it anyway)")
 
 
 def own_size(facts: ImageFacts | None) -> int:
@@ -190,12 +223,15 @@ def own_size(facts: ImageFacts | None) -> int:
 
 
 def input_notes(cfg: TrainConfig, asked: TrainConfig, info: ModelInfo,
-                facts: ImageFacts | None, mirror: str | None) -> tuple[str, ...]:
+                facts: ImageFacts | None, mirror: str | None, budgeted: bool = False
+                ) -> tuple[str, ...]:
     """The run's first lines: input size and channels, augmentation, and when a larger
     input is likely to pay, the option for it."""
     size, channels = cfg.img_size, cfg.channels
     colour = "grey" if channels == 1 else "RGB"
-    if asked.img_size is not None:
+    if budgeted:
+        why = f"to fit --time {format_duration(cfg.time or 0)}"
+    elif asked.img_size is not None:
         why = "--img-size"
     elif info.img_size is not None:
         why = f"{cfg.model}'s input"
@@ -361,3 +397,142 @@ def data_stats(images: torch.Tensor, limit: int = 20_000) -> tuple[tuple[float, 
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp(min=1e-3)
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+# --time: a pretrained model's input shrinks (through these sides) before its run gets
+# fewer than MIN_EPOCHS epochs (or the plan's own, when fewer); docs/design-notes.md,
+# "A plan that says what it costs".
+BUDGET_SIZES = (192, 160, 128, 96, 64)
+MIN_EPOCHS = 3
+MARGIN = 0.9  # --time plans this share of the time left; the loop's clock absorbs the rest
+
+
+def resizable(plan: Plan) -> bool:
+    """Whether the run's input side is ours to change: a pretrained model (it takes any
+    size) whose size was not asked for and whose weights do not fix it (--init-from)."""
+    return (plan.info.is_pretrained and plan.asked.img_size is None
+            and plan.asked.init_from is None)
+
+
+def at_size(plan: Plan, size: int) -> Plan:
+    """``plan`` at another input side, for costing it (the run itself resolves anew)."""
+    return replace(plan, config=plan.config.replace(img_size=size),
+                   pre=replace(plan.pre, img_size=size))
+
+
+def with_epochs(plan: Plan, epochs: int) -> Plan:
+    """``plan`` with ``epochs`` in all; a fine-tune's head-only epochs follow them unless
+    asked for."""
+    cfg = plan.config
+    head = cfg.head_epochs
+    if cfg.mode == "fine-tune" and plan.asked.head_epochs is None:
+        head = 0 if cfg.probe or epochs < 2 else max(1, min(3, epochs // 4))
+    return replace(plan, config=cfg.replace(epochs=epochs, head_epochs=head))
+
+
+def fit_budget(plan: Plan, left: float, cost: Callable[[Plan], float]) -> tuple[Plan, str]:
+    """--time: the plan that fits in MARGIN of the ``left`` seconds of the budget by
+    ``cost``, and a line saying what was chosen. The most epochs up to the plan's at its
+    input size; when fewer than MIN_EPOCHS fit there and the size is ours to change, the
+    largest smaller side where they do. Nothing that fits: one line saying what would."""
+    total = plan.config.time or left
+    budget = format_duration(total)
+    spent = total - left
+    seconds = left * MARGIN
+    want = plan.config.epochs
+    sizes = (plan.pre.img_size, *(s for s in BUDGET_SIZES
+                                  if resizable(plan) and s < plan.pre.img_size))
+    if plan.config.mode == "features":
+        for size in sizes:
+            candidate = at_size(plan, size) if size != plan.pre.img_size else plan
+            if cost(candidate) <= seconds:
+                return candidate, _fitted(budget, candidate, plan, cost(candidate))
+        raise _too_short(budget, plan, sizes[-1], cost(at_size(plan, sizes[-1])), spent)
+    floor = min(want, MIN_EPOCHS)
+    fallback: Plan | None = None
+    for size in sizes:
+        sized = at_size(plan, size) if size != plan.pre.img_size else plan
+        most = _most_epochs(sized, want, seconds, cost)
+        if not most:
+            continue
+        chosen = with_epochs(sized, most)
+        if most >= floor:
+            return chosen, _fitted(budget, chosen, plan, cost(chosen))
+        fallback = fallback or chosen
+    if fallback is not None:
+        return fallback, _fitted(budget, fallback, plan, cost(fallback))
+    smallest = with_epochs(at_size(plan, sizes[-1]) if len(sizes) > 1 else plan, 1)
+    raise _too_short(budget, plan, sizes[-1], cost(smallest), spent)
+
+
+def _most_epochs(plan: Plan, most: int, seconds: float, cost: Callable[[Plan], float]) -> int:
+    """The most epochs, up to ``most``, whose cost is within ``seconds`` (0: not one);
+    the cost grows with the epochs."""
+    low, high = 0, most
+    while low < high:
+        mid = (low + high + 1) // 2
+        if cost(with_epochs(plan, mid)) <= seconds:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _fitted(budget: str, chosen: Plan, planned: Plan, seconds: float) -> str:
+    what = (f"{chosen.config.epochs} epoch{'s' if chosen.config.epochs != 1 else ''} at "
+            f"{chosen.pre.img_size} px" if chosen.config.mode != "features"
+            else f"features at {chosen.pre.img_size} px")
+    if (chosen.config.epochs, chosen.pre.img_size) == (planned.config.epochs,
+                                                       planned.pre.img_size):
+        return f"--time {budget}: the plan fits ({what}, {duration(seconds)})"
+    was = (f"{planned.config.epochs} at {planned.pre.img_size} px"
+           if planned.config.mode != "features" else f"{planned.pre.img_size} px")
+    return f"--time {budget}: {what} ({duration(seconds)}) instead of {was}, to fit"
+
+
+def _too_short(budget: str, plan: Plan, size: int, seconds: float, spent: float
+               ) -> CnnkitError:
+    what = "the features mode" if plan.config.mode == "features" else "one epoch"
+    need = spent + seconds / MARGIN
+    step = 60 if need > 120 else 10
+    after = f", after {duration(spent)} of loading and timing" if spent >= 1 else ""
+    return CnnkitError(f"--time {budget} is too short for this run: {what} at {size} px "
+                       f"takes {duration(seconds)} here{after}. Allow --time "
+                       f"{format_duration(-(-need // step) * step)} or more, or train on "
+                       "fewer images (--per-class N).")
+
+
+def variant(plan: Plan, n_train: int, **changes: Any) -> Plan:
+    """The plan that the same options with ``changes`` would make for the same data
+    (few-image defaults included), for costing it."""
+    asked = plan.asked.replace(**changes)
+    other = resolve_config(asked, cluster=plan.cluster)
+    extra = small_data_changes(asked, other.config, n_train)
+    if extra:
+        numbers = _numbers(asked.replace(**extra), other.config.mode, other.source.builtin,
+                           other.device, plan.cluster.world)
+        other = replace(other, config=other.config.replace(**numbers))
+    return other
+
+
+def faster_choices(plan: Plan, n_train: int) -> list[list[tuple[str, Plan]]]:
+    """What a long run could do instead, each choice as its variants from the largest
+    change down (the caller shows the first that is quick enough, else the last), with
+    the option that asks for it: a smaller input, the features mode, and for small
+    images the scratch model at their own size."""
+    cfg = plan.config
+    choices: list[list[tuple[str, Plan]]] = []
+    if plan.info.is_pretrained and plan.asked.init_from is None:
+        sizes = [s for s in BUDGET_SIZES if s < plan.pre.img_size]
+        if sizes:
+            choices.append([(f"--img-size {s}", at_size(plan, s)) for s in sizes])
+    if cfg.mode == "fine-tune" and plan.asked.init_from is None and not plan.cluster.distributed:
+        choices.append([("--mode features", replace(plan, config=cfg.replace(mode="features")))])
+    facts = plan.facts
+    if (plan.info.is_pretrained and facts is not None and facts.side
+            and facts.side * FAR_SMALLER <= (plan.info.img_size or 0)):
+        scratch = variant(plan, n_train, model=SMALL_IMAGE_MODEL, mode="auto", img_size=None,
+                          weights=None, init_from=None)
+        choices.append([(f"--model {SMALL_IMAGE_MODEL} at {scratch.pre.img_size} px",
+                         scratch)])
+    return choices

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,14 +22,14 @@ from cnnkit.modelfile import ModelCard, find_sidecar, load_model, load_state, re
 from cnnkit.models.build import create_model
 from cnnkit.rundir import RunDir, check_folder, human_size
 from cnnkit.runlock import RunLock, locked
-from cnnkit.training import distributed, transfer
+from cnnkit.training import budget, distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
 from cnnkit.training.launch import announce_run
 from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
-from cnnkit.training.recipe import Plan, finalize, resolve_config
+from cnnkit.training.recipe import Plan, finalize, resolve_config, with_epochs
 from cnnkit.training.stopped import on_full_disk, what_to_do
 from cnnkit.training.tracking import Trackers, check_installed
 
@@ -65,12 +66,14 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     ``callbacks`` are called as ``callback(trainer, row)`` after every epoch, where
     ``row`` is that epoch's metrics (add keys to it and they land in metrics.csv).
     """
+    started = time.monotonic()  # --time counts from here
     config = _as_config(config, options)
     check_installed(config.track)
     check_folder(config.out, "--out")
     cluster = distributed.start(config.device)  # under torchrun: join the other processes
     with on_full_disk(None):  # the decode cache, the run folder's first files
         plan, splits, model = _prepare(config, cluster)
+        plan, splits, model = _cost(config, plan, splits, model, started)
         cfg, pre = plan.config, plan.pre
         card = ModelCard(plan.arch, splits.classes, pre,
                          {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
@@ -138,15 +141,16 @@ def _describe_cluster(plan: Plan) -> None:
              f"sync-bn {'on' if plan.sync_bn else 'off'}")
 
 
-def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGLE
-             ) -> tuple[Plan, Splits, torch.nn.Module]:
-    """The plan, the loaded data and a new model: everything before the run folder."""
+def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGLE,
+             budget_size: int | None = None) -> tuple[Plan, Splits, torch.nn.Module]:
+    """The plan, the loaded data and a new model: everything before the run folder.
+    ``budget_size``: the input side --time chose (the data was checked at the first)."""
     config, init = _init_from(config)
-    plan = resolve_config(config, init, cluster=cluster)
+    plan = resolve_config(config, init, cluster=cluster, budget_size=budget_size)
     for line in plan.notes:
         log.info(line)
     check_model_size(plan)
-    if cluster.writes:  # the audit keeps an index in the cache: one process checks
+    if cluster.writes and budget_size is None:  # the audit keeps an index in the cache
         check_data(plan)
     torch.manual_seed(plan.config.seed)
     splits = _load(plan)
@@ -163,6 +167,52 @@ def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SIN
              f"parameters for {len(splits.classes)} classes")
     _drop_path(model, cfg)
     return plan, splits, model
+
+
+def _cost(config: TrainConfig, plan: Plan, splits: Splits, model: torch.nn.Module,
+          started: float) -> tuple[Plan, Splits, torch.nn.Module]:
+    """Time a few real steps, fit --time (at another input side: the data again), say
+    the estimate, and give the loop its deadline."""
+    costs = budget.Costs(plan, model, splits)
+    if plan.config.time is not None:
+        line = size = epochs = None
+        if plan.cluster.writes:  # rank 0 decides for all
+            fitted, line = budget.fit(plan, costs, started)
+            size, epochs = fitted.pre.img_size, fitted.config.epochs
+        size, epochs, line = distributed.broadcast(plan.cluster, (size, epochs, line))
+        log.info(line)
+        if size != plan.pre.img_size:
+            plan, splits, model = _prepare(config, plan.cluster, budget_size=size)
+            costs = budget.Costs(plan, model, splits)
+        plan = with_epochs(plan, epochs)
+    est = costs.estimate(plan)
+    if plan.cluster.writes:
+        budget.announce(plan, costs, est)
+    if plan.config.time is not None:
+        plan = replace(plan, deadline=budget.deadline(plan, est, started))
+    return plan, splits, model
+
+
+def _cost_left(plan: Plan, splits: Splits, model: torch.nn.Module, meta: dict[str, Any],
+               started: float) -> Plan:
+    """--resume: the estimate of the epochs left, and what is left of --time."""
+    done = _epochs_done(plan, meta)
+    left = [p.epochs - d for p, d in zip(transfer.phases(plan), done)]
+    if meta.get("stopped_early") or not any(e > 0 for e in left):
+        return plan  # nothing to resume: _fit_run says why
+    costs = budget.Costs(plan, model, splits)
+    est = costs.estimate(plan, done, probe=False)
+    if plan.cluster.writes:
+        budget.announce(plan, costs, est, done)
+    return budget.resume_budget(plan, meta["history"], started, est)
+
+
+def _epochs_done(plan: Plan, meta: dict[str, Any]) -> tuple[int, ...]:
+    """Epochs a checkpoint has trained in each phase."""
+    phases = transfer.phases(plan)
+    at, epoch = meta["phase"], meta["epoch_in_phase"] + 1
+    return tuple(p.epochs if i < at or (i == at and meta.get("phase_done")) else
+                 epoch if i == at else 0 for i, p in enumerate(phases))
 
 
 def _init_from(config: TrainConfig) -> tuple[TrainConfig, ModelCard | None]:
@@ -268,6 +318,7 @@ def lock_run(run: RunDir, cluster: distributed.Cluster | None = None
 
 
 def _resume(run: RunDir) -> TrainResult:
+    started = time.monotonic()  # what is left of --time counts from here
     if distributed.from_env().writes:  # rank 0 tidies; the others only read the run
         run.remove_stale_files()
     cfg = run.train_config()
@@ -296,6 +347,7 @@ def _resume(run: RunDir) -> TrainResult:
     done = sum(1 for _ in meta["history"])
     check_installed(cfg.track)
     log.info(f"resuming {run.root} after epoch {done}")
+    plan = _cost_left(plan, splits, model, meta, started)
     if cluster.writes:
         announce_run(run.root)
     _describe_cluster(plan)
@@ -361,6 +413,11 @@ def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: Mode
         if plan.cluster.writes:  # its last epoch may be in the checkpoint only
             run.write_metrics(resume["meta"]["history"])
         return resume["meta"]["history"]
+    if resume is not None and resume["meta"].get("out_of_time"):
+        raise CnnkitError(f"{run.root} ended on its --time budget after epoch "
+                          f"{len(resume['meta']['history'])}, its schedule annealed; nothing to "
+                          "resume. Start a new run to train longer, or from its weights with "
+                          f"--init-from {run.root}.")
     if resume is not None and resume["meta"].get("stopped_early"):
         raise CnnkitError(f"{run.root} stopped early after epoch {len(resume['meta']['history'])}"
                           f" (validation accuracy had not improved for "

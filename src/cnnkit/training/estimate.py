@@ -1,0 +1,268 @@
+"""What a run will cost on this machine: seconds per image timed from a few real
+training and evaluation steps of the run's model, and the run's time from them.
+
+The steps run on a copy of the model with the random number generators restored
+afterwards, so timing a run changes nothing it trains. Other plans (a smaller input, a
+scratch model) are timed on made-up images of their size: a step costs the same
+whatever the pixels hold.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnkit.data.imageset import ImageSet
+from cnnkit.data.loader import BatchLoader
+from cnnkit.inference import autocast, chunk_size, log_probs
+from cnnkit.training.clock import duration
+from cnnkit.training.features import PROBE_LIMIT
+from cnnkit.training.loop import set_train_mode
+from cnnkit.training.optim import build_optimizer
+from cnnkit.training.recipe import Plan
+from cnnkit.training.transfer import Phase, phases
+
+STEP_S = 0.5  # a timed step: a whole batch, or as many images as take about this long
+TIMED_S = 1.0  # time steps (after one to warm up) until this much has passed ...
+MAX_STEPS = 6  # ... or this many steps
+REPORT_S = 5.0  # the end's plots and report.html, less their Grad-CAMs
+GRAD_CAMS = 9  # the report's top losses, each a forward and a backward pass
+LONG_S = 600.0  # on a CPU, a plan longer than this is shown its faster choices
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Seconds per image here, for one model at one input size."""
+
+    train: dict[str, float]  # per phase by name: augmentation, forward, backward, step
+    infer: float  # evaluation: validation, test, the features mode, the linear probe
+    steps: int  # training steps timed (after one to warm up)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Images in each split (the training and validation shares of one process)."""
+
+    train: int
+    val: int
+    test: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A plan's time: before the epochs (features, the probe), each phase's epochs with
+    their validation, and the end (test, report)."""
+
+    before_s: float
+    phase_s: tuple[float, ...]
+    after_s: float
+    val_s: float  # one validation pass, for the deadline of --time
+
+    @property
+    def seconds(self) -> float:
+        return self.before_s + sum(self.phase_s) + self.after_s
+
+
+def counts(plan: Plan, train: int, val: int, test: int) -> Counts:
+    world = plan.cluster.world
+    return Counts(-(-train // world), -(-val // world), test)
+
+
+def plan_seconds(plan: Plan, n: Counts, rates: Rates, done: tuple[int, ...] = (),
+                 probe: bool = True) -> Estimate:
+    """The time of ``plan`` at ``rates``; ``done``: epochs already trained per phase (a
+    resumed run); ``probe``: whether a fine-tune still fits its linear probe first."""
+    cfg = plan.config
+    val_s = n.val * rates.infer
+    after = n.test * rates.infer * (2 if cfg.tta else 1)
+    if cfg.plots:
+        after += REPORT_S + 3 * GRAD_CAMS * rates.infer
+    if cfg.mode == "features":
+        return Estimate((n.train + n.val) * rates.infer, (), after, val_s)
+    before = 0.0
+    if cfg.mode == "fine-tune" and cfg.probe and probe:
+        before = min(n.train, PROBE_LIMIT) * rates.infer
+    left = [max(p.epochs - (done[i] if i < len(done) else 0), 0)
+            for i, p in enumerate(phases(plan))]
+    phase_s = tuple(e * (n.train * rates.train[p.name] + val_s)
+                    for e, p in zip(left, phases(plan)))
+    return Estimate(before, phase_s, after, val_s)
+
+
+def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = None,
+            val: ImageSet | None = None) -> Rates:
+    """Time a few training steps of each phase and an evaluation pass of ``model`` under
+    ``plan``, on ``data`` (made-up images at the plan's size when None)."""
+    data = data if data is not None else synthetic(plan, classes)
+    val = val if val is not None and len(val) else data
+    with torch.random.fork_rng(devices=_cuda(plan.device)):
+        twin = copy.deepcopy(model).to(plan.device)
+        if plan.channels_last:
+            twin = twin.to(memory_format=torch.channels_last)
+        train: dict[str, float] = {}
+        steps = 0
+        for phase in phases(plan) if plan.config.mode != "features" else ():
+            train[phase.name], n = _train_rate(plan, twin, phase, data)
+            steps += n
+        infer = _infer_rate(plan, twin, val)
+    return Rates(train, infer, steps)
+
+
+def between(low: Rates, low_side: int, high: Rates, high_side: int, side: int) -> Rates:
+    """Rates at ``side`` on the line through two measured sides, time per image against
+    pixels per image."""
+    if high_side == low_side:
+        return low
+    w = (side ** 2 - low_side ** 2) / (high_side ** 2 - low_side ** 2)
+
+    def mix(a: float, b: float) -> float:
+        return a + (b - a) * w
+    return Rates({k: mix(low.train[k], high.train[k]) for k in low.train if k in high.train},
+                 mix(low.infer, high.infer), 0)
+
+
+def synthetic(plan: Plan, classes: int, n: int = 256) -> ImageSet:
+    """Made-up uint8 images stored as the plan stores its data (at the decode size)."""
+    pre = plan.pre
+    side = pre.decode_size
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, pre.channels, side, side), dtype=torch.uint8,
+                           generator=gen)
+    labels = torch.arange(n) % max(classes, 1)
+    return ImageSet(images, labels, tuple(str(c) for c in range(max(classes, 1))),
+                    crop_fraction=pre.img_size / side)
+
+
+def _train_rate(plan: Plan, model: nn.Module, phase: Phase, data: ImageSet
+                ) -> tuple[float, int]:
+    """Seconds per image of ``phase``'s steps: one step to warm up, then steps sized to
+    take about STEP_S (whole batches when they are quicker)."""
+    cfg, device = plan.config, plan.device
+    batch = max(1, cfg.batch_size // plan.cluster.world)
+    groups = phase.prepare(model)
+    optimizer = build_optimizer(groups, cfg.optimizer, phase.lr, device)
+    set_train_mode(model, phase.bn_eval)
+    batch_stats = any(m.training for m in model.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    chunk = batch if batch_stats else chunk_size(device, plan.pre.img_size, batch,
+                                                 training=True)
+    batches = _batches(plan, data)
+
+    def step(k: int) -> float:
+        x, y = batches(k)
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        for xs, ys in zip(x.split(chunk), y.split(chunk)):
+            with autocast(device, cfg.precision):
+                loss = F.cross_entropy(model(xs).float(), ys, reduction="sum",
+                                       label_smoothing=cfg.label_smoothing) / len(y)
+            loss.backward()
+        optimizer.step()
+        _sync(device)
+        return time.perf_counter() - start
+
+    first = min(batch, chunk)
+    per_image = step(first) / first  # warm-up: the slowest step, a first guess
+    size = _step_size(per_image, batch, chunk)
+    spent, images, n = 0.0, 0, 0
+    while n == 0 or (spent < TIMED_S and n < MAX_STEPS):
+        spent += step(size)
+        images += size
+        n += 1
+    optimizer.zero_grad(set_to_none=True)
+    return spent / images, n
+
+
+def _step_size(per_image: float, batch: int, chunk: int) -> int:
+    """Images in a timed step: the batch, or whole chunks taking about STEP_S."""
+    if per_image * batch <= STEP_S:
+        return batch
+    return max(chunk, min(batch, int(STEP_S / per_image) // chunk * chunk))
+
+
+def _batches(plan: Plan, data: ImageSet
+             ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """Augmented training batches of any size drawn from ``data``, as the loop makes
+    them (the loop's loader, the run's augmentation)."""
+    gen = torch.Generator().manual_seed(plan.config.seed + 7)
+
+    def draw(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(data), (k,), generator=gen)
+        part = data.subset(idx)
+        loader = BatchLoader(part, plan.pre, k, plan.device, train=True, augment=plan.augment,
+                             generator=gen, channels_last=plan.channels_last)
+        return next(iter(loader))
+    return draw
+
+
+def _infer_rate(plan: Plan, model: nn.Module, data: ImageSet) -> float:
+    """Seconds per image evaluated, as validation and testing run."""
+    model.eval()
+    cfg = plan.config
+    infer_chunk = chunk_size(plan.device, plan.pre.img_size, 256)
+    gen = torch.Generator().manual_seed(plan.config.seed + 11)
+
+    def run(k: int) -> float:
+        part = data.subset(torch.randint(len(data), (k,), generator=gen))
+        start = time.perf_counter()
+        log_probs(model, part, plan.pre, plan.device, batch_size=max(256, cfg.batch_size),
+                  precision=cfg.precision, channels_last=plan.channels_last)
+        _sync(plan.device)
+        return time.perf_counter() - start
+
+    per_image = run(infer_chunk) / infer_chunk  # warm-up
+    k = max(infer_chunk, min(1024, int(TIMED_S / 2 / max(per_image, 1e-9))
+                             // infer_chunk * infer_chunk))
+    spent, images, n = 0.0, 0, 0
+    while n == 0 or (spent < TIMED_S and n < 3):
+        spent += run(k)
+        images += k
+        n += 1
+    return spent / images
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cuda(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def where(device: torch.device) -> str:
+    if device.type == "cpu":
+        return f"on the CPU ({torch.get_num_threads()} threads)"
+    return f"on the {'GPU' if device.type == 'cuda' else device.type.upper()}"
+
+
+def describe(plan: Plan, n: Counts, est: Estimate, rates: Rates,
+             done: tuple[int, ...] = ()) -> str:
+    """The estimate line: ``estimate: about 2 h 20 min - 10 epochs x 8,000 images at 224 px
+    on the CPU (2 threads), timed from 4 steps here``."""
+    cfg = plan.config
+    size = f"{plan.pre.img_size} px"
+    if cfg.mode == "features":
+        what = (f"features of {n.train + n.val:,} images at {size} and a linear head "
+                f"{where(plan.device)}")
+    else:
+        epochs = sum(max(p.epochs - (done[i] if i < len(done) else 0), 0)
+                     for i, p in enumerate(phases(plan)))
+        probe = "a linear probe, then " if est.before_s else ""
+        left = " more" if done else ""
+        what = (f"{probe}{epochs} epoch{'s' if epochs != 1 else ''}{left} x {n.train:,} "
+                f"images at {size} {where(plan.device)}")
+    timed = (f"timed from {rates.steps} steps here" if rates.steps
+             else "timed from an evaluation pass here")
+    return f"estimate: {duration(est.seconds)} - {what}, {timed}"
+
+
+def choices_line(choices: list[tuple[str, float]]) -> str:
+    """``faster: --img-size 96 (about 9 min), --mode features (about 3 min)``."""
+    return "faster: " + ", ".join(f"{flag} ({duration(s)})" for flag, s in choices)
