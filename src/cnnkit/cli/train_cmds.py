@@ -136,6 +136,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
+    import time as clock
+
+    started, started_wall = clock.monotonic(), clock.time()  # where --time counts from
     from cnnkit import log
 
     log.set_quiet(quiet)
@@ -189,11 +192,11 @@ def train(
         ray_cmds.train(given, train_config, None, ray, workers, devices)
         return
     if _launches(devices, train_config.device, train_config.mode):
-        _launch(ctx, devices, train_config.device)
+        _launch(ctx, devices, train_config.device, started_wall)
         return
     from cnnkit.training import session  # torch and the trainer: after the checks above
 
-    session.train(train_config)
+    session.train(train_config, started=None if _under_torchrun() else started)
 
 
 def parse_lr(text: str) -> float | str:
@@ -218,13 +221,20 @@ def _launches(devices: int, device: str, mode: str | None) -> bool:
     return check_devices(devices, device)
 
 
-def _launch(ctx: typer.Context, devices: int, device: str) -> None:
+def _launch(ctx: typer.Context, devices: int, device: str, started: float | None = None
+            ) -> None:
     from cnnkit.training.launch import launch
 
     code = launch(devices, (ctx.obj or {}).get("argv", sys.argv[1:]),
-                  cpu=device == "cpu" or not _has_cuda())
+                  cpu=device == "cpu" or not _has_cuda(), started=started)
     if code:
         raise typer.Exit(code)
+
+
+def _under_torchrun() -> bool:
+    from cnnkit.training.launch import under_torchrun
+
+    return under_torchrun()
 
 
 def _has_cuda() -> bool:

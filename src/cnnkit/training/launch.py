@@ -12,12 +12,14 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 from cnnkit import log
 from cnnkit.errors import CnnkitError
 
 RUN_FILE_ENV = "CNNKIT_LAUNCH_RUN_FILE"  # where rank 0 tells the launcher its run folder
+STARTED_ENV = "CNNKIT_LAUNCH_STARTED"  # when the command started (time.time()): --time's start
 
 
 def under_torchrun() -> bool:
@@ -53,11 +55,12 @@ def check_devices(devices: int, device: str) -> bool:
     return True
 
 
-def launch(devices: int, argv: list[str], *, cpu: bool) -> int:
+def launch(devices: int, argv: list[str], *, cpu: bool, started: float | None = None) -> int:
     """Run ``cnnkit <argv>`` in ``devices`` processes; returns the exit status.
 
     On the CPU each process gets an equal share of the cores as its torch threads
     (``OMP_NUM_THREADS``, unless already set), so N processes use the machine as one did.
+    ``started``: when the command started (``time.time()``), where --time counts from.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -72,6 +75,7 @@ def launch(devices: int, argv: list[str], *, cpu: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="cnnkit-launch-") as tmp:
         run_file = Path(tmp) / "run"
         os.environ[RUN_FILE_ENV] = str(run_file)
+        os.environ[STARTED_ENV] = str(started if started is not None else time.time())
         os.environ[log.RANK_ERRORS_ENV] = tmp
         args = parse_args(["--standalone", "--nnodes", "1", "--nproc-per-node", str(devices),
                            "--max-restarts", "0", "--module", "cnnkit", *argv])
@@ -87,6 +91,16 @@ def launch(devices: int, argv: list[str], *, cpu: bool) -> int:
         finally:
             os.environ.clear()
             os.environ.update(env_before)
+
+
+def budget_start() -> float:
+    """When a torchrun worker's --time began on its monotonic clock: when the launching
+    command started, else now."""
+    now = time.monotonic()
+    try:
+        return now - max(0.0, time.time() - float(os.environ[STARTED_ENV]))
+    except (KeyError, ValueError):
+        return now
 
 
 def announce_run(root: Path) -> None:

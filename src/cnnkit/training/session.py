@@ -25,7 +25,7 @@ from cnnkit.runlock import RunLock, locked
 from cnnkit.training import budget, distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test
-from cnnkit.training.launch import announce_run
+from cnnkit.training.launch import announce_run, budget_start, under_torchrun
 from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
@@ -60,13 +60,16 @@ def _as_config(config: TrainConfig | str | None, options: dict[str, Any]) -> Tra
 
 
 def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Callback] = (),
-          **options: Any) -> TrainResult:
+          started: float | None = None, **options: Any) -> TrainResult:
     """Train a model. ``train("fashion-mnist", model="seed-cnn", epochs=3)``.
 
     ``callbacks`` are called as ``callback(trainer, row)`` after every epoch, where
     ``row`` is that epoch's metrics (add keys to it and they land in metrics.csv).
+    ``started``: where a ``time`` budget counts from on the ``time.monotonic()`` clock
+    (the command's start; default: this call, or under torchrun the launcher's start).
     """
-    started = time.monotonic()  # --time counts from here
+    if started is None:
+        started = budget_start() if under_torchrun() else time.monotonic()
     config = _as_config(config, options)
     check_installed(config.track)
     check_folder(config.out, "--out")
