@@ -220,3 +220,21 @@ def test_a_run_that_ended_on_time_is_not_resumed(tmp_path: Path,
     with pytest.raises(CnnkitError, match="ended on its --time budget after epoch "
                                           f"{len(result.history)}, its schedule annealed"):
         cnnkit.resume(result.run_dir)
+
+
+def test_the_phases_share_the_time_left_as_planned(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnkit.training import clock
+
+    now = [100.0]
+    monkeypatch.setattr(clock.time, "monotonic", lambda: now[0])
+    deadline = clock.Deadline(end=190.0, phase_seconds=(30.0, 60.0))
+    head = deadline.phase(0)  # a third of the 90 s left
+    assert (head.start, head.end) == (100.0, 130.0)
+    assert head.position(10, 100) == 10.0  # on schedule: the steps lead
+    now[0] = 115.0
+    assert head.position(10, 100) == 50.0  # behind: the clock moves the schedule on
+    now[0] = 140.0  # the head phase ran over: the last phase gets what is left
+    tune = deadline.phase(1)
+    assert (tune.start, tune.end) == (140.0, 190.0) and not tune.expired()
+    now[0] = 190.0
+    assert tune.expired() and tune.position(0, 100) == 100.0
