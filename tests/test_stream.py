@@ -54,7 +54,7 @@ def test_rows_match_predict_and_a_bad_file_gets_an_error_row(trained, tmp_path: 
         if csv_row is not None:
             assert list(csv_row) == ["path", "label", "probability", "label1", "prob1",
                                      "label2", "prob2", "error"]
-    with pytest.raises(CnnkitError, match="other columns"):  # another --top-k
+    with pytest.raises(CnnkitError, match=r"--top-k 2 \(this run: --top-k 3\)"):
         predict_to_file(clf, inputs, tmp_path / "preds.csv", top_k=3, progress=False)
 
 

@@ -5,30 +5,32 @@ worker processes while the previous chunk is inferred, each chunk's rows are wri
 flushed as soon as they are known (a reader can tail the file), and memory holds only a
 few chunks whatever the number of files. A file that cannot be read gets a row with its
 error. Running the same command again resumes: files already in the output are skipped
-(a row cut short by a crash is dropped and done again). ``--shard I/N`` keeps every
+(a row cut short by a crash is dropped and done again), when the file's record says the
+same model and options made it (:mod:`cnnkit.predfile`). ``--shard I/N`` keeps every
 N-th file of the sorted list, so N machines split one collection without talking.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import errno
 import json
 import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from cnnkit import log
+from cnnkit.backends import weights_key
 from cnnkit.data.chunks import decode_ahead
 from cnnkit.errors import CnnkitError
+from cnnkit.predfile import FORMATS, MadeBy, RowFile, card_sha256
 from cnnkit.predict import Classifier, Prediction
 from cnnkit.progress import RateBar
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+__all__ = ["FORMATS", "Row", "StreamSummary", "made_by", "parse_shard", "predict_rows",
+           "predict_to_file", "select"]
 
 
 @dataclass(frozen=True)
@@ -86,95 +88,30 @@ def predict_rows(clf: Classifier, files: Sequence[str], *, top_k: int = 5,
         yield rows
 
 
-class RowWriter:
-    """An output file of rows: CSV or JSON Lines by its suffix; resumable."""
+def _csv_fields(row: Row, k: int) -> list[str]:
+    p = row.prediction
+    if p is None:
+        return [row.path, "", ""] + [""] * (2 * k) + [row.error or ""]
+    tops = [v for c, pr in p.top for v in (c, f"{pr:.6f}")]
+    tops += [""] * (2 * k - len(tops))
+    return [row.path, p.label, f"{p.probability:.6f}", *tops, ""]
 
-    def __init__(self, path: str | os.PathLike, top_k: int, threshold: float | None) -> None:
-        self.path = Path(path)
-        fmt = FORMATS.get(self.path.suffix.lower())
-        if fmt is None:
-            raise CnnkitError(f"--output must end in .csv or .jsonl. Received: {self.path}")
-        self.fmt, self.k, self.threshold = fmt, top_k, threshold
-        self.header = ["path", "label", "probability"] + [
-            f"{w}{i}" for i in range(1, top_k + 1) for w in ("label", "prob")] + ["error"]
-        self._fh: io.TextIOWrapper | None = None
 
-    def done(self) -> set[str]:
-        """Paths already in the file; a last line cut short by a crash is removed."""
-        if not self.path.is_file() or self.path.stat().st_size == 0:
-            return set()
-        with open(self.path, "rb+") as fh:
-            data = fh.read()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):  # a row the last run was writing when it stopped
-                fh.truncate(end)
-                data = data[:end]
-        text = data.decode("utf-8", errors="surrogateescape")
-        if self.fmt == "csv":
-            return self._done_csv(text)
-        paths = set()
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                paths.add(json.loads(line)["path"])
-            except (ValueError, KeyError, TypeError):
-                raise CnnkitError(f"{self.path} line {n} is not a prediction row; it is not "
-                                  "an output of cnnkit predict. Choose another --output.") \
-                    from None
-        return paths
+def _json_line(row: Row) -> str:
+    if row.prediction is None:
+        return json.dumps({"path": row.path, "error": row.error}, ensure_ascii=False)
+    return json.dumps(row.prediction.to_dict(), ensure_ascii=False)
 
-    def _done_csv(self, text: str) -> set[str]:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        header = next(reader, None)
-        if header is None:
-            return set()
-        if header != self.header:
-            raise CnnkitError(f"{self.path} has other columns than this command writes "
-                              f"(another --top-k, or not a cnnkit predict output); pass "
-                              f"the same options to resume it, or choose another --output.")
-        return {row[0] for row in reader if row}
 
-    def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.is_file() or self.path.stat().st_size == 0
-        self._fh = open(self.path, "a", encoding="utf-8",  # noqa: SIM115 (close() closes)
-                        errors="surrogateescape", newline="")
-        if new and self.fmt == "csv":
-            self._write([self.header])
-
-    def write(self, rows: list[Row]) -> None:
-        """Append ``rows`` and flush them to the file in one write."""
-        self._write([self._csv(r) for r in rows] if self.fmt == "csv"
-                    else [self._json(r) for r in rows])
-
-    def _write(self, rows: list[Any]) -> None:
-        assert self._fh is not None
-        buf = io.StringIO(newline="")
-        if self.fmt == "csv":
-            csv.writer(buf, lineterminator="\n").writerows(rows)
-        else:
-            buf.writelines(line + "\n" for line in rows)
-        self._fh.write(buf.getvalue())
-        self._fh.flush()
-
-    def _csv(self, row: Row) -> list[str]:
-        p = row.prediction
-        if p is None:
-            return [row.path, "", ""] + [""] * (2 * self.k) + [row.error or ""]
-        tops = [v for c, pr in p.top for v in (c, f"{pr:.6f}")]
-        tops += [""] * (2 * self.k - len(tops))
-        return [row.path, p.label, f"{p.probability:.6f}", *tops, ""]
-
-    def _json(self, row: Row) -> str:
-        if row.prediction is None:
-            return json.dumps({"path": row.path, "error": row.error}, ensure_ascii=False)
-        return json.dumps(row.prediction.to_dict(), ensure_ascii=False)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+def made_by(clf: Classifier, *, top_k: int, threshold: float | None, tta: bool,
+            shard: tuple[int, int] | None = None, model: str = "") -> MadeBy:
+    """What answers ``clf`` gives with these options, as a predictions file records it."""
+    card = clf.card
+    weights = card.sha256 or weights_key(clf.model, card)
+    return MadeBy(model=model, weights_sha256=weights, card_sha256=card_sha256(card),
+                  top_k=max(1, min(top_k, len(clf.classes))), threshold=threshold, tta=tta,
+                  runtime=clf.backend.name,
+                  shard=None if shard is None else f"{shard[0]}/{shard[1]}")
 
 
 @dataclass(frozen=True)
@@ -192,24 +129,44 @@ class StreamSummary:
 def predict_to_file(clf: Classifier, files: Sequence[str], output: str | os.PathLike, *,
                     top_k: int = 5, batch_size: int = 64, tta: bool = False,
                     threshold: float | None = None, chunk: int = 64,
-                    workers: int | None = None, progress: bool = True) -> StreamSummary:
-    """Predict ``files`` into ``output`` (.csv or .jsonl), resuming what it already holds."""
-    writer = RowWriter(output, max(1, min(top_k, len(clf.classes))), threshold)
-    done = writer.done()
+                    workers: int | None = None, progress: bool = True,
+                    shard: tuple[int, int] | None = None, overwrite: bool = False,
+                    model: str = "") -> StreamSummary:
+    """Predict ``files`` (with ``shard``, its share of them: :func:`select`) into
+    ``output`` (.csv or .jsonl), resuming what it already holds when the same model and
+    options made it, else stopping with one line (``overwrite``: start afresh).
+    ``model``: how the user named the model, for that line."""
+    files = select(files, shard)
+    now = made_by(clf, top_k=top_k, threshold=threshold, tta=tta, shard=shard, model=model)
+    rows_file = RowFile(output, now.top_k)
+    if overwrite:
+        rows_file.clear()
+    seen = rows_file.done(now)
+    done = set(seen)
     todo = [f for f in dict.fromkeys(files) if f not in done]
     started = time.monotonic()
     written = errors = 0
     bar = RateBar(len(todo), "predicting", enabled=progress)
-    writer.open()
     try:
+        rows_file.open(now)
         for rows in predict_rows(clf, todo, top_k=top_k, batch_size=batch_size, tta=tta,
                                  threshold=threshold, chunk=chunk, workers=workers):
-            writer.write(rows)
+            rows_file.write([_csv_fields(r, now.top_k) for r in rows] if rows_file.fmt == "csv"
+                            else [_json_line(r) for r in rows])
             written += len(rows)
             errors += sum(r.error is not None for r in rows)
             bar.advance(len(rows))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        left = len(todo) - written
+        raise CnnkitError(
+            f"The disk is full while writing {log.quoted(exc.filename or output)} "
+            f"({exc.strerror}): {len(seen) + written:,} rows are in it, {left:,} to go. Free "
+            "some space and run the same predict command again: it keeps those rows and "
+            "adds the rest.") from None
     finally:
         bar.close()
-        writer.close()
+        rows_file.close()
     return StreamSummary(written, errors, len(files) - len(todo),
                          time.monotonic() - started)

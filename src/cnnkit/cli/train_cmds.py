@@ -276,7 +276,9 @@ def predict(
     output_file: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Stream rows to this .csv or .jsonl file as they are "
         "computed (one per input, errors included); running again with the same file "
-        "resumes it."),
+        "resumes it (with the same model and options: FILE.cnnkit.json records them)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the --output file "
+                                   "afresh instead of resuming it."),
     shard: Optional[str] = typer.Option(None, help="I/N: only every N-th file of the sorted "
                                         "inputs, from the I-th (0-based), to split a "
                                         "collection over N machines."),
@@ -299,7 +301,7 @@ def predict(
     """Top-k classes with probabilities for each image."""
     from cnnkit import log
     from cnnkit.predict import expand_inputs, load_predictor
-    from cnnkit.stream import parse_shard, predict_to_file, select
+    from cnnkit.stream import FORMATS, parse_shard, predict_to_file, select
     from cnnkit.threshold import check_threshold
 
     if output not in ("table", "json", "csv") and not (ray is not None and output == "parquet"):
@@ -310,30 +312,34 @@ def predict(
         if value < 1:
             raise CnnkitError(f"{name} must be at least 1. Received: {value}")
     threshold = check_threshold(threshold)
+    if overwrite and output_file is None:
+        raise CnnkitError("--overwrite starts an --output file afresh; pass --output FILE "
+                          "(or drop --overwrite).")
+    parts = parse_shard(shard)
     if ray is not None:
         from cnnkit.cli import ray_cmds
         from cnnkit.ray.inputs import list_inputs
 
         options = dict(top_k=top_k, batch_size=batch_size, tta=tta, threshold=threshold,
                        workers=workers, chunk=chunk_size)
-        ray_cmds.predict(model, select(list_inputs(paths), parse_shard(shard)), output_file,
+        ray_cmds.predict(model, select(list_inputs(paths), parts), output_file,
                          output, options, ray, device, backend)
         return
-    files = select(expand_inputs(paths), parse_shard(shard))
-    if output_file is not None and output_file.suffix.lower() not in (".csv", ".jsonl",
-                                                                      ".ndjson"):
+    files = expand_inputs(paths)
+    if output_file is not None and output_file.suffix.lower() not in FORMATS:
         raise CnnkitError(f"--output must end in .csv or .jsonl. Received: {output_file}")
     clf = load_predictor(model, device, backend)
     options = dict(top_k=top_k, batch_size=batch_size, tta=tta, threshold=threshold,
                    chunk=chunk_size, workers=workers)
     if output_file is not None:
-        done = predict_to_file(clf, files, output_file, **options)
+        done = predict_to_file(clf, files, output_file, shard=parts, overwrite=overwrite,
+                               model=model, **options)
         failed = f", {done.errors:,} unreadable" if done.errors else ""
         kept = f"; {done.skipped:,} already there" if done.skipped else ""
         log.err_console().print(f"wrote {done.written:,} rows to {output_file}{failed}{kept} "
                                 f"({done.rate:,.1f} images/s)", markup=False, highlight=False)
         return
-    _print_predictions(clf, files, output, options)
+    _print_predictions(clf, select(files, parts), output, options)
 
 
 def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -> None:
