@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 
-def _time(argv: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one run of ``argv``."""
+def _time(argv: list[str], env: dict[str, str], status: int = 0) -> float:
+    """Wall seconds of one run of ``argv``, which must exit with ``status``."""
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
+    if done.returncode != status:
         raise SystemExit(f"error: {' '.join(argv)} failed: {done.stderr.strip()[-400:]}")
     return seconds
 
@@ -78,16 +78,25 @@ def main() -> None:
             "cnnkit summary seed-cnn": [*cnnkit, "summary", "seed-cnn"],
             "cnnkit predict RUN one.png (scratch)": [*cnnkit, "predict", str(run), str(image),
                                                      "--device", "cpu"],
+            # a pretrained model whose weights are not here, offline: fails (exit 2)
+            "HF_HUB_OFFLINE=1 cnnkit predict resnet18 one.png": [
+                *cnnkit, "predict", "resnet18", str(image)],
+            "HF_HUB_OFFLINE=1 cnnkit train DATA --model resnet18": [
+                *cnnkit, "train", str(image.parents[1]), "--model", "resnet18"],
         }
+        offline = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(work / "empty-hub"),
+                   "TORCH_HOME": str(work / "torch")}
         cols = " | ".join(f"{t}: median s | {t}: fastest s" for t in trees)
         print(f"| command | {cols} | runs |\n|{' --- |' * (2 * len(trees) + 2)}")
         for name, argv in commands.items():
             times: dict[str, list[float]] = {t: [] for t in trees}
-            for tree_env in trees.values():
-                _time(argv, tree_env)  # warm the disk cache (and the ONNX export cache)
+            fails = name.startswith("HF_HUB_OFFLINE")
+            envs = {t: {**e, **offline} if fails else e for t, e in trees.items()}
+            for tree_env in envs.values():
+                _time(argv, tree_env, 2 * fails)  # warm the disk cache (and the ONNX cache)
             for _ in range(args.runs):
-                for t, tree_env in trees.items():
-                    times[t].append(_time(argv, tree_env))
+                for t, tree_env in envs.items():
+                    times[t].append(_time(argv, tree_env, 2 * fails))
             cells = " | ".join(f"{statistics.median(v):.2f} | {min(v):.2f}"
                                for v in times.values())
             print(f"| `{name}` | {cells} | {args.runs} |", flush=True)

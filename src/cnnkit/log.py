@@ -99,11 +99,12 @@ def warn(message: str) -> None:
 
 def error(message: str) -> None:
     folder = os.environ.get(RANK_ERRORS_ENV)
-    if _rank and folder:  # under `cnnkit train --devices`: shown by the launcher when
-        # rank 0 did not say the same already
+    if folder:  # under `cnnkit train --devices`: every rank leaves its error for the
+        # launcher, which shows another rank's only when rank 0 did not say the same
         with open(os.path.join(folder, f"rank{_rank}.txt"), "w", encoding="utf-8") as fh:
             fh.write(message)
-        return
+        if _rank:
+            return
     who = f"(process {_rank}) " if _rank else ""
     _err.print(f"error: {who}{message}", markup=False, style="bold red")
     sys.stderr.flush()

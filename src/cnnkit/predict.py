@@ -398,7 +398,10 @@ def load_predictor(model: str, device: str = "auto", backend: str = "auto") -> C
     from cnnkit.models.registry import get_model_info, is_registered
 
     if is_registered(model) and get_model_info(model).is_pretrained:
+        from cnnkit.models.hub import check_weights
         from cnnkit.zeroshot import cached_imagenet_export, imagenet_model
+
+        check_weights(model, get_model_info(model).weights_from)  # offline: at once
 
         found = (cached_imagenet_export(model) if backend != "torch" and cpu_only(device)
                  else None)

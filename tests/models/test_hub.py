@@ -190,3 +190,17 @@ def test_the_hub_cache_is_found_where_huggingface_hub_looks(
                                     cache_dir=str(tmp_path / "hub"))
     assert hub.hf_cached_file("timm/resnet18.a1_in1k") == Path(theirs)
     assert hub.hf_cached_file("timm/vgg16.tv_in1k") is None
+
+
+def test_a_host_found_unreachable_is_not_tried_again_for_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    first = hub.unreachable(url, timeout=1.0)
+    assert first is not None and "Connection refused" in first
+    with socket.socket() as server:  # the host answers now...
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        assert hub.unreachable(url, timeout=1.0) == first  # ...but is not asked again
+        monkeypatch.setattr(hub, "UNREACHABLE_TTL_S", 0.0)  # until the answer is old
+        assert hub.unreachable(url, timeout=1.0) is None

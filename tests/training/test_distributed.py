@@ -206,3 +206,15 @@ def test_a_lost_peer_is_told_from_other_errors() -> None:
     assert peer_lost(RuntimeError("[unbound_buffer.cc:78] Timed out waiting 15000ms for recv"))
     assert not peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not peer_lost(ValueError("Timed out"))
+
+
+def test_a_mistake_every_process_finds_is_said_once(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CNNKIT_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "cnnkit", "train",
+                           str(tmp_path / "no-such-folder"), "--devices", "2", "--device",
+                           "cpu", "--model", "seed-cnn", "--out", str(tmp_path / "runs"),
+                           "--no-plots"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr  # each rank found it (rank 1 often first): once
+    assert "Data not found" in errors[0]

@@ -186,6 +186,9 @@ def train(
         raise CnnkitError("Missing DATA: pass a folder, a CSV or a built-in set name "
                           "(e.g. `cnnkit train fashion-mnist`).")
     train_config = TrainConfig.from_dict(options)  # a mistake is one line before any launch
+    from cnnkit.training.quick_checks import check_options
+
+    check_options(train_config)  # weights files and offline weights: before torch and data
     if ray is not None:
         from cnnkit.cli import ray_cmds
 
@@ -336,8 +339,9 @@ def predict(
                                model=model, **options)
         failed = f", {done.errors:,} unreadable" if done.errors else ""
         kept = f"; {done.skipped:,} already there" if done.skipped else ""
-        log.err_console().print(f"wrote {done.written:,} rows to {output_file}{failed}{kept} "
-                                f"({done.rate:,.1f} images/s)", markup=False, highlight=False)
+        rate = f" ({done.rate:,.1f} images/s)" if done.written else ""
+        log.err_console().print(f"wrote {done.written:,} rows to {output_file}{failed}{kept}"
+                                f"{rate}", markup=False, highlight=False)
         return
     _print_predictions(clf, select(files, parts), output, options)
 

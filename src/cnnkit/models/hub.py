@@ -17,6 +17,7 @@ import importlib.util
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -112,11 +113,20 @@ def weights_status(weights_from: str | None) -> str | None:
     return BUNDLED if kind == "package" else CACHED
 
 
+# Hosts found unreachable in this process, why, and when: asked again within
+# UNREACHABLE_TTL_S (the command's quick check, then the plan, then the model's builder)
+# the answer is at once, not one more timeout each; later (a notebook that has been
+# reconnected) the host is tried again.
+UNREACHABLE_TTL_S = 60.0
+_UNREACHABLE: dict[tuple[str, int], tuple[str, float]] = {}
+
+
 def unreachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
     """Why a TCP connection to ``url``'s host (or its proxy) cannot open; None if it can.
 
     The attempt, name lookup included, runs in a daemon thread so that a resolver that
-    hangs cannot hold the caller beyond ``timeout``.
+    hangs cannot hold the caller beyond ``timeout``; a host that failed in the last
+    :data:`UNREACHABLE_TTL_S` seconds is not tried again.
     """
     import urllib.request
 
@@ -126,6 +136,9 @@ def unreachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
     if proxy and not urllib.request.proxy_bypass(host):
         proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         host, port = proxied.hostname or "", proxied.port or 80
+    known = _UNREACHABLE.get((host, port))
+    if known is not None and time.monotonic() - known[1] < UNREACHABLE_TTL_S:
+        return known[0]
     outcome: list[str | None] = []
 
     def attempt() -> None:
@@ -142,7 +155,10 @@ def unreachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
     thread = threading.Thread(target=attempt, daemon=True)
     thread.start()
     thread.join(timeout + 0.5)
-    return outcome[0] if outcome else f"no answer from {host} within {timeout:g} s"
+    reason = outcome[0] if outcome else f"no answer from {host} within {timeout:g} s"
+    if reason is not None:
+        _UNREACHABLE[host, port] = (reason, time.monotonic())
+    return reason
 
 
 def check_can_download(name: str, weights_from: str) -> None:

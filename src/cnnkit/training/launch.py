@@ -126,13 +126,16 @@ def _resume_hint(run: str | None, devices: int) -> str:
 
 def _explain(exc: Exception, devices: int, run: str | None, errors: Path) -> int:
     """One line for a failed worker. Rank 0 prints its own errors (a mistake in the
-    options fails every rank alike: said once); another rank's is shown from its file."""
+    options or the data fails every rank alike: said once, whichever rank stopped
+    first); another rank's is shown from its file."""
     failures = getattr(exc, "failures", {})
     rank, first = min(failures.items(), key=lambda kv: kv[1].timestamp)
     code = first.exitcode
     if code == 2 and 0 in failures and failures[0].exitcode == 2:
         return 2
     said = _read(errors / f"rank{rank}.txt")
+    if code == 2 and said is not None and said == _read(errors / "rank0.txt"):
+        return 2  # rank 0 printed the same line already
     if code == 2 and said:
         log.error(f"(process {rank} of {devices}) {said}")
         return 2

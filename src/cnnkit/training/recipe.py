@@ -28,6 +28,7 @@ from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
 from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.distributed import SINGLE, Cluster, device_for
+from cnnkit.training.quick_checks import check_weights_file, settle_precision
 
 DEFAULT_PRETRAINED = "efficientnet_lite0"
 # Images whose side is at most 1/FAR_SMALLER of the default pretrained model's input train
@@ -121,6 +122,8 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         raise CnnkitError("--ema averages the weights over training steps, and --mode features "
                           "has none (it fits its head to fixed features in one solve). Drop "
                           "--ema, or use --mode fine-tune.")
+    if card is None:
+        check_weights_file(config.weights)  # before the data, not when the model is built
     if mode != "scratch" and not config.weights and card is None:
         from cnnkit.models.hub import check_weights
 
@@ -179,6 +182,7 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    precision = settle_precision(precision, device.type)  # fp16 on a CPU: bf16, said
 
     numbers = _numbers(config, mode, builtin, device, cluster.world)
     channels_last = config.channels_last == "on" or (
