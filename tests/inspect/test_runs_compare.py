@@ -74,3 +74,52 @@ def test_compare_overlays_curves_and_highlights_differences(three_runs, tmp_path
     assert all(n in html for n in ("lr0.003", "lr0.03", "lr0.01"))
     assert main(["compare", runs[0], "--out", str(page)]) == 2
     assert "two or more run folders" in capsys.readouterr().err
+
+
+def test_runs_and_compare_show_the_kept_models_figures(tmp_path, capsys):
+    """A run that keeps its last epoch, whose best epoch scored more on validation: the
+    listing and the page show the kept model's figures, not the best epoch's."""
+    import csv
+
+    options = dict(model="conv4k3-pool2-dense8", epochs=4, lr=0.05, schedule="constant",
+                   seed=3, val_fraction=0.25, device="cpu", out=str(tmp_path))
+    last = cnnkit.train("shapes:size=12,count=120", keep="last", name="last", **options)
+    best = cnnkit.train("shapes:size=12,count=120", keep="best", name="best", plots=False,
+                        **options)
+    with open(last.run_dir / "metrics.csv", newline="") as fh:
+        vals = [float(r["val_acc"]) for r in csv.DictReader(fh)]
+    assert max(vals) > vals[-1], f"the case needs a best epoch before the last: {vals}"
+    capsys.readouterr()  # the runs' own output
+    assert main(["runs", str(tmp_path), "--format", "json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, run in (("last", last), ("best", best)):
+        saved = json.loads((run.run_dir / "test_metrics.json").read_text())
+        assert rows[name]["test_acc"] == saved["accuracy"]  # the kept model's test
+    assert (rows["last"]["kept"], rows["last"]["kept_epoch"]) == ("last", 4)
+    assert rows["last"]["val_acc"] == pytest.approx(vals[-1])
+    assert rows["last"]["best_val_acc"] == pytest.approx(max(vals))
+    assert (rows["best"]["kept"], rows["best"]["kept_epoch"]) == (
+        "best", vals.index(max(vals)) + 1)
+    assert rows["best"]["val_acc"] == pytest.approx(max(vals))
+
+    assert main(["runs", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "test acc (kept)" in table and "val acc (kept)" in table
+    line = next(x for x in table.splitlines() if x.startswith("last"))
+    assert f"{vals[-1]:.2%}" in line and f"{max(vals):.2%}" not in line
+    assert "epoch 4 (last)" in line
+
+    report = (last.run_dir / "report.html").read_text()  # the run's own report agrees
+    assert f"<b>{vals[-1]:.2%}</b><span>validation accuracy (the kept model: epoch 4)" in report
+    assert "not the kept model" in report
+
+    report = (last.run_dir / "report.html").read_text()  # the run's own report agrees
+    kept_card = f"<b>{vals[-1]:.2%}</b><span>validation accuracy (the kept model: epoch 4)"
+    assert kept_card in report
+    assert "not the kept model" in report
+
+    page = tmp_path / "cmp.html"
+    assert main(["compare", str(last.run_dir), str(best.run_dir), "--out", str(page)]) == 0
+    html = page.read_text()
+    assert "val acc (kept)" in html and "best val acc" not in html
+    assert "epoch 4 (last)" in html

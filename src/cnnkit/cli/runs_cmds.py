@@ -15,18 +15,19 @@ from cnnkit.cli import app
 def runs(
     folder: Path = typer.Argument(Path("runs"), help="Folder of run folders."),
     sort: str = typer.Option("date", "--sort", "-s", help="date, name, test, val, time, "
-                             "size, epochs, model or data (accuracies: best first)."),
+                             "size, epochs, model or data (accuracies, the kept model's: "
+                             "best first)."),
     reverse: bool = typer.Option(False, "--reverse", "-r"),
     output: str = typer.Option("table", "--format", "-f", help="table or json."),
 ) -> None:
-    """List the runs in FOLDER: data, model, mode, epochs, best validation and test
-    accuracy, time and model size."""
+    """List the runs in FOLDER: data, model, mode, epochs, the kept model (which epoch)
+    and its test and validation accuracy, time and model size."""
     from rich.markup import escape
     from rich.table import Table
 
     from cnnkit import log
     from cnnkit.errors import CnnkitError
-    from cnnkit.inspect.runs import human_size, human_time, list_runs
+    from cnnkit.inspect.runs import human_size, human_time, kept_label, list_runs
 
     if output not in ("table", "json"):
         raise CnnkitError(f"--format must be table or json. Received: {output!r}")
@@ -39,9 +40,10 @@ def runs(
         log.info(f"no runs in {folder}")
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("run", "data", "model", "mode", "epochs", "val acc", "test acc", "time",
-                "size"):
-        numeric = col in ("epochs", "val acc", "test acc", "time", "size")
+    columns = ("run", "data", "model", "mode", "epochs", "kept model", "test acc (kept)",
+               "val acc (kept)", "time", "size")
+    for col in columns:
+        numeric = col not in ("run", "data", "model", "mode")
         table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric,
                          overflow="fold")
     for r in found:
@@ -49,8 +51,8 @@ def runs(
         epochs = f"{r.epochs_done}/{r.epochs_planned}" if r.epochs_planned and \
             r.epochs_planned != r.epochs_done else str(r.epochs_done)
         table.add_row(escape(r.name), escape(data), escape(r.model), r.mode, epochs,
-                      "" if r.best_val_acc is None else f"{r.best_val_acc:.2%}",
-                      "" if r.test_acc is None else f"{r.test_acc:.2%}",
+                      kept_label(r), "" if r.test_acc is None else f"{r.test_acc:.2%}",
+                      "" if r.val_acc is None else f"{r.val_acc:.2%}",
                       human_time(r.seconds), human_size(r.size_bytes))
     con = log.console()
     if not con.is_terminal:  # piped or redirected: whole lines, not a terminal's folds

@@ -17,7 +17,7 @@ from cnnkit.atomic import write_text
 from cnnkit.errors import CnnkitError
 from cnnkit.inspect.figures import new_figure
 from cnnkit.inspect.html import CSS
-from cnnkit.inspect.runs import RunSummary, human_size, human_time, summarize
+from cnnkit.inspect.runs import RunSummary, human_size, human_time, kept_label, summarize
 from cnnkit.rundir import RunDir
 
 EXTRA_CSS = """
@@ -124,8 +124,9 @@ def _summary_table(runs: list[RunSummary], labels: list[str]) -> str:
         ("model", [r.model for r in runs], None),
         ("mode", [r.mode for r in runs], None),
         ("epochs", [r.epochs_done for r in runs], None),
-        ("best val acc", [r.best_val_acc for r in runs], True),
-        ("test acc", [r.test_acc for r in runs], True),
+        ("kept model", [kept_label(r) for r in runs], None),
+        ("test acc (kept)", [r.test_acc for r in runs], True),
+        ("val acc (kept)", [r.val_acc for r in runs], True),
         ("time", [r.seconds for r in runs], False),
         ("size", [r.size_bytes for r in runs], False),
     ]
@@ -138,7 +139,7 @@ def _summary_table(runs: list[RunSummary], labels: list[str]) -> str:
         for name, values, larger in columns:
             v = values[i]
             best = best_of(values, larger) if larger is not None else None
-            text = (f"{v:.2%}" if isinstance(v, float) and name.endswith("acc") else
+            text = (f"{v:.2%}" if isinstance(v, float) and "acc" in name else
                     human_time(v) if name == "time" else human_size(v) if name == "size"
                     else "-" if v is None else str(v))
             cls = ' class="best"' if best is not None and v == best else ""
@@ -166,7 +167,9 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
         f"<h1>Comparing {len(runs)} runs</h1>"
         f"<p class=sub>{escape(', '.join(r.path for r in runs))}</p>"
         f"<h2>Results</h2>{_summary_table(runs, labels)}"
-        "<p class=note>Best value per column in green. Time: training and validation.</p>"
+        "<p class=note>Accuracies are the kept model's (the run's model.safetensors): test "
+        "on the run's own test split, validation of the epoch it kept (or its start). Best "
+        "value per column in green. Time: training and validation.</p>"
         "<h2>Training curves</h2>"
         f'<img class="plot" alt="training curves of every run, overlaid" '
         f'src="data:image/png;base64,{curves}">'

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit._version import __version__
+from cnnkit.inspect.runs import Kept, kept_model
 from cnnkit.inspect.summary import Summary
 from cnnkit.rundir import RunDir, human_size
 from cnnkit.threshold import Coverage
@@ -76,7 +77,7 @@ def _card(value: str, label: str) -> str:
 
 
 def _metrics_section(metrics: dict[str, Any] | None, eval_name: str,
-                     rows: list[dict[str, Any]]) -> str:
+                     rows: list[dict[str, Any]], kept: Kept) -> str:
     cards = []
     if metrics is not None:
         cards.append(_card(f"{metrics['accuracy']:.2%}", f"{eval_name} accuracy"))
@@ -86,11 +87,16 @@ def _metrics_section(metrics: dict[str, Any] | None, eval_name: str,
         cards.append(_card(f"{metrics['macro']['f1']:.4f}", "macro F1"))
         cards.append(_card(f"{metrics['loss']:.4f}", f"{eval_name} loss"))
         cards.append(_card(f"{metrics['n']:,}", f"{eval_name} images"))
-    vals = [r for r in rows if r.get("val_acc")]
+    which, epoch, val = kept
+    if val is not None:
+        cards.append(_card(f"{val:.2%}", "validation accuracy (the kept model: "
+                           + ("its start)" if which == "start" else f"epoch {epoch})")))
+    vals = [r for r in rows if _num(r.get("val_acc")) not in (None, "")]
     if vals:
         best = max(vals, key=lambda r: float(r["val_acc"]))
-        cards.append(_card(f"{float(best['val_acc']):.2%}",
-                           f"best validation accuracy (epoch {best['epoch']})"))
+        if val is None or float(best["val_acc"]) > val:
+            cards.append(_card(f"{float(best['val_acc']):.2%}", "best epoch's validation "
+                               f"accuracy (epoch {best['epoch']}; not the kept model)"))
     if rows and rows[-1].get("elapsed_s"):
         cards.append(_card(f"{float(rows[-1]['elapsed_s']):.0f} s", "training time"))
     if not cards:
@@ -182,6 +188,7 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
                   thresholds: list[Coverage] | None = None,
                   folder_bytes: int | None = None) -> str:
     name = run.root.name
+    kept = kept_model(run, config, rows)
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
     pre = card.preprocess
     sub = (f"{config.get('model')} on {config.get('data')} · {config.get('mode')} · "
@@ -210,8 +217,9 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         f"{escape(__version__)} · <code>{escape(str(run.root))}</code></p>",
         f"<nav>{nav}</nav>",
         _init_note(config),
-        f"<h2 id=metrics>Final metrics</h2>{_metrics_section(metrics, eval_name, rows)}",
-        f"<p class=note>Metrics of {_kept(config, rows)} on the held-out "
+        f"<h2 id=metrics>Final metrics</h2>"
+        f"{_metrics_section(metrics, eval_name, rows, kept)}",
+        f"<p class=note>Metrics of {_kept(config, rows, kept)} on the held-out "
         f"{escape(eval_name)} set.</p>",
         _phases_section(phases),
         "<h2 id=curves>Training curves</h2>",
@@ -300,10 +308,13 @@ def _num(v: Any) -> Any:
         return v
 
 
-def _kept(config: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """Which epoch's model the run kept (``--keep``, resolved when training started)."""
+def _kept(config: dict[str, Any], rows: list[dict[str, Any]], kept: Kept) -> str:
+    """Which epoch's model the run kept (``--keep``, resolved when training started, or
+    its trained start when training did not beat it)."""
     if config.get("mode") == "features":
         return "the fitted head"
+    if kept[0] == "start":
+        return "the starting weights (training did not beat them on validation)"
     if config.get("keep") == "last" or not any(r.get("val_acc") not in (None, "") for r in rows):
         return "the last epoch's model"
     return "the best epoch's model (by validation accuracy)"

@@ -1,6 +1,14 @@
 """Many run folders at a glance: one summary per run, read from its plain files only
-(config.json, metrics.csv, test_metrics.json, model.safetensors' size); nothing is
-loaded or unpickled, and a half-written or foreign folder is skipped, not fatal."""
+(config.json, metrics.csv, kept.json, test_metrics.json, model.safetensors' size);
+nothing is loaded or unpickled, and a half-written or foreign folder is skipped, not
+fatal.
+
+The figures are the kept model's, the one in ``model.safetensors``: its test accuracy
+(test_metrics.json measures it) and its validation accuracy, from ``kept.json`` where
+the run wrote one (a fine-tune that kept its start) or else from the epoch that the
+run's resolved ``keep`` picks (the best epoch by validation accuracy, then loss; or the
+last). The best epoch's validation accuracy is in the JSON too (``best_val_acc``).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +22,12 @@ from typing import Any
 from cnnkit.errors import CnnkitError
 from cnnkit.rundir import RunDir
 
+KEPT_FILE = "kept.json"
+Kept = tuple[str | None, int | None, float | None]  # which, its epoch, its val accuracy
+
 # --sort keys: the attribute, and whether larger is better (shown first)
 SORT_KEYS = {"date": ("started", False), "name": ("name", False), "test": ("test_acc", True),
-             "val": ("best_val_acc", True), "time": ("seconds", False),
+             "val": ("val_acc", True), "time": ("seconds", False),
              "size": ("size_bytes", False), "epochs": ("epochs_done", True),
              "model": ("model", False), "data": ("data", False)}
 
@@ -32,9 +43,12 @@ class RunSummary:
     mode: str
     epochs_done: int
     epochs_planned: int | None
-    best_val_acc: float | None
+    kept: str | None  # which model the run kept: "best" or "last" epoch, or its "start"
+    kept_epoch: int | None  # 0 for the start
+    val_acc: float | None  # the kept model's
+    test_acc: float | None  # the kept model's, on the run's test split
+    best_val_acc: float | None  # the best epoch's (another epoch's model, maybe)
     best_epoch: int | None
-    test_acc: float | None
     seconds: float | None
     size_bytes: int | None
     started: float
@@ -66,6 +80,7 @@ def summarize(folder: str | os.PathLike) -> RunSummary:
             for i, r in enumerate(rows)]
     vals = [(v, e) for v, e in vals if v is not None]
     best = max(vals, key=lambda ve: ve[0]) if vals else (None, None)
+    kept, kept_epoch, val = kept_model(run, config, rows)
     test = None
     if run.test_metrics_path.is_file():
         try:
@@ -85,9 +100,46 @@ def summarize(folder: str | os.PathLike) -> RunSummary:
         path=str(run.root), name=run.root.name, data=str(data), model=str(config.get("model")),
         mode=str(config.get("mode")), epochs_done=len(rows),
         epochs_planned=int(planned) if isinstance(planned, (int, float)) else None,
-        best_val_acc=best[0], best_epoch=best[1], test_acc=test, seconds=seconds,
+        kept=kept, kept_epoch=kept_epoch, val_acc=val, test_acc=test,
+        best_val_acc=best[0], best_epoch=best[1], seconds=seconds,
         size_bytes=size, started=run.config_path.stat().st_mtime,
         finished=run.test_metrics_path.is_file() or (run.root / "report.html").is_file())
+
+
+def kept_model(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]]) -> Kept:
+    """Which model the run kept (``best``, ``last`` or ``start``), its epoch and its
+    validation accuracy, as the run recorded them."""
+    recorded = _read_kept(run.root / KEPT_FILE)
+    if recorded is not None:
+        return recorded
+    if not rows:
+        return None, None, None
+    epochs = [(int(_float(r.get("epoch")) or i + 1), _float(r.get("val_acc")),
+               _float(r.get("val_loss"))) for i, r in enumerate(rows)]
+    if config.get("keep") == "best" and any(v is not None for _, v, _ in epochs):
+        # the loop's rule: higher accuracy, then lower loss; the first such epoch
+        scored = [(e, v, loss) for e, v, loss in epochs if v is not None]
+        e, v, _ = min(scored, key=lambda x: (-x[1], x[2] if x[2] is not None else math.inf,
+                                             x[0]))
+        return "best", e, v
+    e, v, _ = epochs[-1]
+    return "last", e, v
+
+
+def _read_kept(path: Path) -> tuple[str, int, float | None] | None:
+    """``kept.json`` (written by a run that compared its end with a trained start)."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("kept") not in ("best", "last", "start"):
+        return None
+    epoch = doc.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return None
+    return doc["kept"], epoch, _float(doc.get("val_acc"))
 
 
 def list_runs(folder: str | os.PathLike = "runs", sort: str = "date",
@@ -118,6 +170,13 @@ def list_runs(folder: str | os.PathLike = "runs", sort: str = "date",
 
     runs.sort(key=key)
     return runs[::-1] if reverse else runs
+
+
+def kept_label(r: RunSummary) -> str:
+    """Which model a run kept, for a table cell: ``epoch 7 (best)``, ``the start``."""
+    if r.kept is None:
+        return ""
+    return "the start" if r.kept == "start" else f"epoch {r.kept_epoch} ({r.kept})"
 
 
 def human_size(n: int | None) -> str:
