@@ -1,10 +1,11 @@
 """What keeps a cnnkit web app up under hostile clients: one place for every web app.
 
 ``protect(app, host, limits)`` adds the Host check (Starlette's TrustedHostMiddleware,
-against DNS rebinding); ``uvicorn_config(app, host, port, limits)`` builds the server:
-uvicorn on h11 (:mod:`cnnkit.serve.protocol`, with a header size limit, a header
-timeout and a connection cap), its ``limit_concurrency``, ``timeout_keep_alive`` and
-``h11_max_incomplete_event_size``. ``cnnkit serve`` uses both; so must any other app
+against DNS rebinding); ``uvicorn_config(app, host, port, limits)`` configures uvicorn
+on h11 (:mod:`cnnkit.serve.protocol`, with a header size limit, a header timeout and a
+connection cap), its ``limit_concurrency``, ``timeout_keep_alive`` and
+``h11_max_incomplete_event_size``; ``uvicorn_server(config)`` runs it with a deep
+queue of connections to accept. ``cnnkit serve`` uses all three; so must any other app
 (the studio). docs/robustness.md lists the hazards and what answers each.
 """
 
@@ -33,7 +34,12 @@ if TYPE_CHECKING:
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD = ("0.0.0.0", "::", "")
 FD_RESERVE = 64  # open files kept free beyond those open at start (models, logs, static files)
-BACKLOG = 128  # connections the kernel queues for accept (uvicorn's default: 2048)
+BACKLOG = 64  # connections the kernel queues for accept (uvicorn's default: 2048)
+# asyncio accepts up to a backlog of connections per loop tick, and a connection's
+# protocol (which can close it) starts two ticks later: this many backlogs of files are
+# kept for connections that are open but not yet counted.
+ACCEPT_TICKS = 4
+LISTEN_QUEUE = 1024  # the kernel's queue of connections waiting to be accepted
 
 
 @dataclass(frozen=True)
@@ -166,14 +172,14 @@ def protect(app: Starlette, host: str, limits: HttpLimits) -> list[str]:
 def connection_cap(requested: int, backlog: int = BACKLOG) -> int:
     """``requested`` connections, or fewer so that they fit the open-file limit (raised to
     its hard ceiling first where that allows more). Room is kept for the files open now,
-    :data:`FD_RESERVE` more, and ``backlog``: asyncio accepts up to that many connections
-    at once before any of them can be turned away."""
+    :data:`FD_RESERVE` more, and :data:`ACCEPT_TICKS` backlogs of connections accepted
+    before any of them can be turned away."""
     try:
         import resource
     except ImportError:  # Windows: no such limit
         return requested
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    spare = _open_files() + FD_RESERVE + backlog
+    spare = _open_files() + FD_RESERVE + ACCEPT_TICKS * backlog
     if soft != resource.RLIM_INFINITY and soft < requested + spare:
         raised = requested + spare if hard == resource.RLIM_INFINITY else \
             min(requested + spare, hard)
@@ -213,7 +219,7 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, limits: HttpLimits,
     # uvicorn's limit_concurrency counts every open connection, slow ones too: at the cap it
     # would answer 503 to everyone while slow clients wait out their grace. It guards the
     # hard limit, where the open files run out; the protocol keeps below the cap itself.
-    hard = cap + kwargs["backlog"] // 2
+    hard = cap + kwargs["backlog"]
     return uvicorn.Config(
         app, host=host, port=port,
         http=functools.partial(GuardedH11Protocol, max_header_bytes=limits.max_header_bytes,
@@ -222,3 +228,11 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, limits: HttpLimits,
         h11_max_incomplete_event_size=limits.max_header_bytes,
         timeout_keep_alive=limits.keep_alive_s,
         limit_concurrency=hard, **kwargs)
+
+
+def uvicorn_server(config: uvicorn.Config) -> uvicorn.Server:
+    """A uvicorn server for ``config`` (from :func:`uvicorn_config`) whose kernel queue of
+    connections is :data:`LISTEN_QUEUE` deep while asyncio accepts a backlog at a time."""
+    from cnnkit.serve.protocol import DeepQueueServer
+
+    return DeepQueueServer(config, max(LISTEN_QUEUE, config.backlog))

@@ -20,17 +20,21 @@ would turn the server away from everyone. On top of ``H11Protocol`` this adds:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import time
 from typing import Any
 
 import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # A connection this young is not closed for a newer one (unless the hard limit is passed):
 # an ordinary client sends its request within milliseconds of connecting, and must not lose
 # its connection to a burst of slow clients arriving in the same instant.
 GRACE_S = 0.1
+LINGER_S = 1.0  # after a final answer, how long what the client still sends is read and dropped
+LINGER_BYTES = 16 << 20  # and how much of it
 _STATUS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large",
            503: b"Service Unavailable", 400: b"Bad Request"}
 
@@ -64,6 +68,8 @@ class GuardedH11Protocol(H11Protocol):
         self._since = time.monotonic()  # when the request being read began
         self._head_bytes = 0  # bytes of the request line and headers received so far
         self._tail = b""  # the last bytes of them, to find their end across reads
+        self._answered = 0  # requests answered on this connection
+        self._discarded: int | None = None  # bytes read and dropped after a final answer
 
     # Connection lifetime
 
@@ -78,6 +84,11 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarded is not None:  # answered already; lingering before the close
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES:
+                self.transport.close()
+            return
         if self.conn.their_state is h11.IDLE and not self._head_fits(data):
             self._reply(431, f"The request's line and headers are larger than this server "
                              f"accepts ({self.max_header_bytes // 1024} KiB); send fewer or "
@@ -88,6 +99,7 @@ class GuardedH11Protocol(H11Protocol):
             self._cancel_deadline()  # the request line and headers are in
 
     def on_response_complete(self) -> None:
+        self._answered += 1
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
             self._start_head()
@@ -129,32 +141,37 @@ class GuardedH11Protocol(H11Protocol):
 
     @property
     def _evictable(self) -> bool:
-        """Still reading a request (its head, or its body while the app waits for it)."""
+        """Still reading a request (its head, or its body while the app waits for it), or
+        lingering after an answer."""
         return (not self.transport.is_closing() and
-                self.conn.their_state in (h11.IDLE, h11.SEND_BODY))
+                (self._discarded is not None or
+                 self.conn.their_state in (h11.IDLE, h11.SEND_BODY)))
 
     def _evict(self) -> None:
-        """Close the connections that have been reading a request longest (heads first,
-        then bodies) until at most ``max_connections`` are open; one younger than
+        """Close the connections that have been reading a request longest (lingering ones
+        first, then heads, then bodies) until at most ``max_connections`` are open; one younger than
         :data:`GRACE_S` only while ``hard_limit`` is reached. None is closed that has a
         whole request in the app."""
         now = time.monotonic()
-        victims = sorted((c for c in self.connections if c is not self and
-                          isinstance(c, GuardedH11Protocol) and c._evictable),
-                         key=lambda c: (c.conn.their_state is not h11.IDLE, c._since))
+        excess = len(self.connections) - self.max_connections
+        victims = heapq.nsmallest(excess, (c for c in self.connections if c is not self and
+                                           isinstance(c, GuardedH11Protocol) and c._evictable),
+                                  key=lambda c: (c._discarded is None,
+                                                 c.conn.their_state is not h11.IDLE, c._since))
         for victim in victims:
-            if len(self.connections) <= self.max_connections:
-                return
             if now - victim._since < GRACE_S and len(self.connections) < self.hard_limit:
                 return
             victim._close_evicted()
 
     def _close_evicted(self) -> None:
+        """503 to a connection that was sending (or about to send) a request; an idle
+        keep-alive between requests, or one whose body the app is reading, is closed."""
         self._cancel_deadline()
-        if self.conn.their_state is h11.IDLE and self._head_bytes:
+        if self._discarded is None and self.conn.their_state is h11.IDLE and (
+                self._head_bytes or not self._answered):
             self._reply(503, "The server has too many connections open; this one was the "
                              "slowest to send its request. Retry in a moment.",
-                        [(b"retry-after", b"1")])
+                        [(b"retry-after", b"1")], linger=False)  # its file is needed now
         else:
             self.transport.close()
         self.connections.discard(self)  # counted out now, not when the loop gets to it
@@ -171,13 +188,52 @@ class GuardedH11Protocol(H11Protocol):
         super().send_400_response(msg)
 
     def _reply(self, status: int, detail: str,
-               headers: list[tuple[bytes, bytes]] | None = None) -> None:
+               headers: list[tuple[bytes, bytes]] | None = None, linger: bool = True
+               ) -> None:
         """An answer written straight to the socket (h11 has no request to answer), then
-        the connection closed."""
+        the connection closed: at once, or after lingering (:meth:`_linger`)."""
         body = json.dumps({"detail": detail}).encode()
         head = [f"HTTP/1.1 {status} ".encode() + _STATUS.get(status, b""),
                 b"content-type: application/json", b"connection: close",
                 b"content-length: " + str(len(body)).encode(),
                 *(name + b": " + value for name, value in headers or [])]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        self.transport.close()
+        if linger and self.transport.can_write_eof():
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Send the end of the stream, then discard what the client still sends for up to
+        :data:`LINGER_S` (or :data:`LINGER_BYTES`) before closing: a socket closed with
+        unread data sends a reset, which throws away the answer the client has not read
+        yet (it would see "connection reset" instead of 431)."""
+        self._cancel_deadline()
+        self._discarded = 0
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+
+class DeepQueueServer(uvicorn.Server):
+    """uvicorn's server whose kernel queue of connections waiting to be accepted is
+    ``listen_queue`` deep, while asyncio still accepts ``backlog`` per loop tick.
+
+    asyncio uses one number for both; a short queue drops the SYNs of ordinary clients
+    while slow ones churn (each drop costs the client a 1 s, then 3 s, retransmission),
+    and a long batch opens more files at once than the protocol can yet turn away.
+    """
+
+    def __init__(self, config: uvicorn.Config, listen_queue: int) -> None:
+        super().__init__(config)
+        self.listen_queue = listen_queue
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                try:
+                    listening = sock.dup()  # the same socket: listen() again resizes its queue
+                    listening.listen(self.listen_queue)
+                    listening.close()
+                except OSError:
+                    pass

@@ -7,7 +7,7 @@ import signal
 
 from cnnkit import log
 from cnnkit.serve.app import create_app
-from cnnkit.serve.hardening import trusted_hosts, uvicorn_config
+from cnnkit.serve.hardening import trusted_hosts, uvicorn_config, uvicorn_server
 from cnnkit.serve.loading import ServedModel
 from cnnkit.serve.settings import ServeConfig
 
@@ -22,14 +22,13 @@ def run_server(models: dict[str, ServedModel], config: ServeConfig, *,
     stop was clean.
     """
     import torch
-    import uvicorn
 
     torch.set_num_threads(config.model_threads)
     app = create_app(models, config)
     uv = uvicorn_config(app, config.host, config.port, config.http_limits,
                         access_log=access_log, log_level="info", server_header=False,
                         timeout_graceful_shutdown=math.ceil(config.shutdown_timeout_s))
-    server = uvicorn.Server(uv)
+    server = uvicorn_server(uv)
     where = f"http://{_url_host(config.host)}:{config.port}"
     names = ", ".join(f"{m.name} ({len(m.classes)} classes)" for m in models.values())
     log.info(f"serving {names} at {where}/ (API docs at {where}/docs)")
