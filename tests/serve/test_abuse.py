@@ -18,7 +18,7 @@ from tests.serve.conftest import API_KEY, Server, encode, start_server
 
 from cnnkit.errors import CnnkitError
 from cnnkit.serve.hardening import HttpLimits, trusted_hosts
-from cnnkit.serve.protocol import GRACE_S
+from cnnkit.serve.protocol import GRACE_S, LINGER_S
 
 HEADER_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 16
@@ -135,7 +135,7 @@ def test_slow_clients_cannot_crowd_out_others(guarded: Server) -> None:
         time.sleep(0.3)  # past the grace of the newest slow clients
         codes.append(httpx.get(guarded.url + "/health", timeout=5).status_code)
         held = _open_files(guarded.pid)  # 64 slow clients still connected on their side
-        time.sleep(HEADER_TIMEOUT_S + 0.5)
+        time.sleep(HEADER_TIMEOUT_S + LINGER_S + 0.5)  # 408, then the lingering close
         left = _open_files(guarded.pid)
     finally:
         stop.set()
