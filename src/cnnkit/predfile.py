@@ -116,6 +116,12 @@ def _option(flag: str, value: Any) -> str:
         value, float) else f"{flag} {value}"
 
 
+def columns(top_k: int) -> list[str]:
+    """The CSV columns of rows with ``top_k`` classes each."""
+    return ["path", "label", "probability"] + [
+        f"{w}{i}" for i in range(1, top_k + 1) for w in ("label", "prob")] + ["error"]
+
+
 class RowFile:
     """An output file of prediction rows: CSV or JSON Lines by its suffix; resumable."""
 
@@ -125,8 +131,7 @@ class RowFile:
         if fmt is None:
             raise CnnkitError(f"--output must end in .csv or .jsonl. Received: {self.path}")
         self.fmt, self.k = fmt, top_k
-        self.header = ["path", "label", "probability"] + [
-            f"{w}{i}" for i in range(1, top_k + 1) for w in ("label", "prob")] + ["error"]
+        self.header = columns(top_k)
         self.record = record_path(self.path)
         self._end = 0  # where the whole rows end
         self._fh: io.TextIOWrapper | None = None
@@ -269,7 +274,7 @@ class RowFile:
 
     def _write(self, rows: list[Any]) -> None:
         assert self._fh is not None
-        lines = [_csv_line(row) for row in rows] if self.fmt == "csv" else [
+        lines = [csv_line(row) for row in rows] if self.fmt == "csv" else [
             line + "\n" for line in rows]
         self._fh.write("".join(lines))
         self._fh.flush()
@@ -284,7 +289,7 @@ class RowFile:
             fh.close()
 
 
-def _csv_line(fields: list[str]) -> str:
+def csv_line(fields: list[str]) -> str:
     """One CSV record ending in ``\\n``, with every field that holds a quote, a comma,
     ``\\n`` or ``\\r`` quoted (the csv module quotes only the line terminator's own
     characters: with ``\\n`` alone, a ``\\r`` in a file name would end the record)."""

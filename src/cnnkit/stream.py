@@ -25,12 +25,12 @@ from cnnkit import log
 from cnnkit.backends import weights_key
 from cnnkit.data.chunks import decode_ahead
 from cnnkit.errors import CnnkitError
-from cnnkit.predfile import FORMATS, MadeBy, RowFile, card_sha256
+from cnnkit.predfile import FORMATS, MadeBy, RowFile, card_sha256, columns, csv_line
 from cnnkit.predict import Classifier, Prediction
 from cnnkit.progress import RateBar
 
-__all__ = ["FORMATS", "Row", "StreamSummary", "made_by", "parse_shard", "predict_rows",
-           "predict_to_file", "select"]
+__all__ = ["FORMATS", "Row", "StreamSummary", "columns", "made_by", "parse_shard",
+           "predict_rows", "predict_to_file", "select", "write_csv"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,14 @@ def _json_line(row: Row) -> str:
     if row.prediction is None:
         return json.dumps({"path": row.path, "error": row.error}, ensure_ascii=False)
     return json.dumps(row.prediction.to_dict(), ensure_ascii=False)
+
+
+def write_csv(path: str | os.PathLike, rows: list[Row], top_k: int) -> None:
+    """A whole CSV file of ``rows`` with ``top_k`` classes each, as ``--output`` writes
+    them (a block of a ``--ray`` run)."""
+    lines = [csv_line(columns(top_k))] + [csv_line(_csv_fields(r, top_k)) for r in rows]
+    with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        fh.write("".join(lines))
 
 
 def made_by(clf: Classifier, *, top_k: int, threshold: float | None, tta: bool,

@@ -25,7 +25,8 @@ from cnnkit.data.decode import CorruptImageError, decode
 from cnnkit.errors import CnnkitError
 from cnnkit.modelcard import ModelCard
 from cnnkit.predict import Classifier, Prediction
-from cnnkit.stream import Row, RowWriter
+from cnnkit.stream import Row, write_csv
+from cnnkit.stream import columns as _columns
 
 FORMATS = ("csv", "parquet")
 
@@ -76,7 +77,7 @@ def _no_torch() -> Any:
 
 def columns(k: int) -> list[str]:
     """The columns of ``cnnkit predict --output``'s CSV, in its order."""
-    return RowWriter("columns.csv", k, None).header
+    return _columns(k)
 
 
 def schema(k: int) -> Any:
@@ -107,7 +108,7 @@ def to_table(rows: list[Row], k: int) -> Any:
 
 
 def from_table(table: Any, k: int, threshold: float | None) -> list[Row]:
-    """:func:`to_table` undone: the rows, to write with :class:`RowWriter`."""
+    """:func:`to_table` undone: the rows, to write with :func:`cnnkit.stream.write_csv`."""
     cols = table.to_pydict()
     rows = []
     for i, path in enumerate(cols["path"]):
@@ -222,12 +223,7 @@ class FileWriter(Predictor):
         with tempfile.TemporaryDirectory(prefix="cnnkit-ray-out-") as tmp:
             local = Path(tmp) / name
             if self.fmt == "csv":
-                writer = RowWriter(local, self.k, self.options.threshold)
-                writer.open()
-                try:
-                    writer.write(rows)
-                finally:
-                    writer.close()
+                write_csv(local, rows, self.k)
             else:
                 import pyarrow.parquet as pq
 
