@@ -31,7 +31,9 @@ def test_one_run_logs_to_mlflow_and_tensorboard(tmp_path, monkeypatch):
     rows = result.history
     state = json.loads((result.run_dir / "tracking.json").read_text())
 
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    # MLflow's own default store here, the one `mlflow ui` in this folder opens
+    assert state["mlflow_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=state["mlflow_uri"])
     run = client.get_run(state["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == result.run_dir.name
     assert run.data.params["model"] == "fast-cnn" and run.data.params["epochs"] == "2"
@@ -101,7 +103,7 @@ def test_resume_continues_the_same_mlflow_run(tmp_path, monkeypatch):
                      track="mlflow", out="runs", plots=False, callbacks=[stop_after_first])
     run_dir = next((tmp_path / "runs").iterdir())
     state = json.loads((run_dir / "tracking.json").read_text())
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    client = MlflowClient(tracking_uri=state["mlflow_uri"])
     assert client.get_run(state["mlflow_run_id"]).info.status == "KILLED"
     result = cnnkit.resume(run_dir)
     assert json.loads((run_dir / "tracking.json").read_text()) == state
@@ -110,3 +112,87 @@ def test_resume_continues_the_same_mlflow_run(tmp_path, monkeypatch):
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss"))
     assert steps == [1, 2] and len(result.history) == 2
     assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_run_opens_in_mlflows_ui(tmp_path, monkeypatch, capsys):
+    """README's steps: train with --track mlflow, run `mlflow ui` in the same folder, and
+    the run is there: a real MLflow server, read through its REST API and its page."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _unset_after_test(monkeypatch, "MLFLOW_ALLOW_FILE_STORE")
+    assert main(["train", "shapes:size=12,count=60", "--model", "conv4k3-pool2-dense8",
+                 "-e", "2", "--track", "mlflow", "--out", "runs", "--name", "seen"]) == 0
+    said = capsys.readouterr().out
+    assert "to see it: mlflow ui --backend-store-uri sqlite:" in said
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE")}
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--port", str(port),
+                               "--workers", "1"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str, body: dict | None = None) -> bytes:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data=data,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.read()
+
+    try:
+        deadline = time.monotonic() + 240  # MLflow imports a lot; a busy machine is slow
+        while True:
+            assert server.poll() is None, server.communicate()[1][-2000:]
+            try:
+                if get("/health") == b"OK":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow ui did not answer"
+            time.sleep(0.5)
+        experiment = json.loads(get("/api/2.0/mlflow/experiments/get-by-name"
+                                    "?experiment_name=cnnkit"))["experiment"]
+        runs = json.loads(get("/api/2.0/mlflow/runs/search",
+                              {"experiment_ids": [experiment["experiment_id"]]}))["runs"]
+        assert len(runs) == 1
+        run = runs[0]
+        assert run["info"]["run_name"] == "seen" and run["info"]["status"] == "FINISHED"
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert params["model"] == "conv4k3-pool2-dense8" and params["epochs"] == "2"
+        saved = json.loads((tmp_path / "runs" / "seen" / "test_metrics.json").read_text())
+        assert metrics["test_acc"] == pytest.approx(saved["accuracy"])
+        run_id = run["info"]["run_id"]
+        listed = json.loads(get(f"/api/2.0/mlflow/artifacts/list?run_id={run_id}"))
+        assert {"model.safetensors", "model.json", "report.html"} <= {
+            f["path"] for f in listed["files"]}
+        card = json.loads(get(f"/get-artifact?path=model.json&run_uuid={run_id}"))
+        assert card["format"] == "cnnkit-model"
+        page = get("/").decode()  # the web UI itself (mlflow-skinny has none)
+        script = re.search(r'src="\.?/?(static-files/static/js/[^"]+\.js)"', page)
+        assert script is not None, page[:500]
+        assert len(get("/" + script.group(1))) > 10_000
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

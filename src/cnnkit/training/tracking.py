@@ -107,18 +107,38 @@ def _test_metrics(test: EvalResult | None) -> dict[str, float]:
     return out
 
 
+def store_uri(state: dict[str, Any]) -> str:
+    """Where MLflow runs go: ``MLFLOW_TRACKING_URI``; else, resuming, the store the run
+    began in; else MLflow's own default here (``sqlite:///mlflow.db`` in the current
+    folder, or an older ``./mlruns`` that holds runs), made absolute, so that
+    ``mlflow ui`` started in the same folder shows the run."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or state.get("mlflow_uri")
+    if not uri:
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
+    if uri.startswith("file:") or "://" not in uri:  # a file store: MLflow 3 asks to opt in
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens ``uri``'s runs in MLflow's UI (http://127.0.0.1:5000)."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    opt_in = "MLFLOW_ALLOW_FILE_STORE=true " if uri.startswith("file:") or "://" not in uri \
+        else ""
+    return f"{opt_in}mlflow ui --backend-store-uri {uri}"
+
+
 class MLflowTracker:
     """Parameters, per-epoch metrics (step = epoch), the model files, metrics, plots and
-    report as artifacts. The store is ``MLFLOW_TRACKING_URI`` or ``./mlruns``."""
+    report as artifacts, in the store :func:`store_uri` names."""
 
     def __init__(self, run: RunDir, config: TrainConfig, state: dict[str, Any]) -> None:
         from mlflow.tracking import MlflowClient
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:
-            # cnnkit's own choice, a local folder: MLflow 3 asks file stores to opt in
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            uri = (Path.cwd() / "mlruns").as_uri()
+        uri = store_uri(state)
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         self.logged: set[int] = set()
@@ -142,7 +162,8 @@ class MLflowTracker:
 
         params = [Param(k, _param(v)) for k, v in sorted(config.to_dict().items())]
         self.client.log_batch(self.run_id, params=params)
-        log.info(f"mlflow: run {self.run_id} in {uri} (experiment {name!r})")
+        log.info(f"mlflow: run {self.run_id} in {uri} (experiment {name!r}); to see it: "
+                 f"{ui_command(uri)}")
 
     def state(self) -> dict[str, Any]:
         return {"mlflow_run_id": self.run_id, "mlflow_uri": self.uri}
