@@ -91,4 +91,6 @@ def imagenet_model(model: str) -> tuple[nn.Module, ModelCard]:
     card = imagenet_card(model)
     net = create_model(card.architecture, len(card.classes), 3, card.preprocess.img_size,
                        pretrained=True)
+    if card.sha256 is None:  # downloaded just now: named as every later run will name them
+        card = imagenet_card(model)
     return net, card
