@@ -104,6 +104,33 @@ class MadeBy:
         return cls(**values)
 
 
+def parse_record(raw: bytes, where: str) -> MadeBy:
+    """A record's bytes, checked (a damaged or foreign record is refused)."""
+    try:
+        if len(raw) > MAX_RECORD_BYTES:
+            raise ValueError("too large")
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise CnnkitError(f"{where} is damaged (not a small JSON file); pass "
+                          f"{AFRESH}.") from None
+    return MadeBy.from_dict(doc, where)
+
+
+def check_made_by(where: str, before: MadeBy | None, now: MadeBy, rows: int,
+                  record: str, afresh: str = AFRESH) -> None:
+    """Stop, naming each difference, unless the ``rows`` already in ``where`` were made
+    as ``now`` would make them (``before``: their record, None when it is missing)."""
+    if before is None:
+        raise CnnkitError(f"{where} holds {rows:,} rows but no record of the model and "
+                          f"options that made them ({record} is missing), so new rows could "
+                          f"differ from them. Pass {afresh}.")
+    diffs = before.differences(now)
+    if diffs:
+        raise CnnkitError(f"{where} was written {'; '.join(diffs)}: this run's rows would "
+                          f"not match its {rows:,} rows. Pass the same model and options to "
+                          f"resume it, {afresh}.")
+
+
 def _model(made: MadeBy) -> str:
     name = f"{made.model}, " if made.model else ""
     return f"{name}weights sha256 {made.weights_sha256[:12]}"
@@ -215,31 +242,15 @@ class RowFile:
         """The record of what made the rows; None when there is none."""
         if not self.record.is_file():
             return None
-        where = str(self.record)
         try:
             with open(self.record, "rb") as fh:
                 raw = fh.read(MAX_RECORD_BYTES + 1)
-            if len(raw) > MAX_RECORD_BYTES:
-                raise ValueError("too large")
-            doc = json.loads(raw.decode("utf-8"))
-        except (OSError, ValueError, RecursionError):
-            raise CnnkitError(f"{where} is damaged (not a small JSON file); pass "
-                              f"{AFRESH}.") from None
-        return MadeBy.from_dict(doc, where)
+        except OSError:
+            raw = b""
+        return parse_record(raw, str(self.record))
 
     def _check_made_by(self, now: MadeBy, rows: int) -> None:
-        """Stop, naming each difference, unless the ``rows`` already there were made as
-        ``now`` would make them."""
-        before = self.made_by()
-        if before is None:
-            raise CnnkitError(f"{self.path} holds {rows:,} rows but no record of the model "
-                              f"and options that made them ({self.record.name} is missing), so "
-                              f"new rows could differ from them. Pass {AFRESH}.")
-        diffs = before.differences(now)
-        if diffs:
-            raise CnnkitError(f"{self.path} was written {'; '.join(diffs)}: this run's rows "
-                              f"would not match its {rows:,} rows. Pass the same model and "
-                              f"options to resume it, {AFRESH}.")
+        check_made_by(str(self.path), self.made_by(), now, rows, self.record.name)
 
     # --- writing -------------------------------------------------------------------
 

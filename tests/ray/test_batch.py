@@ -116,6 +116,37 @@ def test_resume_predicts_only_what_is_missing(local_cluster, trained, tmp_path: 
         predict_to_folder(trained[0], files, tmp_path / "preds.csv", progress=False)
 
 
+def test_a_folder_is_bound_to_the_model_and_options_that_made_it(
+        local_cluster, trained, tmp_path: Path) -> None:
+    import torch
+
+    from cnnkit.modelfile import load_model, save_model
+    from cnnkit.predict import expand_inputs
+
+    other = tmp_path / "run-b"  # the same run with another last bias: another model
+    shutil.copytree(trained[0], other, ignore=shutil.ignore_patterns("*.onnx*"))
+    model, card = load_model(other)
+    with torch.no_grad():
+        [p for p in model.parameters() if p.ndim == 1][-1].add_(3.0)
+    save_model(model, card, other / "model.safetensors")
+    files = expand_inputs([str(trained[1])])
+    out = tmp_path / "out"
+    predict_to_folder(trained[0], files[:9], out, block_size=5, progress=False)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(CnnkitError, match="another model") as refused:
+        predict_to_folder(other, files, out, block_size=5, progress=False)
+    assert str(other) in str(refused.value) and "--overwrite" in str(refused.value)
+    with pytest.raises(CnnkitError, match=r"no --threshold \(this run: --threshold 0.9\)"):
+        predict_to_folder(trained[0], files, out, threshold=0.9, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing added, nothing lost
+    done = predict_to_folder(other, files, out, block_size=5, progress=False, overwrite=True)
+    assert (done.written, done.skipped) == (len(files), 0)
+    _, rows = _csv_rows(sorted(out.glob("part-*.csv")))
+    want = {p.source: p.label for p in cnnkit.load(str(other), device="cpu").predict(files)}
+    assert sorted(r[0] for r in rows) == sorted(files)
+    assert all(r[1] == want[r[0]] for r in rows)  # B's answers only
+
+
 def test_a_killed_worker_loses_no_row(local_cluster, trained, tmp_path: Path,
                                       find_pids) -> None:
     from cnnkit.predict import expand_inputs

@@ -24,7 +24,7 @@ def bare_flag(args: list[str]) -> list[str]:
 
 
 def predict(model: str, files: list[str], output: Path | None, fmt: str, options: dict,
-            address: str, device: str, backend: str) -> None:
+            address: str, device: str, backend: str, overwrite: bool = False) -> None:
     """``cnnkit predict MODEL INPUTS --ray [ADDRESS] --output DIR``."""
     from cnnkit import log
     from cnnkit.ray.batch import predict_to_folder
@@ -46,7 +46,8 @@ def predict(model: str, files: list[str], output: Path | None, fmt: str, options
         model, files, output, fmt="csv" if fmt == "table" else fmt, address=address,
         gpus=None if device == "auto" else device == "cuda", top_k=options["top_k"],
         batch_size=options["batch_size"], tta=options["tta"],
-        threshold=options["threshold"], workers=options["workers"], chunk=options["chunk"])
+        threshold=options["threshold"], workers=options["workers"], chunk=options["chunk"],
+        overwrite=overwrite)
     failed = f", {done.errors:,} unreadable" if done.errors else ""
     kept = f"; {done.skipped:,} already there" if done.skipped else ""
     log.err_console().print(

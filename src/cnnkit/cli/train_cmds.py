@@ -326,7 +326,7 @@ def predict(
         options = dict(top_k=top_k, batch_size=batch_size, tta=tta, threshold=threshold,
                        workers=workers, chunk=chunk_size)
         ray_cmds.predict(model, select(list_inputs(paths), parts), output_file,
-                         output, options, ray, device, backend)
+                         output, options, ray, device, backend, overwrite)
         return
     files = expand_inputs(paths)
     if output_file is not None and output_file.suffix.lower() not in FORMATS:

@@ -7,6 +7,7 @@ file per block, and checks at the end that every input has its row.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 
 from cnnkit import log
 from cnnkit.errors import CnnkitError
+from cnnkit.predfile import MAX_RECORD_BYTES, MadeBy, card_sha256, check_made_by, parse_record
 from cnnkit.predict import load_predictor
 from cnnkit.progress import RateBar
 from cnnkit.ray.cluster import connect, quiet_data, resources
@@ -35,6 +37,7 @@ from cnnkit.threshold import check_threshold
 
 BLOCK_SIZE = 1000  # images per block (and so per output file) at most
 RETRIES = 3  # restarts of a lost actor (and retries of its block) before the job fails
+RECORD = ".cnnkit.json"  # in the output folder: what made its rows (cnnkit.predfile)
 
 
 @dataclass(frozen=True)
@@ -190,10 +193,13 @@ def predict_to_folder(model: str | os.PathLike, inputs: str | Sequence[str],
                       threshold: float | None = None, workers: int | None = None,
                       cpus_per_worker: float = 1.0, gpus: bool | None = None,
                       block_size: int | None = None, chunk: int = 64,
-                      address: str | None = None, progress: bool = True) -> FolderSummary:
+                      address: str | None = None, progress: bool = True,
+                      overwrite: bool = False) -> FolderSummary:
     """Predict ``inputs`` on the cluster into the folder ``output`` (local, shared by every
     node, or an fsspec URL): one CSV (or Parquet) file of ``--output`` rows per block.
-    Running it again with the same folder predicts only the images without a row."""
+    Running it again with the same folder predicts only the images without a row, when
+    the folder's record (``.cnnkit.json``) says the same model and options made them
+    (else one line names the difference; ``overwrite`` starts the folder afresh)."""
     if fmt not in FORMATS:
         raise CnnkitError(f"--format with --ray is csv or parquet. Received: {fmt!r}")
     options = _options(top_k, batch_size, tta, threshold, chunk)
@@ -206,7 +212,14 @@ def predict_to_folder(model: str | os.PathLike, inputs: str | Sequence[str],
     shipped = ship(model, where.device)
     k = max(1, min(top_k, len(shipped.card.classes)))
     folder = OutputFolder(output, fmt, k)
+    if overwrite:
+        folder.clear()
     done = folder.done()
+    folder.bind(MadeBy(model=str(model), weights_sha256=shipped.card.sha256 or "",
+                       card_sha256=card_sha256(shipped.card), top_k=k,
+                       threshold=options.threshold, tta=tta,
+                       runtime="onnx" if where.device == "cpu" else "torch", shard=None),
+                len(done))
     todo = [f for f in files if f not in done]
     started = time.monotonic()
     reported: list[dict[str, Any]] = []
@@ -273,6 +286,31 @@ class OutputFolder:
 
             self.fs, self.root = LocalFileSystem(), str(Path(output).absolute())
             Path(output).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def record(self) -> str:
+        return f"{self.root}/{RECORD}"
+
+    def bind(self, now: MadeBy, rows: int) -> None:
+        """Stop unless the ``rows`` already here were made as ``now`` makes them; then
+        record ``now`` (before any new row)."""
+        before = None
+        if self.fs.exists(self.record):
+            with self.fs.open(self.record, "rb") as fh:
+                before = parse_record(fh.read(MAX_RECORD_BYTES + 1), self.record)
+        if rows:
+            check_made_by(self.output, before, now, rows, RECORD,
+                          "--overwrite to start it afresh, or choose another --output")
+        if before != now:
+            with self.fs.open(self.record, "wb") as fh:
+                fh.write(json.dumps(now.to_dict(), indent=2).encode())
+
+    def clear(self) -> None:
+        """``--overwrite``: the part files and the record removed (nothing else)."""
+        for name in self.parts():
+            self.fs.rm(f"{self.root}/{name}")
+        if self.fs.exists(self.record):
+            self.fs.rm(self.record)
 
     def parts(self) -> list[str]:
         if not self.fs.exists(self.root):
