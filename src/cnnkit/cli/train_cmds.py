@@ -121,8 +121,9 @@ def train(
     drop_path: Optional[float] = _option("drop_path", help="Stochastic depth: skip residual "
                                          "blocks at random while training, rising to this "
                                          "chance at the last block (timm models; 0: off)."),
-    track: Optional[str] = _option("track", help="Also log the run to mlflow (./mlruns or "
-                                   "MLFLOW_TRACKING_URI), tensorboard (event files in the "
+    track: Optional[str] = _option("track", help="Also log the run to mlflow (MLflow's default "
+                                   "store here, mlflow.db, or MLFLOW_TRACKING_URI; "
+                                   "`mlflow ui` shows it), tensorboard (event files in the "
                                    "run folder) or mlflow+tensorboard; pip install "
                                    "'cnnkit[mlflow]' / 'cnnkit[tensorboard]'."),
     out: Optional[str] = _option("out", help="Folder for run folders."),
