@@ -205,3 +205,36 @@ def test_a_full_disk_says_how_to_continue_predict(trained, tmp_path: Path) -> No
     paths = [r["path"] for r in _rows(out)]
     assert sorted(paths) == sorted(str(p) for p in data.glob("*.png"))
     assert len(set(paths)) == len(paths)
+
+
+def test_two_runs_never_write_one_file_at_once(two_models, tmp_path: Path, capsys) -> None:
+    import signal
+    import time
+
+    from PIL import Image
+
+    data = tmp_path / "many"
+    data.mkdir()
+    for i in range(600):
+        Image.new("RGB", (20, 20), (i % 250, 30, 90)).save(data / f"{i:04d}.png")
+    out = tmp_path / "s.csv"
+    first = subprocess.Popen([sys.executable, "-m", "cnnkit", "predict", str(two_models[0]),
+                              str(data), "--output", str(out), "--chunk-size", "4",
+                              "--workers", "1", "--backend", "torch"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_file() and out.read_bytes().count(b"\n") > 3):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        # another model (or the same) into the file the first is writing: refused
+        assert main(["predict", str(two_models[1]), str(data), "--output", str(out)]) == 2
+        assert "s.csv is in use by another cnnkit process" in _error(capsys)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert main(["predict", str(two_models[0]), str(data), "--output", str(out),
+                 "--backend", "torch"]) == 0  # the lock died with its process
+    paths = [r["path"] for r in _rows(out)]
+    assert len(paths) == len(set(paths)) == 600

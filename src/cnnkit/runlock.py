@@ -30,9 +30,11 @@ class RunLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, folder: str | os.PathLike) -> RunLock:
-        """Take the lock or raise CnnkitError naming the process that holds it."""
-        path = Path(folder) / LOCK_NAME
+    def acquire(cls, folder: str | os.PathLike, name: str = LOCK_NAME,
+                what: str | None = None) -> RunLock:
+        """Take the lock ``folder/name`` or raise CnnkitError naming the process that
+        holds it; ``what``: the thing locked, as the message names it (the folder)."""
+        path = Path(folder) / name
         for _ in range(10):  # retried only when the file was replaced under us
             fd = _open_lock_file(path)
             try:
@@ -40,9 +42,9 @@ class RunLock:
             except OSError:
                 owner = _owner(fd)
                 os.close(fd)
-                raise CnnkitError(f"{Path(folder)} is in use by another cnnkit process "
-                                  f"({owner}); wait for it to finish or stop it, then run "
-                                  "again.") from None
+                raise CnnkitError(f"{what or Path(folder)} is in use by another cnnkit "
+                                  f"process ({owner}); wait for it to finish or stop it, "
+                                  "then run again.") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:

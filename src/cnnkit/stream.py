@@ -28,6 +28,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.predfile import FORMATS, MadeBy, RowFile, card_sha256, columns, csv_line
 from cnnkit.predict import Classifier, Prediction
 from cnnkit.progress import RateBar
+from cnnkit.runlock import RunLock
 
 __all__ = ["FORMATS", "Row", "StreamSummary", "columns", "made_by", "parse_shard",
            "predict_rows", "predict_to_file", "select", "write_csv"]
@@ -147,6 +148,20 @@ def predict_to_file(clf: Classifier, files: Sequence[str], output: str | os.Path
     files = select(files, shard)
     now = made_by(clf, top_k=top_k, threshold=threshold, tta=tta, shard=shard, model=model)
     rows_file = RowFile(output, now.top_k)
+    rows_file.path.parent.mkdir(parents=True, exist_ok=True)
+    # one writer at a time: two runs at once would check the file, then both add rows
+    with RunLock.acquire(rows_file.path.parent, f".{rows_file.path.name}.lock",
+                         what=str(output)):
+        return _predict_locked(clf, files, rows_file, now, overwrite, output,
+                               top_k=top_k, batch_size=batch_size, tta=tta,
+                               threshold=threshold, chunk=chunk, workers=workers,
+                               progress=progress)
+
+
+def _predict_locked(clf: Classifier, files: list[str], rows_file: RowFile, now: MadeBy,
+                    overwrite: bool, output: str | os.PathLike, *, top_k: int,
+                    batch_size: int, tta: bool, threshold: float | None, chunk: int,
+                    workers: int | None, progress: bool) -> StreamSummary:
     if overwrite:
         rows_file.clear()
     seen = rows_file.done(now)
