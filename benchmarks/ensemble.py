@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 from cnnkit.data.sources import load_eval_set
-from cnnkit.metrics import compute
-from cnnkit.predict import Classifier
+from cnnkit.runtime.predict import Classifier
+from cnnkit.tasks.metrics import compute
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnkit
-from cnnkit import log
+from cnnkit.base import log
 from cnnkit.data import builtin
-from cnnkit.inference import log_probs
+from cnnkit.runtime.inference import log_probs
 
 # cnnkit's fastest recipes: the architecture and schedule that reach a given accuracy
 # soonest on each kind of device (the default recipe is plain `cnnkit train fashion-mnist`).
@@ -115,7 +115,7 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--targets", default="0.93,0.94,0.95")
     args = ap.parse_args()
-    from cnnkit.device import pick_device
+    from cnnkit.base.device import pick_device
 
     device = pick_device(args.device)
     Path(args.out).mkdir(parents=True, exist_ok=True)

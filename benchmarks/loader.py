@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from cnnkit import log
+from cnnkit.base import log
 from cnnkit.data import cache
 from cnnkit.data.export import export_builtin
 from cnnkit.data.loader import BatchLoader

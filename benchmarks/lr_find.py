@@ -13,7 +13,7 @@ import tempfile
 import time
 
 import cnnkit
-from cnnkit import log
+from cnnkit.base import log
 
 
 def main() -> None:

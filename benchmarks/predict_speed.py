@@ -30,12 +30,12 @@ def backends(args: argparse.Namespace) -> None:
     import onnxruntime as ort
     import skimage.data
 
-    from cnnkit.backends import OnnxBackend, TorchBackend, cached_onnx
     from cnnkit.data.imageset import ImageSet
     from cnnkit.data.pipeline import eval_batch
     from cnnkit.export.quantize import median_rates
-    from cnnkit.predict import Classifier
-    from cnnkit.zeroshot import imagenet_model
+    from cnnkit.runtime.backends import OnnxBackend, TorchBackend, cached_onnx
+    from cnnkit.runtime.predict import Classifier
+    from cnnkit.runtime.zeroshot import imagenet_model
 
     torch.set_num_threads(args.threads)
     net, card = imagenet_model("efficientnet_lite0")

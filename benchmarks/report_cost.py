@@ -18,14 +18,14 @@ import time
 
 import torch
 
-from cnnkit import log
-from cnnkit.config import TrainConfig
+from cnnkit.artifacts.modelfile import load_model
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base import log
+from cnnkit.base.config import TrainConfig
 from cnnkit.data.sources import load_run_splits
-from cnnkit.inference import log_probs
 from cnnkit.inspect.report import write_run_report
-from cnnkit.metrics import compute
-from cnnkit.modelfile import load_model
-from cnnkit.rundir import RunDir
+from cnnkit.runtime.inference import log_probs
+from cnnkit.tasks.metrics import compute
 
 
 def main() -> None:

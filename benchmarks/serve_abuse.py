@@ -425,7 +425,7 @@ def main() -> int:
     ap.add_argument("--phase-seconds", type=float, default=20.0)
     ap.add_argument("--only", choices=("cnnkit", "uvicorn-defaults"))
     args = ap.parse_args()
-    from cnnkit.predict import load_predictor
+    from cnnkit.runtime.predict import load_predictor
 
     side = round(load_predictor(args.model, "cpu").card.preprocess.img_size * 1.25)
     image = photo(side)

@@ -110,8 +110,8 @@ def offline(model: str, images: list[bytes], batch_size: int, count: int, thread
             ) -> float:
     import torch
 
-    from cnnkit import log
-    from cnnkit.predict import load_predictor
+    from cnnkit.base import log
+    from cnnkit.runtime.predict import load_predictor
 
     log.set_quiet(True)
     torch.set_num_threads(threads)

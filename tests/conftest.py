@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit import log
+from cnnkit.base import log
 from cnnkit.data import shapes
 
 

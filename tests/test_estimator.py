@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 
 import cnnkit
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import cnnkit
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.evaluation import same_source
 
 OPTIONS = {"model": "conv4k3-pool2-dense8", "epochs": 1, "batch_size": 16, "plots": False,

@@ -8,7 +8,7 @@ import sys
 
 
 def test_prediction_evaluation_and_reports_load_no_trainer() -> None:
-    code = ("import sys, cnnkit.predict, cnnkit.evaluation, cnnkit.zeroshot, "
+    code = ("import sys, cnnkit.runtime.predict, cnnkit.evaluation, cnnkit.runtime.zeroshot, "
             "cnnkit.inspect.report, cnnkit.inspect.plots; "
             "print(sorted(m for m in sys.modules if m.startswith('cnnkit.training')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

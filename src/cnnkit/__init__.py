@@ -17,15 +17,15 @@ from typing import Any
 from cnnkit._version import __version__
 
 _LAZY = {
-    "TrainConfig": "cnnkit.config",
-    "CnnkitError": "cnnkit.errors",
+    "TrainConfig": "cnnkit.base.config",
+    "CnnkitError": "cnnkit.base.errors",
     "ImageClassifier": "cnnkit.estimator",
     "create_model": "cnnkit.models",
     "list_models": "cnnkit.models",
     "lr_find": "cnnkit.training.session",
     "register_model": "cnnkit.models",
-    "Classifier": "cnnkit.predict",
-    "Prediction": "cnnkit.predict",
+    "Classifier": "cnnkit.runtime.predict",
+    "Prediction": "cnnkit.runtime.predict",
     "TrainResult": "cnnkit.training.session",
     "resume": "cnnkit.training.session",
     "train": "cnnkit.training.session",
@@ -50,7 +50,7 @@ def load(path: str, device: str = "auto", backend: str = "auto") -> Any:
     ``backend``: ``auto`` (onnxruntime on a CPU, exported once and cached in the run
     folder; torch on a GPU), ``torch`` or ``onnx``.
     """
-    from cnnkit.predict import Classifier
+    from cnnkit.runtime.predict import Classifier
 
     return Classifier.load(path, device, backend)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from cnnkit.data import builtin as builtins_
-from cnnkit.predict import Classifier, Prediction
+from cnnkit.runtime.predict import Classifier, Prediction
 from cnnkit.training.session import TrainResult, train
 
 

@@ -26,11 +26,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from cnnkit.config import TrainConfig
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import safe_name
-from cnnkit.errors import CnnkitError
-from cnnkit.metrics import EvalResult
-from cnnkit.predict import Classifier, ImageInput, Prediction
+from cnnkit.runtime.predict import Classifier, ImageInput, Prediction
+from cnnkit.tasks.metrics import EvalResult
 
 MIN_ARRAY_SIZE = 28  # smaller arrays are upsized to this, as the built-in digits set is
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cnnkit import log
-from cnnkit.config import TrainConfig
+from cnnkit.artifacts.rundir import SPLIT_ADVICE, RunDir, damaged
+from cnnkit.base import log
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.source import DataSource
 from cnnkit.data.sources import describe, load_eval_set, load_files, load_run_splits
-from cnnkit.errors import CnnkitError
-from cnnkit.metrics import EvalResult
-from cnnkit.predict import Classifier
-from cnnkit.rundir import SPLIT_ADVICE, RunDir, damaged
+from cnnkit.runtime.predict import Classifier
+from cnnkit.tasks.metrics import EvalResult
 
 
 def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,

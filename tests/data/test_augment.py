@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnkit.config import augment_tokens
+from cnnkit.base.config import augment_tokens
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data import augment as aug
 from cnnkit.data.pipeline import Preprocess, train_batch
-from cnnkit.errors import CnnkitError
 
 SIZE = 41
 PRE = Preprocess(SIZE, 1, (0.0,), (1.0 / 255,))  # "normalised" values stay 0..255

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data import fashion_mnist
 from cnnkit.data.builtin import BUILTINS, load_builtin, parse_name
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.sources import describe, load_splits
-from cnnkit.errors import CnnkitError
 
 PRE = Preprocess(28, 1, (0.5,), (0.5,))
 

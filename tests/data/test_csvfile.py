@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import read_csv
-from cnnkit.errors import CnnkitError
 
 ROWS = "path,label\ncat/1.png,café\ndog/2.png,chien\n"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import (
     check_classes,
     is_hidden,
@@ -15,7 +16,6 @@ from cnnkit.data.folders import (
     safe_name,
     split_dirs,
 )
-from cnnkit.errors import CnnkitError
 
 
 def _img(path: Path, value: int = 128) -> Path:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.cache import decode_files
 from cnnkit.data.folders import list_class_folders, read_csv
 from cnnkit.data.scan import Scan, scan_images
-from cnnkit.errors import CnnkitError
 
 
 def _img(path: Path, value: int = 128) -> Path:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.sources import describe, load_eval_set, load_splits
-from cnnkit.errors import CnnkitError
 
 
 def _pre(size: int = 16, channels: int = 3) -> Preprocess:

@@ -12,15 +12,15 @@ import pytest
 from PIL import Image
 
 import cnnkit
-from cnnkit import derived
+from cnnkit.artifacts import derived
+from cnnkit.artifacts.modelfile import ModelCard, save_model
+from cnnkit.artifacts.onnxfile import read_meta
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.errors import CnnkitError
 from cnnkit.export.onnx import export_model
-from cnnkit.modelfile import ModelCard, save_model
 from cnnkit.models import create_model
 from cnnkit.models.build import resolve
-from cnnkit.onnxfile import read_meta
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -112,8 +112,8 @@ def test_every_registered_architecture_exports_with_a_dynamic_batch(name: str,
                                                                     tmp_path: Path) -> None:
     import torch
 
-    from cnnkit.backends import OnnxBackend
-    from cnnkit.onnxfile import OnnxMeta, export_onnx
+    from cnnkit.artifacts.onnxfile import OnnxMeta, export_onnx
+    from cnnkit.runtime.backends import OnnxBackend
 
     arch, _ = resolve(name)
     chans, size = 1, 28
@@ -137,8 +137,8 @@ def test_a_graph_the_torchscript_exporter_refuses_goes_through_torch_export(
     import torch
     from torch import nn
 
-    from cnnkit.backends import OnnxBackend
-    from cnnkit.onnxfile import OnnxMeta, export_onnx
+    from cnnkit.artifacts.onnxfile import OnnxMeta, export_onnx
+    from cnnkit.runtime.backends import OnnxBackend
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(3),

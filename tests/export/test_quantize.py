@@ -12,11 +12,11 @@ import onnx
 import pytest
 
 import cnnkit
-from cnnkit import derived
+from cnnkit.artifacts import derived
+from cnnkit.artifacts.onnxfile import read_meta
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
-from cnnkit.errors import CnnkitError
 from cnnkit.export.onnx import export_model
-from cnnkit.onnxfile import read_meta
 
 
 def test_int8_export_is_quantized_keeps_metadata_and_is_compared(trained, tmp_path: Path,
@@ -47,8 +47,8 @@ def test_int8_export_is_quantized_keeps_metadata_and_is_compared(trained, tmp_pa
     # int8 approximates the float model on the run's images
     files = [p for p, _ in split["test"]]
     float_clf = cnnkit.load(str(trained[0]), device="cpu", backend="torch")
-    from cnnkit.backends import OnnxBackend
-    from cnnkit.predict import Classifier
+    from cnnkit.runtime.backends import OnnxBackend
+    from cnnkit.runtime.predict import Classifier
 
     q = Classifier(float_clf.model, float_clf.card, float_clf.device, OnnxBackend(int8))
     assert np.abs(q.predict_proba(files) - float_clf.predict_proba(files)).max() < 0.1

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
-from cnnkit.errors import CnnkitError
 from cnnkit.inspect.convolve import (
     FILTERS,
     conv2d,

@@ -8,15 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnkit.artifacts.modelfile import ModelCard, save_model
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.shapes import CLASSES
-from cnnkit.errors import CnnkitError
 from cnnkit.inspect.explain import class_index, explain
-from cnnkit.modelfile import ModelCard, save_model
 from cnnkit.models import create_model
 from cnnkit.models.build import resolve
-from cnnkit.predict import Classifier
+from cnnkit.runtime.predict import Classifier
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.inspect.gradcam import (
     default_cam_layer,
     default_feature_layers,

@@ -44,7 +44,7 @@ def cat_scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[int
 
 
 def test_gradcam_puts_the_heat_on_the_cat(cat_scene, tmp_path: Path) -> None:
-    from cnnkit.predict import load_predictor
+    from cnnkit.runtime.predict import load_predictor
 
     path, (x0, y0) = cat_scene
     clf = load_predictor("efficientnet_lite0", "cpu")

@@ -83,8 +83,8 @@ def test_report_command_regenerates_and_shows_phases(run: Path, capsys) -> None:
 
 
 def test_report_on_the_validation_split_when_there_is_no_test_split(run: Path) -> None:
+    from cnnkit.artifacts.modelfile import read_card
     from cnnkit.data.sources import load_splits
-    from cnnkit.modelfile import read_card
 
     card, _ = read_card(run)
     splits = load_splits("shapes:size=24,count=90", card.preprocess)

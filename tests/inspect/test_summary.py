@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
-from cnnkit.errors import CnnkitError
 from cnnkit.inspect.resolve import model_to_inspect
 from cnnkit.inspect.summary import summary
 from cnnkit.models import create_model

@@ -8,7 +8,7 @@ import pytest
 import torch
 from timm.layers import DropPath
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models.build import create_model
 from cnnkit.models.droppath import set_drop_path
 

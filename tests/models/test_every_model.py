@@ -16,8 +16,8 @@ import torch
 from timm.models import group_parameters
 from torch import nn
 
+from cnnkit.artifacts.modelfile import ModelCard, load_model, save_model
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.modelfile import ModelCard, load_model, save_model
 from cnnkit.models import list_models
 from cnnkit.models.build import Architecture, create_model
 from cnnkit.models.interface import ModelInterface, classifier_params, evaluating

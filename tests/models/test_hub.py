@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models import get_model_info, hub, list_models
 from cnnkit.models.alexnet import ALEXNET_URL
 
@@ -60,7 +60,7 @@ def _train(tmp_path: Path, model: str, env: dict[str, str]) -> tuple[subprocess.
 BUILD = """
 import sys, time
 import timm, huggingface_hub  # imported first: the clock below times the build alone
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models import create_model
 start = time.perf_counter()
 try:

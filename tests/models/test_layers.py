@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models import create_model
 from cnnkit.models.build import resolve
 from cnnkit.models.layers import load_yaml, parse_spec
-from cnnkit.sidecar_schema import NAME
+from cnnkit.models.sidecar_schema import NAME
 
 
 def _layers(model: nn.Module, kind: type) -> list[nn.Module]:

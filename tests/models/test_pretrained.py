@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import save_file
 from skimage import data as skdata
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models.build import create_model, resolve
 from cnnkit.models.pretrained import ALIASES
 from cnnkit.models.registry import get_model_info
 from cnnkit.models.weights import load_weights_file, read_weights_file
-from cnnkit.predict import load_predictor
+from cnnkit.runtime.predict import load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_a_cached_zero_shot_export_predicts_without_torch_or_timm(lite0_imagenet
     assert type(lite0_imagenet.backend).__name__ == "OnnxBackend"  # exported once, cached
     photo = tmp_path / "coffee.jpg"
     Image.fromarray(skdata.coffee()).save(photo)
-    code = ("import json, sys; from cnnkit.predict import load_predictor; "
+    code = ("import json, sys; from cnnkit.runtime.predict import load_predictor; "
             "p = load_predictor('efficientnet_lite0', 'auto').predict([sys.argv[1]])[0]; "
             "print(json.dumps([p.label, p.probability, "
             "sorted({m.split('.')[0] for m in sys.modules})]))")
@@ -115,7 +115,7 @@ def test_any_timm_model_by_name() -> None:
 FAKE_CACHE_SCRIPT = """
 import sys, torch
 from cnnkit.models.build import create_model
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 model = create_model(sys.argv[1], 4, pretrained=True)
 print(float(model.conv1.weight.flatten()[0]), model.get_classifier().out_features)
 """

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models import create_model, get_model_info, list_models, register_model
 from cnnkit.models.registry import ModelInfo
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models.build import create_model, resolve
 from cnnkit.models.layers import parse_spec
 from cnnkit.models.registry import ModelInfo, list_models, register_model

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from tests.serve.conftest import API_KEY, Server, encode, start_server
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.serve.hardening import HttpLimits, trusted_hosts
 from cnnkit.serve.protocol import GRACE_S, LINGER_S
 

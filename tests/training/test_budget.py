@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import cnnkit
+from cnnkit.artifacts.modelfile import load_model
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
-from cnnkit.config import TrainConfig
-from cnnkit.errors import CnnkitError
-from cnnkit.modelfile import load_model
 from cnnkit.training import estimate
 from cnnkit.training.clock import duration
 from cnnkit.training.recipe import fit_budget, resolve_config

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import cnnkit
-from cnnkit.errors import CnnkitError
-from cnnkit.runlock import RunLock
+from cnnkit.artifacts.runlock import RunLock
+from cnnkit.base.errors import CnnkitError
 
 OPTIONS = ["--model", "conv4k3-pool2-dense8", "--batch-size", "16", "--no-plots",
            "--device", "cpu", "--no-check"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import cnnkit
-from cnnkit.atomic import atomic_path
+from cnnkit.base.atomic import atomic_path
 
 # A file-size limit makes every write past 64 KB fail as a full disk does, in a child
 # process only (SIGXFSZ ignored so the write returns an error instead of killing it).

@@ -23,13 +23,13 @@ import pytest
 import torch
 
 import cnnkit
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
-from cnnkit.config import TrainConfig
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.errors import CnnkitError
-from cnnkit.rundir import RunDir
 from cnnkit.training.distributed import Cluster
 from cnnkit.training.recipe import resolve_config
 

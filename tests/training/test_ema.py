@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import cnnkit
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.training.ema import WeightAverage, ramped_decay
 
 OPTIONS = {"model": "conv4k3-pool2-drop0.3-dense8", "epochs": 3, "batch_size": 16,

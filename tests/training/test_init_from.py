@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 import cnnkit
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
-from cnnkit.errors import CnnkitError
 
 DATA = "shapes:count=60,size=32"
 FAST = {"img_size": 32, "plots": False, "device": "cpu", "seed": 0}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnkit.base.config import TrainConfig
 from cnnkit.cli import main
-from cnnkit.config import TrainConfig
 from cnnkit.training.recipe import resolve_config
 
 

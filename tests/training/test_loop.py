@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.inference import chunk_size
+from cnnkit.runtime.inference import chunk_size
 from cnnkit.training.distributed import SINGLE
 from cnnkit.training.loop import Trainer
 

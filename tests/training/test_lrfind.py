@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 import cnnkit
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.paths import cache_dir
 from cnnkit.cli import main
-from cnnkit.config import TrainConfig
 from cnnkit.data.sources import load_run_splits
 from cnnkit.models.build import create_model
-from cnnkit.paths import cache_dir
 from cnnkit.training.lrfind import TRAIN_PICK, find_lr, suggest
 from cnnkit.training.recipe import finalize, resolve_config
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.training.optim import build_optimizer, lr_factor, param_groups, warmup_fraction
 
 

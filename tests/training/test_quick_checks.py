@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import cnnkit
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 # Each command in one process, in turn; after each: its exit status, whether torch or
 # timm were imported by then, and its stderr.

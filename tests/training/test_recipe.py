@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnkit.config import TrainConfig
+from cnnkit.base.config import TrainConfig
 from cnnkit.training.recipe import (
     FINE_TUNE_LR,
     PEAK_LR,

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import cnnkit
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.training import checkpoint
 
 # Dropout and flip+crop augmentation: resuming must restore both random generators.

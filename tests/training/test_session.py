@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 import cnnkit
-from cnnkit.config import TrainConfig
-from cnnkit.errors import CnnkitError
-from cnnkit.modelfile import read_card
+from cnnkit.artifacts.modelfile import read_card
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 
 TINY = "shapes:size=12,count=60"
 MODEL = "conv4k3-pool2-dense8"

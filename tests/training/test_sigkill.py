@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import cnnkit
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.training.checkpoint import load_checkpoint
 
 DATA = "shapes:size=12,count=60"
@@ -83,7 +83,7 @@ def test_random_sigkills_never_break_a_run(tmp_path: Path) -> None:
 
 
 def _metrics(run: Path) -> list[dict[str, str]]:
-    from cnnkit.rundir import RunDir
+    from cnnkit.artifacts.rundir import RunDir
 
     return RunDir(run).read_metrics()
 

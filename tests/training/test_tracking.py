@@ -8,9 +8,9 @@ import json
 import pytest
 
 import cnnkit
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base.config import TrainConfig
 from cnnkit.cli import main
-from cnnkit.config import TrainConfig
-from cnnkit.rundir import RunDir
 
 
 def _unset_after_test(monkeypatch, name: str) -> None:

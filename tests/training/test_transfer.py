@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import cnnkit
-from cnnkit.config import TrainConfig
-from cnnkit.errors import CnnkitError
-from cnnkit.modelfile import read_card
+from cnnkit.artifacts.modelfile import read_card
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models.build import create_model
 from cnnkit.training import transfer
 from cnnkit.training.recipe import resolve_config
@@ -132,8 +132,8 @@ def test_linear_probe_fits_the_head_before_fine_tuning(tmp_path: Path) -> None:
                                       img_size=32, device="cpu"))
     assert plan.config.head_epochs == 0 and plan.config.probe
     assert [p.name for p in transfer.phases(plan)] == ["fine-tune"]
+    from cnnkit.artifacts.rundir import RunDir
     from cnnkit.data.sources import load_splits
-    from cnnkit.rundir import RunDir
 
     splits = load_splits(plan.config.data, plan.pre)
     model = create_model("efficientnet_lite0", 3, pretrained=True)

@@ -13,7 +13,7 @@ import threading
 
 import typer
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 app = typer.Typer(
     name="cnnkit", no_args_is_help=True, add_completion=False,
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from cnnkit import log
+    from cnnkit.base import log
 
     _register()
     try:
@@ -128,7 +128,7 @@ def _path_clash(exc: OSError) -> str:
     """One line for a file where a folder must be, or a folder where a file must be."""
     from pathlib import Path
 
-    from cnnkit import log
+    from cnnkit.base import log
 
     if isinstance(exc, IsADirectoryError):
         target = exc.filename2 or exc.filename

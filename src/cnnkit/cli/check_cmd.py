@@ -33,10 +33,10 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
     Exit 0 when the data can be trained on, 2 when it cannot (or, with --strict, when
     anything is worth fixing).
     """
-    from cnnkit import log
+    from cnnkit.base import log
+    from cnnkit.base.errors import CnnkitError
     from cnnkit.data.audit import audit
     from cnnkit.data.sources import describe
-    from cnnkit.errors import CnnkitError
 
     if fmt not in ("text", "json"):
         raise CnnkitError(f"--format must be text or json. Received: {fmt!r}")
@@ -55,8 +55,8 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
 
 def _default_size(source: DataSource) -> int:
     """The input size `cnnkit train DATA` would use with its default model."""
-    from cnnkit.config import TrainConfig
-    from cnnkit.errors import CnnkitError
+    from cnnkit.base.config import TrainConfig
+    from cnnkit.base.errors import CnnkitError
     from cnnkit.training.recipe import resolve_config
 
     try:
@@ -68,7 +68,7 @@ def _default_size(source: DataSource) -> int:
 def _print(result: Audit, examples: int) -> None:
     from rich.table import Table
 
-    from cnnkit import log
+    from cnnkit.base import log
 
     log.info(f"{result.data}: {result.kind}, {len(result.classes)} classes")
     if result.counts:

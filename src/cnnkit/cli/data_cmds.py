@@ -16,10 +16,10 @@ app.add_typer(data_app, name="data")
 def fetch(name: str = typer.Argument(..., help="fashion-mnist"),
           quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Make sure a built-in data set is on this machine (download it if not)."""
-    from cnnkit import log
+    from cnnkit.base import log
+    from cnnkit.base.errors import CnnkitError
     from cnnkit.data import fashion_mnist
     from cnnkit.data.builtin import BUILTINS
-    from cnnkit.errors import CnnkitError
 
     if name not in BUILTINS:
         raise CnnkitError(f"No built-in data set {name!r}. Built-in sets: {', '.join(BUILTINS)}.")
@@ -49,7 +49,7 @@ def info(data: str = typer.Argument(..., help="Folder, CSV or built-in set.")) -
     """Classes and image counts of a data set, per split."""
     from rich.table import Table
 
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.data.pipeline import Preprocess
     from cnnkit.data.sources import describe, load_splits
 
@@ -86,7 +86,7 @@ def preview(data: str = typer.Argument(..., help="Image file, folder, CSV or bui
             img_size: Optional[int] = typer.Option(None, help="Size to show them at."),
             seed: int = typer.Option(0)) -> None:
     """Draw what an augmentation does: originals beside random draws, as training sees them."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.inspect.augment_preview import augment_grid
 
     path = augment_grid(data, augment, out, images=images, samples=samples, each=each,

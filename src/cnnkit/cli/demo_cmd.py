@@ -15,7 +15,7 @@ def demo(out: str = typer.Option("runs", help="Folder for the run folder."),
          ) -> None:
     """Train the default CNN on Fashion-MNIST, test it on the official 10,000 test images,
     and predict a few test images from PNG files."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.cli.tables import print_predictions
     from cnnkit.demo import run_demo
 

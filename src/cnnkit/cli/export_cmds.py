@@ -27,7 +27,7 @@ def export(
 ) -> None:
     """Write an ONNX file (dynamic batch, classes and preprocessing in its metadata) and
     check it against PyTorch on real images."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.export.onnx import export_model
 
     result = export_model(model, fmt=fmt, out=out, check=check_images, opset=opset,

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import app
-from cnnkit.errors import CnnkitError
 
 
 @app.command()
@@ -25,7 +25,7 @@ def summary(
                                         "levels down (1: the model's main parts)."),
 ) -> None:
     """One row per layer: output shape, parameters (with their formula) and multiply-adds."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.inspect.resolve import model_to_inspect, stack_to_inspect
 
     stack = stack_to_inspect(model, img_size, channels, classes) if depth is None else None
@@ -79,7 +79,7 @@ def convolve(
                                      "corner (default: where the filter responds most)."),
 ) -> None:
     """Apply one filter to a real image, as a convolution layer does, and draw the result."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.inspect.convolve import convolve as run_convolution
     from cnnkit.inspect.convolve import load_grey, parse_kernel, parse_padding
     from cnnkit.inspect.figures import plot_convolution
@@ -129,9 +129,9 @@ def explain(
     device: str = typer.Option("auto"),
 ) -> None:
     """Grad-CAM heat map, feature maps and first-layer filters for one image, as PNGs."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.inspect.explain import explain as run_explain
-    from cnnkit.predict import expand_inputs, load_predictor
+    from cnnkit.runtime.predict import expand_inputs, load_predictor
 
     files = expand_inputs([image])
     if len(files) != 1:
@@ -153,7 +153,7 @@ def report(
     device: str = typer.Option("auto"),
 ) -> None:
     """Write (again) a run's plots/ and report.html."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.inspect.report import write_run_report
 
     result = write_run_report(run, device=device)

@@ -32,7 +32,7 @@ def lr_find(
     """Find a learning rate: a short run with the rate growing exponentially, stopped when
     the loss diverges; prints the steepest-descent and valley suggestions and draws the
     curve. Changes no weights, writes no run folder."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.training.lrfind import TRAIN_PICK
     from cnnkit.training.session import lr_find as find
 

@@ -14,7 +14,7 @@ def models(family: Optional[str] = typer.Option(None, help="scratch or pretraine
     """List registered models; any layer spec or .yaml file works as a model too."""
     from rich.table import Table
 
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.models.hub import weights_status
     from cnnkit.models.registry import list_models
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 RAY_HELP = ("Run on a Ray cluster: its head's address (host:6379, ray://host:10001), or "
             "nothing (put --ray last) for RAY_ADDRESS, the cluster `ray start` joined "
@@ -26,7 +26,7 @@ def bare_flag(args: list[str]) -> list[str]:
 def predict(model: str, files: list[str], output: Path | None, fmt: str, options: dict,
             address: str, device: str, backend: str, overwrite: bool = False) -> None:
     """``cnnkit predict MODEL INPUTS --ray [ADDRESS] --output DIR``."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.ray.batch import predict_to_folder
     from cnnkit.ray.cluster import check_address, require_ray
 
@@ -59,7 +59,7 @@ def predict(model: str, files: list[str], output: Path | None, fmt: str, options
 def train(given: dict[str, Any], config: Any, resume: Path | None, address: str,
           workers: int | None, devices: int) -> None:
     """``cnnkit train ... --ray [ADDRESS] --workers N`` (or ``--resume RUN --ray``)."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.ray.cluster import check_address, require_ray
 
     check_address(address)

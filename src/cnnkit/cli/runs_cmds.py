@@ -25,8 +25,8 @@ def runs(
     from rich.markup import escape
     from rich.table import Table
 
-    from cnnkit import log
-    from cnnkit.errors import CnnkitError
+    from cnnkit.base import log
+    from cnnkit.base.errors import CnnkitError
     from cnnkit.inspect.runs import human_size, human_time, kept_label, list_runs
 
     if output not in ("table", "json"):
@@ -69,7 +69,7 @@ def compare(
 ) -> None:
     """One page with the runs' results, training curves overlaid and configs side by side
     (differences highlighted)."""
-    from cnnkit import log
+    from cnnkit.base import log
     from cnnkit.inspect.compare import compare_runs
 
     log.info(f"comparison: {compare_runs(runs, out)}")

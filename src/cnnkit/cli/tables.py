@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 from rich.table import Table
 
-from cnnkit import log
-from cnnkit.predict import Prediction
+from cnnkit.base import log
+from cnnkit.runtime.predict import Prediction
 
 if TYPE_CHECKING:
-    from cnnkit.metrics import EvalResult
+    from cnnkit.tasks.metrics import EvalResult
 
 
 def print_eval(result: EvalResult) -> None:

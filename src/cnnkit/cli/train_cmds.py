@@ -10,10 +10,10 @@ from typing import Any, Optional
 
 import typer
 
+from cnnkit.base.config import TrainConfig, load_config_file, parse_duration
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import app
 from cnnkit.cli.ray_cmds import RAY_HELP
-from cnnkit.config import TrainConfig, load_config_file, parse_duration
-from cnnkit.errors import CnnkitError
 
 
 def _option(name: str, *flags: str, help: str | None = None) -> Any:
@@ -140,7 +140,7 @@ def train(
     import time as clock
 
     started, started_wall = clock.monotonic(), clock.time()  # where --time counts from
-    from cnnkit import log
+    from cnnkit.base import log
 
     log.set_quiet(quiet)
     given = {k: v for k, v in ctx.params.items()
@@ -166,7 +166,7 @@ def train(
                 flag = "--no-" + flag[2:]
             raise CnnkitError(f"--resume continues a run with its own data and options; "
                               f"drop {flag}.")
-        from cnnkit.rundir import RunDir
+        from cnnkit.artifacts.rundir import RunDir
 
         saved = RunDir.open(resume).read_config()
         if _launches(devices, str(saved.get("device", "auto")), saved.get("mode")):
@@ -258,7 +258,7 @@ def evaluate(
     backend: str = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix."""
-    from cnnkit.atomic import write_json
+    from cnnkit.base.atomic import write_json
     from cnnkit.cli.tables import print_eval
     from cnnkit.evaluation import evaluate_run
 
@@ -303,10 +303,10 @@ def predict(
         " --output is then a folder of one file per block of images.")),
 ) -> None:
     """Top-k classes with probabilities for each image."""
-    from cnnkit import log
-    from cnnkit.predict import expand_inputs, load_predictor
-    from cnnkit.stream import FORMATS, parse_shard, predict_to_file, select
-    from cnnkit.threshold import check_threshold
+    from cnnkit.base import log
+    from cnnkit.runtime.predict import expand_inputs, load_predictor
+    from cnnkit.runtime.stream import FORMATS, parse_shard, predict_to_file, select
+    from cnnkit.tasks.threshold import check_threshold
 
     if output not in ("table", "json", "csv") and not (ray is not None and output == "parquet"):
         also = "" if ray is None else " (csv or parquet with --ray)"
@@ -349,10 +349,10 @@ def predict(
 
 def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -> None:
     """Predict, then print everything at once (a table needs every row's width)."""
-    from cnnkit import log
+    from cnnkit.base import log
+    from cnnkit.base.progress import RateBar
     from cnnkit.cli.tables import print_predictions
-    from cnnkit.progress import RateBar
-    from cnnkit.stream import predict_rows
+    from cnnkit.runtime.stream import predict_rows
 
     bar = RateBar(len(files), "predicting", enabled=len(files) >= 256)
     rows = []

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import load_builtin
 from cnnkit.data.file_index import FileFacts, file_facts
 from cnnkit.data.folders import Listing, list_class_folders, read_csv, split_dirs
@@ -25,7 +26,6 @@ from cnnkit.data.source import DataSource
 from cnnkit.data.source_builtin import BuiltinSource
 from cnnkit.data.source_csv import CsvSource
 from cnnkit.data.source_folder import SplitFolderSource
-from cnnkit.errors import CnnkitError
 
 NEAR_BITS = 3  # difference-hash bits (of 64) within which two images count as near-copies
 SMALL_FRACTION = 4  # an image whose shorter side is under 1/4 of the input is "far smaller"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data import fashion_mnist, shapes
 from cnnkit.data.imageset import ImageSet
-from cnnkit.errors import CnnkitError
 
 
 @dataclass(frozen=True)

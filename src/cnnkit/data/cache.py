@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnkit import log
-from cnnkit.atomic import atomic_path, write_json
+from cnnkit.base import log
+from cnnkit.base.atomic import atomic_path, write_json
+from cnnkit.base.device import require_memory
+from cnnkit.base.paths import cache_dir
 from cnnkit.data.decode import CorruptImageError, decode
-from cnnkit.device import require_memory
-from cnnkit.paths import cache_dir
 
 CACHE_VERSION = 1
 CHUNK = 256  # images per task
@@ -77,7 +77,7 @@ def decode_files(
                 for r in chunks]
         steps = zip(chunks, jobs)
         if progress and len(paths) >= 200:
-            from cnnkit.progress import track
+            from cnnkit.base.progress import track
             steps = track(steps, total=len(chunks), description="decoding images")
         for r, job in steps:
             chunk_images, chunk_ok, chunk_errors = job.result()

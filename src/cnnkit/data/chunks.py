@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnkit.base.device import usable_cores
 from cnnkit.data.decode import CorruptImageError, decode
-from cnnkit.device import usable_cores
 
 
 @dataclass

@@ -11,7 +11,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 # Decoded in this order when the file has no byte-order mark: UTF-8 rejects almost any
 # text in another encoding, so a file that decodes as UTF-8 is UTF-8.

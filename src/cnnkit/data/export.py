@@ -6,11 +6,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from cnnkit import log
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
+from cnnkit.base.progress import track
 from cnnkit.data import builtin as builtins_
 from cnnkit.data.folders import safe_name
-from cnnkit.errors import CnnkitError
-from cnnkit.progress import track
 
 
 def export_builtin(name: str, out: str | Path, *, split: str = "all",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError
-from cnnkit.paths import cache_dir
+from cnnkit.base.errors import CnnkitError
+from cnnkit.base.paths import cache_dir
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

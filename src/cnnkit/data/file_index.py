@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnkit.atomic import write_json
+from cnnkit.base.atomic import write_json
+from cnnkit.base.paths import cache_dir
 from cnnkit.data.cache import worker_pool
 from cnnkit.data.decode import (
     CorruptImageError,
@@ -28,7 +29,6 @@ from cnnkit.data.decode import (
     read_header,
     refusal,
 )
-from cnnkit.paths import cache_dir
 
 INDEX_VERSION = 2  # 2: elongated images are refused
 CHUNK = 128
@@ -78,7 +78,7 @@ def file_facts(paths: list[str], root: str | os.PathLike, *, decode: bool, near:
             jobs = [pool.submit(_inspect_chunk, c, decode, near) for c in chunks]
             done = as_completed(jobs)
             if progress and len(todo) >= 500:
-                from cnnkit.progress import track
+                from cnnkit.base.progress import track
                 done = track(done, total=len(jobs), description="reading images")
             for job in done:
                 out.update(job.result())

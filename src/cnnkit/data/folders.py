@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnkit import log
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.csvfile import read_rows
 from cnnkit.data.decode import IMAGE_SUFFIXES, is_image_file
 from cnnkit.data.scan import IGNORED_NAMES, Scan, is_hidden, scan_images, sub_folders
-from cnnkit.errors import CnnkitError
 
 __all__ = ["IGNORED_NAMES", "Listing", "check_classes", "class_dirs", "is_hidden",
            "list_class_folders", "read_csv", "safe_name", "split_dirs"]

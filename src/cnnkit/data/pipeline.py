@@ -29,7 +29,7 @@ from cnnkit.data.augment import (
     scaling,
     warp,
 )
-from cnnkit.preprocess import Preprocess, centre_crop
+from cnnkit.data.preprocess import Preprocess, centre_crop
 
 SMALL_IMAGE = 64  # at or below this size, "crop" means pad-and-crop translation
 

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnnkit import log
+from cnnkit.base import log
 from cnnkit.data.decode import is_image_file
 
 IGNORED_NAMES = {"__MACOSX", "__pycache__", "Thumbs.db", "desktop.ini"}

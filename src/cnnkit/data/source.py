@@ -14,13 +14,13 @@ from typing import ClassVar
 
 import torch
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import BuiltinSet
 from cnnkit.data.cache import decode_files
 from cnnkit.data.folders import Listing
 from cnnkit.data.imageset import ImageSet, stratified_split
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek, probe_images
-from cnnkit.errors import CnnkitError
 
 Parts = tuple[ImageSet, ImageSet | None, ImageSet | None]  # train, val, test
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from cnnkit import log
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import BUILTINS, load_builtin, parse_name
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
 from cnnkit.data.source import DataSource, Parts, split_off
-from cnnkit.errors import CnnkitError
 
 
 class BuiltinSource(DataSource):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import check_classes, read_csv
 from cnnkit.data.imageset import ImageSet, stratified_split
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
 from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing
-from cnnkit.errors import CnnkitError
 
 
 class CsvSource(DataSource):

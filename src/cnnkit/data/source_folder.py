@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import check_classes, list_class_folders, split_dirs
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
 from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing, split_off
 from cnnkit.data.source_csv import split_whole
-from cnnkit.errors import CnnkitError
 
 
 def _folder(data: str) -> Path | None:

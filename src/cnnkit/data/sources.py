@@ -11,8 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnkit import log
-from cnnkit.config import TrainConfig
+from cnnkit.base import log
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data import builtin as builtins_
 from cnnkit.data.folders import Listing
 from cnnkit.data.imageset import ImageSet, take_per_class
@@ -21,7 +22,6 @@ from cnnkit.data.source import DataSource, decode_listing
 from cnnkit.data.source_builtin import BuiltinSource
 from cnnkit.data.source_csv import CsvSource
 from cnnkit.data.source_folder import FolderSource, SplitFolderSource
-from cnnkit.errors import CnnkitError
 
 # Tried in order; the first that recognises DATA describes it. A new kind of source is
 # a DataSource subclass in a module of its own and one entry here.

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnkit.artifacts.rundir import SPLIT_ADVICE, RunDir, damaged
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import CorruptImageError
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.sources import load_files, load_run_splits
-from cnnkit.errors import CnnkitError
-from cnnkit.predict import Classifier
-from cnnkit.rundir import SPLIT_ADVICE, RunDir, damaged
+from cnnkit.runtime.predict import Classifier
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field")
 
@@ -86,7 +86,7 @@ def check_images(model: str, clf: Classifier, given: list[str] | None, n: int = 
                  ) -> tuple[ImageSet, str]:
     """Images to compare torch and ONNX on, and where they came from (for the message)."""
     if given:
-        from cnnkit.predict import expand_inputs
+        from cnnkit.runtime.predict import expand_inputs
 
         files = expand_inputs(given)[:n]
         return files_images(files, clf), f"{len(files)} of the given images"

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import torch
 
-from cnnkit import derived
-from cnnkit.backends import PARITY_TOLERANCE, OnnxBackend, TorchBackend, weights_key
+from cnnkit.artifacts import derived
+from cnnkit.artifacts.modelfile import find_sidecar
+from cnnkit.artifacts.onnxfile import OPSET, OnnxMeta, export_onnx
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
-from cnnkit.errors import CnnkitError
 from cnnkit.export.images import check_images, run_folder, run_images
 from cnnkit.export.quantize import CALIBRATION_IMAGES, Comparison, compare, quantize_int8
-from cnnkit.inference import log_probs
-from cnnkit.modelfile import find_sidecar
-from cnnkit.onnxfile import OPSET, OnnxMeta, export_onnx
-from cnnkit.predict import Classifier, load_predictor
-from cnnkit.rundir import RunDir
+from cnnkit.runtime.backends import PARITY_TOLERANCE, OnnxBackend, TorchBackend, weights_key
+from cnnkit.runtime.inference import log_probs
+from cnnkit.runtime.predict import Classifier, load_predictor
 
 FORMATS = ("onnx",)
 QUANTIZE = ("int8",)

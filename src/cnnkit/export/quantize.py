@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.atomic import atomic_path
-from cnnkit.backends import OnnxBackend
+from cnnkit.artifacts.onnxfile import INPUT, OnnxMeta, read_meta
+from cnnkit.base.atomic import atomic_path
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess, eval_batch
-from cnnkit.errors import CnnkitError
 from cnnkit.export.static_shapes import fold_static_shapes
-from cnnkit.onnxfile import INPUT, OnnxMeta, read_meta
+from cnnkit.runtime.backends import OnnxBackend
 
 CALIBRATION_IMAGES = 300
 # Convolutions with their activations and residual additions; pooling and the rest stay

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.config import augment_tokens
+from cnnkit.base.config import augment_tokens
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import decode, is_image_file
 from cnnkit.data.pipeline import Preprocess, eval_batch, train_batch
-from cnnkit.errors import CnnkitError
 from cnnkit.inspect.figures import new_figure, save, show_image
 
 FILE_SIZE = 160  # pictures from image files: large enough to see a rotation's corners

@@ -13,12 +13,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from cnnkit.atomic import write_text
-from cnnkit.errors import CnnkitError
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base.atomic import write_text
+from cnnkit.base.errors import CnnkitError
 from cnnkit.inspect.figures import new_figure
 from cnnkit.inspect.html import CSS
 from cnnkit.inspect.runs import RunSummary, human_size, human_time, kept_label, summarize
-from cnnkit.rundir import RunDir
 
 EXTRA_CSS = """
 td.diff { background: #fff3c4; font-weight: 600; }

@@ -17,7 +17,7 @@ from fractions import Fraction
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 FILTERS: dict[str, tuple[str, list[list[float]]]] = {
     "vertical-edge": ("responds where brightness changes from left to right",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.inspect.convolve import conv2d, out_size
 from cnnkit.inspect.figures import draw_kernel, new_figure, number_text
 
@@ -131,7 +131,7 @@ def animate_convolution(image: np.ndarray, kernel: np.ndarray, path: str | os.Pa
             frames.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
                           .convert("P", palette=Image.Palette.ADAPTIVE, colors=128))
     path = Path(path)
-    from cnnkit.atomic import atomic_path
+    from cnnkit.base.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],

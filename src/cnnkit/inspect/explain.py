@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import CorruptImageError
-from cnnkit.errors import CnnkitError
 from cnnkit.inspect.figures import plot_feature_maps, plot_filters, plot_gradcam, to_display
 from cnnkit.inspect.gradcam import (
     default_feature_layers,
@@ -63,7 +63,7 @@ def explain(predictor: Any, image: str | os.PathLike | Any, out_dir: str | os.Pa
             class_name: str | None = None, layers: list[str] | None = None,
             cam_layer: str | None = None, top_k: int = 5) -> Explanation:
     """Grad-CAM, feature maps and first-layer filters of ``predictor`` (a
-    :class:`cnnkit.predict.Classifier`) on one ``image``, written as PNGs to ``out_dir``."""
+    :class:`cnnkit.runtime.predict.Classifier`) on one ``image``, written as PNGs to ``out_dir``."""
     model, card, device = predictor.model, predictor.card, predictor.device
     pre = card.preprocess
     try:

@@ -28,7 +28,7 @@ def new_figure(width: float, height: float) -> Any:
 
 def save(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write ``fig`` as a PNG, atomically (a reader never sees half a picture)."""
-    from cnnkit.atomic import atomic_path
+    from cnnkit.base.atomic import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

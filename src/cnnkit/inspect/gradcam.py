@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models.interface import evaluating
 
 

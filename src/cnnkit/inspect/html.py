@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit._version import __version__
+from cnnkit.artifacts.rundir import RunDir, human_size
 from cnnkit.inspect.runs import Kept, kept_model
 from cnnkit.inspect.summary import Summary
-from cnnkit.rundir import RunDir, human_size
-from cnnkit.threshold import Coverage
+from cnnkit.tasks.threshold import Coverage
 
 CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 0;

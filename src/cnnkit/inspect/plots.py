@@ -302,7 +302,7 @@ def plot_confidence(confidence: Sequence[float], correct: Sequence[bool],
     """How sure the model is on labelled images: a histogram of the top probability
     (right and wrong answers stacked) beside a reliability diagram (accuracy per
     confidence bin against the diagonal of a calibrated model)."""
-    from cnnkit.threshold import reliability
+    from cnnkit.tasks.threshold import reliability
 
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit import log
-from cnnkit.errors import CnnkitError
-from cnnkit.metrics import EvalResult, compute
-from cnnkit.rundir import RunDir
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
+from cnnkit.tasks.metrics import EvalResult, compute
 
 REPORT_ADVICE = "restore it or delete it, then run `cnnkit report RUN` again"
 
@@ -44,7 +44,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _load_splits(config: dict[str, Any], pre: Any) -> Any:
-    from cnnkit.config import TrainConfig
+    from cnnkit.base.config import TrainConfig
     from cnnkit.data.sources import load_run_splits
 
     try:
@@ -56,7 +56,7 @@ def _load_splits(config: dict[str, Any], pre: Any) -> Any:
 
 
 def _evaluate(model: nn.Module, card: Any, imageset: Any) -> EvalResult:
-    from cnnkit.inference import log_probs
+    from cnnkit.runtime.inference import log_probs
 
     scores = log_probs(model, imageset, card.preprocess, _device_of(model))
     return compute(scores, imageset.labels, card.classes)
@@ -96,10 +96,10 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     loaded again, ``test`` to the model's metrics on the held-out test split (or on
     the validation split when the run has no test split).
     """
+    from cnnkit.artifacts.modelfile import load_model
     from cnnkit.inspect import plots
     from cnnkit.inspect.html import render_report
     from cnnkit.inspect.summary import summary
-    from cnnkit.modelfile import load_model
 
     start = time.perf_counter()
     run = run if isinstance(run, RunDir) else RunDir.open(run)
@@ -108,7 +108,7 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     phases_path = run.root / "phases.json"
     phases = run.read_json(phases_path, REPORT_ADVICE) if phases_path.is_file() else None
     if model is None or card is None:
-        from cnnkit.device import pick_device
+        from cnnkit.base.device import pick_device
 
         model, card = load_model(run.root, pick_device(device))
     if splits is None:
@@ -156,7 +156,7 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
                             model_name=card.architecture.name)
     thresholds = None
     if test is not None and test.n:
-        from cnnkit.threshold import coverage
+        from cnnkit.tasks.threshold import coverage
 
         thresholds = coverage(*_confidence(test))
     old = run.report_path.stat().st_size if run.report_path.is_file() else 0
@@ -168,7 +168,7 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
 
     html = render(others)
     html = render(others + len(html.encode()))  # the folder's size with this page in it
-    from cnnkit.atomic import write_text
+    from cnnkit.base.atomic import write_text
 
     write_text(run.report_path, html)
     return RunReport(run.report_path, files, eval_name, time.perf_counter() - start)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,7 +74,7 @@ def model_to_inspect(arg: str, img_size: int | None = None, channels: int | None
     """The model ``arg`` names, built with random weights unless it is a saved model."""
     _check_sizes(img_size, channels, classes)
     if _is_model_path(arg):
-        from cnnkit.modelfile import load_model
+        from cnnkit.artifacts.modelfile import load_model
 
         given = [f for f, v in (("--img-size", img_size), ("--channels", channels),
                                 ("--classes", classes)) if v is not None]

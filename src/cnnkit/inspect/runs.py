@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError
-from cnnkit.rundir import RunDir
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base.errors import CnnkitError
 
 KEPT_FILE = "kept.json"
 Kept = tuple[str | None, int | None, float | None]  # which, its epoch, its val accuracy

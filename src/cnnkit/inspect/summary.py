@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.inspect.summary_rows import LayerRow, Summary
 from cnnkit.models.interface import evaluating
 

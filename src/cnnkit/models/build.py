@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models.layerspec import StackBuilder, load_yaml, looks_like_spec, parse_spec
 from cnnkit.models.registry import ModelInfo, get_model_info, is_registered
-from cnnkit.sidecar_schema import MAX_NAME
+from cnnkit.models.sidecar_schema import MAX_NAME
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from timm.layers import DropPath
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 
 def set_drop_path(model: nn.Module, rate: float) -> int:

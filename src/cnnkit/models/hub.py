@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 BUNDLED, CACHED, DOWNLOAD = "bundled", "cached", "download"
 CONNECT_TIMEOUT_S = 3.0

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError
-from cnnkit.sidecar_schema import LAYER_FIELDS, MAX_LAYERS, MAX_NAME
+from cnnkit.base.errors import CnnkitError
+from cnnkit.models.sidecar_schema import LAYER_FIELDS, MAX_LAYERS, MAX_NAME
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 _CONV = re.compile(r"^conv(\d+)(?:k(\d+))?(?:s(\d+))?(same|valid|p\d+)?(bn)?$")
@@ -180,7 +180,7 @@ def check_layer(layer: Layer, where: str) -> Layer:
 
 def load_yaml(path: str | Path) -> list[Layer]:
     """Read ``layers:`` from YAML: each item a spec token or a one-key mapping."""
-    from cnnkit.config import MAX_CONFIG_BYTES, parse_yaml
+    from cnnkit.base.config import MAX_CONFIG_BYTES, parse_yaml
 
     path = Path(path)
     if not path.is_file():
@@ -382,7 +382,7 @@ class StackBuilder:
         self.layers = parse_spec(spec) if isinstance(spec, str) else list(spec)
 
     def __call__(self, num_classes: int, in_chans: int, img_size: int, **_: Any) -> Any:
-        from cnnkit.device import require_memory
+        from cnnkit.base.device import require_memory
         from cnnkit.models.layers import build_sequential
 
         planned, units = plan_stack(self.layers, in_chans, img_size)

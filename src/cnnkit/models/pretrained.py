@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models import hub
 from cnnkit.models.alexnet import AlexNet
 from cnnkit.models.catalog import ALEXNET_URL, ALIASES, IMAGENET_MEAN_STD

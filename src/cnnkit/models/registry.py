@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 Builder = Callable[..., Any]  # (num_classes=, in_chans=, img_size=, **kwargs) -> nn.Module
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit import log
-from cnnkit.errors import CnnkitError
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models.catalog import LITE0_PACKAGE  # noqa: F401  (re-exported)
 from cnnkit.models.interface import classifier_params
 

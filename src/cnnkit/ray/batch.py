@@ -17,11 +17,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cnnkit import log
-from cnnkit.errors import CnnkitError
-from cnnkit.predfile import MAX_RECORD_BYTES, MadeBy, card_sha256, check_made_by, parse_record
-from cnnkit.predict import load_predictor
-from cnnkit.progress import RateBar
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
+from cnnkit.base.progress import RateBar
 from cnnkit.ray.cluster import connect, quiet_data, resources
 from cnnkit.ray.inputs import list_inputs
 from cnnkit.ray.predictor import (
@@ -33,11 +31,19 @@ from cnnkit.ray.predictor import (
     columns,
     is_url,
 )
-from cnnkit.threshold import check_threshold
+from cnnkit.runtime.predfile import (
+    MAX_RECORD_BYTES,
+    MadeBy,
+    card_sha256,
+    check_made_by,
+    parse_record,
+)
+from cnnkit.runtime.predict import load_predictor
+from cnnkit.tasks.threshold import check_threshold
 
 BLOCK_SIZE = 1000  # images per block (and so per output file) at most
 RETRIES = 3  # restarts of a lost actor (and retries of its block) before the job fails
-RECORD = ".cnnkit.json"  # in the output folder: what made its rows (cnnkit.predfile)
+RECORD = ".cnnkit.json"  # in the output folder: what made its rows (cnnkit.runtime.predfile)
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def ship(model: str | os.PathLike, device: str) -> ShippedModel:
         return ShippedModel(clf.card, {path.name: path.read_bytes()}, path.name)
     if not os.path.exists(model):  # a pretrained name: built on each GPU worker
         return ShippedModel(load_predictor(str(model), "cpu", "auto").card, {}, str(model))
-    from cnnkit.modelcard import find_sidecar, read_card
+    from cnnkit.artifacts.modelcard import find_sidecar, read_card
 
     card, weights = read_card(model)
     sidecar = find_sidecar(model)

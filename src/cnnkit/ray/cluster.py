@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 INSTALL = "pip install 'cnnkit[ray]'"
 LOCAL = ""  # `--ray` without an address: RAY_ADDRESS, the cluster `ray start` made here, or

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import is_image_file
 from cnnkit.data.scan import is_hidden
-from cnnkit.errors import CnnkitError
-from cnnkit.predict import expand_inputs
 from cnnkit.ray.predictor import is_url
+from cnnkit.runtime.predict import expand_inputs
 
 
 def list_inputs(items: str | Sequence[str]) -> list[str]:

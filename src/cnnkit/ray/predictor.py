@@ -2,8 +2,8 @@
 store; a block of image paths in, the rows of ``cnnkit predict --output`` out.
 
 The actors run the same code as ``cnnkit predict`` in one process
-(:func:`cnnkit.stream.predict_rows` on a :class:`~cnnkit.predict.Classifier`), so the
-answers are the same; only where the rows go differs. Nothing here imports torch on the
+(:func:`cnnkit.runtime.stream.predict_rows` on a
+:class:`~cnnkit.runtime.predict.Classifier`), so the answers are the same; only where the rows go differs. Nothing here imports torch on the
 CPU path.
 """
 
@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.artifacts.modelcard import ModelCard
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.chunks import Chunk, decode_chunk
 from cnnkit.data.decode import CorruptImageError, decode
-from cnnkit.errors import CnnkitError
-from cnnkit.modelcard import ModelCard
-from cnnkit.predict import Classifier, Prediction
-from cnnkit.stream import Row, write_csv
-from cnnkit.stream import columns as _columns
+from cnnkit.runtime.predict import Classifier, Prediction
+from cnnkit.runtime.stream import Row, write_csv
+from cnnkit.runtime.stream import columns as _columns
 
 FORMATS = ("csv", "parquet")
 
@@ -60,11 +60,11 @@ class ShippedModel:
         for name, data in files.items():
             (folder / name).write_bytes(data)
         if device == "cpu":
-            from cnnkit.backends import OnnxBackend
+            from cnnkit.runtime.backends import OnnxBackend
 
             return Classifier(None, self.card, None, OnnxBackend(folder / self.main, threads),
                               loader=_no_torch)
-        from cnnkit.predict import load_predictor
+        from cnnkit.runtime.predict import load_predictor
 
         target = str(folder / self.main) if files else self.main
         return load_predictor(target, device, "torch")
@@ -108,7 +108,7 @@ def to_table(rows: list[Row], k: int) -> Any:
 
 
 def from_table(table: Any, k: int, threshold: float | None) -> list[Row]:
-    """:func:`to_table` undone: the rows, to write with :func:`cnnkit.stream.write_csv`."""
+    """:func:`to_table` undone: the rows, to write with :func:`cnnkit.runtime.stream.write_csv`."""
     cols = table.to_pydict()
     rows = []
     for i, path in enumerate(cols["path"]):
@@ -180,7 +180,7 @@ class Predictor:
 
 
 def _chunk_rows(clf: Classifier, part: Chunk, k: int, opts: Options) -> list[Row]:
-    """As :func:`cnnkit.stream.predict_rows` does for one decoded chunk."""
+    """As :func:`cnnkit.runtime.stream.predict_rows` does for one decoded chunk."""
     ok = part.ok
     probs = clf.proba_decoded(part.images[ok] if not ok.all() else part.images,
                               batch_size=opts.batch_size, tta=opts.tta) if ok.any() else None

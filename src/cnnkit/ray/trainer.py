@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cnnkit import log
-from cnnkit.config import TrainConfig
-from cnnkit.errors import CnnkitError
+from cnnkit.base import log
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.ray.cluster import connect, resources
 
 MAX_FAILURES = 2  # restarts of the worker group after a worker dies
@@ -46,7 +46,7 @@ def resume(run_dir: str | os.PathLike, *, workers: int | None = None,
            address: str | None = None, cpus_per_worker: float | None = None,
            gpus: bool | None = None, max_failures: int = MAX_FAILURES) -> Path:
     """Continue a stopped run (from any launcher) on the cluster."""
-    from cnnkit.rundir import RunDir
+    from cnnkit.artifacts.rundir import RunDir
 
     run = RunDir.open(run_dir)
     saved = TrainConfig.from_dict(run.read_config())
@@ -179,7 +179,7 @@ def _decide(board: Path, given: str | None) -> str | None:
     """Rank 0: the run folder to continue, or None to start one. A folder that an earlier
     attempt of this job made but that has no finished epoch is removed (it holds nothing
     to keep); a run the user asked to resume is always resumed."""
-    from cnnkit.rundir import RunDir
+    from cnnkit.artifacts.rundir import RunDir
 
     run = _read(board)
     if not run:

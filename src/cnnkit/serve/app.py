@@ -19,15 +19,15 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cnnkit import log
 from cnnkit._version import __version__
+from cnnkit.base import log
 from cnnkit.serve.batcher import MicroBatcher, QueueFull
 from cnnkit.serve.guard import BodyTooLarge, Guard
 from cnnkit.serve.hardening import protect
 from cnnkit.serve.loading import ServedModel
 from cnnkit.serve.settings import ServeConfig
 from cnnkit.serve.uploads import decode_uploads, read_uploads
-from cnnkit.threshold import is_unknown, label_or_unknown
+from cnnkit.tasks.threshold import is_unknown, label_or_unknown
 
 THRESHOLD_HELP = ("Answer 'unknown' for an image whose top probability is below this "
                   "(0-1); the run's report shows the accuracy at each threshold.")

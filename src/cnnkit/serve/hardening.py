@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from cnnkit import log
-from cnnkit.errors import CnnkitError
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
 
 if TYPE_CHECKING:
     import uvicorn

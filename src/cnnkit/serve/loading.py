@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from cnnkit._version import __version__
-from cnnkit.errors import CnnkitError
-from cnnkit.predict import Classifier, load_predictor
+from cnnkit.base.errors import CnnkitError
+from cnnkit.runtime.predict import Classifier, load_predictor
 from cnnkit.serve.settings import BACKENDS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

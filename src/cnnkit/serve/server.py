@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import signal
 
-from cnnkit import log
+from cnnkit.base import log
 from cnnkit.serve.app import create_app
 from cnnkit.serve.hardening import trusted_hosts, uvicorn_config, uvicorn_server
 from cnnkit.serve.loading import ServedModel

@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnkit.data.decode import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
-from cnnkit.predict import Classifier
+from cnnkit.runtime.predict import Classifier
 
 RAW_TYPES = ("image/", "application/octet-stream")
 

@@ -10,10 +10,10 @@ from dataclasses import replace
 
 from torch import nn
 
-from cnnkit import log
-from cnnkit.config import format_duration
+from cnnkit.base import log
+from cnnkit.base.config import format_duration
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits
-from cnnkit.errors import CnnkitError
 from cnnkit.models.build import create_model
 from cnnkit.training import estimate
 from cnnkit.training.clock import Deadline, duration

@@ -17,9 +17,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from cnnkit.atomic import atomic_path
-from cnnkit.errors import CnnkitError
-from cnnkit.modelfile import state_dict_for_saving
+from cnnkit.artifacts.modelfile import state_dict_for_saving
+from cnnkit.base.atomic import atomic_path
+from cnnkit.base.errors import CnnkitError
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,

@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cnnkit import log
-from cnnkit.errors import CnnkitError
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
 
 TIMEOUT_ENV = "CNNKIT_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800  # gloo's own default; a lost peer is usually seen at once anyway

@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.loader import BatchLoader
-from cnnkit.inference import autocast, chunk_size, log_probs
+from cnnkit.runtime.inference import autocast, chunk_size, log_probs
 from cnnkit.training.clock import duration
 from cnnkit.training.features import PROBE_LIMIT
 from cnnkit.training.loop import set_train_mode

@@ -22,16 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit import log
-from cnnkit.atomic import atomic_path, write_json
+from cnnkit.artifacts.modelfile import ModelCard, save_model
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base import log
+from cnnkit.base.atomic import atomic_path, write_json
+from cnnkit.base.paths import cache_dir
+from cnnkit.base.progress import track
 from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.inference import chunk_size
-from cnnkit.modelfile import ModelCard, save_model
-from cnnkit.paths import cache_dir
-from cnnkit.progress import track
-from cnnkit.rundir import RunDir
+from cnnkit.runtime.inference import chunk_size
 from cnnkit.training.recipe import Plan
 
 ROUND_ITERATIONS = 25  # L-BFGS iterations per reported "epoch"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnkit import log
-from cnnkit.atomic import write_json
+from cnnkit.artifacts.modelfile import ModelCard, load_model
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base import log
+from cnnkit.base.atomic import write_json
 from cnnkit.data.imageset import ImageSet
-from cnnkit.inference import log_probs
-from cnnkit.metrics import EvalResult, compute
-from cnnkit.modelfile import ModelCard, load_model
-from cnnkit.rundir import RunDir
+from cnnkit.runtime.inference import log_probs
+from cnnkit.tasks.metrics import EvalResult, compute
 from cnnkit.training.recipe import Plan
 
 

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnnkit import log
-from cnnkit.errors import CnnkitError
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
 
 RUN_FILE_ENV = "CNNKIT_LAUNCH_RUN_FILE"  # where rank 0 tells the launcher its run folder
 STARTED_ENV = "CNNKIT_LAUNCH_STARTED"  # when the command started (time.time()): --time's start
@@ -117,7 +117,7 @@ def _read(path: Path) -> str | None:
 def _resume_hint(run: str | None, devices: int) -> str:
     if run is None:
         return ""
-    from cnnkit.rundir import RunDir
+    from cnnkit.artifacts.rundir import RunDir
     from cnnkit.training.stopped import what_to_do
 
     advice = what_to_do(RunDir(run), f"cnnkit train --resume {run} --devices {devices}")

@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit import log
-from cnnkit.atomic import write_json
+from cnnkit.artifacts.modelfile import ModelCard, save_model
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base import log
+from cnnkit.base.atomic import write_json
+from cnnkit.base.errors import CnnkitError
+from cnnkit.base.progress import EpochBar
 from cnnkit.data.loader import BatchLoader, resident
 from cnnkit.data.sources import Splits
-from cnnkit.errors import CnnkitError
-from cnnkit.inference import autocast, chunk_size, log_probs
-from cnnkit.modelfile import ModelCard, save_model
-from cnnkit.progress import EpochBar
-from cnnkit.rundir import RunDir
+from cnnkit.runtime.inference import autocast, chunk_size, log_probs
 from cnnkit.training import distributed
 from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.clock import PhaseClock

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit import log
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.sources import Splits
-from cnnkit.errors import CnnkitError
-from cnnkit.inference import autocast
+from cnnkit.runtime.inference import autocast
 from cnnkit.training.optim import build_optimizer, set_lr
 from cnnkit.training.recipe import Plan
 from cnnkit.training.transfer import phases

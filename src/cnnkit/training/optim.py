@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.base.errors import CnnkitError
 
 
 def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,

@@ -4,9 +4,9 @@ memory one batch needs."""
 
 from __future__ import annotations
 
-from cnnkit import log
+from cnnkit.base import log
+from cnnkit.base.device import require_memory
 from cnnkit.data.audit import audit
-from cnnkit.device import require_memory
 from cnnkit.training.recipe import Plan
 
 BATCH_COPIES = 4  # float copies of a batch alive at once: input, augmented, normalised, grad

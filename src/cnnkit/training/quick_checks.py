@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnkit import log
-from cnnkit.config import TrainConfig
-from cnnkit.errors import CnnkitError
+from cnnkit.base import log
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 

@@ -14,16 +14,16 @@ from typing import Any
 
 import torch
 
-from cnnkit import log
-from cnnkit.config import TrainConfig, augment_tokens, format_duration
+from cnnkit.artifacts.modelfile import ModelCard
+from cnnkit.base import log
+from cnnkit.base.config import TrainConfig, augment_tokens, format_duration
+from cnnkit.base.device import pick_device
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import BuiltinSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import ImageFacts, Peek, mirror_reason
 from cnnkit.data.source import DataSource
 from cnnkit.data.sources import Splits, describe
-from cnnkit.device import pick_device
-from cnnkit.errors import CnnkitError
-from cnnkit.modelfile import ModelCard
 from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
 from cnnkit.training.clock import Deadline, duration

@@ -12,16 +12,16 @@ from typing import Any
 
 import torch
 
-from cnnkit import log
-from cnnkit.atomic import write_json
-from cnnkit.config import TrainConfig
+from cnnkit.artifacts.modelfile import ModelCard, find_sidecar, load_model, load_state, read_card
+from cnnkit.artifacts.rundir import RunDir, check_folder, human_size
+from cnnkit.artifacts.runlock import RunLock, locked
+from cnnkit.base import log
+from cnnkit.base.atomic import write_json
+from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits, load_run_splits
-from cnnkit.errors import CnnkitError
-from cnnkit.metrics import EvalResult
-from cnnkit.modelfile import ModelCard, find_sidecar, load_model, load_state, read_card
 from cnnkit.models.build import create_model
-from cnnkit.rundir import RunDir, check_folder, human_size
-from cnnkit.runlock import RunLock, locked
+from cnnkit.tasks.metrics import EvalResult
 from cnnkit.training import budget, distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.finish import evaluate_test

@@ -8,9 +8,9 @@ import contextlib
 import errno
 from collections.abc import Iterator
 
-from cnnkit import log
-from cnnkit.errors import CnnkitError
-from cnnkit.rundir import RunDir
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base import log
+from cnnkit.base.errors import CnnkitError
 from cnnkit.training.checkpoint import saved_epochs
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnkit import log
-from cnnkit.atomic import write_json
-from cnnkit.config import TrainConfig, track_tokens
-from cnnkit.errors import CnnkitError
-from cnnkit.metrics import EvalResult
-from cnnkit.rundir import RunDir
+from cnnkit.artifacts.rundir import RunDir
+from cnnkit.base import log
+from cnnkit.base.atomic import write_json
+from cnnkit.base.config import TrainConfig, track_tokens
+from cnnkit.base.errors import CnnkitError
+from cnnkit.tasks.metrics import EvalResult
 
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard")}
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")

@@ -1,0 +1,1 @@
+"""What a task decides: its metrics and how outputs become answers."""

@@ -1,0 +1,209 @@
+"""Predicting: files, folders, globs, in-memory images; top-k; TTA; unreadable images."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnkit
+from cnnkit.base.errors import CnnkitError
+from cnnkit.data.pipeline import eval_batch
+from cnnkit.runtime.predict import expand_inputs
+
+
+@pytest.fixture(scope="module")
+def clf(trained) -> cnnkit.Classifier:
+    return cnnkit.load(str(trained[0]), device="cpu")
+
+
+def _pngs(data: Path) -> list[str]:
+    return sorted(str(p) for p in data.rglob("*.png"))
+
+
+def test_top_k_predictions_per_file(clf, trained) -> None:
+    files = _pngs(trained[1])[:4]
+    preds = clf.predict(files, top_k=2)
+    assert [p.source for p in preds] == files
+    probs = clf.predict_proba(files)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    for p, row in zip(preds, probs):
+        assert len(p.top) == 2
+        assert p.top[0][1] >= p.top[1][1]
+        assert p.label == clf.classes[int(row.argmax())]
+        assert p.probability == pytest.approx(float(row.max()))
+    assert len(clf.predict(files[0], top_k=10)[0].top) == 3  # capped at the class count
+    d = preds[0].to_dict()
+    assert d["path"] == files[0] and d["label"] == preds[0].label
+    assert [t["label"] for t in d["top"]] == [c for c, _ in preds[0].top]
+
+
+def test_predict_proba_is_the_model_on_the_documented_pipeline(clf, trained) -> None:
+    """Decode, resize, normalise with the sidecar's mean/std, softmax: nothing else."""
+    file = _pngs(trained[1])[0]
+    pre = clf.card.preprocess
+    arr = np.array(Image.open(file).convert("RGB").resize((pre.img_size,) * 2,
+                                                           Image.Resampling.BILINEAR))
+    x = torch.from_numpy(arr).permute(2, 0, 1).float()[None] / 255
+    x = (x - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = clf.model(x).softmax(1).numpy()
+    np.testing.assert_allclose(clf.predict_proba([file]), expected, atol=2e-3)
+    assert torch.allclose(clf.transform([file]),
+                          eval_batch(torch.from_numpy(arr).permute(2, 0, 1)[None], pre),
+                          atol=1e-5)
+
+
+def test_in_memory_inputs_predict_like_files(clf, trained) -> None:
+    file = _pngs(trained[1])[0]
+    img = Image.open(file)
+    img.load()
+    expected = clf.predict_proba([file])
+    as_bytes = Path(file).read_bytes()
+    as_array = np.asarray(img.convert("RGB"))
+    for item in (img, as_bytes, as_array, Path(file)):
+        np.testing.assert_allclose(clf.predict_proba([item]), expected, atol=1e-6)
+    grey = np.asarray(img.convert("L"))
+    assert clf.predict_proba([grey]).shape == (1, 3)
+    with pytest.raises(CnnkitError, match="uint8"):
+        clf.predict_proba([as_array.astype(np.float32)])
+
+
+def test_flip_tta_probabilities_sum_to_one(clf, trained) -> None:
+    files = _pngs(trained[1])[:6]
+    probs = clf.predict_proba(files, tta=True)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    plain = clf.predict_proba(files)
+    assert not np.allclose(plain, probs)  # the mirror view counts
+    # a symmetric image looks the same mirrored: TTA changes nothing
+    sym = np.zeros((20, 20, 3), dtype=np.uint8)
+    sym[5:15, 5:15] = 200
+    np.testing.assert_allclose(clf.predict_proba([sym], tta=True), clf.predict_proba([sym]),
+                               atol=1e-5)
+    assert sum(p for _, p in clf.predict(files[:1], tta=True, top_k=3)[0].top) == \
+        pytest.approx(1.0, abs=1e-5)
+
+
+def test_unreadable_images_are_skipped_with_a_warning(clf, trained, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    good = _pngs(trained[1])[0]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really")
+    preds = clf.predict([good, str(bad), str(tmp_path / "gone.png")])
+    assert [p.source for p in preds] == [good]
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "gone.png" in err
+    assert bad.read_bytes() == b"\xff\xd8\xff not really"
+    with pytest.raises(CnnkitError, match=r"broken\.jpg"):
+        clf.predict_proba([str(bad)])
+
+
+def _inputs_tree(root: Path) -> Path:
+    for rel in ("a.png", "sub/b.jpg", "sub/deeper/c.webp", ".hidden.png", "sub/.d.png",
+                ".ipynb_checkpoints/e.png", "__MACOSX/sub/._f.png", "__MACOSX/g.png",
+                "sub/.cache/h.png", "notes.txt"):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".txt"):
+            path.write_text("x")
+        else:
+            Image.new("RGB", (8, 8)).save(path)
+    return root
+
+
+def test_folders_are_searched_recursively_without_hidden_files(tmp_path: Path) -> None:
+    root = _inputs_tree(tmp_path / "in")
+    found = [os.path.relpath(p, root) for p in expand_inputs([str(root)])]
+    assert found == ["a.png", "sub/b.jpg", "sub/deeper/c.webp"]
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    ("*.png", ["a.png"]),
+    ("*/*.png", []),
+    ("**/*.png", ["a.png"]),
+    ("**/*", ["a.png", "sub/b.jpg", "sub/deeper/c.webp"]),
+    ("*/*", ["sub/b.jpg"]),
+    ("sub/*.jpg", ["sub/b.jpg"]),
+])
+def test_globs_skip_hidden_files_and_folders(tmp_path: Path, pattern: str,
+                                             expected: list[str]) -> None:
+    root = _inputs_tree(tmp_path / "in")
+    if not expected:
+        with pytest.raises(CnnkitError, match="No images match"):
+            expand_inputs([str(root / pattern)])
+        return
+    found = [os.path.relpath(p, root) for p in expand_inputs([str(root / pattern)])]
+    assert sorted(found) == expected
+
+
+def test_a_globstar_reads_a_looping_link_once_and_any_depth(tmp_path: Path,
+                                                            nested_folders) -> None:
+    root = _inputs_tree(tmp_path / "in")
+    (root / "sub" / "up").symlink_to("..")  # a loop: glob followed it 40 times
+    Image.new("RGB", (8, 8)).save(nested_folders(root / "deep", 1100) / "z.png")
+    found = [os.path.relpath(p, root) for p in expand_inputs([str(root / "**" / "*.png")])]
+    assert found[:1] == ["a.png"] and found[1].endswith("/d/z.png") and len(found) == 2
+    below = [os.path.relpath(p, root) for p in expand_inputs([str(root / "sub" / "**")])]
+    assert below[:2] == ["sub/b.jpg", "sub/deeper/c.webp"]  # then sub/up/..., once each
+    assert len({os.path.realpath(root / p) for p in below}) == len(below) == 4
+
+
+def test_an_explicit_hidden_file_is_still_predicted(tmp_path: Path) -> None:
+    root = _inputs_tree(tmp_path / "in")
+    assert expand_inputs([str(root / ".hidden.png")]) == [str(root / ".hidden.png")]
+
+
+def test_input_mistakes(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="Image not found"):
+        expand_inputs([str(tmp_path / "nope.png")])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(CnnkitError, match="No images found in folder"):
+        expand_inputs([str(tmp_path / "empty")])
+    with pytest.raises(CnnkitError, match="No images match"):
+        expand_inputs([str(tmp_path / "*.jpg")])
+
+
+def test_evaluate_a_folder(clf, trained) -> None:
+    result = clf.evaluate(str(trained[1]))
+    assert result.n == 30 and result.classes == clf.classes
+    assert 0 <= result.accuracy <= 1 and result.top_k[3] == 1.0
+    assert sum(map(sum, result.confusion)) == 30
+    assert [row["support"] for row in result.per_class] == [10, 10, 10]
+
+
+def test_predict_on_bytes_from_a_jpeg(clf) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (250, 10, 10)).save(buf, "JPEG")
+    preds = clf.predict(buf.getvalue(), top_k=1)
+    assert len(preds) == 1 and preds[0].source == "<image 0>"
+
+
+def test_nothing_readable_is_an_error(clf, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"junk")
+    with pytest.raises(CnnkitError, match=r"No image could be read: .*a\.png.*\(and 1 more\)"):
+        clf.predict([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
+    assert clf.predict([]) == []
+
+
+def test_a_threshold_answers_unknown_below_it(clf, trained) -> None:
+    files = _pngs(trained[1])[:6]
+    plain = clf.predict(files)
+    cut = sorted(p.probability for p in plain)[2] + 1e-6  # the three least sure fall below
+    preds = clf.predict(files, threshold=cut)
+    unknown = [p for p in preds if p.unknown]
+    assert len(unknown) == 3
+    for p, q in zip(preds, plain):
+        assert p.top == q.top  # the model's classes are still there
+        assert p.label == ("unknown" if p.probability < cut else q.label)
+        d = p.to_dict()
+        assert d["label"] == p.label and d["unknown"] == p.unknown and d["threshold"] == cut
+    assert "unknown" not in plain[0].to_dict()  # without a threshold, the old record
+    assert all(not p.unknown for p in clf.predict(files, threshold=0.0))
+    with pytest.raises(CnnkitError, match="between 0 and 1"):
+        clf.predict(files, threshold=1.5)
