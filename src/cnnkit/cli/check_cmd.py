@@ -70,16 +70,24 @@ def _print(result: Audit, examples: int) -> None:
 
     from cnnkit.base import log
 
-    log.info(f"{result.data}: {result.kind}, {len(result.classes)} classes")
+    kind = "labels (multi-label)" if result.multilabel else "classes"
+    log.info(f"{result.data}: {result.kind}, {len(result.classes)} {kind}")
     if result.counts:
         table = Table()
-        table.add_column("class")
+        table.add_column("label" if result.multilabel else "class")
         splits = list(result.counts)
         for s in splits:
             table.add_column("images" if s == "all" else s, justify="right")
         for i, cls in enumerate(result.classes):
             table.add_row(log.quoted(cls), *(f"{result.counts[s][i]:,}" for s in splits))
-        table.add_row("total", *(f"{sum(result.counts[s]):,}" for s in splits), style="bold")
+        if result.multilabel:
+            table.add_row("(no label)", *(f"{result.unlabelled.get(s, 0):,}" for s in splits),
+                          style="dim")
+            table.add_row("images", *(f"{result.images.get(s, 0):,}" for s in splits),
+                          style="bold")
+        else:
+            table.add_row("total", *(f"{sum(result.counts[s]):,}" for s in splits),
+                          style="bold")
         log.console().print(table)
     for f in sorted(result.findings, key=lambda f: ("problem", "warning", "note").index(f.level)):
         log.info(f"{MARKS[f.level]} {f.level}: {f.what}")

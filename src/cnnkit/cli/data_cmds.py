@@ -60,17 +60,27 @@ def info(data: str = typer.Argument(..., help="Folder, CSV or built-in set.")) -
     log.set_quiet(False)
     log.info(f"{data}: {source.kind}" + (f" - {source.builtin.description}"
                                          if source.builtin else ""))
-    table = Table()
-    table.add_column("class")
     parts = [(n, getattr(splits, n)) for n in ("train", "val", "test")
              if getattr(splits, n) is not None]
+    multi = splits.train.multilabel
+    if multi:
+        log.info("multi-label: each image has a set of labels (none, one or several); the "
+                 "counts are images with each label")
+    table = Table()
+    table.add_column("label" if multi else "class")
     unsplit = not source.presplit
     for n, _ in parts:
         table.add_column("images" if unsplit else n, justify="right")
     counts = [p.class_counts() for _, p in parts]
     for i, cls in enumerate(splits.classes):
         table.add_row(cls, *(f"{c[i]:,}" for c in counts))
-    table.add_row("total", *(f"{sum(c):,}" for c in counts), style="bold")
+    if multi:
+        table.add_row("(no label)", *(f"{p.unlabelled():,}" for _, p in parts), style="dim")
+        table.add_row("images", *(f"{len(p):,}" for _, p in parts), style="bold")
+        table.add_row("labels per image",
+                      *(f"{sum(c) / max(len(p), 1):.2f}" for c, (_, p) in zip(counts, parts)))
+    else:
+        table.add_row("total", *(f"{sum(c):,}" for c in counts), style="bold")
     log.console().print(table)
 
 

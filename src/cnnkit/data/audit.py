@@ -25,7 +25,7 @@ from cnnkit.data.scan import Scan
 from cnnkit.data.source import DataSource
 from cnnkit.data.source_builtin import BuiltinSource
 from cnnkit.data.source_csv import CsvSource
-from cnnkit.data.source_folder import SplitFolderSource
+from cnnkit.data.source_folder import LabelledFolderSource, SplitFolderSource
 
 NEAR_BITS = 3  # difference-hash bits (of 64) within which two images count as near-copies
 SMALL_FRACTION = 4  # an image whose shorter side is under 1/4 of the input is "far smaller"
@@ -54,6 +54,9 @@ class Audit:
     counts: dict[str, list[int]] = field(default_factory=dict)  # split -> images per class
     findings: list[Finding] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    multilabel: bool = False  # label sets per image; counts are images with each label
+    unlabelled: dict[str, int] = field(default_factory=dict)  # split -> images with none
+    images: dict[str, int] = field(default_factory=dict)  # split -> usable images
 
     @property
     def problems(self) -> list[Finding]:
@@ -83,6 +86,8 @@ class Audit:
                 "trainable": self.trainable, "verdict": self.verdict,
                 "classes": self.classes,
                 "counts": {s: dict(zip(self.classes, c)) for s, c in self.counts.items()},
+                "multilabel": self.multilabel, "images": self.images,
+                **({"unlabelled": self.unlabelled} if self.multilabel else {}),
                 "findings": [f.to_dict() for f in self.findings], **self.stats}
 
     def add(self, level: str, what: str, files: list[str] | tuple[str, ...] = (),
@@ -93,7 +98,7 @@ class Audit:
 @dataclass(frozen=True)
 class _Item:
     split: str
-    label: int
+    label: tuple[int, ...]  # the image's class, or its labels (multi-label; maybe none)
     name: str  # a path, or split#index for a built-in set
     digest: str
     facts: FileFacts | None = None
@@ -115,7 +120,24 @@ def audit(source: DataSource, *, img_size: int, near: bool = False, decode: bool
     if near:
         _near(result, items, presplit=source.presplit)
     _balance(result)
+    _unlabelled(result)
     return result
+
+
+def _label_set(label: Any, multilabel: bool) -> tuple[int, ...]:
+    """A listing's label (a class index, or label indices) as a tuple of indices."""
+    return tuple(label) if multilabel else (int(label),)
+
+
+def _unlabelled(result: Audit) -> None:
+    if not result.multilabel:
+        return
+    none = sum(result.unlabelled.values())
+    if none:
+        where = ", ".join(f"{n:,} {s}" for s, n in result.unlabelled.items()
+                          if n and s != "all")
+        result.add("note", f"{none:,} image(s) have no label{f' ({where})' if where else ''}: "
+                   "multi-label training uses them as images where every label is absent")
 
 
 def _file_items(source: DataSource, result: Audit, *, near: bool, decode: bool,
@@ -129,6 +151,7 @@ def _file_items(source: DataSource, result: Audit, *, near: bool, decode: bool,
     _links(result, report)
     first = next(iter(listings.values()))
     result.classes = list(first.classes)
+    result.multilabel = first.multilabel
     paths = list(dict.fromkeys(p for lst in listings.values() for p in lst.paths))
     facts = file_facts(paths, source.root if source.root.is_dir() else source.root.parent,
                        decode=decode, near=near, progress=progress)
@@ -136,14 +159,21 @@ def _file_items(source: DataSource, result: Audit, *, near: bool, decode: bool,
     bad: list[tuple[str, str]] = []
     for split, lst in listings.items():
         counts = [0] * len(lst.classes)
+        none = used = 0
         for path, label in zip(lst.paths, lst.labels):
             f = facts[path]
             if f.error is not None:
                 bad.append((path, f.error))
                 continue
-            counts[label] += 1
-            items.append(_Item(split, label, path, f.digest, f, f.dhash))
+            labels = _label_set(label, lst.multilabel)
+            for k in labels:
+                counts[k] += 1
+            none += not labels
+            used += 1
+            items.append(_Item(split, labels, path, f.digest, f, f.dhash))
         result.counts[split] = counts
+        result.images[split] = used
+        result.unlabelled[split] = none
     _unreadable(result, bad)
     _classes_usable(result, "train" if "train" in result.counts else "all")
     _pixels(result, items)
@@ -153,6 +183,8 @@ def _file_items(source: DataSource, result: Audit, *, near: bool, decode: bool,
 def _listings(source: DataSource, report: Scan) -> dict[str, Listing]:
     if isinstance(source, CsvSource):
         return {"all": read_csv(source.root)}
+    if isinstance(source, LabelledFolderSource):
+        return {"all": read_csv(source.labels_file)}
     if isinstance(source, SplitFolderSource):
         dirs = split_dirs(source.root)
         train = list_class_folders(dirs["train"], report=report, top=source.root)
@@ -168,13 +200,17 @@ def _listings(source: DataSource, report: Scan) -> dict[str, Listing]:
 def _builtin_items(source: BuiltinSource, result: Audit, near: bool) -> list[_Item]:
     _, train, test = load_builtin(source.spec)
     result.classes = list(train.classes)
+    result.multilabel = train.multilabel
     items = []
     for split, part in (("train", train), ("test", test)):
         if part is None:
             continue
         result.counts[split] = part.class_counts()
+        result.images[split] = len(part)
+        result.unlabelled[split] = part.unlabelled()
         arr = part.images.numpy()
-        labels = part.labels.tolist()
+        labels = ([tuple(i for i, v in enumerate(row) if v > 0.5) for row in part.labels.tolist()]
+                  if part.multilabel else [(y,) for y in part.labels.tolist()])
         hashes = _array_dhashes(arr) if near else [None] * len(arr)
         for i in range(len(arr)):
             digest = hashlib.blake2b(arr[i].tobytes(), digest_size=16).hexdigest()
@@ -227,7 +263,10 @@ def _unreadable(result: Audit, bad: list[tuple[str, str]]) -> None:
 
 def _classes_usable(result: Audit, split: str) -> None:
     counts = result.counts.get(split, [])
-    if len(result.classes) < 2:
+    if result.multilabel and not result.classes:
+        result.add("problem", "no image has a label",
+                   advice="Give images labels: 'path,labels' rows such as 'a.jpg,cat|dog'.")
+    elif len(result.classes) < 2 and not result.multilabel:
         result.add("problem", f"only {len(result.classes)} class: a classifier needs at "
                    "least two", advice="Add a sub-folder (or CSV label) per class.")
     empty = [c for c, n in zip(result.classes, counts) if n == 0]
@@ -345,14 +384,19 @@ def _near(result: Audit, items: list[_Item], *, presplit: bool) -> None:
         result.add("note", f"{len(pairs)} pair(s) of near-identical images within a class")
 
 
+def _names(result: Audit, label: tuple[int, ...]) -> str:
+    """A class name, or a label set written as in a CSV (``cat|dog``; empty: none)."""
+    return "|".join(result.classes[k] for k in label)
+
+
 def _describe(result: Audit, group: list[_Item]) -> list[dict[str, str]]:
-    return [{"file": i.name, "label": result.classes[i.label], "split": i.split}
+    return [{"file": i.name, "label": _names(result, i.label), "split": i.split}
             for i in group]
 
 
 def _examples(result: Audit, groups: list[list[_Item]]) -> list[str]:
-    return [" = ".join(f"{i.name} ({result.classes[i.label]}, {i.split})" for i in g)
-            for g in groups]
+    return [" = ".join(f"{i.name} ({_names(result, i.label) or 'no label'}, {i.split})"
+                       for i in g) for g in groups]
 
 
 def _balance(result: Audit) -> None:

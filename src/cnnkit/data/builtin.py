@@ -1,4 +1,5 @@
-"""Built-in data sets by name: ``fashion-mnist``, ``digits`` and ``shapes``.
+"""Built-in data sets by name: ``fashion-mnist``, ``digits``, ``shapes`` and the
+multi-label ``fashion-mnist-mosaic``.
 
 Options follow the name after a colon, e.g. ``shapes:size=64,count=900,seed=1``.
 """
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from cnnkit.base.errors import CnnkitError
-from cnnkit.data import fashion_mnist, shapes
+from cnnkit.data import fashion_mnist, mosaic, shapes
 from cnnkit.data.imageset import ImageSet
 
 
@@ -27,13 +28,16 @@ class BuiltinSet:
     default_img_size: int
     loader: Callable[[dict[str, int]], tuple[ImageSet, ImageSet | None]]
     options: tuple[tuple[str, int], ...] = ()
+    multilabel: bool = False  # label sets per image (a multi-hot matrix)
+    may_be_zero: tuple[str, ...] = ()  # options that take 0 (a seed takes any number)
 
 
 def _nhwc_to_set(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> ImageSet:
     if images.ndim == 3:
         images = images[:, :, :, None]
     tensor = torch.from_numpy(np.array(images.transpose(0, 3, 1, 2), order="C", copy=True))
-    return ImageSet(tensor, torch.from_numpy(labels.astype(np.int64)), classes)
+    target = torch.from_numpy(labels.astype(np.float32 if labels.ndim == 2 else np.int64))
+    return ImageSet(tensor, target, classes)
 
 
 def _fashion_mnist(_: dict[str, int]) -> tuple[ImageSet, ImageSet]:
@@ -57,6 +61,19 @@ def _shapes(opts: dict[str, int]) -> tuple[ImageSet, ImageSet]:
     return _nhwc_to_set(xtr, ytr, shapes.CLASSES), _nhwc_to_set(xte, yte, shapes.CLASSES)
 
 
+def _mosaic(opts: dict[str, int]) -> tuple[ImageSet, ImageSet]:
+    if opts["blank"] >= 100:
+        raise CnnkitError("Option blank of 'fashion-mnist-mosaic' is the percentage of empty "
+                          f"cells, below 100. Received: {opts['blank']}")
+    xtr, ytr, xte, yte = fashion_mnist.load()
+    count, seed, blank = opts["count"], opts["seed"], opts["blank"] / 100
+    k = len(fashion_mnist.CLASSES)
+    train = mosaic.generate(xtr, ytr, count, seed, blank, k)
+    test = mosaic.generate(xte, yte, max(count // 4, 10), seed + 1_000_003, blank, k)
+    return (_nhwc_to_set(*train, fashion_mnist.CLASSES),
+            _nhwc_to_set(*test, fashion_mnist.CLASSES))
+
+
 BUILTINS: dict[str, BuiltinSet] = {
     s.name: s
     for s in (
@@ -69,6 +86,11 @@ BUILTINS: dict[str, BuiltinSet] = {
         BuiltinSet("shapes", "synthetic coloured circles, squares and triangles on noise "
                    "(options: size, count, seed)", shapes.CLASSES, 3, "vgg-bn", "flip+crop",
                    32, _shapes, (("size", 32), ("count", 1200), ("seed", 0))),
+        BuiltinSet("fashion-mnist-mosaic", "multi-label: 2x2 mosaics of Fashion-MNIST items, "
+                   "labelled by the classes shown, 56x56 grey (options: count, seed, blank = "
+                   "percent of empty cells)", fashion_mnist.CLASSES, 1, "fast-cnn",
+                   "flip+crop", 56, _mosaic, (("count", 6000), ("seed", 0), ("blank", 25)),
+                   multilabel=True, may_be_zero=("blank",)),
     )
 }
 
@@ -90,8 +112,10 @@ def parse_name(spec: str) -> tuple[BuiltinSet, dict[str, int]] | None:
         except ValueError:
             raise CnnkitError(f"Option {key} of {name!r} takes a whole number. "
                               f"Received: {value!r}") from None
-        if options[key] <= 0 and key != "seed":
-            raise CnnkitError(f"Option {key} of {name!r} must be positive. Received: {value}")
+        low = 0 if key in builtin.may_be_zero else 1
+        if key != "seed" and options[key] < low:
+            least = "0 or more" if low == 0 else "positive"
+            raise CnnkitError(f"Option {key} of {name!r} must be {least}. Received: {value}")
     return builtin, options
 
 

@@ -11,6 +11,7 @@ from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.csvfile import read_rows
 from cnnkit.data.decode import IMAGE_SUFFIXES, is_image_file
+from cnnkit.data.labelsets import MULTILABEL_HEADERS, lists_several, parse_labels
 from cnnkit.data.scan import IGNORED_NAMES, Scan, is_hidden, scan_images, sub_folders
 
 __all__ = ["IGNORED_NAMES", "Listing", "check_classes", "class_dirs", "is_hidden",
@@ -23,11 +24,13 @@ _TOLD: set[str] = set()  # CSV files already said to be read as Windows-1252
 
 @dataclass(frozen=True)
 class Listing:
-    """Image files with class indices; ``classes`` are names in index order."""
+    """Image files with class indices (multi-label: a tuple of indices per file, maybe
+    empty); ``classes`` are names in index order."""
 
     paths: tuple[str, ...]
-    labels: tuple[int, ...]
+    labels: tuple[int, ...] | tuple[tuple[int, ...], ...]
     classes: tuple[str, ...]
+    multilabel: bool = False
 
 
 def safe_name(cls: str) -> str:
@@ -139,12 +142,54 @@ def _inode(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
-    """Read ``path,label`` rows (a header row is optional); paths are relative to the CSV."""
+def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,
+             base: Path | None = None) -> Listing:
+    """Read ``path,label`` rows (a header row is optional); paths are relative to the CSV
+    (or to ``base``). A multi-label CSV (:mod:`cnnkit.data.labelsets` says when a CSV is
+    one and how its labels are written) gives a multi-label listing."""
     if not path.is_file():
         raise CnnkitError(f"CSV file not found: {path}.")
-    rows: list[tuple[str, str]] = []
+    header, rows = _csv_rows(path)
+    multi = (header is not None and header[1].strip().lower() in MULTILABEL_HEADERS) or any(
+        lists_several(label) for _, _, label, _ in rows)
+    if multi:
+        return _multilabel_listing(path, header, rows, classes, base or path.parent)
+    kept: list[tuple[str, str]] = []
     where: dict[str, tuple[str, int]] = {}  # normalised path -> (label, line)
+    for lineno, file, label, _ in rows:
+        if not label:
+            raise CnnkitError(f"{path}:{lineno}: {file!r} has an empty label. Give every "
+                              "row a class name: 'path,label' (for multi-label data, name "
+                              "the column 'labels' in a header row: an empty field is then "
+                              "an image with no label).")
+        key = os.path.normpath(file)
+        if key in where:
+            label0, line0 = where[key]
+            if label0 != label:
+                raise CnnkitError(f"{path}:{lineno}: {file!r} is listed under two labels, "
+                                  f"{_cut(repr(label0))} (line {line0}) and "
+                                  f"{_cut(repr(label))}. An image has one class: keep one "
+                                  "of the rows (for multi-label data, list an image's labels "
+                                  "in one field: 'a.jpg,cat|dog').")
+            continue  # the same row twice: one image, read once
+        where[key] = (label, lineno)
+        kept.append((file, label))
+    if not kept:
+        raise CnnkitError(f"{path} lists no images. Each row should be 'path,label'.")
+    names = classes if classes is not None else tuple(sorted({label for _, label in kept}))
+    for _, label in kept:
+        if label not in names:
+            raise CnnkitError(f"{path}: label {_cut(repr(label))} is not one of the model's "
+                              f"classes ({', '.join(names)}).")
+    paths = _resolve(path, [file for file, _ in kept], base or path.parent)
+    return Listing(tuple(paths), tuple(names.index(label) for _, label in kept), names)
+
+
+def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, int]]]:
+    """The header row (if any) and each row as (line, path, label field, fields after
+    the label that hold text)."""
+    header: list[str] | None = None
+    rows: list[tuple[int, str, str, int]] = []
     first = True
     lines, encoding = read_rows(path)
     if encoding == "cp1252" and str(path) not in _TOLD:
@@ -159,43 +204,56 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None) -> Listing:
         file, label = row[0].strip(), row[1].strip()
         if first and not is_image_file(file):
             first = False
+            header = row
             continue  # a header row, whatever its column names ('image_path,class')
         first = False
         if not is_image_file(file):
             raise CnnkitError(f"{path}:{lineno}: {_cut(repr(file))} is not an image file "
                               f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")
-        if not label:
-            raise CnnkitError(f"{path}:{lineno}: {file!r} has an empty label. Give every "
-                              "row a class name: 'path,label'.")
-        key = os.path.normpath(file)
-        if key in where:
-            label0, line0 = where[key]
-            if label0 != label:
-                raise CnnkitError(f"{path}:{lineno}: {file!r} is listed under two labels, "
-                                  f"{_cut(repr(label0))} (line {line0}) and "
-                                  f"{_cut(repr(label))}. An image has one class: keep one "
-                                  "of the rows.")
-            continue  # the same row twice: one image, read once
-        where[key] = (label, lineno)
-        rows.append((file, label))
-    if not rows:
-        raise CnnkitError(f"{path} lists no images. Each row should be 'path,label'.")
-    names = classes if classes is not None else tuple(sorted({label for _, label in rows}))
-    base = path.parent
-    paths, labels = [], []
-    for file, label in rows:
-        if label not in names:
-            raise CnnkitError(f"{path}: label {_cut(repr(label))} is not one of the model's "
-                              f"classes ({', '.join(names)}).")
-        full = Path(file) if os.path.isabs(file) else base / file
-        paths.append(str(full))
-        labels.append(names.index(label))
+        rows.append((lineno, file, label, sum(1 for c in row[2:] if c.strip())))
+    return header, rows
+
+
+def _multilabel_listing(path: Path, header: list[str] | None,
+                        rows: list[tuple[int, str, str, int]],
+                        classes: tuple[str, ...] | None, base: Path) -> Listing:
+    """A multi-label CSV: each image with the union of the label sets of its rows."""
+    sets: dict[str, tuple[str, dict[str, None]]] = {}  # normalised path -> (file, labels)
+    for lineno, file, field, extra in rows:
+        if extra and header is None:
+            raise CnnkitError(f"{path}:{lineno}: more than two fields. A multi-label row "
+                              "lists its labels in one field, separated by '|' or ';': "
+                              f"'{file},cat|dog'.")
+        entry = sets.setdefault(os.path.normpath(file), (file, {}))
+        for name in parse_labels(field):
+            entry[1].setdefault(name, None)
+    if not sets:
+        raise CnnkitError(f"{path} lists no images. Each row should be 'path,labels'.")
+    seen = sorted({name for _, labels in sets.values() for name in labels})
+    if not seen:
+        raise CnnkitError(f"{path} gives no image a label: every labels field is empty. A "
+                          "multi-label CSV needs at least one labelled image ('a.jpg,cat|dog').")
+    names = classes if classes is not None else tuple(seen)
+    unknown = [name for name in seen if name not in names]
+    if unknown:
+        raise CnnkitError(f"{path}: label(s) {', '.join(_cut(repr(u)) for u in unknown[:5])} "
+                          f"are not among the model's classes ({', '.join(names)}). Evaluate "
+                          "on data labelled with the model's classes.")
+    paths = _resolve(path, [file for file, _ in sets.values()], base)
+    labels = tuple(tuple(names.index(n) for n in labels) for _, labels in sets.values())
+    return Listing(tuple(paths), labels, tuple(names), multilabel=True)
+
+
+def _resolve(path: Path, files: list[str], base: Path) -> list[str]:
+    """The listed files' paths (relative ones from ``base``); all must exist."""
+    paths = [str(Path(file) if os.path.isabs(file) else base / file) for file in files]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        where = "the CSV's folder" if base == path.parent else str(base)
         raise CnnkitError(f"{path} lists a file that does not exist: {missing[0]}{more}. Paths "
-                          "in the CSV are relative to the CSV's folder.")
-    return Listing(tuple(paths), tuple(labels), names)
+                          f"in the CSV are relative to {where}.")
+    return paths
 
 
 def _cut(text: str, limit: int = 120) -> str:
@@ -204,7 +262,10 @@ def _cut(text: str, limit: int = 120) -> str:
 
 
 def check_classes(listing: Listing, where: str) -> None:
-    """A classifier needs at least two classes, each with at least one image."""
+    """A classifier needs at least two classes, each with at least one image (a
+    multi-label one at least one label: each is a yes/no question)."""
+    if listing.multilabel:
+        return  # read_csv refuses a multi-label CSV that names no label
     if len(listing.classes) < 2:
         only = listing.classes[0] if listing.classes else "none"
         raise CnnkitError(f"{where} has only one class ({only}): a classifier needs at least "

@@ -1,4 +1,9 @@
-"""Decoded images held in memory as one uint8 tensor, with their labels and class names."""
+"""Decoded images held in memory as one uint8 tensor, with their labels and class names.
+
+Labels are class indices ``(N,)`` (int64: single-label data) or a multi-hot matrix
+``(N, classes)`` (float32: multi-label data, where a row of zeros is an image with no
+label).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from cnnkit.data.labelsets import iterative_split, take_per_label
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,9 @@ class ImageSet:
                              f"{tuple(self.images.shape)}")
         if len(self.labels) != len(self.images):
             raise ValueError("images and labels differ in length")
+        if self.labels.ndim == 2 and self.labels.shape[1] != len(self.classes):
+            raise ValueError(f"multi-hot labels have {self.labels.shape[1]} columns for "
+                             f"{len(self.classes)} classes")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -48,8 +58,22 @@ class ImageSet:
         return ImageSet(self.images[index], self.labels[index], self.classes, paths,
                         self.crop_fraction)
 
+    @property
+    def multilabel(self) -> bool:
+        """Whether the labels are label sets (a multi-hot matrix) rather than one class."""
+        return self.labels.ndim == 2
+
     def class_counts(self) -> list[int]:
+        """Images per class (multi-label: images that have each label)."""
+        if self.multilabel:
+            return [int(v) for v in (self.labels > 0.5).sum(0).tolist()]
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+    def unlabelled(self) -> int:
+        """Images with no label (only multi-label data has them)."""
+        if not self.multilabel or not len(self):
+            return 0
+        return int(((self.labels > 0.5).sum(1) == 0).sum())
 
 
 def stratified_split(
@@ -58,8 +82,12 @@ def stratified_split(
     """Split indices per class into ``1 - sum(fractions)`` and each fraction, seeded.
 
     Every class with at least ``len(fractions) + 1`` images keeps at least one image in
-    each part, so a small class is never missing from validation or test.
+    each part, so a small class is never missing from validation or test. Multi-hot
+    labels are split by iterative stratification
+    (:func:`cnnkit.data.labelsets.iterative_split`).
     """
+    if labels.ndim == 2:
+        return iterative_split(labels, fractions, seed)
     gen = torch.Generator().manual_seed(seed)
     parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
     for cls in torch.unique(labels).tolist():
@@ -79,7 +107,10 @@ def stratified_split(
 
 
 def take_per_class(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
-    """Indices of a seeded subset with at most ``per_class`` images of each class."""
+    """Indices of a seeded subset with at most ``per_class`` images of each class
+    (multi-hot labels: about ``per_class`` images with each label)."""
+    if labels.ndim == 2:
+        return take_per_label(labels, per_class, seed)
     gen = torch.Generator().manual_seed(seed)
     keep = []
     for cls in torch.unique(labels).tolist():

@@ -19,6 +19,7 @@ from cnnkit.data.builtin import BuiltinSet
 from cnnkit.data.cache import decode_files
 from cnnkit.data.folders import Listing
 from cnnkit.data.imageset import ImageSet, stratified_split
+from cnnkit.data.labelsets import multi_hot
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek, probe_images
 
@@ -82,7 +83,10 @@ def decode_listing(listing: Listing, pre: Preprocess, progress: bool = True) -> 
     """Decode listed files at ``pre``'s decode size (cached); unreadable files are skipped."""
     images, ok, _errors = decode_files(listing.paths, pre.channels, pre.decode_size,
                                        pre.interpolation, progress=progress)
-    labels = torch.tensor([listing.labels[i] for i in ok], dtype=torch.long)
+    if listing.multilabel:
+        labels = multi_hot([listing.labels[i] for i in ok], len(listing.classes))
+    else:
+        labels = torch.tensor([listing.labels[i] for i in ok], dtype=torch.long)
     paths = tuple(listing.paths[i] for i in ok)
     if len(ok) == 0:
         raise CnnkitError("None of the images could be decoded; see the warnings above.")

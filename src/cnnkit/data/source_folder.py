@@ -6,17 +6,51 @@ import os
 from pathlib import Path
 
 from cnnkit.base.errors import CnnkitError
-from cnnkit.data.folders import check_classes, list_class_folders, split_dirs
+from cnnkit.data.folders import check_classes, list_class_folders, read_csv, split_dirs
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
 from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing, split_off
 from cnnkit.data.source_csv import split_whole
 
+LABELS_FILE = "labels.csv"
+
 
 def _folder(data: str) -> Path | None:
     path = Path(os.path.expanduser(data))
     return path if path.is_dir() else None
+
+
+class LabelledFolderSource(DataSource):
+    """A folder of images with a ``labels.csv`` at its top: ``path,label`` or
+    ``path,labels`` rows, paths relative to the folder (images anywhere below it),
+    split into train/val/test by the run's fractions."""
+
+    kind = "folder+labels"
+    presplit = False
+
+    @classmethod
+    def recognise(cls, data: str) -> DataSource | None:
+        path = _folder(data)
+        if path is None or not (path / LABELS_FILE).is_file():
+            return None
+        return cls(path.resolve().name, data, root=path)
+
+    @property
+    def labels_file(self) -> Path:
+        return self.root / LABELS_FILE
+
+    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
+             seed: int) -> Parts:
+        listing = read_csv(self.labels_file)
+        check_classes(listing, str(self.labels_file))
+        return split_whole(decode_listing(listing, pre), val_fraction, test_fraction, seed)
+
+    def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
+        return decode_listing(read_csv(self.labels_file, classes), pre)
+
+    def peek(self) -> Peek:
+        return peek_listing(read_csv(self.labels_file))
 
 
 class FolderSource(DataSource):

@@ -21,12 +21,12 @@ from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.source import DataSource, decode_listing
 from cnnkit.data.source_builtin import BuiltinSource
 from cnnkit.data.source_csv import CsvSource
-from cnnkit.data.source_folder import FolderSource, SplitFolderSource
+from cnnkit.data.source_folder import FolderSource, LabelledFolderSource, SplitFolderSource
 
 # Tried in order; the first that recognises DATA describes it. A new kind of source is
 # a DataSource subclass in a module of its own and one entry here.
-KINDS: tuple[type[DataSource], ...] = (BuiltinSource, CsvSource, SplitFolderSource,
-                                       FolderSource)
+KINDS: tuple[type[DataSource], ...] = (BuiltinSource, CsvSource, LabelledFolderSource,
+                                       SplitFolderSource, FolderSource)
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,16 @@ def load_splits(
     counts = train.class_counts()
     empty = [c for c, n in zip(train.classes, counts) if n == 0]
     if empty:
-        raise CnnkitError(f"No training images left for class(es) {', '.join(empty)} after "
+        kind = "label(s)" if train.multilabel else "class(es)"
+        raise CnnkitError(f"No training images left for {kind} {', '.join(empty)} after "
                           "splitting; add images or lower --val-fraction/--test-fraction.")
-    log.info(f"data: {source.spec} - {len(train.classes)} classes, {len(train):,} train"
+    what = (f"{len(train.classes)} labels (multi-label)" if train.multilabel
+            else f"{len(train.classes)} classes")
+    none = sum(p.unlabelled() for p in (train, val, test) if p is not None)
+    log.info(f"data: {source.spec} - {what}, {len(train):,} train"
              + (f", {len(val):,} val" if val is not None else "")
-             + (f", {len(test):,} test" if test is not None else "") + " images")
+             + (f", {len(test):,} test" if test is not None else "") + " images"
+             + (f" ({none:,} with no label)" if none else ""))
     return Splits(source, train.classes, train, val, test)
 
 
@@ -114,11 +119,13 @@ def load_eval_set(data: str | DataSource, pre: Preprocess, classes: tuple[str, .
     return source.eval_set(pre, classes)
 
 
-def load_files(paths: list[str], labels: list[int], classes: tuple[str, ...],
-               pre: Preprocess) -> ImageSet:
-    """Decode an explicit list of files (a run's recorded split)."""
+def load_files(paths: list[str], labels: list[int] | list[tuple[int, ...]],
+               classes: tuple[str, ...], pre: Preprocess, *, multilabel: bool = False
+               ) -> ImageSet:
+    """Decode an explicit list of files (a run's recorded split); multi-label: each
+    file's label indices."""
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise CnnkitError(f"{len(missing)} file(s) of the run's split are gone, e.g. "
                           f"{missing[0]}. Pass DATA to evaluate on other images.")
-    return decode_listing(Listing(tuple(paths), tuple(labels), classes), pre)
+    return decode_listing(Listing(tuple(paths), tuple(labels), classes, multilabel), pre)
