@@ -67,3 +67,22 @@ def test_same_source(make_tree, tmp_path: Path) -> None:
     assert same_source("shapes", "shapes:size=32")
     assert not same_source("shapes", "shapes:seed=1")
     assert not same_source("digits", str(data))
+
+
+def test_multi_label_data_for_a_single_label_model_is_one_clear_line(trained, tmp_path: Path,
+                                                                    capsys) -> None:
+    from cnnkit.cli import main
+
+    run, data = trained
+    files = sorted(p.relative_to(data) for p in data.rglob("*.png"))[:4]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data / f, tmp_path / f)
+    (tmp_path / "tags.csv").write_text("".join(f"{f},{f.parent.name}|circle\n" for f in files))
+    assert main(["evaluate", str(run), str(tmp_path / "tags.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "is multi-label data" in err and "model is single-label" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(CnnkitError, match="is multi-label data"):
+        cnnkit.train(str(tmp_path / "tags.csv"), init_from=str(run), epochs=1, device="cpu",
+                     out=str(tmp_path / "runs"), plots=False)

@@ -49,7 +49,23 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
 
 
 def _evaluate_on(clf: Classifier, source: DataSource, tta: bool) -> EvalResult:
-    return clf.evaluate_set(load_eval_set(source, clf.card.preprocess, clf.classes), tta=tta)
+    imageset = load_eval_set(source, clf.card.preprocess, clf.classes)
+    check_same_task(imageset, clf, source.spec)
+    return clf.evaluate_set(imageset, tta=tta)
+
+
+def check_same_task(imageset: ImageSet, clf: Classifier, data: str) -> None:
+    """Refuse multi-label data for a single-label model (and the other way round)."""
+    multi = clf.card.info.get("task") == "multi-label"
+    if imageset.multilabel and not multi:
+        raise CnnkitError(f"{data} is multi-label data (a set of labels per image) and the "
+                          "model is single-label: it answers one class per image. Evaluate "
+                          "it on single-label data (one class per image), or train a "
+                          f"multi-label model on {data}.")
+    if multi and not imageset.multilabel:
+        raise CnnkitError(f"{data} gives one class per image and the model is multi-label; "
+                          "evaluate it on multi-label data (a CSV of 'path,labels' rows, "
+                          "labels separated by '|').")
 
 
 def _run_folder(run: str | Path) -> RunDir | None:

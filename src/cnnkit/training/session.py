@@ -157,6 +157,10 @@ def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SIN
         check_data(plan)
     torch.manual_seed(plan.config.seed)
     splits = _load(plan)
+    if splits.train.multilabel:
+        raise CnnkitError(f"{config.data} is multi-label data (a set of labels per image); "
+                          "this cnnkit trains single-label classifiers only (one class per "
+                          "image). Give each image one class to train on it.")
     plan = finalize(plan, splits)
     check_memory(plan)
     cfg, pre = plan.config, plan.pre
