@@ -5,7 +5,13 @@ PNG files by `cnnkit data export` (10 classes; the run splits 8,000 train, 1,000
 validation, 1,000 test). Each row is the command a user would type, run as its own
 process with a fresh cache (so decoding the files is counted, as on a first run);
 "wall s" is the whole command, "estimate" what its estimate line said before the first
-epoch, "test" the accuracy on the 1,000 test images of the same split.
+epoch and "then s" how long the command ran after that line (what the estimate
+estimates: loading came before it), "test" the accuracy on the 1,000 test images of the
+same split.
+
+Then, in this one process and in rounds (so a busy machine slows all alike), seconds
+per training image of each model and side as the runs' estimates time them: the ratios
+say what a minute buys on each plan.
 
 Targets: the default ends in at most 5 minutes on 2 cores, at a test accuracy at least
 that of seed-cnn for 5 epochs at the images' own size.
@@ -49,6 +55,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=1000)
     ap.add_argument("--work", default=None, help="folder for the data and runs (kept)")
     ap.add_argument("--out", default=None, help="where to write results.json")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the per-image timing "
+                    "(0: skip it)")
     args = ap.parse_args()
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in wanted if r not in ROWS]
@@ -63,39 +71,43 @@ def main() -> None:
     print(f"{sum(1 for _ in data.rglob('*.png')):,} PNG files in {data}; "
           f"{os.cpu_count()} cores; load before: {_load()}", flush=True)
     results = []
+    runs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
     for key in wanted:
         title, options = ROWS[key]
-        row = _run(key, title, options, data, work)
+        row = _run(key, title, options, data, runs)
         results.append(row)
         took = "-" if row["wall_s"] is None else f"{row['wall_s']:.0f} s"
         test = "-" if row["test_acc"] is None else f"{row['test_acc']:.2%}"
         print(f"  {title}: {test} in {took} ({row['plan']}; {row['estimate']}; "
               f"load {row['load']})", flush=True)
     _table(results)
+    rates = _rates(data, args.rounds) if args.rounds else {}
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        Path(args.out).write_text(json.dumps({"runs": results, "rates": rates}, indent=2))
 
 
-def _run(key: str, title: str, options: list[str], data: Path, work: Path) -> dict:
-    env = {**os.environ, "CNNKIT_CACHE": str(work / "cache" / key)}
-    argv = ["train", str(data), *options, "--out", str(work / "runs"), "--name", key,
-            "--no-plots"]
+def _run(key: str, title: str, options: list[str], data: Path, runs: Path) -> dict:
+    env = {**os.environ, "CNNKIT_CACHE": str(runs / "cache" / key)}
+    argv = ["train", str(data), *options, "--out", str(runs), "--name", key, "--no-plots"]
     load = _load()
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "cnnkit", *argv], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: list[str] = []
+    said = None
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line.rstrip("\n"))
-        if key == "old" and line.startswith("estimate:"):
-            proc.terminate()  # hours: the estimate is the figure
+        if line.startswith("estimate:"):
+            said = time.perf_counter()
+            if key == "old":
+                proc.terminate()  # hours: the estimate is the figure
     code = proc.wait()
     wall = time.perf_counter() - start
     text = "\n".join(lines)
     estimate = next((t for t in lines if t.startswith("estimate:")), "no estimate line")
     plan = next((t for t in lines if t.startswith("--time ")), None) or _plan(text)
-    run = work / "runs" / key
+    run = runs / key
     test = None
     metrics = run / "test_metrics.json"
     if key != "old":
@@ -106,9 +118,47 @@ def _run(key: str, title: str, options: list[str], data: Path, work: Path) -> di
         if (run / "metrics.csv").is_file() else 0
     return {"row": key, "title": title, "command": "cnnkit " + " ".join(argv),
             "wall_s": None if key == "old" else wall, "test_acc": test, "epochs": epochs,
-            "estimate": estimate.split(" - ")[0].replace("estimate: ", "estimated "),
+            "then_s": None if key == "old" or said is None else wall - (said - start),
+            "estimate": estimate.split(" - ")[0].replace("estimate: ", ""),
             "estimate_line": estimate, "plan": plan, "load": f"{load} -> {_load()}",
             "faster": next((t for t in lines if t.startswith("faster:")), None)}
+
+
+def _rates(data: Path, rounds: int) -> dict:
+    """Seconds per training and evaluation image, by the estimate's own timing, in rounds
+    (medians); each plan on made-up images of its size."""
+    from cnnkit.config import TrainConfig
+    from cnnkit.models.build import create_model
+    from cnnkit.training import estimate
+    from cnnkit.training.recipe import at_size, resolve_config
+
+    plans = {name: resolve_config(TrainConfig(str(data), device="cpu", model=model))
+             for name, model in (("fast-cnn, 28 px (the default)", "fast-cnn"),
+                                 ("seed-cnn, 28 px", "seed-cnn"))}
+    lite = resolve_config(TrainConfig(str(data), device="cpu", model="efficientnet_lite0"))
+    for side in (64, 96, 128, 224):
+        plans[f"EfficientNet-Lite0 fine-tune, {side} px"] = at_size(lite, side)
+    models = {k: create_model(p.arch, 10, p.pre.channels, p.pre.img_size)
+              for k, p in plans.items()}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in plans}
+    load = _load()
+    for _ in range(rounds):
+        for name, plan in plans.items():
+            r = estimate.measure(plan, models[name], 10)
+            times[name].append((next(iter(r.train.values())), r.infer))
+    out = {}
+    base = None
+    print(f"\nseconds per image here, medians of {rounds} rounds (load {load} -> {_load()})")
+    print(f"| {'plan':<40} | {'train ms':>8} | {'x default':>9} | {'eval ms':>7} |")
+    print(f"|{'-' * 42}|{'-' * 9}:|{'-' * 10}:|{'-' * 8}:|")
+    for name, pairs in times.items():
+        train = sorted(p[0] for p in pairs)[len(pairs) // 2]
+        infer = sorted(p[1] for p in pairs)[len(pairs) // 2]
+        base = base or train
+        out[name] = {"train_s": train, "infer_s": infer}
+        print(f"| {name:<40} | {train * 1000:>8.2f} | {train / base:>8.1f}x | "
+              f"{infer * 1000:>7.2f} |")
+    return out
 
 
 def _plan(text: str) -> str:
@@ -121,14 +171,15 @@ def _plan(text: str) -> str:
 def _table(rows: list[dict]) -> None:
     bar = next((r for r in rows if r["row"] == "bar"), None)
     print()
-    print(f"| {'plan':<62} | {'epochs':>6} | {'estimate':>22} | {'wall s':>6} | "
-          f"{'test':>7} |")
-    print(f"|{'-' * 64}|{'-' * 8}:|{'-' * 24}:|{'-' * 8}:|{'-' * 9}:|")
+    print(f"| {'plan':<62} | {'epochs':>6} | {'estimate':>22} | {'then s':>6} | "
+          f"{'wall s':>6} | {'test':>7} |")
+    print(f"|{'-' * 64}|{'-' * 8}:|{'-' * 24}:|{'-' * 8}:|{'-' * 8}:|{'-' * 9}:|")
     for r in rows:
         wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
+        then = "-" if r.get("then_s") is None else f"{r['then_s']:.0f}"
         test = "-" if r["test_acc"] is None else f"{r['test_acc']:.2%}"
         print(f"| {r['title'][:62]:<62} | {r['epochs']:>6} | {r['estimate'][:22]:>22} | "
-              f"{wall:>6} | {test:>7} |")
+              f"{then:>6} | {wall:>6} | {test:>7} |")
     default = next((r for r in rows if r["row"] == "default"), None)
     if default is not None:
         fast = default["wall_s"] <= TARGET_S

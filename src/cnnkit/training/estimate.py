@@ -258,8 +258,8 @@ def describe(plan: Plan, n: Counts, est: Estimate, rates: Rates,
         left = " more" if done else ""
         what = (f"{probe}{epochs} epoch{'s' if epochs != 1 else ''}{left} x {n.train:,} "
                 f"images at {size} {where(plan.device)}")
-    timed = (f"timed from {rates.steps} steps here" if rates.steps
-             else "timed from an evaluation pass here")
+    timed = (f"timed from {rates.steps} step{'s' if rates.steps != 1 else ''} here"
+             if rates.steps else "timed from an evaluation pass here")
     return f"estimate: {duration(est.seconds)} - {what}, {timed}"
 
 
