@@ -127,7 +127,7 @@ def _run(key: str, title: str, options: list[str], data: Path, runs: Path) -> di
 def _rates(data: Path, rounds: int) -> dict:
     """Seconds per training and evaluation image, by the estimate's own timing, in rounds
     (medians); each plan on made-up images of its size."""
-    from cnnkit.config import TrainConfig
+    from cnnkit.base.config import TrainConfig
     from cnnkit.models.build import create_model
     from cnnkit.training import estimate
     from cnnkit.training.recipe import at_size, resolve_config
@@ -173,7 +173,7 @@ def _table(rows: list[dict]) -> None:
     print()
     print(f"| {'plan':<62} | {'epochs':>6} | {'estimate':>22} | {'then s':>6} | "
           f"{'wall s':>6} | {'test':>7} |")
-    print(f"|{'-' * 64}|{'-' * 8}:|{'-' * 24}:|{'-' * 8}:|{'-' * 8}:|{'-' * 9}:|")
+    print(f"|{'-' * 64}|{'-' * 7}:|{'-' * 23}:|{'-' * 7}:|{'-' * 7}:|{'-' * 8}:|")
     for r in rows:
         wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
         then = "-" if r.get("then_s") is None else f"{r['then_s']:.0f}"

@@ -30,6 +30,8 @@ def _option(name: str, *flags: str, help: str | None = None) -> Any:
     return typer.Option(None, *flags, help=help, show_default=False)
 
 
+STARTUP_S = 30.0  # a process older than this at `train` did not start for it
+
 BACKEND_HELP = ("auto (onnxruntime on a CPU, exported once and cached beside the model; "
                 "torch on a GPU), torch or onnx.")
 
@@ -139,7 +141,8 @@ def train(
     """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
     import time as clock
 
-    started, started_wall = clock.monotonic(), clock.time()  # where --time counts from
+    age = _process_age()  # --time counts from the command's start, Python's included
+    started, started_wall = clock.monotonic() - age, clock.time() - age
     from cnnkit.base import log
 
     log.set_quiet(quiet)
@@ -233,6 +236,26 @@ def _launch(ctx: typer.Context, devices: int, device: str, started: float | None
                   cpu=device == "cpu" or not _has_cuda(), started=started)
     if code:
         raise typer.Exit(code)
+
+
+def _process_age() -> float:
+    """Seconds since this process started, when it started as the ``cnnkit`` command
+    (Python's start-up and imports; 0 when main() was called by another program, such as
+    a notebook or a test, or where Linux's /proc cannot be read)."""
+    import os
+
+    first = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    if "cnnkit" not in (first.name, first.parent.name):
+        return 0.0
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return age if 0.0 <= age <= STARTUP_S else 0.0
 
 
 def _under_torchrun() -> bool:

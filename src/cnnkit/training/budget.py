@@ -20,6 +20,8 @@ from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.estimate import Estimate, Rates
 from cnnkit.training.recipe import BUDGET_SIZES, Plan, at_size, faster_choices, fit_budget
 
+EXIT_S = 2.0  # --time: the last files, the process's exit
+
 
 class Costs:
     """Seconds per image for each (model, input side, mode) asked about, each measured
@@ -109,10 +111,10 @@ def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()
 
 def deadline(plan: Plan, est: Estimate, started: float, spent: float = 0.0) -> Deadline:
     """When the last training step must be done for the run to end within --time: the
-    budget's end less the test, the report and one validation pass; ``spent``: seconds
-    of the budget used by earlier processes (a resumed run)."""
+    budget's end less the test, the report, one validation pass and the process's exit;
+    ``spent``: seconds of the budget used by earlier processes (a resumed run)."""
     budget = (plan.config.time or 0.0) - spent
-    end = started + budget - est.after_s - est.val_s
+    end = started + budget - est.after_s - est.val_s - EXIT_S
     return Deadline(end, est.phase_s)
 
 
