@@ -238,3 +238,13 @@ def test_the_phases_share_the_time_left_as_planned(monkeypatch: pytest.MonkeyPat
     assert (tune.start, tune.end) == (140.0, 190.0) and not tune.expired()
     now[0] = 190.0
     assert tune.expired() and tune.position(0, 100) == 100.0
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("10m", 600), ("1.5h", 5400), ("1h30m", 5400), ("1h30", 5400),
+    ("2m30", 150), ("10 min", 600), ("2 hours", 7200),
+])
+def test_budgets_are_read_as_people_write_them(text: str, seconds: float) -> None:
+    from cnnkit.base.config import parse_duration
+
+    assert parse_duration(text) == seconds

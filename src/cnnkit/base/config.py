@@ -208,14 +208,21 @@ _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(hours?|hrs?|h|minutes?|mins?|m|se
 
 def parse_duration(text: str) -> float:
     """``--time``: a duration with units, ``90s``, ``10m``, ``1.5h`` or ``1h30m``, in
-    seconds. A bare number is refused: minutes and seconds are both plausible."""
+    seconds; a whole number after hours or minutes is the next unit (``1h30``, ``2m30``).
+    A bare number is refused: minutes and seconds are both plausible."""
     spec = text.strip().lower().replace(" ", "")
-    pos, seconds = 0, 0.0
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    pos, seconds, last = 0, 0.0, ""
     for match in _DURATION.finditer(spec):
         if match.start() != pos:
             break
-        seconds += float(match.group(1)) * {"h": 3600.0, "m": 60.0, "s": 1.0}[match.group(2)[0]]
+        last = match.group(2)[0]
+        seconds += float(match.group(1)) * units[last]
         pos = match.end()
+    tail = re.fullmatch(r"\d+", spec[pos:]) if last in ("h", "m") else None
+    if tail is not None:  # 1h30: minutes; 2m30: seconds
+        seconds += int(tail.group(0)) * units["m" if last == "h" else "s"]
+        pos = len(spec)
     if not spec or pos != len(spec):
         hint = (f" (--time {spec}m for minutes)" if re.fullmatch(r"\d+(\.\d+)?", spec)
                 else "")
