@@ -7,7 +7,9 @@
 
 ``backends`` runs in one process on ``--threads`` cores, in rounds of shuffled order (so
 the load of a shared machine falls on every contender alike) and prints each one's median
-images/s and its ratio to a plain onnxruntime session on the same weights. ``e2e`` times
+images/s and its ratio to the anchor: the same weights exported by hand (timm's
+``efficientnet_lite0``, ``torch.onnx.export`` at 224 px with a dynamic batch) in an
+onnxruntime session with default options. ``e2e`` times
 the ``cnnkit predict efficientnet_lite0 FOLDER --output preds.csv`` command (start-up,
 decoding and writing included) and its peak resident memory, workers included.
 """
@@ -26,8 +28,36 @@ import numpy as np
 import torch
 
 
-def backends(args: argparse.Namespace) -> None:
+def hand_export(net: torch.nn.Module, size: int, path: Path) -> Path:
+    """The anchor: what a user does without cnnkit. ``timm.create_model(
+    "efficientnet_lite0")`` given the same weights (timm's PyTorch-padded Lite0 has the
+    same 296 tensors as cnnkit's TF-padded one), ``torch.onnx.export`` at a fixed
+    ``size`` px with a dynamic batch."""
+    import warnings
+
+    import timm
+
+    hand = timm.create_model("efficientnet_lite0", num_classes=1000).eval()
+    keys = list(hand.state_dict())
+    hand.load_state_dict(dict(zip(keys, net.state_dict().values())))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(hand, (torch.zeros(1, 3, size, size),), str(path),
+                          input_names=["input"], output_names=["logits"], dynamo=False,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def default_session(path: Path, threads: int):
+    """An onnxruntime session with default options but for its thread count."""
     import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def backends(args: argparse.Namespace) -> None:
     import skimage.data
 
     from cnnkit.data.imageset import ImageSet
@@ -50,10 +80,9 @@ def backends(args: argparse.Namespace) -> None:
                     card.classes, crop_fraction=pre.img_size / pre.decode_size)
     x = eval_batch(torch.from_numpy(decoded), pre, data.crop_fraction)
     xn = x.numpy()
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    plain = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    tmp = Path(tempfile.mkdtemp(prefix="cnnkit-bench-"))
+    anchor = default_session(hand_export(net, pre.img_size, tmp / "hand.onnx"), args.threads)
+    plain = default_session(path, args.threads)
     eager = imagenet_model("efficientnet_lite0")[0].eval()
     torch_cl = TorchBackend(imagenet_model("efficientnet_lite0")[0], torch.device("cpu"))
 
@@ -62,22 +91,24 @@ def backends(args: argparse.Namespace) -> None:
             eager(x)
 
     n = args.batch
+    hand = "hand export: timm Lite0, torch.onnx.export, default session (float input)"
     contenders = {
-        "plain onnxruntime session (preprocessed input)": lambda: plain.run(None, {"input": xn}),
+        hand: lambda: anchor.run(None, {"input": xn}),
         "cnnkit predictor, auto backend (uint8 images in)":
             lambda: auto.proba_decoded(decoded, batch_size=n),
-        "cnnkit onnx backend alone (preprocessed input)": lambda: auto.backend(x),
+        "cnnkit's float file, default session (float input)":
+            lambda: plain.run(None, {"input": xn}),
         "torch eager": run_eager,
         "torch channels-last (cnnkit's torch backend)": lambda: torch_cl(x),
     }
     rates = dict(zip(contenders, median_rates(list(contenders.values()), n, args.seconds,
                                               pause=0.3)))
-    base = rates["plain onnxruntime session (preprocessed input)"]
+    base = rates[hand]
     print(f"EfficientNet-Lite0, {pre.img_size} px, batch {n}, {args.threads} threads, "
-          f"one process ({time.strftime('%Y-%m-%d')})")
-    print(f"{'':52s} {'images/s':>9s} {'vs plain ORT':>13s}")
+          f"one process ({time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f})")
+    print(f"{'':76s} {'images/s':>9s} {'vs hand':>8s}")
     for name, rate in rates.items():
-        print(f"{name:52s} {rate:9.1f} {rate / base:12.2f}x")
+        print(f"{name:76s} {rate:9.1f} {rate / base:7.2f}x")
 
 
 def int8(args: argparse.Namespace) -> None:

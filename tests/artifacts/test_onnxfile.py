@@ -51,3 +51,22 @@ def test_files_that_are_not_cnnkit_onnx_are_refused(tmp_path: Path) -> None:
                           dynamo=False, opset_version=17)
     with pytest.raises(CnnkitError, match="without cnnkit's metadata"):
         read_meta(plain)
+
+
+def test_same_padding_arithmetic_is_folded_out_of_a_float_export(tmp_path: Path) -> None:
+    """TF-style "same" padding, computed from the input's height and width, leaves no
+    shape arithmetic or separate Pad in the file; the batch stays dynamic."""
+    from tests.artifacts.test_static_shapes import SamePad
+
+    pre = Preprocess(15, 3, (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
+    net = SamePad().eval()
+    path = export_onnx(net, OnnxMeta(("a", "b", "c", "d"), pre, {}), tmp_path / "m.onnx")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not ops & {"Shape", "Gather", "Pad", "Ceil", "Div"}, ops
+    assert read_meta(path).classes == ("a", "b", "c", "d")  # metadata kept
+    session = open_session(path, threads=1)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 15, 15)
+        with torch.no_grad():
+            np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0],
+                                       net(x).numpy(), atol=1e-5)

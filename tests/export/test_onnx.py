@@ -14,7 +14,7 @@ from PIL import Image
 import cnnkit
 from cnnkit.artifacts import derived
 from cnnkit.artifacts.modelfile import ModelCard, save_model
-from cnnkit.artifacts.onnxfile import read_meta
+from cnnkit.artifacts.onnxfile import float_options, read_meta
 from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
 from cnnkit.data.pipeline import Preprocess
@@ -36,7 +36,7 @@ def test_export_of_a_run_is_checked_on_its_test_images(trained, tmp_path: Path, 
     card = cnnkit.load(str(trained[0]), backend="torch").card
     assert meta.classes == card.classes and meta.preprocess == card.preprocess
     # bound to the weights it came from: its own sha256 and theirs, checked before use
-    assert derived.check(out, card.sha256, {"precision": "float", "opset": 17}) is None
+    assert derived.check(out, card.sha256, float_options(17)) is None
 
 
 def _model_file(tmp_path: Path, name: str, size: int, channels: int, pretrained: bool,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from cnnkit.artifacts import derived
 from cnnkit.artifacts.onnxfile import read_meta
 from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
-from cnnkit.export.onnx import export_model
+from cnnkit.export.onnx import check_drop, export_model
+from cnnkit.export.quantize import Comparison
 
 
 def test_int8_export_is_quantized_keeps_metadata_and_is_compared(trained, tmp_path: Path,
@@ -59,3 +61,113 @@ def test_int8_needs_a_run(tmp_path: Path) -> None:
         export_model("efficientnet_lite0", quantize="int8")
     with pytest.raises(CnnkitError, match="--quantize must be one of int8"):
         export_model("efficientnet_lite0", quantize="int4")
+    with pytest.raises(CnnkitError, match="--max-accuracy-drop is in points"):
+        export_model("efficientnet_lite0", quantize="int8", max_accuracy_drop=-1)
+
+
+def test_a_run_without_a_test_split_is_refused_before_anything_is_written(
+        trained, tmp_path: Path, capsys) -> None:
+    run = shutil.copytree(trained[0], tmp_path / "run")
+    split = json.loads((run / "split.json").read_text())
+    split["test"] = []
+    (run / "split.json").write_text(json.dumps(split))
+    assert main(["export", str(run), "--quantize", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "without a held-out test split" in err and len(err.strip().splitlines()) == 1
+    assert not list(run.glob("*.onnx"))
+
+
+def test_int8_that_loses_too_much_is_refused_with_the_figures() -> None:
+    c = Comparison(images=2_000, float_accuracy=0.9125, int8_accuracy=0.8990,
+                   float_speed=100.0, int8_speed=300.0)
+    check_drop(c, 1.5, "the test split")  # 1.35 points: within 1.5
+    with pytest.raises(CnnkitError) as info:
+        check_drop(c, 1.0, "the test split")
+    message = str(info.value)
+    assert "loses 1.35 points" in message and "2,000 images" in message
+    assert "float 91.25%, int8 89.90%" in message and "--max-accuracy-drop 1.35" in message
+    check_drop(Comparison(10, 0.5, 0.6, 1.0, 1.0), 0.0, "x")  # a gain is never refused
+
+
+def test_int8_runs_everywhere_once_exported(trained, tmp_path: Path, capsys) -> None:
+    """predict (run + --backend, or the file itself), evaluate, the Python API and the
+    record all run the measured int8 file; without it, one line says how to make it."""
+    run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
+    files = sorted(str(p) for p in trained[1].rglob("*.png"))[:4]
+    assert main(["predict", str(run), files[0], "--backend", "onnx-int8"]) == 2
+    err = capsys.readouterr().err
+    assert "has no int8 file" in err and f"cnnkit export {run} --quantize int8" in err
+    assert main(["export", str(run), "--quantize", "int8"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"onnx-int8 parity with torch on \d+ images of the run's test split: "
+                     r"largest difference in probabilities \S+, top-1 agreement", text)
+    int8 = run / "model.int8.onnx"
+    meta = read_meta(int8).info
+    test_n = len(json.loads((run / "split.json").read_text())["test"])
+    assert meta["test_images"] == test_n and 0 <= meta["int8_accuracy"] <= 1
+
+    api = cnnkit.load(str(run), backend="onnx-int8")
+    assert api.backend.name == "onnx-int8" and api.backend.path == int8
+    direct = cnnkit.load(str(int8))
+    assert direct.backend.path == int8 and direct.classes == api.classes
+    np.testing.assert_array_equal(api.predict_proba(files), direct.predict_proba(files))
+    float_probs = cnnkit.load(str(run), backend="onnx").predict_proba(files)
+    assert not np.array_equal(api.predict_proba(files), float_probs)  # another runtime
+
+    for target, extra in ((str(run), ["--backend", "onnx-int8"]), (str(int8), [])):
+        assert main(["predict", target, *files, "--format", "json", *extra]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [r["path"] for r in rows] == files
+        probs = api.predict_proba(files)
+        assert [r["label"] for r in rows] == [api.classes[i] for i in probs.argmax(1)]
+    assert main(["evaluate", str(run), "--backend", "onnx-int8", "--json",
+                 str(tmp_path / "m.json")]) == 0
+    evaluated = json.loads((tmp_path / "m.json").read_text())
+    assert evaluated["accuracy"] == pytest.approx(meta["int8_accuracy"])
+    assert main(["evaluate", str(int8), "--json", str(tmp_path / "m2.json")]) == 0
+    assert json.loads((tmp_path / "m2.json").read_text())["accuracy"] == evaluated["accuracy"]
+    capsys.readouterr()
+
+    assert main(["predict", str(int8), files[0], "--backend", "onnx"]) == 2
+    assert "runs on --backend onnx-int8" in capsys.readouterr().err
+    assert main(["predict", str(int8), files[0], "--backend", "torch"]) == 2
+    assert "pass the run folder for torch" in capsys.readouterr().err
+    data = bytearray(int8.read_bytes())
+    data[-20] ^= 0xFF
+    int8.write_bytes(bytes(data))
+    assert main(["predict", str(int8), files[0]]) == 2
+    assert "was changed after it was made" in capsys.readouterr().err
+    assert main(["predict", str(run), files[0], "--backend", "onnx-int8"]) == 2
+    assert "was changed after it was made" in capsys.readouterr().err
+
+
+def test_a_float_export_predicts_as_the_file_itself(trained, tmp_path: Path, capsys) -> None:
+    """`cnnkit predict RUN/model.onnx x.png` (it answered "is not a cnnkit model"), also
+    when the file and its record were moved away from the run."""
+    run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
+    files = sorted(str(p) for p in trained[1].rglob("*.png"))[:3]
+    assert main(["export", str(run)]) == 0
+    reference = cnnkit.load(str(run), backend="torch").predict_proba(files)
+    clf = cnnkit.load(str(run / "model.onnx"))
+    np.testing.assert_allclose(clf.predict_proba(files), reference, atol=1e-4)
+    assert clf.model is not None  # the run beside it builds the torch module on demand
+    away = tmp_path / "elsewhere"
+    away.mkdir()
+    for name in ("model.onnx", "model.onnx.source.json"):
+        shutil.move(run / name, away / name)
+    alone = cnnkit.load(str(away / "model.onnx"))
+    np.testing.assert_allclose(alone.predict_proba(files), reference, atol=1e-4)
+    with pytest.raises(CnnkitError, match="without its run beside it"):
+        alone.model  # noqa: B018
+    capsys.readouterr()
+    assert main(["predict", str(away / "model.onnx"), *files, "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    derived.record_path(away / "model.onnx").unlink()
+    assert main(["predict", str(away / "model.onnx"), files[0]]) == 2
+    assert "has no record" in capsys.readouterr().err
+
+
+def test_a_pretrained_name_has_no_int8(trained, capsys) -> None:
+    photo = str(sorted(trained[1].rglob("*.png"))[0])
+    assert main(["predict", "efficientnet_lite0", photo, "--backend", "onnx-int8"]) == 2
+    assert "pretrained model with no run" in capsys.readouterr().err

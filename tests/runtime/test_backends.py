@@ -162,3 +162,22 @@ def test_a_cached_export_without_a_record_is_made_again(trained, tmp_path: Path)
     reference = cnnkit.load(str(run), device="cpu", backend="torch").predict_proba(files)
     np.testing.assert_allclose(cnnkit.load(str(run), device="cpu").predict_proba(files),
                                reference, atol=1e-4)
+
+
+def test_a_cached_export_made_without_folding_is_made_again(trained, tmp_path: Path,
+                                                            capsys) -> None:
+    """An export an older cnnkit cached (graph not folded: its record has other options)
+    is exported again rather than used, by the torch-free path and the full load alike."""
+    from cnnkit.runtime.backends import EXPORT_OPTIONS, find_cached_onnx
+
+    run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
+    export = cnnkit.load(str(run), device="cpu").backend.path
+    card = cnnkit.load(str(run), device="cpu").card
+    assert EXPORT_OPTIONS["graph"] == "static-shapes-folded"
+    old = {k: v for k, v in EXPORT_OPTIONS.items() if k != "graph"}
+    derived.bind(export, card.sha256, old)  # the record an older cnnkit wrote
+    assert find_cached_onnx(card, run) is None
+    capsys.readouterr()
+    clf = cnnkit.load(str(run), device="cpu")
+    assert clf.backend.path == export and "made with other options" in capsys.readouterr().err
+    assert derived.check(export, card.sha256, EXPORT_OPTIONS) is None

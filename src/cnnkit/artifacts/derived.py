@@ -2,10 +2,12 @@
 
 An ONNX export, its int8 copy, any file computed from a model answers as the weights did
 when it was made, and only then. Its record, ``<file>.source.json`` beside it, holds the
-file's own sha256 and size, the sha256 of the weights it was made from, and the options
-that change its answers (opset, precision, calibration). :func:`check` compares all of
-them before the file is used: a cached export that fails is made again; a file a user
-hands in is refused with one line (:func:`require`).
+file's own sha256 and size, the sha256 of the weights it was made from, the options
+that change its answers (opset, precision, calibration), and what was measured of it
+when it was made (its parity with torch, an int8 file's test accuracy: figures for a
+model card, not compared). :func:`check` compares the rest before the file is used: a
+cached export that fails is made again; a file a user hands in is refused with one line
+(:func:`require`).
 """
 
 from __future__ import annotations
@@ -40,15 +42,18 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def bind(path: str | os.PathLike, source_sha256: str, options: dict[str, Any]) -> Path:
+def bind(path: str | os.PathLike, source_sha256: str, options: dict[str, Any],
+         measured: dict[str, Any] | None = None) -> Path:
     """Record that ``path`` (finished, in place) was made from the weights
-    ``source_sha256`` with ``options`` (JSON values); returns the record's path."""
+    ``source_sha256`` with ``options``, and what was ``measured`` of it then (JSON
+    values); returns the record's path."""
     path = Path(path)
     record = record_path(path)
     write_json(record, {"format": FORMAT, "format_version": FORMAT_VERSION,
                         "file": path.name, "sha256": sha256_of(path),
                         "size": path.stat().st_size, "source_sha256": source_sha256,
-                        "options": options, "cnnkit_version": __version__})
+                        "options": options, "measured": measured or {},
+                        "cnnkit_version": __version__})
     return record
 
 
@@ -74,6 +79,27 @@ def check(path: str | os.PathLike, source_sha256: str | None = None,
         return (f"it was changed after it was made (its sha256 is not the one in "
                 f"{record_path(path).name})")
     return None
+
+
+def options(path: str | os.PathLike) -> dict[str, Any]:
+    """The options recorded for ``path`` (empty when its record is missing or damaged);
+    call :func:`check` first to trust them."""
+    doc = _read_record(Path(path))
+    return {} if isinstance(doc, str) else dict(doc["options"])
+
+
+def measured(path: str | os.PathLike) -> dict[str, Any]:
+    """What was measured of ``path`` when it was made (empty when its record has none)."""
+    doc = _read_record(Path(path))
+    found = {} if isinstance(doc, str) else doc.get("measured")
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def source(path: str | os.PathLike) -> str | None:
+    """The sha256 of the weights ``path`` was made from, as its record says (None when it
+    has no readable record)."""
+    doc = _read_record(Path(path))
+    return None if isinstance(doc, str) else doc["source_sha256"]
 
 
 def require(path: str | os.PathLike, source_sha256: str | None = None,

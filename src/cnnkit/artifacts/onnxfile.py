@@ -4,7 +4,9 @@ An exported file is self-describing like a cnnkit sidecar: its ``metadata_props`
 carry the class names and the preprocessing (input size, channels, mean/std,
 interpolation, crop), so plain onnxruntime can use it without cnnkit. The graph takes
 ``input``: float32 ``(batch, channels, size, size)``, values ``(pixel / 255 - mean) /
-std``, and returns ``logits`` ``(batch, classes)``; the batch dimension is dynamic.
+std``, and returns ``logits`` ``(batch, classes)``; the batch dimension is dynamic, the
+others are fixed and the arithmetic a trace records on them is folded away
+(:mod:`cnnkit.artifacts.static_shapes`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnkit._version import __version__
+from cnnkit.artifacts.static_shapes import fold_static_shapes
 from cnnkit.base.atomic import atomic_path
 from cnnkit.base.device import usable_cores
 from cnnkit.base.errors import CnnkitError
@@ -31,6 +34,14 @@ if TYPE_CHECKING:
 FORMAT = "cnnkit-onnx"
 OPSET = 17
 INPUT, OUTPUT = "input", "logits"
+# How the graph was made, besides the weights: what a derived-file record binds
+# (cnnkit.artifacts.derived), so a file made another way is exported again.
+GRAPH = "static-shapes-folded"
+
+
+def float_options(opset: int = OPSET) -> dict[str, Any]:
+    """The options a float export's record holds: precision, opset and graph."""
+    return {"precision": "float", "opset": opset, "graph": GRAPH}
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,8 @@ class OnnxMeta:
 
 def export_onnx(model: nn.Module, meta: OnnxMeta, path: str | os.PathLike,
                 opset: int = OPSET) -> Path:
-    """Write ``model`` (fp32, CPU copy) as an ONNX file with a dynamic batch and ``meta``.
+    """Write ``model`` (fp32, CPU copy) as an ONNX file with a dynamic batch and ``meta``,
+    its arithmetic on static dimensions folded (:func:`fold_static_shapes`).
 
     The caller's model is left as it was (device, dtype, memory format, mode).
     """
@@ -84,14 +96,36 @@ def export_onnx(model: nn.Module, meta: OnnxMeta, path: str | os.PathLike,
         except Exception as exc:  # the exporter raises many types; one line for the user
             first = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             _export_dynamo(net, example, tmp, opset, meta, first)
+        try:
+            fold_static_shapes(tmp, tmp)
+        except Exception as exc:  # onnx and onnxruntime raise many types
+            raise CnnkitError(f"Folding the static shapes of the ONNX export of "
+                              f"{meta.info.get('architecture', 'the model')} failed: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         proto = onnx.load(str(tmp))
-        for key, value in meta.to_props().items():
-            prop = proto.metadata_props.add()
-            prop.key, prop.value = key, value
+        set_meta(proto, meta)
         proto.producer_name = "cnnkit"
         proto.doc_string = f"cnnkit {__version__} image classifier: {len(meta.classes)} classes"
         onnx.save(proto, str(tmp))
     return path
+
+
+def set_meta(proto: Any, meta: OnnxMeta) -> None:
+    """Replace an ONNX ``ModelProto``'s metadata with ``meta``'s."""
+    del proto.metadata_props[:]
+    for key, value in meta.to_props().items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def rewrite_meta(path: str | os.PathLike, meta: OnnxMeta) -> None:
+    """Give the file at ``path`` the metadata ``meta`` (written whole, then moved in)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_meta(proto, meta)
+    with atomic_path(Path(path)) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def _export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int,

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from cnnkit.cli import app
+from cnnkit.runtime.backend_names import BACKEND_HELP
 
 ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
 
@@ -20,7 +21,7 @@ def serve(
     host: Optional[str] = typer.Option(None, help="Address to bind [default: 127.0.0.1, "
                                        "this machine only; 0.0.0.0 for every interface]."),
     port: Optional[int] = typer.Option(None, help="TCP port [default: 8000]."),
-    backend: Optional[str] = typer.Option(None, help="auto, torch or onnx [default: auto]."),
+    backend: Optional[str] = typer.Option(None, help=BACKEND_HELP + " [default: auto]"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps [default: auto]."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for the model's forward "
                                           "pass [default: one less than the CPUs, at least "

@@ -14,6 +14,7 @@ from cnnkit.base.config import TrainConfig, load_config_file, parse_duration
 from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import app
 from cnnkit.cli.ray_cmds import RAY_HELP
+from cnnkit.runtime.backend_names import BACKEND_HELP
 
 
 def _option(name: str, *flags: str, help: str | None = None) -> Any:
@@ -31,9 +32,6 @@ def _option(name: str, *flags: str, help: str | None = None) -> Any:
 
 
 STARTUP_S = 30.0  # a process older than this at `train` did not start for it
-
-BACKEND_HELP = ("auto (onnxruntime on a CPU, exported once and cached beside the model; "
-                "torch on a GPU), torch or onnx.")
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.artifacts.onnxfile import INPUT, OnnxMeta, read_meta
+from cnnkit.artifacts.onnxfile import INPUT, OnnxMeta, read_meta, set_meta
+from cnnkit.artifacts.static_shapes import fold_static_shapes
 from cnnkit.base.atomic import atomic_path
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess, eval_batch
-from cnnkit.export.static_shapes import fold_static_shapes
 from cnnkit.runtime.backends import OnnxBackend
 
 CALIBRATION_IMAGES = 300
@@ -120,10 +120,7 @@ def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Prepr
             folded.unlink(missing_ok=True)
             prepared.unlink(missing_ok=True)
         proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]
-        for key, value in _with_precision(meta).to_props().items():
-            prop = proto.metadata_props.add()
-            prop.key, prop.value = key, value
+        set_meta(proto, _with_precision(meta))
         onnx.save(proto, str(tmp))
     return out
 

@@ -2,11 +2,14 @@
 
 The :class:`~cnnkit.runtime.predict.Classifier` decodes and preprocesses images in one place
 (``eval_batch``) and hands the normalised float batch to a backend: a torch module
-(:class:`TorchBackend`) or an onnxruntime session (:class:`OnnxBackend`). ``auto``
-picks onnxruntime on a CPU, where it is faster (docs/benchmarks.md, "Prediction
-backends"), and torch on a GPU; the ONNX file is exported once and cached, keyed by the
-weights' hash and bound to them by a record checked at each use (cnnkit.artifacts.derived).
-Grad-CAM and the report stay on torch: they need gradients.
+(:class:`TorchBackend`) or an onnxruntime session (:class:`OnnxBackend`), on the float
+export or on the int8 one. ``auto`` picks onnxruntime on a CPU, where it is faster
+(docs/benchmarks.md, "Prediction speed"), and torch on a GPU; the float ONNX file is
+exported once and cached, keyed by the weights' hash and bound to them by a record
+checked at each use (cnnkit.artifacts.derived). The int8 file is made on purpose, by
+``cnnkit export --quantize int8`` (calibrated, measured on the run's test split and
+refused when it loses too much), and found here by the same record. :data:`BACKENDS` is
+the one list of their names. Grad-CAM and the report stay on torch: they need gradients.
 """
 
 from __future__ import annotations
@@ -23,23 +26,25 @@ import numpy as np
 
 from cnnkit.artifacts import derived
 from cnnkit.artifacts.modelcard import ModelCard
-from cnnkit.artifacts.onnxfile import OPSET, OnnxMeta, export_onnx, open_session, read_meta
+from cnnkit.artifacts.onnxfile import OnnxMeta, export_onnx, float_options, open_session, read_meta
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.base.paths import cache_dir
+from cnnkit.models.build import Architecture
+from cnnkit.runtime.backend_names import ONNX_KINDS, check_backend
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-BACKENDS = ("auto", "torch", "onnx")
+INT8_NAME = "model.int8.onnx"  # where `cnnkit export RUN --quantize int8` puts it
 # onnxruntime runs a large batch faster than a few images at a time (unlike eager torch
 # on a CPU, inference.chunk_size): up to this many pixels per call, 32 images at 224 px
 # (docs/design-notes.md, "Export, backends and batch prediction").
 ONNX_BATCH_PIXELS = 32 * 224 * 224
 PARITY_TOLERANCE = 1e-4  # largest difference in probabilities between backends
 # What a cached export's record binds besides the weights (cnnkit.artifacts.derived).
-EXPORT_OPTIONS = {"precision": "float", "opset": OPSET}
+EXPORT_OPTIONS = float_options()
 
 
 class Backend(Protocol):
@@ -94,10 +99,13 @@ class OnnxBackend:
     """An onnxruntime session on the CPU over an exported file; NumPy in and out
     (:meth:`run`), so a predictor on it needs no torch, or tensors (``__call__``)."""
 
-    name = "onnx"
     channels_last = False  # onnxruntime takes plain NCHW arrays; no layout copy
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 name: str = "onnx") -> None:
+        """``name``: onnx for a float file, onnx-int8 for a quantized one (the runtime a
+        prediction record names)."""
+        self.name = name
         self.path = Path(path)
         self.session = open_session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
@@ -233,20 +241,88 @@ def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
     return diff
 
 
-def check_backend(kind: str) -> None:
-    if kind not in BACKENDS:
-        raise CnnkitError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {kind!r}")
+def find_int8(card: ModelCard, folder: Path | None) -> Path | None:
+    """The int8 file ``cnnkit export --quantize int8`` left in the run ``folder``, if its
+    record binds it to these weights (the sidecar's sha256) and it is unchanged."""
+    if folder is None or not card.sha256:
+        return None
+    path = folder / INT8_NAME
+    if not path.is_file() or derived.check(path, card.sha256) is not None:
+        return None
+    return path if derived.options(path).get("precision") == "int8" else None
+
+
+def require_int8(card: ModelCard, folder: Path | None, model: str) -> Path:
+    """:func:`find_int8`, or one line that says how to make the file."""
+    found = find_int8(card, folder)
+    if found is not None:
+        return found
+    if folder is None or not card.sha256:
+        raise CnnkitError(f"--backend onnx-int8 runs a run's int8 file, calibrated on its "
+                          f"training images and measured on its test split; {model} is not "
+                          "a run folder made by `cnnkit train`. Use --backend auto.")
+    path = folder / INT8_NAME
+    why = (f"{path} cannot be used: {derived.check(path, card.sha256)}" if path.is_file()
+           else f"{folder} has no int8 file ({INT8_NAME})")
+    raise CnnkitError(f"{why}. Make it with `cnnkit export {folder} --quantize int8` "
+                      "(calibrated on the run's training images, measured on its test "
+                      "split), then use --backend onnx-int8.")
+
+
+def onnx_file(path: str | os.PathLike, backend: str) -> tuple[ModelCard, Path | None,
+                                                               OnnxBackend]:
+    """An ONNX file ``cnnkit export`` wrote, given as the model itself: its card, the
+    sidecar of the run it was made from when that sits beside it with the same weights
+    (else None), and an onnxruntime backend on it. The file must be unchanged since it
+    was made (its record, :func:`cnnkit.artifacts.derived.require`); ``backend`` must
+    be one that runs it (auto, or onnx / onnx-int8 as its precision says)."""
+    from cnnkit.artifacts.modelcard import read_card
+
+    check_backend(backend)
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"ONNX file not found: {path}.")
+    derived.require(path)  # unchanged since cnnkit made it, before anything reads it
+    meta = read_meta(path)
+    precision = str(meta.info.get("precision", "float"))
+    kind = "onnx-int8" if precision == "int8" else "onnx"
+    if backend not in ("auto", kind):
+        raise CnnkitError(f"{path} is a{'n int8' if kind == 'onnx-int8' else ' float'} ONNX "
+                          f"file: it runs on --backend {kind} (or auto). Received: "
+                          f"--backend {backend}" + (" (pass the run folder for torch)"
+                                                    if backend == "torch" else ""))
+    source = derived.source(path)
+    card = ModelCard(Architecture(str(meta.info.get("architecture") or "onnx")),
+                     meta.classes, meta.preprocess, {**meta.info, "onnx_file": path.name},
+                     source)
+    sidecar = path.parent / "model.json"
+    if sidecar.is_file():
+        try:
+            run_card, _ = read_card(sidecar)
+        except CnnkitError:
+            run_card = None
+        if run_card is not None and run_card.sha256 == source and (
+                run_card.classes, run_card.preprocess) == (meta.classes, meta.preprocess):
+            card = run_card
+        else:
+            sidecar = None
+    else:
+        sidecar = None
+    return card, sidecar, OnnxBackend(path, name=kind)
 
 
 def make_backend(kind: str, model: nn.Module, card: ModelCard, device: torch.device,
                  folder: Path | None = None) -> Backend:
-    """The backend ``kind`` (auto, torch or onnx) for ``model`` on ``device``."""
+    """The backend ``kind`` (:data:`BACKENDS`) for ``model`` on ``device``."""
     check_backend(kind)
     if kind == "torch" or (kind == "auto" and device.type != "cpu"):
         return TorchBackend(model, device)
-    if kind == "onnx" and device.type != "cpu":
-        raise CnnkitError(f"The onnx backend runs on the CPU; received device {device}. Use "
-                          "--device cpu, or --backend torch for the GPU.")
+    if kind in ONNX_KINDS and device.type != "cpu":
+        raise CnnkitError(f"The {kind} backend runs on the CPU; received device {device}. "
+                          "Use --device cpu, or --backend torch for the GPU.")
+    if kind == "onnx-int8":
+        return OnnxBackend(require_int8(card, folder, str(folder or card.architecture.name)),
+                           name="onnx-int8")
     try:
         return OnnxBackend(cached_onnx(model, card, folder))
     except CnnkitError as exc:

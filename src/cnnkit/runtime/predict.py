@@ -20,12 +20,14 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import CorruptImageError, decode, is_image_file
 from cnnkit.data.preprocess import model_input, prepares
 from cnnkit.data.scan import is_hidden, scan_images
+from cnnkit.runtime.backend_names import ONNX_KINDS, check_backend
 from cnnkit.runtime.backends import (
     Backend,
     OnnxBackend,
-    check_backend,
     find_cached_onnx,
     make_backend,
+    onnx_file,
+    require_int8,
 )
 from cnnkit.tasks.threshold import UNKNOWN, check_threshold, is_unknown
 
@@ -192,9 +194,14 @@ class Classifier:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto",
              backend: str = "auto") -> Classifier:
-        """A run folder, model.json or model.safetensors; ``backend``: auto (onnxruntime
-        on a CPU, torch on a GPU), torch or onnx."""
+        """A run folder, model.json, model.safetensors, or an ONNX file `cnnkit export`
+        wrote (float or int8); ``backend``: one of
+        :data:`~cnnkit.runtime.backends.BACKENDS`."""
         check_backend(backend)
+        if backend in ONNX_KINDS and device == "auto":
+            device = "cpu"  # onnxruntime's wheel runs on the CPU
+        if Path(path).suffix.lower() == ".onnx":
+            return cls._from_onnx_file(path, device, backend)
         exported = cls._from_export(path, device, backend)
         if exported is not None:
             return exported
@@ -205,16 +212,43 @@ class Classifier:
         return cls(model, card, dev, backend, find_sidecar(path).parent)
 
     @classmethod
+    def _from_onnx_file(cls, path: str | os.PathLike, device: str,
+                        backend: str = "auto") -> Classifier:
+        """The file itself on onnxruntime; its run's torch module is built on demand when
+        the run sits beside it (else asking for it is an error that says so)."""
+        if not cpu_only(device) and device != "cpu":
+            raise CnnkitError(f"{path} runs on onnxruntime on the CPU; received --device "
+                              f"{device}. Use --device cpu, or the run folder with "
+                              "--backend torch for the GPU.")
+        card, sidecar, onnx_backend = onnx_file(path, backend)
+
+        def loader() -> torch.nn.Module:
+            if sidecar is None:
+                raise CnnkitError(f"{path} is an ONNX file without its run beside it; "
+                                  "Grad-CAM, feature maps and export need the run folder "
+                                  "(made by `cnnkit train`).")
+            from cnnkit.artifacts.modelfile import load_model
+
+            return load_model(sidecar, "cpu")[0]
+
+        return cls(None, card, None, onnx_backend, loader=loader)
+
+    @classmethod
     def _from_export(cls, path: str | os.PathLike, device: str, backend: str
                      ) -> Classifier | None:
-        """The run's earlier ONNX export on onnxruntime, without torch, when the backend
-        would be onnxruntime on the CPU anyway and the export was made from these weights
-        (the sidecar's sha256 and the file's agree) with this architecture, classes and
-        input (else None: the full load decides, and explains)."""
+        """The run's earlier ONNX export (float, or int8 for ``onnx-int8``) on
+        onnxruntime, without torch, when the backend would be onnxruntime on the CPU anyway
+        and the export was made from these weights (the sidecar's sha256 and the file's
+        agree) with this architecture, classes and input (else None: the full load
+        decides, and explains)."""
         if backend == "torch" or not cpu_only(device):
             return None
         card, weights = read_card(path)
-        found = find_cached_onnx(card, find_sidecar(path).parent)
+        folder = find_sidecar(path).parent
+        if backend == "onnx-int8":
+            found = require_int8(card, folder, str(path))
+        else:
+            found = find_cached_onnx(card, folder)
         if found is None or file_sha256(weights) != card.sha256:
             return None
 
@@ -223,7 +257,8 @@ class Classifier:
 
             return load_model(path, "cpu")[0]
 
-        return cls(None, card, None, OnnxBackend(found), loader=loader)
+        name = "onnx-int8" if backend == "onnx-int8" else "onnx"
+        return cls(None, card, None, OnnxBackend(found, name=name), loader=loader)
 
     @property
     def channels_last(self) -> bool:
@@ -391,7 +426,8 @@ class Classifier:
 
 
 def load_predictor(model: str, device: str = "auto", backend: str = "auto") -> Classifier:
-    """A run folder or model file; or a pretrained model's name for its ImageNet classes."""
+    """A run folder, model file or ONNX file; or a pretrained model's name for its
+    ImageNet classes."""
     check_backend(backend)
     if os.path.exists(model):
         return Classifier.load(model, device, backend)
@@ -402,6 +438,12 @@ def load_predictor(model: str, device: str = "auto", backend: str = "auto") -> C
         from cnnkit.runtime.zeroshot import cached_imagenet_export, imagenet_model
 
         check_weights(model, get_model_info(model).weights_from)  # offline: at once
+        if backend == "onnx-int8":
+            raise CnnkitError(f"--backend onnx-int8 runs a run's int8 file, calibrated on its "
+                              f"training images and measured on its test split; {model} is "
+                              "a pretrained model with no run. Use --backend auto, or "
+                              f"fine-tune it (`cnnkit train DATA -m {model}`) and export the "
+                              "run with --quantize int8.")
 
         found = (cached_imagenet_export(model) if backend != "torch" and cpu_only(device)
                  else None)

@@ -14,20 +14,14 @@ import torch
 from cnnkit._version import __version__
 from cnnkit.base.errors import CnnkitError
 from cnnkit.runtime.predict import Classifier, load_predictor
-from cnnkit.serve.settings import BACKENDS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def build_classifier(model: str, backend: str = "auto", device: str = "auto") -> Classifier:
-    """The one place the server turns a run folder or a model name into a predictor.
-
-    ``backend``: auto (onnxruntime on a CPU, exported once and cached; torch on a GPU),
-    torch or onnx, as ``cnnkit predict --backend`` chooses.
-    """
-    if backend not in BACKENDS:
-        raise CnnkitError(f"--backend must be one of {', '.join(BACKENDS)}. "
-                          f"Received: {backend!r}")
+    """The one place the server turns a run folder, an ONNX file or a model name into a
+    predictor; ``backend`` as ``cnnkit predict --backend`` takes it
+    (:data:`~cnnkit.runtime.backend_names.BACKENDS`)."""
     return load_predictor(model, device, backend)
 
 

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 
 from cnnkit.base.errors import CnnkitError
+from cnnkit.runtime.backend_names import check_backend
 from cnnkit.serve.hardening import HttpLimits
 
-BACKENDS = ("auto", "torch", "onnx")
 # Pillow's names for the formats the decoder reads (cnnkit.data.decode).
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 API_KEY_ENV = "CNNKIT_API_KEY"
@@ -37,9 +37,7 @@ class ServeConfig:
     allowed_hosts: tuple[str, ...] = ()  # Host names answered beyond the bind address's
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise CnnkitError(f"--backend must be one of {', '.join(BACKENDS)}. "
-                              f"Received: {self.backend!r}")
+        check_backend(self.backend)
         for name in ("max_batch_size", "max_queue", "max_files", "top_k", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CnnkitError(f"--{name.replace('_', '-')} must be at least 1. "

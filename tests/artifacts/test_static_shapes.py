@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.export.static_shapes import fold_static_shapes
+from cnnkit.artifacts.static_shapes import fold_static_shapes
 
 
 class SamePad(nn.Module):
