@@ -81,12 +81,17 @@ def test_warmup_epochs_default_to_the_schedules_own_share() -> None:
     assert warmup_fraction("constant", 6, epochs=4) == 1.0  # at most the whole phase
 
 
-def test_metrics_record_the_rate_used_and_fp16_scales_the_loss(tmp_path) -> None:
+def test_metrics_record_the_rate_used_and_fp16_scales_the_loss(tmp_path, monkeypatch) -> None:
     """lr in metrics.csv is the schedule's rate at the epoch's end, not the phase's peak;
-    fp16 trains through torch.amp.GradScaler, whose state the checkpoint keeps."""
+    fp16 trains through torch.amp.GradScaler, whose state the checkpoint keeps. A CPU
+    trains fp16 runs in bf16 (tests/training/test_quick_checks.py); here the plan keeps
+    fp16, so that the scaler's path (a GPU's in use) runs on the CPU too."""
     import cnnkit
+    from cnnkit.training import recipe
     from cnnkit.training.checkpoint import load_checkpoint
     from cnnkit.training.optim import lr_factor
+
+    monkeypatch.setattr(recipe, "settle_precision", lambda precision, device_type: precision)
 
     result = cnnkit.train("shapes:size=12,count=60", model="conv4k3-pool2-dense8", epochs=3,
                           batch_size=16, precision="fp16", device="cpu", plots=False,

@@ -3,8 +3,8 @@ store; a block of image paths in, the rows of ``cnnkit predict --output`` out.
 
 The actors run the same code as ``cnnkit predict`` in one process
 (:func:`cnnkit.runtime.stream.predict_rows` on a
-:class:`~cnnkit.runtime.predict.Classifier`), so the answers are the same; only where the rows go differs. Nothing here imports torch on the
-CPU path.
+:class:`~cnnkit.runtime.predict.Classifier`), so the answers are the same; only where
+the rows go differs. Nothing here imports torch on the CPU path.
 """
 
 from __future__ import annotations
