@@ -238,3 +238,20 @@ def test_two_runs_never_write_one_file_at_once(two_models, tmp_path: Path, capsy
                  "--backend", "torch"]) == 0  # the lock died with its process
     paths = [r["path"] for r in _rows(out)]
     assert len(paths) == len(set(paths)) == 600
+
+
+def test_int8_rows_are_not_added_to_float_rows(trained, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run, ignore=shutil.ignore_patterns("*.onnx*"))
+    assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0
+    out = tmp_path / "s.csv"
+    assert main(["predict", str(run), str(trained[1]), "--output", str(out),
+                 "--backend", "onnx"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), str(trained[1]), "--output", str(out),
+                 "--backend", "onnx-int8"]) == 2
+    assert "--backend onnx (this run: --backend onnx-int8)" in _error(capsys)
+    # the int8 file named as the model is the same computation as --backend onnx-int8
+    assert main(["predict", str(run / "model.int8.onnx"), str(trained[1]), "--output",
+                 str(out)]) == 2
+    assert "(this run: --backend onnx-int8)" in _error(capsys)
