@@ -19,6 +19,7 @@ from cnnkit._version import __version__
 _LAZY = {
     "TrainConfig": "cnnkit.base.config",
     "CnnkitError": "cnnkit.base.errors",
+    "Events": "cnnkit.training.events",
     "ImageClassifier": "cnnkit.estimator",
     "create_model": "cnnkit.models",
     "list_models": "cnnkit.models",
@@ -64,7 +65,7 @@ def evaluate(run: str, data: str | None = None, *, tta: bool = False,
 
 
 __all__ = [
-    "Classifier", "CnnkitError", "ImageClassifier", "Prediction", "TrainConfig", "TrainResult",
-    "__version__", "create_model", "evaluate", "list_models", "load", "lr_find", "register_model",
-    "resume", "train",
+    "Classifier", "CnnkitError", "Events", "ImageClassifier", "Prediction", "TrainConfig",
+    "TrainResult", "__version__", "create_model", "evaluate", "list_models", "load", "lr_find",
+    "register_model", "resume", "train",
 ]

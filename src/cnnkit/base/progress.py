@@ -33,6 +33,30 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
             bar.advance(task)
 
 
+class StepBar:
+    """A transient bar for work pushed from elsewhere: ``to(done)`` as it goes (the
+    events of :mod:`cnnkit.training.events` drive it; :func:`track` wraps a loop)."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.bar: Progress | None = None
+        if not log.silent():
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), console=log.console(), transient=True)
+            self.task = self.bar.add_task(label, total=total)
+            self.bar.start()
+
+    def to(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 class EpochBar:
     """One bar per epoch: running loss and accuracy, images per second, time left."""
 

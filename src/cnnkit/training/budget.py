@@ -18,7 +18,9 @@ from cnnkit.models.build import create_model
 from cnnkit.training import estimate
 from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.estimate import Estimate, Rates
+from cnnkit.training.events import Planned
 from cnnkit.training.recipe import BUDGET_SIZES, Plan, at_size, faster_choices, fit_budget
+from cnnkit.training.transfer import phases
 
 EXIT_S = 2.0  # --time: the last files, the process's exit
 
@@ -31,6 +33,9 @@ class Costs:
         self.plan = plan
         self.model = model
         self.classes = len(splits.classes)
+        self.class_names = tuple(splits.classes)
+        self.sizes = {"train": len(splits.train), "val": _len(splits.val),
+                      "test": _len(splits.test)}
         self.n = estimate.counts(plan, len(splits.train), _len(splits.val), _len(splits.test))
         self.n_train = len(splits.train)
         self._rates = {self._key(plan): estimate.measure(plan, model, self.classes,
@@ -83,11 +88,21 @@ def fit(plan: Plan, costs: Costs, started: float) -> tuple[Plan, str]:
     return fit_budget(plan, left, costs.seconds)
 
 
-def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()) -> None:
-    """The estimate line; on a CPU, above LONG_S, the faster choices with theirs."""
-    log.info(estimate.describe(plan, costs.n, est, costs.rates(plan), done))
+def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()) -> Planned:
+    """The plan's event: the estimate line and, on a CPU above LONG_S, the faster choices
+    with their estimates."""
+    line = estimate.describe(plan, costs.n, est, costs.rates(plan), done)
+    cfg = plan.config
+    left = [max(p.epochs - (done[i] if i < len(done) else 0), 0)
+            for i, p in enumerate(phases(plan))] if cfg.mode != "features" else []
+    event = Planned(line, est.seconds, cfg.mode, str(cfg.model), str(plan.device),
+                    plan.pre.img_size, sum(left) if left else cfg.epochs,
+                    dict(costs.sizes),
+                    costs.class_names,
+                    tuple((p.name, e) for p, e in zip(phases(plan), left))
+                    if cfg.mode != "features" else ())
     if plan.device.type != "cpu" or est.seconds <= estimate.LONG_S or done:
-        return
+        return event
     shown: list[tuple[str, float]] = []
     for variants in faster_choices(plan, costs.n_train):
         timed = [(flag, costs.seconds(p)) for flag, p in variants]
@@ -106,7 +121,8 @@ def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()
         except CnnkitError:
             pass
     if shown:
-        log.info(estimate.choices_line(sorted(shown, key=lambda t: -t[1])))
+        return replace(event, faster=estimate.choices_line(sorted(shown, key=lambda t: -t[1])))
+    return event
 
 
 def deadline(plan: Plan, est: Estimate, started: float, spent: float = 0.0) -> Deadline:

@@ -27,11 +27,11 @@ from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
 from cnnkit.base.atomic import atomic_path, write_json
 from cnnkit.base.paths import cache_dir
-from cnnkit.base.progress import track
 from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.runtime.inference import chunk_size
+from cnnkit.training.events import BestModel, EpochEnded, Events, PhaseStarted, Working
 from cnnkit.training.recipe import Plan
 
 ROUND_ITERATIONS = 25  # L-BFGS iterations per reported "epoch"
@@ -40,20 +40,27 @@ C = 0.5  # inverse L2 strength, as scikit-learn's LogisticRegression(C=...)
 
 @torch.no_grad()  # not inference_mode: the head trains on these tensors
 def extract(model: nn.Module, data: ImageSet, pre: Preprocess, device: torch.device, *,
-            batch_size: int = 64, channels_last: bool = False, label: str = "features"
-            ) -> torch.Tensor:
-    """Pre-logits codes ``(N, D)`` of the frozen model, float32 on the CPU."""
+            batch_size: int = 64, channels_last: bool = False, label: str = "features",
+            events: Events | None = None) -> torch.Tensor:
+    """Pre-logits codes ``(N, D)`` of the frozen model, float32 on the CPU; ``events``
+    hears how many images are done (:class:`Working` named ``label``)."""
     model.eval()
     batch_size = chunk_size(device, pre.img_size, batch_size)
     loader = BatchLoader(data, pre, batch_size, device, channels_last=channels_last)
-    out = [model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
-           for x, _ in track(loader, len(loader), label)]
+    events = events if events is not None else Events()
+    start, done = time.perf_counter(), 0
+    events.emit(Working(label, 0, len(data)))
+    out = []
+    for x, _ in loader:
+        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
+        done += len(x)
+        events.emit(Working(label, done, len(data), time.perf_counter() - start))
     return torch.cat(out) if out else torch.empty(0)
 
 
 def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
                     pre: Preprocess, device: torch.device, *, channels_last: bool,
-                    label: str) -> tuple[torch.Tensor, bool]:
+                    label: str, events: Events | None = None) -> tuple[torch.Tensor, bool]:
     """Features from the disk cache when the same model has seen the same images before."""
     from safetensors.torch import load_file, save_file
 
@@ -67,7 +74,8 @@ def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
             return load_file(str(path))["features"], True
         except Exception:  # a torn or foreign file: recompute it
             path.unlink(missing_ok=True)
-    feats = extract(model, data, pre, device, channels_last=channels_last, label=label)
+    feats = extract(model, data, pre, device, channels_last=channels_last, label=label,
+                    events=events)
     with atomic_path(path) as tmp:
         save_file({"features": feats.contiguous()}, str(tmp))
     return feats, False
@@ -101,8 +109,11 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
 
 
 def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
-        class_weights: torch.Tensor | None) -> list[dict[str, Any]]:
-    """Extract (or reuse) features, fit the head, save the model; returns metrics rows."""
+        class_weights: torch.Tensor | None, events: Events | None = None
+        ) -> list[dict[str, Any]]:
+    """Extract (or reuse) features, fit the head, save the model; returns metrics rows.
+    ``events`` hears the features' progress, the phase, each round and the model."""
+    events = events if events is not None else Events()
     cfg = plan.config
     device = plan.device
     model = model.to(device)
@@ -114,14 +125,16 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
     identity = {"architecture": card.architecture.to_dict(), "weights": _weights_id(cfg.weights)}
     start = time.perf_counter()
     train_x, hit = cached_features(model, identity, splits.train, pre, device,
-                                   channels_last=plan.channels_last, label="features (train)")
+                                   channels_last=plan.channels_last, label="features (train)",
+                                   events=events)
     extract_s = time.perf_counter() - start
     log.info(f"features: {tuple(train_x.shape)} from the frozen {card.architecture.name} "
              + ("(from the cache)" if hit else f"in {extract_s:.1f}s"))
     val = None
     if splits.val is not None:
         val_x, _ = cached_features(model, identity, splits.val, pre, device,
-                                   channels_last=plan.channels_last, label="features (val)")
+                                   channels_last=plan.channels_last, label="features (val)",
+                                   events=events)
         val = (val_x, splits.val.labels.cpu())
     elapsed0 = time.perf_counter() - start
     history: list[dict[str, Any]] = []
@@ -144,17 +157,20 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
                    images_per_s=len(train_x) * ROUND_ITERATIONS / max(seconds, 1e-9),
                    elapsed_s=prev + seconds)
         history.append(row)
-        summary = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
-        if val is not None:
-            summary += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
-        log.info(f"round {r + 1}/{cfg.epochs} (L-BFGS, {ROUND_ITERATIONS} steps): {summary}")
+        events.emit(EpochEnded(r + 1, cfg.epochs, row, True, unit="round",
+                               note=f"L-BFGS, {ROUND_ITERATIONS} steps"))
 
     # The problem is convex: the last round is the converged fit. (Picking a round by a
     # few-image validation split would only pick noise.)
+    events.emit(PhaseStarted(0, "head (features)", cfg.epochs, len(card.classes) *
+                             (int(train_x.shape[1]) + 1), 0, "base", announce=False))
     head = fit_head(train_x, labels, len(card.classes), class_weights=weights,
                     rounds=cfg.epochs, val=val, on_round=on_round)
     trained, total = _install_head(model, head)
     save_model(model, card, run.model_path)
+    last = history[-1] if history else {}
+    events.emit(BestModel(len(history), run.model_path, last.get("val_acc"),
+                          last.get("val_loss")))
     run.write_metrics(history)
     _write_head_phase(run, index=0, mode="features", name="head (features)",
                       epochs=cfg.epochs, trained=trained, total=total,
@@ -169,7 +185,7 @@ PROBE_LIMIT = 10_000  # images the linear probe fits on (a stratified sample bey
 
 
 def probe(plan: Plan, model: nn.Module, splits: Any, run: RunDir,
-          class_weights: torch.Tensor | None) -> None:
+          class_weights: torch.Tensor | None, events: Events | None = None) -> None:
     """Phase 1 of fine-tuning: fit the new head to the frozen base's codes (LP-FT).
 
     Fine-tuning from a fitted head changes the pretrained features less than from a
@@ -185,7 +201,7 @@ def probe(plan: Plan, model: nn.Module, splits: Any, run: RunDir,
     model = model.to(plan.device)
     start = time.perf_counter()
     codes = extract(model, data, plan.pre, plan.device, channels_last=plan.channels_last,
-                    label="linear probe")
+                    label="linear probe", events=events)
     labels = data.labels.cpu()
     head = fit_head(codes, labels, len(data.classes),
                     class_weights=None if class_weights is None else class_weights.cpu())

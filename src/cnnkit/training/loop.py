@@ -26,7 +26,6 @@ from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
 from cnnkit.base.atomic import write_json
 from cnnkit.base.errors import CnnkitError
-from cnnkit.base.progress import EpochBar
 from cnnkit.data.loader import BatchLoader, resident
 from cnnkit.data.sources import Splits
 from cnnkit.runtime.inference import autocast, chunk_size, log_probs
@@ -34,6 +33,14 @@ from cnnkit.training import distributed
 from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.clock import PhaseClock
 from cnnkit.training.ema import WeightAverage
+from cnnkit.training.events import (
+    BestModel,
+    EpochEnded,
+    EpochStarted,
+    Events,
+    PhaseStarted,
+    StepDone,
+)
 from cnnkit.training.optim import build_optimizer, lr_factor, lr_points, set_lr, warmup_fraction
 from cnnkit.training.recipe import Plan, keeps_best
 from cnnkit.training.transfer import Phase, describe_phase
@@ -54,7 +61,8 @@ class Trainer:
     def __init__(self, plan: Plan, model: nn.Module, splits: Splits, card: ModelCard,
                  run: RunDir, phases: list[Phase], class_weights: torch.Tensor | None = None,
                  sample_weights: torch.Tensor | None = None,
-                 callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = ()) -> None:
+                 callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
+                 events: Events | None = None) -> None:
         self.plan = plan
         self.cfg = plan.config
         self.device = plan.device
@@ -82,6 +90,8 @@ class Trainer:
         self.class_weights = None if class_weights is None else class_weights.to(self.device)
         self.sample_weights = sample_weights
         self.callbacks = tuple(callbacks)
+        self.events = events if events is not None else Events()
+        self.asked_to_stop = False  # Events.request_stop(): the run ends after this epoch
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.stale_epochs = 0
@@ -162,6 +172,10 @@ class Trainer:
             for epoch in range(first, phase.epochs):
                 stop = self._epoch(index, phase, epoch, epoch_offset + epoch + 1, optimizer,
                                    clock)
+                if stop and self.asked_to_stop:
+                    log.info(f"stopped when asked, in epoch {epoch_offset + epoch + 1}; "
+                             "keeping the best model so far")
+                    return self.history
                 if stop and not self.out_of_time:
                     log.info(f"early stopping: validation accuracy has not improved for "
                              f"{log.plural(self.cfg.patience, 'epoch')}")
@@ -187,10 +201,11 @@ class Trainer:
         record = [r for r in record if r.get("index") != index] + [{"index": index, **entry}]
         if self.writes:
             write_json(path, sorted(record, key=lambda r: r["index"]))
-        if len(self.phases) > 1 or entry["frozen_params"]:
-            log.info(f"phase {phase.name}: {phase.epochs} epoch(s), training "
-                     f"{entry['trainable_params']:,} parameters, frozen: {entry['frozen']} "
-                     f"({entry['frozen_params']:,} parameters)")
+        self.events.emit(PhaseStarted(index, phase.name, phase.epochs,
+                                      entry["trainable_params"], entry["frozen_params"],
+                                      str(entry["frozen"]),
+                                      announce=len(self.phases) > 1 or
+                                      bool(entry["frozen_params"])))
 
     def _phase_record(self, path: Path) -> list[dict[str, Any]]:
         """phases.json's entries so far; a damaged file is written anew (it only feeds the
@@ -222,8 +237,7 @@ class Trainer:
         chunk = self.cfg.batch_size if bn_batch_stats else chunk_size(
             self.device, self.pre.img_size, self.cfg.batch_size, training=True)
         phase_label = phase.name if len(self.phases) > 1 else ""
-        bar = EpochBar(global_epoch, self.total_epochs, steps, phase_label)
-        world = self.cluster.world  # the bar shows rank 0's figures; the row, everyone's
+        self.events.emit(EpochStarted(global_epoch, self.total_epochs, steps, phase_label))
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = synced = 0
@@ -234,6 +248,9 @@ class Trainer:
             at = self._position(clock, epoch * steps + i, total_steps)
             if at >= total_steps and i > 0:  # --time: the phase's time is up
                 self.out_of_time = True
+                break
+            if i > 0 and i % sync_every == 0 and self._stop_asked():
+                self.asked_to_stop = True
                 break
             lr = phase.lr * lr_factor(at, total_steps, self.cfg.schedule, warmup)
             set_lr(optimizer, lr)
@@ -248,20 +265,16 @@ class Trainer:
             correct += (logits.argmax(1) == hard).sum()
             seen += len(y)
             if (i + 1) % sync_every == 0 or i + 1 == steps:
-                elapsed = time.perf_counter() - start
-                bar.update(loss_sum.item() / seen, correct.item() / seen,
-                           seen * world / elapsed, advance=i + 1 - synced)
                 synced = i + 1
-        if self.out_of_time and seen:
-            bar.update(loss_sum.item() / seen, correct.item() / seen,
-                       seen * world / (time.perf_counter() - start), advance=0)
+                self._step(global_epoch, synced, steps, loss_sum, correct, seen, start)
+        if (self.out_of_time or self.asked_to_stop) and seen:
+            self._step(global_epoch, synced, steps, loss_sum, correct, seen, start)
         self._log_shard(global_epoch, loader)
         if self.cluster.distributed:  # the whole data's figures, not rank 0's share
             loss_sum, correct, total = distributed.all_sum(
                 self.cluster, loss_sum, correct, torch.tensor(seen))
             seen = int(total.item())
         if not math.isfinite(loss_sum.item()):
-            bar.close()
             raise CnnkitError(f"The training loss became {loss_sum.item()} at epoch "
                               f"{global_epoch}; lower --lr (now {phase.lr:g}).")
         train_time = time.perf_counter() - start
@@ -301,16 +314,37 @@ class Trainer:
             self.out_of_time = True  # validation used the phase's last seconds
         if self.out_of_time:
             stop = stop or phase_index == len(self.phases) - 1
+        stop = stop or self.asked_to_stop
         if self.writes:
             if improved or not self.keep_best:
                 save_model(kept, self.card, self.run.model_path)
+                self.events.emit(BestModel(global_epoch, self.run.model_path,
+                                           row.get("val_acc"), row.get("val_loss")))
             self._save(row, phase_index, epoch, optimizer, stop)
-        summary = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
-        if "val_acc" in row:
-            summary += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
-        summary += f" | {train_time:.1f}s" + (" *" if improved and "val_acc" in row else "")
-        bar.close(summary)
+        why = ("asked" if self.asked_to_stop else "time" if self.out_of_time and stop
+               else "early stopping" if stop else "")
+        self.events.emit(EpochEnded(global_epoch, self.total_epochs, row, improved,
+                                    stopping=why))
         return stop
+
+    def _stop_asked(self) -> bool:
+        """Whether :meth:`Events.request_stop` was called (in a distributed run, on any
+        process: they all agree, so that none waits for the others)."""
+        asked = self.events.stop_requested
+        if not self.cluster.distributed:
+            return asked
+        (count,) = distributed.all_sum(self.cluster, torch.tensor(int(asked),
+                                                                  device=self.device))
+        return bool(count.item())
+
+    def _step(self, epoch: int, step: int, steps: int, loss_sum: torch.Tensor,
+              correct: torch.Tensor, seen: int, start: float) -> None:
+        """The running figures of the epoch so far (this process's loss and accuracy, every
+        process's images per second), to the subscribers (the progress bar)."""
+        elapsed = time.perf_counter() - start
+        self.events.emit(StepDone(epoch, step, steps, loss_sum.item() / seen,
+                                  correct.item() / seen,
+                                  seen * self.cluster.world / max(elapsed, 1e-9), elapsed))
 
     def _save(self, row: dict[str, Any], phase_index: int, epoch: int,
               optimizer: torch.optim.Optimizer, stop: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from cnnkit.models.build import create_model
 from cnnkit.tasks.metrics import EvalResult
 from cnnkit.training import budget, distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
+from cnnkit.training.console import ConsoleProgress
+from cnnkit.training.events import Events, Planned, RunEnded, RunFailed, RunStarted, Tested
 from cnnkit.training.finish import evaluate_test
 from cnnkit.training.launch import announce_run, budget_start, under_torchrun
 from cnnkit.training.loop import Trainer
@@ -60,11 +62,14 @@ def _as_config(config: TrainConfig | str | None, options: dict[str, Any]) -> Tra
 
 
 def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Callback] = (),
-          started: float | None = None, **options: Any) -> TrainResult:
+          events: Events | None = None, started: float | None = None,
+          **options: Any) -> TrainResult:
     """Train a model. ``train("fashion-mnist", model="seed-cnn", epochs=3)``.
 
     ``callbacks`` are called as ``callback(trainer, row)`` after every epoch, where
     ``row`` is that epoch's metrics (add keys to it and they land in metrics.csv).
+    ``events``: an :class:`~cnnkit.training.events.Events` hub that hears the run's
+    events (the plan, steps, epochs, best model, end or error) and can stop it.
     ``started``: where a ``time`` budget counts from on the ``time.monotonic()`` clock
     (the command's start; default: this call, or under torchrun the launcher's start).
     """
@@ -73,24 +78,64 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     config = _as_config(config, options)
     check_installed(config.track)
     check_folder(config.out, "--out")
-    cluster = distributed.start(config.device)  # under torchrun: join the other processes
-    with on_full_disk(None):  # the decode cache, the run folder's first files
-        plan, splits, model = _prepare(config, cluster)
-        plan, splits, model = _cost(config, plan, splits, model, started)
-        cfg, pre = plan.config, plan.pre
-        card = ModelCard(plan.arch, splits.classes, pre,
-                         {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
-                          **({"init_from": cfg.init_from} if cfg.init_from else {})})
-        run, plan = _create_run(plan, splits, model)
-    with lock_run(run, plan.cluster), on_full_disk(run):
-        _describe_cluster(plan)
-        # trackers log from the writing process only
-        trackers = (Trackers(run, plan.config, samples=_samples(splits)) if cluster.writes
-                    else None)
-        result = _fit(plan, splits, model, card, run, resume=None, callbacks=callbacks,
-                      trackers=trackers)
+    hub = _hub(events)
+    where: list[Path] = []  # the run folder, once there is one
+    with _reporting(hub, where):
+        cluster = distributed.start(config.device)  # under torchrun: join the others
+        with on_full_disk(None):  # the decode cache, the run folder's first files
+            plan, splits, model = _prepare(config, cluster)
+            plan, splits, model = _cost(config, plan, splits, model, started, hub)
+            cfg, pre = plan.config, plan.pre
+            card = ModelCard(plan.arch, splits.classes, pre,
+                             {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
+                              **({"init_from": cfg.init_from} if cfg.init_from else {})})
+            run, plan = _create_run(plan, splits, model)
+        where.append(run.root)
+        hub.emit(RunStarted(run.root))
+        with lock_run(run, plan.cluster), on_full_disk(run):
+            _describe_cluster(plan)
+            if cluster.writes:  # trackers log from the writing process only
+                hub.subscribe(Trackers(run, plan.config, samples=_samples(splits)))
+            result = _fit_run(plan, splits, model, card, run, None, callbacks, hub)
+        hub.emit(RunEnded(run.root, result.history, result.test,
+                          time.monotonic() - started))
     distributed.stop()
     return result
+
+
+def plan(config: TrainConfig | str | None = None, /, *, events: Events | None = None,
+         **options: Any) -> Planned:
+    """What :func:`train` would do with these options and how long it would take here,
+    without training: the data is loaded and a few steps timed, as ``train`` does before
+    its first epoch (the same estimate line), and no run folder is written."""
+    config = _as_config(config, options)
+    hub = _hub(events)
+    found: list[Planned] = []
+    hub.subscribe(lambda e: found.append(e) if isinstance(e, Planned) else None)
+    with _reporting(hub, []):
+        prepared, splits, model = _prepare(config)
+        _cost(config, prepared, splits, model, time.monotonic(), hub)
+    return found[-1]
+
+
+def _hub(events: Events | None) -> Events:
+    """The run's hub: the console's progress, then the caller's hub (whose stop request
+    this one honours); trackers join it once the run folder exists."""
+    return (events if events is not None else Events()).child(ConsoleProgress())
+
+
+@contextlib.contextmanager
+def _reporting(hub: Events, where: list[Path]) -> Iterator[None]:
+    """Tell the hub when the run fails or is interrupted, then let the error go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        hub.emit(RunFailed("interrupted", "KILLED", where[-1] if where else None))
+        raise
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, CnnkitError) else f"{type(exc).__name__}: {exc}"
+        hub.emit(RunFailed(message, "FAILED", where[-1] if where else None))
+        raise
 
 
 def _create_run(plan: Plan, splits: Splits, model: torch.nn.Module) -> tuple[RunDir, Plan]:
@@ -177,7 +222,7 @@ def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SIN
 
 
 def _cost(config: TrainConfig, plan: Plan, splits: Splits, model: torch.nn.Module,
-          started: float) -> tuple[Plan, Splits, torch.nn.Module]:
+          started: float, hub: Events) -> tuple[Plan, Splits, torch.nn.Module]:
     """Time a few real steps, fit --time (at another input side: the data again), say
     the estimate, and give the loop its deadline."""
     costs = budget.Costs(plan, model, splits)
@@ -194,14 +239,14 @@ def _cost(config: TrainConfig, plan: Plan, splits: Splits, model: torch.nn.Modul
         plan = with_epochs(plan, epochs)
     est = costs.estimate(plan)
     if plan.cluster.writes:
-        budget.announce(plan, costs, est)
+        hub.emit(budget.announce(plan, costs, est))
     if plan.config.time is not None:
         plan = replace(plan, deadline=budget.deadline(plan, est, started))
     return plan, splits, model
 
 
 def _cost_left(plan: Plan, splits: Splits, model: torch.nn.Module, meta: dict[str, Any],
-               started: float) -> Plan:
+               started: float, hub: Events) -> Plan:
     """--resume: the estimate of the epochs left, and what is left of --time."""
     done = _epochs_done(plan, meta)
     left = [p.epochs - d for p, d in zip(transfer.phases(plan), done)]
@@ -210,7 +255,7 @@ def _cost_left(plan: Plan, splits: Splits, model: torch.nn.Module, meta: dict[st
     costs = budget.Costs(plan, model, splits)
     est = costs.estimate(plan, done, probe=False)
     if plan.cluster.writes:
-        budget.announce(plan, costs, est, done)
+        hub.emit(budget.announce(plan, costs, est, done))
     return budget.resume_budget(plan, meta["history"], started, est)
 
 
@@ -308,11 +353,18 @@ def _use_finding(plan: Plan, finding: LRFinding, run: RunDir) -> Plan:
     return replace(plan, config=plan.config.replace(lr=lr))
 
 
-def resume(run_dir: str | Path) -> TrainResult:
-    """Continue a stopped run from its last checkpoint, with the same config and data."""
+def resume(run_dir: str | Path, *, events: Events | None = None) -> TrainResult:
+    """Continue a stopped run from its last checkpoint, with the same config and data;
+    ``events`` as for :func:`train`."""
+    started = time.monotonic()
     run = RunDir.open(run_dir)
-    with lock_run(run), on_full_disk(run):  # a second --resume stops here, with one line
-        return _resume(run)
+    hub = _hub(events)
+    with _reporting(hub, [run.root]):
+        with lock_run(run), on_full_disk(run):  # a second --resume stops here, one line
+            result = _resume(run, hub, started)
+        hub.emit(RunEnded(run.root, result.history, result.test, time.monotonic() - started))
+    distributed.stop()
+    return result
 
 
 def lock_run(run: RunDir, cluster: distributed.Cluster | None = None
@@ -324,8 +376,8 @@ def lock_run(run: RunDir, cluster: distributed.Cluster | None = None
     return locked(run.root) if cluster.writes else contextlib.nullcontext()
 
 
-def _resume(run: RunDir) -> TrainResult:
-    started = time.monotonic()  # what is left of --time counts from here
+def _resume(run: RunDir, hub: Events, started: float) -> TrainResult:
+    """``started``: what is left of --time counts from here."""
     if distributed.from_env().writes:  # rank 0 tidies; the others only read the run
         run.remove_stale_files()
     cfg = run.train_config()
@@ -354,51 +406,33 @@ def _resume(run: RunDir) -> TrainResult:
     done = sum(1 for _ in meta["history"])
     check_installed(cfg.track)
     log.info(f"resuming {run.root} after epoch {done}")
-    plan = _cost_left(plan, splits, model, meta, started)
+    plan = _cost_left(plan, splits, model, meta, started, hub)
     if cluster.writes:
         announce_run(run.root)
+    hub.emit(RunStarted(run.root, resuming=True))
     _describe_cluster(plan)
-    trackers = Trackers(run, cfg, resuming=True) if cluster.writes else None
-    result = _fit(plan, splits, model, card, run,
-                  resume={"meta": meta, "optimizer": optim_state, "rng": rng,
-                          "average": average}, trackers=trackers)
-    distributed.stop()
-    return result
-
-
-def _fit(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard, run: RunDir,
-         resume: dict[str, Any] | None, callbacks: Sequence[Callback] = (),
-         trackers: Trackers | None = None) -> TrainResult:
-    """Train, test and report, telling the trackers (if any) each epoch and the end."""
-    if trackers is None or not trackers.items:
-        return _fit_run(plan, splits, model, card, run, resume, callbacks)
-    try:
-        result = _fit_run(plan, splits, model, card, run, resume,
-                          (*callbacks, trackers.epoch))
-    except KeyboardInterrupt:
-        trackers.fail("KILLED")
-        raise
-    except BaseException:
-        trackers.fail("FAILED")
-        raise
-    trackers.finish(run, result.history, result.test)
-    return result
+    if cluster.writes:
+        hub.subscribe(Trackers(run, cfg, resuming=True))
+    return _fit_run(plan, splits, model, card, run,
+                    {"meta": meta, "optimizer": optim_state, "rng": rng, "average": average},
+                    (), hub)
 
 
 def _fit_run(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard,
-             run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback] = ()
-             ) -> TrainResult:
+             run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback],
+             hub: Events) -> TrainResult:
+    """Train, then (on the writing process) test and report."""
     with on_full_disk(run):
-        history = _train_epochs(plan, splits, model, card, run, resume, callbacks)
+        history = _train_epochs(plan, splits, model, card, run, resume, callbacks, hub)
     if not plan.cluster.writes:
         return TrainResult(run.root, history, None, plan.config)  # rank 0 tests and reports
     with on_full_disk(run, trained=True):
-        return _finish(plan, run, splits, history)
+        return _finish(plan, run, splits, history, hub)
 
 
 def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard,
-                  run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback]
-                  ) -> list[dict[str, Any]]:
+                  run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback],
+                  hub: Events) -> list[dict[str, Any]]:
     """Every epoch still to train (none when a resumed run had trained them all but was
     stopped before its end: it is tested and reported now); returns the history."""
     cfg = plan.config
@@ -406,14 +440,14 @@ def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: Mode
     if cfg.mode == "features":
         from cnnkit.training import features
 
-        return features.fit(plan, model, splits, card, run, class_weights)
+        return features.fit(plan, model, splits, card, run, class_weights, hub)
     phases = transfer.phases(plan)
     if cfg.mode == "fine-tune" and cfg.probe and resume is None and plan.cluster.writes:
         # Distributed: rank 0 fits the probe; DistributedDataParallel then starts every
         # rank from rank 0's weights, so the others wait and receive its head.
         from cnnkit.training import features
 
-        features.probe(plan, model, splits, run, class_weights)
+        features.probe(plan, model, splits, run, class_weights, hub)
     if resume is not None and _all_trained(resume["meta"], phases) \
             and not run.ended_path.exists():  # stopped after its last epoch, before its end
         log.info(f"{run.root} had trained all its epochs; testing and reporting it now")
@@ -436,7 +470,7 @@ def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: Mode
                           "nothing to "
                           "resume. Start a new run to train longer.")
     trainer = Trainer(plan, model, splits, card, run, phases, class_weights, sample_weights,
-                      callbacks)
+                      callbacks, hub)
     try:
         return trainer.fit(resume)
     except KeyboardInterrupt:
@@ -470,10 +504,11 @@ def _timeout_hint(reason: str) -> str:
             f"{distributed.TIMEOUT_ENV}")
 
 
-def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any]]
-            ) -> TrainResult:
+def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any]],
+            hub: Events) -> TrainResult:
     cfg = plan.config
     best, best_card, test = evaluate_test(plan, run, splits.test)
+    hub.emit(Tested(run.root, test))
     run.remove_stale_files()
     if cfg.keep_checkpoint:
         run.mark_ended()

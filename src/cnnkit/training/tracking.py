@@ -1,9 +1,10 @@
 """Experiment tracking: a run's parameters, per-epoch metrics and files in MLflow or
 TensorBoard, as well as in its own folder.
 
-The session calls the hooks (``start``, ``epoch``, ``finish``, ``fail``) on the process
-that writes the run folder only (rank 0 of a distributed run). Both trackers are
-optional extras, imported when asked for.
+:class:`Trackers` subscribes to the run's events (:mod:`cnnkit.training.events`) on the
+process that writes the run folder only (rank 0 of a distributed run): each epoch's row,
+the end (files, test metrics) or an error. Both trackers are optional extras, imported
+when asked for.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cnnkit.base.atomic import write_json
 from cnnkit.base.config import TrainConfig, track_tokens
 from cnnkit.base.errors import CnnkitError
 from cnnkit.tasks.metrics import EvalResult
+from cnnkit.training.events import EpochEnded, Event, RunEnded, RunFailed
 
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard")}
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")
@@ -50,6 +52,7 @@ class Trackers:
                  samples: tuple[Any, Any, tuple[str, ...]] | None = None) -> None:
         """``samples``: ``(uint8 images NCHW, labels, classes)`` to show in TensorBoard."""
         self.items: list[Any] = []
+        self.run = run
         names = track_tokens(config.track) if writes_here() else ()
         state = _read_state(run) if resuming else {}
         for name in names:
@@ -60,9 +63,20 @@ class Trackers:
             write_json(run.root / STATE_FILE, {k: v for t in self.items for k, v in
                                                t.state().items()})
 
-    def epoch(self, _trainer: Any, row: dict[str, Any]) -> None:
-        """A Trainer callback. A tracker that fails mid-run (a server gone) is warned
-        about and dropped; the run itself goes on."""
+    def __call__(self, event: Event) -> None:
+        """A subscriber to the run's events: epochs, the end, an error."""
+        if not self.items:
+            return
+        if isinstance(event, EpochEnded):
+            self.epoch(event.row)
+        elif isinstance(event, RunEnded):
+            self.finish(self.run, event.history, event.test)
+        elif isinstance(event, RunFailed):
+            self.fail(event.status)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """One epoch's row. A tracker that fails mid-run (a server gone) is warned about
+        and dropped; the run itself goes on."""
         for t in list(self.items):
             try:
                 t.epoch(row)
