@@ -30,8 +30,8 @@ def lr_find(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Find a learning rate: a short run with the rate growing exponentially, stopped when
-    the loss diverges; prints the steepest-descent and valley suggestions and draws the
-    curve. Changes no weights, writes no run folder."""
+    the loss diverges; prints the suggestion (none when the curve is too short or noisy
+    to trust) and draws the curve. Changes no weights, writes no run folder."""
     from cnnkit.base import log
     from cnnkit.training.lrfind import TRAIN_PICK
     from cnnkit.training.session import lr_find as find
@@ -44,5 +44,11 @@ def lr_find(
     finding = find(data, plot=out, steps=steps, start=start, end=end, **options)
     log.info(f"curve: {out}")
     # the number itself on stdout, so scripts can read it
-    print(f"suggested lr: {finding.suggestion():.3g} ({TRAIN_PICK}; steepest "
-          f"{finding.steepest:.3g}, valley {finding.valley:.3g})")
+    suggested = finding.suggestion()
+    if suggested is None:
+        print(f"suggested lr: none (the curve is {finding.doubt}); keep the default, "
+              f"{finding.default:g}")
+        return
+    others = ", ".join(f"{k} {v:.3g}" for k, v in finding.suggestions.items()
+                       if k != TRAIN_PICK)
+    print(f"suggested lr: {suggested:.3g} ({TRAIN_PICK}; {others})")

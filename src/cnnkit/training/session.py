@@ -323,7 +323,8 @@ def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | No
             steps: int = 100, start: float = 1e-7, end: float = 10.0,
             **options: Any) -> LRFinding:
     """The learning-rate range test for the model and data a ``train`` call would use:
-    ``lr_find("digits", model="lenet5", plot="lr.png").valley``. Writes no run folder."""
+    ``lr_find("digits", model="lenet5", plot="lr.png").suggestion()`` (None when the
+    curve is too short or noisy to trust: ``.doubt`` says why). Writes no run folder."""
     config = _as_config(config, options)
     plan, splits, model = _prepare(config)
     class_weights, _ = _imbalance(plan.config, splits)
@@ -344,10 +345,18 @@ def _find(plan: Plan, splits: Splits, model: torch.nn.Module) -> LRFinding:
 
 
 def _use_finding(plan: Plan, finding: LRFinding, run: RunDir) -> Plan:
-    """--lr find: the range test's suggestion becomes the run's peak rate."""
-    write_json(run.root / "lr_find.json", {"picked": TRAIN_PICK, **finding.to_dict()})
+    """--lr find: the range test's suggestion becomes the run's peak rate; a curve too
+    short or noisy to trust leaves the default rate, and says so."""
+    suggested = finding.suggestion()
+    write_json(run.root / "lr_find.json",
+               {"picked": TRAIN_PICK if suggested is not None else "default",
+                **finding.to_dict()})
     plot_finding(finding, run.plots_dir / "lr_find.png")
-    lr = float(f"{finding.suggestion():.3g}")
+    if suggested is None:
+        log.info(f"--lr find: the curve is {finding.doubt}; training at the default rate, "
+                 f"{plan.config.lr:g} (curve: {run.plots_dir / 'lr_find.png'})")
+        return plan
+    lr = float(f"{suggested:.3g}")
     log.info(f"--lr find: training at the finder's {TRAIN_PICK} suggestion, {lr:g} "
              f"(the default would be {plan.config.lr:g})")
     return replace(plan, config=plan.config.replace(lr=lr))
