@@ -10,6 +10,8 @@
                              checkpoints/ended says the run has ended)
       split.json             which file went to which split (folder and CSV data)
       test_metrics.json      the kept model on the held-out test split
+      kept.json              from a trained start (the linear probe, --init-from): which of
+                             the start and the end was kept, with their validation figures
       plots/, report.html    pictures and a report
 """
 

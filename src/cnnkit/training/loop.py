@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.artifacts.modelfile import ModelCard, save_model
+from cnnkit.artifacts.modelfile import ModelCard, file_sha256, save_model
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
-from cnnkit.base.atomic import write_json
+from cnnkit.base.atomic import atomic_path, write_json
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.loader import BatchLoader, resident
 from cnnkit.data.sources import Splits
@@ -62,7 +63,8 @@ class Trainer:
                  run: RunDir, phases: list[Phase], class_weights: torch.Tensor | None = None,
                  sample_weights: torch.Tensor | None = None,
                  callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
-                 events: Events | None = None) -> None:
+                 events: Events | None = None,
+                 trained_start: str | None = None) -> None:
         self.plan = plan
         self.cfg = plan.config
         self.device = plan.device
@@ -96,6 +98,10 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.stale_epochs = 0
         self.out_of_time = False  # --time: the phase in progress reached its deadline
+        # A trained start (the linear probe's head, an --init-from run): what it scored on
+        # validation before the first step, so the run can keep it if training does worse.
+        self.trained_start = trained_start
+        self.start: dict[str, Any] = {}
         val_images = len(self.val_set) if self.val_set is not None else 0
         self.keep_best = keeps_best(self.cfg.keep, val_images, self.cfg.patience)
         # --ema: the average is what is validated, saved as the model and tested
@@ -145,6 +151,7 @@ class Trainer:
             meta = resume["meta"]
             self.history, self.best = meta["history"], meta["best"]
             self.stale_epochs = meta.get("stale_epochs", 0)
+            self.start = meta.get("start") or {}
             start_phase, start_epoch = meta["phase"], meta["epoch_in_phase"] + 1
             if start_epoch >= self.phases[start_phase].epochs or meta.get("phase_done"):
                 start_phase, start_epoch = start_phase + 1, 0
@@ -162,7 +169,9 @@ class Trainer:
             phase = self.phases[index]
             groups = phase.prepare(self.model)
             self._record_phase(index, phase, groups)
-            self._wrap()
+            self._wrap()  # distributed: every rank now holds rank 0's weights
+            if resume is None and index == 0 and self.trained_start:
+                self._measure_start()
             optimizer = build_optimizer(groups, self.cfg.optimizer, phase.lr, self.device)
             if opt_state is not None and index == start_phase:
                 optimizer.load_state_dict(opt_state)
@@ -179,6 +188,7 @@ class Trainer:
                 if stop and not self.out_of_time:
                     log.info(f"early stopping: validation accuracy has not improved for "
                              f"{log.plural(self.cfg.patience, 'epoch')}")
+                    self._settle()
                     return self.history
                 if self.out_of_time:
                     log.info(f"--time: phase {phase.name} ended on the clock in epoch "
@@ -187,7 +197,81 @@ class Trainer:
                         return self.history
                     break
             epoch_offset += phase.epochs
+        self._settle()
         return self.history
+
+    @property
+    def start_path(self) -> Path:
+        return self.run.root / "checkpoints" / "start.safetensors"
+
+    def _measure_start(self) -> None:
+        """Validate the trained start and keep its weights beside the checkpoint, so the end
+        of the run can fall back on it."""
+        if self.val_set is None:
+            log.info(f"no validation split: the run cannot compare its end with its start "
+                     f"({self.trained_start}), and keeps its end")
+            return
+        self.start = {"label": self.trained_start, **self._validate(self.model)}
+        if self.writes:
+            save_model(self.model, self.card, self.start_path)
+        log.info(f"start ({self.trained_start}): val loss {self.start['val_loss']:.4f} "
+                 f"acc {self.start['val_acc']:.2%}")
+
+    def _settle(self) -> None:
+        """A trained start: keep whichever of the start and the end (the kept epoch) is
+        better on validation, say which, and record it in kept.json."""
+        if not self.start or not self.history:
+            return
+        if self.keep_best and self.best:
+            end = {"epoch": self.best["epoch"], "val_acc": self.best["val_acc"],
+                   "val_loss": self.best["val_loss"]}
+        else:
+            last = self.history[-1]
+            end = {"epoch": last["epoch"], "val_acc": last.get("val_acc"),
+                   "val_loss": last.get("val_loss")}
+        start = self.start
+        end_wins = end["val_acc"] > start["val_acc"] or (
+            end["val_acc"] == start["val_acc"] and end["val_loss"] <= start["val_loss"])
+        which = "best" if self.keep_best else "last"
+        if not end_wins and self.writes and not self.start_path.is_file():
+            log.warn(f"the start's weights ({self.start_path}) are gone: keeping the "
+                     f"{which} epoch's model although the start did better on validation")
+            end_wins = True
+        if end_wins:
+            log.info(f"kept the trained model (epoch {end['epoch']}): validation "
+                     f"{end['val_acc']:.2%} against {start['val_acc']:.2%} at the start "
+                     f"({start['label']})")
+        else:
+            log.warn(f"kept the starting weights ({start['label']}): validation "
+                     f"{start['val_acc']:.2%} (loss {start['val_loss']:.4f}) against "
+                     f"{end['val_acc']:.2%} (loss {end['val_loss']:.4f}) for the {which} "
+                     f"epoch ({end['epoch']}); training did not improve on its start")
+        if not self.writes:
+            return
+        if not end_wins:  # the start's weights become the run's model file, whole
+            target = self.run.model_path
+            with atomic_path(target) as tmp:
+                shutil.copyfile(self.start_path, tmp)
+            write_json(target.with_suffix(".json"),
+                       self.card.to_dict(target.name, file_sha256(target)))
+        write_json(self.run.root / "kept.json", {
+            "kept": which if end_wins else "start", "epoch": end["epoch"] if end_wins else 0,
+            "val_acc": (end if end_wins else start)["val_acc"],
+            "val_loss": (end if end_wins else start)["val_loss"],
+            "start": start, "end": {**end, "rule": which}})
+        for path in (self.start_path, self.start_path.with_suffix(".json")):
+            path.unlink(missing_ok=True)
+
+    def _validate(self, kept: nn.Module) -> dict[str, float]:
+        """Validation loss and accuracy of ``kept`` (every rank's slice, when distributed)."""
+        if self.cluster.distributed:
+            return self._validate_shards(kept)
+        scores = log_probs(kept, self.val_set, self.pre, self.device,
+                           batch_size=max(256, self.cfg.batch_size),
+                           precision=self.cfg.precision, channels_last=self.plan.channels_last)
+        labels = self.val_set.labels.cpu()
+        return {"val_loss": F.nll_loss(scores, labels).item(),
+                "val_acc": (scores.argmax(1) == labels).float().mean().item()}
 
     def _record_phase(self, index: int, phase: Phase, groups: list[dict]) -> None:
         """phases.json: what trained, what stayed frozen and the learning rate at each point
@@ -286,16 +370,8 @@ class Trainer:
         }
         kept = self.average.module if self.average is not None else self.model
         t0 = time.perf_counter()
-        if self.val_set is not None and self.cluster.distributed:
-            row.update(self._validate_shards(kept))
-        elif self.val_set is not None:
-            scores = log_probs(kept, self.val_set, self.pre, self.device,
-                               batch_size=max(256, self.cfg.batch_size),
-                               precision=self.cfg.precision,
-                               channels_last=self.plan.channels_last)
-            labels = self.val_set.labels.cpu()
-            row["val_loss"] = F.nll_loss(scores, labels).item()
-            row["val_acc"] = (scores.argmax(1) == labels).float().mean().item()
+        if self.val_set is not None:
+            row.update(self._validate(kept))
         eval_time = time.perf_counter() - t0
         elapsed = (self.history[-1]["elapsed_s"] if self.history else 0.0) + train_time
         row.update(train_time_s=train_time, eval_time_s=eval_time,
@@ -364,6 +440,7 @@ class Trainer:
                              "stale_epochs": self.stale_epochs, "stopped_early": stop,
                              "phase_done": self.out_of_time,
                              "out_of_time": self.out_of_time and stop,
+                             "start": self.start,
                              "ema_steps": self.average.steps if self.average else 0,
                              "scaler": self.scaler.state_dict() if self.scaler.is_enabled()
                              else None},

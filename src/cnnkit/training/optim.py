@@ -38,6 +38,20 @@ def build_optimizer(groups: list[dict], name: str, lr: float, device: torch.devi
     raise CnnkitError(f"Unknown optimizer {name!r}; use adamw or sgd.")
 
 
+# A trained start (the linear probe's head, an --init-from run) takes the full peak rate
+# only in a run long enough to recover from the shake-up it gives; a shorter run peaks at
+# a share of it that grows with its steps (docs/design-notes.md, "Fine-tuning from a
+# trained start").
+FULL_RATE_STEPS = 400
+MIN_START_SHARE = 0.25
+
+
+def trained_start_share(steps: int) -> float:
+    """The share of the default peak rate for a run of ``steps`` from a trained start:
+    a quarter up to 100 steps, rising in proportion to all of it at 400."""
+    return min(1.0, max(MIN_START_SHARE, steps / FULL_RATE_STEPS))
+
+
 def warmup_fraction(schedule: str, warmup_epochs: float | None = None, epochs: int = 1
                     ) -> float:
     """Share of a phase's steps spent warming up: ``warmup_epochs`` of its ``epochs`` (at

@@ -8,6 +8,7 @@ epochs, ``--keep auto``, a scratch model's mean/std, the features mode's taps).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,6 +29,7 @@ from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
 from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.distributed import SINGLE, Cluster, device_for
+from cnnkit.training.optim import trained_start_share
 from cnnkit.training.quick_checks import check_weights_file, settle_precision
 
 DEFAULT_PRETRAINED = "efficientnet_lite0"
@@ -288,6 +290,7 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
                  + " or ".join(f"--{k.replace('_', '-')}" for k in changes) + " to choose)")
         cfg = cfg.replace(**_numbers(plan.asked.replace(**changes), cfg.mode, plan.source.builtin,
                                      plan.device, plan.cluster.world))
+    cfg = _trained_start_rate(plan.asked, cfg, len(splits.train))
     if cfg.keep == "auto" and cfg.mode != "features":
         val_images = len(splits.val) if splits.val is not None else 0
         keep = "best" if keeps_best("auto", val_images, cfg.patience) else "last"
@@ -309,6 +312,24 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
         if extra:
             arch = replace(arch, kwargs=extra)
     return replace(plan, config=cfg, pre=pre, arch=arch, compile=_compiles(cfg, plan.device))
+
+
+def _trained_start_rate(asked: TrainConfig, cfg: TrainConfig, n_train: int) -> TrainConfig:
+    """A default rate from a trained start (an --init-from run, or fine-tuning after the
+    linear probe) shrinks for a short run (:func:`trained_start_share`)."""
+    trained = cfg.init_from is not None or (cfg.mode == "fine-tune" and cfg.probe)
+    if not trained or asked.lr not in (None, "find") or cfg.mode == "features":
+        return cfg
+    steps = math.ceil(n_train / cfg.batch_size) * (cfg.epochs - (cfg.head_epochs or 0))
+    share = trained_start_share(steps)
+    if share == 1.0:
+        return cfg
+    lr = float(f"{cfg.lr * share:.3g}")
+    start = "--init-from" if cfg.init_from else "the linear probe"
+    log.info(f"a trained start ({start}) and {steps:,} steps: peak rate {lr:g}, "
+             f"{share:.2g} of {cfg.lr:g}, so a short run does not shake off what the start "
+             "knows (--lr to choose)")
+    return cfg.replace(lr=lr)
 
 
 def _numbers(config: TrainConfig, mode: str, builtin: BuiltinSet | None,

@@ -478,8 +478,10 @@ def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: Mode
         raise CnnkitError(f"{run.root} already finished its {log.plural(cfg.epochs, 'epoch')}; "
                           "nothing to "
                           "resume. Start a new run to train longer.")
+    start = (f"the weights of {cfg.init_from}" if cfg.init_from else
+             "the linear probe" if cfg.mode == "fine-tune" and cfg.probe else None)
     trainer = Trainer(plan, model, splits, card, run, phases, class_weights, sample_weights,
-                      callbacks, hub)
+                      callbacks, hub, trained_start=start)
     try:
         return trainer.fit(resume)
     except KeyboardInterrupt:
