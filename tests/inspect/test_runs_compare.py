@@ -123,3 +123,26 @@ def test_runs_and_compare_show_the_kept_models_figures(tmp_path, capsys):
     html = page.read_text()
     assert "val acc (kept)" in html and "best val acc" not in html
     assert "epoch 4 (last)" in html
+
+
+def test_runs_show_the_start_when_a_fine_tune_kept_it(tmp_path, capsys):
+    """A fine-tune from a trained start that did worse keeps its start (kept.json): the
+    listing shows the start's validation accuracy, as the run recorded it."""
+    fast = dict(plots=False, device="cpu", seed=0, out=str(tmp_path))
+    first = cnnkit.train("shapes:count=60,size=32", model="efficientnet_lite0",
+                         mode="features", epochs=1, img_size=32, name="features", **fast)
+    second = cnnkit.train("shapes:count=60,size=32", mode="fine-tune", epochs=1, lr=0.5,
+                          init_from=str(first.run_dir), batch_size=16, name="wrecked", **fast)
+    kept = json.loads((second.run_dir / "kept.json").read_text())
+    assert kept["kept"] == "start", "the case needs a fine-tune that did worse than its start"
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path), "--format", "json"]) == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["wrecked"]
+    assert (row["kept"], row["kept_epoch"]) == ("start", 0)
+    assert row["val_acc"] == pytest.approx(kept["start"]["val_acc"])
+    assert row["best_val_acc"] == pytest.approx(kept["end"]["val_acc"], abs=1e-6)  # csv
+    assert row["best_val_acc"] < row["val_acc"]  # before: the listing showed this one
+    assert row["test_acc"] == pytest.approx(second.test_accuracy)
+    assert main(["runs", str(tmp_path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrecked"))
+    assert "the start" in line and f"{kept['start']['val_acc']:.2%}" in line
