@@ -111,7 +111,7 @@ def test_predict_as_csv(trained, capsys) -> None:
                              "--top-k", "2", "--tta")
     assert code == 0, err
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["path", "label1", "prob1", "label2", "prob2"]
+    assert rows[0] == ["path", "label1", "prob1", "label2", "prob2", "error"]
     assert len(rows) == 11
     assert [Path(r[0]).parent.name for r in rows[1:]] == ["square"] * 10
     assert all(0 <= float(r[2]) <= 1 and float(r[2]) >= float(r[4]) for r in rows[1:])
@@ -183,3 +183,35 @@ def test_predict_with_a_threshold(trained, capsys) -> None:
     assert rows[0][:2] == ["path", "prediction"] and rows[1][1] == "unknown"
     code, _, err = run_cli(capsys, "predict", run, *files, "--threshold", "80")
     assert code == 2 and "between 0 and 1" in err and "0.8" in err
+
+
+def test_predict_answers_each_file_a_bad_one_with_its_own_error(trained, tmp_path: Path,
+                                                                 capsys) -> None:
+    """Good files keep their answers, in order, beside a fake and an empty one, in every
+    format; each bad file is named with its reason; the command succeeds."""
+    run, data = trained
+    good = sorted(str(p) for p in (data / "circle").glob("*.png"))[:2]
+    fake, empty = tmp_path / "fake.png", tmp_path / "empty.jpg"
+    fake.write_bytes(b"%PDF-1.4 not an image")
+    empty.write_bytes(b"")
+    files = [good[0], str(fake), good[1], str(empty)]
+    code, out, err = run_cli(capsys, "predict", run, *good, "--format", "json")
+    alone = json.loads(out)
+    code, out, err = run_cli(capsys, "predict", run, *files, "--format", "json")
+    assert code == 0, err
+    answers = json.loads(out)
+    assert [a["path"] for a in answers] == files
+    assert [answers[0], answers[2]] == alone
+    assert "error" in answers[1] and "label" not in answers[1]
+    assert "empty" in answers[3]["error"]
+    assert sum("could not read" in line for line in err.splitlines()) == 2
+    code, out, err = run_cli(capsys, "predict", run, *files, "--format", "csv", "-k", "1")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert [r[0] for r in rows[1:]] == files
+    assert rows[1][1] == alone[0]["label"] and rows[1][-1] == ""
+    assert rows[2][1] == "" and rows[2][-1] and rows[4][-1]
+    code, out, err = run_cli(capsys, "predict", run, *files)
+    lines = [line for line in out.splitlines() if "fake.png" in line or ".png" in line]
+    assert any("fake.png" in line and "error:" in line for line in lines)
+    code, out, err = run_cli(capsys, "predict", run, fake, empty)
+    assert code == 2 and "No image could be read" in err

@@ -119,8 +119,12 @@ def test_train_evaluate_and_predict_skip_each_bad_file_with_one_line(corpus, tmp
     assert main(["predict", str(out / "r"), str(root), "--format", "json"]) == 0
     captured = capsys.readouterr()
     _no_traceback(captured.err)
-    predicted = {Path(p["path"]) for p in json.loads(captured.out)}
+    answers = json.loads(captured.out)
+    predicted = {Path(p["path"]) for p in answers if "error" not in p}
     assert len(predicted) == 27 and not {p.name for p in predicted} & set(bad)
+    refused = {Path(p["path"]).name: p["error"] for p in answers if "error" in p}
+    assert refused and set(refused) <= set(bad)  # each bad file that was read: its own error
+    assert all(p["error"] and "label" not in p for p in answers if "error" in p)
 
 
 def test_data_info_counts_the_usable_images(corpus, capsys) -> None:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -92,3 +93,46 @@ def test_a_threshold_answers_unknown_below_it(two_models: TestClient) -> None:
     assert none["predictions"][0]["label"] == plain["label"]
     bad = two_models.post("/v1/models/a/predict?threshold=80", content=png)
     assert bad.status_code == 422
+
+
+def test_each_image_of_a_request_gets_its_own_answer(two_models: TestClient, trained) -> None:
+    """A good image keeps its prediction beside a fake and a truncated one; each bad one
+    says what is wrong with it; the request succeeds."""
+    good = sorted(trained[1].rglob("*.png"))[0].read_bytes()
+    alone = two_models.post("/v1/models/a/predict", content=good).json()["predictions"][0]
+    noisy = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3),
+                                                                     dtype=np.uint8)))
+    files = [("file", ("cat.png", good, "image/png")),
+             ("file", ("fake.png", b"%PDF-1.4 not an image", "image/png")),
+             ("file", ("cut.png", noisy[: len(noisy) // 2], "image/png")),
+             ("file", ("again.png", good, "image/png"))]
+    r = two_models.post("/v1/models/a/predict", files=files)
+    assert r.status_code == 200, r.text
+    answers = r.json()["predictions"]
+    assert [a["filename"] for a in answers] == ["cat.png", "fake.png", "cut.png", "again.png"]
+    for a in (answers[0], answers[3]):
+        assert a["label"] == alone["label"] and "error" not in a
+        assert a["probability"] == pytest.approx(alone["probability"], abs=1e-6)
+    assert answers[1]["error"]["status"] == 415 and "fake.png" in answers[1]["error"]["detail"]
+    assert answers[2]["error"]["status"] == 400 and "truncated" in answers[2]["error"]["detail"]
+    assert "label" not in answers[1] and "label" not in answers[2]
+
+
+def test_a_request_whose_images_all_fail_says_why_for_each(two_models: TestClient) -> None:
+    fake = b"%PDF-1.4 not an image"
+    both = two_models.post("/v1/models/a/predict", files=[
+        ("file", ("a.png", fake, "image/png")), ("file", ("b.png", fake, "image/png"))])
+    assert both.status_code == 415
+    body = both.json()
+    assert "None of the 2 images could be read" in body["detail"]
+    assert [p["error"]["status"] for p in body["predictions"]] == [415, 415]
+    noisy = encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3),
+                                                                     dtype=np.uint8)))
+    mixed = two_models.post("/v1/models/a/predict", files=[
+        ("file", ("a.png", fake, "image/png")),
+        ("file", ("b.png", noisy[: len(noisy) // 2], "image/png"))])
+    assert mixed.status_code == 400  # different reasons: a plain bad request
+    assert [p["error"]["status"] for p in mixed.json()["predictions"]] == [415, 400]
+    one = two_models.post("/v1/models/a/predict", content=fake,
+                          headers={"Content-Type": "image/png"})
+    assert one.status_code == 415 and one.json()["detail"].startswith("image:")

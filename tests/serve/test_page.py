@@ -71,3 +71,23 @@ def test_the_webcam_path_gives_a_prediction(page: Page) -> None:
         re.compile("^(circle|square|triangle)$"))
     page.get_by_role("button", name="Stop the webcam").click()
     expect(page.get_by_role("button", name="Use the webcam")).to_be_visible()
+
+
+def test_each_card_shows_its_own_answer(page: Page, served: Server, trained,
+                                        tmp_path: Path) -> None:
+    """A good image and a fake one sent together: the good card shows its prediction,
+    the fake card its own error, and not the other way round."""
+    _, data = trained
+    image = sorted(data.rglob("*.png"))[1]
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"%PDF-1.4 this is not an image")
+    with served.client() as client:
+        want = client.post("/predict", content=image.read_bytes()).json()["predictions"][0]
+    page.get_by_label("Choose images").set_input_files([image, fake])
+    good = page.locator(".result").filter(has=page.locator("h3", has_text=image.name))
+    bad = page.locator(".result").filter(has=page.locator("h3", has_text="fake.png"))
+    expect(good.locator(".bar[data-top] .label")).to_have_text(want["label"])
+    expect(good.locator(".error")).to_have_count(0)
+    expect(bad.locator(".error")).to_contain_text("not an image in an allowed format")
+    expect(bad.locator(".bar")).to_have_count(0)
+    expect(page.locator("#status")).to_contain_text("1 image could not be read")

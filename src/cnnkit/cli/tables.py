@@ -41,16 +41,24 @@ def print_eval(result: EvalResult) -> None:
     con.print(cm)
 
 
-def print_predictions(preds: list[Prediction], threshold: float | None = None) -> None:
+def print_predictions(preds: list[Prediction], threshold: float | None = None, *,
+                      errors: dict[str, str] | None = None,
+                      order: list[str] | None = None) -> None:
     """One row per image; with a threshold, a first column says the answer (a class or
-    ``unknown``). A path is never cut: where the table would not fit the terminal, and
-    where stdout is not a terminal, each image is one plain tab-separated line."""
+    ``unknown``); ``errors`` (path -> why) get a row of their own, where ``order`` (every
+    path, in input order) puts them. A path is never cut: where the table would not fit
+    the terminal, and where stdout is not a terminal, each image is one plain
+    tab-separated line."""
     con = log.console()
     k = len(preds[0].top)
     heads = ["path"] + ([f"answer (p >= {threshold:g})"] if threshold is not None else []) \
         + [f"top-{i}" if k > 1 else "class" for i in range(1, k + 1)]
-    rows = [[log.quoted(p.source)] + ([p.label] if threshold is not None else [])
-            + [f"{c} {pr:.1%}" for c, pr in p.top] for p in preds]
+    by_path = {p.source: [log.quoted(p.source)] + ([p.label] if threshold is not None else [])
+               + [f"{c} {pr:.1%}" for c, pr in p.top] for p in preds}
+    for path, why in (errors or {}).items():
+        by_path[path] = [log.quoted(path), f"error: {log.cut(why, 200)}"] + \
+            [""] * (len(heads) - 2)
+    rows = [by_path[path] for path in (order or [p.source for p in preds])]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
     if con.is_terminal and sum(widths) + 3 * len(widths) + 1 <= con.width:
         table = Table()

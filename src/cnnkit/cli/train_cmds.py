@@ -369,7 +369,9 @@ def predict(
 
 
 def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -> None:
-    """Predict, then print everything at once (a table needs every row's width)."""
+    """Predict, then print everything at once (a table needs every row's width): one
+    answer per input, in order; an image that cannot be read gets its own error in its
+    place (and a warning line), so one bad file spoils no other's answer."""
     from cnnkit.base import log
     from cnnkit.base.progress import RateBar
     from cnnkit.cli.tables import print_predictions
@@ -390,20 +392,27 @@ def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise CnnkitError(f"No image could be read: {first}{more}.")
     for r in failed:
-        log.warn(f"skipped {log.quoted(r.path)}: {r.error}")
+        log.warn(f"could not read {log.quoted(r.path)}: {r.error}")
     threshold = options["threshold"]
     if output == "json":
-        json.dump([p.to_dict() for p in preds], sys.stdout, indent=2)
+        json.dump([r.prediction.to_dict() if r.prediction is not None
+                   else {"path": r.path, "error": r.error} for r in rows],
+                  sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif output == "csv":
         k = len(preds[0].top)
         writer = csv.writer(sys.stdout)
         answer = ["prediction"] if threshold is not None else []
         writer.writerow(["path", *answer] + [f"{w}{i}" for i in range(1, k + 1)
-                                             for w in ("label", "prob")])
-        for p in preds:
+                                             for w in ("label", "prob")] + ["error"])
+        for r in rows:
+            p = r.prediction
+            if p is None:
+                writer.writerow([r.path, *([""] * len(answer)), *([""] * (2 * k)), r.error])
+                continue
             label = [p.label] if threshold is not None else []
             writer.writerow([p.source, *label] + [v for c, pr in p.top
-                                                  for v in (c, f"{pr:.6f}")])
+                                                  for v in (c, f"{pr:.6f}")] + [""])
     else:
-        print_predictions(preds, threshold)
+        print_predictions(preds, threshold, errors={r.path: r.error for r in failed},
+                          order=[r.path for r in rows])

@@ -56,23 +56,35 @@ async def read_uploads(request: Request, max_files: int) -> tuple[list[Upload], 
     return [Upload("image", body)], None
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """One upload as the model reads it, or why it cannot be: an HTTP status and a line."""
+
+    filename: str
+    image: np.ndarray | None
+    status: int = 200
+    detail: str | None = None
+
+
 def decode_uploads(classifier: Classifier, uploads: list[Upload],
-                   formats: tuple[str, ...]) -> list[np.ndarray]:
-    """Decode every upload as the model reads images; the first bad one fails the request."""
-    arrays = []
-    for up in uploads:
-        try:
-            arrays.append(classifier.decode_image(up.data, formats=formats))
-        except UnsupportedFormatError:
-            raise HTTPException(415, f"{up.filename}: not an image in an allowed format "
-                                     f"({', '.join(formats)}).") from None
-        except ImageTooLargeError as exc:
-            raise HTTPException(413, _named(exc, up.filename) + ". Send a smaller "
-                                     "image.") from None
-        except CorruptImageError as exc:
-            raise HTTPException(400, _named(exc, up.filename) + "; the file may be "
-                                     "truncated or damaged.") from None
-    return arrays
+                   formats: tuple[str, ...]) -> list[Decoded]:
+    """Decode every upload as the model reads images; each bad one gets its own error
+    (415 a format not allowed, 413 too large, 400 damaged), the rest are unaffected."""
+    return [_decode(classifier, up, formats) for up in uploads]
+
+
+def _decode(classifier: Classifier, up: Upload, formats: tuple[str, ...]) -> Decoded:
+    try:
+        return Decoded(up.filename, classifier.decode_image(up.data, formats=formats))
+    except UnsupportedFormatError:
+        return Decoded(up.filename, None, 415, f"{up.filename}: not an image in an allowed "
+                                               f"format ({', '.join(formats)}).")
+    except ImageTooLargeError as exc:
+        return Decoded(up.filename, None, 413, _named(exc, up.filename) + ". Send a smaller "
+                                               "image.")
+    except CorruptImageError as exc:
+        return Decoded(up.filename, None, 400, _named(exc, up.filename) + "; the file may be "
+                                               "truncated or damaged.")
 
 
 def _named(exc: Exception, filename: str) -> str:

@@ -12,7 +12,8 @@ function headers() {
 
 function say(text) { $("status").textContent = text; }
 
-async function api(path, options = {}) {
+// One request: its response and JSON body (null when it has none); a 401 asks for the key.
+async function request(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
@@ -20,10 +21,16 @@ async function api(path, options = {}) {
     $("key-box").hidden = false;
     $("api-key").focus();
   }
-  if (!response.ok) {
-    const detail = body && body.detail ? body.detail : `${response.status} ${response.statusText}`;
-    throw new Error(detail);
-  }
+  return { response, body };
+}
+
+function failure(response, body) {
+  return new Error(body && body.detail ? body.detail : `${response.status} ${response.statusText}`);
+}
+
+async function api(path, options = {}) {
+  const { response, body } = await request(path, options);
+  if (!response.ok) throw failure(response, body);
   return body;
 }
 
@@ -109,6 +116,30 @@ function drawBars(target, prediction) {
   target.append(list);
 }
 
+function showError(target, message) {
+  target.replaceChildren();
+  const p = document.createElement("p");
+  p.className = "error";
+  p.textContent = message;
+  target.append(p);
+}
+
+// Each image's own answer on its own card: a prediction, or why that image could not be
+// read. The server answers per image (200 when one was read; else an error status with
+// the same per-image list); any other failure (busy, no key) is shown on every card.
+function showAnswers(model, cards, body) {
+  body.predictions.forEach((p, i) => {
+    if (p.error) showError(cards[i], p.error.detail);
+    else drawBars(cards[i], p);
+  });
+  const good = body.predictions.filter((p) => !p.error);
+  const bad = body.predictions.length - good.length;
+  const failed = bad ? ` (${bad} image${bad > 1 ? "s" : ""} could not be read)` : "";
+  if (!good.length) { say(`Error: ${body.detail}`); return; }
+  say(`${model.name}: ${good[0].label} (${(good[0].probability * 100).toFixed(1)}%)` +
+      (good.length > 1 ? ` and ${good.length - 1} more` : "") + failed);
+}
+
 async function classify(files) {
   const model = currentModel();
   if (!model || !files.length) return;
@@ -120,20 +151,15 @@ async function classify(files) {
   form.append("top_k", String(Math.max(1, Number($("top-k").value) || 5)));
   say(`Sending ${files.length} image${files.length > 1 ? "s" : ""} to ${model.name}…`);
   try {
-    const body = await api(`/v1/models/${encodeURIComponent(model.name)}/predict`,
-                           { method: "POST", body: form });
-    body.predictions.forEach((p, i) => drawBars(cards[i], p));
-    const first = body.predictions[0];
-    say(`${model.name}: ${first.label} (${(first.probability * 100).toFixed(1)}%)` +
-        (files.length > 1 ? ` and ${files.length - 1} more` : ""));
-  } catch (err) {
-    for (const card of cards) {
-      card.replaceChildren();
-      const p = document.createElement("p");
-      p.className = "error";
-      p.textContent = err.message;
-      card.append(p);
+    const { response, body } = await request(
+      `/v1/models/${encodeURIComponent(model.name)}/predict`, { method: "POST", body: form });
+    if (body && Array.isArray(body.predictions) && body.predictions.length === files.length) {
+      showAnswers(model, cards, body);
+      return;
     }
+    throw failure(response, body);
+  } catch (err) {
+    for (const card of cards) showError(card, err.message);
     say(`Error: ${err.message}`);
   }
 }
