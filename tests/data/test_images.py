@@ -118,6 +118,17 @@ def test_corrupt_images_are_skipped_named_and_left_alone(tmp_path: Path, capsys)
         decode(str(root / "a" / "broken.jpg"), 3, 16)
 
 
+def test_a_refused_image_is_not_called_corrupt(tmp_path: Path, capsys) -> None:
+    root = _tree(tmp_path / "d", 4)
+    Image.new("L", (6400, 20)).save(root / "a" / "strip.png")  # 320:1, past the 64:1 limit
+    pre = Preprocess(16, 3, (0.5,) * 3, (0.5,) * 3)
+    splits = load_splits(str(root), pre, val_fraction=0.0, test_fraction=0.0)
+    assert len(splits.train) == 8
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if "strip.png" in x)
+    assert "refused" in line and "corrupt" not in line, line
+
+
 def test_later_loads_open_no_image_file(tmp_path: Path, monkeypatch) -> None:
     root = _tree(tmp_path / "d", 5)
     pre = Preprocess(16, 3, (0.5,) * 3, (0.5,) * 3)

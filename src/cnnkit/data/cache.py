@@ -153,10 +153,10 @@ def _decode_chunk(paths: list[str], channels: int, size: int, interpolation: str
 
 def _warn(messages: list[str]) -> None:
     for msg in messages:
-        log.warn(f"skipped corrupt image {msg}")
+        log.warn(f"skipped image {msg}")
     if len(messages) > 1:
-        log.warn(f"skipped {len(messages)} images that could not be decoded; "
-                 "the files were left as they are")
+        log.warn(f"skipped {len(messages)} images that could not be decoded or were "
+                 "refused; the files were left as they are")
 
 
 def clear() -> int:
