@@ -21,6 +21,7 @@ from cnnkit.serve.hardening import HttpLimits, trusted_hosts
 from cnnkit.serve.protocol import GRACE_S, LINGER_S
 
 HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 16
 
 
@@ -30,6 +31,7 @@ def guarded(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     run, _ = trained
     log = tmp_path_factory.mktemp("abuse") / "serve.log"
     server = start_server([str(run), "--header-timeout", str(HEADER_TIMEOUT_S),
+                           "--body-timeout", str(BODY_TIMEOUT_S),
                            "--max-connections", str(MAX_CONNECTIONS),
                            "--allowed-host", "shapes.internal"], log)
     yield server
@@ -173,6 +175,27 @@ def test_a_slow_client_gets_408_after_the_header_deadline(guarded: Server) -> No
         waited = time.monotonic() - start
     assert _status(answer) == 408 and b"within 1 s" in answer
     assert HEADER_TIMEOUT_S * 0.8 < waited < HEADER_TIMEOUT_S + 5
+
+
+def test_a_body_that_stops_arriving_gets_408_and_the_server_goes_on(guarded: Server) -> None:
+    image = encode(Image.new("RGB", (16, 16)))
+    head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            b"Content-Length: " + str(len(image)).encode() + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", _port(guarded)), timeout=10) as sock:
+        sock.sendall(head + image[:10])  # then nothing more
+        start = time.monotonic()
+        answer = sock.recv(4096)
+        waited = time.monotonic() - start
+    assert _status(answer) == 408 and b"paused for more than 1 s" in answer, answer[:200]
+    assert BODY_TIMEOUT_S * 0.8 < waited < BODY_TIMEOUT_S + 5
+    # a body that keeps coming, slower than the pause allows in all but under it each time
+    with socket.create_connection(("127.0.0.1", _port(guarded)), timeout=10) as sock:
+        sock.sendall(head)
+        for i in range(0, len(image), len(image) // 3 + 1):
+            time.sleep(BODY_TIMEOUT_S * 0.5)
+            sock.sendall(image[i:i + len(image) // 3 + 1])
+        assert _status(sock.recv(4096)) == 200
+    assert httpx.get(guarded.url + "/health").status_code == 200
 
 
 def test_a_foreign_host_header_is_refused(served: Server) -> None:

@@ -53,6 +53,9 @@ def serve(
     header_timeout: Optional[float] = typer.Option(
         None, help="Seconds a client has to send a request's line and headers; then 408 "
         "[default: 10]."),
+    body_timeout: Optional[float] = typer.Option(
+        None, help="Seconds a request's body may pause between two parts; then 408 "
+        "[default: 30]."),
     access_log: bool = typer.Option(False, help="Log every request."),
 ) -> int:
     """Serve models over HTTP: POST images to /v1/models/NAME/predict, or open / in a browser."""
@@ -68,7 +71,8 @@ def serve(
                  for f in formats.split(",") if f.strip()),
              "api_key": api_key if api_key is not None else os.environ.get(API_KEY_ENV),
              "allowed_hosts": tuple(allowed_host) if allowed_host else None,
-             "max_connections": max_connections, "header_timeout_s": header_timeout}
+             "max_connections": max_connections, "header_timeout_s": header_timeout,
+             "body_timeout_s": body_timeout}
     config = ServeConfig(**{k: v for k, v in given.items() if v is not None})
     served = load_models(models, config.backend, config.device, config.model_threads)
     return run_server(served, config, access_log=access_log)

@@ -48,6 +48,7 @@ class HttpLimits:
 
     max_header_bytes: int = 16 * 1024  # request line and headers; beyond: 431
     header_timeout_s: float = 10.0  # to send a whole request line and headers; then 408
+    body_timeout_s: float = 30.0  # a request body may pause this long between reads; then 408
     keep_alive_s: int = 5  # an idle connection between requests is closed after this
     max_connections: int = 1000  # open at once (fewer if the open-file limit is lower)
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted beyond the bind address's own
@@ -59,6 +60,9 @@ class HttpLimits:
         if not self.header_timeout_s > 0:
             raise CnnkitError(f"--header-timeout must be more than 0 seconds. Received: "
                               f"{self.header_timeout_s}")
+        if not self.body_timeout_s > 0:
+            raise CnnkitError(f"--body-timeout must be more than 0 seconds. Received: "
+                              f"{self.body_timeout_s}")
         if self.max_header_bytes < 1024:
             raise CnnkitError(f"The header limit must be at least 1 KiB. Received: "
                               f"{self.max_header_bytes} bytes")
@@ -204,7 +208,7 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, limits: HttpLimits,
                    **kwargs: Any) -> uvicorn.Config:
     """A uvicorn configuration with ``limits``: h11 (whose header limit holds; httptools,
     uvicorn's default when installed, has none), cnnkit's protocol on top of it (header
-    timeout, 431, connection cap), uvicorn's keep-alive timeout and concurrency limit.
+    and body timeouts, 431, connection cap), uvicorn's keep-alive timeout and concurrency limit.
     ``kwargs`` go to ``uvicorn.Config`` (log level, graceful shutdown, ...)."""
     import uvicorn
 
@@ -223,7 +227,8 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, limits: HttpLimits,
     return uvicorn.Config(
         app, host=host, port=port,
         http=functools.partial(GuardedH11Protocol, max_header_bytes=limits.max_header_bytes,
-                               header_timeout_s=limits.header_timeout_s, max_connections=cap,
+                               header_timeout_s=limits.header_timeout_s,
+                               body_timeout_s=limits.body_timeout_s, max_connections=cap,
                                hard_limit=hard),
         h11_max_incomplete_event_size=limits.max_header_bytes,
         timeout_keep_alive=limits.keep_alive_s,

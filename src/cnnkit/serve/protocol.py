@@ -9,6 +9,9 @@ would turn the server away from everyone. On top of ``H11Protocol`` this adds:
 
 - a header deadline: a request line and headers must arrive within
   ``header_timeout_s`` of the connection (or of the previous answer); then 408 and close;
+- a body deadline: a request's body may pause at most ``body_timeout_s`` between two
+  reads (nginx's ``client_body_timeout``); then 408 and close, and the app's read of it
+  ends as a disconnect;
 - a connection cap: a new connection over ``max_connections`` closes the oldest one
   that has not sent a whole request (a slow client's, or an idle keep-alive), so that
   ordinary requests keep getting through while slow clients come and go; past
@@ -57,11 +60,13 @@ class GuardedH11Protocol(H11Protocol):
     and 431 for headers over the limit (see the module's docstring)."""
 
     def __init__(self, *args: Any, max_header_bytes: int, header_timeout_s: float,
-                 max_connections: int, hard_limit: int, **kwargs: Any) -> None:
+                 max_connections: int, hard_limit: int, body_timeout_s: float = 30.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn = _Connection(h11.SERVER, max_header_bytes)
         self.max_header_bytes = max_header_bytes
         self.header_timeout_s = header_timeout_s
+        self.body_timeout_s = body_timeout_s
         self.max_connections = max_connections
         self.hard_limit = max(hard_limit, max_connections)
         self._deadline: asyncio.TimerHandle | None = None
@@ -97,6 +102,8 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             self._cancel_deadline()  # the request line and headers are in
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                self._deadline = self.loop.call_later(self.body_timeout_s, self._body_stalled)
 
     def on_response_complete(self) -> None:
         self._answered += 1
@@ -136,6 +143,21 @@ class GuardedH11Protocol(H11Protocol):
                              f"{self.header_timeout_s:g} s; send them at once.")
         else:  # an idle connection: closed without a word, as keep-alive does
             self.transport.close()
+
+    def _body_stalled(self) -> None:
+        """No part of the body for ``body_timeout_s``. Reading paused by the server itself
+        (the app has not taken what came) is not the client's stall: wait again."""
+        self._deadline = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            return
+        if self.flow.read_paused:
+            self._deadline = self.loop.call_later(self.body_timeout_s, self._body_stalled)
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()
+            return
+        self._reply(408, f"The request's body paused for more than {self.body_timeout_s:g} s; "
+                         "send it at once.")
 
     # The connection cap
 

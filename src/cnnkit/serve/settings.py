@@ -34,6 +34,7 @@ class ServeConfig:
     shutdown_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take
     max_connections: int = HttpLimits.max_connections  # open at once; slowest closed first
     header_timeout_s: float = HttpLimits.header_timeout_s  # to send a request's headers
+    body_timeout_s: float = HttpLimits.body_timeout_s  # longest pause within a request body
     allowed_hosts: tuple[str, ...] = ()  # Host names answered beyond the bind address's
 
     def __post_init__(self) -> None:
@@ -63,6 +64,7 @@ class ServeConfig:
     def http_limits(self) -> HttpLimits:
         """What one client may take: headers, time, connections, and the hosts answered."""
         return HttpLimits(header_timeout_s=self.header_timeout_s,
+                          body_timeout_s=self.body_timeout_s,
                           max_connections=self.max_connections,
                           allowed_hosts=self.allowed_hosts)
 
