@@ -267,6 +267,7 @@ class TopLoss:
     p_true: float
     p_pred: float
     loss: float
+    index: int = -1  # its position in the evaluated set
 
 
 def plot_top_losses(items: Sequence[TopLoss], path: str | os.PathLike, title: str) -> Path:

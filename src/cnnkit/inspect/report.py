@@ -83,7 +83,8 @@ def top_losses(model: nn.Module, card: Any, imageset: Any, result: EvalResult,
     cam = grad_cam(model, x.to(_device_of(model)), [int(p) for p in preds])
     return [TopLoss(to_display(x[k], pre.mean, pre.std), cam.cams[k],
                     card.classes[int(labels[i])], card.classes[int(preds[k])],
-                    float(p_true[i]), float(result.probs[i, preds[k]]), float(loss[i]))
+                    float(p_true[i]), float(result.probs[i, preds[k]]), float(loss[i]),
+                    int(i))
             for k, i in enumerate(idx)]
 
 
