@@ -48,6 +48,7 @@ def _register() -> None:
         model_cmds,
         runs_cmds,
         serve_cmd,
+        studio_cmd,
         train_cmds,
     )
 

@@ -1,0 +1,256 @@
+"""The studio's jobs: training, planning, exporting and analysing, each in a worker
+process of its own (:mod:`cnnkit.studio.worker`), never in the web server's.
+
+A job is a folder ``PROJECT/.cnnkit/jobs/<id>/`` holding ``spec.json`` (what to do),
+``events.jsonl`` (what the worker says, one JSON object a line: the training events of
+:mod:`cnnkit.training.events` and the job's own ``job`` lines), ``status.json`` (the
+worker's last word) and ``worker.log``. The page reads the events from the file, so a
+reloaded page, or a second tab, sees the whole story. ``stop`` (an empty file) asks the
+worker to stop; one that does not stop within :data:`STOP_GRACE_S` gets SIGTERM.
+
+One worker waits, already started, with torch and the trainer imported (a *spare*), so
+that a click on "Train" does not pay for Python's and torch's start. Only one training
+job runs in a project at a time: the worker takes the project's ``train.lock`` too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from cnnkit.base import log
+from cnnkit.base.atomic import write_json
+from cnnkit.base.errors import CnnkitError
+from cnnkit.studio.project import Conflict, NotFound, Project
+
+KINDS = ("plan", "train", "export", "check", "understand")
+EXCLUSIVE = ("train",)  # kinds of which one runs at a time in a project
+STOP_GRACE_S = 8.0
+EVENTS = "events.jsonl"
+STATUS = "status.json"
+SPEC = "spec.json"
+_ID_CHARS = frozenset("0123456789abcdef-")
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def status(self) -> dict[str, Any]:
+        """The worker's last status, with ``state`` ``lost`` for a worker that died
+        without saying so (killed, out of memory)."""
+        try:
+            status = json.loads((self.folder / STATUS).read_text())
+        except (OSError, ValueError):
+            status = {"state": "starting"}
+        if status.get("state") in ("starting", "running") and not self.alive():
+            again = _read_json(self.folder / STATUS)  # it may have finished just now
+            if again.get("state") in ("starting", "running"):
+                return {**again, "state": "lost",
+                        "message": "The worker process ended without finishing (killed, or "
+                                   "out of memory?); see worker.log in the job's folder."}
+            return again
+        return status
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        pid = _read_json(self.folder / STATUS).get("pid")
+        return isinstance(pid, int) and _pid_alive(pid)
+
+    def running(self) -> bool:
+        return self.status().get("state") in ("starting", "running")
+
+    def events(self, start: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Events from byte offset ``start``: whole lines only; returns the next offset."""
+        try:
+            with open(self.folder / EVENTS, "rb") as fh:
+                fh.seek(start)
+                data = fh.read()
+        except OSError:
+            return [], start
+        end = data.rfind(b"\n") + 1
+        out = []
+        for line in data[:end].splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out, start + end
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "spec": _read_json(self.folder / SPEC),
+                **{"status": self.status()}}
+
+
+class Jobs:
+    """The jobs of one project, started by one studio server."""
+
+    def __init__(self, project: Project, *, spare: bool = True) -> None:
+        self.project = project
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._spare: subprocess.Popen[bytes] | None = None
+        self._use_spare = spare
+        self._closed = False
+        self.project.jobs_dir.mkdir(parents=True, exist_ok=True)
+        for folder in sorted(self.project.jobs_dir.iterdir()):
+            if folder.is_dir() and set(folder.name) <= _ID_CHARS and (folder / SPEC).is_file():
+                kind = _read_json(folder / SPEC).get("kind", "")
+                self._jobs[folder.name] = Job(folder.name, str(kind), folder)
+
+    # -- starting ---------------------------------------------------------------------
+
+    def start(self, kind: str, options: dict[str, Any] | None = None) -> Job:
+        if kind not in KINDS:
+            raise CnnkitError(f"No job kind {kind!r}; one of: {', '.join(KINDS)}.")
+        with self._lock:
+            if kind in EXCLUSIVE:
+                busy = self.active(kind)
+                if busy is not None:
+                    raise Conflict(f"A {kind} job is running in this project ({busy.id}); "
+                                   "wait for it or stop it first.")
+            job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+            folder = self.project.jobs_dir / job_id
+            folder.mkdir(parents=True)
+            write_json(folder / SPEC, {"kind": kind, "options": options or {},
+                                       "project": str(self.project.root),
+                                       "created": time.time()})
+            write_json(folder / STATUS, {"state": "starting"})
+            (folder / EVENTS).touch()
+            job = Job(job_id, kind, folder)
+            job.process = self._launch(folder)
+            self._jobs[job_id] = job
+        return job
+
+    def _launch(self, folder: Path) -> subprocess.Popen[bytes]:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None and spare.stdin is not None:
+            try:
+                spare.stdin.write(str(folder).encode() + b"\n")
+                spare.stdin.close()
+                return spare
+            except OSError:
+                spare.kill()
+        process = _spawn(folder)
+        return process
+
+    def prepare_spare(self) -> None:
+        """Start a waiting worker unless one waits already or a job is running (it would
+        take the cores from it while it imports torch)."""
+        if not self._use_spare or self._closed:
+            return
+        with self._lock:
+            if self._spare is not None and self._spare.poll() is None:
+                return
+            if any(job.alive() for job in self._jobs.values()):
+                return
+            self._spare = _spawn(None, self.project.jobs_dir)
+
+    # -- reading and stopping ---------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise NotFound(f"No job {log.cut(repr(job_id))} in this project.")
+        return job
+
+    def active(self, kind: str | None = None) -> Job | None:
+        for job in reversed(list(self._jobs.values())):
+            if (kind is None or job.kind == kind) and job.running():
+                return job
+        return None
+
+    def latest(self, kind: str) -> Job | None:
+        for job in reversed(list(self._jobs.values())):
+            if job.kind == kind:
+                return job
+        return None
+
+    def all(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def stop(self, job_id: str) -> Job:
+        """Ask the job to stop (a training run keeps its best model, as early stopping
+        does); a worker that has not stopped after :data:`STOP_GRACE_S` gets SIGTERM."""
+        job = self.get(job_id)
+        if not job.running():
+            return job
+        (job.folder / "stop").touch()
+
+        def terminate() -> None:
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline:
+                if not job.alive():
+                    return
+                time.sleep(0.2)
+            pid = _read_json(job.folder / STATUS).get("pid")
+            if isinstance(pid, int) and job.alive():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+
+        threading.Thread(target=terminate, daemon=True, name="cnnkit-stop").start()
+        return job
+
+    def close(self) -> None:
+        """Stop the spare worker (running jobs go on and finish their run folders)."""
+        self._closed = True
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            with contextlib.suppress(OSError):
+                if spare.stdin is not None:
+                    spare.stdin.close()  # it exits on an empty line
+            try:
+                spare.wait(5)
+            except subprocess.TimeoutExpired:
+                spare.kill()
+
+
+def _spawn(folder: Path | None, log_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """A worker for ``folder``, or (None) a spare that waits for a folder on stdin."""
+    command = [sys.executable, "-m", "cnnkit.studio.worker"]
+    where = folder if folder is not None else log_dir
+    assert where is not None
+    out: IO[bytes] = open(where / ("worker.log" if folder else ".spare.log"), "ab")  # noqa: SIM115
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        return subprocess.Popen(
+            [*command, str(folder)] if folder is not None else [*command, "--wait"],
+            stdin=subprocess.PIPE if folder is None else subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    finally:
+        out.close()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie of ours is not alive
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
