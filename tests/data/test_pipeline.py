@@ -94,6 +94,18 @@ def test_cutmix_pastes_a_box_and_labels_it_by_its_area() -> None:
         assert set(out.unique().tolist()) <= {0.0, 1.0}  # pasted, not blended
 
 
+def test_mixup_and_cutmix_mix_label_sets() -> None:
+    x = torch.zeros(4, 1, 16, 16)
+    x[2:] = 1.0
+    y = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]], dtype=torch.float32)
+    for kind in ("mixup", "cutmix"):
+        out, target = mix_batch(x, y, 3, (kind,), torch.Generator().manual_seed(1))
+        share = out[0].mean().item()  # of image 0 taken from image 3
+        assert target[0].tolist() == pytest.approx([1 - share, 1 - share, share], abs=1e-5)
+        # a label both images have stays wholly present
+        assert target[1, 1].item() == pytest.approx(1.0) and target[1, 0].item() < 1.0
+
+
 def test_no_mix_token_leaves_the_batch_and_hard_labels() -> None:
     x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
     out, target = mix_batch(x, y, 4, ("flip",), torch.Generator())

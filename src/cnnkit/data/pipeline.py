@@ -206,7 +206,8 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, classes: int, augment: tuple[str
               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """MixUp or CutMix for the whole batch, as timm does per batch: each image is blended
     with (MixUp) or has a box pasted from (CutMix) the image at the mirrored position in
-    the batch, and the targets become the same mixture of one-hot labels. With both
+    the batch, and the targets become the same mixture of one-hot labels (of multi-hot
+    label sets for multi-label data: a label both images have stays 1). With both
     tokens, each batch picks one at random. Without them, the batch passes unchanged."""
     kinds = [k for k in MIX_ALPHA if k in augment]
     if not kinds:
@@ -227,5 +228,6 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, classes: int, augment: tuple[str
         x = x.clone()
         x[..., top:bottom, left:right] = other[..., top:bottom, left:right]
         lam = 1.0 - (bottom - top) * (right - left) / (h * w)  # the box as clipped
-    target = F.one_hot(y, classes).to(x.dtype)
+    # multi-label targets are multi-hot already: each label's target becomes its share
+    target = y.to(x.dtype) if y.ndim == 2 else F.one_hot(y, classes).to(x.dtype)
     return x, target.mul(lam).add_(target.flip(0), alpha=1.0 - lam)
