@@ -24,7 +24,7 @@ RECALL_LEVELS = 101  # points of each stored precision-recall curve (as COCO's)
 class MultiLabelResult:
     classes: tuple[str, ...]
     n: int
-    loss: float  # mean binary cross-entropy per image-label pair
+    loss: float  # binary cross-entropy summed over the labels, averaged over the images
     map_macro: float
     map_micro: float
     exact_match: float
@@ -48,6 +48,12 @@ class MultiLabelResult:
     def score(self) -> float:
         """The figure that ranks models: macro mAP."""
         return self.map_macro
+
+    def scalars(self) -> dict[str, float]:
+        """The headline numbers by name, as an experiment tracker logs them."""
+        return {"mAP": self.map_macro, "mAP_micro": self.map_micro,
+                "exact_match": self.exact_match, "hamming_loss": self.hamming_loss,
+                "micro_f1": self.micro["f1"], "loss": self.loss}
 
     def pr_curve(self, label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Precision, recall and thresholds of one label (scikit-learn's
@@ -148,7 +154,7 @@ def compute_multilabel(probs: Any, targets: Any, classes: Sequence[str],
     clipped = np.clip(p, 1e-7, 1 - 1e-7)
     bce = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
     return MultiLabelResult(
-        tuple(classes), n, float(bce.mean()) if n else math.nan, map_macro, map_micro,
+        tuple(classes), n, float(bce.sum(1).mean()) if n else math.nan, map_macro, map_micro,
         float(accuracy_score(y, pred)) if n else 0.0,
         float(hamming_loss(y, pred)) if n else 0.0,
         per_label, avg["micro"], avg["macro"], tuple(float(v) for v in t),
