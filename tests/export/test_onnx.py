@@ -3,6 +3,7 @@ pretrained models; clear errors; the README's plain-onnxruntime snippet."""
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 from pathlib import Path
@@ -39,6 +40,41 @@ def test_export_of_a_run_is_checked_on_its_test_images(trained, tmp_path: Path, 
     assert derived.check(out, card.sha256, float_options(17)) is None
 
 
+def test_export_writes_a_model_card_measured_on_the_test_split(trained, tmp_path: Path,
+                                                                capsys) -> None:
+    """model.card.json and .md beside the file: the test split's size, hash and metrics
+    as the file answers them (the same as training's torch figures), calibration, input
+    recipe, parity, limits."""
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(trained[0]), "--out", str(out)]) == 0
+    assert f"model card: {tmp_path / 'm.card.md'} and m.card.json" in capsys.readouterr().out
+    card = json.loads((tmp_path / "m.card.json").read_text())
+    split = json.loads((trained[0] / "split.json").read_text())
+    trained_on = json.loads((trained[0] / "test_metrics.json").read_text())
+    m = card["metrics"]
+    assert m["test_images"] == len(split["test"]) == trained_on["n"]
+    assert m["accuracy"] == pytest.approx(trained_on["accuracy"], abs=1e-6)
+    assert [(c["class"], c["support"]) for c in m["per_class"]] == [
+        (c["class"], c["support"]) for c in trained_on["per_class"]]
+    assert [c["recall"] for c in m["per_class"]] == pytest.approx(
+        [c["recall"] for c in trained_on["per_class"]])
+    lo, hi = m["accuracy_95ci"]
+    assert 0 <= lo < m["accuracy"] < hi <= 1 or m["accuracy"] in (0.0, 1.0)
+    assert 0 <= m["calibration"]["expected_calibration_error"] <= 1
+    assert card["classes"] == ["circle", "square", "triangle"]
+    assert card["data"]["source"] == str(trained[1]) and len(card["data"]["test_split"]
+                                                              ["sha256"]) == 64
+    assert card["files"][0]["sha256"] == derived.sha256_of(out)
+    assert card["input"]["size"] == 16 and card["input"]["mean"] == list(
+        read_meta(out).preprocess.mean)
+    assert [p["runtime"] for p in card["parity"]] == ["onnx"]
+    assert card["parity"][0]["top1_agreement"] == 1.0
+    assert any("held-out images" in x for x in card["limits"])
+    md = (tmp_path / "m.card.md").read_text()
+    assert f"accuracy **{m['accuracy']:.2%}**" in md and "\nonnx | m.onnx | " in md
+    assert "## Known limits" in md and card["data"]["test_split"]["sha256"] in md
+
+
 def _model_file(tmp_path: Path, name: str, size: int, channels: int, pretrained: bool,
                 pre: Preprocess) -> Path:
     arch, _ = resolve(name)
@@ -61,6 +97,8 @@ def test_export_parity_on_real_images(tmp_path: Path, trained, name, size, chann
     result = export_model(str(path), check=photos)
     assert result.path == path.parent / "model.onnx" and result.max_prob_diff <= 1e-4
     assert result.checked_on == "8 of the given images"
+    card = json.loads((path.parent / "model.card.json").read_text())
+    assert card["metrics"] is None and any("Not measured" in x for x in card["limits"])
     onnx_clf = cnnkit.load(str(path), device="cpu", backend="onnx")
     torch_clf = cnnkit.load(str(path), device="cpu", backend="torch")
     np.testing.assert_allclose(onnx_clf.predict_proba(photos), torch_clf.predict_proba(photos),

@@ -46,6 +46,12 @@ def test_int8_export_is_quantized_keeps_metadata_and_is_compared(trained, tmp_pa
     line = re.search(r"int8\s+accuracy ([\d.]+)%\s+([\d.,]+) images/s", text)
     assert f"({n_test:,} images)" in text and line is not None
     assert 0 <= float(line.group(1)) <= 100 and float(line.group(2).replace(",", "")) > 0
+    card = json.loads((tmp_path / "m.card.json").read_text())
+    assert [f["file"] for f in card["files"]] == ["m.onnx", "m.int8.onnx"]
+    assert [p["runtime"] for p in card["parity"]] == ["onnx", "onnx-int8"]
+    assert card["int8"]["int8_accuracy"] == pytest.approx(float(line.group(1)) / 100, abs=5e-5)
+    assert card["int8"]["test_images"] == n_test == card["metrics"]["test_images"]
+    assert card["int8"]["float_accuracy"] == pytest.approx(card["metrics"]["accuracy"])
     # int8 approximates the float model on the run's images
     files = [p for p, _ in split["test"]]
     float_clf = cnnkit.load(str(trained[0]), device="cpu", backend="torch")

@@ -49,3 +49,5 @@ def export(
         log.info(f"  int8   accuracy {c.int8_accuracy:.2%}   {c.int8_speed:,.1f} images/s   "
                  f"({(c.int8_accuracy - c.float_accuracy) * 100:+.2f} points, "
                  f"{c.speedup:.2f}x the speed; batch 32)")
+    if result.card is not None:
+        log.info(f"model card: {result.card.markdown} and {result.card.json.name}")

@@ -26,6 +26,8 @@ from cnnkit.artifacts.onnxfile import (
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
+from cnnkit.export import card as modelcard
+from cnnkit.export.card import CardPaths
 from cnnkit.export.images import check_images, run_folder, run_images
 from cnnkit.export.parity import Parity
 from cnnkit.export.quantize import CALIBRATION_IMAGES, Comparison, compare, quantize_int8
@@ -48,6 +50,7 @@ class ExportResult:
     int8: Path | None = None
     comparison: Comparison | None = None  # int8 against float on the run's test split
     parities: list[Parity] = field(default_factory=list)  # each file against torch
+    card: CardPaths | None = None  # the model card beside the files
 
 
 def default_out(model: str) -> Path:
@@ -97,7 +100,7 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
     loses more than ``max_accuracy_drop`` points it is not kept, and that is an error.
     """
     check_options(fmt, quantize, opset, max_accuracy_drop)
-    run = run_folder(model) if quantize else None
+    run = run_folder(model)
     if quantize and run is None:
         raise CnnkitError(f"--quantize int8 calibrates on a run's training images and tests "
                           f"on its test split; {model} is not a run folder (made by "
@@ -106,7 +109,8 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
     if path.suffix.lower() != ".onnx":
         raise CnnkitError(f"--out must end in .onnx. Received: {path}")
     clf = load_predictor(model, "cpu", backend="torch")
-    test = _test_split(run, clf) if run is not None else None
+    test = (_test_split(run, clf) if quantize else _any_test_split(run, clf)) \
+        if run is not None else None
     card = clf.card
     data, where = check_images(model, clf, check)
     info = {"architecture": card.architecture.name, "model": str(model),
@@ -125,10 +129,16 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
     source = card.sha256 or weights_key(clf.model, card)
     derived.bind(path, source, float_options(opset), {"parity": parity.to_dict()})
     result = ExportResult(path, where, parity.max_prob_diff, parities=[parity])
-    if not quantize:
-        return result
-    assert run is not None and test is not None
-    return _quantized(result, run, clf, source, test, data, reference, max_accuracy_drop)
+    test_probs = probabilities(clf, OnnxBackend(path), test).numpy() \
+        if test is not None and test.labels.ndim == 1 else None
+    if quantize:
+        assert run is not None and test is not None
+        _quantized(result, run, clf, source, test, data, reference, max_accuracy_drop)
+    files = [path] + ([result.int8] if result.int8 is not None else [])
+    result.card = modelcard.write(
+        modelcard.build(card, str(model), files, result.parities, run, test, test_probs,
+                        result.comparison), modelcard.card_paths(path))
+    return result
 
 
 def check_drop(c: Comparison, max_drop: float, where: str) -> None:
@@ -153,6 +163,14 @@ def _test_split(run: RunDir, clf: Classifier) -> ImageSet:
                           "model could not be measured; train with --test-fraction 0.1 (or "
                           "a test/ folder), or export without --quantize.")
     return test
+
+
+def _any_test_split(run: RunDir, clf: Classifier) -> ImageSet | None:
+    """The run's held-out test split for the model card, or None without one."""
+    from cnnkit.evaluation import held_out_test
+
+    test = held_out_test(run, run.train_config(), clf)
+    return test if test is not None and len(test) else None
 
 
 def _quantized(result: ExportResult, run: RunDir, clf: Classifier, source: str,
