@@ -9,9 +9,15 @@
 the load of a shared machine falls on every contender alike) and prints each one's median
 images/s and its ratio to the anchor: the same weights exported by hand (timm's
 ``efficientnet_lite0``, ``torch.onnx.export`` at 224 px with a dynamic batch) in an
-onnxruntime session with default options. ``e2e`` times
+onnxruntime session with default options. Targets (issue 32): cnnkit's float predictor,
+preprocessing included, at least 1.0x the anchor; its int8 predictor (the float file
+quantized as ``cnnkit export --quantize int8`` does, calibrated on 64 crops of the same
+photos) at least 2x. ``e2e`` times
 the ``cnnkit predict efficientnet_lite0 FOLDER --output preds.csv`` command (start-up,
-decoding and writing included) and its peak resident memory, workers included.
+decoding and writing included) and its peak resident memory, workers included; for
+``efficientnet_lite0``, alternating with ``benchmarks/hand_predict.py``, the hand
+export driven by a user's own Pillow and onnxruntime script (target: at least 60
+images/s on 2 cores, and at least the hand script's rate).
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ def backends(args: argparse.Namespace) -> None:
 
     from cnnkit.data.imageset import ImageSet
     from cnnkit.data.pipeline import eval_batch
-    from cnnkit.export.quantize import median_rates
+    from cnnkit.export.quantize import median_rates, quantize_int8
     from cnnkit.runtime.backends import OnnxBackend, TorchBackend, cached_onnx
     from cnnkit.runtime.predict import Classifier
     from cnnkit.runtime.zeroshot import imagenet_model
@@ -82,6 +88,12 @@ def backends(args: argparse.Namespace) -> None:
     xn = x.numpy()
     tmp = Path(tempfile.mkdtemp(prefix="cnnkit-bench-"))
     anchor = default_session(hand_export(net, pre.img_size, tmp / "hand.onnx"), args.threads)
+    calibration = np.stack([auto.decode_image(crop) for crop in photo_crops(photos, 64)])
+    int8_file = quantize_int8(path, tmp / "model.int8.onnx",
+                              ImageSet(torch.from_numpy(calibration),
+                                       torch.zeros(len(calibration), dtype=torch.long),
+                                       card.classes, crop_fraction=data.crop_fraction), pre)
+    int8 = Classifier(net, card, torch.device("cpu"), OnnxBackend(int8_file, name="onnx-int8"))
     plain = default_session(path, args.threads)
     eager = imagenet_model("efficientnet_lite0")[0].eval()
     torch_cl = TorchBackend(imagenet_model("efficientnet_lite0")[0], torch.device("cpu"))
@@ -96,6 +108,8 @@ def backends(args: argparse.Namespace) -> None:
         hand: lambda: anchor.run(None, {"input": xn}),
         "cnnkit predictor, auto backend (uint8 images in)":
             lambda: auto.proba_decoded(decoded, batch_size=n),
+        "cnnkit predictor, onnx-int8 backend (uint8 images in)":
+            lambda: int8.proba_decoded(decoded, batch_size=n),
         "cnnkit's float file, default session (float input)":
             lambda: plain.run(None, {"input": xn}),
         "torch eager": run_eager,
@@ -109,6 +123,35 @@ def backends(args: argparse.Namespace) -> None:
     print(f"{'':76s} {'images/s':>9s} {'vs hand':>8s}")
     for name, rate in rates.items():
         print(f"{name:76s} {rate:9.1f} {rate / base:7.2f}x")
+    with torch.inference_mode():
+        reference = torch.softmax(eager(x), 1).numpy()
+    answers = {"hand export": softmax(anchor.run(None, {"input": xn})[0]),
+               "auto": auto.proba_decoded(decoded, batch_size=n),
+               "onnx-int8": int8.proba_decoded(decoded, batch_size=n)}
+    for name, probs in answers.items():
+        print(f"{name} against torch eager on the {len(photos)} photos: top-1 agreement "
+              f"{np.mean(probs.argmax(1) == reference.argmax(1)):.0%}, largest probability "
+              f"difference {np.abs(probs - reference).max():.4f}")
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def photo_crops(photos: list[np.ndarray], n: int, seed: int = 1) -> list[np.ndarray]:
+    """``n`` random crops (half to all of each side) of ``photos``: calibration images
+    other than the ones timed."""
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(n):
+        img = photos[i % len(photos)]
+        h, w = img.shape[:2]
+        ch, cw = int(h * rng.uniform(0.5, 1)), int(w * rng.uniform(0.5, 1))
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crops.append(np.ascontiguousarray(img[top:top + ch, left:left + cw]))
+    return crops
 
 
 def int8(args: argparse.Namespace) -> None:
@@ -157,28 +200,57 @@ def e2e(args: argparse.Namespace) -> None:
     make_photos(warm, 8)
     subprocess.run([sys.executable, "-m", "cnnkit", "predict", args.model, str(warm),
                     "--format", "csv"], check=True, capture_output=True)
+    hand = None
+    if args.model == "efficientnet_lite0":
+        from cnnkit.runtime.zeroshot import imagenet_model
+
+        net, card = imagenet_model("efficientnet_lite0")
+        pre = card.preprocess
+        hand = [sys.executable, str(Path(__file__).with_name("hand_predict.py")),
+                str(hand_export(net, pre.img_size, root / "hand.onnx")),
+                "--size", str(pre.img_size), "--crop-pct", str(pre.crop_pct),
+                "--mean", str(pre.mean[0]), "--std", str(pre.std[0])]
     print(f"cnnkit predict {args.model} FOLDER --output preds.csv "
-          f"({time.strftime('%Y-%m-%d')}); JPEG ~500x375")
-    print(f"{'files':>7s} {'seconds':>8s} {'images/s':>9s} {'peak RSS MB':>12s}")
+          f"({time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}); JPEG ~500x375"
+          + ("; against the hand script (benchmarks/hand_predict.py: Pillow, NumPy and a "
+             "default onnxruntime session on the hand export), alternating" if hand else ""))
+    print(f"{'':12s} {'files':>7s} {'seconds':>8s} {'images/s':>9s} {'peak RSS MB':>12s}"
+          + (f" {'vs hand':>8s}" if hand else ""))
     for n in args.files:
         folder = root / f"photos{n}"
         if not folder.is_dir():
             make_photos(folder, n)
         out = root / f"preds{n}.csv"
-        out.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "cnnkit", "predict", args.model, str(folder),
-               "--output", str(out)]
-        probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-                 "subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL); "
-                 "print(time.perf_counter() - t, "
-                 "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        res = subprocess.run([sys.executable, "-c", probe, *cmd], check=True,
-                             capture_output=True, text=True)
-        seconds, rss_kb = res.stdout.split()
-        rows = out.read_text().count("\n") - 1
-        assert rows == n, (rows, n)
-        print(f"{n:7,d} {float(seconds):8.1f} {n / float(seconds):9.1f} "
-              f"{int(rss_kb) / 1024:12.0f}")
+        commands = {"cnnkit": [sys.executable, "-m", "cnnkit", "predict", args.model,
+                               str(folder), "--output", str(out)]}
+        if hand:
+            commands["hand script"] = [*hand[:3], str(folder), str(out), *hand[3:]]
+        timings: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for _ in range(args.rounds if hand else 1):
+            for name, cmd in commands.items():
+                timings[name].append(_timed(cmd, out, n))
+        seconds = {name: float(np.median([t for t, _ in runs])) for name, runs in timings.items()}
+        for name, runs in timings.items():
+            rss = max(m for _, m in runs)
+            ratio = f" {seconds['hand script'] / seconds[name]:7.2f}x" if hand else ""
+            print(f"{name:12s} {n:7,d} {seconds[name]:8.1f} {n / seconds[name]:9.1f} "
+                  f"{rss:12.0f}{ratio}")
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
+
+
+def _timed(cmd: list[str], out: Path, n: int) -> tuple[float, float]:
+    """Seconds and peak resident MB of one command that writes ``n`` rows to ``out``."""
+    out.unlink(missing_ok=True)
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL); "
+             "print(time.perf_counter() - t, "
+             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    res = subprocess.run([sys.executable, "-c", probe, *cmd], check=True,
+                         capture_output=True, text=True)
+    seconds, rss_kb = res.stdout.split()
+    rows = out.read_text().count("\n") - 1
+    assert rows == n, (rows, n)
+    return float(seconds), int(rss_kb) / 1024
 
 
 def main() -> None:
@@ -194,6 +266,8 @@ def main() -> None:
     e.add_argument("--files", type=int, nargs="+", default=[1000])
     e.add_argument("--model", default="efficientnet_lite0", help="A run folder or a "
                    "pretrained name (a small run shows how memory scales, quickly).")
+    e.add_argument("--rounds", type=int, default=2, help="Runs of each command, "
+                   "alternating, when there is a hand script to compare (the median counts).")
     e.add_argument("--folder", help="Where to keep the generated photos (default: a temp "
                    "folder).")
     args = parser.parse_args()
