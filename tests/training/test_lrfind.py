@@ -158,3 +158,13 @@ def test_lr_find_with_the_features_mode_is_refused_before_any_work(tmp_path, cap
                  "--lr", "find", "--out", str(tmp_path)])
     assert code == 2 and "--lr find picks a rate" in capsys.readouterr().err
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_rates_that_are_not_finite_are_one_line_before_any_work(tmp_path, capsys):
+    for start, end in (("1e-7", "inf"), ("nan", "10"), ("1", "0.1")):
+        code = main(["lr-find", "digits", "-m", "lenet5", "--start", start, "--end", end,
+                     "--out", str(tmp_path / "curve.png")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert "finite rates with 0 < start < end" in err
+    assert not list(Path(tmp_path).iterdir())

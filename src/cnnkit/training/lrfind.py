@@ -100,6 +100,15 @@ class LRFinding:
                 "losses": list(self.losses), "smoothed": list(self.smoothed)}
 
 
+def check_range(start: float, end: float, steps: int) -> None:
+    """The test's range and length, checked before any data is loaded."""
+    if not (math.isfinite(start) and math.isfinite(end) and 0 < start < end):
+        raise CnnkitError("The finder needs finite rates with 0 < start < end (for example "
+                          f"--start 1e-7 --end 10). Received: {start:g}, {end:g}")
+    if steps < 10:
+        raise CnnkitError(f"The finder needs at least 10 steps. Received: {steps}")
+
+
 def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7,
             end: float = 10.0, steps: int = 100, class_weights: torch.Tensor | None = None
             ) -> LRFinding:
@@ -107,10 +116,7 @@ def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7
     if plan.config.mode == "features":
         raise CnnkitError("--mode features fits its head in one solve, with no learning rate "
                           "to find; use --mode fine-tune or scratch.")
-    if not 0 < start < end:
-        raise CnnkitError(f"The finder needs 0 < start < end. Received: {start:g}, {end:g}")
-    if steps < 10:
-        raise CnnkitError(f"The finder needs at least 10 steps. Received: {steps}")
+    check_range(start, end, steps)
     cfg = plan.config
     device = plan.device
     torch_state = torch.get_rng_state()

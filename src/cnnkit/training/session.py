@@ -29,7 +29,7 @@ from cnnkit.training.events import Events, Planned, RunEnded, RunFailed, RunStar
 from cnnkit.training.finish import evaluate_test
 from cnnkit.training.launch import announce_run, budget_start, under_torchrun
 from cnnkit.training.loop import Trainer
-from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, find_lr, plot_finding, report
+from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, check_range, find_lr, plot_finding, report
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config, with_epochs
 from cnnkit.training.stopped import on_full_disk, what_to_do
@@ -325,6 +325,7 @@ def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | No
     """The learning-rate range test for the model and data a ``train`` call would use:
     ``lr_find("digits", model="lenet5", plot="lr.png").suggestion()`` (None when the
     curve is too short or noisy to trust: ``.doubt`` says why). Writes no run folder."""
+    check_range(start, end, steps)
     config = _as_config(config, options)
     plan, splits, model = _prepare(config)
     class_weights, _ = _imbalance(plan.config, splits)
