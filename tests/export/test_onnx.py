@@ -189,3 +189,43 @@ def test_a_graph_the_torchscript_exporter_refuses_goes_through_torch_export(
         x = torch.randn(batch, 1, 9, 9)
         with torch.no_grad():
             assert (backend(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_executorch_export_runs_in_its_own_runtime_and_joins_the_card(trained, tmp_path: Path,
+                                                                       capsys) -> None:
+    """--format executorch: a .pte that ExecuTorch's runtime (not cnnkit) answers as torch
+    does, with a dynamic batch; its parity printed and in the card beside the ONNX file's."""
+    from executorch.runtime import Runtime
+
+    assert main(["export", str(trained[0]), "--out", str(tmp_path / "m.onnx")]) == 0
+    out = tmp_path / "m.pte"
+    assert main(["export", str(trained[0]), "--format", "executorch", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "executorch parity with torch on" in text
+    clf = cnnkit.load(str(trained[0]), device="cpu", backend="torch")
+    files = sorted(str(p) for p in trained[1].rglob("*.png"))[:5]
+    method = Runtime.get().load_program(out).load_method("forward")
+    for batch in (files[:1], files):
+        logits = method.execute([clf.transform(batch).contiguous()])[0]
+        np.testing.assert_allclose(logits.softmax(1).numpy(), clf.predict_proba(batch),
+                                   atol=1e-4)
+    card = json.loads((tmp_path / "m.card.json").read_text())
+    assert [(f["file"], f["runtime"]) for f in card["files"]] == [
+        ("m.pte", "executorch"), ("m.onnx", "onnxruntime")]
+    assert {p["runtime"] for p in card["parity"]} == {"executorch", "onnx"}
+    assert card["metrics"]["measured_with"] == "m.pte"
+    assert derived.check(out, clf.card.sha256) is None
+
+
+def test_executorch_mistakes_are_one_line(trained, tmp_path: Path, capsys, monkeypatch) -> None:
+    run = str(trained[0])
+    for args, words in ((["--quantize", "int8"], "makes an ONNX file"),
+                        (["--out", str(tmp_path / "m.onnx")], "must end in .pte")):
+        assert main(["export", run, "--format", "executorch", *args]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    monkeypatch.setitem(__import__("sys").modules, "executorch", None)  # not installed
+    assert main(["export", run, "--format", "executorch", "--out", str(tmp_path / "m.pte")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'cnnkit[executorch]'" in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())

@@ -14,9 +14,11 @@ from cnnkit.cli import app
 def export(
     model: str = typer.Argument(..., help="Run folder, model.json, or a pretrained model "
                                 "name (ImageNet classes)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, or executorch (a .pte program "
+                            "for ExecuTorch's runtime, XNNPACK-delegated; needs "
+                            "cnnkit[executorch])."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: "
-                                       "model.onnx in the run folder)."),
+                                       "model.onnx, or model.pte, in the run folder)."),
     check_images: Optional[list[str]] = typer.Option(
         None, "--check-images", help="Images (files, folders, globs) to check the export on "
         "(default: the run's own test images)."),

@@ -117,6 +117,7 @@ def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity]
                   "architecture": card.architecture.name,
                   "weights_sha256": card.sha256 or None},
         "files": [{"file": f.name, "bytes": f.stat().st_size, "sha256": file_sha256(f),
+                   "runtime": "executorch" if f.suffix == ".pte" else "onnxruntime",
                    "precision": "int8" if f.name.endswith(".int8.onnx") else "float"}
                   for f in files],
         "data": data,
@@ -190,8 +191,35 @@ def _limits(card: dict[str, Any], test: ImageSet | None) -> list[str]:
     return limits
 
 
+def keep_other_files(card: dict[str, Any], paths: CardPaths) -> dict[str, Any]:
+    """``card`` with the files (and their parity) of the card already at ``paths`` that
+    another export of the same weights wrote (``model.onnx`` then ``model.pte``), as
+    long as each is still there unchanged; one card describes every runtime."""
+    import json
+
+    try:
+        old = json.loads(paths.json.read_text())
+        same = old.get("format") == FORMAT and old["model"]["weights_sha256"] == \
+            card["model"]["weights_sha256"] is not None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return card
+    if not same:
+        return card
+    names = {f["file"] for f in card["files"]}
+    kept = []
+    for f in old.get("files", []):
+        path = paths.json.parent / str(f.get("file"))
+        if f.get("file") not in names and path.is_file() and file_sha256(path) == f.get("sha256"):
+            kept.append(f)
+    kept_names = {f["file"] for f in kept}
+    return {**card, "files": card["files"] + kept,
+            "parity": card["parity"] + [p for p in old.get("parity", [])
+                                        if p.get("file") in kept_names]}
+
+
 def write(card: dict[str, Any], paths: CardPaths) -> CardPaths:
     """Write the card as JSON and as Markdown (each atomically)."""
+    card = keep_other_files(card, paths)
     write_json(paths.json, card)
     write_text(paths.markdown, markdown(card))
     return paths
@@ -204,8 +232,9 @@ def markdown(card: dict[str, Any]) -> str:
              f"{model['architecture']} image classifier, {len(card['classes'])} classes; "
              f"written by cnnkit {card['cnnkit_version']} (`cnnkit export`).", "",
              "## Intended use", "", card["intended_use"], "", "## Files", "",
-             "file | precision | bytes | sha256", "--- | --- | --- | ---"]
-    lines += [f"{f['file']} | {f['precision']} | {f['bytes']:,} | `{f['sha256']}`"
+             "file | runtime | precision | bytes | sha256", "--- | --- | --- | --- | ---"]
+    lines += [f"{f['file']} | {f.get('runtime', 'onnxruntime')} | {f['precision']} | "
+              f"{f['bytes']:,} | `{f['sha256']}`"
               for f in card["files"]]
     lines += ["", "## Data", "", f"- source: {data['source']}"]
     if data.get("mode"):

@@ -1,4 +1,5 @@
-"""``cnnkit export``: a run (or pretrained model) to an ONNX file, checked on real images;
+"""``cnnkit export``: a run (or pretrained model) to an ONNX file (or an ExecuTorch
+program), checked on real images;
 optionally an int8 copy, measured on the run's whole test split and refused when it
 loses more accuracy than allowed."""
 
@@ -28,14 +29,17 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
 from cnnkit.export import card as modelcard
 from cnnkit.export.card import CardPaths
+from cnnkit.export.executorch import OPTIONS as EXECUTORCH_OPTIONS
+from cnnkit.export.executorch import ExecutorchBackend, export_pte, require_executorch
 from cnnkit.export.images import check_images, run_folder, run_images
 from cnnkit.export.parity import Parity
 from cnnkit.export.quantize import CALIBRATION_IMAGES, Comparison, compare, quantize_int8
-from cnnkit.runtime.backends import PARITY_TOLERANCE, OnnxBackend, TorchBackend, weights_key
+from cnnkit.runtime.backends import PARITY_TOLERANCE, Backend, OnnxBackend, weights_key
 from cnnkit.runtime.inference import log_probs
 from cnnkit.runtime.predict import Classifier, load_predictor
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "executorch")
+SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
 QUANTIZE = ("int8",)
 # Points of test accuracy the int8 file may lose against the float one before it is
 # refused (--max-accuracy-drop); a fine-tuned Lite0 loses none (docs/benchmarks.md).
@@ -66,8 +70,7 @@ def int8_path(path: Path) -> Path:
     return path.with_suffix(".int8.onnx")
 
 
-def probabilities(clf: Classifier, backend: TorchBackend | OnnxBackend, data: ImageSet
-                  ) -> torch.Tensor:
+def probabilities(clf: Classifier, backend: Backend, data: ImageSet) -> torch.Tensor:
     """Probabilities ``(N, classes)`` of ``data`` through ``backend``, as predict computes them."""
     pre = clf.card.preprocess
     return log_probs(backend, data, pre, backend.device,
@@ -81,6 +84,10 @@ def check_options(fmt: str, quantize: str | None, opset: int, max_drop: float) -
     if quantize is not None and quantize not in QUANTIZE:
         raise CnnkitError(f"--quantize must be one of {', '.join(QUANTIZE)}. Received: "
                           f"{quantize!r}")
+    if quantize is not None and fmt != "onnx":
+        raise CnnkitError(f"--quantize {quantize} makes an ONNX file (the onnx-int8 "
+                          f"backend); export --format {fmt} without it. Received: "
+                          f"--format {fmt} --quantize {quantize}")
     if opset < 17:
         raise CnnkitError(f"--opset must be 17 or newer. Received: {opset}")
     if not 0 <= max_drop <= 100:
@@ -105,9 +112,12 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
         raise CnnkitError(f"--quantize int8 calibrates on a run's training images and tests "
                           f"on its test split; {model} is not a run folder (made by "
                           "`cnnkit train`).")
-    path = Path(out) if out is not None else default_out(model)
-    if path.suffix.lower() != ".onnx":
-        raise CnnkitError(f"--out must end in .onnx. Received: {path}")
+    suffix = SUFFIXES[fmt]
+    if fmt == "executorch":
+        require_executorch()
+    path = Path(out) if out is not None else default_out(model).with_suffix(suffix)
+    if path.suffix.lower() != suffix:
+        raise CnnkitError(f"--out must end in {suffix} for --format {fmt}. Received: {path}")
     clf = load_predictor(model, "cpu", backend="torch")
     test = (_test_split(run, clf) if quantize else _any_test_split(run, clf)) \
         if run is not None else None
@@ -116,9 +126,14 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
     info = {"architecture": card.architecture.name, "model": str(model),
             **({"weights_sha256": card.sha256} if card.sha256 else {}),
             **{k: v for k, v in card.info.items() if isinstance(v, (str, int, float))}}
-    export_onnx(clf.model, OnnxMeta(card.classes, card.preprocess, info), path, opset)
+    if fmt == "executorch":
+        export_pte(clf.model, card.preprocess, path)
+        runtime, options = ExecutorchBackend, EXECUTORCH_OPTIONS
+    else:
+        export_onnx(clf.model, OnnxMeta(card.classes, card.preprocess, info), path, opset)
+        runtime, options = OnnxBackend, float_options(opset)
     reference = probabilities(clf, clf.backend, data).numpy()
-    parity = Parity.of("onnx", path.name, probabilities(clf, OnnxBackend(path), data).numpy(),
+    parity = Parity.of(fmt, path.name, probabilities(clf, runtime(path), data).numpy(),
                        reference, where, PARITY_TOLERANCE)
     if not parity.ok:
         path.unlink(missing_ok=True)
@@ -127,9 +142,9 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
                           f"{PARITY_TOLERANCE:g}); nothing was written. Please report this "
                           "with the model's architecture.")
     source = card.sha256 or weights_key(clf.model, card)
-    derived.bind(path, source, float_options(opset), {"parity": parity.to_dict()})
+    derived.bind(path, source, options, {"parity": parity.to_dict()})
     result = ExportResult(path, where, parity.max_prob_diff, parities=[parity])
-    test_probs = probabilities(clf, OnnxBackend(path), test).numpy() \
+    test_probs = probabilities(clf, runtime(path), test).numpy() \
         if test is not None and test.labels.ndim == 1 else None
     if quantize:
         assert run is not None and test is not None
