@@ -74,6 +74,19 @@ def test_a_stop_request_ends_the_run_with_a_complete_folder(tmp_path) -> None:
         cnnkit.resume(run)
 
 
+def test_a_stop_asked_in_an_epoch_of_one_step_ends_the_run_after_it(tmp_path) -> None:
+    hub = ev.Events()
+    hub.subscribe(lambda e: hub.request_stop() if isinstance(e, ev.StepDone) and
+                  e.epoch == 2 else None)
+    seen: list[ev.Event] = []
+    hub.subscribe(seen.append)
+    result = _run(tmp_path, hub, epochs=6, name="one-step", batch_size=64)
+    epochs = [e for e in seen if isinstance(e, ev.EpochEnded)]
+    assert {e.steps for e in seen if isinstance(e, ev.EpochStarted)} == {1}
+    assert [e.epoch for e in epochs] == [1, 2] and epochs[-1].stopping == "asked"
+    assert len(result.history) == 2 and result.test is not None
+
+
 def test_a_failing_subscriber_stops_the_run_and_the_error_is_told(tmp_path) -> None:
     seen: list[ev.Event] = []
 

@@ -353,6 +353,8 @@ class Trainer:
                 self._step(global_epoch, synced, steps, loss_sum, correct, seen, start)
         if (self.out_of_time or self.asked_to_stop) and seen:
             self._step(global_epoch, synced, steps, loss_sum, correct, seen, start)
+        if not self.asked_to_stop and self._stop_asked():  # asked in the epoch's last step
+            self.asked_to_stop = True
         self._log_shard(global_epoch, loader)
         if self.cluster.distributed:  # the whole data's figures, not rank 0's share
             loss_sum, correct, total = distributed.all_sum(
