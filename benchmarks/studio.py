@@ -27,15 +27,23 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from tests.studio.conftest import start_studio  # noqa: E402
-from tests.studio.test_page import (  # noqa: E402
-    CHROMIUM,
-    SCENES,
-    scene_images,
-    write_y4m,
-)
+
+def _load(name: str, path: Path):  # the browser test's helpers ("tests" may be taken)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_conftest = _load("tests.studio.conftest", ROOT / "tests" / "studio" / "conftest.py")
+_page = _load("tests.studio.test_page", ROOT / "tests" / "studio" / "test_page.py")
+start_studio = _conftest.start_studio
+CHROMIUM, SCENES = _page.CHROMIUM, _page.SCENES
+scene_images, write_y4m = _page.scene_images, _page.write_y4m
 
 FRAMES = 30
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from PIL import Image
 
 from cnnkit.cli import main
 from cnnkit.studio.app import create_app
-from cnnkit.studio.project import Conflict, Project
+from cnnkit.studio.project import Project
 
 KEY = "studio-test-key"
 
@@ -128,18 +129,66 @@ def test_beyond_this_machine_the_studio_needs_a_key(tmp_path: Path,
     assert not (tmp_path / "p").exists()  # nothing written before the refusal
 
 
-def test_one_training_run_at_a_time_per_project(client: TestClient, project: Project) -> None:
+def test_one_run_at_a_time_and_stop_keeps_a_complete_run(client: TestClient,
+                                                         project: Project) -> None:
+    for name, colour in (("light", 220), ("dark", 30)):
+        client.post("/api/classes", json={"name": name})
+        for k in range(12):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((24, 24, 3), colour + (k % 3) * 5, np.uint8)).save(
+                buf, "PNG")
+            client.post(f"/api/classes/{name}/images", content=buf.getvalue())
     jobs = client.app.state.jobs
-    first = jobs.start("train", {"mode": "quick"})
+    first = client.post("/api/jobs", json={"kind": "train", "options": {
+        "mode": "scratch", "epochs": 200}}).json()
+    job = jobs.get(first["id"])
     try:
-        with pytest.raises(Conflict, match="A train job is running"):
-            jobs.start("train", {"mode": "quick"})
-        r = client.post("/api/jobs", json={"kind": "train"})
-        assert r.status_code == 409  # a second tab's click
-    finally:
-        jobs.stop(first.id)
-        deadline = time.monotonic() + 60
-        while first.alive() and time.monotonic() < deadline:
+        second = client.post("/api/jobs", json={"kind": "train"})  # a second tab's click
+        assert second.status_code == 409 and "is running" in second.json()["detail"]
+        deadline = time.monotonic() + 180
+        while '"kind": "epoch"' not in (job.folder / "events.jsonl").read_text():
+            assert job.alive() and time.monotonic() < deadline, job.status()
             time.sleep(0.2)
-    assert not first.alive()
-    assert first.status()["state"] in ("failed", "stopped")  # no classes: nothing to train
+        client.post(f"/api/jobs/{job.id}/stop")  # the page's Stop button
+        while job.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        jobs.stop(job.id)
+    status = job.status()
+    assert status["state"] == "done", status  # stopped as early stopping stops a run
+    run = project.runs_dir / status["result"]["run"]
+    assert (run / "model.safetensors").is_file() and (run / "test_metrics.json").is_file()
+    # a reloaded page replays the job's story from its file, then hears how it ended
+    text = client.get(f"/api/jobs/{job.id}/events").text
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    epochs = [e for e in events if e["kind"] == "epoch"]
+    assert 1 <= len(epochs) < 200 and epochs[-1]["stopping"] == "asked"
+    assert [e["kind"] for e in events][-2:] == ["job", "status"]
+    assert events[-1]["state"] == "done"
+    assert any(r["name"] == run.name for r in client.get("/api/runs").json()["runs"])
+
+
+def test_the_check_shows_each_finding_with_its_images(client: TestClient,
+                                                      project: Project) -> None:
+    for name, colour in (("cat", (200, 40, 40)), ("dog", (40, 40, 200))):
+        client.post("/api/classes", json={"name": name})
+        for k in range(3):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((64, 64, 3), (colour[0], k * 60, colour[2]),
+                                    np.uint8)).save(buf, "PNG")
+            client.post(f"/api/classes/{name}/images?filename={k}.png", content=buf.getvalue())
+    (project.root / "dog" / "copy.png").write_bytes((project.root / "cat" / "0.png").read_bytes())
+    job = client.post("/api/jobs", json={"kind": "check"}).json()
+    deadline = time.monotonic() + 120
+    while client.get(f"/api/jobs/{job['id']}").json()["status"]["state"] in (
+            "starting", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    result = client.get(f"/api/jobs/{job['id']}/check").json()
+    assert result["counts"]["all"] == {"cat": 3, "dog": 4}
+    twice = [f for f in result["findings"] if "two or more labels" in f["what"]]
+    assert len(twice) == 1
+    assert sorted((i["class"], i["image"]) for i in twice[0]["images"]) == [
+        ("cat", "0.png"), ("dog", "copy.png")]
+    for image in twice[0]["images"]:  # each one opens on the page
+        assert client.get(f"/api/classes/{image['class']}/images/{image['image']}"
+                          ).status_code == 200

@@ -168,7 +168,8 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
     expect(page.locator("#plan")).to_contain_text("estimate", timeout=120_000)
     clicked = time.monotonic()
     page.locator("#train").click()
-    expect(page.locator("#train-status")).not_to_be_empty()
+    expect(page.locator("#train-status")).to_contain_text(re.compile("features|round"),
+                                                          timeout=120_000)
     shot(page, shots, "3-train")
     expect(page.locator("#answer")).to_have_text(re.compile("|".join(SCENES)),
                                                  timeout=180_000)
@@ -200,6 +201,18 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
     expect(page.locator(".commands")).to_contain_text("cnnkit serve")
     shot(page, shots, "6-ship")
     check_onnx(onnx_path, scene_images())
+
+    # 4. understand: per-class figures and a confusion matrix whose cells open images
+    page.locator("nav button[data-tab=understand]").click()
+    for _ in range(60):  # the worker analyses the run after it is trained
+        if page.locator(".confusion").count():
+            break
+        page.wait_for_timeout(1000)
+        page.locator("nav button[data-tab=understand]").click()
+    expect(page.locator(".confusion td.diag")).to_have_count(3)
+    page.locator(".confusion td.diag").first.click()
+    expect(page.locator("main .thumbs img").first).to_be_visible()
+    shot(page, shots, "4-understand")
 
     # 7. learn: the convolution explorer on a recorded frame
     page.locator("nav button[data-tab=learn]").click()

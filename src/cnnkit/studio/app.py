@@ -17,6 +17,7 @@ import hmac
 import io
 import json
 import os
+import re
 import shlex
 import threading
 import time
@@ -49,6 +50,8 @@ RUN_FILES = {"model.onnx": "application/octet-stream",
 SSE_POLL_S = 0.25
 SSE_HEARTBEAT_S = 15.0
 MODES = ("quick", "better", "scratch")
+_GROUP_SEP = re.compile(r" = | ~ ")
+_LABELLED = re.compile(r" \([^()]*\)$")
 
 
 class StudioGuard:
@@ -477,10 +480,12 @@ def _job_options(kind: object, options: dict[str, Any], project: Project) -> dic
 def _finding_images(finding: dict[str, Any], project: Project) -> dict[str, Any]:
     """A finding, with its files as (class, image) pairs the page can show."""
     images = []
-    for path in finding.get("files", [])[:24]:
-        where = project.relative(path)
-        if where is not None:
-            images.append({"class": where[0], "image": where[1]})
+    for entry in finding.get("files", [])[:24]:
+        # a path, or a group the audit wrote as "A (label, split) = B (...)" or "A ~ B"
+        for part in _GROUP_SEP.split(str(entry)):
+            where = project.relative(_LABELLED.sub("", part))
+            if where is not None and {"class": where[0], "image": where[1]} not in images:
+                images.append({"class": where[0], "image": where[1]})
     return {**finding, "images": images}
 
 

@@ -6,7 +6,9 @@ A job is a folder ``PROJECT/.cnnkit/jobs/<id>/`` holding ``spec.json`` (what to 
 :mod:`cnnkit.training.events` and the job's own ``job`` lines), ``status.json`` (the
 worker's last word) and ``worker.log``. The page reads the events from the file, so a
 reloaded page, or a second tab, sees the whole story. ``stop`` (an empty file) asks the
-worker to stop; one that does not stop within :data:`STOP_GRACE_S` gets SIGTERM.
+worker to stop; it answers ``stopping`` and ends its run as early stopping does (the
+epoch validated, the best model tested and reported); one that has not heard within
+:data:`STOP_GRACE_S` (busy before its first step) gets SIGTERM.
 
 One worker waits, already started, with torch and the trainer imported (a *spare*), so
 that a click on "Train" does not pay for Python's and torch's start. Only one training
@@ -192,8 +194,8 @@ class Jobs:
         def terminate() -> None:
             deadline = time.monotonic() + STOP_GRACE_S
             while time.monotonic() < deadline:
-                if not job.alive():
-                    return
+                if not job.alive() or (job.folder / "stopping").exists():
+                    return  # ended, or heard it and is finishing its run folder
                 time.sleep(0.2)
             pid = _read_json(job.folder / STATUS).get("pid")
             if isinstance(pid, int) and job.alive():

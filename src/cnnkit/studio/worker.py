@@ -61,8 +61,11 @@ class EventFile:
         self._fh.flush()
 
     def _check_stop(self) -> None:
-        if self.hub is not None and (self.folder / "stop").exists():
-            self.hub.request_stop()
+        if self.hub is None or self.hub.stop_requested or not (self.folder / "stop").exists():
+            return
+        self.hub.request_stop()
+        (self.folder / "stopping").touch()  # heard: the server leaves it to finish
+        self.write({"kind": "job", "what": "stopping"})
 
     def close(self) -> None:
         self._fh.close()
@@ -208,12 +211,20 @@ def _take_output(folder: Path) -> None:
     os.close(fd)
 
 
+def _import_ahead() -> None:
+    """What a spare is for: the imports a run needs, done before the click."""
+    import importlib
+
+    for name in ("torch", "cnnkit.training.session", "cnnkit.training.features",
+                 "cnnkit.tasks.metrics", "sklearn.metrics", "timm", "cnnkit.models",
+                 "cnnkit.data.sources", "cnnkit.studio.understand"):
+        importlib.import_module(name)
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     if argv[:1] == ["--wait"]:
-        import torch  # noqa: F401  (what a spare is for: the imports done before the click)
-
-        import cnnkit.training.session  # noqa: F401
+        _import_ahead()
 
         line = sys.stdin.readline().strip()
         if not line:

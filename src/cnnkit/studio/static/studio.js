@@ -285,6 +285,9 @@ function studio() {
           this.eta(e.t);
           this.drawCharts();
           break;
+        case "best":  // features mode saves its one, final model: try it while it is tested
+          if (j.mode === "features") this.goLive(j, e.path.split("/").slice(-2)[0]);
+          break;
         case "test":  // the kept model is final: try it while the report is written
           j.text = "Tested the kept model on the held-out images.";
           this.goLive(j, e.run_dir.split("/").pop());
