@@ -149,10 +149,10 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
         page.mouse.down()
         page.wait_for_timeout(1300)
         page.mouse.up()
+    expect(page.locator("#pending")).to_be_hidden(timeout=60_000)  # every frame saved
     for name in SCENES:
-        expect(page.locator(f'article[data-class="{name}"] .count b')).not_to_have_text(
-            "0", timeout=15_000)
-    page.wait_for_timeout(500)
+        expect(page.locator(f'article[data-class="{name}"] .count b')).to_have_text(
+            str(len(list((studio.project / name).iterdir()))), timeout=15_000)
     shot(page, shots, "1-data")
     counts = {}
     for name in SCENES:
@@ -211,7 +211,7 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
         page.locator("nav button[data-tab=understand]").click()
     expect(page.locator(".confusion td.diag")).to_have_count(3)
     page.locator(".confusion td.diag").first.click()
-    expect(page.locator("main .thumbs img").first).to_be_visible()
+    expect(page.locator("#cell-images img").first).to_be_visible()
     shot(page, shots, "4-understand")
 
     # 7. learn: the convolution explorer on a recorded frame

@@ -23,7 +23,7 @@ function studio() {
     ],
     tab: "data", project: {name: "", root: "", classes: [], runs: []}, images: {},
     newClass: "", error: "", toast: {text: "", undo: null},
-    camera: {on: false, stream: null}, recording: null, recorded: 0,
+    camera: {on: false, stream: null}, recording: null, recorded: 0, pending: 0,
     mode: "quick", epochs: null, plan: {line: "", busy: false, key: ""},
     job: {id: null, running: false, text: "", fraction: 0, eta: "", rows: [], stopping: false},
     charts: null, run: "", live: false, threshold: 0.5, prediction: null, tried: "",
@@ -188,11 +188,13 @@ function studio() {
       const uploads = [];
       while (this.recording === cls) {
         const began = performance.now();
+        this.pending++;  // counted from the grab on, so that "saved" means every frame
         const blob = await this.grab();
         if (blob) {
           uploads.push(this.api("POST", `/api/classes/${enc(cls)}/images?filename=webcam.jpg`, blob, "image/jpeg")
-            .then(() => { this.recorded++; }, e => { this.error = e.message; }));
-        }
+            .then(() => { this.recorded++; }, e => { this.error = e.message; })
+            .finally(() => { this.pending--; }));
+        } else this.pending--;
         await new Promise(r => setTimeout(r, Math.max(0, RECORD_EVERY_MS - (performance.now() - began))));
       }
       await Promise.all(uploads);
