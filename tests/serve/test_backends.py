@@ -21,7 +21,9 @@ def _answer(models, image: bytes) -> dict:
             time.sleep(0.05)
         info = client.get("/v1/models").json()["models"][0]
         answer = client.post("/predict", content=image).json()["predictions"][0]
-    return {"backend": info["backend"], "top": answer["top"]}
+        onnx = client.get("/v1/models/m/model.onnx")
+    return {"backend": info["backend"], "top": answer["top"], "file": info["onnx_file"],
+            "download": onnx}
 
 
 def test_torch_and_onnx_backends_serve_the_same_answer(trained) -> None:
@@ -30,6 +32,13 @@ def test_torch_and_onnx_backends_serve_the_same_answer(trained) -> None:
     torch_side = _answer(load_models([f"m={run}"], "torch", "cpu", threads=1), image)
     onnx_side = _answer(load_models([f"m={run}"], "onnx", "cpu", threads=1), image)
     assert (torch_side["backend"], onnx_side["backend"]) == ("torch", "onnx")
+    # the file a client may run itself: the ONNX backend's, none for torch (one line why)
+    assert onnx_side["file"] == "/v1/models/m/model.onnx" and torch_side["file"] is None
+    assert onnx_side["download"].status_code == 200
+    cached = [p for p in run.glob("model.*.onnx") if ".int8." not in p.name]
+    assert onnx_side["download"].content == cached[0].read_bytes()
+    assert torch_side["download"].status_code == 404
+    assert "--backend onnx" in torch_side["download"].json()["detail"]
     assert [t["label"] for t in torch_side["top"]] == [t["label"] for t in onnx_side["top"]]
     assert np.allclose([t["probability"] for t in torch_side["top"]],
                        [t["probability"] for t in onnx_side["top"]], atol=1e-4)

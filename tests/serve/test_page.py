@@ -91,3 +91,42 @@ def test_each_card_shows_its_own_answer(page: Page, served: Server, trained,
     expect(bad.locator(".error")).to_contain_text("not an image in an allowed format")
     expect(bad.locator(".bar")).to_have_count(0)
     expect(page.locator("#status")).to_contain_text("1 image could not be read")
+
+
+def test_the_model_runs_in_the_browser_and_answers_as_the_server(page: Page, served: Server,
+                                                                 trained, tmp_path: Path
+                                                                 ) -> None:
+    """The switch: onnxruntime-web (from the package) runs the model's ONNX file in
+    Chromium; no image is sent; an image already at the model's size gets the server's
+    answer to the printed 0.1%, and a fake file its own error."""
+    from PIL import Image
+
+    _, data = trained
+    with served.client() as client:
+        model = client.get("/v1/models/shapes").json()
+        assert model["onnx_file"] == "/v1/models/shapes/model.onnx"
+        onnx = client.get(model["onnx_file"])
+        assert onnx.status_code == 200 and len(onnx.content) > 1000
+        side = model["input"]["decode_size"]
+        images = []
+        for i, source in enumerate(sorted(data.rglob("*.png"))[:3]):
+            image = tmp_path / f"small{i}.png"
+            Image.open(source).convert("RGB").resize((side, side)).save(image)
+            images.append(image)
+        want = [client.post("/predict", content=p.read_bytes()).json()["predictions"][0]
+                for p in images]
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"%PDF-1.4 this is not an image")
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "predict" in r.url else None)
+    page.get_by_label(re.compile("Run the model in this browser")).check()
+    page.get_by_label("Choose images").set_input_files([*images, fake])
+    expect(page.locator("#status")).to_contain_text("in this browser", timeout=60_000)
+    for image, answer in zip(images, want):
+        card = page.locator(".result").filter(has=page.locator("h3", has_text=image.name))
+        expect(card.locator(".bar[data-top] .label")).to_have_text(answer["label"])
+        expect(card.locator(".bar").first.locator(".pct")).to_have_text(
+            f"{answer['probability'] * 100:.1f}%")
+    bad = page.locator(".result").filter(has=page.locator("h3", has_text="fake.png"))
+    expect(bad.locator(".error")).to_contain_text("could not read it as an image")
+    assert sent == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -41,7 +42,16 @@ class ServerState:
 
     def describe(self, served: ServedModel) -> dict[str, Any]:
         batcher = self.batchers.get(served.name)
-        return {**served.describe(), **({"stats": batcher.stats()} if batcher else {})}
+        file = onnx_path(served)
+        return {**served.describe(),
+                "onnx_file": f"/v1/models/{served.name}/model.onnx" if file else None,
+                **({"stats": batcher.stats()} if batcher else {})}
+
+
+def onnx_path(served: ServedModel) -> Path | None:
+    """The ONNX file the model runs on (onnx or onnx-int8 backends), if it runs on one."""
+    path = getattr(served.classifier.backend, "path", None)
+    return Path(path) if path is not None and Path(path).is_file() else None
 
 
 def server_state(request: Request) -> ServerState:

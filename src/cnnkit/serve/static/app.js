@@ -1,6 +1,6 @@
 // The page's logic: list the models, send images (files, drops, webcam frames) to the
-// prediction API, and draw each image's top classes as bars. No libraries, no network
-// beyond this server.
+// prediction API, or run the model in the browser (onnxruntime-web, served from this
+// package), and draw each image's top classes as bars. No network beyond this server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -127,7 +127,7 @@ function showError(target, message) {
 // Each image's own answer on its own card: a prediction, or why that image could not be
 // read. The server answers per image (200 when one was read; else an error status with
 // the same per-image list); any other failure (busy, no key) is shown on every card.
-function showAnswers(model, cards, body) {
+function showAnswers(model, cards, body, where = "") {
   body.predictions.forEach((p, i) => {
     if (p.error) showError(cards[i], p.error.detail);
     else drawBars(cards[i], p);
@@ -136,8 +136,126 @@ function showAnswers(model, cards, body) {
   const bad = body.predictions.length - good.length;
   const failed = bad ? ` (${bad} image${bad > 1 ? "s" : ""} could not be read)` : "";
   if (!good.length) { say(`Error: ${body.detail}`); return; }
-  say(`${model.name}: ${good[0].label} (${(good[0].probability * 100).toFixed(1)}%)` +
+  say(`${model.name}${where}: ${good[0].label} (${(good[0].probability * 100).toFixed(1)}%)` +
       (good.length > 1 ? ` and ${good.length - 1} more` : "") + failed);
+}
+
+// In the browser: onnxruntime-web (vendored, WebAssembly) runs the model's own ONNX
+// file, fetched once from the server; the images never leave the page.
+const local = { sessions: new Map() };
+
+function loadOrt() {
+  if (window.ort) return Promise.resolve(window.ort);
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = "/static/vendor/ort.wasm.min.js";
+    script.onload = () => {
+      window.ort.env.wasm.wasmPaths = "/static/vendor/";
+      window.ort.env.wasm.numThreads = 1;  // threads need a cross-origin-isolated page
+      resolve(window.ort);
+    };
+    script.onerror = () => reject(new Error("onnxruntime-web could not be loaded"));
+    document.head.append(script);
+  });
+}
+
+async function localSession(model) {
+  if (!local.sessions.has(model.name)) {
+    local.sessions.set(model.name, (async () => {
+      const ort = await loadOrt();
+      if (!model.onnx_file) throw new Error(`${model.name} runs on ${model.backend} on the server, not on an ONNX file: it cannot run in the browser`);
+      const response = await fetch(model.onnx_file, { headers: headers() });
+      if (!response.ok) {
+        let body = null;
+        try { body = await response.json(); } catch (e) { body = null; }
+        throw failure(response, body);
+      }
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      return ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+    })());
+  }
+  try {
+    return await local.sessions.get(model.name);
+  } catch (err) {
+    local.sessions.delete(model.name);
+    throw err;
+  }
+}
+
+// The model's input as the server makes it: the shorter side resized to decode_size and
+// a centred square (transparency shown on white), a centre crop of img_size, grey as
+// Pillow computes it, pixels / 255, then the mean and std, in NCHW order.
+async function inputTensor(ort, file, model) {
+  const pre = model.preprocessing;
+  const decode = model.input.decode_size, size = model.input.img_size;
+  const bitmap = await createImageBitmap(file);
+  const scale = decode / Math.min(bitmap.width, bitmap.height);
+  const w = Math.max(decode, Math.round(bitmap.width * scale));
+  const h = Math.max(decode, Math.round(bitmap.height * scale));
+  const canvas = document.createElement("canvas");
+  canvas.width = decode;
+  canvas.height = decode;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, decode, decode);
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, -Math.floor((w - decode) / 2), -Math.floor((h - decode) / 2), w, h);
+  bitmap.close();
+  const off = Math.floor((decode - size) / 2);
+  const rgba = ctx.getImageData(off, off, size, size).data;
+  const c = pre.channels, plane = size * size;
+  const data = new Float32Array(c * plane);
+  for (let i = 0; i < plane; i++) {
+    const r = rgba[4 * i], g = rgba[4 * i + 1], b = rgba[4 * i + 2];
+    if (c === 1) {
+      const grey = Math.floor((r * 19595 + g * 38470 + b * 7471 + 0x8000) / 65536);
+      data[i] = (grey / 255 - pre.mean[0]) / pre.std[0];
+    } else {
+      data[i] = (r / 255 - pre.mean[0]) / pre.std[0];
+      data[plane + i] = (g / 255 - pre.mean[1]) / pre.std[1];
+      data[2 * plane + i] = (b / 255 - pre.mean[2]) / pre.std[2];
+    }
+  }
+  return new ort.Tensor("float32", data, [1, c, size, size]);
+}
+
+// One answer per image, shaped as the server's: a prediction, or the image's own error.
+async function predictHere(model, files, k) {
+  const session = await localSession(model);
+  const ort = window.ort;
+  const answers = [];
+  for (const [i, file] of files.entries()) {
+    const filename = file.name || `image ${i + 1}`;
+    let x;
+    try {
+      x = await inputTensor(ort, file, model);
+    } catch (err) {
+      answers.push({ filename, error: { status: 415, detail: `${filename}: this browser could not read it as an image` } });
+      continue;
+    }
+    const out = await session.run({ [session.inputNames[0]]: x });
+    const logits = out[session.outputNames[0]].data;
+    const top = Math.max(...logits);
+    const exp = Array.from(logits, (v) => Math.exp(v - top));
+    const sum = exp.reduce((a, b) => a + b, 0);
+    const ranked = exp.map((e, j) => ({ label: model.classes[j], probability: e / sum }))
+      .sort((a, b) => b.probability - a.probability).slice(0, k);
+    answers.push({ filename, label: ranked[0].label, probability: ranked[0].probability, top: ranked });
+  }
+  const read = answers.filter((a) => !a.error).length;
+  return { model: model.name, predictions: answers,
+           detail: read ? undefined : `None of the ${answers.length} images could be read` };
+}
+
+async function classifyHere(model, files, cards) {
+  const k = Math.max(1, Number($("top-k").value) || 5);
+  say(`Running ${model.name} in this browser on ${files.length} image${files.length > 1 ? "s" : ""}…`);
+  try {
+    showAnswers(model, cards, await predictHere(model, files, k), " (in this browser)");
+  } catch (err) {
+    for (const card of cards) showError(card, err.message);
+    say(`Error: ${err.message}`);
+  }
 }
 
 async function classify(files) {
@@ -146,6 +264,7 @@ async function classify(files) {
   const group = document.createDocumentFragment();  // newest request first, its files in order
   const cards = files.map((f, i) => resultCard(f.name || `image ${i + 1}`, URL.createObjectURL(f), group));
   $("results").prepend(group);
+  if ($("in-browser").checked) { await classifyHere(model, files, cards); return; }
   const form = new FormData();
   for (const f of files) form.append("file", f, f.name || "webcam.png");
   form.append("top_k", String(Math.max(1, Number($("top-k").value) || 5)));
