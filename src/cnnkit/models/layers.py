@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnkit.base.device import require_memory
 from cnnkit.models.interface import TimmStyleModel
 from cnnkit.models.layerspec import (  # noqa: F401  (the spec API, also importable here)
     Layer,
@@ -52,6 +53,17 @@ class ConvNet(TimmStyleModel):
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """Parameter groups from input to output, as timm's layer-wise tools expect."""
         return {"stem": r"^features\.0\.", "blocks": r"^features\.(\d+)", "head": r"^head\."}
+
+
+def build_stack(num_classes: int, in_chans: int, img_size: int, *, layers: list[Layer],
+                **_: Any) -> ConvNet:
+    """A registered layer stack's builder: the stack, once its parameters are known to
+    fit in memory."""
+    planned, units = plan_stack(layers, in_chans, img_size)
+    params = sum(p.params for p in planned) + (units + 1) * num_classes
+    require_memory(params * 4, f"A layer stack of {params:,} parameters",
+                   "Use fewer filters or units, or pool (or gap) before the dense layers.")
+    return build_sequential(layers, num_classes, in_chans, img_size)
 
 
 def build_sequential(layers: list[Layer], num_classes: int, in_chans: int,

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.base.errors import CnnkitError
+from cnnkit.models.info import LazyBuilder
 from cnnkit.models.sidecar_schema import LAYER_FIELDS, MAX_LAYERS, MAX_NAME
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
@@ -374,20 +375,15 @@ def plan_stack(layers: list[Layer], in_chans: int, img_size: int
     return out, units
 
 
-class StackBuilder:
+class StackBuilder(LazyBuilder):
     """A registry builder for a layer stack: the layers are known without torch, the
-    network is built (and torch imported) only when called."""
+    network is built (:func:`cnnkit.models.layers.build_stack`, and torch imported)
+    only when called."""
 
     def __init__(self, spec: str | list[Layer]) -> None:
-        self.layers = parse_spec(spec) if isinstance(spec, str) else list(spec)
+        super().__init__("cnnkit.models.layers:build_stack",
+                         layers=parse_spec(spec) if isinstance(spec, str) else list(spec))
 
-    def __call__(self, num_classes: int, in_chans: int, img_size: int, **_: Any) -> Any:
-        from cnnkit.base.device import require_memory
-        from cnnkit.models.layers import build_sequential
-
-        planned, units = plan_stack(self.layers, in_chans, img_size)
-        params = sum(p.params for p in planned) + (units + 1) * num_classes
-        require_memory(params * 4, f"A layer stack of {params:,} parameters",
-                       "Use fewer filters or units, or pool (or gap) before the dense layers.")
-
-        return build_sequential(self.layers, num_classes, in_chans, img_size)
+    @property
+    def layers(self) -> list[Layer]:
+        return self.keywords["layers"]
