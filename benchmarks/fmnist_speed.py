@@ -83,7 +83,8 @@ def cnnkit_recipe(name: str, options: dict, device: torch.device, out: str) -> l
     tta = bool(options.get("tta", False))
 
     def on_epoch(trainer, row) -> None:
-        scores = log_probs(trainer.model, test, trainer.pre, trainer.device, tta=tta,
+        scores = log_probs(trainer.model, test, trainer.pre, trainer.device,
+                           task=trainer.task, tta=tta,
                            precision=trainer.cfg.precision,
                            channels_last=trainer.plan.channels_last)
         acc = (scores.argmax(1) == test.labels).float().mean().item()

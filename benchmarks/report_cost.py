@@ -25,7 +25,6 @@ from cnnkit.base.config import TrainConfig
 from cnnkit.data.sources import load_run_splits
 from cnnkit.inspect.report import write_run_report
 from cnnkit.runtime.inference import log_probs
-from cnnkit.tasks.metrics import compute
 
 
 def main() -> None:
@@ -46,8 +45,9 @@ def main() -> None:
     cfg = TrainConfig.from_dict(rundir.read_config())
     model, card = load_model(run)
     splits = load_run_splits(cfg, card.preprocess)
-    test = compute(log_probs(model, splits.test, card.preprocess, torch.device("cpu")),
-                   splits.test.labels, card.classes)
+    test = card.task.evaluate(log_probs(model, splits.test, card.preprocess,
+                                        torch.device("cpu"), task=card.task),
+                              splits.test.labels, card.classes)
     times = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from cnnkit.data.pipeline import Preprocess
 from cnnkit.models import create_model
 from cnnkit.models.build import resolve
 from cnnkit.runtime.predict import Classifier
+from cnnkit.tasks.single_label import SingleLabel
 
 CLASSES = ("cat", "dog", "T-shirt/top")
 
@@ -79,6 +81,24 @@ def test_the_sidecar_describes_the_model(tmp_path: Path) -> None:
     assert doc["architecture"]["layers"][0]["filters"] == 8
     card, _ = read_card(path)
     assert card.info == {"note": "test"}
+    assert doc["task"] == {"name": "single-label"}
+    assert card.task == SingleLabel()
+
+
+def test_a_sidecar_from_before_tasks_reads_as_single_label(tmp_path: Path) -> None:
+    model, card, path = _saved(tmp_path)
+    sidecar = path.with_suffix(".json")
+    doc = json.loads(sidecar.read_text())
+    del doc["task"]
+    sidecar.write_text(json.dumps(doc))
+    old, _ = read_card(path)
+    assert old.task == SingleLabel() and old == replace(card, sha256=old.sha256)
+    expected = Classifier(model, card, torch.device("cpu")).predict_proba(_images())
+    loaded = cnnkit.load(str(path), device="cpu", backend="torch")
+    np.testing.assert_array_equal(loaded.predict_proba(_images()), expected)
+    doc["task"] = "single-label"  # a name alone (a hand-written sidecar) is read too
+    sidecar.write_text(json.dumps(doc))
+    assert read_card(path)[0].task == SingleLabel()
 
 
 def _copy_run(trained, tmp_path: Path) -> Path:
@@ -121,6 +141,13 @@ def test_a_weights_file_without_its_sidecar(trained, tmp_path: Path) -> None:
      r"model\.json is incomplete or damaged: architecture\.layers\[0\]\.type 'None' is not a "
      "layer type"),
     (lambda doc: json.dumps({**doc, "format_version": 99}), "written by a newer cnnkit"),
+    (lambda doc: json.dumps({**doc, "task": {"name": "detection"}}),
+     r"model\.json holds a model for the task 'detection', which this cnnkit does not know "
+     r"\(single-label.*\); upgrade cnnkit"),
+    (lambda doc: json.dumps({**doc, "task": 3}),
+     r"model\.json is incomplete or damaged: task must be a task's name or an object"),
+    (lambda doc: json.dumps({**doc, "task": {"threshold": 0.5}}),
+     r"model\.json is incomplete or damaged: task must be a task's name or an object"),
     (lambda doc: json.dumps({**doc, "weights": "other.safetensors"}),
      r"weights file .*other\.safetensors named by model\.json is missing"),
 ])

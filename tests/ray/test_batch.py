@@ -44,7 +44,7 @@ def test_same_rows_as_cnnkit_predict_one_file_per_block(local_cluster, trained,
                                                         tmp_path: Path) -> None:
     inputs = _inputs(trained, tmp_path)
     clf = cnnkit.load(str(trained[0]), device="cpu")
-    from cnnkit.runtime.predict import expand_inputs
+    from cnnkit.runtime.inputs import expand_inputs
 
     files = expand_inputs(inputs)
     single = tmp_path / "single.csv"
@@ -94,7 +94,7 @@ def test_dataset_api_and_urls(local_cluster, trained, tmp_path: Path) -> None:
 
 
 def test_resume_predicts_only_what_is_missing(local_cluster, trained, tmp_path: Path) -> None:
-    from cnnkit.runtime.predict import expand_inputs
+    from cnnkit.runtime.inputs import expand_inputs
 
     files = expand_inputs([str(trained[1])])
     out = tmp_path / "out"
@@ -121,7 +121,7 @@ def test_a_folder_is_bound_to_the_model_and_options_that_made_it(
     import torch
 
     from cnnkit.artifacts.modelfile import load_model, save_model
-    from cnnkit.runtime.predict import expand_inputs
+    from cnnkit.runtime.inputs import expand_inputs
 
     other = tmp_path / "run-b"  # the same run with another last bias: another model
     shutil.copytree(trained[0], other, ignore=shutil.ignore_patterns("*.onnx*"))
@@ -149,7 +149,7 @@ def test_a_folder_is_bound_to_the_model_and_options_that_made_it(
 
 def test_a_killed_worker_loses_no_row(local_cluster, trained, tmp_path: Path,
                                       find_pids) -> None:
-    from cnnkit.runtime.predict import expand_inputs
+    from cnnkit.runtime.inputs import expand_inputs
 
     files = expand_inputs([str(trained[1])]) * 1  # 30 images, one block each
     result: dict = {}

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cnnkit.runtime.inference import chunk_size
+from cnnkit.tasks.single_label import SingleLabel
 from cnnkit.training.distributed import SINGLE
 from cnnkit.training.loop import Trainer
 
@@ -28,7 +29,8 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int,
           weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     fake = SimpleNamespace(class_weights=weights, forward=model, device=CPU, cluster=SINGLE,
-                           ddp=None, cfg=SimpleNamespace(label_smoothing=0.1, precision="fp32"),
+                           ddp=None, task=SingleLabel(),
+                           cfg=SimpleNamespace(label_smoothing=0.1, precision="fp32"),
                            scaler=torch.amp.GradScaler("cpu", enabled=False))
     logits, loss = Trainer._forward_backward(fake, x, y, chunk)
     return logits, loss, [p.grad.clone() for p in model.parameters()]

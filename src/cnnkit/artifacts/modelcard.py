@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,9 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.models.build import Architecture
 from cnnkit.models.sidecar_schema import parse_json, sidecar_text, validate
+from cnnkit.tasks.base import Task
+from cnnkit.tasks.registry import task_from_card
+from cnnkit.tasks.single_label import SingleLabel
 
 FORMAT = "cnnkit-model"
 FORMAT_VERSION = 1
@@ -32,6 +35,9 @@ class ModelCard:
     # Of the weights file, as its sidecar records it (when read); of a pretrained model's
     # weights source and input for an ImageNet model (cnnkit.runtime.zeroshot).
     sha256: str | None = None
+    # What the model predicts and how its outputs become answers (model.json's "task";
+    # a sidecar written before tasks existed is single-label).
+    task: Task = field(default_factory=SingleLabel)
 
     def to_dict(self, weights_name: str, sha256: str) -> dict[str, Any]:
         return {
@@ -39,6 +45,7 @@ class ModelCard:
             "format_version": FORMAT_VERSION,
             "cnnkit_version": __version__,
             "architecture": self.architecture.to_dict(),
+            "task": self.task.card_fields(),
             "num_classes": len(self.classes),
             "classes": list(self.classes),
             "input": self.preprocess.to_dict(),
@@ -99,10 +106,11 @@ def read_card(path: str | os.PathLike) -> tuple[ModelCard, Path]:
     validate(doc, str(sidecar))  # types, ranges and sizes, before anything is built
     try:
         weights = sidecar.parent / str(doc["weights"])
-        card = ModelCard(Architecture.from_dict(doc["architecture"]),
-                         tuple(str(c) for c in doc["classes"]),
+        classes = tuple(str(c) for c in doc["classes"])
+        card = ModelCard(Architecture.from_dict(doc["architecture"]), classes,
                          Preprocess.from_dict(doc["input"]), doc.get("info") or {},
-                         doc.get("sha256"))
+                         doc.get("sha256"),
+                         task_from_card(doc.get("task"), classes, str(sidecar)))
     except KeyError as exc:
         raise CnnkitError(f"{sidecar} is incomplete or damaged: no {exc.args[0]!r} in it. "
                           "Use the model.json that was saved with the weights.") from None

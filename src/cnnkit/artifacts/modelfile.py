@@ -55,7 +55,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     pre = card.preprocess
     _same_size(card, weights)
     try:
-        model = create_model(card.architecture, len(card.classes), pre.channels, pre.img_size)
+        model = create_model(card.architecture, card.task.outputs(card.classes), pre.channels,
+                             pre.img_size)
     except (KeyError, TypeError, ValueError) as exc:
         raise CnnkitError(f"The architecture recorded in the sidecar of {weights} is damaged "
                           f"({type(exc).__name__}: {exc}); it cannot be rebuilt.") from None
@@ -84,8 +85,8 @@ def _same_size(card: ModelCard, weights: Path) -> None:
     pre = card.preprocess
     try:
         with torch.device("meta"):
-            meta = create_model(card.architecture, len(card.classes), pre.channels,
-                                pre.img_size)
+            meta = create_model(card.architecture, card.task.outputs(card.classes),
+                                pre.channels, pre.img_size)
     except CnnkitError:
         raise
     except Exception:  # a builder that cannot run on meta: the full build checks it

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,9 @@ from cnnkit.base.atomic import atomic_path
 from cnnkit.base.device import usable_cores
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.preprocess import Preprocess
+from cnnkit.tasks.base import Task
+from cnnkit.tasks.registry import task_from_card
+from cnnkit.tasks.single_label import SingleLabel
 
 if TYPE_CHECKING:
     import torch
@@ -51,12 +54,14 @@ class OnnxMeta:
     classes: tuple[str, ...]
     preprocess: Preprocess
     info: dict[str, Any]
+    task: Task = field(default_factory=SingleLabel)  # how its logits become answers
 
     def to_props(self) -> dict[str, str]:
         pre = self.preprocess
         return {
             "format": FORMAT,
             "cnnkit_version": __version__,
+            "task": json.dumps(self.task.card_fields()),
             "classes": json.dumps(list(self.classes)),
             # The recipe in words a reader without cnnkit can follow (README: "Use the
             # ONNX file without cnnkit").
@@ -160,10 +165,11 @@ def read_meta(path: str | os.PathLike) -> OnnxMeta:
         classes = tuple(str(c) for c in json.loads(props["classes"]))
         pre = Preprocess.from_dict(json.loads(props["cnnkit_input"]))
         info = json.loads(props.get("info", "{}"))
+        task_fields = json.loads(props["task"]) if "task" in props else None
     except (KeyError, TypeError, ValueError) as exc:
         raise CnnkitError(f"{path} has damaged cnnkit metadata ({exc}); export it again.") \
             from None
-    return OnnxMeta(classes, pre, info)
+    return OnnxMeta(classes, pre, info, task_from_card(task_fields, classes, str(path)))
 
 
 def _props(path: str | os.PathLike) -> dict[str, str]:

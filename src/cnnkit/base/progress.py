@@ -66,17 +66,19 @@ class EpochBar:
     PLAIN_LINES = 10
     PLAIN_GAP_S = 10.0
 
-    def __init__(self, epoch: int, epochs: int, steps: int, phase: str = "") -> None:
+    def __init__(self, epoch: int, epochs: int, steps: int, phase: str = "",
+                 figure: str = "acc") -> None:
+        """``figure``: the name of the task's headline figure (a share, shown in %)."""
         self.enabled = not log.silent()
         label = f"epoch {epoch}/{epochs}" + (f" {phase}" if phase else "")
-        self.label, self.steps, self.done = label, steps, 0
+        self.label, self.steps, self.done, self.figure = label, steps, 0, figure
         self.plain = self.enabled and not log.console().is_terminal
         self.started = self.shown = time.monotonic()
         if self.enabled:
             self.bar = Progress(
                 TextColumn(label), BarColumn(bar_width=12), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} "
-                           "{task.fields[ips]:,.0f} img/s"),
+                TextColumn("loss {task.fields[loss]:.4f} " + figure
+                           + " {task.fields[acc]:.2%} {task.fields[ips]:,.0f} img/s"),
                 TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(compact=True),
                 console=log.console(), transient=False,
             )
@@ -95,8 +97,9 @@ class EpochBar:
                 self.shown = now
                 spent = now - self.started
                 left = spent * (self.steps - self.done) / self.done
-                log.info(f"{self.label} {self.done}/{self.steps} loss {loss:.4f} acc {acc:.2%} "
-                         f"{ips:,.0f} img/s {_clock(spent)} < {_clock(left)}")
+                log.info(f"{self.label} {self.done}/{self.steps} loss {loss:.4f} "
+                         f"{self.figure} {acc:.2%} {ips:,.0f} img/s {_clock(spent)} < "
+                         f"{_clock(left)}")
 
     def close(self, suffix: str = "") -> None:
         if self.enabled:

@@ -131,7 +131,8 @@ def explain(
     """Grad-CAM heat map, feature maps and first-layer filters for one image, as PNGs."""
     from cnnkit.base import log
     from cnnkit.inspect.explain import explain as run_explain
-    from cnnkit.runtime.predict import expand_inputs, load_predictor
+    from cnnkit.runtime.inputs import expand_inputs
+    from cnnkit.runtime.predict import load_predictor
 
     files = expand_inputs([image])
     if len(files) != 1:

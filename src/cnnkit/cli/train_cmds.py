@@ -325,7 +325,8 @@ def predict(
 ) -> None:
     """Top-k classes with probabilities for each image."""
     from cnnkit.base import log
-    from cnnkit.runtime.predict import expand_inputs, load_predictor
+    from cnnkit.runtime.inputs import expand_inputs
+    from cnnkit.runtime.predict import load_predictor
     from cnnkit.runtime.stream import FORMATS, parse_shard, predict_to_file, select
     from cnnkit.tasks.threshold import check_threshold
 

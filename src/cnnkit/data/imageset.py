@@ -21,6 +21,8 @@ class ImageSet:
 
     ``images`` is uint8 ``(N, C, H, W)``: four times smaller than float and the form
     in which a whole small data set can stay resident on the training device.
+    ``labels`` are what the run's task makes of them (:mod:`cnnkit.tasks`): class
+    indices ``(N,)`` for one class per image, or per-class targets ``(N, classes)``.
     ``crop_fraction`` is the centre crop that evaluation takes (timm's ``crop_pct``
     when the images were decoded with a margin around the model's input size).
     """

@@ -70,6 +70,12 @@ class DataSource:
         return Peek(())
 
     @property
+    def task(self) -> str:
+        """The name of the task its labels pose (:mod:`cnnkit.tasks.registry`): one class
+        per image unless a kind of source says otherwise."""
+        return "single-label"
+
+    @property
     def native_size(self) -> int | None:
         """The images' own side in pixels, when the source fixes one."""
         return None

@@ -86,7 +86,7 @@ def check_images(model: str, clf: Classifier, given: list[str] | None, n: int = 
                  ) -> tuple[ImageSet, str]:
     """Images to compare torch and ONNX on, and where they came from (for the message)."""
     if given:
-        from cnnkit.runtime.predict import expand_inputs
+        from cnnkit.runtime.inputs import expand_inputs
 
         files = expand_inputs(given)[:n]
         return files_images(files, clf), f"{len(files)} of the given images"

@@ -73,7 +73,7 @@ def int8_path(path: Path) -> Path:
 def probabilities(clf: Classifier, backend: Backend, data: ImageSet) -> torch.Tensor:
     """Probabilities ``(N, classes)`` of ``data`` through ``backend``, as predict computes them."""
     pre = clf.card.preprocess
-    return log_probs(backend, data, pre, backend.device,
+    return log_probs(backend, data, pre, backend.device, task=clf.task,
                      batch_size=backend.batch_size(pre.img_size, 64),
                      channels_last=backend.channels_last, split=False).exp()
 
@@ -130,7 +130,8 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
         export_pte(clf.model, card.preprocess, path)
         runtime, options = ExecutorchBackend, EXECUTORCH_OPTIONS
     else:
-        export_onnx(clf.model, OnnxMeta(card.classes, card.preprocess, info), path, opset)
+        export_onnx(clf.model, OnnxMeta(card.classes, card.preprocess, info, card.task), path,
+                    opset)
         runtime, options = OnnxBackend, float_options(opset)
     reference = probabilities(clf, clf.backend, data).numpy()
     parity = Parity.of(fmt, path.name, probabilities(clf, runtime(path), data).numpy(),
@@ -199,12 +200,13 @@ def _quantized(result: ExportResult, run: RunDir, clf: Classifier, source: str,
     trial = final.with_name(f".{final.name}.measuring.onnx")
     try:
         quantize_int8(result.path, trial, found[0], pre)
-        c = compare(result.path, trial, test, pre)
+        c = compare(result.path, trial, test, pre, clf.task)
         check_drop(c, max_drop, f"{run.root}'s test split")
         meta = read_meta(trial)
         measured = {"test_images": c.images, "float_accuracy": c.float_accuracy,
                     "int8_accuracy": c.int8_accuracy, "max_accuracy_drop": max_drop}
-        rewrite_meta(trial, OnnxMeta(meta.classes, meta.preprocess, {**meta.info, **measured}))
+        rewrite_meta(trial, OnnxMeta(meta.classes, meta.preprocess, {**meta.info, **measured},
+                                     meta.task))
         probs = probabilities(clf, OnnxBackend(trial), data).numpy()
         os.replace(trial, final)
     finally:

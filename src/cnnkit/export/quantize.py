@@ -32,6 +32,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess, eval_batch
 from cnnkit.runtime.backends import OnnxBackend
+from cnnkit.tasks.base import Task
 
 CALIBRATION_IMAGES = 300
 # Convolutions with their activations and residual additions; pooling and the rest stay
@@ -138,14 +139,15 @@ def _quiet_logging() -> Iterator[None]:
 
 def _with_precision(meta: OnnxMeta) -> OnnxMeta:
     return OnnxMeta(meta.classes, meta.preprocess,
-                    {**meta.info, "precision": "int8", "calibration_images": "run train"})
+                    {**meta.info, "precision": "int8", "calibration_images": "run train"},
+                    meta.task)
 
 
-def accuracy(backend: OnnxBackend, data: ImageSet, pre: Preprocess, batch: int = 64
-             ) -> float:
-    predicted = np.concatenate([backend(torch.from_numpy(x)).argmax(1).numpy()
-                                for x in model_inputs(data, pre, batch)])
-    return float((predicted == data.labels.numpy()).mean())
+def accuracy(backend: OnnxBackend, data: ImageSet, pre: Preprocess, task: Task,
+             batch: int = 64) -> float:
+    """The task's headline figure (accuracy for single-label) of ``backend`` on ``data``."""
+    logits = torch.cat([backend(torch.from_numpy(x)) for x in model_inputs(data, pre, batch)])
+    return task.hits(logits, data.labels).item() / max(task.units(data.labels), 1)
 
 
 def median_rates(calls: Sequence[Callable[[], object]], images: int, seconds: float,
@@ -178,10 +180,11 @@ def speed(backends: list[OnnxBackend], x: np.ndarray, seconds: float = 3.0) -> l
                         seconds * len(backends))
 
 
-def compare(float_path: Path, int8_path: Path, test: ImageSet, pre: Preprocess,
+def compare(float_path: Path, int8_path: Path, test: ImageSet, pre: Preprocess, task: Task,
             batch: int = 32) -> Comparison:
-    """Accuracy of both files on ``test`` and their speed on a batch of its images."""
+    """Accuracy (the task's figure) of both files on ``test`` and their speed on a batch
+    of its images."""
     plain, int8 = OnnxBackend(float_path), OnnxBackend(int8_path)
     float_speed, int8_speed = speed([plain, int8], next(model_inputs(test, pre, batch)))
-    return Comparison(len(test), accuracy(plain, test, pre), accuracy(int8, test, pre),
-                      float_speed, int8_speed)
+    return Comparison(len(test), accuracy(plain, test, pre, task),
+                      accuracy(int8, test, pre, task), float_speed, int8_speed)

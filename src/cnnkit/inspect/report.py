@@ -21,7 +21,7 @@ from torch import nn
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
-from cnnkit.tasks.metrics import EvalResult, compute
+from cnnkit.tasks.metrics import EvalResult
 
 REPORT_ADVICE = "restore it or delete it, then run `cnnkit report RUN` again"
 
@@ -58,8 +58,8 @@ def _load_splits(config: dict[str, Any], pre: Any) -> Any:
 def _evaluate(model: nn.Module, card: Any, imageset: Any) -> EvalResult:
     from cnnkit.runtime.inference import log_probs
 
-    scores = log_probs(model, imageset, card.preprocess, _device_of(model))
-    return compute(scores, imageset.labels, card.classes)
+    scores = log_probs(model, imageset, card.preprocess, _device_of(model), task=card.task)
+    return card.task.evaluate(scores, imageset.labels, card.classes)
 
 
 def top_losses(model: nn.Module, card: Any, imageset: Any, result: EvalResult,

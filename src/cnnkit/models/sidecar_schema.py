@@ -89,6 +89,10 @@ def validate(doc: Any, where: str) -> None:
            where, "sha256 must be 64 hex digits")
     info = doc.get("info")
     _check(info is None or isinstance(info, dict), where, "info must be an object")
+    task = doc.get("task")  # its fields are the task's to check (cnnkit.tasks.registry)
+    _check(task is None or isinstance(task, str) or (
+        isinstance(task, dict) and isinstance(task.get("name"), str)), where,
+        "task must be a task's name or an object with its name")
 
 
 def _input(inp: dict[str, Any], where: str) -> None:

@@ -10,7 +10,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import is_image_file
 from cnnkit.data.scan import is_hidden
 from cnnkit.ray.predictor import is_url
-from cnnkit.runtime.predict import expand_inputs
+from cnnkit.runtime.inputs import expand_inputs
 
 
 def list_inputs(items: str | Sequence[str]) -> list[str]:

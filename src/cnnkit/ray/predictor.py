@@ -2,9 +2,9 @@
 store; a block of image paths in, the rows of ``cnnkit predict --output`` out.
 
 The actors run the same code as ``cnnkit predict`` in one process
-(:func:`cnnkit.runtime.stream.predict_rows` on a
-:class:`~cnnkit.runtime.predict.Classifier`), so the answers are the same; only where
-the rows go differs. Nothing here imports torch on the CPU path.
+(:func:`cnnkit.runtime.stream.chunk_rows` on a :class:`~cnnkit.runtime.predict.Classifier`),
+so the answers are the same; only where the rows go differs. Nothing here imports torch
+on the CPU path.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.chunks import Chunk, decode_chunk
 from cnnkit.data.decode import CorruptImageError, decode
 from cnnkit.runtime.predict import Classifier, Prediction
-from cnnkit.runtime.stream import Row, write_csv
+from cnnkit.runtime.stream import Row, chunk_rows, write_csv
 from cnnkit.runtime.stream import columns as _columns
 
 FORMATS = ("csv", "parquet")
@@ -181,20 +181,8 @@ class Predictor:
 
 def _chunk_rows(clf: Classifier, part: Chunk, k: int, opts: Options) -> list[Row]:
     """As :func:`cnnkit.runtime.stream.predict_rows` does for one decoded chunk."""
-    ok = part.ok
-    probs = clf.proba_decoded(part.images[ok] if not ok.all() else part.images,
-                              batch_size=opts.batch_size, tta=opts.tta) if ok.any() else None
-    rows, j = [], 0
-    for path, error in zip(part.paths, part.errors):
-        if error is not None:
-            rows.append(Row(path, None, error))
-            continue
-        p = probs[j]
-        j += 1
-        order = np.argsort(-p)[:k]
-        rows.append(Row(path, Prediction(path, [(clf.classes[c], float(p[c])) for c in order],
-                                         opts.threshold)))
-    return rows
+    return chunk_rows(clf, part, top_k=k, batch_size=opts.batch_size, tta=opts.tta,
+                      threshold=opts.threshold)
 
 
 class FileWriter(Predictor):

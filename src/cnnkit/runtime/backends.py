@@ -171,8 +171,8 @@ def _find(card: ModelCard, key: str, folder: Path | None, source: str | None,
                 meta = read_meta(path)
             except CnnkitError:
                 continue  # damaged or foreign: exported again over it
-            if (meta.classes, meta.preprocess, meta.info.get("architecture")) != (
-                    card.classes, card.preprocess, card.architecture.name):
+            if (meta.classes, meta.preprocess, meta.task, meta.info.get("architecture")) != (
+                    card.classes, card.preprocess, card.task, card.architecture.name):
                 continue
             why = derived.check(path, source, EXPORT_OPTIONS)
             if why is None:
@@ -202,7 +202,7 @@ def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None) -
     places = export_places(card.architecture.name, key, folder)
     info = {"architecture": card.architecture.name, "weights_sha256": source,
             **{k: v for k, v in card.info.items() if isinstance(v, (str, int, float))}}
-    meta = OnnxMeta(card.classes, card.preprocess, info)
+    meta = OnnxMeta(card.classes, card.preprocess, info, card.task)
     for i, path in enumerate(places):
         try:
             export_onnx(model, meta, path)
@@ -232,8 +232,8 @@ def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
     net = getattr(model, "_orig_mod", model)
     device = next(net.parameters()).device
     with torch.inference_mode():
-        ref = net.eval()(x.to(device)).float().softmax(1).cpu()
-    diff = float((backend(x).softmax(1) - ref).abs().max())
+        ref = card.task.scores(net.eval()(x.to(device))).exp().cpu()
+    diff = float((card.task.scores(backend(x)).exp() - ref).abs().max())
     if not diff <= PARITY_TOLERANCE:
         raise CnnkitError(f"The ONNX export of {card.architecture.name} disagrees with torch: "
                           f"probabilities differ by up to {diff:.2e} (more than "
@@ -294,7 +294,7 @@ def onnx_file(path: str | os.PathLike, backend: str) -> tuple[ModelCard, Path | 
     source = derived.source(path)
     card = ModelCard(Architecture(str(meta.info.get("architecture") or "onnx")),
                      meta.classes, meta.preprocess, {**meta.info, "onnx_file": path.name},
-                     source)
+                     source, meta.task)
     sidecar = path.parent / "model.json"
     if sidecar.is_file():
         try:
@@ -302,7 +302,8 @@ def onnx_file(path: str | os.PathLike, backend: str) -> tuple[ModelCard, Path | 
         except CnnkitError:
             run_card = None
         if run_card is not None and run_card.sha256 == source and (
-                run_card.classes, run_card.preprocess) == (meta.classes, meta.preprocess):
+                run_card.classes, run_card.preprocess, run_card.task) == (
+                meta.classes, meta.preprocess, meta.task):
             card = run_card
         else:
             sidecar = None

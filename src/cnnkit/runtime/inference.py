@@ -1,4 +1,5 @@
-"""Batched forward passes over image sets: logits, with optional flip test-time augmentation."""
+"""Batched forward passes over image sets: the task's scores, with optional flip
+test-time augmentation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from cnnkit.data.imageset import ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.models.interface import evaluating
+from cnnkit.tasks.base import Task
 
 # On a CPU, forward passes over a few large images at a time keep each layer's
 # activations in cache, which is faster than one pass over the whole batch. The budget
@@ -45,13 +47,15 @@ def log_probs(
     pre: Preprocess,
     device: torch.device,
     *,
+    task: Task,
     batch_size: int = 256,
     tta: bool = False,
     precision: str = "fp32",
     channels_last: bool = False,
     split: bool = True,
 ) -> torch.Tensor:
-    """Log-probabilities ``(N, classes)``, float32 on the CPU; ``tta`` averages with the mirror.
+    """Per-class log-probabilities ``(N, classes)`` as ``task`` scores the model's
+    outputs, float32 on the CPU; ``tta`` merges them with the mirror's.
 
     ``model`` is a torch module or any callable from a batch to logits (a prediction
     backend); ``split``: cut ``batch_size`` to :func:`chunk_size` (eager torch on a CPU).
@@ -65,11 +69,10 @@ def log_probs(
     mode = evaluating(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
     with mode:
         for batches in zip(*loaders):
-            acc = None
+            scores = []
             for x, _ in batches:
                 with autocast(device, precision):
-                    logits = model(x).float()
-                acc = logits.log_softmax(1) if acc is None else acc + logits.log_softmax(1)
-            # Averaged log-probabilities, renormalised: the views' geometric mean sums to 1.
-            outs.append(((acc / len(views)).log_softmax(1) if tta else acc).cpu())
+                    logits = model(x)
+                scores.append(task.scores(logits))
+            outs.append(task.merge_views(scores).cpu())
     return torch.cat(outs) if outs else torch.empty(0, len(data.classes))

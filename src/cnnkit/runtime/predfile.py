@@ -28,6 +28,8 @@ from cnnkit._version import __version__
 from cnnkit.artifacts.modelcard import ModelCard
 from cnnkit.base.atomic import write_json
 from cnnkit.base.errors import CnnkitError
+from cnnkit.tasks.base import Task
+from cnnkit.tasks.single_label import SingleLabel
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 RECORD_FORMAT = "cnnkit-predictions"
@@ -47,6 +49,8 @@ def card_sha256(card: ModelCard) -> str:
     architecture, class names and input (an edited model.json changes them)."""
     what = {"architecture": card.architecture.to_dict(), "classes": list(card.classes),
             "input": card.preprocess.to_dict()}
+    if card.task != SingleLabel():  # files made before tasks existed keep their hash
+        what["task"] = card.task.card_fields()
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -143,22 +147,22 @@ def _option(flag: str, value: Any) -> str:
         value, float) else f"{flag} {value}"
 
 
-def columns(top_k: int) -> list[str]:
-    """The CSV columns of rows with ``top_k`` classes each."""
-    return ["path", "label", "probability"] + [
-        f"{w}{i}" for i in range(1, top_k + 1) for w in ("label", "prob")] + ["error"]
+def columns(top_k: int, task: Task | None = None) -> list[str]:
+    """The CSV columns of rows with ``top_k`` classes each, as ``task`` (default:
+    single-label) answers."""
+    return (task or SingleLabel()).answer_columns(top_k)
 
 
 class RowFile:
     """An output file of prediction rows: CSV or JSON Lines by its suffix; resumable."""
 
-    def __init__(self, path: str | os.PathLike, top_k: int) -> None:
+    def __init__(self, path: str | os.PathLike, top_k: int, task: Task | None = None) -> None:
         self.path = Path(path)
         fmt = FORMATS.get(self.path.suffix.lower())
         if fmt is None:
             raise CnnkitError(f"--output must end in .csv or .jsonl. Received: {self.path}")
         self.fmt, self.k = fmt, top_k
-        self.header = columns(top_k)
+        self.header = columns(top_k, task)
         self.record = record_path(self.path)
         self._end = 0  # where the whole rows end
         self._fh: io.TextIOWrapper | None = None

@@ -19,19 +19,19 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from cnnkit.artifacts.runlock import RunLock
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.base.progress import RateBar
-from cnnkit.data.chunks import decode_ahead
+from cnnkit.data.chunks import Chunk, decode_ahead
 from cnnkit.runtime.backends import weights_key
 from cnnkit.runtime.predfile import FORMATS, MadeBy, RowFile, card_sha256, columns, csv_line
-from cnnkit.runtime.predict import Classifier, Prediction
+from cnnkit.runtime.predict import Classifier
+from cnnkit.tasks.base import Answer, Task
+from cnnkit.tasks.single_label import SingleLabel
 
-__all__ = ["FORMATS", "Row", "StreamSummary", "columns", "made_by", "parse_shard",
-           "predict_rows", "predict_to_file", "select", "write_csv"]
+__all__ = ["FORMATS", "Row", "StreamSummary", "chunk_rows", "columns", "made_by",
+           "parse_shard", "predict_rows", "predict_to_file", "select", "write_csv"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Row:
     """One input's outcome: its prediction, or why it has none."""
 
     path: str
-    prediction: Prediction | None
+    prediction: Answer | None
     error: str | None = None
 
 
@@ -70,32 +70,28 @@ def predict_rows(clf: Classifier, files: Sequence[str], *, top_k: int = 5,
                  chunk: int = 64, workers: int | None = None) -> Iterator[list[Row]]:
     """Rows of predictions, one list per chunk of ``chunk`` files, in input order."""
     pre = clf.card.preprocess
-    k = max(1, min(top_k, len(clf.classes)))
     for part in decode_ahead(files, pre.channels, pre.decode_size, pre.interpolation,
                              chunk=chunk, workers=workers):
-        ok = part.ok
-        probs = clf.proba_decoded(part.images[ok] if not ok.all() else part.images,
-                                  batch_size=batch_size, tta=tta) if ok.any() else None
-        rows, j = [], 0
-        for path, error in zip(part.paths, part.errors):
-            if error is not None:
-                rows.append(Row(path, None, error))
-                continue
-            p = probs[j]
-            j += 1
-            order = np.argsort(-p)[:k]
-            top = [(clf.classes[c], float(p[c])) for c in order]
-            rows.append(Row(path, Prediction(path, top, threshold)))
-        yield rows
+        yield chunk_rows(clf, part, top_k=top_k, batch_size=batch_size, tta=tta,
+                         threshold=threshold)
 
 
-def _csv_fields(row: Row, k: int) -> list[str]:
-    p = row.prediction
-    if p is None:
-        return [row.path, "", ""] + [""] * (2 * k) + [row.error or ""]
-    tops = [v for c, pr in p.top for v in (c, f"{pr:.6f}")]
-    tops += [""] * (2 * k - len(tops))
-    return [row.path, p.label, f"{p.probability:.6f}", *tops, ""]
+def chunk_rows(clf: Classifier, part: Chunk, *, top_k: int, batch_size: int, tta: bool,
+               threshold: float | None) -> list[Row]:
+    """The rows of one decoded chunk, in order: the task's answer for each readable
+    image, the error of each other one."""
+    ok = part.ok
+    readable = [p for p, e in zip(part.paths, part.errors) if e is None]
+    probs = clf.proba_decoded(part.images[ok] if not ok.all() else part.images,
+                              batch_size=batch_size, tta=tta) if ok.any() else None
+    answers = iter(clf.task.answers(probs, readable, clf.classes, top_k=top_k,
+                                    threshold=threshold) if probs is not None else [])
+    return [Row(path, None, error) if error is not None else Row(path, next(answers))
+            for path, error in zip(part.paths, part.errors)]
+
+
+def _csv_fields(row: Row, k: int, task: Task) -> list[str]:
+    return [row.path, *task.answer_fields(row.prediction, k), row.error or ""]
 
 
 def _json_line(row: Row) -> str:
@@ -104,10 +100,13 @@ def _json_line(row: Row) -> str:
     return json.dumps(row.prediction.to_dict(), ensure_ascii=False)
 
 
-def write_csv(path: str | os.PathLike, rows: list[Row], top_k: int) -> None:
+def write_csv(path: str | os.PathLike, rows: list[Row], top_k: int,
+              task: Task | None = None) -> None:
     """A whole CSV file of ``rows`` with ``top_k`` classes each, as ``--output`` writes
-    them (a block of a ``--ray`` run)."""
-    lines = [csv_line(columns(top_k))] + [csv_line(_csv_fields(r, top_k)) for r in rows]
+    them (a block of a ``--ray`` run; ``task``: whose answers, default single-label)."""
+    task = task or SingleLabel()
+    lines = [csv_line(columns(top_k, task))] + [csv_line(_csv_fields(r, top_k, task))
+                                                for r in rows]
     with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         fh.write("".join(lines))
 
@@ -147,7 +146,7 @@ def predict_to_file(clf: Classifier, files: Sequence[str], output: str | os.Path
     ``model``: how the user named the model, for that line."""
     files = select(files, shard)
     now = made_by(clf, top_k=top_k, threshold=threshold, tta=tta, shard=shard, model=model)
-    rows_file = RowFile(output, now.top_k)
+    rows_file = RowFile(output, now.top_k, clf.task)
     rows_file.path.parent.mkdir(parents=True, exist_ok=True)
     # one writer at a time: two runs at once would check the file, then both add rows
     with RunLock.acquire(rows_file.path.parent, f".{rows_file.path.name}.lock",
@@ -174,8 +173,8 @@ def _predict_locked(clf: Classifier, files: list[str], rows_file: RowFile, now: 
         rows_file.open(now)
         for rows in predict_rows(clf, todo, top_k=top_k, batch_size=batch_size, tta=tta,
                                  threshold=threshold, chunk=chunk, workers=workers):
-            rows_file.write([_csv_fields(r, now.top_k) for r in rows] if rows_file.fmt == "csv"
-                            else [_json_line(r) for r in rows])
+            rows_file.write([_csv_fields(r, now.top_k, clf.task) for r in rows]
+                            if rows_file.fmt == "csv" else [_json_line(r) for r in rows])
             written += len(rows)
             errors += sum(r.error is not None for r in rows)
             bar.advance(len(rows))

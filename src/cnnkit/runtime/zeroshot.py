@@ -89,8 +89,8 @@ def _card_info(info: ModelInfo) -> dict[str, str | None]:
 def imagenet_model(model: str) -> tuple[nn.Module, ModelCard]:
     """``cnnkit predict efficientnet_lite0 photo.jpg``: the backbone with its ImageNet head."""
     card = imagenet_card(model)
-    net = create_model(card.architecture, len(card.classes), 3, card.preprocess.img_size,
-                       pretrained=True)
+    net = create_model(card.architecture, card.task.outputs(card.classes), 3,
+                       card.preprocess.img_size, pretrained=True)
     if card.sha256 is None:  # downloaded just now: named as every later run will name them
         card = imagenet_card(model)
     return net, card

@@ -1,1 +1,1 @@
-"""What a task decides: its metrics and how outputs become answers."""
+"""What a task decides: targets, head, loss, metrics, answers (:mod:`cnnkit.tasks.base`)."""

@@ -33,6 +33,12 @@ class EvalResult:
             "confusion_matrix": self.confusion,
         }
 
+    def scalars(self) -> dict[str, float]:
+        """The headline numbers, as an experiment tracker logs them (``test_`` before each)."""
+        out = {"acc": float(self.accuracy), "macro_f1": float(self.macro["f1"])}
+        out.update({f"top{k}_acc": float(v) for k, v in self.top_k.items() if k > 1})
+        return out
+
 
 def compute(log_probs: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...],
             ks: tuple[int, ...] = (1, 3, 5)) -> EvalResult:

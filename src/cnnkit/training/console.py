@@ -10,11 +10,12 @@ from cnnkit.base.progress import EpochBar, StepBar
 from cnnkit.training import events as ev
 
 
-def summary(row: dict[str, Any]) -> str:
-    """``train loss 0.41 acc 86.00% | val loss 0.45 acc 84.00%``."""
-    text = f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
-    if "val_acc" in row:
-        text += f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
+def summary(row: dict[str, Any], figure: str = "acc") -> str:
+    """``train loss 0.41 acc 86.00% | val loss 0.45 acc 84.00%`` (``figure``: the task's
+    headline figure, ``acc`` for single-label)."""
+    text = f"train loss {row['train_loss']:.4f} {figure} {row[f'train_{figure}']:.2%}"
+    if f"val_{figure}" in row:
+        text += f" | val loss {row['val_loss']:.4f} {figure} {row[f'val_{figure}']:.2%}"
     return text
 
 
@@ -57,7 +58,7 @@ class ConsoleProgress:
             self.work = None
 
     def _epoch_start(self, e: ev.EpochStarted) -> None:
-        self.bar = EpochBar(e.epoch, e.epochs, e.steps, e.phase)
+        self.bar = EpochBar(e.epoch, e.epochs, e.steps, e.phase, e.figure)
         self.synced = 0
 
     def _step(self, e: ev.StepDone) -> None:
@@ -68,10 +69,10 @@ class ConsoleProgress:
     def _epoch(self, e: ev.EpochEnded) -> None:
         if self.bar is None:  # a round of the features mode: no bar, one line
             note = f" ({e.note})" if e.note else ""
-            log.info(f"{e.unit} {e.epoch}/{e.epochs}{note}: {summary(e.row)}")
+            log.info(f"{e.unit} {e.epoch}/{e.epochs}{note}: {summary(e.row, e.figure)}")
             return
-        mark = " *" if e.improved and "val_acc" in e.row else ""
-        self.bar.close(f"{summary(e.row)} | {e.row['train_time_s']:.1f}s{mark}")
+        mark = " *" if e.improved and f"val_{e.figure}" in e.row else ""
+        self.bar.close(f"{summary(e.row, e.figure)} | {e.row['train_time_s']:.1f}s{mark}")
         self.bar = None
 
     def _error(self, e: ev.RunFailed) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.data.imageset import ImageSet
@@ -160,8 +159,8 @@ def _train_rate(plan: Plan, model: nn.Module, phase: Phase, data: ImageSet
         optimizer.zero_grad(set_to_none=True)
         for xs, ys in zip(x.split(chunk), y.split(chunk)):
             with autocast(device, cfg.precision):
-                loss = F.cross_entropy(model(xs).float(), ys, reduction="sum",
-                                       label_smoothing=cfg.label_smoothing) / len(y)
+                loss = plan.task.loss(model(xs), ys, reduction="sum",
+                                      smoothing=cfg.label_smoothing) / len(y)
             loss.backward()
         optimizer.step()
         _sync(device)
@@ -211,8 +210,9 @@ def _infer_rate(plan: Plan, model: nn.Module, data: ImageSet) -> float:
     def run(k: int) -> float:
         part = data.subset(torch.randint(len(data), (k,), generator=gen))
         start = time.perf_counter()
-        log_probs(model, part, plan.pre, plan.device, batch_size=max(256, cfg.batch_size),
-                  precision=cfg.precision, channels_last=plan.channels_last)
+        log_probs(model, part, plan.pre, plan.device, task=plan.task,
+                  batch_size=max(256, cfg.batch_size), precision=cfg.precision,
+                  channels_last=plan.channels_last)
         _sync(plan.device)
         return time.perf_counter() - start
 

@@ -120,6 +120,7 @@ class EpochStarted(Event):
     epochs: int
     steps: int
     phase: str = ""  # shown beside the epoch when the run has several phases
+    figure: str = "acc"  # the task's headline figure (StepDone.acc holds its value)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class StepDone(Event):
     step: int
     steps: int
     loss: float
-    acc: float
+    acc: float  # the task's headline figure so far (accuracy for single-label)
     images_per_s: float
     seconds: float  # since the epoch began
 
@@ -150,6 +151,7 @@ class EpochEnded(Event):
     unit: str = "epoch"  # or "round"
     note: str = ""  # e.g. "L-BFGS, 25 steps"
     stopping: str = ""
+    figure: str = "acc"  # the task's headline figure: the row's train_<figure>, val_<figure>
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,9 @@ class BestModel(Event):
     kind: ClassVar[str] = "best"
     epoch: int
     path: Path
-    val_acc: float | None = None
+    val_acc: float | None = None  # the task's headline figure on validation
     val_loss: float | None = None
+    figure: str = "acc"  # its name (accuracy for single-label)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.artifacts.modelfile import ModelCard, save_model
@@ -31,6 +30,7 @@ from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.runtime.inference import chunk_size
+from cnnkit.tasks.base import Task
 from cnnkit.training.events import BestModel, EpochEnded, Events, PhaseStarted, Working
 from cnnkit.training.recipe import Plan
 
@@ -81,12 +81,13 @@ def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
     return feats, False
 
 
-def fit_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+def fit_head(features: torch.Tensor, labels: torch.Tensor, outputs: int, task: Task, *,
              class_weights: torch.Tensor | None = None, rounds: int = 4,
              val: tuple[torch.Tensor, torch.Tensor] | None = None,
              on_round: Any = None) -> nn.Linear:
-    """Multinomial logistic regression with L2, by full-batch L-BFGS, starting from zero."""
-    head = nn.Linear(features.shape[1], num_classes)
+    """A linear head with L2 on the task's loss (for single-label, multinomial logistic
+    regression), by full-batch L-BFGS, starting from zero."""
+    head = nn.Linear(features.shape[1], outputs)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     lam = 1.0 / (C * len(features))
@@ -95,7 +96,7 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(head(features), labels, weight=class_weights) \
+        loss = task.loss(head(features), labels, weight=class_weights) \
             + 0.5 * lam * head.weight.pow(2).sum()
         loss.backward()
         return loss
@@ -137,6 +138,7 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
                                    events=events)
         val = (val_x, splits.val.labels.cpu())
     elapsed0 = time.perf_counter() - start
+    task, figure = plan.task, plan.task.figure
     history: list[dict[str, Any]] = []
     labels = splits.train.labels.cpu()
     weights = None if class_weights is None else class_weights.cpu()
@@ -146,31 +148,31 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
             logits = head(train_x)
             row: dict[str, Any] = {
                 "epoch": r + 1, "phase": "head (features)", "lr": 1.0,
-                "train_loss": F.cross_entropy(logits, labels).item(),
-                "train_acc": (logits.argmax(1) == labels).float().mean().item()}
+                "train_loss": task.loss(logits, labels).item(),
+                f"train_{figure}": task.hits(logits, labels).item() / task.units(labels)}
             if val is not None:
                 vl = head(val[0])
-                row["val_loss"] = F.cross_entropy(vl, val[1]).item()
-                row["val_acc"] = (vl.argmax(1) == val[1]).float().mean().item()
+                row["val_loss"] = task.loss(vl, val[1]).item()
+                row[f"val_{figure}"] = task.hits(vl, val[1]).item() / task.units(val[1])
         prev = history[-1]["elapsed_s"] if history else elapsed0
         row.update(train_time_s=seconds, eval_time_s=0.0,
                    images_per_s=len(train_x) * ROUND_ITERATIONS / max(seconds, 1e-9),
                    elapsed_s=prev + seconds)
         history.append(row)
         events.emit(EpochEnded(r + 1, cfg.epochs, row, True, unit="round",
-                               note=f"L-BFGS, {ROUND_ITERATIONS} steps"))
+                               note=f"L-BFGS, {ROUND_ITERATIONS} steps", figure=figure))
 
     # The problem is convex: the last round is the converged fit. (Picking a round by a
     # few-image validation split would only pick noise.)
     events.emit(PhaseStarted(0, "head (features)", cfg.epochs, len(card.classes) *
                              (int(train_x.shape[1]) + 1), 0, "base", announce=False))
-    head = fit_head(train_x, labels, len(card.classes), class_weights=weights,
+    head = fit_head(train_x, labels, task.outputs(card.classes), task, class_weights=weights,
                     rounds=cfg.epochs, val=val, on_round=on_round)
     trained, total = _install_head(model, head)
     save_model(model, card, run.model_path)
     last = history[-1] if history else {}
-    events.emit(BestModel(len(history), run.model_path, last.get("val_acc"),
-                          last.get("val_loss")))
+    events.emit(BestModel(len(history), run.model_path, last.get(f"val_{figure}"),
+                          last.get("val_loss"), figure=figure))
     run.write_metrics(history)
     _write_head_phase(run, index=0, mode="features", name="head (features)",
                       epochs=cfg.epochs, trained=trained, total=total,
@@ -203,18 +205,19 @@ def probe(plan: Plan, model: nn.Module, splits: Any, run: RunDir,
     codes = extract(model, data, plan.pre, plan.device, channels_last=plan.channels_last,
                     label="linear probe", events=events)
     labels = data.labels.cpu()
-    head = fit_head(codes, labels, len(data.classes),
+    task = plan.task
+    head = fit_head(codes, labels, task.outputs(data.classes), task,
                     class_weights=None if class_weights is None else class_weights.cpu())
     trained, total = _install_head(model, head)
     with torch.no_grad():
-        acc = (head(codes).argmax(1) == labels).float().mean().item()
+        figure = task.hits(head(codes), labels).item() / task.units(labels)
     seconds = time.perf_counter() - start
     log.info(f"phase head (linear probe): fitted {trained:,} head parameters to the frozen "
-             f"base's features of {len(data):,} images in {seconds:.1f}s (train accuracy "
-             f"{acc:.2%}); base frozen ({total - trained:,} parameters)")
+             f"base's features of {len(data):,} images in {seconds:.1f}s (train "
+             f"{task.figure_name} {figure:.2%}); base frozen ({total - trained:,} parameters)")
     _write_head_phase(run, index=-1, mode="fine-tune", name="head (linear probe)", epochs=0,
                       trained=trained, total=total, images=len(data),
-                      seconds=round(seconds, 2), train_acc=acc)
+                      seconds=round(seconds, 2), **{f"train_{task.figure}": figure})
 
 
 def _install_head(model: nn.Module, head: nn.Linear) -> tuple[int, int]:

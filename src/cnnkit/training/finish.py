@@ -10,21 +10,20 @@ from cnnkit.base import log
 from cnnkit.base.atomic import write_json
 from cnnkit.data.imageset import ImageSet
 from cnnkit.runtime.inference import log_probs
-from cnnkit.tasks.metrics import EvalResult, compute
+from cnnkit.tasks.base import Result
 from cnnkit.training.recipe import Plan
 
 
 def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None
-                  ) -> tuple[nn.Module, ModelCard, EvalResult | None]:
+                  ) -> tuple[nn.Module, ModelCard, Result | None]:
     model, card = load_model(run.root, device=plan.device)
     if test is None:
         return model, card, None
-    scores = log_probs(model, test, card.preprocess, plan.device, tta=plan.config.tta,
-                       precision=plan.config.precision, channels_last=plan.channels_last)
-    result = compute(scores, test.labels, card.classes)
+    task = card.task
+    scores = log_probs(model, test, card.preprocess, plan.device, task=task,
+                       tta=plan.config.tta, precision=plan.config.precision,
+                       channels_last=plan.channels_last)
+    result = task.evaluate(scores, test.labels, card.classes)
     write_json(run.test_metrics_path, result.to_dict())
-    figures = [f"accuracy {result.accuracy:.2%}",
-               *(f"top-{k} {v:.2%}" for k, v in result.top_k.items() if k > 1)]
-    log.info(f"test: {' '.join(figures)} on {log.plural(result.n, 'image')} "
-             f"(macro F1 {result.macro['f1']:.4f})")
+    log.info(f"test: {task.summary(result)}")
     return model, card, result

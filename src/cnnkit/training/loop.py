@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.artifacts.modelfile import ModelCard, file_sha256, save_model
@@ -67,6 +66,7 @@ class Trainer:
                  trained_start: str | None = None) -> None:
         self.plan = plan
         self.cfg = plan.config
+        self.task = plan.task
         self.device = plan.device
         self.cluster = plan.cluster
         self.writes = plan.cluster.writes  # the one process that writes the run's files
@@ -186,8 +186,8 @@ class Trainer:
                              "keeping the best model so far")
                     return self.history
                 if stop and not self.out_of_time:
-                    log.info(f"early stopping: validation accuracy has not improved for "
-                             f"{log.plural(self.cfg.patience, 'epoch')}")
+                    log.info(f"early stopping: validation {self.task.figure_name} has not "
+                             f"improved for {log.plural(self.cfg.patience, 'epoch')}")
                     self._settle()
                     return self.history
                 if self.out_of_time:
@@ -215,23 +215,24 @@ class Trainer:
         if self.writes:
             save_model(self.model, self.card, self.start_path)
         log.info(f"start ({self.trained_start}): val loss {self.start['val_loss']:.4f} "
-                 f"acc {self.start['val_acc']:.2%}")
+                 f"{self.task.figure} {self.start[f'val_{self.task.figure}']:.2%}")
 
     def _settle(self) -> None:
         """A trained start: keep whichever of the start and the end (the kept epoch) is
         better on validation, say which, and record it in kept.json."""
         if not self.start or not self.history:
             return
+        v = f"val_{self.task.figure}"  # the task's figure decides, then the loss
         if self.keep_best and self.best:
-            end = {"epoch": self.best["epoch"], "val_acc": self.best["val_acc"],
+            end = {"epoch": self.best["epoch"], v: self.best[v],
                    "val_loss": self.best["val_loss"]}
         else:
             last = self.history[-1]
-            end = {"epoch": last["epoch"], "val_acc": last.get("val_acc"),
+            end = {"epoch": last["epoch"], v: last.get(v),
                    "val_loss": last.get("val_loss")}
         start = self.start
-        end_wins = end["val_acc"] > start["val_acc"] or (
-            end["val_acc"] == start["val_acc"] and end["val_loss"] <= start["val_loss"])
+        end_wins = end[v] > start[v] or (
+            end[v] == start[v] and end["val_loss"] <= start["val_loss"])
         which = "best" if self.keep_best else "last"
         if not end_wins and self.writes and not self.start_path.is_file():
             log.warn(f"the start's weights ({self.start_path}) are gone: keeping the "
@@ -239,12 +240,12 @@ class Trainer:
             end_wins = True
         if end_wins:
             log.info(f"kept the trained model (epoch {end['epoch']}): validation "
-                     f"{end['val_acc']:.2%} against {start['val_acc']:.2%} at the start "
+                     f"{end[v]:.2%} against {start[v]:.2%} at the start "
                      f"({start['label']})")
         else:
             log.warn(f"kept the starting weights ({start['label']}): validation "
-                     f"{start['val_acc']:.2%} (loss {start['val_loss']:.4f}) against "
-                     f"{end['val_acc']:.2%} (loss {end['val_loss']:.4f}) for the {which} "
+                     f"{start[v]:.2%} (loss {start['val_loss']:.4f}) against "
+                     f"{end[v]:.2%} (loss {end['val_loss']:.4f}) for the {which} "
                      f"epoch ({end['epoch']}); training did not improve on its start")
         if not self.writes:
             return
@@ -256,22 +257,25 @@ class Trainer:
                        self.card.to_dict(target.name, file_sha256(target)))
         write_json(self.run.root / "kept.json", {
             "kept": which if end_wins else "start", "epoch": end["epoch"] if end_wins else 0,
-            "val_acc": (end if end_wins else start)["val_acc"],
+            v: (end if end_wins else start)[v],
             "val_loss": (end if end_wins else start)["val_loss"],
             "start": start, "end": {**end, "rule": which}})
         for path in (self.start_path, self.start_path.with_suffix(".json")):
             path.unlink(missing_ok=True)
 
     def _validate(self, kept: nn.Module) -> dict[str, float]:
-        """Validation loss and accuracy of ``kept`` (every rank's slice, when distributed)."""
+        """Validation loss and the task's figure of ``kept`` (every rank's slice, when
+        distributed)."""
         if self.cluster.distributed:
             return self._validate_shards(kept)
-        scores = log_probs(kept, self.val_set, self.pre, self.device,
+        task = self.task
+        scores = log_probs(kept, self.val_set, self.pre, self.device, task=task,
                            batch_size=max(256, self.cfg.batch_size),
                            precision=self.cfg.precision, channels_last=self.plan.channels_last)
         labels = self.val_set.labels.cpu()
-        return {"val_loss": F.nll_loss(scores, labels).item(),
-                "val_acc": (scores.argmax(1) == labels).float().mean().item()}
+        nll, hits = task.validation_sums(scores, labels)
+        return {"val_loss": nll.item() / max(len(labels), 1),
+                f"val_{task.figure}": hits.item() / max(task.units(labels), 1)}
 
     def _record_phase(self, index: int, phase: Phase, groups: list[dict]) -> None:
         """phases.json: what trained, what stayed frozen and the learning rate at each point
@@ -321,10 +325,12 @@ class Trainer:
         chunk = self.cfg.batch_size if bn_batch_stats else chunk_size(
             self.device, self.pre.img_size, self.cfg.batch_size, training=True)
         phase_label = phase.name if len(self.phases) > 1 else ""
-        self.events.emit(EpochStarted(global_epoch, self.total_epochs, steps, phase_label))
+        task, figure = self.task, self.task.figure
+        self.events.emit(EpochStarted(global_epoch, self.total_epochs, steps, phase_label,
+                                      figure=figure))
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = synced = 0
+        hits = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = units = synced = 0
         start = time.perf_counter()
         sync_every = 1 if self.device.type == "cpu" else 25
         lr = phase.lr
@@ -345,21 +351,21 @@ class Trainer:
             if self.average is not None:
                 self.average.update(self.model)
             loss_sum += loss * len(y)
-            hard = y if y.ndim == 1 else y.argmax(1)  # MixUp/CutMix: the larger share
-            correct += (logits.argmax(1) == hard).sum()
+            hits += task.hits(logits, y)
             seen += len(y)
+            units += task.units(y)
             if (i + 1) % sync_every == 0 or i + 1 == steps:
                 synced = i + 1
-                self._step(global_epoch, synced, steps, loss_sum, correct, seen, start)
+                self._step(global_epoch, synced, steps, loss_sum, hits, seen, units, start)
         if (self.out_of_time or self.asked_to_stop) and seen:
-            self._step(global_epoch, synced, steps, loss_sum, correct, seen, start)
+            self._step(global_epoch, synced, steps, loss_sum, hits, seen, units, start)
         if not self.asked_to_stop and self._stop_asked():  # asked in the epoch's last step
             self.asked_to_stop = True
         self._log_shard(global_epoch, loader)
         if self.cluster.distributed:  # the whole data's figures, not rank 0's share
-            loss_sum, correct, total = distributed.all_sum(
-                self.cluster, loss_sum, correct, torch.tensor(seen))
-            seen = int(total.item())
+            loss_sum, hits, total, counted = distributed.all_sum(
+                self.cluster, loss_sum, hits, torch.tensor(seen), torch.tensor(units))
+            seen, units = int(total.item()), int(counted.item())
         if not math.isfinite(loss_sum.item()):
             raise CnnkitError(f"The training loss became {loss_sum.item()} at epoch "
                               f"{global_epoch}; lower --lr (now {phase.lr:g}).")
@@ -368,7 +374,7 @@ class Trainer:
             # the rate of the epoch's last step: the one the schedule had reached
             "epoch": global_epoch, "phase": phase.name, "lr": float(f"{lr:.6g}"),
             "train_loss": loss_sum.item() / max(seen, 1),
-            "train_acc": correct.item() / max(seen, 1),
+            f"train_{figure}": hits.item() / max(units, 1),
         }
         kept = self.average.module if self.average is not None else self.model
         t0 = time.perf_counter()
@@ -381,7 +387,7 @@ class Trainer:
         self.history.append(row)
         improved = self._is_better(row)
         if improved:
-            self.best = {"epoch": global_epoch, "val_acc": row.get("val_acc"),
+            self.best = {"epoch": global_epoch, f"val_{figure}": row.get(f"val_{figure}"),
                          "val_loss": row.get("val_loss")}
             self.stale_epochs = 0
         else:
@@ -397,12 +403,13 @@ class Trainer:
             if improved or not self.keep_best:
                 save_model(kept, self.card, self.run.model_path)
                 self.events.emit(BestModel(global_epoch, self.run.model_path,
-                                           row.get("val_acc"), row.get("val_loss")))
+                                           row.get(f"val_{figure}"), row.get("val_loss"),
+                                           figure=figure))
             self._save(row, phase_index, epoch, optimizer, stop)
         why = ("asked" if self.asked_to_stop else "time" if self.out_of_time and stop
                else "early stopping" if stop else "")
         self.events.emit(EpochEnded(global_epoch, self.total_epochs, row, improved,
-                                    stopping=why))
+                                    stopping=why, figure=figure))
         return stop
 
     def _stop_asked(self) -> bool:
@@ -416,12 +423,12 @@ class Trainer:
         return bool(count.item())
 
     def _step(self, epoch: int, step: int, steps: int, loss_sum: torch.Tensor,
-              correct: torch.Tensor, seen: int, start: float) -> None:
-        """The running figures of the epoch so far (this process's loss and accuracy, every
-        process's images per second), to the subscribers (the progress bar)."""
+              hits: torch.Tensor, seen: int, units: int, start: float) -> None:
+        """The running figures of the epoch so far (this process's loss and the task's
+        figure, every process's images per second), to the subscribers (the progress bar)."""
         elapsed = time.perf_counter() - start
         self.events.emit(StepDone(epoch, step, steps, loss_sum.item() / seen,
-                                  correct.item() / seen,
+                                  hits.item() / max(units, 1),
                                   seen * self.cluster.world / max(elapsed, 1e-9), elapsed))
 
     def _save(self, row: dict[str, Any], phase_index: int, epoch: int,
@@ -462,16 +469,17 @@ class Trainer:
         return at
 
     def _validate_shards(self, kept: nn.Module) -> dict[str, float]:
-        """Validation loss and accuracy over every rank's slice, summed across ranks."""
-        part = self.val_part
-        scores = log_probs(kept, part, self.pre, self.device,
+        """Validation loss and the task's figure over every rank's slice, summed across
+        ranks."""
+        part, task = self.val_part, self.task
+        scores = log_probs(kept, part, self.pre, self.device, task=task,
                            batch_size=max(256, self.cfg.batch_size),
                            precision=self.cfg.precision, channels_last=self.plan.channels_last)
         labels = part.labels.cpu()
-        nll = F.nll_loss(scores, labels, reduction="sum") if len(labels) else torch.zeros(())
-        hits = (scores.argmax(1) == labels).sum()
-        nll, hits, n = distributed.all_sum(self.cluster, nll, hits, torch.tensor(len(labels)))
-        return {"val_loss": (nll / n).item(), "val_acc": (hits / n).item()}
+        nll, hits = task.validation_sums(scores, labels)
+        nll, hits, n, units = distributed.all_sum(
+            self.cluster, nll, hits, torch.tensor(len(labels)), torch.tensor(task.units(labels)))
+        return {"val_loss": (nll / n).item(), f"val_{task.figure}": (hits / units).item()}
 
     def _log_shard(self, global_epoch: int, loader: BatchLoader) -> None:
         """With CNNKIT_SHARD_LOG=DIR (a debugging aid): which training images this rank drew
@@ -491,10 +499,9 @@ class Trainer:
         """Logits and mean loss of a batch, with its gradients accumulated chunk by chunk:
         the same gradients as one pass (sums over the batch's own denominator), faster
         on a CPU where a few large images' activations fit in cache."""
-        weight = self.class_weights
-        # PyTorch's mean: over the targets' class weights for labels, over N for soft targets
-        denom = weight[y].sum() if weight is not None and y.ndim == 1 else len(y)
-        if self.cluster.distributed and weight is not None and y.ndim == 1:
+        weight, task = self.class_weights, self.task
+        denom = task.loss_denominator(y, weight)
+        if self.cluster.distributed and isinstance(denom, torch.Tensor):
             # DistributedDataParallel averages the ranks' gradients: divide by the global
             # batch's weight per rank, so their average is the global weighted mean's
             denom = (distributed.all_sum(self.cluster, denom)[0] / self.cluster.world).to(
@@ -507,16 +514,17 @@ class Trainer:
             with self.ddp.no_sync() if quiet else contextlib.nullcontext():  # type: ignore[union-attr]
                 with autocast(self.device, self.cfg.precision):
                     logits = self.forward(xs)
-                    loss = F.cross_entropy(logits.float(), ys, weight=weight, reduction="sum",
-                                           label_smoothing=self.cfg.label_smoothing) / denom
+                    loss = task.loss(logits, ys, weight=weight, reduction="sum",
+                                     smoothing=self.cfg.label_smoothing) / denom
                 self.scaler.scale(loss).backward()
             outs.append(logits.detach())
             total += loss.detach()
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), total
 
     def _is_better(self, row: dict[str, Any]) -> bool:
-        if "val_acc" not in row or not self.best:
+        """A higher validation figure, or the same with a lower validation loss."""
+        key = f"val_{self.task.figure}"
+        if key not in row or not self.best:
             return True
-        best_acc, best_loss = self.best["val_acc"], self.best["val_loss"]
-        return row["val_acc"] > best_acc or (row["val_acc"] == best_acc
-                                             and row["val_loss"] < best_loss)
+        best, best_loss = self.best[key], self.best["val_loss"]
+        return row[key] > best or (row[key] == best and row["val_loss"] < best_loss)

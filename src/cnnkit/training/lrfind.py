@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.base import log
@@ -146,8 +145,7 @@ def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(device, cfg.precision):
                     logits = work(x)
-                loss = F.cross_entropy(logits.float(), y, weight=weight,
-                                       label_smoothing=cfg.label_smoothing)
+                loss = plan.task.loss(logits, y, weight=weight, smoothing=cfg.label_smoothing)
                 loss.backward()
                 optimizer.step()
                 value = loss.item()

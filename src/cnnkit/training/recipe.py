@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,6 +27,9 @@ from cnnkit.data.source import DataSource
 from cnnkit.data.sources import Splits, describe
 from cnnkit.models.build import Architecture, resolve
 from cnnkit.models.registry import ModelInfo
+from cnnkit.tasks.base import Task
+from cnnkit.tasks.registry import get_task
+from cnnkit.tasks.single_label import SingleLabel
 from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.distributed import SINGLE, Cluster, device_for
 from cnnkit.training.optim import trained_start_share
@@ -81,6 +84,7 @@ class Plan:
     sync_bn: bool = False  # batch norm statistics over the whole global batch
     deadline: Deadline | None = None  # --time: when the last training step must be done
     facts: ImageFacts | None = None  # what the files' headers said (folders and CSVs)
+    task: Task = field(default_factory=SingleLabel)  # what the labels ask of the model
 
 
 def resolve_config(config: TrainConfig, card: ModelCard | None = None,
@@ -198,9 +202,10 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     notes = () if card is not None else (
         *((small,) if small else ()),
         *input_notes(resolved, config, info, facts, mirror, budget_size is not None))
+    task = card.task if card is not None else get_task(source.task)
     return Plan(resolved, config, source, arch, info, pre, augment_tokens(augment), device,
                 channels_last, _compiles(resolved, device), find_lr=config.lr == "find",
-                notes=notes, cluster=cluster, sync_bn=sync_bn, facts=facts)
+                notes=notes, cluster=cluster, sync_bn=sync_bn, facts=facts, task=task)
 
 
 def small_images(config: TrainConfig, facts: ImageFacts | None) -> str | None:

@@ -21,7 +21,7 @@ from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
-from cnnkit.tasks.metrics import EvalResult
+from cnnkit.tasks.base import Result
 from cnnkit.training import budget, distributed, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.console import ConsoleProgress
@@ -44,12 +44,14 @@ class TrainResult:
 
     run_dir: Path
     history: list[dict[str, Any]]
-    test: EvalResult | None
+    test: Result | None
     config: TrainConfig
 
     @property
     def test_accuracy(self) -> float | None:
-        return None if self.test is None else self.test.accuracy
+        """The test split's accuracy (None without a test split, or for a task whose
+        results have none)."""
+        return None if self.test is None else self.test.scalars().get("acc")
 
 
 def _as_config(config: TrainConfig | str | None, options: dict[str, Any]) -> TrainConfig:
@@ -88,7 +90,8 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
             cfg, pre = plan.config, plan.pre
             card = ModelCard(plan.arch, splits.classes, pre,
                              {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
-                              **({"init_from": cfg.init_from} if cfg.init_from else {})})
+                              **({"init_from": cfg.init_from} if cfg.init_from else {})},
+                             task=plan.task)
             run, plan = _create_run(plan, splits, model)
         where.append(run.root)
         hub.emit(RunStarted(run.root))
@@ -213,8 +216,8 @@ def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SIN
         model = _initial_model(plan, init, splits)
     else:
         # Build the model first: one that cannot be built must not leave an empty run folder.
-        model = create_model(plan.arch, len(splits.classes), pre.channels, pre.img_size,
-                             pretrained=cfg.mode != "scratch", weights=cfg.weights)
+        model = create_model(plan.arch, plan.task.outputs(splits.classes), pre.channels,
+                             pre.img_size, pretrained=cfg.mode != "scratch", weights=cfg.weights)
     log.info(f"model: {plan.arch.name}, {sum(p.numel() for p in model.parameters()):,} "
              f"parameters for {len(splits.classes)} classes")
     _drop_path(model, cfg)
@@ -328,7 +331,7 @@ def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | No
     check_range(start, end, steps)
     config = _as_config(config, options)
     plan, splits, model = _prepare(config)
-    class_weights, _ = _imbalance(plan.config, splits)
+    class_weights, _ = _imbalance(plan, splits)
     finding = find_lr(plan, model, splits, start=start, end=end, steps=steps,
                       class_weights=class_weights)
     report(finding)
@@ -339,7 +342,7 @@ def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | No
 
 
 def _find(plan: Plan, splits: Splits, model: torch.nn.Module) -> LRFinding:
-    class_weights, _ = _imbalance(plan.config, splits)
+    class_weights, _ = _imbalance(plan, splits)
     finding = find_lr(plan, model, splits, class_weights=class_weights)
     report(finding)
     return finding
@@ -410,7 +413,8 @@ def _resume(run: RunDir, hub: Events, started: float) -> TrainResult:
     if splits.classes != card.classes:
         raise CnnkitError(f"The data's classes have changed since {run.root} started; "
                           "start a new run instead of --resume.")
-    model = create_model(plan.arch, len(card.classes), plan.pre.channels, plan.pre.img_size)
+    model = create_model(plan.arch, card.task.outputs(card.classes), plan.pre.channels,
+                         plan.pre.img_size)
     load_state(model, model_state, str(run.checkpoint_path))
     _drop_path(model, cfg)
     done = sum(1 for _ in meta["history"])
@@ -446,7 +450,7 @@ def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: Mode
     """Every epoch still to train (none when a resumed run had trained them all but was
     stopped before its end: it is tested and reported now); returns the history."""
     cfg = plan.config
-    class_weights, sample_weights = _imbalance(cfg, splits)
+    class_weights, sample_weights = _imbalance(plan, splits)
     if cfg.mode == "features":
         from cnnkit.training import features
 
@@ -536,7 +540,7 @@ def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any
 
 
 def _write_report(run: RunDir, model: torch.nn.Module, card: ModelCard, splits: Splits,
-                test: EvalResult | None) -> None:
+                test: Result | None) -> None:
     """Plots and report.html from what training has in memory (a few seconds).
 
     The run's model and metrics are already saved; a failure here is reported as a
@@ -568,10 +572,13 @@ def _drop_path(model: torch.nn.Module, cfg: TrainConfig) -> None:
                  f"at rates rising to {cfg.drop_path:g}")
 
 
-def _imbalance(cfg: TrainConfig, splits: Splits
+def _imbalance(plan: Plan, splits: Splits
                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    counts = torch.tensor(splits.train.class_counts(), dtype=torch.float)
-    how = cfg.imbalance
+    """(loss weights, sampling weights) for --imbalance, as the task weighs its targets."""
+    train = splits.train
+    counts = torch.tensor(plan.task.class_counts(train.labels, len(train.classes)),
+                          dtype=torch.float)
+    how = plan.config.imbalance
     ratio = (counts.max() / counts.clamp(min=1).min()).item()
     if how == "auto":
         how = "weighted-loss" if ratio >= 3 else "none"
@@ -579,11 +586,7 @@ def _imbalance(cfg: TrainConfig, splits: Splits
             log.info(f"classes are imbalanced (largest {int(counts.max())}, smallest "
                       f"{int(counts.min())} images): using a class-weighted loss "
                       "(--imbalance to change)")
-    if how == "weighted-loss":
-        return counts.sum() / (len(counts) * counts.clamp(min=1)), None
-    if how == "balanced-sampling":
-        return None, (1.0 / counts.clamp(min=1))[splits.train.labels]
-    return None, None
+    return plan.task.balance(train.labels, counts, how)
 
 
 def _short(model: str) -> str:

@@ -21,11 +21,13 @@ from cnnkit.base import log
 from cnnkit.base.atomic import write_json
 from cnnkit.base.config import TrainConfig, track_tokens
 from cnnkit.base.errors import CnnkitError
-from cnnkit.tasks.metrics import EvalResult
+from cnnkit.tasks.base import Result
 from cnnkit.training.events import EpochEnded, Event, RunEnded, RunFailed
 
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard")}
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")
+# An epoch row's numbers that a tracker logs: these, and the task's figure
+# (train_<figure>, val_<figure>: train_acc and val_acc for single-label).
+EPOCH_METRICS = ("train_loss", "val_loss", "lr", "images_per_s")
 STATE_FILE = "tracking.json"  # the MLflow run id, so --resume continues the same run
 
 
@@ -85,7 +87,7 @@ class Trackers:
                          f"{exc}); the run goes on without it")
                 self.items.remove(t)
 
-    def finish(self, run: RunDir, history: list[dict[str, Any]], test: EvalResult | None
+    def finish(self, run: RunDir, history: list[dict[str, Any]], test: Result | None
                ) -> None:
         for t in self.items:
             t.finish(run, history, test)
@@ -110,15 +112,14 @@ def _read_state(run: RunDir) -> dict[str, Any]:
 
 
 def _numeric(row: dict[str, Any]) -> dict[str, float]:
-    return {k: float(row[k]) for k in EPOCH_METRICS if isinstance(row.get(k), (int, float))}
+    keys = [k for k in row if k in EPOCH_METRICS or (
+        k.startswith(("train_", "val_")) and not k.endswith("_s"))]
+    return {k: float(row[k]) for k in keys if isinstance(row.get(k), (int, float))
+            and not isinstance(row.get(k), bool)}
 
 
-def _test_metrics(test: EvalResult | None) -> dict[str, float]:
-    if test is None:
-        return {}
-    out = {"test_acc": float(test.accuracy), "test_macro_f1": float(test.macro["f1"])}
-    out.update({f"test_top{k}_acc": float(v) for k, v in test.top_k.items() if k > 1})
-    return out
+def _test_metrics(test: Result | None) -> dict[str, float]:
+    return {} if test is None else {f"test_{k}": v for k, v in test.scalars().items()}
 
 
 def store_uri(state: dict[str, Any]) -> str:
@@ -195,7 +196,7 @@ class MLflowTracker:
             self._log(_numeric(row), step)
             self.logged.add(step)
 
-    def finish(self, run: RunDir, history: list[dict[str, Any]], test: EvalResult | None
+    def finish(self, run: RunDir, history: list[dict[str, Any]], test: Result | None
                ) -> None:
         for row in history:  # rows no epoch hook saw (--mode features)
             if "epoch" in row:
@@ -256,7 +257,7 @@ class TensorBoardTracker:
             self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
-    def finish(self, run: RunDir, history: list[dict[str, Any]], test: EvalResult | None
+    def finish(self, run: RunDir, history: list[dict[str, Any]], test: Result | None
                ) -> None:
         import numpy as np
 
@@ -266,7 +267,7 @@ class TensorBoardTracker:
         last = int(history[-1]["epoch"]) if history else 0
         for key, value in _test_metrics(test).items():
             self.writer.add_scalar(f"test/{key.removeprefix('test_')}", value, last)
-        if test is not None:
+        if test is not None and getattr(test, "confusion", None) is not None:
             picture = _confusion_picture(run, test)
             self.writer.add_image("confusion_matrix", picture, last, dataformats="HWC")
             matrix = np.asarray(test.confusion)
@@ -279,7 +280,7 @@ class TensorBoardTracker:
         self.writer.close()
 
 
-def _confusion_picture(run: RunDir, test: EvalResult) -> Any:
+def _confusion_picture(run: RunDir, test: Any) -> Any:
     """The report's confusion-matrix PNG as an (H, W, 3) uint8 array (drawn apart, and
     not left in the run folder, when the run wrote no plots)."""
     import tempfile

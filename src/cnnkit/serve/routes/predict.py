@@ -1,9 +1,10 @@
 """``POST /v1/models/{name}/predict`` and ``POST /predict``: an answer for each image.
 
-Each image is answered on its own: the ones that decode get their top classes, the ones
-that do not get their own ``error`` (``{"status", "detail"}``) in their place, and the
-request succeeds (200) when at least one image was read. When none was, the request
-fails with their status (the one they share, else 400) and the same per-image list.
+Each image is answered on its own: the ones that decode get the task's answer
+(single-label: their top classes), the ones that do not get their own ``error``
+(``{"status", "detail"}``) in their place, and the request succeeds (200) when at least
+one image was read. When none was, the request fails with their status (the one they
+share, else 400) and the same per-image list.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -19,7 +19,6 @@ from cnnkit.serve.batcher import QueueFull
 from cnnkit.serve.loading import ServedModel
 from cnnkit.serve.state import RETRY_AFTER_S, ServerState, server_state
 from cnnkit.serve.uploads import Decoded, decode_uploads, read_uploads
-from cnnkit.tasks.threshold import is_unknown, label_or_unknown
 
 THRESHOLD_HELP = ("Answer 'unknown' for an image whose top probability is below this "
                   "(0-1); the run's report shows the accuracy at each threshold.")
@@ -92,11 +91,14 @@ async def answer(state: ServerState, served: ServedModel, request: Request,
         raise HTTPException(503, f"The server is busy ({exc}); retry after "
                                  f"{RETRY_AFTER_S} s.",
                             headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-    rows = iter(probs)
+    # The task turns probabilities into answers (single-label: the top-k classes).
+    answers = iter(served.classifier.task.answers(probs, [d.filename for d in good],
+                                                  served.classes, top_k=k,
+                                                  threshold=threshold))
     # A JSONResponse straight away: FastAPI's encoder would walk the plain dict again.
     return JSONResponse({"model": served.name, "predictions": [
-        _top(served.classes, d.filename, next(rows), k, threshold) if d.image is not None
-        else _error(d) for d in decoded]})
+        _as_upload(next(answers).to_dict()) if d.image is not None else _error(d)
+        for d in decoded]})
 
 
 def _none_read(served: ServedModel, decoded: list[Decoded]) -> JSONResponse:
@@ -129,17 +131,7 @@ def _form_top_k(value: str | None, default: int) -> int:
     return k
 
 
-def _top(classes: tuple[str, ...], filename: str, row: np.ndarray, k: int,
-         threshold: float | None = None) -> dict[str, Any]:
-    """One image's answer, as ``Prediction.to_dict`` writes it: with a threshold, the
-    label is ``unknown`` below it and ``top`` keeps the model's classes."""
-    order = np.argsort(-row)[:min(k, len(classes))]
-    top = [{"label": classes[i], "probability": float(row[i])} for i in order]
-    p = top[0]["probability"]
-    out: dict[str, Any] = {"filename": filename,
-                           "label": label_or_unknown(top[0]["label"], p, threshold),
-                           "probability": p}
-    if threshold is not None:
-        out.update(unknown=is_unknown(p, threshold), threshold=threshold)
-    out["top"] = top
-    return out
+def _as_upload(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer as the API gives it: the upload's ``filename`` first, where a file's
+    answer has its ``path``."""
+    return {"filename": answer.pop("path"), **answer}
