@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +193,17 @@ def test_the_check_shows_each_finding_with_its_images(client: TestClient,
     for image in twice[0]["images"]:  # each one opens on the page
         assert client.get(f"/api/classes/{image['class']}/images/{image['image']}"
                           ).status_code == 200
+
+
+def test_a_job_whose_worker_is_gone_is_lost_not_running(project: Project) -> None:
+    from cnnkit.base.atomic import write_json
+    from cnnkit.studio.jobs import Jobs
+
+    folder = project.jobs_dir / "20260101-000000-abcdef"
+    folder.mkdir(parents=True)
+    write_json(folder / "spec.json", {"kind": "train", "options": {}})
+    # the studio was killed; the number is now another program's (this test's)
+    write_json(folder / "status.json", {"state": "running", "pid": os.getpid()})
+    jobs = Jobs(project, spare=False)
+    job = jobs.get(folder.name)
+    assert job.status()["state"] == "lost" and jobs.active("train") is None

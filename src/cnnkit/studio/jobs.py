@@ -250,9 +250,12 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # a zombie of ours is not alive
+    # a zombie of ours is not alive, nor another program that got the number since
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+            if fh.read().split(")")[-1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"cnnkit.studio.worker" in fh.read()
     except OSError:
-        return True
+        return True  # no /proc (macOS): the number is all there is

@@ -360,12 +360,11 @@ function studio() {
       const [i, j] = this.cell;
       return this.insight.images.filter(im => im.true === i && im.predicted === j && im.class);
     },
-    async relabel(t) {
-      const to = prompt(`Move ${t.image} from ${t.class} to which class?`, t.predicted);
-      if (!to) return;
+    async relabel(t, to) {  // one click: the image moves to the class the model saw
       await this.guarded(async () => {
         await this.api("POST", `/api/classes/${enc(t.class)}/move/${t.image.split("/").map(enc).join("/")}`, {to});
-        this.say(`Moved to ${to}; train again to use it.`);
+        this.say(`Moved ${t.image} to ${to}; train again to use it.`);
+        t.class = null;
         await this.refresh();
       });
     },
@@ -381,7 +380,10 @@ function studio() {
         while (this.live && this.camera.on && this.tab === "try") {
           const blob = await this.grab();
           if (blob && this.run) {
-            try { this.prediction = await this.predictBlob(blob); this.tried = ""; }
+            try {
+              const answer = await this.predictBlob(blob);
+              if (this.live) { this.prediction = answer; this.tried = ""; }  // not after a pause
+            }
             catch (e) { this.error = e.message; this.live = false; }
           }
           await new Promise(r => setTimeout(r, 60));
@@ -493,6 +495,11 @@ function studio() {
         terms.push(`${(+k[i][j]).toFixed(2)}·${v.toFixed(2)}`);
       }
       c.window = `output (${x}, ${y}) = ${terms.join(" + ")} = <b>${s.toFixed(3)}</b>; after ReLU: <b>${Math.max(0, s).toFixed(3)}</b>`;
+      const canvas = document.getElementById("learn-in");
+      this.paint(canvas, c.gray, c.w, c.h, 0, 1);
+      const ctx = canvas.getContext("2d");
+      ctx.strokeStyle = "#e0282e"; ctx.lineWidth = 1;
+      ctx.strokeRect(x * S - P + 0.5, y * S - P + 0.5, K - 1, K - 1);
     },
     paint(canvas, data, w, h, lo, hi) {
       canvas.width = w; canvas.height = h;
