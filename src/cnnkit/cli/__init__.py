@@ -14,30 +14,13 @@ import threading
 import typer
 
 from cnnkit.base.errors import CnnkitError
+from cnnkit.cli.app import app
 
-app = typer.Typer(
-    name="cnnkit", no_args_is_help=True, add_completion=False,
-    pretty_exceptions_enable=False, rich_markup_mode=None,
-    help="Train, evaluate, explain and predict with convolutional neural networks.",
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        from cnnkit._version import __version__
-
-        print(f"cnnkit {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print cnnkit's version and exit.")) -> None:
-    """Train, evaluate, explain and predict with convolutional neural networks."""
+__all__ = ["app", "main"]
 
 
 def _register() -> None:
-    # Each module adds its commands to ``app``.
+    # Each module adds its commands to ``app`` (cnnkit.cli.app, which imports none of them).
     from cnnkit.cli import (  # noqa: F401
         check_cmd,
         data_cmds,

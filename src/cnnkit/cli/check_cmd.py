@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from cnnkit.cli import app
+from cnnkit.cli.app import app
 
 if TYPE_CHECKING:
     from cnnkit.data.audit import Audit

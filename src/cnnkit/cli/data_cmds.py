@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cnnkit.cli import app
+from cnnkit.cli.app import app
 
 data_app = typer.Typer(help="Fetch, export and inspect data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

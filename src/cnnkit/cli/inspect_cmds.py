@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cnnkit.base.errors import CnnkitError
-from cnnkit.cli import app
+from cnnkit.cli.app import app
 
 
 @app.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cnnkit.cli import app
+from cnnkit.cli.app import app
 
 
 @app.command("runs")

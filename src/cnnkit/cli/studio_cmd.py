@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cnnkit.cli import app
+from cnnkit.cli.app import app
 
 
 @app.command()

@@ -12,7 +12,7 @@ import typer
 
 from cnnkit.base.config import TrainConfig, load_config_file, parse_duration
 from cnnkit.base.errors import CnnkitError
-from cnnkit.cli import app
+from cnnkit.cli.app import app
 from cnnkit.cli.ray_cmds import RAY_HELP
 from cnnkit.runtime.backend_names import BACKEND_HELP
 
