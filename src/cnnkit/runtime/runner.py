@@ -50,7 +50,8 @@ class ModelRunner:
                  device: torch.device | None, backend: str | Backend = "torch",
                  folder: Path | None = None, *,
                  loader: Callable[[], torch.nn.Module] | None = None) -> None:
-        """``backend``: auto, torch, onnx, or a ready :class:`~cnnkit.runtime.backends.Backend`;
+        """``backend``: a name of :data:`~cnnkit.runtime.backend_names.BACKENDS`, or a ready
+        :class:`~cnnkit.runtime.backends.Backend`;
         ``folder``: where an ONNX export may be cached (the run folder). ``model`` may be
         None with a ready onnxruntime backend: ``loader`` then builds the torch module
         the first time it is asked for (Grad-CAM, export), and torch is never imported
