@@ -68,6 +68,7 @@ def backends(args: argparse.Namespace) -> None:
 
     from cnnkit.data.imageset import ImageSet
     from cnnkit.data.pipeline import eval_batch
+    from cnnkit.export.executorch import ExecutorchBackend, export_pte
     from cnnkit.export.quantize import median_rates, quantize_int8
     from cnnkit.runtime.backends import OnnxBackend, TorchBackend, cached_onnx
     from cnnkit.runtime.predict import Classifier
@@ -94,6 +95,8 @@ def backends(args: argparse.Namespace) -> None:
                                        torch.zeros(len(calibration), dtype=torch.long),
                                        card.classes, crop_fraction=data.crop_fraction), pre)
     int8 = Classifier(net, card, torch.device("cpu"), OnnxBackend(int8_file, name="onnx-int8"))
+    pte = ExecutorchBackend(export_pte(imagenet_model("efficientnet_lite0")[0], pre,
+                                       tmp / "model.pte"))
     plain = default_session(path, args.threads)
     eager = imagenet_model("efficientnet_lite0")[0].eval()
     torch_cl = TorchBackend(imagenet_model("efficientnet_lite0")[0], torch.device("cpu"))
@@ -112,6 +115,7 @@ def backends(args: argparse.Namespace) -> None:
             lambda: int8.proba_decoded(decoded, batch_size=n),
         "cnnkit's float file, default session (float input)":
             lambda: plain.run(None, {"input": xn}),
+        "cnnkit export --format executorch: .pte, XNNPACK (float input)": lambda: pte(x),
         "torch eager": run_eager,
         "torch channels-last (cnnkit's torch backend)": lambda: torch_cl(x),
     }
@@ -127,7 +131,8 @@ def backends(args: argparse.Namespace) -> None:
         reference = torch.softmax(eager(x), 1).numpy()
     answers = {"hand export": softmax(anchor.run(None, {"input": xn})[0]),
                "auto": auto.proba_decoded(decoded, batch_size=n),
-               "onnx-int8": int8.proba_decoded(decoded, batch_size=n)}
+               "onnx-int8": int8.proba_decoded(decoded, batch_size=n),
+               "executorch": torch.softmax(pte(x), 1).numpy()}
     for name, probs in answers.items():
         print(f"{name} against torch eager on the {len(photos)} photos: top-1 agreement "
               f"{np.mean(probs.argmax(1) == reference.argmax(1)):.0%}, largest probability "

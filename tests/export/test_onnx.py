@@ -195,7 +195,10 @@ def test_executorch_export_runs_in_its_own_runtime_and_joins_the_card(trained, t
                                                                        capsys) -> None:
     """--format executorch: a .pte that ExecuTorch's runtime (not cnnkit) answers as torch
     does, with a dynamic batch; its parity printed and in the card beside the ONNX file's."""
+    import torch
     from executorch.runtime import Runtime
+
+    from cnnkit.export.executorch import MAX_BATCH
 
     assert main(["export", str(trained[0]), "--out", str(tmp_path / "m.onnx")]) == 0
     out = tmp_path / "m.pte"
@@ -209,6 +212,10 @@ def test_executorch_export_runs_in_its_own_runtime_and_joins_the_card(trained, t
         logits = method.execute([clf.transform(batch).contiguous()])[0]
         np.testing.assert_allclose(logits.softmax(1).numpy(), clf.predict_proba(batch),
                                    atol=1e-4)
+    full = clf.transform(files * 13)[:MAX_BATCH].contiguous()  # the largest batch it takes
+    with torch.inference_mode():
+        want = clf.model(full).softmax(1).numpy()
+    np.testing.assert_allclose(method.execute([full])[0].softmax(1).numpy(), want, atol=1e-4)
     card = json.loads((tmp_path / "m.card.json").read_text())
     assert [(f["file"], f["runtime"]) for f in card["files"]] == [
         ("m.pte", "executorch"), ("m.onnx", "onnxruntime")]

@@ -34,7 +34,9 @@ def export_pte(model: nn.Module, pre: Preprocess, path: Path) -> Path:
     """Write ``model`` as an ExecuTorch program at ``path`` (atomically)."""
     require_executorch()
     model = model.eval().to(memory_format=torch.contiguous_format)
-    x = torch.zeros(2, pre.channels, pre.img_size, pre.img_size)
+    # Traced at the largest batch: XNNPACK's delegate sizes its input buffer from the
+    # example (traced at 2, a program took at most 15 images whatever the bound).
+    x = torch.zeros(MAX_BATCH, pre.channels, pre.img_size, pre.img_size)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with atomic_path(path) as tmp, warnings.catch_warnings(), _quiet_stderr():
         warnings.simplefilter("ignore")
