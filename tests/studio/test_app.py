@@ -91,6 +91,8 @@ def test_bad_requests_get_one_clear_line(client: TestClient) -> None:
         (client.post("/api/runs/none/predict", content=jpeg()), 404, "No finished run"),
         (client.post("/api/classes", content=b"[1]"), 400, "JSON object"),
         (client.post("/api/classes", json={"name": "../x"}), 400, "cannot hold '/'"),
+        (client.post("/api/runs/none/predict?top_k=many", content=jpeg()), 422,
+         "top_k: Input should be a valid integer"),
     ]
     for response, status, words in cases:
         assert response.status_code == status, response.text

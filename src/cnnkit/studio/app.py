@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -153,7 +154,8 @@ def list_runs(project: Project) -> list[dict[str, Any]]:
     out = []
     if not project.runs_dir.is_dir():
         return out
-    for entry in sorted(os.scandir(project.runs_dir), key=lambda e: e.name, reverse=True):
+    entries = [e for e in os.scandir(project.runs_dir) if e.is_dir(follow_symlinks=False)]
+    for entry in sorted(entries, key=lambda e: e.stat().st_mtime, reverse=True):  # newest
         folder = Path(entry.path)
         if not entry.is_dir(follow_symlinks=False) or not (folder / "model.json").is_file():
             continue
@@ -237,6 +239,13 @@ def create_app(project: Project, *, api_key: str | None = None, host: str = "127
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'request'}: "
+                 f"{err.get('msg')} (received {log.cut(repr(err.get('input')), 40)})"
+                 for err in exc.errors()]
+        return JSONResponse({"detail": "; ".join(parts) + "."}, status_code=422)
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:

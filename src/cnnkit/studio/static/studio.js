@@ -391,7 +391,8 @@ function studio() {
       } finally { this._looping = false; }
     },
     predictBlob(blob) {
-      return this.api("POST", `/api/runs/${enc(this.run)}/predict?top_k=5&threshold=${this.threshold || ""}`, blob, blob.type || "application/octet-stream");
+      const unknown = this.threshold > 0 ? `&threshold=${this.threshold}` : "";
+      return this.api("POST", `/api/runs/${enc(this.run)}/predict?top_k=5${unknown}`, blob, blob.type || "application/octet-stream");
     },
     async predictFile(file) {
       if (!file) return;
