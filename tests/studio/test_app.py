@@ -170,6 +170,17 @@ def test_one_run_at_a_time_and_stop_keeps_a_complete_run(client: TestClient,
     assert events[-1]["state"] == "done"
     assert any(r["name"] == run.name for r in client.get("/api/runs").json()["runs"])
 
+    # closing the studio (Ctrl-C) stops a run as Ctrl-C stops `cnnkit train`: resumable
+    again = jobs.get(client.post("/api/jobs", json={"kind": "train", "options": {
+        "mode": "scratch", "epochs": 200}}).json()["id"])
+    while '"kind": "epoch"' not in (again.folder / "events.jsonl").read_text():
+        assert again.alive() and time.monotonic() < deadline + 180, again.status()
+        time.sleep(0.2)
+    jobs.close()
+    assert not again.alive() and again.status()["state"] == "stopped"
+    run_dir = next(p for p in project.runs_dir.iterdir() if p.name != run.name)
+    assert (run_dir / "checkpoints").is_dir()  # cnnkit train --resume RUN goes on
+
 
 def test_the_check_shows_each_finding_with_its_images(client: TestClient,
                                                       project: Project) -> None:

@@ -205,9 +205,19 @@ class Jobs:
         threading.Thread(target=terminate, daemon=True, name="cnnkit-stop").start()
         return job
 
-    def close(self) -> None:
-        """Stop the spare worker (running jobs go on and finish their run folders)."""
+    def close(self, wait_s: float = 10.0) -> None:
+        """Stop the spare worker, and the jobs still running as Ctrl-C stops a command
+        (SIGTERM: a run keeps its last finished epoch and can be resumed)."""
         self._closed = True
+        running = [job for job in self._jobs.values() if job.alive()]
+        for job in running:
+            pid = _read_json(job.folder / STATUS).get("pid")
+            if isinstance(pid, int):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait_s
+        while any(job.alive() for job in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
         spare, self._spare = self._spare, None
         if spare is not None and spare.poll() is None:
             with contextlib.suppress(OSError):

@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import threading
 import webbrowser
 
@@ -30,6 +31,10 @@ def run_studio(folder: str | os.PathLike, *, host: str = "127.0.0.1", port: int 
                           f"{secrets.token_urlsafe(16)}")
     if not 0 <= port <= 65535:
         raise CnnkitError(f"--port must be from 0 to 65535. Received: {port}")
+    if port == 0:  # any free one, named in the log and the page's address
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
     project = Project.open(folder)
     project.hold()
     try:
