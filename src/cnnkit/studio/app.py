@@ -212,11 +212,18 @@ def create_app(project: Project, *, api_key: str | None = None, host: str = "127
             with contextlib.suppress(Exception):
                 jobs.prepare_spare()
 
+    def import_ahead() -> None:  # the predictor's imports, before the first live answer
+        with contextlib.suppress(Exception):
+            import timm  # noqa: F401
+
+            import cnnkit.runtime.predict  # noqa: F401
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher = threading.Thread(target=keep_spare, daemon=True, name="cnnkit-spare")
         jobs.prepare_spare()
         watcher.start()
+        threading.Thread(target=import_ahead, daemon=True, name="cnnkit-imports").start()
         yield
         stop.set()
         jobs.close()
