@@ -166,6 +166,13 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
         assert seen.count(name) >= 0.9 * len(files), (name, seen)  # recorded what it showed
     assert all(n >= 8 for n in counts.values()), counts
 
+    # 2. check: the audit of what was recorded (burst frames are near-copies of each other)
+    page.locator("nav button[data-tab=check]").click()
+    page.get_by_role("button", name="Check the data").click()
+    expect(page.locator(".verdict")).to_contain_text("The data", timeout=120_000)
+    expect(page.locator(".counts")).to_contain_text("astronaut")
+    shot(page, shots, "2-check")
+
     # 3. train quick: the plan, live progress, then the Try tab with live predictions
     page.locator("nav button[data-tab=train]").click()
     expect(page.locator("#plan")).to_contain_text("estimate", timeout=120_000)
