@@ -202,6 +202,14 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
     expect(page.locator("#answer")).to_have_text("coffee")
     expect(page.locator(".prediction img.tried")).to_be_visible()
 
+    # a reloaded page tells the run's story again from its events
+    page.reload()
+    page.locator("nav button[data-tab=train]").click()
+    expect(page.locator("#train-status")).to_contain_text("Finished: test accuracy",
+                                                          timeout=30_000)
+    expect(page.locator("table.epochs tr")).to_have_count(1 + 5)  # 5 L-BFGS rounds
+    page.locator("nav button[data-tab=try]").click()
+
     # the run is an ordinary run folder
     runs = list((studio.project / ".cnnkit" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "model.safetensors").is_file()
