@@ -476,6 +476,7 @@ function studio() {
         pool[y * pw + x] = Math.max(relu[2 * y * ow + 2 * x], relu[2 * y * ow + 2 * x + 1], relu[(2 * y + 1) * ow + 2 * x], relu[(2 * y + 1) * ow + 2 * x + 1]);
       }
       if (pw && ph) this.paint(document.getElementById("learn-pool"), pool, pw, ph, 0, Math.max(1e-6, hi));
+      c.arith += `; feature map ${ow}×${oh} → ReLU ${ow}×${oh} → 2×2 max pooling (stride 2): ⌊${ow}/2⌋×⌊${oh}/2⌋ = <b>${pw}×${ph}</b>`;
       if (!c.window) this.explain(Math.floor(ow / 2), Math.floor(oh / 2));
     },
     pickWindow(ev) {
