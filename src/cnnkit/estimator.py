@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -176,7 +177,6 @@ def _images(X: Any) -> list[Any]:
 
 def _write_arrays(images: np.ndarray, labels: np.ndarray, out: Path) -> Path:
     """``out/arrays/<digest>/<label>/<n>.png``, written once per distinct content."""
-    from PIL import Image
 
     digest = hashlib.sha256()
     digest.update(repr((images.shape, labels.dtype.str)).encode())

@@ -11,7 +11,9 @@ others are fixed and the arithmetic a trace records on them is folded away
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os
 import sys
@@ -138,8 +140,6 @@ def _export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int
     """The torch.export-based exporter, for the graphs the TorchScript one cannot trace
     (an adaptive pooling whose output does not divide its input, for one). Slower, so
     second."""
-    import contextlib
-    import io
 
     import torch
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -159,7 +160,6 @@ class RunDir:
         if not rows:
             return
         fields = list(dict.fromkeys(k for row in rows for k in row))
-        import io
 
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields)

@@ -10,6 +10,7 @@ import errno
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import typer
 
@@ -110,7 +111,6 @@ def _main(argv: list[str] | None) -> int:
 
 def _path_clash(exc: OSError) -> str:
     """One line for a file where a folder must be, or a folder where a file must be."""
-    from pathlib import Path
 
     from cnnkit.base import log
 

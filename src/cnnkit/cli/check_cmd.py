@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli.app import app
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
     anything is worth fixing).
     """
     from cnnkit.base import log
-    from cnnkit.base.errors import CnnkitError
     from cnnkit.data.audit import audit
     from cnnkit.data.sources import describe
 
@@ -56,7 +56,6 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
 def _default_size(source: DataSource) -> int:
     """The input size `cnnkit train DATA` would use with its default model."""
     from cnnkit.base.config import TrainConfig
-    from cnnkit.base.errors import CnnkitError
     from cnnkit.training.recipe import resolve_config
 
     try:

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli.app import app
 
 data_app = typer.Typer(help="Fetch, export and inspect data sets.", no_args_is_help=True)
@@ -17,7 +18,6 @@ def fetch(name: str = typer.Argument(..., help="fashion-mnist"),
           quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Make sure a built-in data set is on this machine (download it if not)."""
     from cnnkit.base import log
-    from cnnkit.base.errors import CnnkitError
     from cnnkit.data import fashion_mnist
     from cnnkit.data.builtin import BUILTINS
 

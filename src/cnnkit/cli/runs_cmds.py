@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from cnnkit.base.errors import CnnkitError
 from cnnkit.cli.app import app
 
 
@@ -26,7 +27,6 @@ def runs(
     from rich.table import Table
 
     from cnnkit.base import log
-    from cnnkit.base.errors import CnnkitError
     from cnnkit.inspect.runs import human_size, human_time, kept_label, list_runs
 
     if output not in ("table", "json"):

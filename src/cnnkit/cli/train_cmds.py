@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+import time as clock
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from cnnkit.base import log
 from cnnkit.base.config import TrainConfig, load_config_file, parse_duration
 from cnnkit.base.errors import CnnkitError
+from cnnkit.cli import ray_cmds
 from cnnkit.cli.app import app
 from cnnkit.cli.ray_cmds import RAY_HELP
 from cnnkit.runtime.backend_names import BACKEND_HELP
@@ -137,11 +141,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a CNN on DATA and leave a run folder with the model, metrics and report."""
-    import time as clock
 
     age = _process_age()  # --time counts from the command's start, Python's included
     started, started_wall = clock.monotonic() - age, clock.time() - age
-    from cnnkit.base import log
 
     log.set_quiet(quiet)
     given = {k: v for k, v in ctx.params.items()
@@ -150,7 +152,6 @@ def train(
         raise CnnkitError("--workers says how many Ray workers train; add --ray (or use "
                           "--devices N on this machine).")
     if resume is not None and ray is not None:
-        from cnnkit.cli import ray_cmds
 
         if len(given) > 1:
             del given["resume"]
@@ -192,7 +193,6 @@ def train(
 
     check_options(train_config)  # weights files and offline weights: before torch and data
     if ray is not None:
-        from cnnkit.cli import ray_cmds
 
         ray_cmds.train(given, train_config, None, ray, workers, devices)
         return
@@ -240,7 +240,6 @@ def _process_age() -> float:
     """Seconds since this process started, when it started as the ``cnnkit`` command
     (Python's start-up and imports; 0 when main() was called by another program, such as
     a notebook or a test, or where Linux's /proc cannot be read)."""
-    import os
 
     first = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
     if "cnnkit" not in (first.name, first.parent.name):
@@ -324,7 +323,6 @@ def predict(
         " --output is then a folder of one file per block of images.")),
 ) -> None:
     """Top-k classes with probabilities for each image."""
-    from cnnkit.base import log
     from cnnkit.runtime.inputs import expand_inputs
     from cnnkit.runtime.predict import load_predictor
     from cnnkit.runtime.stream import FORMATS, parse_shard, predict_to_file, select
@@ -343,7 +341,6 @@ def predict(
                           "(or drop --overwrite).")
     parts = parse_shard(shard)
     if ray is not None:
-        from cnnkit.cli import ray_cmds
         from cnnkit.ray.inputs import list_inputs
 
         options = dict(top_k=top_k, batch_size=batch_size, tta=tta, threshold=threshold,
@@ -373,7 +370,6 @@ def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -
     """Predict, then print everything at once (a table needs every row's width): one
     answer per input, in order; an image that cannot be read gets its own error in its
     place (and a warning line), so one bad file spoils no other's answer."""
-    from cnnkit.base import log
     from cnnkit.base.progress import RateBar
     from cnnkit.cli.tables import print_predictions
     from cnnkit.runtime.stream import predict_rows

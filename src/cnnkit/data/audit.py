@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import load_builtin
-from cnnkit.data.file_index import FileFacts, file_facts
+from cnnkit.data.file_index import FileFacts, dhash, file_facts
 from cnnkit.data.folders import Listing, list_class_folders, read_csv, split_dirs
 from cnnkit.data.scan import Scan
 from cnnkit.data.source import DataSource
@@ -223,9 +224,7 @@ def _builtin_items(source: BuiltinSource, result: Audit, near: bool) -> list[_It
 
 
 def _array_dhashes(arr: np.ndarray) -> list[int]:
-    from PIL import Image
 
-    from cnnkit.data.file_index import dhash
 
     out = []
     for img in arr:

@@ -7,6 +7,7 @@ parity with torch."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +196,6 @@ def keep_other_files(card: dict[str, Any], paths: CardPaths) -> dict[str, Any]:
     """``card`` with the files (and their parity) of the card already at ``paths`` that
     another export of the same weights wrote (``model.onnx`` then ``model.pte``), as
     long as each is still there unchanged; one card describes every runtime."""
-    import json
 
     try:
         old = json.loads(paths.json.read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -91,7 +92,6 @@ class ExecutorchBackend:
 def _quiet_stderr():
     """ExecuTorch's native code prints CPU-probing notes on file descriptor 2
     (``cpuinfo_utils.cpp: Failed to open midr file``); they say nothing to a user."""
-    import sys
 
     sys.stderr.flush()
     saved = os.dup(2)

@@ -20,6 +20,8 @@ from torch import nn
 
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
+from cnnkit.base.atomic import write_text
+from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
 from cnnkit.tasks.metrics import EvalResult
 
@@ -44,7 +46,6 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _load_splits(config: dict[str, Any], pre: Any) -> Any:
-    from cnnkit.base.config import TrainConfig
     from cnnkit.data.sources import load_run_splits
 
     try:
@@ -169,7 +170,6 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
 
     html = render(others)
     html = render(others + len(html.encode()))  # the folder's size with this page in it
-    from cnnkit.base.atomic import write_text
 
     write_text(run.report_path, html)
     return RunReport(run.report_path, files, eval_name, time.perf_counter() - start)

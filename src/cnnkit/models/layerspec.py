@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnkit.base.config import MAX_CONFIG_BYTES, parse_yaml
 from cnnkit.base.errors import CnnkitError
 from cnnkit.models.info import LazyBuilder
 from cnnkit.models.sidecar_schema import LAYER_FIELDS, MAX_LAYERS, MAX_NAME
@@ -181,7 +182,6 @@ def check_layer(layer: Layer, where: str) -> Layer:
 
 def load_yaml(path: str | Path) -> list[Layer]:
     """Read ``layers:`` from YAML: each item a spec token or a one-key mapping."""
-    from cnnkit.base.config import MAX_CONFIG_BYTES, parse_yaml
 
     path = Path(path)
     if not path.is_file():

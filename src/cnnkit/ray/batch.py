@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cnnkit.artifacts.modelcard import find_sidecar, read_card
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.base.progress import RateBar
@@ -83,7 +84,6 @@ def ship(model: str | os.PathLike, device: str) -> ShippedModel:
         return ShippedModel(clf.card, {path.name: path.read_bytes()}, path.name)
     if not os.path.exists(model):  # a pretrained name: built on each GPU worker
         return ShippedModel(load_predictor(str(model), "cpu", "auto").card, {}, str(model))
-    from cnnkit.artifacts.modelcard import find_sidecar, read_card
 
     card, weights = read_card(model)
     sidecar = find_sidecar(model)

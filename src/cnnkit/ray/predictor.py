@@ -24,7 +24,8 @@ from cnnkit.artifacts.modelcard import ModelCard
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.chunks import Chunk, decode_chunk
 from cnnkit.data.decode import CorruptImageError, decode
-from cnnkit.runtime.predict import Classifier, Prediction
+from cnnkit.runtime.backends import OnnxBackend
+from cnnkit.runtime.predict import Classifier, Prediction, load_predictor
 from cnnkit.runtime.stream import Row, chunk_rows, write_csv
 from cnnkit.runtime.stream import columns as _columns
 
@@ -60,11 +61,9 @@ class ShippedModel:
         for name, data in files.items():
             (folder / name).write_bytes(data)
         if device == "cpu":
-            from cnnkit.runtime.backends import OnnxBackend
 
             return Classifier(None, self.card, None, OnnxBackend(folder / self.main, threads),
                               loader=_no_torch)
-        from cnnkit.runtime.predict import load_predictor
 
         target = str(folder / self.main) if files else self.main
         return load_predictor(target, device, "torch")

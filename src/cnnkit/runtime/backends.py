@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from cnnkit.artifacts import derived
-from cnnkit.artifacts.modelcard import ModelCard
+from cnnkit.artifacts.modelcard import ModelCard, read_card
 from cnnkit.artifacts.onnxfile import OnnxMeta, export_onnx, float_options, open_session, read_meta
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
@@ -276,7 +276,6 @@ def onnx_file(path: str | os.PathLike, backend: str) -> tuple[ModelCard, Path | 
     (else None), and an onnxruntime backend on it. The file must be unchanged since it
     was made (its record, :func:`cnnkit.artifacts.derived.require`); ``backend`` must
     be one that runs it (auto, or onnx / onnx-int8 as its precision says)."""
-    from cnnkit.artifacts.modelcard import read_card
 
     check_backend(backend)
     path = Path(path)

@@ -23,6 +23,7 @@ from cnnkit.base.device import cpu_only, pick_device
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import CorruptImageError, decode
 from cnnkit.data.preprocess import model_input, prepares
+from cnnkit.models.registry import get_model_info, is_registered
 from cnnkit.runtime.backend_names import ONNX_KINDS, check_backend
 from cnnkit.runtime.backends import (
     Backend,
@@ -75,7 +76,6 @@ class ModelRunner:
         check_backend(backend)
         if os.path.exists(model):
             return cls.load(model, device, backend)
-        from cnnkit.models.registry import get_model_info, is_registered
 
         if is_registered(model) and get_model_info(model).is_pretrained:
             return cls._pretrained(model, device, backend)
@@ -158,7 +158,6 @@ class ModelRunner:
         """A pretrained model with its ImageNet head; an earlier export of it runs on
         onnxruntime without torch or timm."""
         from cnnkit.models.hub import check_weights
-        from cnnkit.models.registry import get_model_info
         from cnnkit.runtime.zeroshot import cached_imagenet_export, imagenet_model
 
         check_weights(model, get_model_info(model).weights_from)  # offline: at once

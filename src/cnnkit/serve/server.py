@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import signal
 
+import torch
+
 from cnnkit.base import log
 from cnnkit.serve.app import create_app
 from cnnkit.serve.hardening import trusted_hosts, uvicorn_config, uvicorn_server
@@ -21,7 +23,6 @@ def run_server(models: dict[str, ServedModel], config: ServeConfig, *,
     signal once done; the handler installed here absorbs it, so the exit code says the
     stop was clean.
     """
-    import torch
 
     torch.set_num_threads(config.model_threads)
     app = create_app(models, config)

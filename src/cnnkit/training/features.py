@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cnnkit.artifacts.modelfile import ModelCard, save_model
@@ -62,7 +63,6 @@ def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
                     pre: Preprocess, device: torch.device, *, channels_last: bool,
                     label: str, events: Events | None = None) -> tuple[torch.Tensor, bool]:
     """Features from the disk cache when the same model has seen the same images before."""
-    from safetensors.torch import load_file, save_file
 
     digest = hashlib.sha1(json.dumps({**identity, "pre": pre.to_dict(), "v": 1},
                                      sort_keys=True, default=str).encode())

@@ -7,6 +7,7 @@ from __future__ import annotations
 from cnnkit.base import log
 from cnnkit.base.device import require_memory
 from cnnkit.data.audit import audit
+from cnnkit.models.layerspec import plan_stack
 from cnnkit.training.recipe import Plan
 
 BATCH_COPIES = 4  # float copies of a batch alive at once: input, augmented, normalised, grad
@@ -49,7 +50,6 @@ def check_model_size(plan: Plan) -> None:
     layers = plan.arch.layers
     if layers is None:
         return  # a registered or pretrained architecture: its size is known and sane
-    from cnnkit.models.layerspec import plan_stack
 
     planned, _ = plan_stack(list(layers), plan.pre.channels, plan.pre.img_size)
     params = sum(p.params for p in planned)

@@ -22,7 +22,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
 from cnnkit.tasks.base import Result
-from cnnkit.training import budget, distributed, transfer
+from cnnkit.training import budget, distributed, features, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.console import ConsoleProgress
 from cnnkit.training.events import Events, Planned, RunEnded, RunFailed, RunStarted, Tested
@@ -452,14 +452,12 @@ def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: Mode
     cfg = plan.config
     class_weights, sample_weights = _imbalance(plan, splits)
     if cfg.mode == "features":
-        from cnnkit.training import features
 
         return features.fit(plan, model, splits, card, run, class_weights, hub)
     phases = transfer.phases(plan)
     if cfg.mode == "fine-tune" and cfg.probe and resume is None and plan.cluster.writes:
         # Distributed: rank 0 fits the probe; DistributedDataParallel then starts every
         # rank from rank 0's weights, so the others wait and receive its head.
-        from cnnkit.training import features
 
         features.probe(plan, model, splits, run, class_weights, hub)
     if resume is not None and _all_trained(resume["meta"], phases) \

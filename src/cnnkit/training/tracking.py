@@ -12,9 +12,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
@@ -259,7 +262,6 @@ class TensorBoardTracker:
 
     def finish(self, run: RunDir, history: list[dict[str, Any]], test: Result | None
                ) -> None:
-        import numpy as np
 
         for row in history:
             if "epoch" in row:
@@ -283,9 +285,7 @@ class TensorBoardTracker:
 def _confusion_picture(run: RunDir, test: Any) -> Any:
     """The report's confusion-matrix PNG as an (H, W, 3) uint8 array (drawn apart, and
     not left in the run folder, when the run wrote no plots)."""
-    import tempfile
 
-    import numpy as np
     from PIL import Image
 
     path = run.plots_dir / "confusion_matrix.png"
