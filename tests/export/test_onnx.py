@@ -61,7 +61,7 @@ def test_export_writes_a_model_card_measured_on_the_test_split(trained, tmp_path
     lo, hi = m["accuracy_95ci"]
     assert 0 <= lo < m["accuracy"] < hi <= 1 or m["accuracy"] in (0.0, 1.0)
     assert 0 <= m["calibration"]["expected_calibration_error"] <= 1
-    assert card["classes"] == ["circle", "square", "triangle"]
+    assert card["classes"] == ["circle", "square", "triangle"] and card["task"] == "single-label"
     assert card["data"]["source"] == str(trained[1]) and len(card["data"]["test_split"]
                                                               ["sha256"]) == 64
     assert card["files"][0]["sha256"] == derived.sha256_of(out)

@@ -24,11 +24,13 @@ from cnnkit.data.imageset import ImageSet
 from cnnkit.export.parity import Parity
 from cnnkit.export.quantize import Comparison
 from cnnkit.tasks.metrics import compute
+from cnnkit.tasks.single_label import SingleLabel
 from cnnkit.tasks.threshold import reliability
 
 FORMAT = "cnnkit-model-card"
 FORMAT_VERSION = 1
 Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
+SINGLE_LABEL = SingleLabel.name
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity]
     if split_file is not None and split_file.is_file():
         data["split_record"] = {"file": split_file.name, "sha256": file_sha256(split_file)}
     metrics = None
-    if test is not None and probs is not None and test.labels.ndim == 1:
+    if test is not None and probs is not None and test.labels.ndim == 1 \
+            and card.task.name == SINGLE_LABEL:
         data["test_split"] = {"images": len(test), "sha256": test_split_sha256(test),
                               "hashed": "decoded uint8 pixels, then int64 labels"}
         metrics = {"measured_with": files[0].name, **measure(probs, test)}
@@ -122,6 +125,7 @@ def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity]
                    "precision": "int8" if f.name.endswith(".int8.onnx") else "float"}
                   for f in files],
         "data": data,
+        "task": card.task.name,
         "classes": list(card.classes),
         "input": {"size": pre.img_size, "channels": pre.channels,
                   "resize_shorter_side_to": round(pre.img_size / pre.crop_pct),
@@ -150,6 +154,9 @@ def _intended_use(card: dict[str, Any]) -> str:
     classes = card["classes"]
     shown = ", ".join(classes[:12]) + (f" and {len(classes) - 12} more" if len(classes) > 12
                                        else "")
+    if card.get("task", SINGLE_LABEL) != SINGLE_LABEL:
+        return (f"Tagging images like those of {card['data']['source']} with any of "
+                f"{len(classes)} classes ({shown}), a probability for each ({card['task']}).")
     return (f"Sorting images like those of {card['data']['source']} into one of "
             f"{len(classes)} classes ({shown}). It answers one of these classes for any "
             "image; use a threshold on the top probability (`--threshold`) where an image "
