@@ -139,6 +139,19 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
         page.locator("#new-class").fill(name)
         page.get_by_role("button", name="Add class").click()
         expect(page.locator(f'article[data-class="{name}"]')).to_be_visible()
+    # an image chosen from the disk, deleted, and put back with Undo
+    chosen = tmp_path / "espresso.png"
+    scene_images()[1].save(chosen)
+    coffee = page.locator('article[data-class="coffee"]')
+    coffee.locator("label.button input[type=file]").set_input_files(chosen)
+    expect(coffee.locator(".count b")).to_have_text("1")
+    assert [p.name for p in (studio.project / "coffee").iterdir()] == ["espresso.png"]
+    coffee.locator(".thumbs figure").first.hover()
+    coffee.locator(".thumbs .del").first.click()
+    expect(coffee.locator(".count b")).to_have_text("0")
+    page.get_by_role("button", name="Undo").click()
+    expect(coffee.locator(".count b")).to_have_text("1")
+    assert (studio.project / "coffee" / "espresso.png").read_bytes() == chosen.read_bytes()
     page.locator("#camera-on").click()
     expect(page.locator("#video")).to_be_visible()
     page.wait_for_function("document.getElementById('video').videoWidth > 0")
