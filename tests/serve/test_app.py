@@ -58,13 +58,13 @@ def test_health_answers_while_the_model_computes(trained) -> None:
     run, _ = trained
     models = load_models([f"slow={run}"], "torch", "cpu", threads=1)
     clf = models["slow"].classifier
-    real = clf.proba_decoded
+    real = clf.answer_inputs  # what the server's batcher calls
 
     def slow_model(arrays, **kwargs):  # a model that takes a second per batch
         time.sleep(1.0)
         return real(arrays, **kwargs)
 
-    clf.proba_decoded = slow_model
+    clf.answer_inputs = slow_model
     png = encode(Image.new("RGB", (16, 16)))
     with TestClient(create_app(models, ServeConfig(max_wait_ms=0)),
                     base_url="http://127.0.0.1") as client:

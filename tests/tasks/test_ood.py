@@ -42,5 +42,5 @@ def test_rule_round_trips_through_the_card_and_refuses_damage():
 
 
 def test_fit_rule_needs_held_out_images():
-    with pytest.raises(ValueError, match="2 or more"):
+    with pytest.raises(ValueError, match="2 or more held-out"):
         fit_rule(np.array([1.0]))

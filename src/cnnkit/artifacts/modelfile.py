@@ -48,6 +48,15 @@ def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike) -> Pa
     return path
 
 
+def update_card(path: str | os.PathLike, card: ModelCard) -> Path:
+    """Rewrite the sidecar of the model at ``path`` with ``card`` (atomically), the
+    weights untouched: settings fitted after training, such as the task's calibration."""
+    sidecar = find_sidecar(path)
+    _, weights = read_card(sidecar)
+    write_json(sidecar, card.to_dict(weights.name, card.sha256 or file_sha256(weights)))
+    return sidecar
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
                ) -> tuple[nn.Module, ModelCard]:
     """Rebuild the model from its sidecar and load its weights (safetensors only)."""

@@ -44,16 +44,21 @@ def print_eval(result: EvalResult) -> None:
 def print_predictions(preds: list[Prediction], threshold: float | None = None, *,
                       errors: dict[str, str] | None = None,
                       order: list[str] | None = None) -> None:
-    """One row per image; with a threshold, a first column says the answer (a class or
-    ``unknown``); ``errors`` (path -> why) get a row of their own, where ``order`` (every
+    """One row per image; with a threshold or the model's unknown rule, a first column
+    says the answer (a class or ``unknown``), and with the rule the next one the unknown
+    score; ``errors`` (path -> why) get a row of their own, where ``order`` (every
     path, in input order) puts them. A path is never cut: where the table would not fit
     the terminal, and where stdout is not a terminal, each image is one plain
     tab-separated line."""
     con = log.console()
     k = len(preds[0].top)
-    heads = ["path"] + ([f"answer (p >= {threshold:g})"] if threshold is not None else []) \
+    rule = any(getattr(p, "unknown_score", None) is not None for p in preds)
+    answer = threshold is not None or rule
+    what = f"answer (p >= {threshold:g})" if threshold is not None else "answer"
+    heads = ["path"] + ([what] if answer else []) + (["unknown score"] if rule else []) \
         + [f"top-{i}" if k > 1 else "class" for i in range(1, k + 1)]
-    by_path = {p.source: [log.quoted(p.source)] + ([p.label] if threshold is not None else [])
+    by_path = {p.source: [log.quoted(p.source)] + ([p.label] if answer else [])
+               + ([_score(p)] if rule else [])
                + [f"{c} {pr:.1%}" for c, pr in p.top] for p in preds}
     for path, why in (errors or {}).items():
         by_path[path] = [log.quoted(path), f"error: {log.cut(why, 200)}"] + \
@@ -72,6 +77,17 @@ def print_predictions(preds: list[Prediction], threshold: float | None = None, *
         for row in rows:
             print("\t".join(row))
         sys.stdout.flush()
-    if threshold is not None:
-        unknown = sum(p.unknown for p in preds)
+    unknown = sum(p.unknown for p in preds)
+    if rule:
+        unlike = sum(bool(getattr(p, "unlike", False)) for p in preds)
+        below = f"; {unknown - unlike} below {threshold:g}" if threshold is not None else ""
+        log.info(f"{unknown} of {len(preds)} image(s) unknown ({unlike} unlike every class "
+                 f"the model knows{below}).")
+    elif threshold is not None:
         log.info(f"{unknown} of {len(preds)} image(s) below {threshold:g}: unknown.")
+
+
+def _score(p: Prediction) -> str:
+    """The unknown score as a share: how many known images are less strange."""
+    s = getattr(p, "unknown_score", None)
+    return "-" if s is None else f"{s:.3f}"

@@ -309,7 +309,8 @@ def predict(
     tta: bool = typer.Option(False, help="Average with the horizontally flipped image."),
     threshold: Optional[float] = typer.Option(
         None, help="Answer 'unknown' when the top probability is below this (0-1); the "
-        "run's report shows the accuracy and share answered at each threshold."),
+        "run's report shows the accuracy and share answered at each threshold. A "
+        "calibrated run answers 'unknown' for images unlike every class without it."),
     batch_size: int = typer.Option(64),
     chunk_size: int = typer.Option(64, help="Images decoded per chunk (rows are flushed "
                                    "per chunk)."),
@@ -399,7 +400,9 @@ def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -
     elif output == "csv":
         k = len(preds[0].top)
         writer = csv.writer(sys.stdout)
-        answer = ["prediction"] if threshold is not None else []
+        rule = any(p.unknown_score is not None for p in preds)
+        answer = (["prediction"] if threshold is not None or rule else []) + (
+            ["unknown_score"] if rule else [])
         writer.writerow(["path", *answer] + [f"{w}{i}" for i in range(1, k + 1)
                                              for w in ("label", "prob")] + ["error"])
         for r in rows:
@@ -407,7 +410,9 @@ def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -
             if p is None:
                 writer.writerow([r.path, *([""] * len(answer)), *([""] * (2 * k)), r.error])
                 continue
-            label = [p.label] if threshold is not None else []
+            label = ([p.label] if answer else []) + (
+                [f"{p.unknown_score:.6f}" if p.unknown_score is not None else ""]
+                if rule else [])
             writer.writerow([p.source, *label] + [v for c, pr in p.top
                                                   for v in (c, f"{pr:.6f}")] + [""])
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,3 +77,35 @@ def log_probs(
                 scores.append(task.scores(logits))
             outs.append(task.merge_views(scores).cpu())
     return torch.cat(outs) if outs else torch.empty(0, len(data.classes))
+
+
+@torch.inference_mode()
+def view_logits(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    data: ImageSet,
+    pre: Preprocess,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    tta: bool = False,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    split: bool = True,
+) -> list[np.ndarray]:
+    """The raw logits ``(N, K)`` of each view (the images; and their mirrors with
+    ``tta``), float32 NumPy arrays: what a task's answers and calibration read beyond
+    the scores. Arguments as :func:`log_probs`."""
+    if split:
+        batch_size = chunk_size(device, pre.img_size, batch_size)
+    out = []
+    mode = evaluating(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
+    with mode:
+        for flip in ((False, True) if tta else (False,)):
+            parts = []
+            for x, _ in BatchLoader(data, pre, batch_size, device, flip=flip,
+                                    channels_last=channels_last):
+                with autocast(device, precision):
+                    parts.append(model(x).float().cpu())
+            out.append(torch.cat(parts).numpy() if parts
+                       else np.zeros((0, len(data.classes)), dtype=np.float32))
+    return out

@@ -39,8 +39,10 @@ class Classifier(ModelRunner):
         """The task's answer for each image; for single-label classification a
         :class:`Prediction`: the top-``k`` classes with probabilities.
 
-        With ``threshold`` P, an image whose top probability is below P is labelled
-        ``"unknown"`` (the report's confidence plot and table help to choose P).
+        An image unlike every class the model knows is labelled ``"unknown"`` (the run's
+        unknown rule, chosen on its validation split; ``unknown_score`` says how strange
+        it is), and with ``threshold`` P, so is an image whose top probability is below P
+        (the report's confidence plot and table help to choose P).
         Unreadable images are skipped with a warning; if none can be read, that is an error.
         """
         threshold = check_threshold(threshold, "threshold")
@@ -61,8 +63,9 @@ class Classifier(ModelRunner):
             raise CnnkitError(f"No image could be read: {skipped[0]}{more}.")
         for message in skipped:
             log.warn(f"skipped {message}")
-        probs = self.proba_decoded(arrays, batch_size=batch_size, tta=tta)
-        return self.task.answers(probs, names, self.classes, top_k=top_k, threshold=threshold)
+        self.say_note()
+        rows = self.answer_inputs(arrays, batch_size=batch_size, tta=tta)
+        return self.task.answers(rows, names, self.classes, top_k=top_k, threshold=threshold)
 
     def evaluate(self, data: str, *, tta: bool = False, batch_size: int = 256) -> Result:
         """The task's metrics on a built-in set's test split, a folder or a CSV."""

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from cnnkit.artifacts.modelcard import ModelCard, file_sha256, find_sidecar, read_card
+from cnnkit.base import log
 from cnnkit.base.device import cpu_only, pick_device
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import CorruptImageError, decode
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
     from cnnkit.data.imageset import ImageSet
 
+_NOTED: set[str] = set()  # models whose task's note was said (ModelRunner.say_note)
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 R = TypeVar("R", bound="ModelRunner")
 
@@ -90,6 +92,25 @@ class ModelRunner:
         """A run folder, model.json, model.safetensors, or an ONNX file `cnnkit export`
         wrote (float or int8); ``backend``: one of
         :data:`~cnnkit.runtime.backend_names.BACKENDS`."""
+        runner = cls._load(path, device, backend)
+        runner.source = str(path)
+        return runner
+
+    source: str | None = None  # the path it was loaded from (None: built in memory)
+
+    def say_note(self) -> None:
+        """Say the task's note about this model (e.g. that it has no calibration) once
+        per model in a process: by whatever answers with it (predict, a server)."""
+        note = self.task.load_note()
+        if note is None or self.source is None:
+            return
+        where = os.path.abspath(self.source)
+        if where not in _NOTED:
+            _NOTED.add(where)
+            log.warn(f"{self.source}: {note}.")
+
+    @classmethod
+    def _load(cls: type[R], path: str | os.PathLike, device: str, backend: str) -> R:
         check_backend(backend)
         if backend in ONNX_KINDS and device == "auto":
             device = "cpu"  # onnxruntime's wheel runs on the CPU
@@ -267,6 +288,51 @@ class ModelRunner:
         data = ImageSet(torch.from_numpy(images), torch.zeros(len(images), dtype=torch.long),
                         self.classes, crop_fraction=crop)
         return self.log_probs(data, tta=tta, batch_size=batch_size).exp().numpy()
+
+    def answer_inputs(self, arrays: list[np.ndarray] | np.ndarray, *, batch_size: int = 64,
+                      tta: bool = False) -> np.ndarray:
+        """What the task's answers read for images from :meth:`decode_image`, one row per
+        image (:meth:`~cnnkit.tasks.base.Task.answer_inputs_np`: the probabilities, and
+        what else the task adds, such as single-label's energy for its unknown rule)."""
+        if len(arrays) == 0:
+            return self.task.answer_inputs_np([np.zeros((0, len(self.classes)), np.float32)])
+        pre = self.card.preprocess
+        images = arrays if isinstance(arrays, np.ndarray) else np.stack(arrays)
+        crop = pre.img_size / pre.decode_size
+        if self._on_numpy(images, crop):
+            views = self._logits_np(images, crop, batch_size, tta)
+        else:
+            import torch
+
+            from cnnkit.data.imageset import ImageSet
+            from cnnkit.runtime.inference import view_logits
+
+            data = ImageSet(torch.from_numpy(images),
+                            torch.zeros(len(images), dtype=torch.long), self.classes,
+                            crop_fraction=crop)
+            backend = self.backend
+            with backend.preprocessing():
+                views = view_logits(backend, data, pre, backend.device,
+                                    batch_size=backend.batch_size(pre.img_size, batch_size),
+                                    tta=tta, channels_last=backend.channels_last, split=False)
+        return self.task.answer_inputs_np(views)
+
+    def _logits_np(self, images: np.ndarray, crop_fraction: float, batch_size: int,
+                   tta: bool) -> list[np.ndarray]:
+        """The raw logits of each view of uint8 ``images`` from the onnxruntime backend."""
+        assert isinstance(self.backend, OnnxBackend)
+        pre = self.card.preprocess
+        batch = self.backend.batch_size(pre.img_size, batch_size)
+        views = [np.empty((len(images), len(self.classes)), dtype=np.float32)
+                 for _ in range(2 if tta else 1)]
+        buf = np.empty((min(batch, len(images)), pre.channels, pre.img_size, pre.img_size),
+                       dtype=np.float32)
+        for start in range(0, len(images), batch):
+            part = images[start:start + batch]
+            for flip, out in zip((False, True), views):
+                x = model_input(part, pre, crop_fraction, flip=flip, out=buf)
+                out[start:start + len(part)] = self.backend.run(x)
+        return views
 
     def log_probs(self, imageset: ImageSet, *, tta: bool = False,
                   batch_size: int = 256) -> torch.Tensor:

@@ -80,9 +80,10 @@ def chunk_rows(clf: Classifier, part: Chunk, *, top_k: int, batch_size: int, tta
                threshold: float | None) -> list[Row]:
     """The rows of one decoded chunk, in order: the task's answer for each readable
     image, the error of each other one."""
+    clf.say_note()
     ok = part.ok
     readable = [p for p, e in zip(part.paths, part.errors) if e is None]
-    probs = clf.proba_decoded(part.images[ok] if not ok.all() else part.images,
+    probs = clf.answer_inputs(part.images[ok] if not ok.all() else part.images,
                               batch_size=batch_size, tta=tta) if ok.any() else None
     answers = iter(clf.task.answers(probs, readable, clf.classes, top_k=top_k,
                                     threshold=threshold) if probs is not None else [])

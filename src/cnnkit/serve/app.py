@@ -63,7 +63,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     config = state.config
     for name, served in state.models.items():
         state.batchers[name] = MicroBatcher(
-            lambda arrays, c=served.classifier: c.proba_decoded(
+            lambda arrays, c=served.classifier: c.answer_inputs(
                 arrays, batch_size=config.max_batch_size),
             max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
             max_queue=config.max_queue, name=name,

@@ -50,6 +50,9 @@ class ServedModel:
                       "decode_size": pre.decode_size},
             "preprocessing": pre.to_dict(),
             "architecture": card.architecture.to_dict(),
+            # how outputs become answers (single-label: its temperature and unknown rule),
+            # for a client that runs the ONNX file itself (the page, in the browser)
+            "task": card.task.card_fields(),
             "backend": self.backend,
             "device": str(self.classifier.device),
             "ready": self.ready,
@@ -98,5 +101,6 @@ def load_models(args: list[str], backend: str = "auto", device: str = "auto",
                               f"{source}); name them apart with NAME=RUN, e.g. "
                               f"{name}-2={source}")
         classifier = build_classifier(source, backend, device)
+        classifier.say_note()
         models[name] = ServedModel(name, source, classifier, classifier.backend.name)
     return models

@@ -20,8 +20,9 @@ What a task owns, in the order data flows (every method is listed on :class:`Tas
   with :meth:`Task.scores` (torch) or :meth:`Task.scores_np` (NumPy, when
   onnxruntime runs without torch), and merges the views of test-time augmentation
   with :meth:`Task.merge_views` / :meth:`Task.merge_views_np`. Calibration (a
-  temperature on the logits) belongs in ``scores``; an out-of-distribution score is
-  computed from scores in ``answers``.
+  temperature on the logits) belongs in ``scores``; what answers need beyond the
+  probabilities (single-label: the logits' energy, for its unknown rule) is added by
+  :meth:`Task.answer_inputs_np` from the raw logits of each view.
 - **Figures while training.** Each epoch's row holds ``train_loss``, ``val_loss`` and
   the task's headline figure under ``train_<figure>`` and ``val_<figure>``
   (:attr:`Task.figure`; ``acc`` for single-label). :meth:`Task.hits` and
@@ -98,6 +99,25 @@ class Task(ABC):
         clear error when its fields are damaged)."""
         return cls()
 
+    # Whether the task fits settings of its own on held-out images at the end of training
+    # (:meth:`fit_held_out`): single-label's temperature and unknown rule.
+    fits_held_out: ClassVar[bool] = False
+
+    def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray) -> Task:
+        """This task with its post-processing fitted on held-out images (the validation
+        split): ``views`` are the raw logits ``(N, K)`` of each view, ``targets`` their
+        targets. The weights never change; the card keeps the result."""
+        return self
+
+    def held_out_summary(self) -> str | None:
+        """What :meth:`fit_held_out` found, in one line for the training log."""
+        return None
+
+    def load_note(self) -> str | None:
+        """What a user should hear once when a model with this task's settings is loaded
+        for prediction (e.g. that it has no calibration); None: nothing."""
+        return None
+
     # --- targets and the head -------------------------------------------------------
 
     @abstractmethod
@@ -173,6 +193,15 @@ class Task(ABC):
         """The result in one line (``test: ...``)."""
 
     # --- answers --------------------------------------------------------------------
+
+    def answer_inputs_np(self, views: Sequence[np.ndarray]) -> np.ndarray:
+        """What :meth:`answers` reads for each image, from the raw logits ``(N, K)`` of
+        each view (one, or the image and its mirror with test-time augmentation): the
+        probabilities ``(N, K)`` by default; a task may add columns of its own after them
+        (single-label: the energy its unknown rule reads)."""
+        import numpy as np
+
+        return np.exp(self.merge_views_np([self.scores_np(v) for v in views]))
 
     @abstractmethod
     def answers(self, probs: np.ndarray, sources: Sequence[str], classes: tuple[str, ...],

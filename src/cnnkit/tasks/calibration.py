@@ -80,6 +80,21 @@ class Calibration:
                 "ece_before": round(self.ece_before, 6), "ece_after": round(self.ece_after, 6),
                 "nll_before": round(self.nll_before, 6), "nll_after": round(self.nll_after, 6)}
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Calibration:
+        """From a model card; ValueError when a field is missing or not a number."""
+        if not isinstance(doc, dict):
+            raise ValueError("the task's calibration must be an object")
+        values = []
+        for name in ("temperature", "fitted_on", "ece_before", "ece_after", "nll_before",
+                     "nll_after"):
+            v = doc.get(name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"the task's calibration needs a number {name!r}; "
+                                 f"received {v!r}")
+            values.append(v)
+        return cls(float(values[0]), int(values[1]), *(float(v) for v in values[2:]))
+
 
 def calibrate(scores: np.ndarray, labels: np.ndarray, bins: int = 15) -> Calibration:
     """Fit a temperature on ``scores`` and ``labels`` and measure it there."""

@@ -81,11 +81,11 @@ class UnknownRule:
         kept = doc.get("kept", KEPT) if isinstance(doc, dict) else None
         if (doc.get("score", "energy") if isinstance(doc, dict) else None) != "energy":
             raise ValueError(f"{where}: unknown rule's score must be 'energy'")
-        if (not isinstance(q, list) or len(q) < 2
+        if (not isinstance(q, list) or not 2 <= len(q) <= 10_001
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                            and math.isfinite(v) for v in q)
                 or any(b < a for a, b in itertools.pairwise(q))):
-            raise ValueError(f"{where}: unknown rule's quantiles must be 2 or more "
+            raise ValueError(f"{where}: unknown rule's quantiles must be 2 to 10,001 "
                              "increasing numbers")
         if isinstance(kept, bool) or not isinstance(kept, (int, float)) or not 0 < kept < 1:
             raise ValueError(f"{where}: unknown rule's 'kept' must be between 0 and 1; "

@@ -4,19 +4,29 @@ Targets are class indices; the head gives one logit per class; the loss is
 cross-entropy (label smoothing, class weights); scores are the log-softmax; the
 headline figure is accuracy; metrics are accuracy, top-k, per-class P/R/F1 and the
 confusion matrix (:mod:`cnnkit.tasks.metrics`); an answer is the top-k classes with
-their probabilities, ``unknown`` below a threshold (:mod:`cnnkit.tasks.threshold`).
+their probabilities, ``unknown`` below a threshold (:mod:`cnnkit.tasks.threshold`) or
+when the image is unlike every class (:mod:`cnnkit.tasks.ood`).
+
+Its settings, fitted at the end of training on the validation split and kept in the model
+card: a ``temperature`` that divides the logits before the softmax (calibrated
+probabilities, :mod:`cnnkit.tasks.calibration`; the argmax never changes) and an
+``unknown`` rule on the logits' energy. A card without them (an older file, or a run
+without a validation split) is temperature 1 with no unknown rule.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from cnnkit.base import log
 from cnnkit.tasks.base import Task
+from cnnkit.tasks.calibration import Calibration, calibrate, log_softmax
+from cnnkit.tasks.ood import UnknownRule, energy, fit_rule
 from cnnkit.tasks.threshold import UNKNOWN, is_unknown
 
 if TYPE_CHECKING:
@@ -27,16 +37,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's top classes; with a ``threshold``, ``label`` is ``"unknown"`` when the
-    top probability is below it (``top`` still holds the model's classes)."""
+    """One image's top classes. ``label`` is ``"unknown"`` when the image is unlike every
+    class the model knows (``unlike``: its unknown score is above the rule the run chose
+    on its validation split) or, with a ``threshold``, when the top probability is below
+    it; ``top`` still holds the model's classes either way."""
 
     source: str
     top: list[tuple[str, float]]
     threshold: float | None = None
+    # The share of the run's known validation images less strange than this one (None:
+    # the model has no unknown rule), and whether it is above the rule's line.
+    unknown_score: float | None = None
+    unlike: bool = False
+    energy: float | None = None  # -logsumexp of the logits: what the score is read from
 
     @property
     def unknown(self) -> bool:
-        return is_unknown(self.probability, self.threshold)
+        return self.unlike or is_unknown(self.probability, self.threshold)
 
     @property
     def label(self) -> str:
@@ -47,20 +64,98 @@ class Prediction:
         """The top class's probability (also when the label is ``unknown``)."""
         return self.top[0][1]
 
+    @property
+    def reason(self) -> str | None:
+        """Why the answer is ``unknown``: ``unlike every class`` or ``below the threshold``."""
+        if self.unlike:
+            return "unlike every class"
+        return "below the threshold" if self.unknown else None
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.source, "label": self.label,
                                "probability": self.probability}
+        if self.threshold is not None or self.unknown_score is not None:
+            out["unknown"] = self.unknown
         if self.threshold is not None:
-            out.update(unknown=self.unknown, threshold=self.threshold)
+            out["threshold"] = self.threshold
+        if self.unknown_score is not None:
+            out.update(unknown_score=round(self.unknown_score, 6), unlike=self.unlike)
+        if self.unknown:
+            out["reason"] = self.reason
         out["top"] = [{"label": c, "probability": p} for c, p in self.top]
         return out
 
 
 @dataclass(frozen=True)
 class SingleLabel(Task):
-    """One class per image (softmax over the classes)."""
+    """One class per image (softmax over the classes, at ``temperature``)."""
 
     name: ClassVar[str] = "single-label"
+    temperature: float = 1.0
+    unknown: UnknownRule | None = None
+    calibration: Calibration | None = None  # how the temperature was fitted (the report)
+
+    # --- the model card ---------------------------------------------------------------
+
+    def card_fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.calibration is not None or self.temperature != 1.0:
+            out["temperature"] = self.temperature
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.to_dict()
+        if self.unknown is not None:
+            out["unknown"] = self.unknown.to_dict()
+        return out
+
+    @classmethod
+    def from_card(cls, fields: dict[str, Any], classes: tuple[str, ...], where: str
+                  ) -> SingleLabel:
+        from cnnkit.base.errors import CnnkitError
+
+        t = fields.get("temperature", 1.0)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (
+                math.isfinite(t) and t > 0):
+            raise CnnkitError(f"{where} is incomplete or damaged: the task's temperature "
+                              f"must be a positive number. Received: {t!r}. Use the "
+                              "model.json that was saved with the weights.")
+        try:
+            rule = (UnknownRule.from_dict(fields["unknown"], where)
+                    if fields.get("unknown") is not None else None)
+            cal = (Calibration.from_dict(fields["calibration"])
+                   if fields.get("calibration") is not None else None)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CnnkitError(f"{where} is incomplete or damaged ({exc}). Use the "
+                              "model.json that was saved with the weights.") from None
+        return cls(float(t), rule, cal)
+
+    fits_held_out: ClassVar[bool] = True
+
+    def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray) -> SingleLabel:
+        """The temperature that calibrates the views' merged probabilities (as prediction
+        merges them) and the unknown rule on their mean energy."""
+        labels = np.asarray(targets)
+        if labels.ndim != 1:
+            return self
+        merged = log_softmax(sum(log_softmax(v) for v in views) / len(views))
+        cal = calibrate(merged, labels)
+        rule = fit_rule(np.mean([energy(v) for v in views], axis=0))
+        return replace(self, temperature=cal.temperature, unknown=rule, calibration=cal)
+
+    def held_out_summary(self) -> str | None:
+        cal, rule = self.calibration, self.unknown
+        if cal is None or rule is None:
+            return None
+        return (f"calibrated on {log.plural(cal.fitted_on, 'validation image')}: temperature "
+                f"{cal.temperature:.3f} (expected calibration error {cal.ece_before:.3f} -> "
+                f"{cal.ece_after:.3f}); 'unknown' above energy {rule.threshold:.2f} (keeps "
+                f"{rule.kept:.0%} of them)")
+
+    def load_note(self) -> str | None:
+        if self.calibration is not None or self.unknown is not None:
+            return None
+        return ("its probabilities are not calibrated and it answers no image 'unknown' "
+                "by itself (no temperature or unknown rule in its model card: made by an "
+                "older cnnkit or without a validation split); --threshold still applies")
 
     # --- targets --------------------------------------------------------------------
 
@@ -96,7 +191,7 @@ class SingleLabel(Task):
     # --- scores ---------------------------------------------------------------------
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.float().log_softmax(1)
+        return (logits.float() / self.temperature).log_softmax(1)
 
     def merge_views(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(views) == 1:
@@ -108,7 +203,7 @@ class SingleLabel(Task):
         return (total / len(views)).log_softmax(1)
 
     def scores_np(self, logits: np.ndarray) -> np.ndarray:
-        return _log_softmax(logits)
+        return _log_softmax(logits / self.temperature if self.temperature != 1.0 else logits)
 
     def merge_views_np(self, views: Sequence[np.ndarray]) -> np.ndarray:
         if len(views) == 1:
@@ -147,14 +242,33 @@ class SingleLabel(Task):
 
     # --- answers --------------------------------------------------------------------
 
+    def answer_inputs_np(self, views: Sequence[np.ndarray]) -> np.ndarray:
+        """The probabilities, and with an unknown rule one more column: the views' mean
+        energy (of the raw logits, as the rule was fitted)."""
+        probs = super().answer_inputs_np(views)
+        if self.unknown is None:
+            return probs
+        mean = np.mean([energy(v) for v in views], axis=0)
+        return np.concatenate([probs, mean[:, None].astype(probs.dtype)], axis=1)
+
     def answers(self, probs: np.ndarray, sources: Sequence[str], classes: tuple[str, ...],
                 *, top_k: int = 5, threshold: float | None = None) -> list[Prediction]:
+        """``probs``: probabilities ``(N, K)``, or :meth:`answer_inputs_np`'s ``(N, K + 1)``
+        with the energy last (read by the unknown rule)."""
         k = max(1, min(top_k, len(classes)))
+        rule, n = self.unknown, len(classes)
+        energies = probs[:, n].astype(np.float64) if (
+            rule is not None and probs.ndim == 2 and probs.shape[1] == n + 1) else None
+        scores = rule.score(energies) if energies is not None else None
         out = []
-        for name, row in zip(sources, probs):
-            order = np.argsort(-row)[:k]
-            out.append(Prediction(name, [(classes[j], float(row[j])) for j in order],
-                                  threshold))
+        for i, (name, row) in enumerate(zip(sources, probs)):
+            order = np.argsort(-row[:n])[:k]
+            top = [(classes[j], float(row[j])) for j in order]
+            if energies is None:
+                out.append(Prediction(name, top, threshold))
+            else:
+                out.append(Prediction(name, top, threshold, float(scores[i]),
+                                      bool(energies[i] > rule.threshold), float(energies[i])))
         return out
 
     def answer_columns(self, top_k: int) -> list[str]:

@@ -1,22 +1,33 @@
-"""After the last epoch: reload the kept model (best or last), test it, save its metrics."""
+"""After the last epoch: reload the kept model (best or last), let the task fit its
+post-processing on the validation split (calibration, the unknown rule: kept in the model
+card), then test it and save its metrics."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import nn
 
-from cnnkit.artifacts.modelfile import ModelCard, load_model
+from cnnkit.artifacts.modelfile import ModelCard, load_model, update_card
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
 from cnnkit.base.atomic import write_json
 from cnnkit.data.imageset import ImageSet
 from cnnkit.runtime.inference import log_probs
 from cnnkit.tasks.base import Result
+from cnnkit.training.calibrate import fit_on_validation
 from cnnkit.training.recipe import Plan
 
 
-def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None
-                  ) -> tuple[nn.Module, ModelCard, Result | None]:
+def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None,
+                  val: ImageSet | None = None) -> tuple[nn.Module, ModelCard, Result | None]:
     model, card = load_model(run.root, device=plan.device)
+    cfg = plan.config
+    task = fit_on_validation(card.task, model, val, card.preprocess, plan.device, tta=cfg.tta,
+                             precision=cfg.precision, channels_last=plan.channels_last)
+    if task != card.task:
+        card = replace(card, task=task)
+        update_card(run.root, card)
     if test is None:
         return model, card, None
     task = card.task

@@ -86,8 +86,23 @@ function resultCard(name, url, group) {
   return body;
 }
 
+// "unknown" above the bars when the model answers it: unlike every class it knows (its
+// unknown rule, with the score) or below the threshold asked for.
+function verdict(prediction) {
+  if (!prediction.unknown) return null;
+  const p = document.createElement("p");
+  p.className = "unknown";
+  const score = prediction.unknown_score;
+  p.textContent = prediction.unlike
+    ? `unknown: unlike every class it knows (stranger than ${(score * 100).toFixed(1)}% of known images)`
+    : `unknown: top probability below ${prediction.threshold}`;
+  return p;
+}
+
 function drawBars(target, prediction) {
   target.replaceChildren();
+  const note = verdict(prediction);
+  if (note) target.append(note);
   const list = document.createElement("ul");
   list.className = "bar-list";
   list.setAttribute("aria-label", "Top classes");
@@ -136,7 +151,8 @@ function showAnswers(model, cards, body, where = "") {
   const bad = body.predictions.length - good.length;
   const failed = bad ? ` (${bad} image${bad > 1 ? "s" : ""} could not be read)` : "";
   if (!good.length) { say(`Error: ${body.detail}`); return; }
-  say(`${model.name}${where}: ${good[0].label} (${(good[0].probability * 100).toFixed(1)}%)` +
+  const top = good[0].unknown ? `unknown (looks most like ${good[0].top[0].label})` : good[0].label;
+  say(`${model.name}${where}: ${top} (${(good[0].probability * 100).toFixed(1)}%)` +
       (good.length > 1 ? ` and ${good.length - 1} more` : "") + failed);
 }
 
@@ -219,6 +235,39 @@ async function inputTensor(ort, file, model) {
   return new ort.Tensor("float32", data, [1, c, size, size]);
 }
 
+// The server's answer from one image's raw logits, as its task makes it: the softmax at
+// the task's temperature, and with an unknown rule the energy (-logsumexp of the raw
+// logits) against the rule's line, its score read from the stored quantiles.
+function answerOf(model, filename, logits, k) {
+  const task = model.task || {};
+  const t = task.temperature || 1;
+  const top = Math.max(...logits);
+  const exp = Array.from(logits, (v) => Math.exp((v - top) / t));
+  const sum = exp.reduce((a, b) => a + b, 0);
+  const ranked = exp.map((e, j) => ({ label: model.classes[j], probability: e / sum }))
+    .sort((a, b) => b.probability - a.probability).slice(0, k);
+  const answer = { filename, label: ranked[0].label, probability: ranked[0].probability };
+  const rule = task.unknown;
+  if (rule) {
+    const energy = -(top + Math.log(Array.from(logits, (v) => Math.exp(v - top))
+      .reduce((a, b) => a + b, 0)));
+    const q = rule.quantiles, n = q.length - 1;
+    let score = energy <= q[0] ? 0 : 1;
+    for (let i = 0; i < n; i++) {
+      if (energy > q[i] && energy <= q[i + 1]) {
+        score = (i + (q[i + 1] > q[i] ? (energy - q[i]) / (q[i + 1] - q[i]) : 1)) / n;
+        break;
+      }
+    }
+    answer.unknown = energy > rule.threshold;
+    answer.unknown_score = score;
+    answer.unlike = answer.unknown;
+    if (answer.unknown) { answer.label = "unknown"; answer.reason = "unlike every class"; }
+  }
+  answer.top = ranked;
+  return answer;
+}
+
 // One answer per image, shaped as the server's: a prediction, or the image's own error.
 async function predictHere(model, files, k) {
   const session = await localSession(model);
@@ -234,13 +283,7 @@ async function predictHere(model, files, k) {
       continue;
     }
     const out = await session.run({ [session.inputNames[0]]: x });
-    const logits = out[session.outputNames[0]].data;
-    const top = Math.max(...logits);
-    const exp = Array.from(logits, (v) => Math.exp(v - top));
-    const sum = exp.reduce((a, b) => a + b, 0);
-    const ranked = exp.map((e, j) => ({ label: model.classes[j], probability: e / sum }))
-      .sort((a, b) => b.probability - a.probability).slice(0, k);
-    answers.push({ filename, label: ranked[0].label, probability: ranked[0].probability, top: ranked });
+    answers.push(answerOf(model, filename, out[session.outputNames[0]].data, k));
   }
   const read = answers.filter((a) => !a.error).length;
   return { model: model.name, predictions: answers,

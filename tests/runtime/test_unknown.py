@@ -1,0 +1,157 @@
+"""A calibrated run's answers: the temperature and the unknown rule from its card reach
+predict, the Python API, an exported ONNX file and the server alike; a card without them
+still loads (temperature 1, no rule, said once); a damaged one is one clear line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnkit
+from cnnkit.artifacts.modelfile import load_model, update_card
+from cnnkit.base.errors import CnnkitError
+from cnnkit.cli import main
+from cnnkit.data.imageset import ImageSet
+from cnnkit.runtime.inference import view_logits
+
+
+def _pngs(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def calibrated(trained, tmp_path_factory) -> Path:
+    """The shared run, copied, with its task fitted on its own 30 images (the tiny run's
+    validation split is too small): a real temperature and unknown rule in its card.
+    (How well the rule tells unknown images is benchmarks/unknown.py's; here, that it
+    reaches every way of asking.)"""
+    run = shutil.copytree(trained[0], tmp_path_factory.mktemp("cal") / "run",
+                          ignore=shutil.ignore_patterns("*.onnx*"))
+    model, card = load_model(run)
+    clf = cnnkit.load(str(run), backend="torch")
+    files = _pngs(trained[1])
+    images = torch.from_numpy(np.stack([clf.decode_image(f) for f in files]))
+    labels = torch.tensor([card.classes.index(Path(f).parent.name) for f in files])
+    views = view_logits(model, ImageSet(images, labels, card.classes), card.preprocess,
+                        torch.device("cpu"))
+    task = card.task.fit_held_out([v.astype(np.float64) for v in views], labels.numpy())
+    # The tiny model (635 numbers, 18 images) barely tells anything apart: its rule keeps
+    # half of the known images rather than 95%, so that a strange image is over the line.
+    task = replace(task, unknown=replace(task.unknown, kept=0.5))
+    update_card(run, replace(card, task=task))
+    return run
+
+
+def _candidates() -> list[np.ndarray]:
+    board = (np.indices((20, 20)).sum(0) % 2 * 255).astype(np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
+    return [np.repeat(a[:, :, None], 3, axis=2) for a in (
+        board, noise, np.full((20, 20), 255, np.uint8), np.zeros((20, 20), np.uint8))]
+
+
+@pytest.fixture(scope="module")
+def strange(calibrated) -> np.ndarray:
+    """Of a few images of none of the classes (a checkerboard, noise, white, black), the
+    one the tiny model finds strangest: the rule must answer it 'unknown' everywhere."""
+    clf = cnnkit.load(str(calibrated), backend="torch")
+    preds = clf.predict(_candidates())
+    return _candidates()[int(np.argmax([p.energy for p in preds]))]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_every_backend_answers_with_the_card_s_temperature_and_rule(calibrated, trained,
+                                                                    strange, backend):
+    files = _pngs(trained[1])[:6]
+    plain = cnnkit.load(str(trained[0]), backend="torch").predict_proba(files)
+    clf = cnnkit.load(str(calibrated), backend=backend)
+    task = clf.task
+    assert task.temperature != 1.0 and task.unknown is not None
+    probs = clf.predict_proba(files)
+    assert (probs.argmax(1) == plain.argmax(1)).all()
+    np.testing.assert_allclose(  # the same logits, divided by the temperature
+        probs, np.exp(np.log(plain) / task.temperature) /
+        np.exp(np.log(plain) / task.temperature).sum(1, keepdims=True), atol=1e-4)
+    preds = clf.predict([*files, strange], top_k=2)
+    assert all(p.unknown_score is not None and 0 <= p.unknown_score <= 1 for p in preds)
+    assert [p.unlike for p in preds] == [p.energy > task.unknown.threshold for p in preds]
+    odd = preds[-1]
+    assert odd.unlike and odd.label == "unknown" and odd.reason == "unlike every class"
+    assert odd.top[0][0] in clf.classes  # the model's classes are still there
+    d = odd.to_dict()
+    assert d["unknown"] is True and d["unlike"] is True and d["unknown_score"] > task.unknown.kept
+
+
+def test_a_threshold_still_applies_beside_the_rule(calibrated, trained):
+    clf = cnnkit.load(str(calibrated), backend="torch")
+    p = clf.predict(_pngs(trained[1])[:1], threshold=1.0)[0]
+    assert p.label == "unknown" and p.reason in ("below the threshold", "unlike every class")
+
+
+def test_an_old_card_loads_as_temperature_1_with_no_rule_said_once(trained, tmp_path, capsys):
+    run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
+    doc = json.loads((run / "model.json").read_text())
+    doc.pop("task", None)  # as a cnnkit before tasks wrote it
+    (run / "model.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    clf = cnnkit.load(str(run), backend="torch")
+    assert capsys.readouterr().err == ""  # loading alone (export, evaluate) says nothing
+    p = clf.predict(_pngs(trained[1])[:1])[0]
+    cnnkit.load(str(run), backend="torch").predict(_pngs(trained[1])[:1])
+    err = capsys.readouterr().err
+    assert err.count("not calibrated") == 1 and err.count("\n") == 1
+    assert p.unknown_score is None and "unknown_score" not in p.to_dict()
+    assert clf.task.temperature == 1.0 and clf.task.unknown is None
+
+
+@pytest.mark.parametrize("field,value", [("temperature", -1), ("temperature", "hot"),
+                                         ("unknown", {"quantiles": [3, 2, 1]})])
+def test_a_damaged_task_in_the_card_is_one_clear_line(calibrated, tmp_path, field, value):
+    run = shutil.copytree(calibrated, tmp_path / "run")
+    doc = json.loads((run / "model.json").read_text())
+    doc["task"][field] = value
+    (run / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(CnnkitError, match=r"model\.json is incomplete or damaged"):
+        cnnkit.load(str(run), backend="torch")
+
+
+def test_an_exported_file_alone_carries_the_rule(calibrated, trained, strange, tmp_path,
+                                                  capsys):
+    run = shutil.copytree(calibrated, tmp_path / "run")
+    assert main(["export", str(run)]) == 0
+    away = tmp_path / "away"
+    away.mkdir()
+    for name in ("model.onnx", "model.onnx.source.json"):
+        shutil.move(run / name, away / name)
+    alone = cnnkit.load(str(away / "model.onnx"))
+    with_run = cnnkit.load(str(calibrated), backend="torch")
+    assert alone.task == with_run.task
+    files = _pngs(trained[1])[:3]
+    np.testing.assert_allclose(alone.predict_proba(files), with_run.predict_proba(files),
+                               atol=1e-4)
+    capsys.readouterr()
+    Image.fromarray(strange).save(tmp_path / "board.png")
+    assert main(["predict", str(away / "model.onnx"), str(tmp_path / "board.png"),
+                 "--format", "json"]) == 0
+    answer = json.loads(capsys.readouterr().out)[0]
+    assert answer["label"] == "unknown" and answer["unlike"] is True
+
+
+def test_the_server_answers_unknown_with_the_score(calibrated, strange):
+    from fastapi.testclient import TestClient
+    from tests.serve.conftest import encode
+
+    from cnnkit.serve import ServeConfig, create_app, load_models
+
+    models = load_models([f"m={calibrated}"], "torch", "cpu", threads=1)
+    with TestClient(create_app(models, ServeConfig()), base_url="http://127.0.0.1") as client:
+        r = client.post("/predict", content=encode(Image.fromarray(strange)))
+    answer = r.json()["predictions"][0]
+    assert r.status_code == 200 and answer["label"] == "unknown"
+    assert answer["unlike"] is True and answer["unknown_score"] > 0.5

@@ -1,0 +1,79 @@
+"""The end of training fits the task's temperature and unknown rule on the validation
+split, keeps them in the model card, and never moves the accuracy; without a validation
+split it says so in one line and the run still ends."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import cnnkit
+from cnnkit.artifacts.modelfile import load_model
+from cnnkit.data.imageset import ImageSet
+from cnnkit.tasks.single_label import SingleLabel
+from cnnkit.training.calibrate import MIN_IMAGES, fit_on_validation
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("calibrated")
+    return cnnkit.train("digits", model="conv8k3same-pool2-conv16k3-gap", img_size=16,
+                        epochs=1, batch_size=64, val_fraction=0.2, test_fraction=0.2,
+                        plots=False, device="cpu", out=str(out), name="digits-run")
+
+
+def test_training_keeps_a_temperature_and_an_unknown_rule_in_the_card(digits_run, capsys):
+    doc = json.loads((digits_run.run_dir / "model.json").read_text())
+    task = doc["task"]
+    assert task["name"] == "single-label"
+    cal, rule = task["calibration"], task["unknown"]
+    assert cal["fitted_on"] == rule["fitted_on"] > MIN_IMAGES  # the validation split
+    assert task["temperature"] == pytest.approx(cal["temperature"], rel=1e-5)
+    assert cal["nll_after"] <= cal["nll_before"]
+    assert len(rule["quantiles"]) == 201 and rule["kept"] == 0.95
+
+
+def test_the_temperature_never_moves_the_predicted_class(digits_run):
+    from sklearn.datasets import load_digits
+
+    from cnnkit.runtime.predict import Classifier
+
+    model, card = load_model(digits_run.run_dir)
+    assert card.task.temperature != 1.0
+    calibrated = Classifier(model, card, torch.device("cpu"), "torch")
+    plain = Classifier(model, replace(card, task=SingleLabel()), torch.device("cpu"), "torch")
+    images = list((load_digits().images * 255 / 16).astype(np.uint8)[:400])
+    p, q = calibrated.predict_proba(images), plain.predict_proba(images)
+    assert (p.argmax(1) == q.argmax(1)).all()
+    assert not np.allclose(p, q, atol=1e-3)  # the probabilities themselves did change
+
+
+def _val(n: int) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+    return ImageSet(images, torch.arange(n) % 3, ("a", "b", "c"))
+
+
+def test_no_or_too_small_a_validation_split_is_one_line_and_the_task_as_it_was(digits_run,
+                                                                              capsys):
+    model, card = load_model(digits_run.run_dir)
+    plain = SingleLabel()
+    assert fit_on_validation(plain, model, None, card.preprocess, torch.device("cpu")) is plain
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not calibrated" in err and "--val-fraction" in err
+    assert fit_on_validation(plain, model, _val(MIN_IMAGES - 1), card.preprocess,
+                             torch.device("cpu")) is plain
+    assert "too few" in capsys.readouterr().err
+
+
+def test_fitted_on_held_out_images_with_test_time_augmentation(digits_run):
+    model, card = load_model(digits_run.run_dir)
+    net = torch.nn.Sequential(model, torch.nn.Identity())
+    fitted = fit_on_validation(SingleLabel(), net, _val(60), card.preprocess,
+                               torch.device("cpu"), tta=True)
+    assert fitted.calibration.fitted_on == 60 and fitted.unknown.fitted_on == 60
+    assert np.isfinite(fitted.unknown.threshold)
