@@ -186,7 +186,7 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
                   files: dict[str, Path], model_summary: Summary,
                   phases: list[dict[str, Any]] | None,
                   thresholds: list[Coverage] | None = None,
-                  folder_bytes: int | None = None) -> str:
+                  folder_bytes: int | None = None, knowing: Any = None) -> str:
     name = run.root.name
     kept = kept_model(run, config, rows)
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
@@ -209,6 +209,7 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("metrics", "metrics"), ("curves", "curves"), ("data", "data"),
         ("confusion", "confusion matrix"), ("confidence", "confidence"),
+        *((("calibration", "calibration and unknown"),) if knowing is not None else ()),
         ("losses", "top losses"), ("model", "model"),
         ("config", "config")))
     parts = [
@@ -237,6 +238,7 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         _img(files.get("per_class"), "precision, recall and F1 per class"),
         per_class,
         _confidence_section(files.get("confidence"), thresholds, eval_name),
+        _knowing_section(files.get("knowing"), knowing, eval_name),
         "<h2 id=losses>Top losses</h2>",
         "<p class=note>The images the model got most confidently wrong. Beside each, Grad-CAM "
         "shows where the model looked when it chose the wrong class (red: most "
@@ -256,6 +258,32 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
             f"<meta name=viewport content='width=device-width, initial-scale=1'>"
             f"<title>cnnkit run {escape(name)}</title><style>{CSS}</style></head>"
             f"<body><main>\n{body}\n</main></body></html>\n")
+
+
+def _knowing_section(plot: Path | None, k: Any, eval_name: str) -> str:
+    """Calibration (the temperature, ECE before and after) and the unknown rule."""
+    if k is None:
+        return ""
+    text = (f"<p class=note>At the end of training a temperature ({k.temperature:.3g}) was "
+            f"fitted on the {k.fitted_on:,} validation images: it divides the logits before "
+            "the softmax, so that a printed probability means what it says (of the images "
+            "shown 90%, about 90% are right). It never changes the predicted class. On the "
+            f"{escape(eval_name)} images, which it never saw, the expected calibration error "
+            f"went from {k.ece_before:.3f} to {k.ece_after:.3f}.</p>")
+    if k.energies is not None:
+        text += ("<p class=note>Images unlike every class are answered <code>unknown</code>"
+                 " (with their <code>unknown_score</code>: the share of known images less "
+                 "strange) by <code>cnnkit predict</code>, the Python API and the server. The "
+                 "rule reads the energy of the logits (-logsumexp: low for images like the "
+                 f"training images) and answers unknown above {k.threshold:.3f}, the line "
+                 f"that keeps {k.kept:.0%} of the validation images, chosen there (never "
+                 "on the training images).</p>")
+    rows = k.rows()
+    return ("<h2 id=calibration>Calibration and unknown inputs</h2>" + text
+            + _img(plot, "reliability before and after calibration; energies against the "
+                         "unknown rule")
+            + (_table(["images", "count", "answered unknown", "accuracy of the answered",
+                       "accuracy of the unknown"], rows, {1, 2, 3, 4}) if rows else ""))
 
 
 def _confidence_section(plot: Path | None, thresholds: list[Coverage] | None,

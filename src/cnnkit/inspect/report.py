@@ -143,6 +143,13 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
             confidence, correct, out / "confidence.png",
             f"How confident the model is on its {eval_name} images ({test.n:,}): choose "
             "`cnnkit predict --threshold P` from these")
+    known = None
+    if test is not None and test.n and eval_set is not None:
+        from cnnkit.inspect.knowing import knowing, plot_knowing
+
+        known = knowing(model, card, eval_set, test.probs, np.asarray(test.labels))
+        if known is not None:
+            files["knowing"] = plot_knowing(known, out / "calibration.png", eval_name)
     if splits is not None:
         files["samples"] = plots.plot_samples(splits.train.images, splits.train.labels,
                                               card.classes, out / "samples.png",
@@ -166,7 +173,8 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
 
     def render(total: int) -> str:
         return render_report(run, config, rows, card, metrics, eval_name, splits, files,
-                             model_summary, phases, thresholds, folder_bytes=total)
+                             model_summary, phases, thresholds, folder_bytes=total,
+                             knowing=known)
 
     html = render(others)
     html = render(others + len(html.encode()))  # the folder's size with this page in it
