@@ -36,7 +36,7 @@ def _what(result) -> str:
 
 
 def test_a_clean_tree_is_ready_to_train(tmp_path: Path) -> None:
-    result = audit(describe(str(_split_tree(tmp_path))), img_size=64, near=True)
+    result = audit(describe(str(_split_tree(tmp_path))), img_size=64)
     assert result.trainable and not result.warnings, _what(result)
     assert result.counts == {"train": [4, 4], "test": [4, 4]}
     assert result.verdict.startswith("ready to train")
@@ -65,19 +65,6 @@ def test_leaks_labels_and_unreadable_files_are_found_with_their_names(tmp_path: 
     assert reasons["empty.png"].startswith("empty file")
     assert "cut.png" in reasons
     assert result.counts["train"] == [5, 4]  # twice.png counts; the broken two do not
-
-
-def test_a_resized_copy_across_splits_is_a_near_duplicate(tmp_path: Path) -> None:
-    root = _split_tree(tmp_path)
-    smooth = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
-    Image.fromarray(np.stack([smooth] * 3, -1)).save(root / "train" / "cat" / "g.png")
-    Image.fromarray(np.stack([smooth] * 3, -1)).resize((48, 48)).save(
-        root / "test" / "cat" / "g_small.jpg", quality=90)
-    without = audit(describe(str(root)), img_size=64)
-    assert "near" not in _what(without)
-    result = audit(describe(str(root)), img_size=64, near=True)
-    pairs = result.stats["near_duplicates"]["across_splits"]
-    assert [sorted(Path(p).name for p in pair) for pair in pairs] == [["g.png", "g_small.jpg"]]
 
 
 def test_a_class_without_usable_images_cannot_be_trained_on(tmp_path: Path) -> None:

@@ -20,11 +20,27 @@ MARKS = {"problem": "x", "warning": "!", "note": "-"}
 @app.command("check")
 def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
           near: bool = typer.Option(False, "--near",
-                                    help="Also find near-copies (resized or re-encoded) by "
-                                         "a perceptual hash."),
+                                    help="Also find near-copies (resized, re-encoded, "
+                                         "cropped or brightened) by the images' codes and "
+                                         "detail."),
           img_size: Optional[int] = typer.Option(
               None, help="The model's input size, to flag images far smaller "
                          "[default: the size `cnnkit train` would use]"),
+          labels: bool = typer.Option(False, "--labels",
+                                      help="Also find images whose label is probably wrong "
+                                           "(out-of-fold probabilities, cleanlab)."),
+          run: Optional[str] = typer.Option(None, "--run",
+                                            help="With --labels/--near: codes from this run's "
+                                                 "model [default: the pretrained "
+                                                 "EfficientNet-Lite0]"),
+          folds: int = typer.Option(5, help="With --labels: folds of the out-of-fold "
+                                            "probabilities."),
+          out: Optional[str] = typer.Option(None, help="With --labels/--near: folder for the "
+                                                       "CSV, JSON and contact sheet "
+                                                       "[default: ./check-NAME]"),
+          write_csv: Optional[str] = typer.Option(
+              None, "--write-csv", help="With --labels: write a relabelled 'path,label' CSV "
+                                        "here for you to review (the data is not changed)."),
           fmt: str = typer.Option("text", "--format", help="text or json."),
           strict: bool = typer.Option(False, help="Exit 2 on warnings too, not only "
                                                   "on problems."),
@@ -42,11 +58,24 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
         raise CnnkitError(f"--format must be text or json. Received: {fmt!r}")
     source = describe(data)
     size = img_size or _default_size(source)
-    result = audit(source, img_size=size, near=near, progress=fmt == "text")
+    if write_csv and not labels:
+        raise CnnkitError("--write-csv writes the labels --labels finds: add --labels.")
+    if run and not (labels or near):
+        raise CnnkitError("--run gives the codes --labels and --near use: add one of them.")
+    result = audit(source, img_size=size, progress=fmt == "text")
+    if (labels or near) and result.trainable:
+        from cnnkit.cli.knowing import knowing_checks
+
+        knowing_checks(result, data, labels=labels, near=near, run=run, folds=folds,
+                       out=out, write_csv=write_csv, text=fmt == "text")
     if fmt == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:
         _print(result, examples)
+        if labels or near:
+            from cnnkit.cli.knowing import print_details
+
+            print_details(result)
     if not result.trainable or (strict and result.warnings):
         if fmt == "text" and result.trainable:
             log.info("--strict: exiting 2 because of the warnings above")

@@ -1,11 +1,12 @@
 """``cnnkit check``: audit a data set before training on it.
 
 Counts per class and split, files that cannot be used and why, exact copies (within a
-class, under two labels, across train/val/test), optional near-copies by a perceptual
-hash, images far smaller than the model's input, mixed modes and sizes, imbalance and
-symlinks that loop or lead outside the folder; then a verdict in plain words.
-A *problem* means the data cannot be trained on as it is; a *warning* means it can,
-but the result will be worse or its test score misleading until it is fixed.
+class, under two labels, across train/val/test), images far smaller than the model's
+input, mixed modes and sizes, imbalance and symlinks that loop or lead outside the
+folder; then a verdict in plain words. Near-copies need the images' codes
+(:mod:`cnnkit.curate.near`). A *problem* means the data cannot be trained on as it
+is; a *warning* means it can, but the result will be worse or its test score
+misleading until it is fixed.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import load_builtin
-from cnnkit.data.file_index import FileFacts, dhash, file_facts
+from cnnkit.data.file_index import FileFacts, file_facts
 from cnnkit.data.folders import Listing, list_class_folders, read_csv, split_dirs
 from cnnkit.data.scan import Scan
 from cnnkit.data.source import DataSource
@@ -28,7 +26,6 @@ from cnnkit.data.source_builtin import BuiltinSource
 from cnnkit.data.source_csv import CsvSource
 from cnnkit.data.source_folder import LabelledFolderSource, SplitFolderSource
 
-NEAR_BITS = 3  # difference-hash bits (of 64) within which two images count as near-copies
 SMALL_FRACTION = 4  # an image whose shorter side is under 1/4 of the input is "far smaller"
 IMBALANCE_RATIO = 3.0  # largest / smallest class from which training reweights the loss
 EXAMPLES = 5
@@ -103,23 +100,21 @@ class _Item:
     name: str  # a path, or split#index for a built-in set
     digest: str
     facts: FileFacts | None = None
-    dhash: int | None = None
 
 
-def audit(source: DataSource, *, img_size: int, near: bool = False, decode: bool = True,
+def audit(source: DataSource, *, img_size: int, decode: bool = True,
           progress: bool = True) -> Audit:
     """Audit ``source``. ``decode=False`` reads hashes and headers only (the short check
-    ``train`` runs; training's own decode reports unreadable files)."""
+    ``train`` runs; training's own decode reports unreadable files). Near-copies need
+    the images' codes: :mod:`cnnkit.curate.near` (``cnnkit check --near``)."""
     result = Audit(source.spec, source.kind, img_size)
     if isinstance(source, BuiltinSource):
-        items = _builtin_items(source, result, near)
+        items = _builtin_items(source, result)
     else:
-        items = _file_items(source, result, near=near, decode=decode, progress=progress)
+        items = _file_items(source, result, decode=decode, progress=progress)
         if items is None:
             return result
     _duplicates(result, items, presplit=source.presplit)
-    if near:
-        _near(result, items, presplit=source.presplit)
     _balance(result)
     _unlabelled(result)
     return result
@@ -141,7 +136,7 @@ def _unlabelled(result: Audit) -> None:
                    "multi-label training uses them as images where every label is absent")
 
 
-def _file_items(source: DataSource, result: Audit, *, near: bool, decode: bool,
+def _file_items(source: DataSource, result: Audit, *, decode: bool,
                 progress: bool) -> list[_Item] | None:
     report = Scan()
     try:
@@ -155,7 +150,7 @@ def _file_items(source: DataSource, result: Audit, *, near: bool, decode: bool,
     result.multilabel = first.multilabel
     paths = list(dict.fromkeys(p for lst in listings.values() for p in lst.paths))
     facts = file_facts(paths, source.root if source.root.is_dir() else source.root.parent,
-                       decode=decode, near=near, progress=progress)
+                       decode=decode, near=False, progress=progress)
     items: list[_Item] = []
     bad: list[tuple[str, str]] = []
     for split, lst in listings.items():
@@ -171,7 +166,7 @@ def _file_items(source: DataSource, result: Audit, *, near: bool, decode: bool,
                 counts[k] += 1
             none += not labels
             used += 1
-            items.append(_Item(split, labels, path, f.digest, f, f.dhash))
+            items.append(_Item(split, labels, path, f.digest, f))
         result.counts[split] = counts
         result.images[split] = used
         result.unlabelled[split] = none
@@ -198,7 +193,7 @@ def _listings(source: DataSource, report: Scan) -> dict[str, Listing]:
     return {"all": list_class_folders(source.root, report=report)}
 
 
-def _builtin_items(source: BuiltinSource, result: Audit, near: bool) -> list[_Item]:
+def _builtin_items(source: BuiltinSource, result: Audit) -> list[_Item]:
     _, train, test = load_builtin(source.spec)
     result.classes = list(train.classes)
     result.multilabel = train.multilabel
@@ -212,25 +207,14 @@ def _builtin_items(source: BuiltinSource, result: Audit, near: bool) -> list[_It
         arr = part.images.numpy()
         labels = ([tuple(i for i, v in enumerate(row) if v > 0.5) for row in part.labels.tolist()]
                   if part.multilabel else [(y,) for y in part.labels.tolist()])
-        hashes = _array_dhashes(arr) if near else [None] * len(arr)
         for i in range(len(arr)):
             digest = hashlib.blake2b(arr[i].tobytes(), digest_size=16).hexdigest()
-            items.append(_Item(split, labels[i], f"{split}#{i}", digest, None, hashes[i]))
+            items.append(_Item(split, labels[i], f"{split}#{i}", digest, None))
     c, h, w = train.images.shape[1:]
     result.stats["modes"] = {"L" if c == 1 else "RGB": len(items)}
     result.stats["sizes"] = {f"{w}x{h}": len(items)}
     _classes_usable(result, "train")
     return items
-
-
-def _array_dhashes(arr: np.ndarray) -> list[int]:
-
-
-    out = []
-    for img in arr:
-        chw = img.transpose(1, 2, 0)
-        out.append(dhash(Image.fromarray(chw[:, :, 0] if chw.shape[2] == 1 else chw)))
-    return out
 
 
 def _links(result: Audit, report: Scan) -> None:
@@ -337,50 +321,6 @@ def _duplicates(result: Audit, items: list[_Item], *, presplit: bool) -> None:
         result.add("warning" if not presplit else "note",
                    f"{extra} extra copies of {len(within)} image(s) within their class{tail}",
                    _examples(result, within), "Delete the extra copies.")
-
-
-def _near(result: Audit, items: list[_Item], *, presplit: bool) -> None:
-    """Pairs whose difference hashes differ in at most NEAR_BITS bits, and whose files are
-    not identical (those are exact copies). Four 16-bit blocks: two hashes that close
-    share at least one block, so only images in the same bucket are compared."""
-    uniq: dict[str, _Item] = {}
-    for it in items:
-        if it.dhash is not None:
-            uniq.setdefault(it.digest, it)
-    reps = list(uniq.values())
-    hashes = np.array([r.dhash for r in reps], dtype=np.uint64)
-    pairs: set[tuple[int, int]] = set()
-    for block in range(4):
-        keys = (hashes >> np.uint64(16 * block)) & np.uint64(0xFFFF)
-        order = np.argsort(keys, kind="stable")
-        bounds = np.flatnonzero(np.diff(keys[order])) + 1
-        for members in np.split(order, bounds):
-            if len(members) < 2:
-                continue
-            sub = hashes[members]
-            for a in range(len(members) - 1):
-                dist = np.bitwise_count(sub[a] ^ sub[a + 1:])
-                for b in np.flatnonzero(dist <= NEAR_BITS):
-                    i, j = int(members[a]), int(members[a + 1 + b])
-                    pairs.add((min(i, j), max(i, j)))
-    cross_label = [(i, j) for i, j in pairs if reps[i].label != reps[j].label]
-    cross_split = [(i, j) for i, j in pairs if reps[i].split != reps[j].split]
-    result.stats["near_duplicates"] = {
-        "pairs": len(pairs), "bits": NEAR_BITS,
-        "across_classes": [[reps[i].name, reps[j].name] for i, j in cross_label],
-        "across_splits": [[reps[i].name, reps[j].name] for i, j in cross_split]}
-    if cross_split and presplit:
-        result.add("warning", f"{len(cross_split)} pair(s) of near-identical images straddle "
-                   "train/val/test (resized or re-encoded copies): likely leakage",
-                   [f"{reps[i].name} ~ {reps[j].name}" for i, j in cross_split],
-                   "Look at the pairs and delete one of each.")
-    if cross_label:
-        result.add("note", f"{len(cross_label)} pair(s) of near-identical images carry "
-                   "different labels", [f"{reps[i].name} ~ {reps[j].name}" for i, j in
-                                         cross_label],
-                   "Check their labels.")
-    if pairs and not cross_label and not (cross_split and presplit):
-        result.add("note", f"{len(pairs)} pair(s) of near-identical images within a class")
 
 
 def _names(result: Audit, label: tuple[int, ...]) -> str:

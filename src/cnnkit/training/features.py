@@ -84,13 +84,14 @@ def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
 def fit_head(features: torch.Tensor, labels: torch.Tensor, outputs: int, task: Task, *,
              class_weights: torch.Tensor | None = None, rounds: int = 4,
              val: tuple[torch.Tensor, torch.Tensor] | None = None,
-             on_round: Any = None) -> nn.Linear:
-    """A linear head with L2 on the task's loss (for single-label, multinomial logistic
-    regression), by full-batch L-BFGS, starting from zero."""
+             on_round: Any = None, c: float = C) -> nn.Linear:
+    """A linear head with L2 (inverse strength ``c``, as scikit-learn's ``C``) on the
+    task's loss (for single-label, multinomial logistic regression), by full-batch
+    L-BFGS, starting from zero."""
     head = nn.Linear(features.shape[1], outputs)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    lam = 1.0 / (C * len(features))
+    lam = 1.0 / (c * len(features))
     opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=ROUND_ITERATIONS,
                             history_size=20, line_search_fn="strong_wolfe")
 
