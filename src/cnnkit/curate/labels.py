@@ -33,7 +33,7 @@ from cnnkit.curate.codes import Coded
 
 FOLDS = 5
 HEAD_ROUNDS = 4  # L-BFGS rounds of the features mode's head (converged on these codes)
-HEAD_C = 50.0  # the heads' inverse L2 strength on unit-length codes (design-notes.md)
+HEAD_C = 100.0  # the heads' inverse L2 strength on unit-length codes (design-notes.md)
 PROBABLY, WORTH_A_LOOK = "probably wrong", "worth a look"
 
 
