@@ -119,7 +119,7 @@ class SingleLabel(Task):
                               f"must be a positive number. Received: {t!r}. Use the "
                               "model.json that was saved with the weights.")
         try:
-            rule = (UnknownRule.from_dict(fields["unknown"], where)
+            rule = (UnknownRule.from_dict(fields["unknown"], "the task")
                     if fields.get("unknown") is not None else None)
             cal = (Calibration.from_dict(fields["calibration"])
                    if fields.get("calibration") is not None else None)
