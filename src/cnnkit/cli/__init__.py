@@ -33,6 +33,7 @@ def _register() -> None:
         runs_cmds,
         serve_cmd,
         studio_cmd,
+        suggest_cmd,
         train_cmds,
     )
 

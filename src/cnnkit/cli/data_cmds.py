@@ -102,3 +102,42 @@ def preview(data: str = typer.Argument(..., help="Image file, folder, CSV or bui
     path = augment_grid(data, augment, out, images=images, samples=samples, each=each,
                         img_size=img_size, seed=seed)
     log.info(f"preview: {path}")
+
+
+@data_app.command("map")
+def data_map(source: str = typer.Argument(..., help="Folder, CSV, built-in set or a run "
+                                                    "folder."),
+             out: Optional[str] = typer.Option(
+                 None, help="The HTML file [default: RUN/datamap.html, or ./map-NAME.html]"),
+             seed: int = typer.Option(0, help="Seed of the layout.")) -> None:
+    """Draw the images in 2-D (UMAP of their codes), coloured by label, with suspected
+    label errors, outliers and near-duplicates marked; the page shows the image under
+    the pointer. A run: its own model's codes of its data (the run's report links
+    the map); data: the pretrained EfficientNet-Lite0's."""
+    import re
+    from pathlib import Path
+
+    from cnnkit.base import log
+    from cnnkit.curate.codes import load_data, pretrained_codes, run_codes
+    from cnnkit.curate.datamap import build_map, write_html, write_png
+
+    is_run = Path(source, "config.json").is_file()
+    if is_run:
+        coded = run_codes(source, None)
+        target = Path(out) if out else Path(source) / "datamap.html"
+    else:
+        parts, pre = load_data(source)
+        coded = pretrained_codes(parts, pre)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source.rstrip("/\\")).stem or source)
+        target = Path(out) if out else Path(f"map-{name.strip('-') or 'data'}.html")
+    if target.suffix.lower() not in (".html", ".htm"):
+        from cnnkit.base.errors import CnnkitError
+
+        raise CnnkitError(f"--out takes an .html file name. Received: {str(target)!r}")
+    m = build_map(coded, seed)
+    title = f"Map of {Path(source).name or source}"
+    write_html(m, coded, target, title)
+    png = write_png(m, coded, target.with_suffix(".png"))
+    log.info(f"picture: {png}")
+    if is_run:
+        log.info(f"the run's report ({Path(source) / 'report.html'}) links it")

@@ -231,6 +231,7 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         f"<code>{escape(str(config.get('augment')))}</code>. Images per class and split:</p>",
         _class_counts(card, splits, metrics),
         _img(files.get("samples"), "sample training images"),
+        _map_note(run),
         "<h2 id=confusion>Confusion matrix and per-class scores</h2>",
         "<p class=note>Rows are the true classes, columns the predicted ones; the diagonal "
         "holds the correct predictions.</p>",
@@ -284,6 +285,15 @@ def _knowing_section(plot: Path | None, k: Any, eval_name: str) -> str:
                          "unknown rule")
             + (_table(["images", "count", "answered unknown", "accuracy of the answered",
                        "accuracy of the unknown"], rows, {1, 2, 3, 4}) if rows else ""))
+
+
+def _map_note(run: RunDir) -> str:
+    """A link to the map of the data (``cnnkit data map RUN`` draws it)."""
+    made = (run.root / "datamap.html").is_file()
+    return ('<p><a href="datamap.html">Map of the data</a>: the images in 2-D by this '
+            "model's codes, suspected label errors, outliers and near-duplicates marked"
+            + ("" if made else f" (not drawn yet: <code>cnnkit data map "
+                                f"{escape(str(run.root))}</code>)") + ".</p>")
 
 
 def _confidence_section(plot: Path | None, thresholds: list[Coverage] | None,
