@@ -111,3 +111,38 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                               plots=False, device="cpu", out=str(base / "runs"),
                               name="shapes-run")
     return result.run_dir, data
+
+
+def write_mosaics(root: Path, count: int = 120, seed: int = 0) -> Path:
+    """``count`` real Fashion-MNIST mosaics (the built-in multi-label set's) as PNGs in
+    ``root`` with ``root/labels.csv`` of ``path,labels`` rows; returns the CSV."""
+    from cnnkit.data import fashion_mnist, mosaic
+
+    _, _, items, classes = fashion_mnist.load()
+    images, targets = mosaic.generate(items[:400], classes[:400], count, seed, 0.25,
+                                      len(fashion_mnist.CLASSES))
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["path,labels"]
+    for i, (img, hot) in enumerate(zip(images, targets)):
+        Image.fromarray(img).save(root / f"m{i:03d}.png")
+        names = [fashion_mnist.CLASSES[k] for k in np.flatnonzero(hot)]
+        rows.append(f"m{i:03d}.png,{'|'.join(names)}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+@pytest.fixture(scope="session")
+def trained_multilabel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One tiny multi-label run on a CSV of mosaics, shared read-only: ``(run folder,
+    labels.csv)``. Tests that change a run copy it first."""
+    import cnnkit
+
+    base = tmp_path_factory.mktemp("trained-multilabel")
+    csv = write_mosaics(base / "mosaics")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnkit-cache"))
+        result = cnnkit.train(str(csv), model="conv8k3same-pool2-conv16k3-gap", img_size=28,
+                              epochs=2, batch_size=16, val_fraction=0.25, test_fraction=0.25,
+                              plots=False, device="cpu", out=str(base / "runs"),
+                              name="mosaic-run")
+    return result.run_dir, csv

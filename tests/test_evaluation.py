@@ -86,3 +86,46 @@ def test_multi_label_data_for_a_single_label_model_is_one_clear_line(trained, tm
     with pytest.raises(CnnkitError, match="is multi-label data"):
         cnnkit.train(str(tmp_path / "tags.csv"), init_from=str(run), epochs=1, device="cpu",
                      out=str(tmp_path / "runs"), plots=False)
+
+
+def test_a_multilabel_run_is_evaluated_at_its_thresholds_or_one_given(
+        trained_multilabel, tmp_path: Path, capsys) -> None:
+    from cnnkit.artifacts.modelcard import read_card
+    from cnnkit.cli import main
+    from cnnkit.evaluation import evaluate_run
+
+    run, csv = trained_multilabel
+    held = evaluate_run(run, device="cpu")  # the run's own test split (split.json)
+    saved = json.loads((run / "test_metrics.json").read_text())
+    assert held.n == saved["n"] and held.map_macro == pytest.approx(saved["mAP"]["macro"])
+    card, _ = read_card(run)
+    assert held.thresholds == card.task.thresholds
+    at_half = evaluate_run(run, device="cpu", threshold=0.5)
+    assert at_half.thresholds == (0.5,) * 10 and at_half.map_macro == held.map_macro
+    everything = evaluate_run(run, device="cpu", threshold=0.0)  # every label answered
+    assert everything.micro["recall"] == 1.0 and everything.hamming_loss > 0.5
+    assert main(["evaluate", str(run), "--threshold", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "mAP" in out and "exact match" in out and "Hamming loss" in out
+    # bad input: one clear line each
+    single = tmp_path / "single.csv"
+    single.write_text("".join(f"{csv.parent / f'm{i:03d}.png'},Bag\n" for i in range(3)))
+    assert main(["evaluate", str(run), str(single)]) == 2
+    err = capsys.readouterr().err
+    assert "one class per image and the model is multi-label" in err
+    assert len(err.strip().splitlines()) == 1
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text(f"path,labels\n{csv.parent / 'm000.png'},Bag|Hat\n")
+    assert main(["evaluate", str(run), str(unknown)]) == 2
+    err = capsys.readouterr().err
+    assert "'Hat'" in err and "not among the model's classes" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_threshold_for_a_single_label_evaluation_is_one_clear_line(trained, capsys) -> None:
+    from cnnkit.cli import main
+
+    run, _ = trained
+    assert main(["evaluate", str(run), "--threshold", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "is single-label" in err and len(err.strip().splitlines()) == 1

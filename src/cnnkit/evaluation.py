@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
+from dataclasses import replace
 from pathlib import Path
 
-from cnnkit.artifacts.rundir import SPLIT_ADVICE, RunDir, damaged
+from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
 from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
@@ -13,18 +13,28 @@ from cnnkit.data.imageset import ImageSet
 from cnnkit.data.source import DataSource
 from cnnkit.data.sources import describe, load_eval_set, load_files, load_run_splits
 from cnnkit.runtime.predict import Classifier
-from cnnkit.tasks.metrics import EvalResult
+from cnnkit.tasks.base import Result
 
 
 def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
-                 device: str = "auto", backend: str = "auto") -> EvalResult:
+                 device: str = "auto", backend: str = "auto",
+                 threshold: float | None = None) -> Result:
     """Metrics of a run's model on DATA.
+
+    ``threshold``: a multi-label model's answers at this probability for every label,
+    in place of its card's per-label thresholds.
 
     Without DATA, or when DATA is the data the run was trained on, the run's own
     held-out test split is used (split.json for folders and CSVs), never images that
     the model was trained or validated on.
     """
     clf = Classifier.load(run, device, backend)
+    if threshold is not None:
+        if clf.task.name == "single-label":
+            raise CnnkitError(f"--threshold {threshold:g} sets a multi-label model's answers; "
+                              f"{run} is single-label, and its metrics do not depend on one "
+                              "(predict --threshold answers 'unknown' below it).")
+        clf.card = replace(clf.card, task=clf.task.with_threshold(threshold))
     rundir = _run_folder(run)
     cfg = rundir.train_config() if rundir is not None else None
     given = describe(data) if data is not None else None
@@ -48,7 +58,7 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
     return clf.evaluate_set(test, tta=tta)
 
 
-def _evaluate_on(clf: Classifier, source: DataSource, tta: bool) -> EvalResult:
+def _evaluate_on(clf: Classifier, source: DataSource, tta: bool) -> Result:
     imageset = load_eval_set(source, clf.card.preprocess, clf.classes)
     check_same_task(imageset, clf, source.spec)
     return clf.evaluate_set(imageset, tta=tta)
@@ -56,7 +66,7 @@ def _evaluate_on(clf: Classifier, source: DataSource, tta: bool) -> EvalResult:
 
 def check_same_task(imageset: ImageSet, clf: Classifier, data: str) -> None:
     """Refuse multi-label data for a single-label model (and the other way round)."""
-    multi = clf.card.info.get("task") == "multi-label"
+    multi = clf.card.task.name == "multi-label"
     if imageset.multilabel and not multi:
         raise CnnkitError(f"{data} is multi-label data (a set of labels per image) and the "
                           "model is single-label: it answers one class per image. Evaluate "
@@ -95,10 +105,7 @@ def held_out_test(rundir: RunDir, cfg: TrainConfig, clf: Classifier) -> ImageSet
         rows = split.get("test") or []
         if not rows:
             return None
-        names = split["classes"] or list(clf.classes)
-        if set(names) != set(clf.classes):
-            raise damaged(rundir.split_path, "its classes are not the model's", SPLIT_ADVICE)
-        labels = [clf.classes.index(names[int(y)]) for _, y in rows]
-        paths = [os.path.expanduser(p) for p, _ in rows]
-        return load_files(paths, labels, clf.classes, clf.card.preprocess)
+        paths, labels, multilabel = rundir.split_files(split, rows, clf.classes)
+        return load_files(paths, labels, clf.classes, clf.card.preprocess,
+                          multilabel=multilabel)
     return load_run_splits(cfg, clf.card.preprocess).test

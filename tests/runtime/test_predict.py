@@ -139,3 +139,41 @@ def test_a_threshold_answers_unknown_below_it(clf, trained) -> None:
     assert all(not p.unknown for p in clf.predict(files, threshold=0.0))
     with pytest.raises(CnnkitError, match="between 0 and 1"):
         clf.predict(files, threshold=1.5)
+
+
+def test_a_multilabel_model_answers_label_sets(trained_multilabel, capsys) -> None:
+    import csv as csvlib
+    import json
+
+    from cnnkit.cli import main
+    from cnnkit.data.folders import read_csv
+
+    run, labels = trained_multilabel
+    clf = cnnkit.load(run, device="cpu")
+    files = [str(labels.parent / f"m{i:03d}.png") for i in range(4)]
+    answers = clf.predict(files, top_k=3)
+    thresholds = dict(zip(clf.classes, clf.task.thresholds))
+    # the same probabilities as evaluation gives for the same files
+    from cnnkit.data.sources import load_eval_set
+
+    rows = labels.parent / "four.csv"
+    rows.write_text("path,labels\n" + "".join(
+        line + "\n" for line in labels.read_text().splitlines()[1:5]))
+    assert read_csv(rows).multilabel
+    evaluated = clf.log_probs(load_eval_set(str(rows), clf.card.preprocess, clf.classes))
+    for answer, probs in zip(answers, evaluated.exp().numpy()):
+        assert answer.thresholds == thresholds
+        assert [c for c, _ in answer.labels] == [
+            c for c, p in sorted(zip(clf.classes, probs), key=lambda t: -t[1])
+            if p >= thresholds[c]]
+        assert [p for _, p in answer.top] == pytest.approx(sorted(probs)[::-1][:3], abs=1e-5)
+    everything = clf.predict(files[:1], threshold=0.0)[0]
+    assert len(everything.labels) == 10  # --threshold 0: every label
+    assert main(["predict", str(run), *files[:2], "-f", "csv", "-k", "2"]) == 0
+    table = list(csvlib.reader(capsys.readouterr().out.splitlines()))
+    assert table[0] == ["path", "labels", "probabilities", "label1", "prob1", "label2", "prob2",
+                        "error"]
+    assert table[1][1] == answers[0].label
+    assert main(["predict", str(run), files[0], "-f", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)[0]
+    assert {"labels", "top", "thresholds"} <= set(doc)

@@ -174,3 +174,25 @@ def test_a_run_on_a_relative_folder_resumes_from_another_directory(
     monkeypatch.chdir(tmp_path)  # "photos" means nothing here
     resumed = cnnkit.resume(tmp_path / "runs" / "rel")
     assert len(resumed.history) == 3
+
+
+def test_an_interrupted_multilabel_run_resumes_exactly(tmp_path: Path) -> None:
+    from tests.conftest import write_mosaics
+
+    csv = write_mosaics(tmp_path / "mosaics", count=140)  # 35 validation images: enough
+    # to choose thresholds on (calibrate.MIN_IMAGES)
+    options = {**OPTIONS, "model": "conv6k3same-pool2-conv8k3-gap", "img_size": 16,
+               "epochs": 2, "augment": "flip+mixup", "keep_checkpoint": True,
+               "val_fraction": 0.25, "test_fraction": 0.25}
+    whole = cnnkit.train(str(csv), out=str(tmp_path / "runs"), name="whole", **options)
+    with pytest.raises(KeyboardInterrupt):
+        cnnkit.train(str(csv), out=str(tmp_path / "runs"), name="stopped",
+                     callbacks=[_stop_after(1)], **options)
+    resumed = cnnkit.resume(tmp_path / "runs" / "stopped")
+    keys = ("epoch", "train_loss", "train_exact", "val_loss", "val_exact")
+    assert [tuple(r[k] for k in keys) for r in resumed.history] == [
+        tuple(r[k] for k in keys) for r in whole.history]
+    assert resumed.test.to_dict() == whole.test.to_dict()
+    cards = [json.loads((run / "model.json").read_text())["task"]
+             for run in (whole.run_dir, resumed.run_dir)]
+    assert cards[0] == cards[1] and len(cards[0]["thresholds"]) == 10

@@ -142,15 +142,34 @@ class RunDir:
         classes = doc.get("classes")
         if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
             raise damaged(path, "its 'classes' is not a list of names", SPLIT_ADVICE)
+        def index(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(classes)
+
         for name in ("train", "val", "test"):
             rows = doc.get(name)
             if rows is not None and not (isinstance(rows, list) and all(
                     isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
-                    and isinstance(r[1], int) and not isinstance(r[1], bool)
-                    and 0 <= r[1] < len(classes) for r in rows)):
-                raise damaged(path, f"its {name!r} rows are not [path, class index] pairs",
-                              SPLIT_ADVICE)
+                    and (index(r[1]) or (isinstance(r[1], list) and all(map(index, r[1]))))
+                    for r in rows)):
+                raise damaged(path, f"its {name!r} rows are not [path, class index] pairs "
+                              "(or [path, [label indices]] for multi-label data)", SPLIT_ADVICE)
         return doc
+
+    def split_files(self, doc: dict[str, Any], rows: list[list[Any]],
+                    classes: tuple[str, ...]) -> tuple[list[str], list[Any], bool]:
+        """Rows of a checked split.json ``doc`` as (paths, labels as indices of
+        ``classes``, whether they are label sets); a damaged file when its classes are
+        not ``classes``."""
+        names = doc["classes"] or list(classes)
+        if set(names) != set(classes):
+            raise damaged(self.split_path, "its classes are not the model's", SPLIT_ADVICE)
+        paths = [os.path.expanduser(p) for p, _ in rows]
+        multilabel = any(isinstance(y, list) for _, y in rows)
+        if multilabel:
+            labels: list[Any] = [tuple(classes.index(names[int(i)]) for i in y) for _, y in rows]
+        else:
+            labels = [classes.index(names[int(y)]) for _, y in rows]
+        return paths, labels, multilabel
 
     def write_classes(self, classes: tuple[str, ...]) -> None:
         write_text(self.root / "classes.txt", "".join(f"{c}\n" for c in classes))

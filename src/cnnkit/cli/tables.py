@@ -13,9 +13,15 @@ from cnnkit.runtime.predict import Prediction
 
 if TYPE_CHECKING:
     from cnnkit.tasks.metrics import EvalResult
+    from cnnkit.tasks.multi_label import LabelSet
+    from cnnkit.tasks.multilabel_metrics import MultiLabelResult
 
 
-def print_eval(result: EvalResult) -> None:
+def print_eval(result: EvalResult | MultiLabelResult) -> None:
+    """A result's headline numbers and per-class (per-label) table."""
+    if hasattr(result, "map_macro"):
+        _print_multilabel_eval(result)
+        return
     con = log.console()
     tops = "  ".join(f"top-{k}: {v:.2%}" for k, v in result.top_k.items())
     con.print(f"{result.n:,} images   accuracy: {result.accuracy:.2%}   {tops}   "
@@ -91,3 +97,59 @@ def _score(p: Prediction) -> str:
     """The unknown score as a share: how many known images are less strange."""
     s = getattr(p, "unknown_score", None)
     return "-" if s is None else f"{s:.3f}"
+
+
+def _print_multilabel_eval(result: MultiLabelResult) -> None:
+    con = log.console()
+    none = f" ({result.unlabelled:,} with no label)" if result.unlabelled else ""
+    con.print(f"{result.n:,} images{none}   mAP: {result.map_macro:.4f} (micro "
+              f"{result.map_micro:.4f})   exact match: {result.exact_match:.2%}   Hamming "
+              f"loss: {result.hamming_loss:.4f}   loss: {result.loss:.4f}", highlight=False)
+    table = Table(title="per label (answers at each label's threshold)", title_justify="left")
+    for col in ("label", "threshold", "precision", "recall", "f1", "AP", "support",
+                "answered"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for row in result.per_label:
+        table.add_row(escape(row["label"]), f"{row['threshold']:.3f}",
+                      f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                      "-" if row["ap"] is None else f"{row['ap']:.4f}", str(row["support"]),
+                      str(row["predicted"]))
+    for name, avg, ap in (("micro avg", result.micro, result.map_micro),
+                          ("macro avg", result.macro, result.map_macro)):
+        table.add_row(name, "", f"{avg['precision']:.4f}", f"{avg['recall']:.4f}",
+                      f"{avg['f1']:.4f}", f"{ap:.4f}", "", "", style="bold")
+    con.print(table)
+
+
+def print_label_sets(sets: list[LabelSet], threshold: float | None = None, *,
+                     errors: dict[str, str] | None = None,
+                     order: list[str] | None = None) -> None:
+    """One row per image: its labels with their probabilities (at each label's threshold,
+    or at ``threshold`` for all), and the top labels whether answered or not; ``errors``
+    and ``order`` as :func:`print_predictions` has them. Plain tab-separated lines where
+    the table would not fit or stdout is not a terminal."""
+    con = log.console()
+    cut = f"p >= {threshold:g}" if threshold is not None else "at each label's threshold"
+    heads = ["path", f"labels ({cut})", "top"]
+    by_path = {s.source: [log.quoted(s.source),
+                          ", ".join(f"{c} {p:.1%}" for c, p in s.labels) or "-",
+                          ", ".join(f"{c} {p:.1%}" for c, p in s.top)] for s in sets}
+    for path, why in (errors or {}).items():
+        by_path[path] = [log.quoted(path), f"error: {log.cut(why, 200)}", ""]
+    rows = [by_path[path] for path in (order or [s.source for s in sets])]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+    if con.is_terminal and sum(widths) + 3 * len(widths) + 1 <= con.width:
+        table = Table()
+        for i, head in enumerate(heads):
+            table.add_column(head, no_wrap=True, min_width=widths[i] if i == 0 else None)
+        for row in rows:
+            table.add_row(*(escape(v) for v in row))
+        con.print(table)
+    else:
+        print("\t".join(heads))
+        for row in rows:
+            print("\t".join(row))
+        sys.stdout.flush()
+    empty = sum(not s.labels for s in sets)
+    if empty:
+        log.info(f"{empty} of {len(sets)} image(s) have no label at or above the threshold.")

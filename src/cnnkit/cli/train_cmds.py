@@ -274,15 +274,23 @@ def evaluate(
                                          "run's held-out test split."),
     tta: bool = typer.Option(False, help="Average with horizontally flipped images."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write metrics here."),
+    threshold: Optional[float] = typer.Option(
+        None, help="Multi-label models: answer each label at or above this probability "
+        "(0-1), in place of the per-label thresholds in model.json."),
     device: str = typer.Option("auto"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
-    """Accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix."""
+    """Accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix;
+    for a multi-label model mAP (macro, micro), exact match, Hamming loss and per-label
+    precision/recall/F1/AP."""
     from cnnkit.base.atomic import write_json
     from cnnkit.cli.tables import print_eval
     from cnnkit.evaluation import evaluate_run
+    from cnnkit.tasks.threshold import check_threshold
 
-    result = evaluate_run(run, data, tta=tta, device=device, backend=backend)
+    threshold = check_threshold(threshold)
+    result = evaluate_run(run, data, tta=tta, device=device, backend=backend,
+                          threshold=threshold)
     print_eval(result)
     if json_out:
         write_json(json_out, result.to_dict())
@@ -310,7 +318,9 @@ def predict(
     threshold: Optional[float] = typer.Option(
         None, help="Answer 'unknown' when the top probability is below this (0-1); the "
         "run's report shows the accuracy and share answered at each threshold. A "
-        "calibrated run answers 'unknown' for images unlike every class without it."),
+        "calibrated run answers 'unknown' for images unlike every class without it. A "
+        "multi-label model answers the labels at or above it, in place of each label's "
+        "threshold in model.json."),
     batch_size: int = typer.Option(64),
     chunk_size: int = typer.Option(64, help="Images decoded per chunk (rows are flushed "
                                    "per chunk)."),
@@ -397,6 +407,17 @@ def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -
                    else {"path": r.path, "error": r.error} for r in rows],
                   sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif output == "csv" and clf.task.name != "single-label":
+        k = len(preds[0].top)  # the task's columns, as an --output file has them
+        writer = csv.writer(sys.stdout)
+        writer.writerow(clf.task.answer_columns(k))
+        for r in rows:
+            writer.writerow([r.path, *clf.task.answer_fields(r.prediction, k), r.error or ""])
+    elif clf.task.name != "single-label":
+        from cnnkit.cli.tables import print_label_sets
+
+        print_label_sets(preds, threshold, errors={r.path: r.error for r in failed},
+                         order=[r.path for r in rows])
     elif output == "csv":
         k = len(preds[0].top)
         writer = csv.writer(sys.stdout)

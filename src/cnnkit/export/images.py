@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.artifacts.rundir import SPLIT_ADVICE, RunDir, damaged
+from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import CorruptImageError
 from cnnkit.data.imageset import ImageSet
@@ -35,16 +35,14 @@ def run_images(run: RunDir, clf: Classifier, splits: tuple[str, ...], n: int,
     gen = np.random.default_rng(seed)
     doc = run.read_split()
     if doc is not None:
-        names = doc["classes"] or list(clf.classes)
-        if set(names) != set(clf.classes):
-            raise damaged(run.split_path, "its classes are not the model's", SPLIT_ADVICE)
         for split in splits:
             rows = doc.get(split) or []
             if rows:
                 pick = sorted(gen.permutation(len(rows))[:n].tolist())
-                paths = [os.path.expanduser(rows[i][0]) for i in pick]
-                labels = [clf.classes.index(names[int(rows[i][1])]) for i in pick]
-                return load_files(paths, labels, clf.classes, pre), split
+                paths, labels, multilabel = run.split_files(doc, [rows[i] for i in pick],
+                                                            clf.classes)
+                return load_files(paths, labels, clf.classes, pre,
+                                  multilabel=multilabel), split
         return None
     data = load_run_splits(run.train_config(), pre)
     for split in splits:

@@ -100,8 +100,14 @@ class Task(ABC):
         return cls()
 
     # Whether the task fits settings of its own on held-out images at the end of training
-    # (:meth:`fit_held_out`): single-label's temperature and unknown rule.
+    # (:meth:`fit_held_out`): single-label's temperature and unknown rule, multi-label's
+    # per-label thresholds; what they are and what a run without enough validation images
+    # keeps instead, for its one-line warning.
     fits_held_out: ClassVar[bool] = False
+    held_out_fits: ClassVar[str] = "a temperature and an unknown rule"
+    held_out_unfitted: ClassVar[tuple[str, str]] = (
+        "not calibrated", "its probabilities are the model's own and predict answers "
+        "'unknown' only below --threshold")
 
     def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray) -> Task:
         """This task with its post-processing fitted on held-out images (the validation
@@ -117,6 +123,11 @@ class Task(ABC):
         """What a user should hear once when a model with this task's settings is loaded
         for prediction (e.g. that it has no calibration); None: nothing."""
         return None
+
+    def with_threshold(self, threshold: float) -> Task:
+        """The task answering at one probability ``threshold`` (``--threshold``) in place
+        of its own decisions, where its metrics depend on them; else itself."""
+        return self
 
     # --- targets and the head -------------------------------------------------------
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from cnnkit.base.errors import CnnkitError
 from cnnkit.tasks.base import Task
+from cnnkit.tasks.multi_label import MultiLabel
 from cnnkit.tasks.single_label import SingleLabel
 
-TASKS: dict[str, type[Task]] = {SingleLabel.name: SingleLabel}
+TASKS: dict[str, type[Task]] = {SingleLabel.name: SingleLabel, MultiLabel.name: MultiLabel}
 DEFAULT = SingleLabel.name  # what a model file written before tasks existed holds
 
 

@@ -32,16 +32,15 @@ def fit_on_validation(task: Task, model: nn.Module, val: ImageSet | None, pre: P
     the run still ends, with the model's own probabilities and no unknown rule."""
     if not task.fits_held_out:
         return task
+    (unfitted, instead), fits = task.held_out_unfitted, task.held_out_fits
     if val is None or len(val) == 0:
-        log.warn("not calibrated: the run has no validation split to fit a temperature and "
-                 "an unknown rule on, so its probabilities are the model's own and predict "
-                 "answers 'unknown' only below --threshold. Train with --val-fraction 0.1 "
-                 "(or a val/ folder) to calibrate.")
+        log.warn(f"{unfitted}: the run has no validation split to fit {fits} on, so "
+                 f"{instead}. Train with --val-fraction 0.1 (or a val/ folder) to fit them.")
         return task
     if len(val) < MIN_IMAGES:
-        log.warn(f"not calibrated: {log.plural(len(val), 'validation image')} are too few to "
-                 f"fit a temperature and an unknown rule on (at least {MIN_IMAGES}); use "
-                 "more images or a larger --val-fraction.")
+        log.warn(f"{unfitted}: {log.plural(len(val), 'validation image')} are too few to "
+                 f"fit {fits} on (at least {MIN_IMAGES}), so {instead}; use more images or "
+                 "a larger --val-fraction.")
         return task
     views = view_logits(model, val, pre, device, tta=tta, precision=precision,
                         channels_last=channels_last)

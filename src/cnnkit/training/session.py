@@ -22,6 +22,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
 from cnnkit.tasks.base import Result
+from cnnkit.tasks.registry import get_task
 from cnnkit.training import budget, distributed, features, transfer
 from cnnkit.training.checkpoint import load_checkpoint
 from cnnkit.training.console import ConsoleProgress
@@ -205,11 +206,7 @@ def _prepare(config: TrainConfig, cluster: distributed.Cluster = distributed.SIN
         check_data(plan)
     torch.manual_seed(plan.config.seed)
     splits = _load(plan)
-    if splits.train.multilabel:
-        raise CnnkitError(f"{config.data} is multi-label data (a set of labels per image); "
-                          "this cnnkit trains single-label classifiers only (one class per "
-                          "image). Give each image one class to train on it.")
-    plan = finalize(plan, splits)
+    plan = finalize(_task_of(plan, splits, init), splits)
     check_memory(plan)
     cfg, pre = plan.config, plan.pre
     if init is not None:
@@ -300,6 +297,26 @@ def _init_from(config: TrainConfig) -> tuple[TrainConfig, ModelCard | None]:
     head_epochs = 0 if config.head_epochs is None else config.head_epochs
     return config.replace(model=model, probe=False, head_epochs=head_epochs,
                           init_from=os.path.abspath(first)), card
+
+
+def _task_of(plan: Plan, splits: Splits, init: ModelCard | None) -> Plan:
+    """The plan with the task its data poses: label sets per image are multi-label. An
+    --init-from model must have been trained for the same kind of labels."""
+    multi = splits.train.multilabel
+    if init is None:  # the source's task, unless its labels turn out to be label sets
+        return replace(plan, task=get_task("multi-label")) if multi and (
+            plan.task.name != "multi-label") else plan
+    if multi != (init.task.name == "multi-label"):
+        data, first = plan.config.data, plan.config.init_from
+        if multi:
+            raise CnnkitError(f"{data} is multi-label data (a set of labels per image) and "
+                              f"--init-from {first} is a single-label model: it answers one "
+                              "class per image. Start anew without --init-from, or give "
+                              "each image one class.")
+        raise CnnkitError(f"{data} gives one class per image and --init-from {first} is a "
+                          "multi-label model; train it on multi-label data (a CSV of "
+                          "'path,labels' rows, labels separated by '|'), or start anew.")
+    return plan
 
 
 def _initial_model(plan: Plan, init: ModelCard, splits: Splits) -> torch.nn.Module:
@@ -594,4 +611,8 @@ def _short(model: str) -> str:
 
 def _split_rows(part: Any) -> list[list[Any]]:
     # Absolute paths: `cnnkit evaluate` finds the test files from any working directory.
+    # Multi-label data: each file's label indices (none for an image with no label).
+    if part.multilabel:
+        return [[os.path.abspath(p), [int(k) for k in (y > 0.5).nonzero().flatten().tolist()]]
+                for p, y in zip(part.paths, part.labels)]
     return [[os.path.abspath(p), int(y)] for p, y in zip(part.paths, part.labels.tolist())]

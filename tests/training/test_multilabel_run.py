@@ -1,0 +1,54 @@
+"""Training a multi-label model: the task comes from the data, per-label thresholds are
+chosen on the validation images and kept in the card, and the test metrics are mAP's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import cnnkit
+from cnnkit.artifacts.modelcard import read_card
+from cnnkit.base.errors import CnnkitError
+from cnnkit.tasks.label_thresholds import choose_thresholds
+from cnnkit.tasks.multi_label import MultiLabel
+
+
+def test_a_multilabel_run_keeps_thresholds_chosen_on_validation(trained_multilabel) -> None:
+    run, _ = trained_multilabel
+    card, _ = read_card(run)
+    assert isinstance(card.task, MultiLabel) and len(card.task.thresholds) == 10
+    doc = json.loads((run / "model.json").read_text())
+    assert doc["task"]["name"] == "multi-label"
+    assert doc["task"]["thresholds"] == list(card.task.thresholds)
+    # the thresholds are those of the best F1 on the run's own validation images
+    from cnnkit.base.config import TrainConfig
+    from cnnkit.data.sources import load_run_splits
+    from cnnkit.runtime.predict import Classifier
+
+    clf = Classifier.load(run, "cpu")
+    splits = load_run_splits(TrainConfig.from_dict(json.loads((run / "config.json")
+                                                               .read_text())), card.preprocess)
+    probs = clf.log_probs(splits.val).exp().numpy()
+    expected, _ = choose_thresholds(probs, splits.val.labels.numpy())
+    assert list(card.task.thresholds) == pytest.approx(expected, abs=1e-5)
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert {"mAP", "exact_match", "hamming_loss", "per_label"} <= set(metrics)
+    assert [r["threshold"] for r in metrics["per_label"]] == pytest.approx(
+        card.task.thresholds, abs=1e-6)
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert "val_exact" in rows[0] and "val_acc" not in rows[0]
+
+
+def test_init_from_must_be_of_the_same_task(trained, trained_multilabel,
+                                            tmp_path: Path) -> None:
+    single, shapes = trained
+    multi, csv = trained_multilabel
+    with pytest.raises(CnnkitError, match=r"is multi-label data .* single-label model"):
+        cnnkit.train(str(csv), init_from=str(single), epochs=1, device="cpu",
+                     out=str(tmp_path), plots=False)
+    with pytest.raises(CnnkitError, match=r"one class per image and --init-from .* multi-label"):
+        cnnkit.train(str(shapes), init_from=str(multi), epochs=1, device="cpu",
+                     out=str(tmp_path), plots=False)
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
