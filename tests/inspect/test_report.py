@@ -137,3 +137,18 @@ def test_learning_rate_curve_is_the_loops_schedule(run: Path) -> None:
     two = phase_plan([{"phase": "head", "lr": "0.04"}, {"phase": "fine-tune", "lr": "0.01"}],
                      {"epochs": 3})
     assert [(p.name, p.epochs) for p in two] == [("head", 1), ("fine-tune", 2)]
+
+
+def test_a_multilabel_report_shows_map_pr_curves_and_cooccurrence(trained_multilabel,
+                                                                   tmp_path: Path) -> None:
+    run, _ = trained_multilabel
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    report = write_run_report(copy, top_loss_count=1)
+    assert {"curves", "pr_curves", "per_label", "cooccurrence", "samples",
+            "top_losses"} <= set(report.plots)
+    html = report.html.read_text()
+    for text in ("mAP (macro)", "exact match", "Hamming loss", "Label co-occurrence",
+                 "Top losses per label", "train exact"):
+        assert text in html
+    assert "Confusion matrix" not in html and "accuracy" not in html.split("<h2")[1]

@@ -118,8 +118,9 @@ def explain(
     model: str = typer.Argument(..., help="Run folder, model.json, or a pretrained model "
                                 "name (ImageNet classes)."),
     image: str = typer.Argument(..., help="The image to explain."),
-    class_name: Optional[str] = typer.Option(None, "--class", help="Class to explain "
-                                             "(default: the top prediction)."),
+    class_name: Optional[str] = typer.Option(None, "--class", "--label",
+                                             help="Class (or a multi-label model's label) to "
+                                             "explain (default: the top prediction)."),
     layer: Optional[list[str]] = typer.Option(None, "--layer", help="Layer whose feature "
                                               "maps to draw (repeatable; names as in "
                                               "`cnnkit summary`)."),

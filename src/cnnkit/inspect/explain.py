@@ -37,8 +37,9 @@ class Explanation:
     files: list[Path]
 
 
-def class_index(classes: tuple[str, ...], name: str) -> int:
-    """A class by name (any case), by its number, or by one of its comma-separated names."""
+def class_index(classes: tuple[str, ...], name: str, noun: str = "class") -> int:
+    """A class by name (any case), by its number, or by one of its comma-separated names
+    (``noun``: what the model calls its classes, for the error)."""
     lowered = [c.lower() for c in classes]
     key = name.strip().lower()
     if key in lowered:
@@ -52,7 +53,8 @@ def class_index(classes: tuple[str, ...], name: str) -> int:
     hint = f" Did you mean {', '.join(repr(classes[lowered.index(c)]) for c in close)}?" \
         if close else ""
     shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
-    raise CnnkitError(f"No class {name!r} in this model.{hint} Its classes: {shown}")
+    plural = "classes" if noun == "class" else f"{noun}s"
+    raise CnnkitError(f"No {noun} {name!r} in this model.{hint} Its {plural}: {shown}")
 
 
 def _file_part(name: str) -> str:
@@ -72,8 +74,11 @@ def explain(predictor: Any, image: str | os.PathLike | Any, out_dir: str | os.Pa
         raise CnnkitError(str(exc)) from None
     except FileNotFoundError:
         raise CnnkitError(f"Image not found: {image}.") from None
-    target = None if class_name is None else class_index(card.classes, class_name)
-    cam = grad_cam(model, x, target, layer=cam_layer)
+    noun = "label" if card.task.name == "multi-label" else "class"
+    target = None if class_name is None else class_index(card.classes, class_name, noun)
+    # each label's own probability for a multi-label model (a sigmoid), else the softmax
+    cam = grad_cam(model, x, target, layer=cam_layer,
+                   to_probs=lambda z: card.task.scores(z).exp())
     probs = cam.probs[0]
     k = max(1, min(top_k, len(card.classes)))
     order = np.argsort(-probs)[:k]

@@ -9,6 +9,7 @@ the heat map needs no parameter gradients and works on frozen or pretrained mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ class CamResult:
 
     cams: np.ndarray
     classes: np.ndarray
-    probs: np.ndarray  # (B, num_classes) softmax of the logits
+    probs: np.ndarray  # (B, num_classes) probabilities (softmax of the logits by default)
     layer: str
     layer_shape: tuple[int, ...]  # (C, h, w) of the layer the maps come from
 
@@ -76,11 +77,14 @@ def default_cam_layer(model: nn.Module, x: torch.Tensor, min_side: int = 7) -> s
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None = None,
-             layer: str | None = None) -> CamResult:
+             layer: str | None = None,
+             to_probs: Callable[[torch.Tensor], torch.Tensor] | None = None) -> CamResult:
     """Grad-CAM for a batch ``x`` (normalised input) and the ``target`` class of each image.
 
     ``target`` None takes each image's top class. ``layer`` names a module
     (``model.named_modules()``); by default the last spatial top-level part.
+    ``to_probs``: the probabilities of logits (default: softmax; a multi-label model's
+    task gives a sigmoid per label).
     """
     modules = _named(model)
     layer = layer or default_cam_layer(model, x)
@@ -118,8 +122,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None =
     flat = cam.flatten(1)
     lo, hi = flat.min(1).values, flat.max(1).values
     cam = (cam - lo[:, None, None]) / (hi - lo).clamp(min=1e-12)[:, None, None]
-    return CamResult(cam.cpu().numpy(), targets.cpu().numpy(),
-                     logits.detach().softmax(1).cpu().numpy(), layer,
+    probs = to_probs(logits.detach()) if to_probs is not None else logits.detach().softmax(1)
+    return CamResult(cam.cpu().numpy(), targets.cpu().numpy(), probs.cpu().numpy(), layer,
                      tuple(acts.shape[1:]))
 
 

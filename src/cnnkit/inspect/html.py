@@ -114,7 +114,8 @@ def _class_counts(card: Any, splits: Any, metrics: dict[str, Any] | None) -> str
         total = ["total", *[sum(counts[n]) for n, _ in parts]]
         return _table(header, rows, set(range(1, len(header))), total)
     if metrics is not None:
-        rows = [[r["class"], r["support"]] for r in metrics["per_class"]]
+        rows = [[r.get("class", r.get("label")), r["support"]]
+                for r in metrics.get("per_class", metrics.get("per_label", []))]
         return ("<p class=note>The run's data could not be loaded; test images per class:</p>"
                 + _table(["class", "test"], rows, {1}))
     return "<p class=note>The run's data could not be loaded.</p>"
@@ -186,7 +187,11 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
                   files: dict[str, Path], model_summary: Summary,
                   phases: list[dict[str, Any]] | None,
                   thresholds: list[Coverage] | None = None,
-                  folder_bytes: int | None = None, knowing: Any = None) -> str:
+                  folder_bytes: int | None = None, knowing: Any = None,
+                  sections: str | None = None) -> str:
+    """The page. ``sections``: a multi-label run's metrics, per-label, co-occurrence and
+    top-loss sections (:mod:`cnnkit.inspect.multilabel_report`), in place of the
+    single-label metrics, confusion, confidence and top-loss sections."""
     name = run.root.name
     kept = kept_model(run, config, rows)
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
@@ -194,21 +199,24 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
     sub = (f"{config.get('model')} on {config.get('data')} · {config.get('mode')} · "
            f"{len(rows)} epoch(s) · input {pre.img_size}x{pre.img_size}x{pre.channels} · "
            f"{len(card.classes)} classes · device {config.get('device')}")
+    multi = sections is not None
     per_class = ""
-    if metrics is not None:
+    if metrics is not None and not multi:
         per_class = _table(["class", "precision", "recall", "F1", "support"],
                            [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}",
                              f"{r['f1']:.4f}", r["support"]]
                             for r in metrics["per_class"]], {1, 2, 3, 4})
+    fig = card.task.figure
     epochs_table = _table(
-        ["epoch", "phase", "train loss", "train acc", "val loss", "val acc", "seconds"],
+        ["epoch", "phase", "train loss", f"train {fig}", "val loss", f"val {fig}", "seconds"],
         [[r.get("epoch"), r.get("phase"), *(_num(r.get(k)) for k in
-          ("train_loss", "train_acc", "val_loss", "val_acc", "train_time_s"))] for r in rows],
-        {0, 2, 3, 4, 5, 6}) if rows else ""
+          ("train_loss", f"train_{fig}", "val_loss", f"val_{fig}", "train_time_s"))]
+         for r in rows], {0, 2, 3, 4, 5, 6}) if rows else ""
     config_table = _table(["option", "value"], [[k, _fmt(v)] for k, v in config.items()])
+    middle = ((("per-label", "per-label scores"), ("cooccurrence", "co-occurrence"))
+              if multi else (("confusion", "confusion matrix"), ("confidence", "confidence")))
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("metrics", "metrics"), ("curves", "curves"), ("data", "data"),
-        ("confusion", "confusion matrix"), ("confidence", "confidence"),
+        ("metrics", "metrics"), ("curves", "curves"), ("data", "data"), *middle,
         *((("calibration", "calibration and unknown"),) if knowing is not None else ()),
         ("losses", "top losses"), ("model", "model"),
         ("config", "config")))
@@ -218,6 +226,7 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         f"{escape(__version__)} · <code>{escape(str(run.root))}</code></p>",
         f"<nav>{nav}</nav>",
         _init_note(config),
+        sections if multi else
         f"<h2 id=metrics>Final metrics</h2>"
         f"{_metrics_section(metrics, eval_name, rows, kept)}",
         f"<p class=note>Metrics of {_kept(config, rows, kept)} on the held-out "
@@ -232,20 +241,22 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
         _class_counts(card, splits, metrics),
         _img(files.get("samples"), "sample training images"),
         _map_note(run),
-        "<h2 id=confusion>Confusion matrix and per-class scores</h2>",
-        "<p class=note>Rows are the true classes, columns the predicted ones; the diagonal "
-        "holds the correct predictions.</p>",
-        _img(files.get("confusion"), "confusion matrix"),
-        _img(files.get("per_class"), "precision, recall and F1 per class"),
-        per_class,
-        _confidence_section(files.get("confidence"), thresholds, eval_name),
-        _knowing_section(files.get("knowing"), knowing, eval_name),
-        "<h2 id=losses>Top losses</h2>",
-        "<p class=note>The images the model got most confidently wrong. Beside each, Grad-CAM "
-        "shows where the model looked when it chose the wrong class (red: most "
-        "important).</p>",
-        _img(files.get("top_losses"), "top losses with Grad-CAM") or
-        "<p>No top losses (no misclassified images, or the data could not be loaded).</p>",
+        *(() if multi else (
+            "<h2 id=confusion>Confusion matrix and per-class scores</h2>",
+            "<p class=note>Rows are the true classes, columns the predicted ones; the "
+            "diagonal holds the correct predictions.</p>",
+            _img(files.get("confusion"), "confusion matrix"),
+            _img(files.get("per_class"), "precision, recall and F1 per class"),
+            per_class,
+            _confidence_section(files.get("confidence"), thresholds, eval_name),
+            _knowing_section(files.get("knowing"), knowing, eval_name),
+            "<h2 id=losses>Top losses</h2>",
+            "<p class=note>The images the model got most confidently wrong. Beside each, "
+            "Grad-CAM shows where the model looked when it chose the wrong class (red: most "
+            "important).</p>",
+            _img(files.get("top_losses"), "top losses with Grad-CAM") or
+            "<p>No top losses (no misclassified images, or the data could not be "
+            "loaded).</p>")),
         f"<h2 id=model>Model: {escape(model_summary.model_name)}</h2>",
         _summary_section(model_summary),
         f"<h2 id=config>Configuration</h2>{config_table}",

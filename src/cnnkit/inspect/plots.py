@@ -78,13 +78,15 @@ def lr_curve(plan: list[PhasePlan]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_curves(rows: list[dict[str, Any]], config: dict[str, Any], path: str | os.PathLike,
-                phases: list[dict[str, Any]] | None = None) -> Path:
-    """Loss, accuracy and learning rate against epochs (train and validation)."""
+                phases: list[dict[str, Any]] | None = None, figure: str = "acc",
+                figure_name: str = "accuracy") -> Path:
+    """Loss, the task's figure (``figure``: the rows' ``train_<figure>`` and
+    ``val_<figure>``; accuracy for single-label) and learning rate against epochs."""
     epochs = [int(_float(r, "epoch")) for r in rows]
     fig = new_figure(16, 4.6)
     axes = fig.subplots(1, 3)
-    for ax, key, label in ((axes[0], "loss", "loss (cross-entropy)"),
-                           (axes[1], "acc", "accuracy")):
+    loss_name = "loss (cross-entropy)" if figure == "acc" else "loss (binary cross-entropy)"
+    for ax, key, label in ((axes[0], "loss", loss_name), (axes[1], figure, figure_name)):
         for split, style in (("train", "o-"), ("val", "s-")):
             values = [_float(r, f"{split}_{key}") for r in rows]
             if any(not math.isnan(v) for v in values):
@@ -92,15 +94,16 @@ def plot_curves(rows: list[dict[str, Any]], config: dict[str, Any], path: str | 
                         else "validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.set_title(label.split(" ")[0].capitalize() + " per epoch")
+        ax.set_title(label.split(" (")[0].capitalize() + " per epoch")
         ax.grid(alpha=0.3)
         ax.legend()
         if epochs:
             ax.set_xticks(_epoch_ticks(max(epochs)))
-    if any("val_acc" in r for r in rows):
-        best = max(rows, key=lambda r: _float(r, "val_acc"))
-        axes[1].annotate(f"best {_float(best, 'val_acc'):.2%}",
-                         (int(_float(best, "epoch")), _float(best, "val_acc")),
+    key = f"val_{figure}"
+    if any(key in r for r in rows):
+        best = max(rows, key=lambda r: _float(r, key))
+        axes[1].annotate(f"best {_float(best, key):.2%}",
+                         (int(_float(best, "epoch")), _float(best, key)),
                          textcoords="offset points", xytext=(0, -16), ha="center", fontsize=9)
     axes[1].yaxis.set_major_formatter(_percent())
     plan = phase_plan(rows, config, phases)

@@ -126,9 +126,17 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     if rows:
-        files["curves"] = plots.plot_curves(rows, config, out / "curves.png", phases)
+        files["curves"] = plots.plot_curves(rows, config, out / "curves.png", phases,
+                                            card.task.figure, card.task.figure_name)
     metrics = test.to_dict() if test is not None else saved
-    if metrics is not None:
+    multi = card.task.name == "multi-label"
+    if multi:
+        from cnnkit.inspect import multilabel_report
+
+        files.update(multilabel_report.write_plots(
+            model, card, eval_set, test, metrics, splits, out, eval_name,
+            int(config.get("seed", 0)), top_losses=top_loss_count > 0))
+    elif metrics is not None:
         n = metrics["n"]
         files["confusion"] = plots.plot_confusion(
             metrics["confusion_matrix"], metrics["classes"], out / "confusion_matrix.png",
@@ -137,24 +145,24 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
         files["per_class"] = plots.plot_per_class(
             metrics["per_class"], out / "per_class.png",
             f"Precision, recall and F1 per class ({eval_name} set)")
-    if test is not None and test.n:
+    if not multi and test is not None and test.n:
         confidence, correct = _confidence(test)
         files["confidence"] = plots.plot_confidence(
             confidence, correct, out / "confidence.png",
             f"How confident the model is on its {eval_name} images ({test.n:,}): choose "
             "`cnnkit predict --threshold P` from these")
     known = None
-    if test is not None and test.n and eval_set is not None:
+    if not multi and test is not None and test.n and eval_set is not None:
         from cnnkit.inspect.knowing import knowing, plot_knowing
 
         known = knowing(model, card, eval_set, test.probs, np.asarray(test.labels))
         if known is not None:
             files["knowing"] = plot_knowing(known, out / "calibration.png", eval_name)
-    if splits is not None:
+    if not multi and splits is not None:
         files["samples"] = plots.plot_samples(splits.train.images, splits.train.labels,
                                               card.classes, out / "samples.png",
                                               seed=int(config.get("seed", 0)))
-    if test is not None and eval_set is not None and top_loss_count > 0:
+    if not multi and test is not None and eval_set is not None and top_loss_count > 0:
         items = top_losses(model, card, eval_set, test, top_loss_count)
         files["top_losses"] = plots.plot_top_losses(
             items, out / "top_losses.png",
@@ -164,17 +172,18 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     model_summary = summary(model, (pre.channels, pre.img_size, pre.img_size),
                             model_name=card.architecture.name)
     thresholds = None
-    if test is not None and test.n:
+    if not multi and test is not None and test.n:
         from cnnkit.tasks.threshold import coverage
 
         thresholds = coverage(*_confidence(test))
+    sections = multilabel_report.sections(metrics, files, eval_name) if multi else None
     old = run.report_path.stat().st_size if run.report_path.is_file() else 0
     others = run.size_bytes() - old
 
     def render(total: int) -> str:
         return render_report(run, config, rows, card, metrics, eval_name, splits, files,
                              model_summary, phases, thresholds, folder_bytes=total,
-                             knowing=known)
+                             knowing=known, sections=sections)
 
     html = render(others)
     html = render(others + len(html.encode()))  # the folder's size with this page in it
