@@ -179,3 +179,45 @@ def test_a_pretrained_name_has_no_int8(trained, capsys) -> None:
     photo = str(sorted(trained[1].rglob("*.png"))[0])
     assert main(["predict", "efficientnet_lite0", photo, "--backend", "onnx-int8"]) == 2
     assert "pretrained model with no run" in capsys.readouterr().err
+
+
+def test_multilabel_exports_carry_the_thresholds_and_answer_label_sets(
+        trained_multilabel, tmp_path: Path) -> None:
+    from cnnkit.artifacts.modelcard import read_card
+    from cnnkit.export.quantize import accuracy
+    from cnnkit.runtime.backends import OnnxBackend
+
+    source, labels = trained_multilabel
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    card, _ = read_card(run)
+    result = export_model(str(run), quantize="int8", max_accuracy_drop=100)
+    for path in (result.path, result.int8):
+        assert read_meta(path).task == card.task  # per-label thresholds included
+    c = result.comparison
+    assert c.figure == "exact match (at 0.5)"
+    # the figure is the share of test images with every label right at 0.5
+    from cnnkit.evaluation import held_out_test
+    from cnnkit.runtime.predict import Classifier
+
+    clf = Classifier.load(run, "cpu")
+    test = held_out_test(*cnnkit_rundir(run), clf)
+    probs = clf.log_probs(test).exp().numpy()
+    exact = float(((probs >= 0.5) == (test.labels.numpy() > 0.5)).all(1).mean())
+    assert c.float_accuracy == pytest.approx(exact, abs=1e-9)
+    assert accuracy(OnnxBackend(result.path), test, card.preprocess,
+                    task=card.task) == pytest.approx(exact, abs=1e-9)
+    files = [str(labels.parent / f"m{i:03d}.png") for i in range(3)]
+    torch_sets = cnnkit.load(run, device="cpu", backend="torch").predict(files)
+    for backend in ("onnx", "onnx-int8"):
+        sets = cnnkit.load(run, device="cpu", backend=backend).predict(files)
+        assert all(s.thresholds == t.thresholds for s, t in zip(sets, torch_sets))
+        if backend == "onnx":
+            assert [s.label for s in sets] == [t.label for t in torch_sets]
+
+
+def cnnkit_rundir(run: Path):
+    from cnnkit.artifacts.rundir import RunDir
+
+    rundir = RunDir.open(run)
+    return rundir, rundir.train_config()

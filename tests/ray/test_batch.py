@@ -196,3 +196,13 @@ def test_import_cnnkit_does_not_import_ray() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_multilabel_model_is_refused_before_its_label_sets_lose_their_columns(
+        trained_multilabel) -> None:
+    from cnnkit.ray.batch import ship
+
+    run, _ = trained_multilabel
+    for device in ("cpu", "cuda"):
+        with pytest.raises(CnnkitError, match="multi-label model, and --ray writes single"):
+            ship(run, device)

@@ -136,3 +136,24 @@ def test_a_request_whose_images_all_fail_says_why_for_each(two_models: TestClien
     one = two_models.post("/v1/models/a/predict", content=fake,
                           headers={"Content-Type": "image/png"})
     assert one.status_code == 415 and one.json()["detail"].startswith("image:")
+
+
+def test_a_multilabel_model_answers_label_sets(trained_multilabel) -> None:
+    run, labels = trained_multilabel
+    models = load_models([f"tags={run}"], "torch", "cpu", threads=1)
+    with TestClient(create_app(models, ServeConfig()), base_url="http://127.0.0.1") as client:
+        for _ in range(400):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        task = client.get("/v1/models/tags").json()["task"]
+        assert task["name"] == "multi-label" and len(task["thresholds"]) == 10
+        png = (labels.parent / "m000.png").read_bytes()
+        (answer,) = client.post("/v1/models/tags/predict", content=png).json()["predictions"]
+        chosen = [e["label"] for e in answer["labels"]]
+        assert answer["label"] == "|".join(chosen)
+        assert all(e["probability"] >= answer["thresholds"][e["label"]]
+                   for e in answer["labels"])
+        (low,) = client.post("/v1/models/tags/predict?threshold=0",
+                             content=png).json()["predictions"]
+        assert len(low["labels"]) == 10

@@ -130,3 +130,45 @@ def test_the_model_runs_in_the_browser_and_answers_as_the_server(page: Page, ser
     bad = page.locator(".result").filter(has=page.locator("h3", has_text="fake.png"))
     expect(bad.locator(".error")).to_contain_text("could not read it as an image")
     assert sent == []
+
+
+def test_a_multilabel_model_shows_its_label_set_here_and_in_the_browser(
+        browser: Browser, trained_multilabel, tmp_path: Path) -> None:
+    """The answered labels are marked (on the server and in the browser alike, with the
+    card's per-label thresholds), not the softmax's top class."""
+    from PIL import Image
+    from tests.serve.conftest import start_server
+
+    run, labels = trained_multilabel
+    server = start_server([f"tags={run}", "--top-k", "10"], tmp_path / "serve.log")
+    try:
+        with server.client() as client:
+            model = client.get("/v1/models/tags").json()
+            side = model["input"]["decode_size"]
+            image = tmp_path / "mosaic.png"
+            Image.open(labels.parent / "m001.png").resize((side, side)).save(image)
+            want = client.post("/predict", content=image.read_bytes()).json()["predictions"][0]
+        low = [e for e in want["top"] if e["label"] not in {x["label"] for x in want["labels"]}]
+        assert low, "the test needs a label below its threshold"
+        context = browser.new_context(viewport={"width": 420, "height": 900})
+        page = context.new_page()
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_contain_text("Ready")
+        page.get_by_label("Classes to show per image").fill("10")
+        heading = ("Labels: " + ", ".join(e["label"] for e in want["labels"])
+                   if want["labels"] else "No label")
+        for local in (False, True):
+            if local:
+                page.get_by_label(re.compile("Run the model in this browser")).check()
+            page.get_by_label("Choose images").set_input_files(image)
+            card = page.locator(".result").first
+            expect(card.locator(".label-set")).to_have_text(heading, timeout=60_000)
+            expect(card.locator(".bar[data-top]")).to_have_count(len(want["labels"]))
+            expect(card.locator(".bar")).to_have_count(10)
+            first = card.locator(".bar").first
+            expect(first.locator(".label")).to_have_text(want["top"][0]["label"])
+            expect(first.locator(".pct")).to_have_text(
+                f"{want['top'][0]['probability'] * 100:.1f}%")
+        context.close()
+    finally:
+        server.stop()

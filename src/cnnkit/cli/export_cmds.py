@@ -47,8 +47,8 @@ def export(
         size = result.int8.stat().st_size / 1e6
         log.info(f"wrote {result.int8} ({size:.1f} MB)")
         log.info(f"on the run's test split ({c.images:,} images):")
-        log.info(f"  float  accuracy {c.float_accuracy:.2%}   {c.float_speed:,.1f} images/s")
-        log.info(f"  int8   accuracy {c.int8_accuracy:.2%}   {c.int8_speed:,.1f} images/s   "
+        log.info(f"  float  {c.figure} {c.float_accuracy:.2%}   {c.float_speed:,.1f} images/s")
+        log.info(f"  int8   {c.figure} {c.int8_accuracy:.2%}   {c.int8_speed:,.1f} images/s   "
                  f"({(c.int8_accuracy - c.float_accuracy) * 100:+.2f} points, "
                  f"{c.speedup:.2f}x the speed; batch 32)")
     if result.card is not None:

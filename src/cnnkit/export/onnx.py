@@ -162,7 +162,7 @@ def check_drop(c: Comparison, max_drop: float, where: str) -> None:
     drop = (c.float_accuracy - c.int8_accuracy) * 100
     if drop > max_drop + 1e-9:
         raise CnnkitError(
-            f"The int8 model loses {drop:.2f} points of accuracy on {where} ({c.images:,} "
+            f"The int8 model loses {drop:.2f} points of {c.figure} on {where} ({c.images:,} "
             f"images: float {c.float_accuracy:.2%}, int8 {c.int8_accuracy:.2%}), more than "
             f"--max-accuracy-drop {max_drop:g}; it was not kept. Use the float model, or pass "
             f"--max-accuracy-drop {math.ceil(drop * 100) / 100:.2f} to accept it.")
@@ -205,6 +205,7 @@ def _quantized(result: ExportResult, run: RunDir, clf: Classifier, source: str,
         meta = read_meta(trial)
         measured = {"test_images": c.images, "float_accuracy": c.float_accuracy,
                     "int8_accuracy": c.int8_accuracy, "max_accuracy_drop": max_drop}
+        # the task (a multi-label model's per-label thresholds) stays with the file
         rewrite_meta(trial, OnnxMeta(meta.classes, meta.preprocess, {**meta.info, **measured},
                                      meta.task))
         probs = probabilities(clf, OnnxBackend(trial), data).numpy()

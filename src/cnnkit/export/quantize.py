@@ -51,6 +51,7 @@ class Comparison:
     int8_accuracy: float
     float_speed: float  # images/s, batch 32
     int8_speed: float
+    figure: str = "accuracy"  # what the two accuracies are (multi-label: exact match)
 
     @property
     def speedup(self) -> float:
@@ -186,5 +187,6 @@ def compare(float_path: Path, int8_path: Path, test: ImageSet, pre: Preprocess, 
     of its images."""
     plain, int8 = OnnxBackend(float_path), OnnxBackend(int8_path)
     float_speed, int8_speed = speed([plain, int8], next(model_inputs(test, pre, batch)))
+    figure = "accuracy" if task.figure == "acc" else f"{task.figure_name} (at 0.5)"
     return Comparison(len(test), accuracy(plain, test, pre, task),
-                      accuracy(int8, test, pre, task), float_speed, int8_speed)
+                      accuracy(int8, test, pre, task), float_speed, int8_speed, figure)

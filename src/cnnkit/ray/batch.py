@@ -78,8 +78,11 @@ class FolderSummary:
 def ship(model: str | os.PathLike, device: str) -> ShippedModel:
     """The model's files as bytes, read here (so workers need not see the run folder):
     the ONNX export (made once and cached, as ``cnnkit predict`` does) for CPU actors."""
+    if os.path.exists(model):
+        _single_label(read_card(model)[0].task.name, model)
     if device == "cpu":
         clf = load_predictor(str(model), "cpu", "onnx")
+        _single_label(clf.task.name, model)
         path = Path(clf.backend.path)  # an OnnxBackend
         return ShippedModel(clf.card, {path.name: path.read_bytes()}, path.name)
     if not os.path.exists(model):  # a pretrained name: built on each GPU worker
@@ -89,6 +92,15 @@ def ship(model: str | os.PathLike, device: str) -> ShippedModel:
     sidecar = find_sidecar(model)
     return ShippedModel(card, {sidecar.name: sidecar.read_bytes(),
                                weights.name: weights.read_bytes()}, sidecar.name)
+
+
+def _single_label(task: str, model: str | os.PathLike) -> None:
+    """--ray's files have single-label columns (label, probability, top-k): a
+    multi-label model's label sets do not fit them."""
+    if task != "single-label":
+        raise CnnkitError(f"{model} is a {task} model, and --ray writes single-label columns; "
+                          "use `cnnkit predict MODEL FILES --output FILE.csv` (with --shard "
+                          "I/N to split the files over machines).")
 
 
 def place(ray: Any, workers: int | None, cpus_per_worker: float, gpus: bool | None

@@ -108,17 +108,29 @@ function drawBars(target, prediction) {
   list.setAttribute("aria-label", "Top classes");
   list.style.listStyle = "none";
   list.style.padding = "0";
+  // A multi-label model answers a set of labels (each at its own threshold): those rows
+  // are marked and bold; a single-label model's answer is its top class.
+  const multi = Array.isArray(prediction.labels);
+  const answered = new Set(multi ? prediction.labels.map((e) => e.label) : []);
+  if (multi) {
+    const head = document.createElement("p");
+    head.className = "label-set";
+    head.textContent = answered.size ? `Labels: ${[...answered].join(", ")}` : "No label";
+    target.append(head);
+    list.setAttribute("aria-label", "Top labels (answered ones marked)");
+  }
   for (const [i, entry] of prediction.top.entries()) {
     const pct = (entry.probability * 100).toFixed(1);
     const row = document.createElement("li");
     row.className = "bar";
-    if (i === 0) row.dataset.top = "true";
+    const chosen = multi ? answered.has(entry.label) : i === 0;
+    if (chosen) row.dataset.top = "true";
     const fill = document.createElement("span");
     fill.className = "fill";
     fill.style.width = `${pct}%`;
     const text = document.createElement("span");
     text.className = "text";
-    const label = document.createElement(i === 0 ? "strong" : "span");
+    const label = document.createElement(chosen ? "strong" : "span");
     label.className = "label";
     label.textContent = entry.label;
     const value = document.createElement("span");
@@ -151,8 +163,12 @@ function showAnswers(model, cards, body, where = "") {
   const bad = body.predictions.length - good.length;
   const failed = bad ? ` (${bad} image${bad > 1 ? "s" : ""} could not be read)` : "";
   if (!good.length) { say(`Error: ${body.detail}`); return; }
-  const top = good[0].unknown ? `unknown (looks most like ${good[0].top[0].label})` : good[0].label;
-  say(`${model.name}${where}: ${top} (${(good[0].probability * 100).toFixed(1)}%)` +
+  const first = good[0];
+  const answer = Array.isArray(first.labels)  // a multi-label model's label set
+    ? (first.labels.length ? first.labels.map((e) => e.label).join(", ") : "no label")
+    : `${first.unknown ? `unknown (looks most like ${first.top[0].label})` : first.label} ` +
+      `(${(first.probability * 100).toFixed(1)}%)`;
+  say(`${model.name}${where}: ${answer}` +
       (good.length > 1 ? ` and ${good.length - 1} more` : "") + failed);
 }
 
@@ -235,10 +251,30 @@ async function inputTensor(ort, file, model) {
   return new ort.Tensor("float32", data, [1, c, size, size]);
 }
 
+function isMultiLabel(model) {
+  return Boolean(model.task && model.task.name === "multi-label");
+}
+
+// A multi-label model's answer, as the server gives it: a sigmoid per label, the labels
+// at or above their thresholds (the model card's, 0.5 where it has none), the top k.
+function labelSet(model, logits, k) {
+  const cuts = model.task.thresholds || model.classes.map(() => 0.5);
+  const all = Array.from(logits, (v, j) => ({ label: model.classes[j],
+                                              probability: 1 / (1 + Math.exp(-v)), cut: cuts[j] }))
+    .sort((a, b) => b.probability - a.probability);
+  const labels = all.filter((e) => e.probability >= e.cut)
+    .map((e) => ({ label: e.label, probability: e.probability }));
+  const top = all.slice(0, k).map((e) => ({ label: e.label, probability: e.probability }));
+  const thresholds = Object.fromEntries(model.classes.map((c, j) => [c, cuts[j]]));
+  return { label: labels.map((e) => e.label).join("|"), labels, top,
+           probability: top.length ? top[0].probability : 0, thresholds };
+}
+
 // The server's answer from one image's raw logits, as its task makes it: the softmax at
 // the task's temperature, and with an unknown rule the energy (-logsumexp of the raw
 // logits) against the rule's line, its score read from the stored quantiles.
 function answerOf(model, filename, logits, k) {
+  if (isMultiLabel(model)) return { filename, ...labelSet(model, logits, k) };
   const task = model.task || {};
   const t = task.temperature || 1;
   const top = Math.max(...logits);
