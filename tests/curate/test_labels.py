@@ -43,6 +43,15 @@ def test_flipped_labels_are_found_and_named_with_their_true_class() -> None:
     assert [i.quality for i in check.issues] == sorted(i.quality for i in check.issues)
 
 
+def test_codes_that_cannot_tell_the_classes_apart_call_no_label_wrong() -> None:
+    coded, _ = _clusters()
+    noise = np.random.default_rng(1).normal(size=coded.codes.shape).astype(np.float32)
+    blind = Coded(noise, coded.labels, coded.classes, coded.names, coded.splits,
+                  coded.images, "an untrained model")
+    check = find_wrong_labels(blind)
+    assert check.wrong == [] and "do not tell the classes apart" in check.unreliable
+
+
 def test_fewer_images_than_folds_is_one_clear_line() -> None:
     coded, _ = _clusters(per=3, flips=())
     with pytest.raises(CnnkitError, match=r"fewer images than the 5 folds.*--folds 3"):

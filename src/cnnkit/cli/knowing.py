@@ -48,10 +48,15 @@ def _labels(result: Audit, coded: Coded, data: str, folds: int, folder: Path,
     files = write_label_files(check, coded, folder)
     result.stats["label_issues"] = {**check.to_dict(),
                                     "files": {k: str(v) for k, v in files.items()}}
-    wrong, look = check.wrong, [i for i in check.issues if i not in check.wrong]
+    wrong = check.wrong
+    look = [] if check.unreliable else [i for i in check.issues if i not in wrong]
     how = (f"out-of-fold probabilities from {check.by}, {check.folds} folds; "
            f"{check.accuracy:.1%} of labels agree with them")
-    if wrong:
+    if check.unreliable:
+        result.add("warning", f"labels not judged: {check.unreliable}",
+                   advice="Check the labels with the pretrained network's codes (drop --run) "
+                          "or with a run that has learned the classes.")
+    elif wrong:
         result.add("warning", f"{len(wrong)} of {check.images:,} image(s) probably carry the "
                    f"wrong label ({how})",
                    [f"{i.name}: {i.given} -> {i.likely} ({i.p_likely:.0%})" for i in wrong],

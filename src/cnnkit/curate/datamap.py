@@ -72,6 +72,8 @@ def build_map(coded: Coded, seed: int = 0) -> DataMap:
     try:
         check = find_wrong_labels(coded)
         m.suspects = {i.index: f"{i.given} -> {i.likely}?" for i in check.wrong}
+        if check.unreliable:
+            m.notes.append(f"label errors not marked: {check.unreliable}")
     except CnnkitError as exc:
         m.notes.append(f"label errors not marked: {exc}")
     m.outliers = outliers(coded.codes)

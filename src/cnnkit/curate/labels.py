@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ FOLDS = 5
 HEAD_ROUNDS = 4  # L-BFGS rounds of the features mode's head (converged on these codes)
 HEAD_C = 100.0  # the heads' inverse L2 strength on unit-length codes (design-notes.md)
 PROBABLY, WORTH_A_LOOK = "probably wrong", "worth a look"
+# Held-out heads that agree with fewer labels than this cannot say which are wrong: the
+# codes do not tell the classes apart (a run's model that has not learned, say).
+MIN_AGREEMENT = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class LabelCheck:
     accuracy: float  # of the out-of-fold predictions against the given labels
     noise_rate: float = 0.0  # cleanlab's estimate of the share of wrong labels
     cutoff: float = 0.0  # out-of-fold probability under which a label is probably wrong
+    unreliable: str = ""  # why no label is called probably wrong, when the codes cannot tell
     seconds: float = 0.0
     probs: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
@@ -80,6 +84,7 @@ class LabelCheck:
                 "worth_a_look": len(self.issues) - len(self.wrong), "folds": self.folds,
                 "codes": self.by, "out_of_fold_accuracy": round(self.accuracy, 4),
                 "noise_rate": round(self.noise_rate, 4), "cutoff": round(self.cutoff, 5),
+                **({"unreliable": self.unreliable} if self.unreliable else {}),
                 "seconds": round(self.seconds, 2),
                 "issues": [i.to_dict() for i in self.issues]}
 
@@ -145,8 +150,14 @@ def find_wrong_labels(coded: Coded, folds: int = FOLDS, seed: int = 0) -> LabelC
                          PROBABLY if probs[i, coded.labels[i]] < cutoff else WORTH_A_LOOK)
               for i in order]
     accuracy = float((likely == coded.labels).mean())
+    unreliable = ""
+    if accuracy < MIN_AGREEMENT:
+        unreliable = (f"the held-out heads agree with only {accuracy:.0%} of the labels (chance "
+                      f"is {1 / k:.0%}): the codes from {coded.by} do not tell the classes "
+                      "apart, so no label can be called wrong")
+        issues = [replace(i, verdict=WORTH_A_LOOK) for i in issues]
     return LabelCheck(issues, len(coded), folds, coded.by, accuracy, noise, cutoff,
-                      time.perf_counter() - start, probs)
+                      unreliable, time.perf_counter() - start, probs)
 
 
 SHEET_LIMIT = 64  # suspects shown on the contact sheet (all are in the CSV and JSON)
