@@ -146,3 +146,24 @@ def test_runs_show_the_start_when_a_fine_tune_kept_it(tmp_path, capsys):
     assert main(["runs", str(tmp_path)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrecked"))
     assert "the start" in line and f"{kept['start']['val_acc']:.2%}" in line
+
+
+def test_a_multilabel_run_lists_its_exact_match_and_best_epoch(trained_multilabel,
+                                                               capsys) -> None:
+    from cnnkit.artifacts.rundir import RunDir
+    from cnnkit.inspect.runs import kept_model, summarize
+
+    run, _ = trained_multilabel
+    summary = summarize(run)
+    rows = (run / "metrics.csv").read_text().splitlines()
+    last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+    saved = json.loads((run / "test_metrics.json").read_text())
+    assert summary.figure == "exact"
+    assert summary.val_acc == pytest.approx(float(last["val_exact"]))
+    assert summary.test_acc == pytest.approx(saved["exact_match"])
+    # keep=best picks the epoch with the best exact match, as the loop does
+    history = [{"epoch": "1", "val_exact": "0.5", "val_loss": "2.0"},
+               {"epoch": "2", "val_exact": "0.4", "val_loss": "1.0"}]
+    assert kept_model(RunDir.open(run), {"keep": "best"}, history) == ("best", 1, 0.5)
+    assert main(["runs", str(run.parent)]) == 0
+    assert "exact" in capsys.readouterr().out

@@ -51,8 +51,7 @@ def runs(
         epochs = f"{r.epochs_done}/{r.epochs_planned}" if r.epochs_planned and \
             r.epochs_planned != r.epochs_done else str(r.epochs_done)
         table.add_row(escape(r.name), escape(data), escape(r.model), r.mode, epochs,
-                      kept_label(r), "" if r.test_acc is None else f"{r.test_acc:.2%}",
-                      "" if r.val_acc is None else f"{r.val_acc:.2%}",
+                      kept_label(r), _figure(r.test_acc, r.figure), _figure(r.val_acc, r.figure),
                       human_time(r.seconds), human_size(r.size_bytes))
     con = log.console()
     if not con.is_terminal:  # piped or redirected: whole lines, not a terminal's folds
@@ -60,6 +59,13 @@ def runs(
 
         con = Console(width=240, highlight=False, soft_wrap=True)
     con.print(table)
+
+
+def _figure(value: float | None, figure: str) -> str:
+    """A run's accuracy, or a multi-label run's exact match said as such."""
+    if value is None:
+        return ""
+    return f"{value:.2%}" if figure == "acc" else f"{value:.2%} {figure}"
 
 
 @app.command("compare")

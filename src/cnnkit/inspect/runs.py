@@ -53,6 +53,9 @@ class RunSummary:
     size_bytes: int | None
     started: float
     finished: bool
+    # what val_acc, test_acc and best_val_acc measure: "acc" (accuracy), or "exact" (a
+    # multi-label run's exact match)
+    figure: str = "acc"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +69,11 @@ def _float(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _val(row: dict[str, Any]) -> float | None:
+    """An epoch row's validation figure: accuracy, or a multi-label run's exact match."""
+    return _float(row.get("val_acc", row.get("val_exact")))
+
+
 def summarize(folder: str | os.PathLike) -> RunSummary:
     """One run folder's summary (a :class:`CnnkitError` if it is not a run)."""
     run = RunDir.open(folder)
@@ -76,15 +84,15 @@ def summarize(folder: str | os.PathLike) -> RunSummary:
     if not isinstance(config, dict):
         raise CnnkitError(f"{run.root}/config.json is not a mapping of options.")
     rows = run.read_metrics()
-    vals = [(_float(r.get("val_acc")), int(_float(r.get("epoch")) or i + 1))
-            for i, r in enumerate(rows)]
+    vals = [(_val(r), int(_float(r.get("epoch")) or i + 1)) for i, r in enumerate(rows)]
     vals = [(v, e) for v, e in vals if v is not None]
     best = max(vals, key=lambda ve: ve[0]) if vals else (None, None)
     kept, kept_epoch, val = kept_model(run, config, rows)
     test = None
     if run.test_metrics_path.is_file():
         try:
-            test = _float(json.loads(run.test_metrics_path.read_text()).get("accuracy"))
+            metrics = json.loads(run.test_metrics_path.read_text())
+            test = _float(metrics.get("accuracy", metrics.get("exact_match")))
         except (OSError, ValueError, AttributeError):
             test = None
     elapsed = [_float(r.get("elapsed_s")) for r in rows]
@@ -103,7 +111,8 @@ def summarize(folder: str | os.PathLike) -> RunSummary:
         kept=kept, kept_epoch=kept_epoch, val_acc=val, test_acc=test,
         best_val_acc=best[0], best_epoch=best[1], seconds=seconds,
         size_bytes=size, started=run.config_path.stat().st_mtime,
-        finished=run.test_metrics_path.is_file() or (run.root / "report.html").is_file())
+        finished=run.test_metrics_path.is_file() or (run.root / "report.html").is_file(),
+        figure="exact" if any("val_exact" in r or "train_exact" in r for r in rows) else "acc")
 
 
 def kept_model(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]]) -> Kept:
@@ -114,7 +123,7 @@ def kept_model(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]]) 
         return recorded
     if not rows:
         return None, None, None
-    epochs = [(int(_float(r.get("epoch")) or i + 1), _float(r.get("val_acc")),
+    epochs = [(int(_float(r.get("epoch")) or i + 1), _val(r),
                _float(r.get("val_loss"))) for i, r in enumerate(rows)]
     if config.get("keep") == "best" and any(v is not None for _, v, _ in epochs):
         # the loop's rule: higher accuracy, then lower loss; the first such epoch
@@ -139,7 +148,7 @@ def _read_kept(path: Path) -> tuple[str, int, float | None] | None:
     epoch = doc.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool):
         return None
-    return doc["kept"], epoch, _float(doc.get("val_acc"))
+    return doc["kept"], epoch, _float(doc.get("val_acc", doc.get("val_exact")))
 
 
 def list_runs(folder: str | os.PathLike = "runs", sort: str = "date",
