@@ -125,3 +125,5 @@ def test_check_labels_bad_input(tmp_path: Path, make_tree, capsys) -> None:
     assert len(err.strip().splitlines()) == 1
     assert main(["check", str(root), "--write-csv", "x.csv"]) == 2
     assert "add --labels" in capsys.readouterr().err
+    assert main(["check", "digits", "--labels", "--write-csv", "x.csv"]) == 2  # before coding
+    assert "built-in set: its images are not files" in capsys.readouterr().err

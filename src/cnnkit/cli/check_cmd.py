@@ -62,6 +62,10 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
         raise CnnkitError("--write-csv writes the labels --labels finds: add --labels.")
     if run and not (labels or near):
         raise CnnkitError("--run gives the codes --labels and --near use: add one of them.")
+    if write_csv and source.kind == "builtin":
+        raise CnnkitError(f"{data} is a built-in set: its images are not files a CSV can "
+                          "list. Write it out first (cnnkit data export NAME FOLDER) and "
+                          "check the folder.")
     result = audit(source, img_size=size, progress=fmt == "text")
     if (labels or near) and result.trainable:
         from cnnkit.cli.knowing import knowing_checks
