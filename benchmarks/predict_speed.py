@@ -226,21 +226,38 @@ def e2e(args: argparse.Namespace) -> None:
         if not folder.is_dir():
             make_photos(folder, n)
         out = root / f"preds{n}.csv"
+        hand_out = root / f"hand{n}.csv"
+        outs = {"cnnkit": out, "hand script": hand_out}
         commands = {"cnnkit": [sys.executable, "-m", "cnnkit", "predict", args.model,
                                str(folder), "--output", str(out)]}
         if hand:
-            commands["hand script"] = [*hand[:3], str(folder), str(out), *hand[3:]]
+            commands["hand script"] = [*hand[:3], str(folder), str(hand_out), *hand[3:]]
         timings: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for _ in range(args.rounds if hand else 1):
             for name, cmd in commands.items():
-                timings[name].append(_timed(cmd, out, n))
+                timings[name].append(_timed(cmd, outs[name], n))
         seconds = {name: float(np.median([t for t, _ in runs])) for name, runs in timings.items()}
         for name, runs in timings.items():
             rss = max(m for _, m in runs)
             ratio = f" {seconds['hand script'] / seconds[name]:7.2f}x" if hand else ""
             print(f"{name:12s} {n:7,d} {seconds[name]:8.1f} {n / seconds[name]:9.1f} "
                   f"{rss:12.0f}{ratio}")
+        if hand:
+            print(f"top-1 agreement of the two on these {n:,} photos: "
+                  f"{_agreement(out, hand_out, card.classes):.1%} (the hand export is timm's "
+                  "PyTorch-padded Lite0 given weights trained with TensorFlow padding)")
     print(f"load at the end {os.getloadavg()[0]:.1f}")
+
+
+def _agreement(cnnkit_csv: Path, hand_csv: Path, classes: tuple[str, ...]) -> float:
+    """The share of files whose top class is the same in both outputs."""
+    import csv
+
+    with open(cnnkit_csv, newline="") as f:
+        ours = {r[0]: r[1] for r in list(csv.reader(f))[1:]}
+    with open(hand_csv, newline="") as f:
+        theirs = {r[0]: classes[int(r[1])] for r in list(csv.reader(f))[1:]}
+    return float(np.mean([ours[p] == c for p, c in theirs.items()]))
 
 
 def _timed(cmd: list[str], out: Path, n: int) -> tuple[float, float]:
