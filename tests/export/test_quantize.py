@@ -196,6 +196,15 @@ def test_multilabel_exports_carry_the_thresholds_and_answer_label_sets(
         assert read_meta(path).task == card.task  # per-label thresholds included
     c = result.comparison
     assert c.figure == "exact match (at 0.5)"
+    # the model card tells a consumer of the file alone how to read it: sigmoids, the
+    # thresholds, and the metrics measured through the file
+    doc = json.loads(result.card.json.read_text())
+    assert "sigmoid" in doc["output"] and "softmax" not in doc["output"]
+    assert list(doc["thresholds"].values()) == pytest.approx(card.task.thresholds)
+    saved = json.loads((run / "test_metrics.json").read_text())
+    assert doc["metrics"]["mAP"] == pytest.approx(saved["mAP"]["macro"], abs=1e-6)
+    assert doc["int8"]["figure"] == c.figure
+    assert "## Thresholds" in result.card.markdown.read_text()
     # the figure is the share of test images with every label right at 0.5
     from cnnkit.evaluation import held_out_test
     from cnnkit.runtime.predict import Classifier

@@ -98,6 +98,21 @@ def measure(probs: np.ndarray, test: ImageSet) -> dict[str, Any]:
     }
 
 
+def measure_multilabel(probs: np.ndarray, test: ImageSet, task: dict[str, Any]
+                       ) -> dict[str, Any]:
+    """A multi-label file's test-split metrics at its card's thresholds."""
+    from cnnkit.tasks.multilabel_metrics import compute_multilabel
+
+    r = compute_multilabel(probs, test.labels.numpy(), test.classes,
+                           task.get("thresholds") or 0.5)
+    return {"test_images": r.n, "mAP": r.map_macro, "mAP_micro": r.map_micro,
+            "exact_match": r.exact_match, "hamming_loss": r.hamming_loss,
+            "micro_f1": r.micro["f1"], "unlabelled": r.unlabelled,
+            "per_label": [{k: row[k] for k in ("label", "threshold", "precision", "recall",
+                                               "f1", "ap", "support")}
+                          for row in r.per_label]}
+
+
 def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity],
           run: RunDir | None, test: ImageSet | None, probs: np.ndarray | None,
           comparison: Comparison | None) -> dict[str, Any]:
@@ -110,11 +125,17 @@ def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity]
     if split_file is not None and split_file.is_file():
         data["split_record"] = {"file": split_file.name, "sha256": file_sha256(split_file)}
     metrics = None
+    multi = card.task.name == "multi-label"
     if test is not None and probs is not None and test.labels.ndim == 1 \
             and card.task.name == SINGLE_LABEL:
         data["test_split"] = {"images": len(test), "sha256": test_split_sha256(test),
                               "hashed": "decoded uint8 pixels, then int64 labels"}
         metrics = {"measured_with": files[0].name, **measure(probs, test)}
+    elif multi and test is not None and probs is not None and test.labels.ndim == 2:
+        data["test_split"] = {"images": len(test), "sha256": test_split_sha256(test),
+                              "hashed": "decoded uint8 pixels, then the label sets as int64"}
+        metrics = {"measured_with": files[0].name,
+                   **measure_multilabel(probs, test, card.task.card_fields())}
     out: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "cnnkit_version": __version__,
         "model": {"name": run.root.name if run is not None else model,
@@ -132,9 +153,16 @@ def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity]
                   "crop": "centre", "interpolation": pre.interpolation,
                   "mean": list(pre.mean), "std": list(pre.std), "scale": "pixels / 255",
                   "layout": "NCHW float32, input name 'input', output logits"},
+        # how the outputs become answers (a consumer of the file alone needs this)
+        "output": ("a sigmoid of each logit is that label's probability; a label is "
+                   "answered at or above its threshold" if multi else
+                   "softmax gives probabilities"),
+        **({"thresholds": dict(zip(card.classes, card.task.card_fields().get(
+            "thresholds") or [0.5] * len(card.classes)))} if multi else {}),
         "metrics": metrics,
         "int8": None if comparison is None else {
-            "test_images": comparison.images, "float_accuracy": comparison.float_accuracy,
+            "test_images": comparison.images, "figure": comparison.figure,
+            "float_accuracy": comparison.float_accuracy,
             "int8_accuracy": comparison.int8_accuracy,
             "points": (comparison.int8_accuracy - comparison.float_accuracy) * 100,
             "speedup": comparison.speedup},
@@ -168,6 +196,17 @@ def _limits(card: dict[str, Any], test: ImageSet | None) -> list[str]:
               f"shorter side and centre-cropped to {card['input']['size']} px: detail "
               "outside the centre, or smaller than a few pixels at that size, is lost."]
     m = card["metrics"]
+    if m is not None and "mAP" in m:
+        limits.append(f"mAP {m['mAP']:.4f} and exact match {m['exact_match']:.2%} were "
+                      f"measured on {m['test_images']:,} held-out images from the same "
+                      "source; images from elsewhere may score lower. The thresholds were "
+                      "chosen for each label's F1 on the validation split.")
+        weak = sorted((r for r in m["per_label"] if r["ap"] is not None),
+                      key=lambda r: r["ap"])[:3]
+        if weak:
+            limits.append("Weakest labels on the test split: " + ", ".join(
+                f"{r['label']} (AP {r['ap']:.2f})" for r in weak) + ".")
+        return limits
     if m is None:
         limits.append("Not measured: " + ("the run has no held-out test split." if
                                           card["data"].get("mode") else
@@ -261,10 +300,25 @@ def markdown(card: dict[str, Any]) -> str:
               f"resize the shorter side to "
               f"{pre['resize_shorter_side_to']} px ({pre['interpolation']}), centre-crop "
               f"{pre['size']} x {pre['size']}, {pre['scale']}, subtract mean {pre['mean']}, "
-              f"divide by std {pre['std']}; {pre['layout']} (softmax gives probabilities).",
-              "", "## Metrics on the test split", ""]
+              f"divide by std {pre['std']}; {pre['layout']} "
+              f"({card.get('output', 'softmax gives probabilities')}).", ""]
+    if "thresholds" in card:
+        lines += ["## Thresholds", "", "label | threshold", "--- | ---"]
+        lines += [f"{c} | {t:.4f}" for c, t in card["thresholds"].items()] + [""]
+    lines += ["## Metrics on the test split", ""]
     if m is None:
         lines.append("Not measured (see the limits below).")
+    elif "mAP" in m:
+        lines += [f"Measured with {m['measured_with']} on {m['test_images']:,} held-out "
+                  f"images: mAP **{m['mAP']:.4f}** (micro {m['mAP_micro']:.4f}), exact match "
+                  f"{m['exact_match']:.2%}, Hamming loss {m['hamming_loss']:.4f}, micro F1 "
+                  f"{m['micro_f1']:.3f}.", "",
+                  "label | threshold | precision | recall | F1 | AP | test images",
+                  "--- | --- | --- | --- | --- | --- | ---"]
+        lines += [f"{r['label']} | {r['threshold']:.3f} | {r['precision']:.3f} | "
+                  f"{r['recall']:.3f} | {r['f1']:.3f} | "
+                  f"{'-' if r['ap'] is None else format(r['ap'], '.3f')} | {r['support']}"
+                  for r in m["per_label"]]
     else:
         lo, hi = m["accuracy_95ci"]
         top = ", ".join(f"top-{k} {v:.2%}" for k, v in m["top_k_accuracy"].items() if k != "1")
@@ -284,7 +338,8 @@ def markdown(card: dict[str, Any]) -> str:
     if card["int8"] is not None:
         q = card["int8"]
         lines += ["", "## int8", "",
-                  f"On the whole test split ({q['test_images']:,} images): float "
+                  f"On the whole test split ({q['test_images']:,} images), "
+                  f"{q.get('figure', 'accuracy')}: float "
                   f"{q['float_accuracy']:.2%}, int8 {q['int8_accuracy']:.2%} "
                   f"({q['points']:+.2f} points), {q['speedup']:.2f}x the float file's speed."]
     lines += ["", "## Parity with PyTorch", "",

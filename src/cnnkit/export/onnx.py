@@ -145,8 +145,7 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
     source = card.sha256 or weights_key(clf.model, card)
     derived.bind(path, source, options, {"parity": parity.to_dict()})
     result = ExportResult(path, where, parity.max_prob_diff, parities=[parity])
-    test_probs = probabilities(clf, runtime(path), test).numpy() \
-        if test is not None and test.labels.ndim == 1 else None
+    test_probs = probabilities(clf, runtime(path), test).numpy() if test is not None else None
     if quantize:
         assert run is not None and test is not None
         _quantized(result, run, clf, source, test, data, reference, max_accuracy_drop)
