@@ -57,11 +57,14 @@ def load(path: str, device: str = "auto", backend: str = "auto") -> Any:
 
 
 def evaluate(run: str, data: str | None = None, *, tta: bool = False,
-             backend: str = "auto") -> Any:
-    """Evaluate a run on DATA, or on the run's own held-out test split when DATA is None."""
+             backend: str = "auto", threshold: float | None = None) -> Any:
+    """Evaluate a run on DATA, or on the run's own held-out test split when DATA is None;
+    ``threshold``: a multi-label model's answers at this probability for every label."""
     from cnnkit.evaluation import evaluate_run
+    from cnnkit.tasks.threshold import check_threshold
 
-    return evaluate_run(run, data, tta=tta, backend=backend)
+    return evaluate_run(run, data, tta=tta, backend=backend,
+                        threshold=check_threshold(threshold))
 
 
 __all__ = [
