@@ -148,7 +148,7 @@ def test_runs_show_the_start_when_a_fine_tune_kept_it(tmp_path, capsys):
     assert "the start" in line and f"{kept['start']['val_acc']:.2%}" in line
 
 
-def test_a_multilabel_run_lists_its_exact_match_and_best_epoch(trained_multilabel,
+def test_a_multilabel_run_lists_its_exact_match_and_best_epoch(trained_multilabel, tmp_path,
                                                                capsys) -> None:
     from cnnkit.artifacts.rundir import RunDir
     from cnnkit.inspect.runs import kept_model, summarize
@@ -167,3 +167,8 @@ def test_a_multilabel_run_lists_its_exact_match_and_best_epoch(trained_multilabe
     assert kept_model(RunDir.open(run), {"keep": "best"}, history) == ("best", 1, 0.5)
     assert main(["runs", str(run.parent)]) == 0
     assert "exact" in capsys.readouterr().out
+    from cnnkit.inspect.compare import _panels, compare_runs
+
+    assert _panels("exact")[3] == ("val_exact", "validation exact match")
+    page = compare_runs([run, run], tmp_path / "compare.html").read_text()
+    assert "test exact (kept)" in page and "test acc" not in page

@@ -49,12 +49,21 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _curves_png(histories: list[list[dict[str, str]]], labels: list[str]) -> str:
+def _panels(figure: str) -> tuple[tuple[str, str], ...]:
+    """The four panels: losses, and accuracy (or multi-label runs' exact match)."""
+    if figure == "acc":
+        return PANELS
+    return (*PANELS[:2], (f"train_{figure}", "training exact match"),
+            (f"val_{figure}", "validation exact match"))
+
+
+def _curves_png(histories: list[list[dict[str, str]]], labels: list[str],
+                figure: str = "acc") -> str:
     from matplotlib.ticker import MaxNLocator
 
     fig = new_figure(12, 7.5)
     axes = fig.subplots(2, 2)
-    for ax, (key, title) in zip(axes.flat, PANELS):
+    for ax, (key, title) in zip(axes.flat, _panels(figure)):
         drawn = False
         for i, (rows, label) in enumerate(zip(histories, labels)):
             xs = [_number(r.get("epoch")) for r in rows]
@@ -112,6 +121,14 @@ def _config_table(configs: list[dict[str, Any]], labels: list[str]) -> tuple[str
             f"{''.join(rows_same)}</tbody></table>", len(rows_diff))
 
 
+def _figure_name(runs: list[RunSummary]) -> str:
+    """What the runs' headline figures are: accuracy, exact match (multi-label runs), or
+    both where single- and multi-label runs are compared."""
+    kinds = {r.figure for r in runs}
+    return "acc" if kinds == {"acc"} else "exact" if kinds == {"exact"} else \
+        "acc / exact"
+
+
 def _summary_table(runs: list[RunSummary], labels: list[str]) -> str:
     def best_of(values: list[float | None], larger: bool) -> float | None:
         known = [v for v in values if v is not None]
@@ -125,8 +142,8 @@ def _summary_table(runs: list[RunSummary], labels: list[str]) -> str:
         ("mode", [r.mode for r in runs], None),
         ("epochs", [r.epochs_done for r in runs], None),
         ("kept model", [kept_label(r) for r in runs], None),
-        ("test acc (kept)", [r.test_acc for r in runs], True),
-        ("val acc (kept)", [r.val_acc for r in runs], True),
+        (f"test {_figure_name(runs)} (kept)", [r.test_acc for r in runs], True),
+        (f"val {_figure_name(runs)} (kept)", [r.val_acc for r in runs], True),
         ("time", [r.seconds for r in runs], False),
         ("size", [r.size_bytes for r in runs], False),
     ]
@@ -159,7 +176,8 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
                for d in dirs]
     histories = [d.read_metrics() for d in dirs]
     table, differing = _config_table(configs, labels)
-    curves = _curves_png(histories, labels)
+    kinds = {r.figure for r in runs}
+    curves = _curves_png(histories, labels, kinds.pop() if len(kinds) == 1 else "acc")
     title = "cnnkit: " + " vs ".join(labels)
     html = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
