@@ -87,13 +87,19 @@ def test_flip_tta_probabilities_sum_to_one(clf, trained) -> None:
         pytest.approx(1.0, abs=1e-5)
 
 
-def test_unreadable_images_are_skipped_with_a_warning(clf, trained, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    good = _pngs(trained[1])[0]
+def test_unreadable_images_are_answered_in_place_with_their_error(
+        clf, trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, other = _pngs(trained[1])[:2]
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really")
-    preds = clf.predict([good, str(bad), str(tmp_path / "gone.png")])
-    assert [p.source for p in preds] == [good]
+    inputs = [good, str(bad), str(tmp_path / "gone.png"), other]
+    preds = clf.predict(inputs)
+    # one answer per input, in order: zip(inputs, preds) pairs each file with its own answer
+    assert [p.source for p in preds] == inputs
+    assert [p.label is None for p in preds] == [False, True, True, False]
+    assert preds[3].top == clf.predict([other])[0].top
+    assert "broken.jpg" in preds[1].error and "file not found" in preds[2].error
+    assert preds[2].to_dict() == {"source": inputs[2], "error": preds[2].error}
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "gone.png" in err
     assert bad.read_bytes() == b"\xff\xd8\xff not really"

@@ -20,7 +20,7 @@ from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import CorruptImageError
 from cnnkit.runtime.runner import ImageInput, ModelRunner
-from cnnkit.tasks.base import Result
+from cnnkit.tasks.base import Result, Unreadable
 from cnnkit.tasks.single_label import Prediction
 from cnnkit.tasks.threshold import check_threshold
 
@@ -43,29 +43,34 @@ class Classifier(ModelRunner):
         unknown rule, chosen on its validation split; ``unknown_score`` says how strange
         it is), and with ``threshold`` P, so is an image whose top probability is below P
         (the report's confidence plot and table help to choose P).
-        Unreadable images are skipped with a warning; if none can be read, that is an error.
+        There is one answer per image, in order: an unreadable image's is an
+        :class:`~cnnkit.tasks.base.Unreadable` (``error`` says why, ``label`` is None) and
+        a warning names it; if none can be read, that is an error.
         """
         threshold = check_threshold(threshold, "threshold")
         if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes)):
             images = [images]
-        arrays, names, skipped = [], [], []
+        arrays, names, unread = [], [], {}
         for i, item in enumerate(images):
             name = str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>"
             try:
                 arrays.append(self.decode_image(item))
                 names.append(name)
             except CorruptImageError as exc:
-                skipped.append(str(exc))
+                unread[i] = Unreadable(name, str(exc))
             except FileNotFoundError:
-                skipped.append(f"{log.quoted(name)}: file not found")
-        if skipped and not names:
-            more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
-            raise CnnkitError(f"No image could be read: {skipped[0]}{more}.")
-        for message in skipped:
-            log.warn(f"skipped {message}")
+                unread[i] = Unreadable(name, f"{log.quoted(name)}: file not found")
+        if unread and not names:
+            first = next(iter(unread.values())).error
+            more = f" (and {len(unread) - 1} more)" if len(unread) > 1 else ""
+            raise CnnkitError(f"No image could be read: {first}{more}.")
+        for answer in unread.values():
+            log.warn(f"unreadable, answered with its error: {answer.error}")
         self.say_note()
         rows = self.answer_inputs(arrays, batch_size=batch_size, tta=tta)
-        return self.task.answers(rows, names, self.classes, top_k=top_k, threshold=threshold)
+        read = iter(self.task.answers(rows, names, self.classes, top_k=top_k,
+                                      threshold=threshold))
+        return [unread[i] if i in unread else next(read) for i in range(len(names) + len(unread))]
 
     def evaluate(self, data: str, *, tta: bool = False, batch_size: int = 256) -> Result:
         """The task's metrics on a built-in set's test split, a folder or a CSV."""

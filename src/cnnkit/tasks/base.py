@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -66,6 +67,20 @@ class Answer(Protocol):
     source: str
 
     def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """The answer for an image that could not be read, in its place among the others'
+    (so that answers and inputs pair up): ``error`` says why; it has no label."""
+
+    source: str
+    error: str
+    label: None = None
+    top: tuple[()] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "error": self.error}
 
 
 class Result(Protocol):
