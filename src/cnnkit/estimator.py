@@ -31,6 +31,7 @@ from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import safe_name
 from cnnkit.runtime.predict import Classifier, ImageInput, Prediction
+from cnnkit.tasks.base import Unreadable
 from cnnkit.tasks.metrics import EvalResult
 
 MIN_ARRAY_SIZE = 28  # smaller arrays are upsized to this, as the built-in digits set is
@@ -128,7 +129,10 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         """The most probable class of each image, as a value of ``classes_``."""
         return self.classes_[self.predict_proba(X).argmax(1)]
 
-    def predict_top(self, images: Sequence[ImageInput], top_k: int = 5) -> list[Prediction]:
+    def predict_top(self, images: Sequence[ImageInput], top_k: int = 5
+                    ) -> list[Prediction | Unreadable]:
+        """The top-``k`` classes of each image, one answer per image in order (an
+        unreadable one's is an :class:`~cnnkit.tasks.base.Unreadable`)."""
         check_is_fitted(self, "classifier_")
         return self.classifier_.predict(_images(images), top_k=top_k)
 

@@ -203,6 +203,7 @@ def test_the_check_shows_each_finding_with_its_images(client: TestClient,
     assert len(twice) == 1
     assert sorted((i["class"], i["image"]) for i in twice[0]["images"]) == [
         ("cat", "0.png"), ("dog", "copy.png")]
+    assert any("near-identical" in f["what"] for f in result["findings"])  # --near ran
     for image in twice[0]["images"]:  # each one opens on the page
         assert client.get(f"/api/classes/{image['class']}/images/{image['image']}"
                           ).status_code == 200

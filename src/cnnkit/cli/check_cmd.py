@@ -71,7 +71,7 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
         from cnnkit.cli.knowing import knowing_checks
 
         knowing_checks(result, data, labels=labels, near=near, run=run, folds=folds,
-                       out=out, write_csv=write_csv, text=fmt == "text")
+                       out=out, write_csv=write_csv)
     if fmt == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:

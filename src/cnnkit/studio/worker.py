@@ -187,11 +187,14 @@ def _export(project: Path, options: dict[str, Any], hub: Any, out: EventFile,
 def _check(project: Path, options: dict[str, Any], hub: Any, out: EventFile,
            folder: Path) -> dict[str, Any]:
     from cnnkit.base.atomic import write_json
+    from cnnkit.curate.findings import add_findings
     from cnnkit.data.audit import audit
     from cnnkit.data.sources import describe
 
     out.write({"kind": "job", "what": "checking"})
-    result = audit(describe(str(project)), img_size=224, near=True, progress=False)
+    result = audit(describe(str(project)), img_size=224, progress=False)
+    if result.trainable:  # near-copies, as cnnkit check --near finds them
+        add_findings(result, str(project), labels=False, near=True, folder=folder / "near")
     write_json(folder / "check.json", result.to_dict())
     out.write({"kind": "job", "what": "checked", "verdict": result.verdict})
     return {"verdict": result.verdict}
