@@ -156,3 +156,25 @@ def test_the_server_answers_unknown_with_the_score(calibrated, strange):
     answer = r.json()["predictions"][0]
     assert answer["label"] == "unknown"
     assert answer["unlike"] is True and answer["unknown_score"] > 0.5
+
+
+def test_the_output_file_has_the_unknown_score_beside_the_label(calibrated, trained, strange,
+                                                                tmp_path):
+    import csv
+
+    Image.fromarray(strange).save(tmp_path / "odd.png")
+    good = _pngs(trained[1])[0]
+    shutil.copy(good, tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    out = tmp_path / "answers.csv"
+    assert main(["predict", str(calibrated), str(tmp_path), "--output", str(out),
+                 "--top-k", "2"]) == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert list(next(iter(rows.values())))[:5] == ["path", "label", "probability",
+                                                   "unknown_score", "label1"]
+    odd = cnnkit.load(str(calibrated), backend="torch").predict([strange])[0]
+    assert rows["odd.png"]["label"] == "unknown"
+    assert float(rows["odd.png"]["unknown_score"]) == pytest.approx(odd.unknown_score, abs=1e-5)
+    assert rows["odd.png"]["label1"] in cnnkit.load(str(calibrated)).classes
+    assert 0 <= float(rows["good.png"]["unknown_score"]) <= 1
+    assert rows["bad.png"]["unknown_score"] == "" and rows["bad.png"]["error"]

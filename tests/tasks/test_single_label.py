@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,18 @@ def test_answer_columns_and_cells_are_the_predictions_file_layout() -> None:
     answer = Prediction("a.png", [("dog", 0.75)])
     assert TASK.answer_fields(answer, 2) == ["dog", "0.750000", "dog", "0.750000", "", ""]
     assert TASK.answer_fields(None, 2) == [""] * 6  # an unreadable file's row
+
+
+def test_a_task_with_an_unknown_rule_writes_the_score_beside_the_label() -> None:
+    from cnnkit.tasks.ood import UnknownRule
+
+    task = replace(TASK, unknown=UnknownRule((0.0, 1.0, 2.0), kept=0.95, fitted_on=20))
+    assert task.answer_columns(1) == ["path", "label", "probability", "unknown_score",
+                                      "label1", "prob1", "error"]
+    answer = Prediction("a.png", [("dog", 0.75)], unknown_score=0.99, unlike=True)
+    assert task.answer_fields(answer, 1) == ["unknown", "0.750000", "0.990000", "dog",
+                                             "0.750000"]
+    assert task.answer_fields(None, 1) == [""] * 5
 
 
 def test_imbalance_weights_the_loss_or_the_draws() -> None:

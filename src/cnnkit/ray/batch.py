@@ -40,6 +40,7 @@ from cnnkit.runtime.predfile import (
     parse_record,
 )
 from cnnkit.runtime.predict import load_predictor
+from cnnkit.tasks.base import Task
 from cnnkit.tasks.threshold import check_threshold
 
 BLOCK_SIZE = 1000  # images per block (and so per output file) at most
@@ -229,7 +230,7 @@ def predict_to_folder(model: str | os.PathLike, inputs: str | Sequence[str],
     where = place(ray, workers, cpus_per_worker, gpus)
     shipped = ship(model, where.device)
     k = max(1, min(top_k, len(shipped.card.classes)))
-    folder = OutputFolder(output, fmt, k)
+    folder = OutputFolder(output, fmt, k, shipped.card.task)
     if overwrite:
         folder.clear()
     done = folder.done()
@@ -290,11 +291,11 @@ class OutputFolder:
     """The folder of part files: what it already holds (to resume), and the check that
     every input has its row once the job ends."""
 
-    def __init__(self, output: str, fmt: str, k: int) -> None:
+    def __init__(self, output: str, fmt: str, k: int, task: Task | None = None) -> None:
         if Path(output).suffix.lower() in (".csv", ".jsonl", ".ndjson", ".parquet"):
             raise CnnkitError(f"With --ray, --output is a folder (one file per block of "
                               f"images), not a file. Received: {output}")
-        self.output, self.fmt, self.k = output, fmt, k
+        self.output, self.fmt, self.k, self.task = output, fmt, k, task
         if is_url(output):
             import fsspec
 
@@ -365,10 +366,10 @@ class OutputFolder:
                 import pyarrow as pa
                 import pyarrow.csv as pcsv
 
-                names = columns(self.k)
+                names = columns(self.k, self.task)
                 table = pcsv.read_csv(fh, convert_options=pcsv.ConvertOptions(
                     column_types={n: pa.string() for n in names}))
-        if table.column_names != columns(self.k):
+        if table.column_names != columns(self.k, self.task):
             raise CnnkitError(f"{path} has other columns than this command writes (another "
                               f"--top-k, or not cnnkit's); pass the same options to finish "
                               f"it, or choose another --output.")

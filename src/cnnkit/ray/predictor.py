@@ -25,9 +25,10 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.chunks import Chunk, decode_chunk
 from cnnkit.data.decode import CorruptImageError, decode
 from cnnkit.runtime.backends import OnnxBackend
-from cnnkit.runtime.predict import Classifier, Prediction, load_predictor
+from cnnkit.runtime.predict import Classifier, load_predictor
 from cnnkit.runtime.stream import Row, chunk_rows, write_csv
 from cnnkit.runtime.stream import columns as _columns
+from cnnkit.tasks.base import Task
 
 FORMATS = ("csv", "parquet")
 
@@ -74,50 +75,40 @@ def _no_torch() -> Any:
                       "with cnnkit.load() for Grad-CAM or export.")
 
 
-def columns(k: int) -> list[str]:
-    """The columns of ``cnnkit predict --output``'s CSV, in its order."""
-    return _columns(k)
+def columns(k: int, task: Task | None = None) -> list[str]:
+    """The columns of ``cnnkit predict --output``'s CSV, in its order (``task``: the
+    model's, whose unknown rule adds ``unknown_score``)."""
+    return _columns(k, task)
 
 
-def schema(k: int) -> Any:
+def schema(k: int, task: Task | None = None) -> Any:
     import pyarrow as pa
 
-    fields = [pa.field(name, pa.float64() if name.startswith("prob") else pa.string())
-              for name in columns(k)]
+    fields = [pa.field(name, pa.float64() if name.startswith("prob") or name == "unknown_score"
+                       else pa.string())
+              for name in columns(k, task)]
     return pa.schema(fields)
 
 
-def to_table(rows: list[Row], k: int) -> Any:
+def to_table(rows: list[Row], k: int, task: Task | None = None) -> Any:
     """Rows as an Arrow table with :func:`columns` (probabilities as float64: the exact
     values that the CSV prints to six places; empty cells are nulls)."""
     import pyarrow as pa
 
-    data: dict[str, list[Any]] = {name: [] for name in columns(k)}
+    data: dict[str, list[Any]] = {name: [] for name in columns(k, task)}
     for row in rows:
         p = row.prediction
         data["path"].append(row.path)
         data["label"].append(p.label if p else None)
         data["probability"].append(p.probability if p else None)
+        if "unknown_score" in data:
+            data["unknown_score"].append(p.unknown_score if p else None)
         top = p.top if p else []
         for i in range(k):
             data[f"label{i + 1}"].append(top[i][0] if i < len(top) else None)
             data[f"prob{i + 1}"].append(top[i][1] if i < len(top) else None)
         data["error"].append(row.error)
-    return pa.table(data, schema=schema(k))
-
-
-def from_table(table: Any, k: int, threshold: float | None) -> list[Row]:
-    """:func:`to_table` undone: the rows, to write with :func:`cnnkit.runtime.stream.write_csv`."""
-    cols = table.to_pydict()
-    rows = []
-    for i, path in enumerate(cols["path"]):
-        if cols["error"][i] is not None:
-            rows.append(Row(path, None, cols["error"][i]))
-            continue
-        top = [(cols[f"label{j}"][i], cols[f"prob{j}"][i]) for j in range(1, k + 1)
-               if cols[f"label{j}"][i] is not None]
-        rows.append(Row(path, Prediction(path, top, threshold)))
-    return rows
+    return pa.table(data, schema=schema(k, task))
 
 
 def is_url(path: str) -> bool:
@@ -172,7 +163,7 @@ class Predictor:
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
-        return to_table(self.rows(batch), self.k)
+        return to_table(self.rows(batch), self.k, self.clf.task)
 
     def __del__(self) -> None:
         shutil.rmtree(getattr(self, "_folder", ""), ignore_errors=True)
@@ -210,11 +201,11 @@ class FileWriter(Predictor):
         with tempfile.TemporaryDirectory(prefix="cnnkit-ray-out-") as tmp:
             local = Path(tmp) / name
             if self.fmt == "csv":
-                write_csv(local, rows, self.k)
+                write_csv(local, rows, self.k, self.clf.task)
             else:
                 import pyarrow.parquet as pq
 
-                pq.write_table(to_table(rows, self.k), local)
+                pq.write_table(to_table(rows, self.k, self.clf.task), local)
             if is_url(self.output):
                 import fsspec
 

@@ -272,15 +272,21 @@ class SingleLabel(Task):
         return out
 
     def answer_columns(self, top_k: int) -> list[str]:
-        return ["path", "label", "probability"] + [
+        """``path, label, probability``, with an unknown rule ``unknown_score`` (why a
+        label is ``unknown``), the top ``k`` classes, ``error``."""
+        scored = ["unknown_score"] if self.unknown is not None else []
+        return ["path", "label", "probability", *scored] + [
             f"{w}{i}" for i in range(1, top_k + 1) for w in ("label", "prob")] + ["error"]
 
     def answer_fields(self, answer: Prediction | None, top_k: int) -> list[str]:
+        scored = self.unknown is not None
         if answer is None:
-            return ["", ""] + [""] * (2 * top_k)
+            return ["", ""] + [""] * (scored + 2 * top_k)
         tops = [v for c, pr in answer.top for v in (c, f"{pr:.6f}")]
         tops += [""] * (2 * top_k - len(tops))
-        return [answer.label, f"{answer.probability:.6f}", *tops]
+        score = ([f"{answer.unknown_score:.6f}" if answer.unknown_score is not None else ""]
+                 if scored else [])
+        return [answer.label, f"{answer.probability:.6f}", *score, *tops]
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
