@@ -5,6 +5,7 @@ still loads (temperature 1, no rule, said once); a damaged one is one clear line
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -178,3 +179,16 @@ def test_the_output_file_has_the_unknown_score_beside_the_label(calibrated, trai
     assert rows["odd.png"]["label1"] in cnnkit.load(str(calibrated)).classes
     assert 0 <= float(rows["good.png"]["unknown_score"]) <= 1
     assert rows["bad.png"]["unknown_score"] == "" and rows["bad.png"]["error"]
+
+
+def test_the_int8_export_says_how_often_each_file_answers_unknown(calibrated, tmp_path, capsys):
+    run = shutil.copytree(calibrated, tmp_path / "run")
+    capsys.readouterr()
+    assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0
+    line = re.search(r"answered 'unknown' \(the run's rule\): float ([\d.]+)%, int8 ([\d.]+)%",
+                     capsys.readouterr().out)
+    card = json.loads((run / "model.card.json").read_text())["int8"]
+    assert line is not None
+    assert card["float_unknown"] == pytest.approx(float(line.group(1)) / 100, abs=5e-4)
+    assert card["int8_unknown"] == pytest.approx(float(line.group(2)) / 100, abs=5e-4)
+    assert 0 <= card["float_unknown"] <= 1 and 0 <= card["int8_unknown"] <= 1

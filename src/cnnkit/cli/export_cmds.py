@@ -51,5 +51,8 @@ def export(
         log.info(f"  int8   {c.figure} {c.int8_accuracy:.2%}   {c.int8_speed:,.1f} images/s   "
                  f"({(c.int8_accuracy - c.float_accuracy) * 100:+.2f} points, "
                  f"{c.speedup:.2f}x the speed; batch 32)")
+        if c.float_unknown is not None and c.int8_unknown is not None:
+            log.info(f"  answered 'unknown' (the run's rule): float {c.float_unknown:.1%}, "
+                     f"int8 {c.int8_unknown:.1%}")
     if result.card is not None:
         log.info(f"model card: {result.card.markdown} and {result.card.json.name}")

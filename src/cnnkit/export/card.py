@@ -165,7 +165,10 @@ def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity]
             "float_accuracy": comparison.float_accuracy,
             "int8_accuracy": comparison.int8_accuracy,
             "points": (comparison.int8_accuracy - comparison.float_accuracy) * 100,
-            "speedup": comparison.speedup},
+            "speedup": comparison.speedup,
+            **({"float_unknown": comparison.float_unknown,
+                "int8_unknown": comparison.int8_unknown}
+               if comparison.int8_unknown is not None else {})},
         "parity": [p.to_dict() for p in parities],
     }
     out["intended_use"] = _intended_use(out)
@@ -341,7 +344,10 @@ def markdown(card: dict[str, Any]) -> str:
                   f"On the whole test split ({q['test_images']:,} images), "
                   f"{q.get('figure', 'accuracy')}: float "
                   f"{q['float_accuracy']:.2%}, int8 {q['int8_accuracy']:.2%} "
-                  f"({q['points']:+.2f} points), {q['speedup']:.2f}x the float file's speed."]
+                  f"({q['points']:+.2f} points), {q['speedup']:.2f}x the float file's speed."
+                  + (f" Answered 'unknown' by the run's rule: float {q['float_unknown']:.1%}, "
+                     f"int8 {q['int8_unknown']:.1%} of the test images."
+                     if q.get("int8_unknown") is not None else "")]
     lines += ["", "## Parity with PyTorch", "",
               "runtime | file | images | largest probability difference | top-1 agreement",
               "--- | --- | --- | --- | ---"]

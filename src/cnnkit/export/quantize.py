@@ -33,6 +33,7 @@ from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess, eval_batch
 from cnnkit.runtime.backends import OnnxBackend
 from cnnkit.tasks.base import Task
+from cnnkit.tasks.ood import energy
 
 CALIBRATION_IMAGES = 300
 # Convolutions with their activations and residual additions; pooling and the rest stay
@@ -52,6 +53,10 @@ class Comparison:
     float_speed: float  # images/s, batch 32
     int8_speed: float
     figure: str = "accuracy"  # what the two accuracies are (multi-label: exact match)
+    # With an unknown rule: the share of the test images each file answers 'unknown'
+    # (the rule's line was drawn on the float model's validation energies).
+    float_unknown: float | None = None
+    int8_unknown: float | None = None
 
     @property
     def speedup(self) -> float:
@@ -147,8 +152,18 @@ def _with_precision(meta: OnnxMeta) -> OnnxMeta:
 def accuracy(backend: OnnxBackend, data: ImageSet, pre: Preprocess, task: Task,
              batch: int = 64) -> float:
     """The task's headline figure (accuracy for single-label) of ``backend`` on ``data``."""
+    return _figures(backend, data, pre, task, batch)[0]
+
+
+def _figures(backend: OnnxBackend, data: ImageSet, pre: Preprocess, task: Task,
+             batch: int = 64) -> tuple[float, float | None]:
+    """:func:`accuracy`, and with an unknown rule the share answered 'unknown'."""
     logits = torch.cat([backend(torch.from_numpy(x)) for x in model_inputs(data, pre, batch)])
-    return task.hits(logits, data.labels).item() / max(task.units(data.labels), 1)
+    figure = task.hits(logits, data.labels).item() / max(task.units(data.labels), 1)
+    rule = getattr(task, "unknown", None)
+    if rule is None:
+        return figure, None
+    return figure, float((energy(logits.numpy()) > rule.threshold).mean())
 
 
 def median_rates(calls: Sequence[Callable[[], object]], images: int, seconds: float,
@@ -188,5 +203,7 @@ def compare(float_path: Path, int8_path: Path, test: ImageSet, pre: Preprocess, 
     plain, int8 = OnnxBackend(float_path), OnnxBackend(int8_path)
     float_speed, int8_speed = speed([plain, int8], next(model_inputs(test, pre, batch)))
     figure = "accuracy" if task.figure == "acc" else f"{task.figure_name} (at 0.5)"
-    return Comparison(len(test), accuracy(plain, test, pre, task),
-                      accuracy(int8, test, pre, task), float_speed, int8_speed, figure)
+    float_figure, float_unknown = _figures(plain, test, pre, task)
+    int8_figure, int8_unknown = _figures(int8, test, pre, task)
+    return Comparison(len(test), float_figure, int8_figure, float_speed, int8_speed, figure,
+                      float_unknown, int8_unknown)
