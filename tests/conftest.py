@@ -146,3 +146,54 @@ def trained_multilabel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
                               plots=False, device="cpu", out=str(base / "runs"),
                               name="mosaic-run")
     return result.run_dir, csv
+
+
+@pytest.fixture(scope="session")
+def calibrated(trained, tmp_path_factory) -> Path:
+    """The shared run, copied, with its task fitted on its own 30 images (the tiny run's
+    validation split is too small): a real temperature and unknown rule in its card.
+    (How well the rule tells unknown images is benchmarks/unknown.py's; here, that it
+    reaches every way of asking.)"""
+    import shutil
+    from dataclasses import replace
+
+    import torch
+
+    import cnnkit
+    from cnnkit.artifacts.modelfile import load_model, update_card
+    from cnnkit.data.imageset import ImageSet
+    from cnnkit.runtime.inference import view_logits
+
+    run = shutil.copytree(trained[0], tmp_path_factory.mktemp("cal") / "run",
+                          ignore=shutil.ignore_patterns("*.onnx*"))
+    model, card = load_model(run)
+    clf = cnnkit.load(str(run), backend="torch")
+    files = sorted(str(p) for p in trained[1].rglob("*.png"))
+    images = torch.from_numpy(np.stack([clf.decode_image(f) for f in files]))
+    labels = torch.tensor([card.classes.index(Path(f).parent.name) for f in files])
+    views = view_logits(model, ImageSet(images, labels, card.classes), card.preprocess,
+                        torch.device("cpu"))
+    task = card.task.fit_held_out([v.astype(np.float64) for v in views], labels.numpy())
+    # The tiny model (635 numbers, 18 images) barely tells anything apart: its rule keeps
+    # half of the known images rather than 95%, so that a strange image is over the line.
+    task = replace(task, unknown=replace(task.unknown, kept=0.5))
+    update_card(run, replace(card, task=task))
+    return run
+
+
+def _candidates() -> list[np.ndarray]:
+    board = (np.indices((20, 20)).sum(0) % 2 * 255).astype(np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
+    return [np.repeat(a[:, :, None], 3, axis=2) for a in (
+        board, noise, np.full((20, 20), 255, np.uint8), np.zeros((20, 20), np.uint8))]
+
+
+@pytest.fixture(scope="session")
+def strange(calibrated) -> np.ndarray:
+    """Of a few images of none of the classes (a checkerboard, noise, white, black), the
+    one the tiny model finds strangest: the rule must answer it 'unknown' everywhere."""
+    import cnnkit
+
+    clf = cnnkit.load(str(calibrated), backend="torch")
+    preds = clf.predict(_candidates())
+    return _candidates()[int(np.argmax([p.energy for p in preds]))]

@@ -7,63 +7,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import cnnkit
-from cnnkit.artifacts.modelfile import load_model, update_card
 from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
-from cnnkit.data.imageset import ImageSet
-from cnnkit.runtime.inference import view_logits
 
 
 def _pngs(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob("*.png"))
-
-
-@pytest.fixture(scope="module")
-def calibrated(trained, tmp_path_factory) -> Path:
-    """The shared run, copied, with its task fitted on its own 30 images (the tiny run's
-    validation split is too small): a real temperature and unknown rule in its card.
-    (How well the rule tells unknown images is benchmarks/unknown.py's; here, that it
-    reaches every way of asking.)"""
-    run = shutil.copytree(trained[0], tmp_path_factory.mktemp("cal") / "run",
-                          ignore=shutil.ignore_patterns("*.onnx*"))
-    model, card = load_model(run)
-    clf = cnnkit.load(str(run), backend="torch")
-    files = _pngs(trained[1])
-    images = torch.from_numpy(np.stack([clf.decode_image(f) for f in files]))
-    labels = torch.tensor([card.classes.index(Path(f).parent.name) for f in files])
-    views = view_logits(model, ImageSet(images, labels, card.classes), card.preprocess,
-                        torch.device("cpu"))
-    task = card.task.fit_held_out([v.astype(np.float64) for v in views], labels.numpy())
-    # The tiny model (635 numbers, 18 images) barely tells anything apart: its rule keeps
-    # half of the known images rather than 95%, so that a strange image is over the line.
-    task = replace(task, unknown=replace(task.unknown, kept=0.5))
-    update_card(run, replace(card, task=task))
-    return run
-
-
-def _candidates() -> list[np.ndarray]:
-    board = (np.indices((20, 20)).sum(0) % 2 * 255).astype(np.uint8)
-    noise = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
-    return [np.repeat(a[:, :, None], 3, axis=2) for a in (
-        board, noise, np.full((20, 20), 255, np.uint8), np.zeros((20, 20), np.uint8))]
-
-
-@pytest.fixture(scope="module")
-def strange(calibrated) -> np.ndarray:
-    """Of a few images of none of the classes (a checkerboard, noise, white, black), the
-    one the tiny model finds strangest: the rule must answer it 'unknown' everywhere."""
-    clf = cnnkit.load(str(calibrated), backend="torch")
-    preds = clf.predict(_candidates())
-    return _candidates()[int(np.argmax([p.energy for p in preds]))]
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])

@@ -221,3 +221,24 @@ def test_a_job_whose_worker_is_gone_is_lost_not_running(project: Project) -> Non
     jobs = Jobs(project, spare=False)
     job = jobs.get(folder.name)
     assert job.status()["state"] == "lost" and jobs.active("train") is None
+
+
+def test_a_live_answer_is_unknown_where_the_model_says_so(client: TestClient, project: Project,
+                                                          calibrated: Path,
+                                                          strange: np.ndarray) -> None:
+    """The page's answer is the predictor's own: a calibrated run's unknown rule holds
+    on the Try tab as in cnnkit predict (it printed the top class before)."""
+    import shutil
+
+    shutil.copytree(calibrated, project.runs_dir / "calibrated")
+    buf = io.BytesIO()
+    Image.fromarray(strange).save(buf, "PNG")
+    r = client.post("/api/runs/calibrated/predict?top_k=2", content=buf.getvalue())
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["label"] == "unknown" and answer["reason"] == "unlike every class"
+    assert answer["unknown_score"] > 0.5 and answer["top"][0]["class"] in ("circle", "square",
+                                                                         "triangle")
+    sure = client.post("/api/runs/calibrated/predict?threshold=0.99",
+                       content=buf.getvalue()).json()
+    assert sure["label"] == "unknown" and sure["probability"] == answer["probability"]

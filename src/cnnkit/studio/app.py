@@ -409,7 +409,7 @@ def create_app(project: Project, *, api_key: str | None = None, host: str = "127
         data = await request.body()
         if not data:
             raise HTTPException(400, "Send an image as the request body.")
-        from cnnkit.tasks.threshold import check_threshold, label_or_unknown
+        from cnnkit.tasks.threshold import check_threshold
 
         threshold = check_threshold(threshold, "threshold")
 
@@ -420,9 +420,9 @@ def create_app(project: Project, *, api_key: str | None = None, host: str = "127
                 found = clf.predict([data], top_k=max(1, min(top_k, 20)), threshold=threshold)
             except CnnkitError as exc:
                 raise BadImage(str(exc).replace("<image 0>", "the image"), 400) from None
-            top = found[0]
-            label, p = top.top[0]
-            return {"label": label_or_unknown(label, p, threshold), "probability": p,
+            top = found[0]  # the predictor's own answer: its unknown rule holds here too
+            return {"label": top.label, "probability": top.probability,
+                    "reason": top.reason, "unknown_score": top.unknown_score,
                     "top": [{"class": c, "probability": q} for c, q in top.top],
                     "ms": round(1000 * (time.perf_counter() - began), 1)}
         return await off_loop(answer)
