@@ -63,7 +63,8 @@ def test_mistakes_fail_before_torch_is_imported(tmp_path: Path, no_hub: str) -> 
              ["predict", "resnet18", "x.png"],
              ["train", "shapes", "--model", "efficientnet_lite0", "--weights", "imagenet"],
              ["train", "shapes", "--model", "seed-cnn", "--weights", "no-such.pth"],
-             ["train", "shapes", "--weights", "."]]
+             ["train", "shapes", "--weights", "."],
+             ["train", "shapes", "--model", "convnext_tiny", "--out", "runs"]]  # timm's only
     results = _run(calls, tmp_path, **{no_hub: offline})
     assert len(results) == len(calls)
     lines = []
@@ -76,6 +77,7 @@ def test_mistakes_fail_before_torch_is_imported(tmp_path: Path, no_hub: str) -> 
     assert "drop --weights" in lines[3] and "'imagenet'" in lines[3]
     assert "no-such.pth: not found" in lines[4]
     assert "--weights .: a folder" in lines[5]
+    assert "convnext_tiny is not one of cnnkit's models" in lines[6] and why in lines[6]
     assert not (tmp_path / "runs").exists()
 
 

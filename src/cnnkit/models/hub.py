@@ -182,6 +182,33 @@ def check_can_download(name: str, weights_from: str) -> None:
                           f"reached ({reason}). Connect and run again or, {OFFLINE_CHOICES}.")
 
 
+def hf_timm_cached(name: str) -> bool:
+    """Whether the hub cache holds any of timm's weights for architecture ``name`` (any
+    tag: ``timm/NAME`` or ``timm/NAME.TAG``), without importing timm."""
+    prefix = f"models--timm--{name.partition('.')[0]}"
+    try:
+        return any(p.name == prefix or p.name.startswith(prefix + ".")
+                   for p in hf_cache_dir().iterdir())
+    except OSError:
+        return False
+
+
+def check_timm_name_reachable(name: str) -> None:
+    """For a name that is not one of cnnkit's models and whose timm weights are not in
+    the hub cache: one line at once when the hub cannot be reached (``HF_HUB_OFFLINE``,
+    no network), before timm is imported to look the name up (seconds offline)."""
+    if hf_timm_cached(name):
+        return
+    url = hf_endpoint()
+    reason = "HF_HUB_OFFLINE is set" if hf_offline() else unreachable(url)
+    if reason is not None:
+        raise CnnkitError(f"{name} is not one of cnnkit's models (cnnkit models lists them), "
+                          f"and as a timm architecture its pretrained weights are not cached "
+                          f"and must be downloaded once from {urlsplit(url).hostname}, which "
+                          f"cannot be reached ({reason}). Connect and run again or, "
+                          f"{OFFLINE_CHOICES}.")
+
+
 def check_weights(name: str, weights_from: str | None) -> None:
     """Raise one clear :class:`CnnkitError` unless ``name``'s pretrained weights are here
     (bundled or cached) or can be downloaded now: a run checks this before loading data."""
