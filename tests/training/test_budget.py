@@ -41,11 +41,12 @@ def test_the_estimate_line_comes_before_the_first_epoch(
 
 
 def test_timing_a_run_changes_nothing_it_trains(make_tree, tmp_path: Path) -> None:
-    from cnnkit.training.session import _prepare
+    from cnnkit.training.planner import decide
 
     tree = make_tree(tmp_path / "shapes", per_class=6, size=16)
-    plan, splits, model = _prepare(TrainConfig(str(tree), model=MODEL, device="cpu",
-                                               check=False))
+    decided = decide(TrainConfig(str(tree), model=MODEL, device="cpu", check=False),
+                     cost=False)
+    plan, splits, model = decided.plan, decided.splits, decided.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     rates = estimate.measure(plan, model, len(splits.classes), splits.train, splits.val)

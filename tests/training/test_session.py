@@ -149,7 +149,7 @@ def test_the_weights_of_imbalance_handling() -> None:
     from cnnkit.data.imageset import ImageSet
     from cnnkit.data.sources import Splits
     from cnnkit.tasks.single_label import SingleLabel
-    from cnnkit.training.session import _imbalance
+    from cnnkit.training.planner import imbalance
 
     labels = torch.tensor([0] * 12 + [1] * 3 + [2] * 3)
     train = ImageSet(torch.zeros(18, 1, 4, 4, dtype=torch.uint8), labels, ("a", "b", "c"))
@@ -158,10 +158,10 @@ def test_the_weights_of_imbalance_handling() -> None:
     def plan(**options: str) -> SimpleNamespace:
         return SimpleNamespace(config=TrainConfig("x", **options), task=SingleLabel())
 
-    class_w, sample_w = _imbalance(plan(), splits)
+    class_w, sample_w = imbalance(plan(), splits)
     assert sample_w is None
     assert class_w.tolist() == pytest.approx([0.5, 2.0, 2.0])  # n / (k * n_c)
-    class_w, sample_w = _imbalance(plan(imbalance="balanced-sampling"), splits)
+    class_w, sample_w = imbalance(plan(imbalance="balanced-sampling"), splits)
     assert class_w is None
     assert sample_w[0].item() == pytest.approx(1 / 12)
     assert sample_w[-1].item() == pytest.approx(1 / 3)
