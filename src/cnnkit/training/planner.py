@@ -68,63 +68,89 @@ def decide(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGL
     ``started``: where ``--time`` counts from on the ``time.monotonic()`` clock (None:
     from when the cost is taken, once the data is loaded). ``events``: the hub that
     hears the estimate. ``restart``: a resumed run's saved state (its plan is its saved
-    config and card's; the estimate and the budget are for the epochs left). ``cost``:
-    time the run, fit ``--time`` and say the estimate (``cnnkit lr-find`` does not).
-    ``find``: run ``--lr find``'s range test (the studio's estimate does not).
+    config and card's, its weights the checkpoint's; the estimate and the budget are for
+    the epochs left). ``cost``: time the run, fit ``--time`` and say the estimate
+    (``cnnkit lr-find`` does not). ``find``: run ``--lr find``'s range test (the studio's
+    estimate does not).
     """
     hub = events if events is not None else Events()
-    if restart is not None:
-        return _restarted(config, cluster, restart, started, hub, cost)
-    config, init = _init_from(config)
-    plan, splits, model = _prepared(config, init, cluster)
+    config, card = _init_from(config) if restart is None else (config, restart.card)
+    plan, splits, model = _prepared(config, card, cluster, restart)
     if cost:
-        plan, splits, model = _costed(config, init, plan, splits, model,
-                                      time.monotonic() if started is None else started, hub)
+        plan, splits, model = _costed(config, card, plan, splits, model, started, hub, restart)
     finding = None
     if cost and find and plan.find_lr:
         plan, finding = _found(plan, splits, model)
     cfg = plan.config
-    card = ModelCard(plan.arch, splits.classes, plan.pre,
-                     {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
-                      **({"init_from": cfg.init_from} if cfg.init_from else {})},
-                     task=plan.task)
-    return Decided(plan, splits, model, card, finding)
+    saved = restart.card if restart is not None else ModelCard(
+        plan.arch, splits.classes, plan.pre,
+        {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
+         **({"init_from": cfg.init_from} if cfg.init_from else {})}, task=plan.task)
+    return Decided(plan, splits, model, saved, finding)
 
 
-def _prepared(config: TrainConfig, init: ModelCard | None, cluster: distributed.Cluster,
-              budget_size: int | None = None) -> tuple[Plan, Splits, torch.nn.Module]:
-    """The plan, the loaded data and a new model. ``budget_size``: the input side --time
-    chose (the data was checked at the first)."""
-    plan = resolve_config(config, init, cluster=cluster, budget_size=budget_size)
+def _prepared(config: TrainConfig, card: ModelCard | None, cluster: distributed.Cluster,
+              restart: Restart | None, budget_size: int | None = None
+              ) -> tuple[Plan, Splits, torch.nn.Module]:
+    """The plan, the loaded data and the model. ``card``: the --init-from or resumed
+    run's. ``budget_size``: the input side --time chose (the data was checked at the
+    first). A resumed run's plan was checked and finalized when it started."""
+    plan = resolve_config(config, card, cluster=cluster, budget_size=budget_size)
     for line in plan.notes:
         log.info(line)
-    check_model_size(plan)
-    if cluster.writes and budget_size is None:  # the audit keeps an index in the cache
-        check_data(plan)
+    if restart is None:
+        check_model_size(plan)
+        if cluster.writes and budget_size is None:  # the audit keeps an index in the cache
+            check_data(plan)
     torch.manual_seed(plan.config.seed)
     splits = _load(plan)
-    plan = finalize(_task_of(plan, splits, init), splits)
-    check_memory(plan)
-    cfg, pre = plan.config, plan.pre
-    if init is not None:
-        model = _initial_model(plan, init, splits)
-    else:
-        # Build the model first: one that cannot be built must not leave an empty run folder.
-        model = create_model(plan.arch, plan.task.outputs(splits.classes), pre.channels,
-                             pre.img_size, pretrained=cfg.mode != "scratch", weights=cfg.weights)
-    log.info(f"model: {plan.arch.name}, {sum(p.numel() for p in model.parameters()):,} "
-             f"parameters for {len(splits.classes)} classes")
-    _drop_path(model, cfg)
+    if restart is None:
+        plan = finalize(_task_of(plan, splits, card), splits)
+        check_memory(plan)
+    model = _model(plan, splits, card, restart)
+    _drop_path(model, plan.config)
+    if restart is not None:
+        log.info(f"resuming {restart.run.root} after epoch {len(restart.meta['history'])}")
     return plan, splits, model
 
 
-def _costed(config: TrainConfig, init: ModelCard | None, plan: Plan, splits: Splits,
-            model: torch.nn.Module, started: float, hub: Events
-            ) -> tuple[Plan, Splits, torch.nn.Module]:
+def _model(plan: Plan, splits: Splits, card: ModelCard | None, restart: Restart | None
+           ) -> torch.nn.Module:
+    """A resumed run's model with its checkpoint's weights, an --init-from run's model,
+    or a new one."""
+    pre = plan.pre
+    if restart is not None:
+        if splits.classes != restart.card.classes:
+            raise CnnkitError(f"The data's classes have changed since {restart.run.root} "
+                              "started; start a new run instead of --resume.")
+        model = create_model(plan.arch, restart.card.task.outputs(restart.card.classes),
+                             pre.channels, pre.img_size)
+        load_state(model, restart.model_state, str(restart.run.checkpoint_path))
+        return model
+    if card is not None:
+        model = _initial_model(plan, card, splits)
+    else:
+        # Build the model first: one that cannot be built must not leave an empty run folder.
+        model = create_model(plan.arch, plan.task.outputs(splits.classes), pre.channels,
+                             pre.img_size, pretrained=plan.config.mode != "scratch",
+                             weights=plan.config.weights)
+    log.info(f"model: {plan.arch.name}, {sum(p.numel() for p in model.parameters()):,} "
+             f"parameters for {len(splits.classes)} classes")
+    return model
+
+
+def _costed(config: TrainConfig, card: ModelCard | None, plan: Plan, splits: Splits,
+            model: torch.nn.Module, started: float | None, hub: Events,
+            restart: Restart | None) -> tuple[Plan, Splits, torch.nn.Module]:
     """Time a few real steps, fit --time (at another input side: the data again), say
-    the estimate, and give the loop its deadline."""
+    the estimate, and give the loop its deadline. A resumed run's estimate is for the
+    epochs left, and its budget what is left of --time."""
+    done = () if restart is None else epochs_done(plan, restart.meta)
+    if restart is not None and _nothing_left(plan, restart.meta, done):
+        return plan, splits, model  # the session says why
+    started = time.monotonic() if started is None else started
     costs = budget.Costs(plan, model, splits)
-    if plan.config.time is not None:
+    if plan.config.time is not None and restart is None:
         line = size = epochs = None
         if plan.cluster.writes:  # rank 0 decides for all
             fitted, line = budget.fit(plan, costs, started)
@@ -132,15 +158,23 @@ def _costed(config: TrainConfig, init: ModelCard | None, plan: Plan, splits: Spl
         size, epochs, line = distributed.broadcast(plan.cluster, (size, epochs, line))
         log.info(line)
         if size != plan.pre.img_size:
-            plan, splits, model = _prepared(config, init, plan.cluster, budget_size=size)
+            plan, splits, model = _prepared(config, card, plan.cluster, None, budget_size=size)
             costs = budget.Costs(plan, model, splits)
         plan = with_epochs(plan, epochs)
-    est = costs.estimate(plan)
+    est = costs.estimate(plan, done, probe=restart is None)
     if plan.cluster.writes:
-        hub.emit(budget.announce(plan, costs, est))
+        hub.emit(budget.announce(plan, costs, est, done))
+    if restart is not None:
+        return budget.resume_budget(plan, restart.meta["history"], started, est), splits, model
     if plan.config.time is not None:
         plan = replace(plan, deadline=budget.deadline(plan, est, started))
     return plan, splits, model
+
+
+def _nothing_left(plan: Plan, meta: dict[str, Any], done: tuple[int, ...]) -> bool:
+    """Whether a checkpoint's run has no epoch left to train (or stopped early)."""
+    left = [p.epochs - d for p, d in zip(transfer.phases(plan), done)]
+    return bool(meta.get("stopped_early")) or not any(e > 0 for e in left)
 
 
 def _found(plan: Plan, splits: Splits, model: torch.nn.Module
@@ -158,42 +192,6 @@ def _found(plan: Plan, splits: Splits, model: torch.nn.Module
             lr = float(f"{suggested:.3g}")
     lr = distributed.broadcast(plan.cluster, lr)
     return replace(plan, config=plan.config.replace(lr=lr)), finding
-
-
-def _restarted(config: TrainConfig, cluster: distributed.Cluster, restart: Restart,
-               started: float | None, hub: Events, cost: bool) -> Decided:
-    """A resumed run's plan: its saved config and card's, the data as it was, the
-    checkpoint's weights, and the estimate and the budget of the epochs left."""
-    card = restart.card
-    plan = resolve_config(config, card, cluster=cluster)
-    torch.manual_seed(config.seed)
-    splits = _load(plan)
-    if splits.classes != card.classes:
-        raise CnnkitError(f"The data's classes have changed since {restart.run.root} started; "
-                          "start a new run instead of --resume.")
-    model = create_model(plan.arch, card.task.outputs(card.classes), plan.pre.channels,
-                         plan.pre.img_size)
-    load_state(model, restart.model_state, str(restart.run.checkpoint_path))
-    _drop_path(model, config)
-    log.info(f"resuming {restart.run.root} after epoch {len(restart.meta['history'])}")
-    if cost:
-        plan = _cost_left(plan, splits, model, restart.meta,
-                          time.monotonic() if started is None else started, hub)
-    return Decided(plan, splits, model, card)
-
-
-def _cost_left(plan: Plan, splits: Splits, model: torch.nn.Module, meta: dict[str, Any],
-               started: float, hub: Events) -> Plan:
-    """--resume: the estimate of the epochs left, and what is left of --time."""
-    done = epochs_done(plan, meta)
-    left = [p.epochs - d for p, d in zip(transfer.phases(plan), done)]
-    if meta.get("stopped_early") or not any(e > 0 for e in left):
-        return plan  # nothing to resume: the session says why
-    costs = budget.Costs(plan, model, splits)
-    est = costs.estimate(plan, done, probe=False)
-    if plan.cluster.writes:
-        hub.emit(budget.announce(plan, costs, est, done))
-    return budget.resume_budget(plan, meta["history"], started, est)
 
 
 def epochs_done(plan: Plan, meta: dict[str, Any]) -> tuple[int, ...]:
