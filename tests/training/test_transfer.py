@@ -14,7 +14,6 @@ from cnnkit.artifacts.modelfile import read_card
 from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
 from cnnkit.models.build import create_model
-from cnnkit.training import transfer
 from cnnkit.training.recipe import resolve_config
 
 FAST = {"model": "efficientnet_lite0", "img_size": 32, "plots": False, "seed": 0}
@@ -132,7 +131,7 @@ def test_linear_probe_fits_the_head_before_fine_tuning(tmp_path: Path) -> None:
     plan = resolve_config(TrainConfig("shapes:count=90,size=32", model="efficientnet_lite0",
                                       img_size=32, device="cpu"))
     assert plan.config.head_epochs == 0 and plan.config.probe
-    assert [p.name for p in transfer.phases(plan)] == ["fine-tune"]
+    assert [p.name for p in plan.phases] == ["fine-tune"]
     from cnnkit.artifacts.rundir import RunDir
     from cnnkit.data.sources import load_splits
 
@@ -177,7 +176,7 @@ def test_per_depth_learning_rates_shrink_towards_the_input() -> None:
     plan = resolve_config(TrainConfig("shapes", model="efficientnet_lite0", epochs=3,
                                       lr_decay=0.5, device="cpu"))
     model = create_model("efficientnet_lite0", 3)
-    groups = transfer.phases(plan)[-1].prepare(model)
+    groups = plan.phases[-1].prepare(model)
     scales = {p.data_ptr(): g["lr_scale"] for g in groups for p in g["params"]}
     assert scales[model.get_classifier().weight.data_ptr()] == 1.0
     assert scales[model.conv_head.weight.data_ptr()] == 0.5
@@ -188,7 +187,7 @@ def test_per_depth_learning_rates_shrink_towards_the_input() -> None:
 def test_scratch_mode_starts_from_random_weights(tmp_path: Path) -> None:
     plan = resolve_config(TrainConfig("shapes", model="efficientnet_lite0", mode="scratch",
                                       device="cpu"))
-    assert plan.config.mode == "scratch" and len(transfer.phases(plan)) == 1
+    assert plan.config.mode == "scratch" and len(plan.phases) == 1
     result = cnnkit.train("shapes:count=60,size=32", mode="scratch", epochs=1,
                           out=str(tmp_path), **FAST)
     ref = create_model("efficientnet_lite0", 3, pretrained=True)

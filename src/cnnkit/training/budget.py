@@ -20,7 +20,6 @@ from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.estimate import Estimate, Rates
 from cnnkit.training.events import Planned
 from cnnkit.training.recipe import BUDGET_SIZES, Plan, at_size, faster_choices, fit_budget
-from cnnkit.training.transfer import phases
 
 EXIT_S = 2.0  # --time: the last files, the process's exit
 
@@ -94,12 +93,12 @@ def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()
     line = estimate.describe(plan, costs.n, est, costs.rates(plan), done)
     cfg = plan.config
     left = [max(p.epochs - (done[i] if i < len(done) else 0), 0)
-            for i, p in enumerate(phases(plan))] if cfg.mode != "features" else []
+            for i, p in enumerate(plan.phases)] if cfg.mode != "features" else []
     event = Planned(line, est.seconds, cfg.mode, str(cfg.model), str(plan.device),
                     plan.pre.img_size, sum(left) if left else cfg.epochs,
                     dict(costs.sizes),
                     costs.class_names,
-                    tuple((p.name, e) for p, e in zip(phases(plan), left))
+                    tuple((p.name, e) for p, e in zip(plan.phases, left))
                     if cfg.mode != "features" else ())
     if plan.device.type != "cpu" or est.seconds <= estimate.LONG_S or done:
         return event

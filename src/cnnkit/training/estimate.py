@@ -25,7 +25,7 @@ from cnnkit.training.features import PROBE_LIMIT
 from cnnkit.training.loop import set_train_mode
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.recipe import Plan
-from cnnkit.training.transfer import Phase, phases
+from cnnkit.training.transfer import Phase
 
 STEP_S = 0.5  # a timed step: a whole batch, or as many images as take about this long
 TIMED_S = 1.0  # time steps (after one to warm up) until this much has passed ...
@@ -88,9 +88,9 @@ def plan_seconds(plan: Plan, n: Counts, rates: Rates, done: tuple[int, ...] = ()
     if cfg.mode == "fine-tune" and cfg.probe and probe:
         before = min(n.train, PROBE_LIMIT) * rates.infer
     left = [max(p.epochs - (done[i] if i < len(done) else 0), 0)
-            for i, p in enumerate(phases(plan))]
+            for i, p in enumerate(plan.phases)]
     phase_s = tuple(e * (n.train * rates.train[p.name] + val_s)
-                    for e, p in zip(left, phases(plan)))
+                    for e, p in zip(left, plan.phases))
     return Estimate(before, phase_s, after, val_s)
 
 
@@ -106,7 +106,7 @@ def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = 
             twin = twin.to(memory_format=torch.channels_last)
         train: dict[str, float] = {}
         steps = 0
-        for phase in phases(plan) if plan.config.mode != "features" else ():
+        for phase in plan.phases if plan.config.mode != "features" else ():
             train[phase.name], n = _train_rate(plan, twin, phase, data)
             steps += n
         infer = _infer_rate(plan, twin, val)
@@ -253,7 +253,7 @@ def describe(plan: Plan, n: Counts, est: Estimate, rates: Rates,
                 f"{where(plan.device)}")
     else:
         epochs = sum(max(p.epochs - (done[i] if i < len(done) else 0), 0)
-                     for i, p in enumerate(phases(plan)))
+                     for i, p in enumerate(plan.phases))
         probe = "a linear probe, then " if est.before_s else ""
         left = " more" if done else ""
         what = (f"{probe}{epochs} epoch{'s' if epochs != 1 else ''}{left} x {n.train:,} "

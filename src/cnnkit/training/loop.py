@@ -59,7 +59,7 @@ def set_train_mode(model: nn.Module, bn_eval: bool = False) -> None:
 
 class Trainer:
     def __init__(self, plan: Plan, model: nn.Module, splits: Splits, card: ModelCard,
-                 run: RunDir, phases: list[Phase], class_weights: torch.Tensor | None = None,
+                 run: RunDir, phases: tuple[Phase, ...], class_weights: torch.Tensor | None = None,
                  sample_weights: torch.Tensor | None = None,
                  callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
                  events: Events | None = None,

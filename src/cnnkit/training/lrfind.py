@@ -40,7 +40,6 @@ from cnnkit.data.sources import Splits
 from cnnkit.runtime.inference import autocast
 from cnnkit.training.optim import build_optimizer, set_lr
 from cnnkit.training.recipe import Plan
-from cnnkit.training.transfer import phases
 
 SUGGESTIONS = ("knee", "steepest", "valley", "minimum")
 # Which suggestion ``train --lr find`` takes (chosen by measurement: docs/design-notes.md,
@@ -122,7 +121,7 @@ def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7
     work = copy.deepcopy(model).to(device)
     if plan.channels_last:
         work = work.to(memory_format=torch.channels_last)
-    phase = phases(plan)[-1]
+    phase = plan.phases[-1]
     groups = phase.prepare(work)
     from cnnkit.training.loop import set_train_mode
 

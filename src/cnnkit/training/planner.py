@@ -29,7 +29,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
 from cnnkit.tasks.registry import get_task
-from cnnkit.training import budget, distributed, transfer
+from cnnkit.training import budget, distributed
 from cnnkit.training.events import Events
 from cnnkit.training.lrfind import LRFinding, find_lr, report
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
@@ -173,7 +173,7 @@ def _costed(config: TrainConfig, card: ModelCard | None, plan: Plan, splits: Spl
 
 def _nothing_left(plan: Plan, meta: dict[str, Any], done: tuple[int, ...]) -> bool:
     """Whether a checkpoint's run has no epoch left to train (or stopped early)."""
-    left = [p.epochs - d for p, d in zip(transfer.phases(plan), done)]
+    left = [p.epochs - d for p, d in zip(plan.phases, done)]
     return bool(meta.get("stopped_early")) or not any(e > 0 for e in left)
 
 
@@ -196,7 +196,7 @@ def _found(plan: Plan, splits: Splits, model: torch.nn.Module
 
 def epochs_done(plan: Plan, meta: dict[str, Any]) -> tuple[int, ...]:
     """Epochs a checkpoint has trained in each phase."""
-    phases = transfer.phases(plan)
+    phases = plan.phases
     at, epoch = meta["phase"], meta["epoch_in_phase"] + 1
     return tuple(p.epochs if i < at or (i == at and meta.get("phase_done")) else
                  epoch if i == at else 0 for i, p in enumerate(phases))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.distributed import SINGLE, Cluster, device_for
 from cnnkit.training.optim import trained_start_share
 from cnnkit.training.quick_checks import check_weights_file, settle_precision
+from cnnkit.training.transfer import Phase, phases
 
 DEFAULT_PRETRAINED = "efficientnet_lite0"
 # Images whose side is at most 1/FAR_SMALLER of the default pretrained model's input train
@@ -85,6 +87,12 @@ class Plan:
     deadline: Deadline | None = None  # --time: when the last training step must be done
     facts: ImageFacts | None = None  # what the files' headers said (folders and CSVs)
     task: Task = field(default_factory=SingleLabel)  # what the labels ask of the model
+
+    @cached_property
+    def phases(self) -> tuple[Phase, ...]:
+        """The phases the run trains in, each decided once per plan (a changed plan,
+        such as --time's fewer epochs, is a new plan with its own)."""
+        return phases(self.config)
 
 
 def resolve_config(config: TrainConfig, card: ModelCard | None = None,

@@ -294,7 +294,7 @@ def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: Mode
     if cfg.mode == "features":
 
         return features.fit(plan, model, splits, card, run, class_weights, hub)
-    phases = transfer.phases(plan)
+    phases = plan.phases
     if cfg.mode == "fine-tune" and cfg.probe and resume is None and plan.cluster.writes:
         # Distributed: rank 0 fits the probe; DistributedDataParallel then starts every
         # rank from rank 0's weights, so the others wait and receive its head.
@@ -343,7 +343,7 @@ def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: Mode
         ) from None
 
 
-def _all_trained(meta: dict[str, Any], phases: list[transfer.Phase]) -> bool:
+def _all_trained(meta: dict[str, Any], phases: tuple[transfer.Phase, ...]) -> bool:
     """Whether a checkpoint's run had trained all it was going to (every epoch, or until
     early stopping)."""
     return bool(meta.get("stopped_early")) or (

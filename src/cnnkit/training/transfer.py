@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from cnnkit.base.config import TrainConfig
 from cnnkit.models.interface import classifier_params
 from cnnkit.training.optim import param_groups
-from cnnkit.training.recipe import Plan
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,8 @@ def _everything(weight_decay: float) -> Callable[[nn.Module], list[dict]]:
     return prepare
 
 
-def phases(plan: Plan) -> list[Phase]:
-    cfg = plan.config
+def phases(cfg: TrainConfig) -> tuple[Phase, ...]:
+    """The phases a resolved config trains in (a plan's ``phases``)."""
     if cfg.mode == "fine-tune":
         head = cfg.head_epochs or 0
         top = None if cfg.unfreeze == "all" else int(cfg.unfreeze)
@@ -114,9 +114,9 @@ def phases(plan: Plan) -> list[Phase]:
                      _unfrozen(cfg.weight_decay, top, cfg.lr_decay),
                      bn_eval=cfg.bn_stats != "update")
         if not head:
-            return [tune]
-        return [Phase("head", head, cfg.lr * 4, _head_only(cfg.weight_decay), bn_eval=True), tune]
-    return [Phase("train", cfg.epochs, cfg.lr, _everything(cfg.weight_decay))]
+            return (tune,)
+        return (Phase("head", head, cfg.lr * 4, _head_only(cfg.weight_decay), bn_eval=True), tune)
+    return (Phase("train", cfg.epochs, cfg.lr, _everything(cfg.weight_decay)),)
 
 
 def describe_phase(model: nn.Module, phase: Phase, groups: list[dict]) -> dict:
