@@ -169,14 +169,17 @@ def train(
             raise CnnkitError(f"--resume continues a run with its own data and options; "
                               f"drop {flag}.")
         from cnnkit.artifacts.rundir import RunDir
+        from cnnkit.training.launch import launched
 
         saved = RunDir.open(resume).read_config()
-        if _launches(devices, str(saved.get("device", "auto")), saved.get("mode")):
-            _launch(ctx, devices, str(saved.get("device", "auto")))
-            return
-        from cnnkit.training import session
+        code = launched(devices, str(saved.get("device", "auto")), saved.get("mode"),
+                        _argv(ctx))
+        if code is None:
+            from cnnkit.training import session
 
-        session.resume(resume)
+            session.resume(resume)
+        elif code:
+            raise typer.Exit(code)
         return
     if "lr" in given:
         given["lr"] = parse_lr(given["lr"])
@@ -196,12 +199,15 @@ def train(
 
         ray_cmds.train(given, train_config, None, ray, workers, devices)
         return
-    if _launches(devices, train_config.device, train_config.mode):
-        _launch(ctx, devices, train_config.device, started_wall)
-        return
-    from cnnkit.training import session  # torch and the trainer: after the checks above
+    from cnnkit.training.launch import launched, under_torchrun
 
-    session.train(train_config, started=None if _under_torchrun() else started)
+    code = launched(devices, train_config.device, train_config.mode, _argv(ctx), started_wall)
+    if code is None:
+        from cnnkit.training import session  # torch and the trainer: after the checks above
+
+        session.train(train_config, started=None if under_torchrun() else started)
+    elif code:
+        raise typer.Exit(code)
 
 
 def parse_lr(text: str) -> float | str:
@@ -214,26 +220,9 @@ def parse_lr(text: str) -> float | str:
         raise CnnkitError(f"--lr takes a positive number or 'find'. Received: {text!r}") from None
 
 
-def _launches(devices: int, device: str, mode: str | None) -> bool:
-    """Whether --devices asks this command to start N processes (not when it is one of
-    them already); what cannot be distributed says so before any process starts."""
-    from cnnkit.training.launch import check_devices, under_torchrun
-
-    if devices > 1 and mode == "features" and not under_torchrun():
-        raise CnnkitError(f"--mode features fits its head in one solve on one process, so it "
-                          f"cannot use {devices} processes: drop --devices (or use --mode "
-                          "fine-tune).")
-    return check_devices(devices, device)
-
-
-def _launch(ctx: typer.Context, devices: int, device: str, started: float | None = None
-            ) -> None:
-    from cnnkit.training.launch import launch
-
-    code = launch(devices, (ctx.obj or {}).get("argv", sys.argv[1:]),
-                  cpu=device == "cpu" or not _has_cuda(), started=started)
-    if code:
-        raise typer.Exit(code)
+def _argv(ctx: typer.Context) -> list[str]:
+    """The command's own arguments, for the processes --devices N starts."""
+    return (ctx.obj or {}).get("argv", sys.argv[1:])
 
 
 def _process_age() -> float:
@@ -253,18 +242,6 @@ def _process_age() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return age if 0.0 <= age <= STARTUP_S else 0.0
-
-
-def _under_torchrun() -> bool:
-    from cnnkit.training.launch import under_torchrun
-
-    return under_torchrun()
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 @app.command()

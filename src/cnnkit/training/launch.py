@@ -55,6 +55,23 @@ def check_devices(devices: int, device: str) -> bool:
     return True
 
 
+def launched(devices: int, device: str, mode: str | None, argv: list[str],
+             started: float | None = None) -> int | None:
+    """``--devices N``: run ``cnnkit <argv>`` in N processes and return their exit status;
+    None when this process trains by itself (one device, or it is one of the N already).
+    What cannot be distributed says so before any process starts."""
+    if devices > 1 and mode == "features" and not under_torchrun():
+        raise CnnkitError(f"--mode features fits its head in one solve on one process, so it "
+                          f"cannot use {devices} processes: drop --devices (or use --mode "
+                          "fine-tune).")
+    if not check_devices(devices, device):
+        return None
+    import torch
+
+    return launch(devices, argv, cpu=device == "cpu" or not torch.cuda.is_available(),
+                  started=started)
+
+
 def launch(devices: int, argv: list[str], *, cpu: bool, started: float | None = None) -> int:
     """Run ``cnnkit <argv>`` in ``devices`` processes; returns the exit status.
 
