@@ -25,7 +25,10 @@ def test_int8_export_is_quantized_keeps_metadata_and_is_compared(trained, tmp_pa
                                                                  capsys) -> None:
     out = tmp_path / "m.onnx"
     assert main(["export", str(trained[0]), "--out", str(out), "--quantize", "int8"]) == 0
-    text = capsys.readouterr().out
+    said = capsys.readouterr()
+    text = said.out
+    speedup = float(re.search(r"points, ([\d.]+)x the speed", text).group(1))
+    assert ("int8 file is slower than the float one" in said.err) == (speedup < 1)
     int8 = tmp_path / "m.int8.onnx"
     assert f"wrote {int8}" in text
     graph = onnx.load(str(int8)).graph

@@ -51,6 +51,10 @@ def export(
         log.info(f"  int8   {c.figure} {c.int8_accuracy:.2%}   {c.int8_speed:,.1f} images/s   "
                  f"({(c.int8_accuracy - c.float_accuracy) * 100:+.2f} points, "
                  f"{c.speedup:.2f}x the speed; batch 32)")
+        if c.speedup < 1:
+            log.warn(f"the int8 file is slower than the float one here ({c.speedup:.2f}x): "
+                     "for a model this small, quantizing and dequantizing costs more than "
+                     "int8 saves; predict with the float file (--backend onnx).")
         if c.float_unknown is not None and c.int8_unknown is not None:
             log.info(f"  answered 'unknown' (the run's rule): float {c.float_unknown:.1%}, "
                      f"int8 {c.int8_unknown:.1%}")
