@@ -88,11 +88,10 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
 
 def _default_size(source: DataSource) -> int:
     """The input size `cnnkit train DATA` would use with its default model."""
-    from cnnkit.base.config import TrainConfig
-    from cnnkit.training.recipe import resolve_config
+    from cnnkit.training.recipe import default_side
 
     try:
-        return resolve_config(TrainConfig(data=source.spec)).pre.img_size
+        return default_side(source)
     except CnnkitError:
         return 224
 

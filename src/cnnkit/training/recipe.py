@@ -109,10 +109,7 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     builtin = source.builtin
     peek = source.peek() if card is None else Peek(())
     facts = peek.facts
-    model = config.model or (builtin.default_model if builtin else DEFAULT_PRETRAINED)
-    small = None if config.model or builtin else small_images(config, facts)
-    if small is not None:
-        model = SMALL_IMAGE_MODEL
+    model, small = model_for(config, source, facts)
     arch, info = resolve(model)
     if card is not None:
         arch = card.architecture
@@ -169,9 +166,7 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         raise CnnkitError(f"{arch.name} takes {info.channels}-channel images; drop --channels "
                           "(grey images are turned into 3 channels for it).")
 
-    # a generated set's own size (shapes:size=16) wins over the defaults
-    img_size = budget_size or config.img_size or info.img_size or source.native_size or (
-        builtin.default_img_size if builtin else own_size(facts))
+    img_size = input_side(config, source, info, facts, budget_size)
     mean = info.mean or (0.5,) * channels
     std = info.std or (0.5,) * channels
     crop_pct = info.crop_pct if info.is_pretrained else 1.0
@@ -214,6 +209,33 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     return Plan(resolved, config, source, arch, info, pre, augment_tokens(augment), device,
                 channels_last, _compiles(resolved, device), find_lr=config.lr == "find",
                 notes=notes, cluster=cluster, sync_bn=sync_bn, facts=facts, task=task)
+
+
+def model_for(config: TrainConfig, source: DataSource, facts: ImageFacts | None
+              ) -> tuple[str, str | None]:
+    """The model a run trains, and why it is :data:`SMALL_IMAGE_MODEL` when it is."""
+    builtin = source.builtin
+    model = config.model or (builtin.default_model if builtin else DEFAULT_PRETRAINED)
+    small = None if config.model or builtin else small_images(config, facts)
+    return (model if small is None else SMALL_IMAGE_MODEL), small
+
+
+def input_side(config: TrainConfig, source: DataSource, info: ModelInfo,
+               facts: ImageFacts | None, budget_size: int | None = None) -> int:
+    """The input side in pixels: --time's, asked for, the model's, a generated set's own
+    (shapes:size=16), a built-in set's default, else the images' own within bounds."""
+    builtin = source.builtin
+    return budget_size or config.img_size or info.img_size or source.native_size or (
+        builtin.default_img_size if builtin else own_size(facts))
+
+
+def default_side(source: DataSource) -> int:
+    """The input side ``cnnkit train DATA`` would use with its default model (for
+    ``cnnkit check``, which measures images against it without planning a run)."""
+    config = TrainConfig(data=source.spec)
+    facts = source.peek().facts
+    _, info = resolve(model_for(config, source, facts)[0])
+    return input_side(config, source, info, facts)
 
 
 def small_images(config: TrainConfig, facts: ImageFacts | None) -> str | None:
