@@ -159,6 +159,22 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert arr[:18].mean() < 30 and arr[22:].mean() > 225  # the left half is now on top
 
 
+def test_a_callers_image_is_decoded_turned_and_left_as_it_was(tmp_path: Path) -> None:
+    img = Image.new("RGB", (40, 20), (255, 255, 255))
+    img.paste((0, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "turned.jpg") as given:
+        given.load()
+        before = np.asarray(given).copy()
+        arr = decode(given, 3)
+        assert arr.shape == (40, 20, 3) and arr[:18].mean() < 30  # turned, as from the file
+        assert given.size == (40, 20) and given.getexif().get(0x0112) == 6  # not in place
+        assert np.array_equal(np.asarray(given), before)
+    assert np.array_equal(arr, decode(tmp_path / "turned.jpg", 3))
+
+
 def test_resize_square_keeps_the_centre() -> None:
     img = Image.new("L", (60, 20), 0)
     img.paste(255, (20, 0, 40, 20))  # a white centre square

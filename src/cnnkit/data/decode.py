@@ -146,9 +146,12 @@ def open_image(
         except (OSError, SyntaxError, ValueError) as exc:
             raise CorruptImageError(f"{name}: cannot decode image ({exc})") from None
     try:
-        return ImageOps.exif_transpose(img)
+        if img is source:  # the caller's image: a turned copy, never changed in place
+            return ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # ours: no copy when upright
     except Exception:  # a broken EXIF block must not lose an otherwise good image
-        return img
+        pass
+    return img
 
 
 def to_mode(img: Image.Image, channels: int) -> Image.Image:
@@ -164,7 +167,8 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return img.convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    return img if img.mode == mode else img.convert(mode)
 
 
 def _full_scale(mode: str, arr: np.ndarray) -> float:
