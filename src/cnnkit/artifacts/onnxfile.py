@@ -203,7 +203,10 @@ def open_session(path: str | os.PathLike, threads: int | None = None,
 
     All graph optimisations (operator fusion, constant folding, layout transforms),
     ``threads`` intra-op threads and no inter-op pool: a CNN's graph is a chain, so
-    parallel branches gain nothing and a second pool only competes for the cores.
+    parallel branches gain nothing and a second pool only competes for the cores. The
+    pool's threads sleep between calls instead of spinning, so they leave the cores to
+    the decoders and NumPy preprocessing that run beside them (docs/design-notes.md,
+    "Export, backends and batch prediction").
     """
     import onnxruntime as ort
 
@@ -213,6 +216,7 @@ def open_session(path: str | os.PathLike, threads: int | None = None,
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), opts,
                                     providers=providers or ["CPUExecutionProvider"])
