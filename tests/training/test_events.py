@@ -121,3 +121,28 @@ def test_a_plan_says_the_estimate_and_writes_no_run(tmp_path, capsys) -> None:
     assert planned.line.startswith("estimate: ") and planned.line in capsys.readouterr().out
     assert planned.mode == "scratch" and planned.img_size == 12
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_given_its_plan_says_it_again_instead_of_timing_steps(tmp_path, monkeypatch
+                                                                    ) -> None:
+    from dataclasses import replace
+
+    from cnnkit.training import estimate
+    from cnnkit.training.session import plan
+
+    planned = plan(TINY, out=str(tmp_path / "runs"), epochs=2, **OPTIONS)
+    timed: list[str] = []
+    original = estimate.measure
+    monkeypatch.setattr(estimate, "measure", lambda *a, **k: timed.append("timed") or
+                        original(*a, **k))
+    seen: list[ev.Event] = []
+    _run(tmp_path, ev.Events(seen.append), epochs=2, name="planned", planned=planned)
+    assert seen[0] == planned and timed == []  # the same estimate, no step timed again
+    # a plan of other data (or other epochs) is not this run's: its steps are timed
+    for other in (replace(planned, images={**planned.images, "train": 53}),
+                  replace(planned, epochs=3)):
+        seen.clear()
+        _run(tmp_path, ev.Events(seen.append), epochs=2, name=f"other{len(timed)}",
+             planned=other)
+        assert seen[0].kind == "plan" and seen[0] != other
+    assert timed == ["timed", "timed"]

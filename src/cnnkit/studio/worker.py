@@ -6,6 +6,7 @@ folder from stdin (an empty line: exit). SIGTERM stops a run as Ctrl-C does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 STEP_EVERY_S = 0.25  # step events written at most this often (epochs, ends: always)
+PLAN_FRESH_S = 900.0  # a run announces the Train tab's estimate if measured this recently
 
 # What the page's three buttons train (options of cnnkit.train).
 MODES: dict[str, dict[str, Any]] = {
@@ -137,19 +139,74 @@ def _train(project: Path, options: dict[str, Any], hub: Any, out: EventFile,
     from cnnkit.studio.project import STATE
     from cnnkit.training import session
 
+    planned = _planned(folder.parent, options)
+    behind = _Behind(options.get("mode", "quick") == "quick")
+    hub.subscribe(behind)
     with RunLock.acquire(project / STATE, "train.lock", what=f"Training in {project}"):
-        result = session.train(_config(project, options), events=hub)
+        result = session.train(_config(project, options), events=hub, planned=planned)
     run_dir = str(result.run_dir)
     out.write({"kind": "job", "what": "trained", "run": Path(run_dir).name,
                "test_accuracy": result.test_accuracy})
     try:  # the Understand tab's figures, behind the page's first predictions
-        os.nice(5)
+        behind.step_back()
         _understand(project, {"run": Path(run_dir).name}, hub, out, folder)
     except Exception as exc:
         traceback.print_exc()
         out.write({"kind": "job", "what": "understand-failed",
                    "message": f"{type(exc).__name__}: {exc}"})
     return {"run": Path(run_dir).name, "test_accuracy": result.test_accuracy}
+
+
+class _Behind:
+    """Lowers the worker's priority once the page has a model to answer with: the quick
+    mode's model is final when it is saved (its "best" event), so its test and the
+    Understand tab's figures wait behind the server's first predictions; any other run
+    steps back after it ends."""
+
+    def __init__(self, at_best: bool) -> None:
+        self.at_best = at_best
+        self.done = False
+
+    def __call__(self, event: Any) -> None:
+        if self.at_best and event.kind == "best":
+            self.step_back()
+
+    def step_back(self) -> None:
+        if not self.done:
+            self.done = True
+            with contextlib.suppress(OSError):
+                os.nice(5)
+
+
+def _planned(jobs: Path, options: dict[str, Any]) -> Any:
+    """The estimate the Train tab's plan job measured for these options within
+    PLAN_FRESH_S (the run announces it again if it still describes the data), or None."""
+    from dataclasses import fields
+
+    from cnnkit.training.events import Planned
+
+    now = time.time()
+    for folder in sorted(jobs.iterdir(), reverse=True):  # newest first (named by time)
+        try:
+            spec = json.loads((folder / "spec.json").read_text())
+            if spec.get("kind") != "plan" or spec.get("options") != options or \
+                    now - float(spec.get("created", 0)) > PLAN_FRESH_S:
+                continue
+            if json.loads((folder / "status.json").read_text()).get("state") != "done":
+                continue
+            for line in (folder / "events.jsonl").read_text().splitlines():
+                event = json.loads(line)
+                if event.get("kind") == "plan":
+                    return Planned(**{f.name: _tuples(event[f.name]) for f in fields(Planned)
+                                      if f.name in event})
+        except (OSError, ValueError, TypeError):
+            continue
+        return None
+    return None
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _run_dir(project: Path, options: dict[str, Any]) -> Path:
@@ -219,9 +276,16 @@ def _import_ahead() -> None:
     import importlib
 
     for name in ("torch", "cnnkit.training.session", "cnnkit.training.features",
-                 "cnnkit.tasks.metrics", "sklearn.metrics", "timm", "cnnkit.models",
-                 "cnnkit.data.sources", "cnnkit.studio.understand"):
+                 "cnnkit.training.codes_onnx", "onnxruntime", "cnnkit.tasks.metrics",
+                 "sklearn.metrics", "timm", "cnnkit.models", "cnnkit.data.sources",
+                 "cnnkit.studio.understand"):
         importlib.import_module(name)
+    try:  # the pretrained Lite0's weights (read once per process), for the quick mode
+        from cnnkit.models.weights import lite0_state
+
+        lite0_state()
+    except Exception:  # its package missing: the run says so itself
+        traceback.print_exc()
 
 
 def main(argv: list[str]) -> int:

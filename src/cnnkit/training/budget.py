@@ -54,7 +54,7 @@ class Costs:
         same = plan.arch == self.plan.arch and plan.pre.channels == self.plan.pre.channels
         known = [r for k, r in self._rates.items() if k[:2] == key[:2]]
         if same and plan.config.mode == "features" and known:  # evaluation alone
-            self._rates[key] = Rates({}, known[0].infer, 0)
+            self._rates[key] = Rates({}, known[0].infer, 0, known[0].features)
             return self._rates[key]
         if not same:
             model = create_model(plan.arch, self.classes, plan.pre.channels, plan.pre.img_size)

@@ -21,7 +21,7 @@ from cnnkit.data.imageset import ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.runtime.inference import autocast, chunk_size, log_probs
 from cnnkit.training.clock import duration
-from cnnkit.training.features import PROBE_LIMIT
+from cnnkit.training.features import PROBE_LIMIT, extract
 from cnnkit.training.loop import set_train_mode
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.recipe import Plan
@@ -30,6 +30,7 @@ from cnnkit.training.transfer import Phase
 STEP_S = 0.5  # a timed step: a whole batch, or as many images as take about this long
 TIMED_S = 1.0  # time steps (after one to warm up) until this much has passed ...
 MAX_STEPS = 6  # ... or this many steps
+FEATURE_IMAGES = 8  # the features mode's pass on its graph is timed on this many images
 REPORT_S = 5.0  # the end's plots and report.html, less their Grad-CAMs
 GRAD_CAMS = 9  # the report's top losses, each a forward and a backward pass
 LONG_S = 600.0  # on a CPU, a plan longer than this is shown its faster choices
@@ -40,8 +41,9 @@ class Rates:
     """Seconds per image here, for one model at one input size."""
 
     train: dict[str, float]  # per phase by name: augmentation, forward, backward, step
-    infer: float  # evaluation: validation, test, the features mode, the linear probe
+    infer: float  # evaluation: validation, test, the linear probe, the features
     steps: int  # training steps timed (after one to warm up)
+    features: float | None = None  # the features mode's pass (its onnxruntime graph)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ def plan_seconds(plan: Plan, n: Counts, rates: Rates, done: tuple[int, ...] = ()
     if cfg.plots:
         after += REPORT_S + 3 * GRAD_CAMS * rates.infer
     if cfg.mode == "features":
-        return Estimate((n.train + n.val) * rates.infer, (), after, val_s)
+        per_image = rates.features if rates.features is not None else rates.infer
+        return Estimate((n.train + n.val) * per_image, (), after, val_s)
     before = 0.0
     if cfg.mode == "fine-tune" and cfg.probe and probe:
         before = min(n.train, PROBE_LIMIT) * rates.infer
@@ -110,7 +113,8 @@ def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = 
             train[phase.name], n = _train_rate(plan, twin, phase, data)
             steps += n
         infer = _infer_rate(plan, twin, val)
-    return Rates(train, infer, steps)
+        coded = _features_rate(plan, twin, val) if plan.config.mode == "features" else None
+    return Rates(train, infer, steps, coded)
 
 
 def between(low: Rates, low_side: int, high: Rates, high_side: int, side: int) -> Rates:
@@ -123,7 +127,9 @@ def between(low: Rates, low_side: int, high: Rates, high_side: int, side: int) -
     def mix(a: float, b: float) -> float:
         return a + (b - a) * w
     return Rates({k: mix(low.train[k], high.train[k]) for k in low.train if k in high.train},
-                 mix(low.infer, high.infer), 0)
+                 mix(low.infer, high.infer), 0,
+                 mix(low.features, high.features) if low.features is not None
+                 and high.features is not None else None)
 
 
 def synthetic(plan: Plan, classes: int, n: int = 256) -> ImageSet:
@@ -225,6 +231,28 @@ def _infer_rate(plan: Plan, model: nn.Module, data: ImageSet) -> float:
         images += k
         n += 1
     return spent / images
+
+
+def _features_rate(plan: Plan, model: nn.Module, data: ImageSet) -> float | None:
+    """Seconds per image of the features mode's pass on its onnxruntime graph (made now
+    when it is not in the cache, so the run finds it); None where torch codes them (its
+    rate is the evaluation's)."""
+    from cnnkit.training.codes_onnx import runner
+
+    graph = runner(model, plan.pre, plan.device, plan.arch.to_dict())
+    if graph is None:
+        return None
+    gen = torch.Generator().manual_seed(plan.config.seed + 13)
+
+    def run(k: int) -> float:
+        part = data.subset(torch.randint(len(data), (k,), generator=gen))
+        start = time.perf_counter()
+        extract(model, part, plan.pre, plan.device, graph=graph)
+        return time.perf_counter() - start
+
+    run(2)  # warm-up
+    k = FEATURE_IMAGES
+    return (run(k) + run(k)) / (2 * k)
 
 
 def _sync(device: torch.device) -> None:

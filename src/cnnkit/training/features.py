@@ -12,9 +12,11 @@ predicts like any other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from cnnkit.base.paths import cache_dir
 from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.runtime.backends import OnnxBackend
 from cnnkit.runtime.inference import chunk_size
 from cnnkit.tasks.base import Task
 from cnnkit.training.events import BestModel, EpochEnded, Events, PhaseStarted, Working
@@ -37,32 +40,45 @@ from cnnkit.training.recipe import Plan
 
 ROUND_ITERATIONS = 25  # L-BFGS iterations per reported "epoch"
 C = 0.5  # inverse L2 strength, as scikit-learn's LogisticRegression(C=...)
+SMALL_HEAD_VALUES = 1 << 22  # codes (images x features) a head fits on one thread
 
 
 @torch.no_grad()  # not inference_mode: the head trains on these tensors
 def extract(model: nn.Module, data: ImageSet, pre: Preprocess, device: torch.device, *,
             batch_size: int = 64, channels_last: bool = False, label: str = "features",
-            events: Events | None = None) -> torch.Tensor:
+            events: Events | None = None, graph: OnnxBackend | None = None) -> torch.Tensor:
     """Pre-logits codes ``(N, D)`` of the frozen model, float32 on the CPU; ``events``
-    hears how many images are done (:class:`Working` named ``label``)."""
+    hears how many images are done (:class:`Working` named ``label``); ``graph``: the
+    model's codes graph on onnxruntime (:mod:`cnnkit.training.codes_onnx`) codes them
+    in the model's place."""
     model.eval()
-    batch_size = chunk_size(device, pre.img_size, batch_size)
-    loader = BatchLoader(data, pre, batch_size, device, channels_last=channels_last)
+    if graph is not None:
+        batch_size = graph.batch_size(pre.img_size, max(batch_size, len(data)))
+        loader = BatchLoader(data, pre, batch_size, graph.device)
+    else:
+        batch_size = chunk_size(device, pre.img_size, batch_size)
+        loader = BatchLoader(data, pre, batch_size, device, channels_last=channels_last)
     events = events if events is not None else Events()
     start, done = time.perf_counter(), 0
     events.emit(Working(label, 0, len(data)))
     out = []
-    for x, _ in loader:
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
-        done += len(x)
-        events.emit(Working(label, done, len(data), time.perf_counter() - start))
+    with graph.preprocessing() if graph is not None else contextlib.nullcontext():
+        for x, _ in loader:
+            codes = graph(x) if graph is not None else \
+                model.forward_head(model.forward_features(x), pre_logits=True)
+            out.append(codes.float().cpu())
+            done += len(x)
+            events.emit(Working(label, done, len(data), time.perf_counter() - start))
     return torch.cat(out) if out else torch.empty(0)
 
 
 def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
                     pre: Preprocess, device: torch.device, *, channels_last: bool,
-                    label: str, events: Events | None = None) -> tuple[torch.Tensor, bool]:
-    """Features from the disk cache when the same model has seen the same images before."""
+                    label: str, events: Events | None = None,
+                    graph: Callable[[], OnnxBackend | None] | None = None
+                    ) -> tuple[torch.Tensor, bool]:
+    """Features from the disk cache when the same model has seen the same images before;
+    ``graph`` gives the model's codes graph on onnxruntime (or None) when they are not."""
 
     digest = hashlib.sha1(json.dumps({**identity, "pre": pre.to_dict(), "v": 1},
                                      sort_keys=True, default=str).encode())
@@ -75,10 +91,25 @@ def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
         except Exception:  # a torn or foreign file: recompute it
             path.unlink(missing_ok=True)
     feats = extract(model, data, pre, device, channels_last=channels_last, label=label,
-                    events=events)
+                    events=events, graph=graph() if graph is not None else None)
     with atomic_path(path) as tmp:
         save_file({"features": feats.contiguous()}, str(tmp))
     return feats, False
+
+
+def codes_graph(model: nn.Module, pre: Preprocess, device: torch.device,
+                architecture: dict[str, Any]) -> Callable[[], OnnxBackend | None]:
+    """The model's codes graph on onnxruntime (:mod:`cnnkit.training.codes_onnx`), made
+    or opened at the first call only (none when every feature is in the cache)."""
+    made: list[OnnxBackend | None] = []
+
+    def get() -> OnnxBackend | None:
+        if not made:
+            from cnnkit.training import codes_onnx
+
+            made.append(codes_onnx.runner(model, pre, device, architecture))
+        return made[0]
+    return get
 
 
 def fit_head(features: torch.Tensor, labels: torch.Tensor, outputs: int, task: Task, *,
@@ -102,12 +133,30 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, outputs: int, task: T
         loss.backward()
         return loss
 
-    for r in range(rounds):
-        start = time.perf_counter()
-        opt.step(closure)
-        if on_round is not None:
-            on_round(r, head, time.perf_counter() - start)
+    with _threads_for(features):
+        for r in range(rounds):
+            start = time.perf_counter()
+            opt.step(closure)
+            if on_round is not None:
+                on_round(r, head, time.perf_counter() - start)
     return head
+
+
+@contextlib.contextmanager
+def _threads_for(features: torch.Tensor) -> Iterator[None]:
+    """One torch thread for a small head's many tiny steps: a thread pool's start-up
+    costs more than such a step's work, and where other processes share the cores its
+    spinning threads wait for each other (3 classes on 72 x 3,328 codes: 0.2 s on one
+    thread, 12-18 s on two under a load of 9; docs/benchmarks.md, "The studio")."""
+    before = torch.get_num_threads()
+    small = features.numel() <= SMALL_HEAD_VALUES
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small:
+            torch.set_num_threads(before)
 
 
 def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
@@ -126,17 +175,19 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
         p.requires_grad_(False)
     identity = {"architecture": card.architecture.to_dict(), "weights": _weights_id(cfg.weights)}
     start = time.perf_counter()
+    graph = codes_graph(model, pre, device, card.architecture.to_dict())
     train_x, hit = cached_features(model, identity, splits.train, pre, device,
                                    channels_last=plan.channels_last, label="features (train)",
-                                   events=events)
+                                   events=events, graph=graph)
     extract_s = time.perf_counter() - start
     log.info(f"features: {tuple(train_x.shape)} from the frozen {card.architecture.name} "
-             + ("(from the cache)" if hit else f"in {extract_s:.1f}s"))
+             + ("(from the cache)" if hit else f"in {extract_s:.1f}s"
+                + (" (onnxruntime)" if graph() is not None else "")))
     val = None
     if splits.val is not None:
         val_x, _ = cached_features(model, identity, splits.val, pre, device,
                                    channels_last=plan.channels_last, label="features (val)",
-                                   events=events)
+                                   events=events, graph=graph)
         val = (val_x, splits.val.labels.cpu())
     elapsed0 = time.perf_counter() - start
     task, figure = plan.task, plan.task.figure

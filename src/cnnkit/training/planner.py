@@ -30,7 +30,7 @@ from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
 from cnnkit.tasks.registry import get_task
 from cnnkit.training import budget, distributed
-from cnnkit.training.events import Events
+from cnnkit.training.events import Events, Planned
 from cnnkit.training.lrfind import LRFinding, find_lr, report
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config, with_epochs
@@ -62,7 +62,8 @@ class Decided:
 
 def decide(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGLE, *,
            started: float | None = None, events: Events | None = None,
-           restart: Restart | None = None, cost: bool = True, find: bool = True) -> Decided:
+           restart: Restart | None = None, cost: bool = True, find: bool = True,
+           planned: Planned | None = None) -> Decided:
     """The run's plan, decided once.
 
     ``started``: where ``--time`` counts from on the ``time.monotonic()`` clock (None:
@@ -71,12 +72,12 @@ def decide(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGL
     config and card's, its weights the checkpoint's; the estimate and the budget are for
     the epochs left). ``cost``: time the run, fit ``--time`` and say the estimate
     (``cnnkit lr-find`` does not). ``find``: run ``--lr find``'s range test (the studio's
-    estimate does not).
+    estimate does not). ``planned``: an estimate already measured (:func:`announced`).
     """
     hub = events if events is not None else Events()
     config, card = _init_from(config) if restart is None else (config, restart.card)
     plan, splits, model = _prepared(config, card, cluster, restart)
-    if cost:
+    if cost and not (restart is None and announced(planned, plan, splits, hub)):
         plan, splits, model = _costed(config, card, plan, splits, model, started, hub, restart)
     finding = None
     if cost and find and plan.find_lr:
@@ -169,6 +170,27 @@ def _costed(config: TrainConfig, card: ModelCard | None, plan: Plan, splits: Spl
     if plan.config.time is not None:
         plan = replace(plan, deadline=budget.deadline(plan, est, started))
     return plan, splits, model
+
+
+def announced(planned: Planned | None, plan: Plan, splits: Splits, hub: Events) -> bool:
+    """Announce ``planned`` (an estimate :func:`~cnnkit.training.session.plan` measured
+    moments ago, the studio's Train tab) instead of timing steps again, if it describes
+    ``plan`` on ``splits``: the same mode, model, device, input side, epochs, classes
+    and image counts. Whether it did; never for --time (its budget needs the rates) nor
+    a distributed run."""
+    if planned is None or plan.config.time is not None or plan.cluster.distributed:
+        return False
+    cfg = plan.config
+    epochs = cfg.epochs if cfg.mode == "features" else sum(p.epochs for p in plan.phases)
+    sizes = {"train": len(splits.train), "val": len(splits.val) if splits.val else 0,
+             "test": len(splits.test) if splits.test else 0}
+    same = (planned.mode, planned.model, planned.device, planned.img_size, planned.epochs,
+            dict(planned.images), tuple(planned.classes)) == (
+        cfg.mode, str(cfg.model), str(plan.device), plan.pre.img_size, epochs, sizes,
+        tuple(splits.classes))
+    if same and plan.cluster.writes:
+        hub.emit(planned)
+    return same
 
 
 def _nothing_left(plan: Plan, meta: dict[str, Any], done: tuple[int, ...]) -> bool:

@@ -64,7 +64,7 @@ def _as_config(config: TrainConfig | str | None, options: dict[str, Any]) -> Tra
 
 def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Callback] = (),
           events: Events | None = None, started: float | None = None,
-          **options: Any) -> TrainResult:
+          planned: Planned | None = None, **options: Any) -> TrainResult:
     """Train a model. ``train("fashion-mnist", model="seed-cnn", epochs=3)``.
 
     ``callbacks`` are called as ``callback(trainer, row)`` after every epoch, where
@@ -73,6 +73,9 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     events (the plan, steps, epochs, best model, end or error) and can stop it.
     ``started``: where a ``time`` budget counts from on the ``time.monotonic()`` clock
     (the command's start; default: this call, or under torchrun the launcher's start).
+    ``planned``: the estimate :func:`plan` gave for the same options moments ago (the
+    studio's Train tab); when it describes this run (mode, model, device, input, epochs,
+    classes and images), it is announced again instead of timing steps anew.
     """
     if started is None:
         started = budget_start() if under_torchrun() else time.monotonic()
@@ -84,7 +87,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     with _reporting(hub, where):
         cluster = distributed.start(config.device)  # under torchrun: join the others
         with on_full_disk(None):  # the decode cache, the run folder's first files
-            decided = decide(config, cluster, started=started, events=hub)
+            decided = decide(config, cluster, started=started, events=hub, planned=planned)
             run = _create_run(decided)
         where.append(run.root)
         hub.emit(RunStarted(run.root))
