@@ -242,3 +242,44 @@ def test_a_live_answer_is_unknown_where_the_model_says_so(client: TestClient, pr
     sure = client.post("/api/runs/calibrated/predict?threshold=0.99",
                        content=buf.getvalue()).json()
     assert sure["label"] == "unknown" and sure["probability"] == answer["probability"]
+
+
+def test_the_plan_jobs_worker_waits_warm_for_the_click_on_train(project: Project) -> None:
+    from cnnkit.studio.jobs import Jobs
+
+    for name, colour in (("light", 220), ("dark", 30)):
+        (project.root / name).mkdir()
+        for k in range(12):
+            Image.fromarray(np.full((24, 24, 3), colour + (k % 3) * 5, np.uint8)).save(
+                project.root / name / f"{k}.png")
+    jobs = Jobs(project)
+    options = {"mode": "scratch", "epochs": 1}
+
+    def finished(job_id: str) -> dict:
+        job, deadline = jobs.get(job_id), time.monotonic() + 240
+        while job.running():
+            assert time.monotonic() < deadline, job.status()
+            time.sleep(0.2)
+        return job.status()
+
+    def plan_event(job_id: str) -> dict:
+        events, _ = jobs.get(job_id).events()
+        return next(e for e in events if e["kind"] == "plan")
+
+    try:
+        jobs.prepare_spare()
+        plan = jobs.start("plan", options)
+        assert finished(plan.id)["state"] == "done"
+        jobs.prepare_spare()  # the plan's worker, not a new one
+        train = jobs.start("train", options)  # the click on Train
+        status = finished(train.id)
+        assert status["state"] == "done", status
+        assert status["pid"] == plan.status()["pid"]  # it ran in the plan's warm worker
+        # and announced the plan's estimate instead of timing steps again
+        told, measured = plan_event(train.id), plan_event(plan.id)
+        assert (told["line"], told["seconds"]) == (measured["line"], measured["seconds"])
+        assert told["t"] > measured["t"]
+        assert "pid" in jobs.get(plan.id).status()  # the plan job's own story is intact
+    finally:
+        jobs.close()
+    assert not jobs.get(train.id).alive()

@@ -11,7 +11,9 @@ epoch validated, the best model tested and reported); one that has not heard wit
 :data:`STOP_GRACE_S` (busy before its first step) gets SIGTERM.
 
 One worker waits, already started, with torch and the trainer imported (a *spare*), so
-that a click on "Train" does not pay for Python's and torch's start. Only one training
+that a click on "Train" does not pay for Python's and torch's start; the worker of the
+Train tab's plan job waits again when it is done and becomes the spare, so the click
+that follows the estimate finds a warm worker at once. Only one training
 job runs in a project at a time: the worker takes the project's ``train.lock`` too.
 """
 
@@ -37,6 +39,8 @@ from cnnkit.studio.project import Conflict, NotFound, Project
 
 KINDS = ("plan", "train", "export", "check", "understand")
 EXCLUSIVE = ("train",)  # kinds of which one runs at a time in a project
+REUSED = ("plan",)  # kinds whose worker waits for the next job when done (warm)
+FINISHED = ("done", "failed", "stopped")
 STOP_GRACE_S = 8.0
 EVENTS = "events.jsonl"
 STATUS = "status.json"
@@ -132,16 +136,18 @@ class Jobs:
             write_json(folder / STATUS, {"state": "starting"})
             (folder / EVENTS).touch()
             job = Job(job_id, kind, folder)
-            job.process = self._launch(folder)
+            job.process = self._launch(folder, kind)
             self._jobs[job_id] = job
         return job
 
-    def _launch(self, folder: Path) -> subprocess.Popen[bytes]:
+    def _launch(self, folder: Path, kind: str) -> subprocess.Popen[bytes]:
         spare, self._spare = self._spare, None
         if spare is not None and spare.poll() is None and spare.stdin is not None:
             try:
                 spare.stdin.write(str(folder).encode() + b"\n")
-                spare.stdin.close()
+                spare.stdin.flush()
+                if kind not in REUSED:
+                    spare.stdin.close()
                 return spare
             except OSError:
                 spare.kill()
@@ -149,16 +155,38 @@ class Jobs:
         return process
 
     def prepare_spare(self) -> None:
-        """Start a waiting worker unless one waits already or a job is running (it would
-        take the cores from it while it imports torch)."""
+        """Keep a waiting worker: the worker of a finished plan job (warm: it waits for
+        the next job), else a new one unless a job is running (it would take the cores
+        from it while it imports torch)."""
         if not self._use_spare or self._closed:
             return
         with self._lock:
             if self._spare is not None and self._spare.poll() is None:
                 return
+            self._spare = self._free_worker()
+            if self._spare is not None:
+                return
             if any(job.alive() for job in self._jobs.values()):
                 return
             self._spare = _spawn(None, self.project.jobs_dir)
+
+    def _free_worker(self) -> subprocess.Popen[bytes] | None:
+        """The newest worker that finished a plan job and waits for another (any older
+        such worker is told to exit)."""
+        found = None
+        for job in reversed(list(self._jobs.values())):
+            process = job.process
+            if job.kind not in REUSED or process is None or process.stdin is None or \
+                    process.stdin.closed or process.poll() is not None or \
+                    job.status().get("state") not in FINISHED:
+                continue
+            job.process = None  # its job is over: the process is the spare's now
+            if found is None:
+                found = process
+            else:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+        return found
 
     # -- reading and stopping ---------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The studio's worker process: ``python -m cnnkit.studio.worker JOB_FOLDER`` runs one
 job (:mod:`cnnkit.studio.jobs`) and writes its events, one JSON line each, to the job's
 ``events.jsonl``; ``--wait`` imports torch and the trainer first, then reads the job's
-folder from stdin (an empty line: exit). SIGTERM stops a run as Ctrl-C does.
+folder from stdin (an empty line: exit), and after a plan job waits for the next
+folder, warm. SIGTERM stops a run as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 STEP_EVERY_S = 0.25  # step events written at most this often (epochs, ends: always)
+REUSED = ("plan",)  # jobs after which a waiting worker waits again (cnnkit.studio.jobs)
 PLAN_FRESH_S = 900.0  # a run announces the Train tab's estimate if measured this recently
 
 # What the page's three buttons train (options of cnnkit.train).
@@ -261,6 +263,13 @@ JOBS = {"plan": _plan, "train": _train, "export": _export, "check": _check,
         "understand": _understand}
 
 
+def _kind(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "spec.json").read_text()).get("kind"))
+    except (OSError, ValueError):
+        return ""
+
+
 def _take_output(folder: Path) -> None:
     """Send this process's output to the job's worker.log (a spare logged elsewhere)."""
     fd = os.open(folder / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -292,12 +301,15 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     if argv[:1] == ["--wait"]:
         _import_ahead()
-
-        line = sys.stdin.readline().strip()
-        if not line:
-            return 0
-        folder = Path(line)
-        _take_output(folder)
+        while True:  # after a plan job, warm for the next job (the click on Train)
+            line = sys.stdin.readline().strip()
+            if not line:
+                return 0
+            folder = Path(line)
+            _take_output(folder)
+            code = run(folder)
+            if _kind(folder) not in REUSED:
+                return code
     elif len(argv) == 1:
         folder = Path(argv[0])
     else:
