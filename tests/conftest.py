@@ -38,6 +38,16 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     yield
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts on the one thread pytest_configure set: a library that shares
+    torch's OpenMP runtime can change it for the whole process (numba's omp layer, run
+    by UMAP in the data map, sets it to the core count for every later test)."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    yield
+
+
 def write_shapes_tree(root: Path, per_class: int = 12, size: int = 32, seed: int = 0,
                       fmt: str = "png") -> Path:
     """A class-per-folder tree of real image files made by the shapes generator."""

@@ -7,6 +7,8 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
+
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.cli import main
 from cnnkit.inspect.html import _map_note
@@ -17,7 +19,9 @@ def test_data_map_of_a_run_writes_the_page_the_report_links(tmp_path: Path, trai
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)  # the fixture's run is shared: change a copy
     assert "not drawn yet" in _map_note(RunDir(run))
+    threads = torch.get_num_threads()
     assert main(["data", "map", str(run)]) == 0
+    assert torch.get_num_threads() == threads  # UMAP's numba leaves the caller's setting
     page = (run / "datamap.html").read_text()
     data = json.loads(re.search(r'<script id=data type="application/json">(.*?)</script>',
                                 page, re.S).group(1))

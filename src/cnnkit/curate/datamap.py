@@ -45,11 +45,15 @@ def layout(codes: np.ndarray, seed: int = 0) -> np.ndarray:
 
     import umap
 
-    with warnings.catch_warnings():  # "n_jobs overridden by setting random_state"
-        warnings.simplefilter("ignore", UserWarning)
-        reducer = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, random_state=seed,
-                            init="spectral" if n > 16 else "random")
-        return reducer.fit_transform(codes).astype(np.float32)
+    threads = torch.get_num_threads()  # numba's OpenMP layer resets torch's (shared)
+    try:
+        with warnings.catch_warnings():  # "n_jobs overridden by setting random_state"
+            warnings.simplefilter("ignore", UserWarning)
+            reducer = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, random_state=seed,
+                                init="spectral" if n > 16 else "random")
+            return reducer.fit_transform(codes).astype(np.float32)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def outliers(codes: np.ndarray) -> set[int]:
