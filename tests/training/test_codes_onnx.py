@@ -80,3 +80,13 @@ def test_a_small_head_fits_the_same_on_any_thread_count(threads: int) -> None:
     finally:
         torch.set_num_threads(before)
     assert (head(x).argmax(1) == y).float().mean() > 0.9
+
+
+def test_runs_that_differ_only_in_normalisation_share_a_graph() -> None:
+    from dataclasses import replace
+
+    model, pre, arch = _tapped()
+    other = replace(pre, mean=(0.4,) * 3, crop_pct=0.875, interpolation="bicubic")
+    assert codes_onnx.graph_path(model, other, arch) == codes_onnx.graph_path(model, pre, arch)
+    assert codes_onnx.graph_path(model, replace(pre, img_size=SIDE + 32), arch) != \
+        codes_onnx.graph_path(model, pre, arch)

@@ -42,12 +42,13 @@ class _Codes(nn.Module):
 
 
 def graph_path(model: nn.Module, pre: Preprocess, architecture: dict[str, Any]) -> Path:
-    """Where the codes graph of ``model`` (its weights but the classifier's) at input
-    ``pre`` lives in the cache."""
+    """Where the codes graph of ``model`` (its weights but the classifier's) at the side
+    and channels of ``pre`` lives in the cache (the graph takes normalised pixels: the
+    mean, std and crop are the loader's, so runs that differ only there share it)."""
     skip = {name for name, _ in classifier_params(model)}
     digest = hashlib.sha256(json.dumps(
-        {"architecture": architecture, "pre": pre.to_dict(), "torch": torch.__version__,
-         "v": VERSION}, sort_keys=True, default=str).encode())
+        {"architecture": architecture, "side": pre.img_size, "channels": pre.channels,
+         "torch": torch.__version__, "v": VERSION}, sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         if name not in skip:
             digest.update(name.encode())
