@@ -154,6 +154,16 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
+    def of(cls, config: TrainConfig | str | None, options: dict[str, Any]) -> TrainConfig:
+        """The config a call means: a data name with options, options alone, or a config
+        with options changed (``cnnkit.train``, ``cnnkit.lr_find``, ``cnnkit.ray.train``)."""
+        if isinstance(config, str):
+            return cls.from_dict({"data": config, **options})
+        if config is None:
+            return cls.from_dict(options)
+        return config.replace(**options) if options else config
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping; unknown keys fail loudly instead of being ignored."""
         known = {f.name for f in fields(cls)}

@@ -34,12 +34,8 @@ def train(config: TrainConfig | str, *, workers: int | None = None,
           **options: Any) -> Path:
     """Train ``config`` (or a data name with ``options``) on ``workers`` Ray workers
     (default: one per GPU of the cluster, else one per node); returns the run folder."""
-    if isinstance(config, str):
-        config = TrainConfig.from_dict({"data": config, **options})
-    elif options:
-        config = config.replace(**options)
-    return _run(_absolute(config).to_dict(), None, workers, address, cpus_per_worker, gpus,
-                max_failures)
+    config = _absolute(TrainConfig.of(config, options))
+    return _run(config.to_dict(), None, workers, address, cpus_per_worker, gpus, max_failures)
 
 
 def resume(run_dir: str | os.PathLike, *, workers: int | None = None,

@@ -53,15 +53,6 @@ class TrainResult:
         return None if self.test is None else self.test.scalars().get("acc")
 
 
-def _as_config(config: TrainConfig | str | None, options: dict[str, Any]) -> TrainConfig:
-    """The config a ``train``/``lr_find`` call means: a data name, a config, or options."""
-    if isinstance(config, str):
-        return TrainConfig.from_dict({"data": config, **options})
-    if config is None:
-        return TrainConfig.from_dict(options)
-    return config.replace(**options) if options else config
-
-
 def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Callback] = (),
           events: Events | None = None, started: float | None = None,
           planned: Planned | None = None, **options: Any) -> TrainResult:
@@ -79,7 +70,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     """
     if started is None:
         started = budget_start() if under_torchrun() else time.monotonic()
-    config = _as_config(config, options)
+    config = TrainConfig.of(config, options)
     check_installed(config.track)
     check_folder(config.out, "--out")
     hub = _hub(events)
@@ -108,7 +99,7 @@ def plan(config: TrainConfig | str | None = None, /, *, events: Events | None = 
     """What :func:`train` would do with these options and how long it would take here,
     without training: the data is loaded and a few steps timed, as ``train`` does before
     its first epoch (the same estimate line), and no run folder is written."""
-    config = _as_config(config, options)
+    config = TrainConfig.of(config, options)
     hub = _hub(events)
     found: list[Planned] = []
     hub.subscribe(lambda e: found.append(e) if isinstance(e, Planned) else None)
@@ -188,7 +179,7 @@ def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | No
     ``lr_find("digits", model="lenet5", plot="lr.png").suggestion()`` (None when the
     curve is too short or noisy to trust: ``.doubt`` says why). Writes no run folder."""
     check_range(start, end, steps)
-    config = _as_config(config, options)
+    config = TrainConfig.of(config, options)
     decided = decide(config, cost=False)
     plan, splits = decided.plan, decided.splits
     class_weights, _ = imbalance(plan, splits)
