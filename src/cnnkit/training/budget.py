@@ -1,6 +1,7 @@
-"""A run's cost before its first epoch, and ``--time``: rates measured here turn into
-the estimate line, the faster choices of a long CPU run, a plan that fits the budget
-(:func:`cnnkit.training.recipe.fit_budget` decides it) and the deadline the loop keeps.
+"""``--time`` and the estimate line: the rates :class:`~cnnkit.training.estimate.Costs`
+measured here turn into the estimate line, the faster choices of a long CPU run, a plan
+that fits the budget (:func:`cnnkit.training.recipe.fit_budget` decides it) and the
+deadline the loop keeps.
 """
 
 from __future__ import annotations
@@ -8,76 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from torch import nn
-
 from cnnkit.base import log
 from cnnkit.base.config import format_duration
 from cnnkit.base.errors import CnnkitError
-from cnnkit.data.sources import Splits
-from cnnkit.models.build import create_model
 from cnnkit.training import estimate
 from cnnkit.training.clock import Deadline, duration
-from cnnkit.training.estimate import Estimate, Rates
+from cnnkit.training.estimate import Costs, Estimate
 from cnnkit.training.events import Planned
-from cnnkit.training.recipe import BUDGET_SIZES, Plan, at_size, faster_choices, fit_budget
+from cnnkit.training.recipe import Plan, faster_choices, fit_budget
 
 EXIT_S = 2.0  # --time: the last files, the process's exit
-
-
-class Costs:
-    """Seconds per image for each (model, input side, mode) asked about, each measured
-    once: the run's own plan on its loaded images, other plans on made-up ones."""
-
-    def __init__(self, plan: Plan, model: nn.Module, splits: Splits) -> None:
-        self.plan = plan
-        self.model = model
-        self.classes = len(splits.classes)
-        self.class_names = tuple(splits.classes)
-        self.sizes = {"train": len(splits.train), "val": _len(splits.val),
-                      "test": _len(splits.test)}
-        self.n = estimate.counts(plan, len(splits.train), _len(splits.val), _len(splits.test))
-        self.n_train = len(splits.train)
-        self._rates = {self._key(plan): estimate.measure(plan, model, self.classes,
-                                                         splits.train, splits.val)}
-
-    @staticmethod
-    def _key(plan: Plan) -> tuple:
-        return plan.config.model, plan.pre.img_size, plan.config.mode
-
-    def rates(self, plan: Plan) -> Rates:
-        """Measured once per key; another side of the run's own model is read off the
-        line through two measured sides (time per image against pixels), the run's own
-        and the smallest of BUDGET_SIZES, so that a search over sides times two."""
-        key = self._key(plan)
-        if key in self._rates:
-            return self._rates[key]
-        same = plan.arch == self.plan.arch and plan.pre.channels == self.plan.pre.channels
-        known = [r for k, r in self._rates.items() if k[:2] == key[:2]]
-        if same and plan.config.mode == "features" and known:  # evaluation alone
-            self._rates[key] = Rates({}, known[0].infer, 0, known[0].features)
-            return self._rates[key]
-        if not same:
-            model = create_model(plan.arch, self.classes, plan.pre.channels, plan.pre.img_size)
-            self._rates[key] = estimate.measure(plan, model, self.classes)
-            return self._rates[key]
-        sides = {k[1]: r for k, r in self._rates.items() if k[0] == key[0] and k[2:] == key[2:]}
-        low = min(BUDGET_SIZES)
-        if plan.pre.img_size > low and len(sides) < 2 and low not in sides:
-            sides[low] = self.rates(at_size(plan, low))
-        if len(sides) < 2 or not min(sides) <= plan.pre.img_size <= max(sides):
-            self._rates[key] = estimate.measure(plan, self.model, self.classes)
-        else:
-            below = max(s for s in sides if s <= plan.pre.img_size)
-            above = min(s for s in sides if s >= plan.pre.img_size)
-            self._rates[key] = estimate.between(sides[below], below, sides[above], above,
-                                                plan.pre.img_size)
-        return self._rates[key]
-
-    def estimate(self, plan: Plan, done: tuple[int, ...] = (), probe: bool = True) -> Estimate:
-        return estimate.plan_seconds(plan, self.n, self.rates(plan), done, probe)
-
-    def seconds(self, plan: Plan) -> float:
-        return self.estimate(plan).seconds
 
 
 def fit(plan: Plan, costs: Costs, started: float) -> tuple[Plan, str]:
@@ -150,6 +91,3 @@ def resume_budget(plan: Plan, history: list[dict], started: float, est: Estimate
              "training")
     return replace(plan, deadline=deadline(plan, est, started, spent))
 
-
-def _len(part: object) -> int:
-    return len(part) if part is not None else 0  # type: ignore[arg-type]

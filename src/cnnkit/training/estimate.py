@@ -1,5 +1,6 @@
 """What a run will cost on this machine: seconds per image timed from a few real
-training and evaluation steps of the run's model, and the run's time from them.
+training and evaluation steps of the run's model, and the run's time from them;
+:class:`Costs` keeps what was measured, once per model, input side and mode.
 
 The steps run on a copy of the model with the random number generators restored
 afterwards, so timing a run changes nothing it trains. Other plans (a smaller input, a
@@ -19,12 +20,14 @@ from torch import nn
 
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.loader import BatchLoader
+from cnnkit.data.sources import Splits
+from cnnkit.models.build import create_model
 from cnnkit.runtime.inference import autocast, chunk_size, log_probs
 from cnnkit.training.clock import duration
 from cnnkit.training.features import PROBE_LIMIT, extract
 from cnnkit.training.loop import set_train_mode
 from cnnkit.training.optim import build_optimizer
-from cnnkit.training.recipe import Plan
+from cnnkit.training.recipe import BUDGET_SIZES, Plan, at_size
 from cnnkit.training.transfer import Phase
 
 STEP_S = 0.5  # a timed step: a whole batch, or as many images as take about this long
@@ -68,6 +71,62 @@ class Estimate:
     @property
     def seconds(self) -> float:
         return self.before_s + sum(self.phase_s) + self.after_s
+
+
+class Costs:
+    """Seconds per image for each (model, input side, mode) asked about, each measured
+    once: the run's own plan on its loaded images, other plans on made-up ones."""
+
+    def __init__(self, plan: Plan, model: nn.Module, splits: Splits) -> None:
+        self.plan = plan
+        self.model = model
+        self.classes = len(splits.classes)
+        self.class_names = tuple(splits.classes)
+        self.sizes = {"train": len(splits.train), "val": _len(splits.val),
+                      "test": _len(splits.test)}
+        self.n = counts(plan, len(splits.train), _len(splits.val), _len(splits.test))
+        self.n_train = len(splits.train)
+        self._rates = {self._key(plan): measure(plan, model, self.classes,
+                                                         splits.train, splits.val)}
+
+    @staticmethod
+    def _key(plan: Plan) -> tuple:
+        return plan.config.model, plan.pre.img_size, plan.config.mode
+
+    def rates(self, plan: Plan) -> Rates:
+        """Measured once per key; another side of the run's own model is read off the
+        line through two measured sides (time per image against pixels), the run's own
+        and the smallest of BUDGET_SIZES, so that a search over sides times two."""
+        key = self._key(plan)
+        if key in self._rates:
+            return self._rates[key]
+        same = plan.arch == self.plan.arch and plan.pre.channels == self.plan.pre.channels
+        known = [r for k, r in self._rates.items() if k[:2] == key[:2]]
+        if same and plan.config.mode == "features" and known:  # evaluation alone
+            self._rates[key] = Rates({}, known[0].infer, 0, known[0].features)
+            return self._rates[key]
+        if not same:
+            model = create_model(plan.arch, self.classes, plan.pre.channels, plan.pre.img_size)
+            self._rates[key] = measure(plan, model, self.classes)
+            return self._rates[key]
+        sides = {k[1]: r for k, r in self._rates.items() if k[0] == key[0] and k[2:] == key[2:]}
+        low = min(BUDGET_SIZES)
+        if plan.pre.img_size > low and len(sides) < 2 and low not in sides:
+            sides[low] = self.rates(at_size(plan, low))
+        if len(sides) < 2 or not min(sides) <= plan.pre.img_size <= max(sides):
+            self._rates[key] = measure(plan, self.model, self.classes)
+        else:
+            below = max(s for s in sides if s <= plan.pre.img_size)
+            above = min(s for s in sides if s >= plan.pre.img_size)
+            self._rates[key] = between(sides[below], below, sides[above], above,
+                                                plan.pre.img_size)
+        return self._rates[key]
+
+    def estimate(self, plan: Plan, done: tuple[int, ...] = (), probe: bool = True) -> Estimate:
+        return plan_seconds(plan, self.n, self.rates(plan), done, probe)
+
+    def seconds(self, plan: Plan) -> float:
+        return self.estimate(plan).seconds
 
 
 def counts(plan: Plan, train: int, val: int, test: int) -> Counts:
@@ -294,3 +353,7 @@ def describe(plan: Plan, n: Counts, est: Estimate, rates: Rates,
 def choices_line(choices: list[tuple[str, float]]) -> str:
     """``faster: --img-size 96 (about 9 min), --mode features (about 3 min)``."""
     return "faster: " + ", ".join(f"{flag} ({duration(s)})" for flag, s in choices)
+
+
+def _len(part: object) -> int:
+    return len(part) if part is not None else 0  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
 from cnnkit.tasks.registry import get_task
-from cnnkit.training import budget, distributed
+from cnnkit.training import budget, distributed, estimate
 from cnnkit.training.events import Events, Planned
 from cnnkit.training.lrfind import LRFinding, find_lr, report
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
@@ -150,7 +150,7 @@ def _costed(config: TrainConfig, card: ModelCard | None, plan: Plan, splits: Spl
     if restart is not None and _nothing_left(plan, restart.meta, done):
         return plan, splits, model  # the session says why
     started = time.monotonic() if started is None else started
-    costs = budget.Costs(plan, model, splits)
+    costs = estimate.Costs(plan, model, splits)
     if plan.config.time is not None and restart is None:
         line = size = epochs = None
         if plan.cluster.writes:  # rank 0 decides for all
@@ -160,7 +160,7 @@ def _costed(config: TrainConfig, card: ModelCard | None, plan: Plan, splits: Spl
         log.info(line)
         if size != plan.pre.img_size:
             plan, splits, model = _prepared(config, card, plan.cluster, None, budget_size=size)
-            costs = budget.Costs(plan, model, splits)
+            costs = estimate.Costs(plan, model, splits)
         plan = with_epochs(plan, epochs)
     est = costs.estimate(plan, done, probe=restart is None)
     if plan.cluster.writes:
