@@ -35,7 +35,9 @@ def test_int8_export_is_quantized_keeps_metadata_and_is_compared(trained, tmp_pa
     ops = {n.op_type for n in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     first_conv = next(n for n in graph.node if n.op_type == "Conv")
-    assert not first_conv.input[1].endswith("_DequantizeLinear_Output")  # first layer: float
+    assert first_conv.input[1].endswith("_DequantizeLinear_Output")  # first layer: int8 too
+    classifier = [n for n in graph.node if n.op_type in ("Gemm", "MatMul")][-1]
+    assert not classifier.input[1].endswith("_DequantizeLinear_Output")  # logits: float
     meta, float_meta = read_meta(int8), read_meta(out)
     assert meta.classes == float_meta.classes and meta.preprocess == float_meta.preprocess
     assert meta.info["precision"] == "int8"
