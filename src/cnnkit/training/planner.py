@@ -50,13 +50,16 @@ class Restart:
 @dataclass(frozen=True)
 class Decided:
     """The plan and what it was decided with: the loaded data, the model to train (new,
-    an ``--init-from`` run's, or a resumed run's), its model card, and ``--lr find``'s
-    range test (None without it)."""
+    an ``--init-from`` run's, or a resumed run's), its model card, ``--imbalance``'s loss
+    and sampling weights (None: not weighed that way), and ``--lr find``'s range test
+    (None without it)."""
 
     plan: Plan
     splits: Splits
     model: torch.nn.Module
     card: ModelCard
+    class_weights: torch.Tensor | None = None
+    sample_weights: torch.Tensor | None = None
     finding: LRFinding | None = None
 
 
@@ -79,15 +82,16 @@ def decide(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGL
     plan, splits, model = _prepared(config, card, cluster, restart)
     if cost and not (restart is None and announced(planned, plan, splits, hub)):
         plan, splits, model = _costed(config, card, plan, splits, model, started, hub, restart)
+    class_weights, sample_weights = imbalance(plan, splits)
     finding = None
     if cost and find and plan.find_lr:
-        plan, finding = _found(plan, splits, model)
+        plan, finding = _found(plan, splits, model, class_weights)
     cfg = plan.config
     saved = restart.card if restart is not None else ModelCard(
         plan.arch, splits.classes, plan.pre,
         {"mode": cfg.mode, "data": cfg.data, "model": cfg.model,
          **({"init_from": cfg.init_from} if cfg.init_from else {})}, task=plan.task)
-    return Decided(plan, splits, model, saved, finding)
+    return Decided(plan, splits, model, saved, class_weights, sample_weights, finding)
 
 
 def _prepared(config: TrainConfig, card: ModelCard | None, cluster: distributed.Cluster,
@@ -199,14 +203,13 @@ def _nothing_left(plan: Plan, meta: dict[str, Any], done: tuple[int, ...]) -> bo
     return bool(meta.get("stopped_early")) or not any(e > 0 for e in left)
 
 
-def _found(plan: Plan, splits: Splits, model: torch.nn.Module
-           ) -> tuple[Plan, LRFinding | None]:
+def _found(plan: Plan, splits: Splits, model: torch.nn.Module,
+           class_weights: torch.Tensor | None) -> tuple[Plan, LRFinding | None]:
     """--lr find: rank 0's range test, whose suggestion becomes every rank's peak rate; a
     curve too short or noisy to trust leaves the default rate."""
     finding = None
     lr = plan.config.lr
     if plan.cluster.writes:
-        class_weights, _ = imbalance(plan, splits)
         finding = find_lr(plan, model, splits, class_weights=class_weights)
         report(finding)
         suggested = finding.suggestion()

@@ -29,7 +29,7 @@ from cnnkit.training.finish import evaluate_test
 from cnnkit.training.launch import announce_run, budget_start, under_torchrun
 from cnnkit.training.loop import Trainer
 from cnnkit.training.lrfind import TRAIN_PICK, LRFinding, check_range, find_lr, plot_finding, report
-from cnnkit.training.planner import Decided, Restart, decide, imbalance
+from cnnkit.training.planner import Decided, Restart, decide
 from cnnkit.training.recipe import Plan
 from cnnkit.training.stopped import on_full_disk, what_to_do
 from cnnkit.training.tracking import Trackers, check_installed
@@ -182,9 +182,8 @@ def lr_find(config: TrainConfig | str | None = None, /, *, plot: str | Path | No
     config = TrainConfig.of(config, options)
     decided = decide(config, cost=False)
     plan, splits = decided.plan, decided.splits
-    class_weights, _ = imbalance(plan, splits)
     finding = find_lr(plan, decided.model, splits, start=start, end=end, steps=steps,
-                      class_weights=class_weights)
+                      class_weights=decided.class_weights)
     report(finding)
     if plot is not None:
         plot_finding(finding, plot, f"Learning-rate range test: {plan.config.model} on "
@@ -270,21 +269,20 @@ def _fit_run(decided: Decided, run: RunDir, resume: dict[str, Any] | None,
     """Train, then (on the writing process) test and report."""
     plan, splits = decided.plan, decided.splits
     with on_full_disk(run):
-        history = _train_epochs(plan, splits, decided.model, decided.card, run, resume,
-                                callbacks, hub)
+        history = _train_epochs(decided, run, resume, callbacks, hub)
     if not plan.cluster.writes:
         return TrainResult(run.root, history, None, plan.config)  # rank 0 tests and reports
     with on_full_disk(run, trained=True):
         return _finish(plan, run, splits, history, hub)
 
 
-def _train_epochs(plan: Plan, splits: Splits, model: torch.nn.Module, card: ModelCard,
-                  run: RunDir, resume: dict[str, Any] | None, callbacks: Sequence[Callback],
-                  hub: Events) -> list[dict[str, Any]]:
+def _train_epochs(decided: Decided, run: RunDir, resume: dict[str, Any] | None,
+                  callbacks: Sequence[Callback], hub: Events) -> list[dict[str, Any]]:
     """Every epoch still to train (none when a resumed run had trained them all but was
     stopped before its end: it is tested and reported now); returns the history."""
+    plan, splits, model, card = decided.plan, decided.splits, decided.model, decided.card
+    class_weights, sample_weights = decided.class_weights, decided.sample_weights
     cfg = plan.config
-    class_weights, sample_weights = imbalance(plan, splits)
     if cfg.mode == "features":
 
         return features.fit(plan, model, splits, card, run, class_weights, hub)
