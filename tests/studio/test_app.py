@@ -280,6 +280,15 @@ def test_the_plan_jobs_worker_waits_warm_for_the_click_on_train(project: Project
         assert (told["line"], told["seconds"]) == (measured["line"], measured["seconds"])
         assert told["t"] > measured["t"]
         assert "pid" in jobs.get(plan.id).status()  # the plan job's own story is intact
+        assert train.process is not None and train.process.wait(60) == 0  # it exits
+        jobs.prepare_spare()  # a new spare in its place
+        again = jobs.start("plan", options)
+        assert finished(again.id)["state"] == "done"
+        jobs.prepare_spare()
+        waiting = jobs._spare
+        assert waiting is not None and waiting.pid == again.status()["pid"]
     finally:
         jobs.close()
     assert not jobs.get(train.id).alive()
+    assert waiting.wait(10) == 0  # closing the studio ends the waiting worker cleanly
+    assert "Traceback" not in (again.folder / "worker.log").read_text()

@@ -237,7 +237,12 @@ class Jobs:
         """Stop the spare worker, and the jobs still running as Ctrl-C stops a command
         (SIGTERM: a run keeps its last finished epoch and can be resumed)."""
         self._closed = True
-        running = [job for job in self._jobs.values() if job.alive()]
+        for job in self._jobs.values():  # a plan job's worker exits when done, not waits
+            if job.process is not None and job.process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    job.process.stdin.close()
+        # (a finished plan job's worker may be the spare now: it is closed below)
+        running = [job for job in self._jobs.values() if job.alive() and job.running()]
         for job in running:
             pid = _read_json(job.folder / STATUS).get("pid")
             if isinstance(pid, int):

@@ -308,7 +308,7 @@ def main(argv: list[str]) -> int:
             folder = Path(line)
             _take_output(folder)
             code = run(folder)
-            if _kind(folder) not in REUSED:
+            if _kind(folder) not in REUSED or code == 130:  # stopped (SIGTERM): exit
                 return code
     elif len(argv) == 1:
         folder = Path(argv[0])
