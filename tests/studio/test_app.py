@@ -270,8 +270,9 @@ def test_the_plan_jobs_worker_waits_warm_for_the_click_on_train(project: Project
         jobs.prepare_spare()
         plan = jobs.start("plan", options)
         assert finished(plan.id)["state"] == "done"
-        jobs.prepare_spare()  # the plan's worker, not a new one
-        train = jobs.start("train", options)  # the click on Train
+        # the click on Train as soon as the estimate shows, before the server's own look
+        # for a spare: the plan's worker, not a new one
+        train = jobs.start("train", options)
         status = finished(train.id)
         assert status["state"] == "done", status
         assert status["pid"] == plan.status()["pid"]  # it ran in the plan's warm worker

@@ -142,6 +142,8 @@ class Jobs:
 
     def _launch(self, folder: Path, kind: str) -> subprocess.Popen[bytes]:
         spare, self._spare = self._spare, None
+        if (spare is None or spare.poll() is not None) and self._use_spare:
+            spare = self._free_worker()  # a plan that ended since the last look
         if spare is not None and spare.poll() is None and spare.stdin is not None:
             try:
                 spare.stdin.write(str(folder).encode() + b"\n")
