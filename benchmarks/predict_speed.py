@@ -3,7 +3,7 @@
 
     python benchmarks/predict_speed.py backends            # EfficientNet-Lite0, 224 px, batch 32
     python benchmarks/predict_speed.py int8 RUN             # a fine-tuned run's test split
-    python benchmarks/predict_speed.py e2e --files 1000 10000 [--model RUN]
+    python benchmarks/predict_speed.py e2e --files 1000 10000 [--model RUN] [--workers 1]
 
 ``backends`` runs in one process on ``--threads`` cores, in rounds of shuffled order (so
 the load of a shared machine falls on every contender alike) and prints each one's median
@@ -17,7 +17,9 @@ the ``cnnkit predict efficientnet_lite0 FOLDER --output preds.csv`` command (sta
 decoding and writing included) and its peak resident memory, workers included; for
 ``efficientnet_lite0``, alternating with ``benchmarks/hand_predict.py``, the hand
 export driven by a user's own Pillow and onnxruntime script (target: at least 60
-images/s on 2 cores, and at least the hand script's rate).
+images/s on 2 cores, and at least the hand script's rate), and with ``--workers N``
+the same command with N decoding processes (the default is one per core, beside
+onnxruntime's one thread per core).
 """
 
 from __future__ import annotations
@@ -230,10 +232,14 @@ def e2e(args: argparse.Namespace) -> None:
         outs = {"cnnkit": out, "hand script": hand_out}
         commands = {"cnnkit": [sys.executable, "-m", "cnnkit", "predict", args.model,
                                str(folder), "--output", str(out)]}
+        for w in args.workers:  # the same command with another number of decoders
+            name = f"--workers {w}"
+            outs[name] = root / f"preds{n}-w{w}.csv"
+            commands[name] = [*commands["cnnkit"][:-1], str(outs[name]), "--workers", str(w)]
         if hand:
             commands["hand script"] = [*hand[:3], str(folder), str(hand_out), *hand[3:]]
         timings: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for _ in range(args.rounds if hand else 1):
+        for _ in range(args.rounds if hand or args.workers else 1):
             for name, cmd in commands.items():
                 timings[name].append(_timed(cmd, outs[name], n))
         seconds = {name: float(np.median([t for t, _ in runs])) for name, runs in timings.items()}
@@ -289,7 +295,10 @@ def main() -> None:
     e.add_argument("--model", default="efficientnet_lite0", help="A run folder or a "
                    "pretrained name (a small run shows how memory scales, quickly).")
     e.add_argument("--rounds", type=int, default=2, help="Runs of each command, "
-                   "alternating, when there is a hand script to compare (the median counts).")
+                   "alternating, when there is a hand script or --workers to compare (the "
+                   "median counts).")
+    e.add_argument("--workers", type=int, nargs="*", default=[], help="Also time cnnkit "
+                   "predict with --workers N (decoding processes) for each N, alternating.")
     e.add_argument("--folder", help="Where to keep the generated photos (default: a temp "
                    "folder).")
     args = parser.parse_args()
