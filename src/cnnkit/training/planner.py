@@ -9,7 +9,8 @@ In order: ``--init-from``'s options, what the options decide
 (:func:`~cnnkit.training.recipe.resolve_config`), the data loaded, what needs the data
 (:func:`~cnnkit.training.recipe.finalize`, the task the labels pose), a new model (or a
 resumed run's weights), then the cost: the estimate, ``--time``'s epochs and input side
-(at another side the data is loaded again) and its deadline, and ``--lr find``'s rate.
+(at another side the data is loaded again) and its deadline, ``--imbalance``'s weights
+and ``--lr find``'s rate.
 """
 
 from __future__ import annotations
