@@ -77,7 +77,8 @@ def test_mistakes_fail_before_torch_is_imported(tmp_path: Path, no_hub: str) -> 
     assert "drop --weights" in lines[3] and "'imagenet'" in lines[3]
     assert "no-such.pth: not found" in lines[4]
     assert "--weights .: a folder" in lines[5]
-    assert "convnext_tiny is not one of cnnkit's models" in lines[6] and why in lines[6]
+    assert "Unknown model 'convnext_tiny'" in lines[6] and why in lines[6]
+    assert "If convnext_tiny is a timm architecture" in lines[6]
     assert not (tmp_path / "runs").exists()
 
 

@@ -80,8 +80,9 @@ def chunk_rows(clf: Classifier, part: Chunk, *, top_k: int, batch_size: int, tta
                threshold: float | None) -> list[Row]:
     """The rows of one decoded chunk, in order: the task's answer for each readable
     image, the error of each other one."""
-    clf.say_note()
     ok = part.ok
+    if ok.any():  # a note on the answers, where there are answers
+        clf.say_note()
     readable = [p for p, e in zip(part.paths, part.errors) if e is None]
     probs = clf.answer_inputs(part.images[ok] if not ok.all() else part.images,
                               batch_size=batch_size, tta=tta) if ok.any() else None
