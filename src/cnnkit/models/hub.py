@@ -196,17 +196,14 @@ def hf_timm_cached(name: str) -> bool:
 def check_timm_name_reachable(name: str, unknown: str) -> None:
     """For a name that is not one of cnnkit's models (``unknown``: the registry's message,
     with close matches) and whose timm weights are not in the hub cache: one line at
-    once when the hub cannot be reached (``HF_HUB_OFFLINE``, no network), before timm is
+    once when they cannot be downloaded now (:func:`check_can_download`), before timm is
     imported to look the name up (seconds offline)."""
     if hf_timm_cached(name):
         return
-    url = hf_endpoint()
-    reason = "HF_HUB_OFFLINE is set" if hf_offline() else unreachable(url)
-    if reason is not None:
-        raise CnnkitError(f"{unknown.rstrip()} If {name} is a timm architecture, its "
-                          f"pretrained weights are not cached and must be downloaded once "
-                          f"from {urlsplit(url).hostname}, which cannot be reached ({reason}): "
-                          f"connect and run again or, {OFFLINE_CHOICES}.")
+    try:
+        check_can_download(name, f"hf-hub:timm/{name}")
+    except CnnkitError as exc:
+        raise CnnkitError(f"{unknown} If {name} is a timm architecture: {exc}") from None
 
 
 def check_weights(name: str, weights_from: str | None) -> None:

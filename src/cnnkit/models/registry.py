@@ -37,11 +37,17 @@ def is_registered(name: str) -> bool:
 def get_model_info(name: str) -> ModelInfo:
     if name in _REGISTRY:
         return _REGISTRY[name]
+    raise CnnkitError(unknown_model(name))
+
+
+def unknown_model(name: str) -> str:
+    """What to say of a name that is not registered: the close matches, and the other
+    ways to name a model."""
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise CnnkitError(f"Unknown model {name!r}.{hint} `cnnkit models` lists the registered "
-                      "models; a layer spec such as 'conv32k3-pool2-dense128' or a .yaml "
-                      "file builds a custom stack.")
+    return (f"Unknown model {name!r}.{hint} `cnnkit models` lists the registered models; a "
+            "layer spec such as 'conv32k3-pool2-dense128' or a .yaml file builds a custom "
+            "stack.")
 
 
 for _info in catalog.BUILT_IN:

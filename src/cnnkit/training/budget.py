@@ -44,7 +44,7 @@ def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()
     if plan.device.type != "cpu" or est.seconds <= estimate.LONG_S or done:
         return event
     shown: list[tuple[str, float]] = []
-    for variants in faster_choices(plan, costs.n_train):
+    for variants in faster_choices(plan, costs.sizes["train"]):
         timed = [(flag, costs.seconds(p)) for flag, p in variants]
         quick = [t for t in timed if t[1] <= estimate.LONG_S]
         pick = quick[0] if quick else timed[-1]

@@ -85,7 +85,6 @@ class Costs:
         self.sizes = {"train": len(splits.train), "val": _len(splits.val),
                       "test": _len(splits.test)}
         self.n = counts(plan, len(splits.train), _len(splits.val), _len(splits.test))
-        self.n_train = len(splits.train)
         self._rates = {self._key(plan): measure(plan, model, self.classes,
                                                          splits.train, splits.val)}
 

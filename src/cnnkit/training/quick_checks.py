@@ -51,16 +51,13 @@ def check_pretrained_weights(config: TrainConfig) -> None:
     from cnnkit.models.build import resolve
     from cnnkit.models.hub import check_timm_name_reachable, check_weights
     from cnnkit.models.layerspec import looks_like_spec
-    from cnnkit.models.registry import get_model_info, is_registered
+    from cnnkit.models.registry import is_registered, unknown_model
 
     name = config.model
     if not (is_registered(name) or looks_like_spec(name)
             or name.lower().endswith((".yaml", ".yml"))):
-        try:
-            get_model_info(name)
-        except CnnkitError as unknown:  # always: the name is not registered
-            check_timm_name_reachable(name.removeprefix("timm/").removeprefix("timm:"),
-                                      str(unknown))
+        check_timm_name_reachable(name.removeprefix("timm/").removeprefix("timm:"),
+                                  unknown_model(name))
     arch, info = resolve(config.model)
     if info.is_pretrained:
         check_weights(arch.name, info.weights_from)
