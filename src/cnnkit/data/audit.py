@@ -19,8 +19,8 @@ from typing import Any
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import load_builtin
 from cnnkit.data.file_index import FileFacts, file_facts
-from cnnkit.data.folders import Listing, list_class_folders, read_csv, split_dirs
-from cnnkit.data.scan import Scan
+from cnnkit.data.folders import read_csv
+from cnnkit.data.scan import Listing, Scan, list_class_folders, split_dirs
 from cnnkit.data.source import DataSource
 from cnnkit.data.source_builtin import BuiltinSource
 from cnnkit.data.source_csv import CsvSource

@@ -1,10 +1,9 @@
-"""Finding labelled images on disk: class-per-folder trees, pre-split trees and CSVs."""
+"""Finding labelled images listed in a CSV; class-per-folder and pre-split trees are
+walked by :mod:`cnnkit.data.scan` (their names are here too, for callers of either)."""
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from cnnkit.base import log
@@ -12,134 +11,19 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.csvfile import read_rows
 from cnnkit.data.decode import IMAGE_SUFFIXES, is_image_file
 from cnnkit.data.labelsets import MULTILABEL_HEADERS, lists_several, parse_labels
-from cnnkit.data.scan import IGNORED_NAMES, Scan, is_hidden, scan_images, sub_folders
+from cnnkit.data.scan import (
+    IGNORED_NAMES,
+    Listing,
+    class_dirs,
+    is_hidden,
+    list_class_folders,
+    safe_name,
+    split_dirs,
+)
 
 __all__ = ["IGNORED_NAMES", "Listing", "check_classes", "class_dirs", "is_hidden",
            "list_class_folders", "read_csv", "safe_name", "split_dirs"]
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
-               "test": "test"}
-FORMATS = "JPEG, PNG, BMP, WebP, GIF or TIFF"
 _TOLD: set[str] = set()  # CSV files already said to be read as Windows-1252
-
-
-@dataclass(frozen=True)
-class Listing:
-    """Image files with class indices (multi-label: a tuple of indices per file, maybe
-    empty); ``classes`` are names in index order."""
-
-    paths: tuple[str, ...]
-    labels: tuple[int, ...] | tuple[tuple[int, ...], ...]
-    classes: tuple[str, ...]
-    multilabel: bool = False
-
-
-def safe_name(cls: str) -> str:
-    """A class name as a folder name ('T-shirt/top' -> 'T-shirt_top')."""
-    return re.sub(r"[\\/:*?\"<>|]+", "_", cls).strip() or "_"
-
-
-def _image_files(folder: Path, seen: set[tuple[int, int]] | None = None,
-                 report: Scan | None = None, top: Path | None = None,
-                 elsewhere: tuple[str, ...] = ()) -> list[str]:
-    found = scan_images(folder, seen, top=top, elsewhere=elsewhere)
-    _tell(found, report)
-    return found.files
-
-
-def _tell(found: Scan, report: Scan | None) -> None:
-    """Warn now, or add to ``report`` (for ``cnnkit check``, which lists them itself)."""
-    if report is None:
-        found.warn()
-    else:
-        report.add(found)
-
-
-def class_dirs(root: Path, report: Scan | None = None) -> list[Path]:
-    """Visible sub-folders by name; a link that points nowhere or a name that is not
-    UTF-8 is left out with a warning."""
-    dirs, left_out = sub_folders(root)
-    _tell(left_out, report)
-    return dirs
-
-
-def _class_dirs_once(root: Path, report: Scan | None
-                     ) -> tuple[list[Path], set[tuple[int, int]]]:
-    """Class folders, leaving out any that is the root itself or another class folder
-    again (a link such as ``loop -> .``), which would copy images under a second label."""
-    st = os.stat(root)
-    seen = {(st.st_dev, st.st_ino)}
-    kept = []
-    for d in class_dirs(root, report):
-        st = os.stat(d)
-        if (st.st_dev, st.st_ino) in seen:
-            _tell(Scan(loops=[str(d)]), report)
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        kept.append(d)
-    return kept, seen
-
-
-def split_dirs(root: Path) -> dict[str, Path] | None:
-    """``{"train": ..., "val": ..., "test": ...}`` if ``root`` is already split, else None."""
-    subdirs, _ = sub_folders(root)
-    names = {p.name.lower(): p for p in subdirs}
-    if "train" not in names or not all(n in SPLIT_NAMES for n in names):
-        return None
-    return {SPLIT_NAMES[n]: p for n, p in names.items()}
-
-
-def list_class_folders(root: Path, classes: tuple[str, ...] | None = None, *,
-                       report: Scan | None = None, top: Path | None = None) -> Listing:
-    """List a class-per-folder tree; with ``classes``, folders must be among them.
-
-    Files and links left out are warned about, or added to ``report`` when given.
-    ``top``: the whole data set's folder when ``root`` is one split of it (a link within
-    ``top`` is not "outside").
-    """
-    if not root.is_dir():
-        raise CnnkitError(f"Data folder not found: {root}. Pass a folder with one "
-                          "sub-folder per class, a CSV file, or a built-in set name.")
-    dirs, seen = _class_dirs_once(root, report)
-    inside = os.path.realpath(top or root)
-    away = [str(d) for d in dirs if d.is_symlink()
-            and os.path.commonpath([os.path.realpath(d), inside]) != inside]
-    if away:  # class folders that are links out of the data folder
-        _tell(Scan(outside=away), report)
-    if not dirs:
-        loose = _image_files(root, None, report)
-        hint = f" It holds {len(loose)} images but no class folders." if loose else ""
-        raise CnnkitError(f"{root} has no class sub-folders.{hint} Put each class's images "
-                          f"in a sub-folder named after the class ({root}/cat/1.jpg, "
-                          f"{root}/dog/2.jpg, ...).")
-    names = tuple(d.name for d in dirs)
-    if classes is not None:
-        # A class name that cannot be a folder name ('T-shirt/top') matches its safe form.
-        safe = {safe_name(c): c for c in classes}
-        names = tuple(n if n in classes else safe.get(n, n) for n in names)
-        unknown = [d.name for d, n in zip(dirs, names) if n not in classes]
-        if unknown:
-            raise CnnkitError(f"{root} has class folder(s) {', '.join(unknown)} that the model "
-                              f"does not know. Its classes: {', '.join(classes)}.")
-    else:
-        classes = names
-    paths: list[str] = []
-    labels: list[int] = []
-    real = [os.path.realpath(d) for d in dirs]
-    for i, (d, name) in enumerate(zip(dirs, names)):
-        seen.discard(_inode(d))  # a class folder's own walk starts at it
-        others = tuple(r for j, r in enumerate(real) if j != i and r != real[i])
-        files = _image_files(d, seen, report, top or root, others)
-        if not files:
-            raise CnnkitError(f"Class folder {d} has no images ({FORMATS}). Add images to it "
-                              "or remove the folder.")
-        paths += files
-        labels += [classes.index(name)] * len(files)
-    return Listing(tuple(paths), tuple(labels), tuple(classes))
-
-
-def _inode(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
 
 
 def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 from cnnkit.base.errors import CnnkitError
-from cnnkit.data.folders import check_classes, list_class_folders, read_csv, split_dirs
+from cnnkit.data.folders import check_classes, read_csv
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
+from cnnkit.data.scan import list_class_folders, split_dirs
 from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing, split_off
 from cnnkit.data.source_csv import split_whole
 
