@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cnnkit.base.errors import CnnkitError
-from cnnkit.models.layerspec import StackBuilder, load_yaml, looks_like_spec, parse_spec
-from cnnkit.models.registry import ModelInfo, get_model_info, is_registered
-from cnnkit.models.sidecar_schema import MAX_NAME
+from cnnkit.models.layerspec import read_stack, stack_info
+from cnnkit.models.registry import ModelInfo, get_model_info, is_registered, unknown_model
 
 
 @dataclass(frozen=True)
@@ -32,34 +29,34 @@ class Architecture:
                    tuple(sorted((d.get("kwargs") or {}).items())))
 
 
-def _stack_info(name: str, layers: list[dict[str, Any]]) -> ModelInfo:
-    return ModelInfo(name, StackBuilder(layers), "custom layer stack")
-
-
-def resolve(model: str | Architecture) -> tuple[Architecture, ModelInfo]:
-    """Find what ``model`` names; unknown names get a message with close matches."""
+def resolve(model: str | Architecture, *, reachable: bool = False
+            ) -> tuple[Architecture, ModelInfo]:
+    """Find what ``model`` names, in one pass: a saved architecture, a registered name, a
+    custom stack (a spec or a ``.yaml`` file), else a timm architecture. Unknown names get
+    a message with close matches. ``reachable``: for a name that is none of cnnkit's,
+    say at once when timm's weights for it can be neither found nor downloaded now, before
+    timm is imported to look it up (the command's quick check, seconds sooner offline)."""
     if isinstance(model, Architecture):
         if model.layers is not None:
-            return model, _stack_info(model.name, list(model.layers))
+            return model, stack_info(model.name, model.layers)
         return model, _lookup(model.name)
     if is_registered(model):
         info = get_model_info(model)
         layers = getattr(info.builder, "layers", None)
         return Architecture(model, None if layers is None else tuple(layers)), info
-    if model.lower().endswith((".yaml", ".yml")):
-        layers = load_yaml(model)
-        name = _file_model_name(Path(model).stem)
-        return Architecture(name, tuple(layers)), _stack_info(name, layers)
-    if looks_like_spec(model):
-        layers = parse_spec(model)  # a bad token in a spec: the message names it
-        name = model.strip()
-        return Architecture(name, tuple(layers)), _stack_info(name, layers)
-    return Architecture(model.removeprefix("timm/").removeprefix("timm:")), _lookup(model)
+    stack = read_stack(model)  # a bad token in a spec: the message names it
+    if stack is not None:
+        name, layers = stack
+        return Architecture(name, tuple(layers)), stack_info(name, layers)
+    bare = model.removeprefix("timm/").removeprefix("timm:")
+    if reachable:
+        from cnnkit.models.hub import check_timm_name_reachable
 
+        check_timm_name_reachable(bare, unknown_model(model))
+    from cnnkit.models.pretrained import timm_info
 
-def _file_model_name(stem: str) -> str:
-    """A YAML file's name as a model name a sidecar can hold ('my net (v2)' -> 'my-net-v2')."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", stem).strip("-")[:MAX_NAME] or "custom"
+    info = timm_info(model)
+    return Architecture(bare), info if info is not None else get_model_info(model)
 
 
 def _lookup(name: str) -> ModelInfo:

@@ -49,16 +49,9 @@ def check_pretrained_weights(config: TrainConfig) -> None:
     if config.model is None or config.mode == "scratch" or config.weights or config.init_from:
         return
     from cnnkit.models.build import resolve
-    from cnnkit.models.hub import check_timm_name_reachable, check_weights
-    from cnnkit.models.layerspec import looks_like_spec
-    from cnnkit.models.registry import is_registered, unknown_model
+    from cnnkit.models.hub import check_weights
 
-    name = config.model
-    if not (is_registered(name) or looks_like_spec(name)
-            or name.lower().endswith((".yaml", ".yml"))):
-        check_timm_name_reachable(name.removeprefix("timm/").removeprefix("timm:"),
-                                  unknown_model(name))
-    arch, info = resolve(config.model)
+    arch, info = resolve(config.model, reachable=True)
     if info.is_pretrained:
         check_weights(arch.name, info.weights_from)
 
