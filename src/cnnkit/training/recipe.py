@@ -105,6 +105,8 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     this process's place in a distributed run. ``budget_size``: the input side that
     :func:`fit_budget` chose for --time.
     """
+    if card is None:
+        check_weights_file(config.weights)  # first, as the command's quick check: before the data
     source = describe(config.data)
     builtin = source.builtin
     peek = source.peek() if card is None else Peek(())
@@ -133,8 +135,6 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         raise CnnkitError("--ema averages the weights over training steps, and --mode features "
                           "has none (it fits its head to fixed features in one solve). Drop "
                           "--ema, or use --mode fine-tune.")
-    if card is None:
-        check_weights_file(config.weights)  # before the data, not when the model is built
     if mode != "scratch" and not config.weights and card is None:
         from cnnkit.models.hub import check_weights
 
