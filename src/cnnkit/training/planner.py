@@ -125,21 +125,21 @@ def _model(plan: Plan, splits: Splits, card: ModelCard | None, restart: Restart 
     """A resumed run's model with its checkpoint's weights, an --init-from run's model,
     or a new one."""
     pre = plan.pre
-    if restart is not None:
-        if splits.classes != restart.card.classes:
-            raise CnnkitError(f"The data's classes have changed since {restart.run.root} "
-                              "started; start a new run instead of --resume.")
-        model = create_model(plan.arch, restart.card.task.outputs(restart.card.classes),
-                             pre.channels, pre.img_size)
-        load_state(model, restart.model_state, str(restart.run.checkpoint_path))
-        return model
-    if card is not None:
+    if restart is not None and splits.classes != restart.card.classes:
+        raise CnnkitError(f"The data's classes have changed since {restart.run.root} "
+                          "started; start a new run instead of --resume.")
+    if card is not None and restart is None:
         model = _initial_model(plan, card, splits)
     else:
         # Build the model first: one that cannot be built must not leave an empty run folder.
+        # A resumed run's starts from its checkpoint, not from pretrained weights.
+        fresh = restart is None
         model = create_model(plan.arch, plan.task.outputs(splits.classes), pre.channels,
-                             pre.img_size, pretrained=plan.config.mode != "scratch",
-                             weights=plan.config.weights)
+                             pre.img_size, pretrained=fresh and plan.config.mode != "scratch",
+                             weights=plan.config.weights if fresh else None)
+        if restart is not None:
+            load_state(model, restart.model_state, str(restart.run.checkpoint_path))
+            return model
     log.info(f"model: {plan.arch.name}, {sum(p.numel() for p in model.parameters()):,} "
              f"parameters for {len(splits.classes)} classes")
     return model
