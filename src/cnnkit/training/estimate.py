@@ -207,6 +207,7 @@ def _train_rate(plan: Plan, model: nn.Module, phase: Phase, data: ImageSet
     """Seconds per image of ``phase``'s steps: one step to warm up, then steps sized to
     take about STEP_S (whole batches when they are quicker)."""
     cfg, device = plan.config, plan.device
+    batches = _batches(plan, data)
     batch = max(1, cfg.batch_size // plan.cluster.world)
     groups = phase.prepare(model)
     optimizer = build_optimizer(groups, cfg.optimizer, phase.lr, device)
@@ -215,7 +216,6 @@ def _train_rate(plan: Plan, model: nn.Module, phase: Phase, data: ImageSet
                       if isinstance(m, nn.modules.batchnorm._BatchNorm))
     chunk = batch if batch_stats else chunk_size(device, plan.pre.img_size, batch,
                                                  training=True)
-    batches = _batches(plan, data)
 
     def step(k: int) -> float:
         x, y = batches(k)

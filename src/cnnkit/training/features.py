@@ -52,12 +52,12 @@ def extract(model: nn.Module, data: ImageSet, pre: Preprocess, device: torch.dev
     model's codes graph on onnxruntime (:mod:`cnnkit.training.codes_onnx`) codes them
     in the model's place."""
     model.eval()
-    if graph is not None:
+    if graph is not None:  # batches as the graph takes them, on its device
         batch_size = graph.batch_size(pre.img_size, max(batch_size, len(data)))
-        loader = BatchLoader(data, pre, batch_size, graph.device)
+        device, channels_last = graph.device, False
     else:
         batch_size = chunk_size(device, pre.img_size, batch_size)
-        loader = BatchLoader(data, pre, batch_size, device, channels_last=channels_last)
+    loader = BatchLoader(data, pre, batch_size, device, channels_last=channels_last)
     events = events if events is not None else Events()
     start, done = time.perf_counter(), 0
     events.emit(Working(label, 0, len(data)))
