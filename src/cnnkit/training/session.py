@@ -82,8 +82,8 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
             run = _create_run(decided)
         where.append(run.root)
         hub.emit(RunStarted(run.root))
+        _describe_cluster(decided.plan)
         with lock_run(run, cluster), on_full_disk(run):
-            _describe_cluster(decided.plan)
             if cluster.writes:  # trackers log from the writing process only
                 hub.subscribe(Trackers(run, decided.plan.config,
                                        samples=_samples(decided.splits)))
@@ -266,10 +266,11 @@ def _resume(run: RunDir, hub: Events, started: float) -> TrainResult:
 
 def _fit_run(decided: Decided, run: RunDir, resume: dict[str, Any] | None,
              callbacks: Sequence[Callback], hub: Events) -> TrainResult:
-    """Train, then (on the writing process) test and report."""
+    """Train, then (on the writing process) test and report. The caller turns a full disk
+    while training into its one line; after training, it is said here that the model is
+    saved."""
     plan, splits = decided.plan, decided.splits
-    with on_full_disk(run):
-        history = _train_epochs(decided, run, resume, callbacks, hub)
+    history = _train_epochs(decided, run, resume, callbacks, hub)
     if not plan.cluster.writes:
         return TrainResult(run.root, history, None, plan.config)  # rank 0 tests and reports
     with on_full_disk(run, trained=True):

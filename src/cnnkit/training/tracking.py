@@ -58,8 +58,8 @@ class Trackers:
         """``samples``: ``(uint8 images NCHW, labels, classes)`` to show in TensorBoard."""
         self.items: list[Any] = []
         self.run = run
-        names = track_tokens(config.track) if writes_here() else ()
         state = _read_state(run) if resuming else {}
+        names = track_tokens(config.track) if writes_here() else ()
         for name in names:
             self.items.append(MLflowTracker(run, config, state) if name == "mlflow"
                               else TensorBoardTracker(run, config, samples if not resuming
