@@ -109,7 +109,13 @@ def _prepared(config: TrainConfig, card: ModelCard | None, cluster: distributed.
         if cluster.writes and budget_size is None:  # the audit keeps an index in the cache
             check_data(plan)
     torch.manual_seed(plan.config.seed)
-    splits = _load(plan)
+    # The run's splits; in a distributed run rank 0 decodes (and fills the cache) first,
+    # then the others read what it left, so no two processes decode the same files.
+    if cluster.distributed and not cluster.writes:
+        distributed.broadcast(cluster, None)  # wait for rank 0's splits
+    splits = load_run_splits(plan.config, plan.pre, plan.source)
+    if cluster.distributed and cluster.writes:
+        distributed.broadcast(cluster, None)
     if restart is None:
         plan = finalize(_task_of(plan, splits, card), splits)
         check_memory(plan)
@@ -226,18 +232,6 @@ def epochs_done(plan: Plan, meta: dict[str, Any]) -> tuple[int, ...]:
     at, epoch = meta["phase"], meta["epoch_in_phase"] + 1
     return tuple(p.epochs if i < at or (i == at and meta.get("phase_done")) else
                  epoch if i == at else 0 for i, p in enumerate(phases))
-
-
-def _load(plan: Plan) -> Splits:
-    """The run's splits; in a distributed run rank 0 decodes (and fills the cache) first,
-    then the others read what it left, so no two processes decode the same files."""
-    cluster = plan.cluster
-    if cluster.distributed and not cluster.writes:
-        distributed.broadcast(cluster, None)  # wait for rank 0's splits
-    splits = load_run_splits(plan.config, plan.pre, plan.source)
-    if cluster.distributed and cluster.writes:
-        distributed.broadcast(cluster, None)
-    return splits
 
 
 def _init_from(config: TrainConfig) -> tuple[TrainConfig, ModelCard | None]:
