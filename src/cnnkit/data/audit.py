@@ -107,17 +107,28 @@ def audit(source: DataSource, *, img_size: int, decode: bool = True,
     """Audit ``source``. ``decode=False`` reads hashes and headers only (the short check
     ``train`` runs; training's own decode reports unreadable files). Near-copies need
     the images' codes: :mod:`cnnkit.curate.near` (``cnnkit check --near``)."""
+    if not isinstance(source, BuiltinSource):
+        return audit_files(source, img_size=img_size, decode=decode, progress=progress)
     result = Audit(source.spec, source.kind, img_size)
-    if isinstance(source, BuiltinSource):
-        items = _builtin_items(source, result)
-    else:
-        items = _file_items(source, result, decode=decode, progress=progress)
-        if items is None:
-            return result
-    _duplicates(result, items, presplit=source.presplit)
+    _verdicts(result, _builtin_items(source, result), presplit=source.presplit)
+    return result
+
+
+def audit_files(source: DataSource, *, img_size: int, decode: bool = True,
+                progress: bool = True) -> Audit:
+    """Audit a folder's or a CSV's files in one pass: their listing, their facts (the
+    index keeps them), then what the copies, the balance and the labels say."""
+    result = Audit(source.spec, source.kind, img_size)
+    items = _file_items(source, result, decode=decode, progress=progress)
+    if items is not None:
+        _verdicts(result, items, presplit=source.presplit)
+    return result
+
+
+def _verdicts(result: Audit, items: list[_Item], *, presplit: bool) -> None:
+    _duplicates(result, items, presplit=presplit)
     _balance(result)
     _unlabelled(result)
-    return result
 
 
 def _label_set(label: Any, multilabel: bool) -> tuple[int, ...]:
