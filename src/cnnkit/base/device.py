@@ -8,6 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 
 if TYPE_CHECKING:
@@ -40,8 +41,19 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` (CUDA, then Apple's MPS, then the CPU), or a torch device name."""
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` (CUDA, then Apple's MPS, then the CPU), or a torch device name.
+    ``local_rank``: a distributed run's process on this machine, whose GPU is the one of
+    that index (a CPU stays the CPU)."""
+    device = _named_device(name)
+    if local_rank is not None and device.type == "cuda":
+        import torch
+
+        return torch.device("cuda", local_rank)
+    return device
+
+
+def _named_device(name: str) -> torch.device:
     import torch
 
     if name == "auto":
@@ -58,6 +70,43 @@ def pick_device(name: str) -> torch.device:
         raise CnnkitError(f"--device {name} asks for a GPU, but PyTorch sees none here. "
                           "Use --device cpu (or auto).")
     return device
+
+
+def settle_precision(precision: str, device_type: str) -> str:
+    """The precision a run uses on ``device_type``, saying so when it is not as asked.
+
+    On the CPU, bf16 autocast works and fp16's does not pay: its float16 kernels run
+    several times slower than fp32 (docs/benchmarks.md, "Precision on the CPU"), so fp16
+    becomes bf16 with a warning, as Lightning does.
+    """
+    if device_type != "cpu" or precision not in ("bf16", "fp16"):
+        return precision
+    if precision == "fp16":
+        log.warn("--precision fp16 on the CPU: training in bf16 instead (float16 runs "
+                 "several times slower than fp32 on a CPU; bfloat16 is its mixed "
+                 "precision). Pass --precision fp32 for full precision.")
+    bf16 = cpu_has_bf16()
+    speed = ("this CPU has bf16 instructions: it can be faster than fp32, and it halves "
+             "activation memory" if bf16 else "this CPU has no bf16 instructions (AVX-512 "
+             "BF16, AMX): expect it slower than fp32" if bf16 is False else "it can be "
+             "faster than fp32 only on CPUs with bf16 instructions (AVX-512 BF16, AMX)")
+    log.info(f"precision: bf16 autocast on the CPU ({speed})")
+    return "bf16"
+
+
+def cpu_has_bf16() -> bool | None:
+    """Whether this CPU has bfloat16 instructions (x86's AVX-512 BF16 or AMX, Arm's
+    BF16), from Linux's /proc/cpuinfo; None where that cannot be told."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            text = fh.read(1 << 20)
+    except OSError:
+        return None
+    flags = {word for line in text.splitlines()
+             if line.lower().startswith(("flags", "features")) for word in line.split()}
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def available_memory() -> int | None:

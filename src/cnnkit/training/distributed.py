@@ -102,13 +102,6 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-def device_for(cluster: Cluster, device: torch.device) -> torch.device:
-    """A distributed run's GPU is its local rank's; a CPU stays the CPU."""
-    if cluster.distributed and device.type == "cuda":
-        return torch.device("cuda", cluster.local_rank)
-    return device
-
-
 def broadcast(cluster: Cluster, value: Any) -> Any:
     """Rank 0's ``value`` on every rank (a small picklable object made by cnnkit itself)."""
     if not cluster.distributed:

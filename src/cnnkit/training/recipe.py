@@ -19,7 +19,7 @@ import torch
 from cnnkit.artifacts.modelfile import ModelCard
 from cnnkit.base import log
 from cnnkit.base.config import TrainConfig, augment_tokens, format_duration
-from cnnkit.base.device import pick_device
+from cnnkit.base.device import pick_device, settle_precision
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import BuiltinSet
 from cnnkit.data.pipeline import Preprocess
@@ -32,9 +32,9 @@ from cnnkit.tasks.base import Task
 from cnnkit.tasks.registry import get_task
 from cnnkit.tasks.single_label import SingleLabel
 from cnnkit.training.clock import Deadline, duration
-from cnnkit.training.distributed import SINGLE, Cluster, device_for
+from cnnkit.training.distributed import SINGLE, Cluster
 from cnnkit.training.optim import trained_start_share
-from cnnkit.training.quick_checks import check_weights_file, settle_precision
+from cnnkit.training.quick_checks import check_weights_file
 from cnnkit.training.transfer import Phase, phases
 
 DEFAULT_PRETRAINED = "efficientnet_lite0"
@@ -181,7 +181,7 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
             augment = builtin.augment if builtin else "flip+crop"
         if mirror:  # a mirrored 2 or "left" is another class
             augment = "+".join(t for t in augment.split("+") if t != "flip") or "none"
-    device = device_for(cluster, pick_device(config.device))
+    device = pick_device(config.device, cluster.local_rank if cluster.distributed else None)
     if cluster.distributed and config.sync_bn and device.type != "cuda":
         raise CnnkitError("--sync-bn synchronises batch norm across GPUs, and this run's "
                           f"processes use the {device.type.upper()} (PyTorch's SyncBatchNorm "
