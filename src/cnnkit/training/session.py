@@ -71,7 +71,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     if started is None:
         started = budget_start() if under_torchrun() else time.monotonic()
     config = TrainConfig.of(config, options)
-    check_installed(config.track)
+    trackers = check_installed(config.track)
     check_folder(config.out, "--out")
     hub = _hub(events)
     where: list[Path] = []  # the run folder, once there is one
@@ -85,7 +85,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
         _describe_cluster(decided.plan)
         with lock_run(run, cluster), on_full_disk(run):
             if cluster.writes:  # trackers log from the writing process only
-                hub.subscribe(Trackers(run, decided.plan.config,
+                hub.subscribe(Trackers(run, decided.plan.config, trackers,
                                        samples=_samples(decided.splits)))
             result = _fit_run(decided, run, None, callbacks, hub)
         hub.emit(RunEnded(run.root, result.history, result.test,
@@ -249,7 +249,7 @@ def _resume(run: RunDir, hub: Events, started: float) -> TrainResult:
                           f"its weights with --init-from {run.root}.")
     model_state, optim_state, meta, rng, average = load_checkpoint(run.checkpoint_path)
     card, _ = read_card(run.root)
-    check_installed(cfg.track)
+    trackers = check_installed(cfg.track)
     cluster = distributed.start(cfg.device)
     decided = decide(cfg, cluster, started=started, events=hub,
                      restart=Restart(run, card, model_state, meta))
@@ -258,7 +258,7 @@ def _resume(run: RunDir, hub: Events, started: float) -> TrainResult:
     hub.emit(RunStarted(run.root, resuming=True))
     _describe_cluster(decided.plan)
     if cluster.writes:
-        hub.subscribe(Trackers(run, cfg, resuming=True))
+        hub.subscribe(Trackers(run, cfg, trackers, resuming=True))
     return _fit_run(decided, run,
                     {"meta": meta, "optimizer": optim_state, "rng": rng, "average": average},
                     (), hub)

@@ -34,13 +34,17 @@ EPOCH_METRICS = ("train_loss", "val_loss", "lr", "images_per_s")
 STATE_FILE = "tracking.json"  # the MLflow run id, so --resume continues the same run
 
 
-def check_installed(spec: str) -> None:
-    """Fail before any work when a tracker's package is missing (one line, the fix)."""
-    for name in track_tokens(spec):
+def check_installed(spec: str) -> tuple[str, ...]:
+    """The trackers ``--track`` asks for (parsed once: the run's :class:`Trackers` are
+    these); fails before any work when a tracker's package is missing (one line, the
+    fix)."""
+    names = tuple(track_tokens(spec))
+    for name in names:
         module, extra = EXTRAS[name]
         if importlib.util.find_spec(module) is None:
             raise CnnkitError(f"--track {name} needs the {module} package, which is not "
                               f"installed: pip install 'cnnkit[{extra}]'")
+    return names
 
 
 def writes_here() -> bool:
@@ -53,13 +57,15 @@ def writes_here() -> bool:
 class Trackers:
     """Every tracker a run asked for, called together."""
 
-    def __init__(self, run: RunDir, config: TrainConfig, resuming: bool = False,
+    def __init__(self, run: RunDir, config: TrainConfig, names: tuple[str, ...],
+                 resuming: bool = False,
                  samples: tuple[Any, Any, tuple[str, ...]] | None = None) -> None:
-        """``samples``: ``(uint8 images NCHW, labels, classes)`` to show in TensorBoard."""
+        """``names``: the trackers asked for, as :func:`check_installed` found them;
+        ``samples``: ``(uint8 images NCHW, labels, classes)`` to show in TensorBoard."""
         self.items: list[Any] = []
         self.run = run
         state = _read_state(run) if resuming else {}
-        names = track_tokens(config.track) if writes_here() else ()
+        names = names if writes_here() else ()
         for name in names:
             self.items.append(MLflowTracker(run, config, state) if name == "mlflow"
                               else TensorBoardTracker(run, config, samples if not resuming
