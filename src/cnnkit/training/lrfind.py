@@ -38,6 +38,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.sources import Splits
 from cnnkit.runtime.inference import autocast
+from cnnkit.training.distributed import broadcast
 from cnnkit.training.optim import build_optimizer, set_lr
 from cnnkit.training.recipe import Plan
 
@@ -169,6 +170,23 @@ def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7
         raise CnnkitError(f"The loss diverged after {len(lrs)} steps of the finder, at a "
                           f"rate of {lrs[-1] if lrs else start:.2g}; pass a smaller start.")
     return replace(read_curve(lrs, losses, diverged), default=float(cfg.lr))
+
+
+def run_rate(plan: Plan, model: nn.Module, splits: Splits,
+             class_weights: torch.Tensor | None = None) -> tuple[Plan, LRFinding | None]:
+    """--lr find in a run: rank 0's range test, whose suggestion becomes every rank's peak
+    rate (the others get it from rank 0, and no finding); a curve too short or noisy to
+    trust leaves the default rate."""
+    finding = None
+    lr = plan.config.lr
+    if plan.cluster.writes:
+        finding = find_lr(plan, model, splits, class_weights=class_weights)
+        report(finding)
+        suggested = finding.suggestion()
+        if suggested is not None:
+            lr = float(f"{suggested:.3g}")
+    lr = broadcast(plan.cluster, lr)
+    return replace(plan, config=plan.config.replace(lr=lr)), finding
 
 
 def read_curve(lrs: list[float], losses: list[float], diverged: bool = False) -> LRFinding:

@@ -32,7 +32,7 @@ from cnnkit.models.build import create_model
 from cnnkit.tasks.registry import get_task
 from cnnkit.training import budget, distributed, estimate
 from cnnkit.training.events import Events, Planned
-from cnnkit.training.lrfind import LRFinding, find_lr, report
+from cnnkit.training.lrfind import LRFinding, run_rate
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config, with_epochs
 
@@ -86,7 +86,7 @@ def decide(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGL
     class_weights, sample_weights = imbalance(plan, splits)
     finding = None
     if cost and find and plan.find_lr:
-        plan, finding = _found(plan, splits, model, class_weights)
+        plan, finding = run_rate(plan, model, splits, class_weights)
     cfg = plan.config
     saved = restart.card if restart is not None else ModelCard(
         plan.arch, splits.classes, plan.pre,
@@ -208,22 +208,6 @@ def _nothing_left(plan: Plan, meta: dict[str, Any], done: tuple[int, ...]) -> bo
     """Whether a checkpoint's run has no epoch left to train (or stopped early)."""
     left = [p.epochs - d for p, d in zip(plan.phases, done)]
     return bool(meta.get("stopped_early")) or not any(e > 0 for e in left)
-
-
-def _found(plan: Plan, splits: Splits, model: torch.nn.Module,
-           class_weights: torch.Tensor | None) -> tuple[Plan, LRFinding | None]:
-    """--lr find: rank 0's range test, whose suggestion becomes every rank's peak rate; a
-    curve too short or noisy to trust leaves the default rate."""
-    finding = None
-    lr = plan.config.lr
-    if plan.cluster.writes:
-        finding = find_lr(plan, model, splits, class_weights=class_weights)
-        report(finding)
-        suggested = finding.suggestion()
-        if suggested is not None:
-            lr = float(f"{suggested:.3g}")
-    lr = distributed.broadcast(plan.cluster, lr)
-    return replace(plan, config=plan.config.replace(lr=lr)), finding
 
 
 def epochs_done(plan: Plan, meta: dict[str, Any]) -> tuple[int, ...]:
