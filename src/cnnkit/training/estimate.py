@@ -25,10 +25,9 @@ from cnnkit.models.build import create_model
 from cnnkit.runtime.inference import autocast, chunk_size, log_probs
 from cnnkit.training.clock import duration
 from cnnkit.training.features import PROBE_LIMIT, extract
-from cnnkit.training.loop import set_train_mode
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.recipe import BUDGET_SIZES, Plan, at_size
-from cnnkit.training.transfer import Phase
+from cnnkit.training.transfer import Phase, set_train_mode
 
 STEP_S = 0.5  # a timed step: a whole batch, or as many images as take about this long
 TIMED_S = 1.0  # time steps (after one to warm up) until this much has passed ...

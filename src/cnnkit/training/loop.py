@@ -43,18 +43,7 @@ from cnnkit.training.events import (
 )
 from cnnkit.training.optim import build_optimizer, lr_factor, lr_points, set_lr, warmup_fraction
 from cnnkit.training.recipe import Plan, keeps_best
-from cnnkit.training.transfer import Phase, describe_phase
-
-
-def set_train_mode(model: nn.Module, bn_eval: bool = False) -> None:
-    """Train mode, except batch norm layers whose parameters are frozen stay in eval
-    (all of them with ``bn_eval``: their affine parameters still train)."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            own = list(m.parameters(recurse=False))
-            if bn_eval or (own and not any(p.requires_grad for p in own)):
-                m.eval()
+from cnnkit.training.transfer import Phase, describe_phase, set_train_mode
 
 
 class Trainer:

@@ -41,6 +41,7 @@ from cnnkit.runtime.inference import autocast
 from cnnkit.training.distributed import broadcast
 from cnnkit.training.optim import build_optimizer, set_lr
 from cnnkit.training.recipe import Plan
+from cnnkit.training.transfer import set_train_mode
 
 SUGGESTIONS = ("knee", "steepest", "valley", "minimum")
 # Which suggestion ``train --lr find`` takes (chosen by measurement: docs/design-notes.md,
@@ -124,8 +125,6 @@ def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7
         work = work.to(memory_format=torch.channels_last)
     phase = plan.phases[-1]
     groups = phase.prepare(work)
-    from cnnkit.training.loop import set_train_mode
-
     set_train_mode(work, phase.bn_eval)
     optimizer = build_optimizer(groups, cfg.optimizer, start, device)
     weight = None if class_weights is None else class_weights.to(device)
