@@ -30,7 +30,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
 from cnnkit.tasks.registry import get_task
-from cnnkit.training import budget, distributed, estimate
+from cnnkit.training import distributed, estimate
 from cnnkit.training.events import Events, Planned
 from cnnkit.training.lrfind import LRFinding, run_rate
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
@@ -165,7 +165,7 @@ def _costed(config: TrainConfig, card: ModelCard | None, plan: Plan, splits: Spl
     if plan.config.time is not None and restart is None:
         line = size = epochs = None
         if plan.cluster.writes:  # rank 0 decides for all
-            fitted, line = budget.fit(plan, costs, started)
+            fitted, line = estimate.fit_time(plan, costs, started)
             size, epochs = fitted.pre.img_size, fitted.config.epochs
         size, epochs, line = distributed.broadcast(plan.cluster, (size, epochs, line))
         log.info(line)
@@ -175,11 +175,11 @@ def _costed(config: TrainConfig, card: ModelCard | None, plan: Plan, splits: Spl
         plan = with_epochs(plan, epochs)
     est = costs.estimate(plan, done, probe=restart is None)
     if plan.cluster.writes:
-        hub.emit(budget.announce(plan, costs, est, done))
+        hub.emit(estimate.announce(plan, costs, est, done))
     if restart is not None:
-        return budget.resume_budget(plan, restart.meta["history"], started, est), splits, model
+        return estimate.resume_budget(plan, restart.meta["history"], started, est), splits, model
     if plan.config.time is not None:
-        plan = replace(plan, deadline=budget.deadline(plan, est, started))
+        plan = replace(plan, deadline=estimate.deadline(plan, est, started))
     return plan, splits, model
 
 
