@@ -76,6 +76,28 @@ def parse_spec(spec: str) -> list[Layer]:
     return check_stack([_parse_token(t, spec) for t in tokens], f"model spec {_cut(spec)}")
 
 
+def read_stack(model: str) -> tuple[str, list[Layer]] | None:
+    """The name and layers of a custom stack: a ``.yaml`` file's (named after the file)
+    or a layer spec's (named by it); None for a name that is neither. A bad token in a
+    spec, or a bad file, is its own one-line message."""
+    if model.lower().endswith((".yaml", ".yml")):
+        layers = load_yaml(model)
+        return _file_model_name(Path(model).stem), layers
+    if looks_like_spec(model):
+        return model.strip(), parse_spec(model)
+    return None
+
+
+def stack_info(name: str, layers: list[Layer] | tuple[Layer, ...]) -> ModelInfo:
+    """What a custom stack is, as the registry says what a registered model is."""
+    return ModelInfo(name, StackBuilder(list(layers)), "custom layer stack")
+
+
+def _file_model_name(stem: str) -> str:
+    """A YAML file's name as a model name a sidecar can hold ('my net (v2)' -> 'my-net-v2')."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", stem).strip("-")[:MAX_NAME] or "custom"
+
+
 def check_stack(layers: list[Layer], where: str) -> list[Layer]:
     """Refuse a stack that a model file could not hold: more than MAX_LAYERS layers, or a
     number past its range (``dense1000000000``), before anything is built or trained."""
@@ -387,25 +409,3 @@ class StackBuilder(LazyBuilder):
     @property
     def layers(self) -> list[Layer]:
         return self.keywords["layers"]
-
-
-def read_stack(model: str) -> tuple[str, list[Layer]] | None:
-    """The name and layers of a custom stack: a ``.yaml`` file's (named after the file)
-    or a layer spec's (named by it); None for a name that is neither. A bad token in a
-    spec, or a bad file, is its own one-line message."""
-    if model.lower().endswith((".yaml", ".yml")):
-        layers = load_yaml(model)
-        return _file_model_name(Path(model).stem), layers
-    if looks_like_spec(model):
-        return model.strip(), parse_spec(model)
-    return None
-
-
-def stack_info(name: str, layers: list[Layer] | tuple[Layer, ...]) -> ModelInfo:
-    """What a custom stack is, as the registry says what a registered model is."""
-    return ModelInfo(name, StackBuilder(list(layers)), "custom layer stack")
-
-
-def _file_model_name(stem: str) -> str:
-    """A YAML file's name as a model name a sidecar can hold ('my net (v2)' -> 'my-net-v2')."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", stem).strip("-")[:MAX_NAME] or "custom"

@@ -30,7 +30,8 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
 from cnnkit.tasks.registry import get_task
-from cnnkit.training import distributed, estimate
+from cnnkit.training import distributed
+from cnnkit.training.estimate import Costs, announce, deadline, fit_time, resume_budget
 from cnnkit.training.events import Events, Planned
 from cnnkit.training.lrfind import LRFinding, run_rate
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
@@ -161,25 +162,25 @@ def _costed(config: TrainConfig, card: ModelCard | None, plan: Plan, splits: Spl
     if restart is not None and _nothing_left(plan, restart.meta, done):
         return plan, splits, model  # the session says why
     started = time.monotonic() if started is None else started
-    costs = estimate.Costs(plan, model, splits)
+    costs = Costs(plan, model, splits)
     if plan.config.time is not None and restart is None:
         line = size = epochs = None
         if plan.cluster.writes:  # rank 0 decides for all
-            fitted, line = estimate.fit_time(plan, costs, started)
+            fitted, line = fit_time(plan, costs, started)
             size, epochs = fitted.pre.img_size, fitted.config.epochs
         size, epochs, line = distributed.broadcast(plan.cluster, (size, epochs, line))
         log.info(line)
         if size != plan.pre.img_size:
             plan, splits, model = _prepared(config, card, plan.cluster, None, budget_size=size)
-            costs = estimate.Costs(plan, model, splits)
+            costs = Costs(plan, model, splits)
         plan = with_epochs(plan, epochs)
     est = costs.estimate(plan, done, probe=restart is None)
     if plan.cluster.writes:
-        hub.emit(estimate.announce(plan, costs, est, done))
+        hub.emit(announce(plan, costs, est, done))
     if restart is not None:
-        return estimate.resume_budget(plan, restart.meta["history"], started, est), splits, model
+        return resume_budget(plan, restart.meta["history"], started, est), splits, model
     if plan.config.time is not None:
-        plan = replace(plan, deadline=estimate.deadline(plan, est, started))
+        plan = replace(plan, deadline=deadline(plan, est, started))
     return plan, splits, model
 
 
