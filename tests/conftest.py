@@ -161,18 +161,22 @@ def trained_multilabel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 @pytest.fixture(scope="session")
 def calibrated(trained, tmp_path_factory) -> Path:
     """The shared run, copied, with its task fitted on its own 30 images (the tiny run's
-    validation split is too small): a real temperature and unknown rule in its card.
-    (How well the rule tells unknown images is benchmarks/unknown.py's; here, that it
-    reaches every way of asking.)"""
+    validation split is too small) as training fits it: a real temperature, feature
+    statistics beside the weights and an unknown rule on the energy and the distance in
+    its card. (How well the rule tells unknown images is benchmarks/unknown.py's; here,
+    that it reaches every way of asking.)"""
     import shutil
     from dataclasses import replace
 
     import torch
 
     import cnnkit
+    from cnnkit.artifacts.featurestats import save_stats
     from cnnkit.artifacts.modelfile import load_model, update_card
     from cnnkit.data.imageset import ImageSet
-    from cnnkit.runtime.inference import view_logits
+    from cnnkit.models.feature_distance import WithDistance
+    from cnnkit.runtime.inference import view_outputs
+    from cnnkit.training.calibrate import feature_stats
 
     run = shutil.copytree(trained[0], tmp_path_factory.mktemp("cal") / "run",
                           ignore=shutil.ignore_patterns("*.onnx*"))
@@ -181,9 +185,15 @@ def calibrated(trained, tmp_path_factory) -> Path:
     files = sorted(str(p) for p in trained[1].rglob("*.png"))
     images = torch.from_numpy(np.stack([clf.decode_image(f) for f in files]))
     labels = torch.tensor([card.classes.index(Path(f).parent.name) for f in files])
-    views = view_logits(model, ImageSet(images, labels, card.classes), card.preprocess,
-                        torch.device("cpu"))
-    task = card.task.fit_held_out([v.astype(np.float64) for v in views], labels.numpy())
+    data = ImageSet(images, labels, card.classes)
+    cpu = torch.device("cpu")
+    stats = feature_stats(model, data, card.preprocess, cpu)
+    features = save_stats(stats, run / "model.safetensors")
+    views, distances = view_outputs(WithDistance(model, stats.means, stats.whiten), data,
+                                    card.preprocess, cpu)
+    task = card.task.fit_held_out([v.astype(np.float64) for v in views], labels.numpy(),
+                                  distances=distances, features=features)
+    assert task.unknown.uses_distance
     # The tiny model (635 numbers, 18 images) barely tells anything apart: its rule keeps
     # half of the known images rather than 95%, so that a strange image is over the line.
     task = replace(task, unknown=replace(task.unknown, kept=0.5))
@@ -206,4 +216,4 @@ def strange(calibrated) -> np.ndarray:
 
     clf = cnnkit.load(str(calibrated), backend="torch")
     preds = clf.predict(_candidates())
-    return _candidates()[int(np.argmax([p.energy for p in preds]))]
+    return _candidates()[int(np.argmax([p.unknown_score for p in preds]))]

@@ -37,7 +37,13 @@ def test_every_backend_answers_with_the_card_s_temperature_and_rule(calibrated, 
         np.exp(np.log(plain) / task.temperature).sum(1, keepdims=True), atol=1e-4)
     preds = clf.predict([*files, strange], top_k=2)
     assert all(p.unknown_score is not None and 0 <= p.unknown_score <= 1 for p in preds)
-    assert [p.unlike for p in preds] == [p.energy > task.unknown.threshold for p in preds]
+    # every backend gives the feature distance the rule reads beside the energy
+    assert task.unknown.uses_distance and all(p.distance is not None for p in preds)
+    energies, distances = (np.array([getattr(p, k) for p in preds]) for k in ("energy",
+                                                                            "distance"))
+    assert [p.unlike for p in preds] == list(task.unknown.unknown(energies, distances))
+    np.testing.assert_allclose([p.unknown_score for p in preds],
+                               task.unknown.score(energies, distances))
     odd = preds[-1]
     assert odd.unlike and odd.label == "unknown" and odd.reason == "unlike every class"
     assert odd.top[0][0] in clf.classes  # the model's classes are still there
@@ -98,6 +104,45 @@ def test_an_exported_file_alone_carries_the_rule(calibrated, trained, strange, t
                  "--format", "json"]) == 0
     answer = json.loads(capsys.readouterr().out)[0]
     assert answer["label"] == "unknown" and answer["unlike"] is True
+    # the file gives the rule's feature distance itself (no statistics file beside it)
+    assert alone.backend.has_distance
+    want = with_run.predict([strange])[0]
+    got = alone.predict([strange])[0]
+    assert got.distance == pytest.approx(want.distance, rel=1e-3)
+    assert got.unknown_score == pytest.approx(want.unknown_score, abs=1e-4)
+
+
+def test_int8_keeps_the_feature_distance_in_float(calibrated, trained, tmp_path):
+    run = shutil.copytree(calibrated, tmp_path / "run")
+    assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0
+    int8 = cnnkit.load(str(run), backend="onnx-int8")
+    plain = cnnkit.load(str(run), backend="torch")
+    files = _pngs(trained[1])[:6]
+    got, want = int8.predict(files), plain.predict(files)
+    assert all(p.distance is not None for p in got)
+    # the whitening and sums stay float: only the backbone's int8 error moves the distance
+    np.testing.assert_allclose([p.distance for p in got], [p.distance for p in want],
+                               rtol=0.25)
+
+
+@pytest.mark.parametrize("damage", ["missing", "another save"])
+def test_statistics_missing_or_from_another_save_fall_back_to_the_energy_in_one_line(
+        calibrated, trained, strange, tmp_path, capsys, damage):
+    run = shutil.copytree(calibrated, tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
+    stats = run / "model.unknown.safetensors"
+    if damage == "missing":
+        stats.unlink()
+    else:
+        stats.write_bytes(stats.read_bytes()[:-4] + b"\0\0\0\0")
+    capsys.readouterr()
+    clf = cnnkit.load(str(run), backend="torch")
+    preds = clf.predict([strange, *_pngs(trained[1])[:2]])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "by the energy alone" in err
+    assert ("are missing" in err) if damage == "missing" else ("sha256 differs" in err)
+    rule = clf.task.unknown
+    assert all(p.distance is None and p.unknown_score is not None for p in preds)
+    assert [p.unlike for p in preds] == [p.energy > rule.threshold for p in preds]
 
 
 def test_the_server_answers_unknown_with_the_score(calibrated, strange):

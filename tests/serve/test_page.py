@@ -172,3 +172,36 @@ def test_a_multilabel_model_shows_its_label_set_here_and_in_the_browser(
         context.close()
     finally:
         server.stop()
+
+
+def test_in_the_browser_an_unknown_image_is_unknown_as_the_server_says(
+        browser: Browser, calibrated, strange, tmp_path: Path) -> None:
+    """The unknown rule on the energy and the feature distance (the ONNX file's second
+    output) gives the same verdict and score in the browser as on the server."""
+    from PIL import Image
+    from tests.serve.conftest import start_server
+
+    image = tmp_path / "odd.png"
+    server = start_server([f"cal={calibrated}"], tmp_path / "serve.log")
+    try:
+        with server.client() as client:
+            side = client.get("/v1/models/cal").json()["input"]["decode_size"]
+            # at the model's size: the browser's resizing would give other pixels
+            Image.fromarray(strange).resize((side, side), Image.NEAREST).save(image)
+            want = client.post("/predict", content=image.read_bytes()).json()["predictions"][0]
+        assert want["label"] == "unknown" and want["unlike"] is True
+        context = browser.new_context(viewport={"width": 420, "height": 900})
+        page = context.new_page()
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_contain_text("Ready")
+        line = (f"unknown: unlike every class it knows (stranger than "
+                f"{want['unknown_score'] * 100:.1f}% of known images)")
+        for local in (False, True):
+            if local:
+                page.get_by_label(re.compile("Run the model in this browser")).check()
+            page.get_by_label("Choose images").set_input_files(image)
+            card = page.locator(".result").first
+            expect(card.locator(".unknown")).to_have_text(line, timeout=60_000)
+        context.close()
+    finally:
+        server.stop()

@@ -1,12 +1,13 @@
-"""The energy rule for unknown inputs: fitted on held-out known images, it keeps the
-share of them it was asked to and flags what scores beyond them."""
+"""The unknown rule: fitted on held-out known images (their energies, and with feature
+statistics their distances to the classes), it keeps the share of them it was asked to
+and flags what scores beyond them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cnnkit.tasks.ood import UnknownRule, auroc, energy, fit_rule
+from cnnkit.tasks.ood import UnknownRule, auroc, energy, fit_rule, fit_stats
 
 
 def test_energy_is_minus_logsumexp_and_lower_for_a_confident_logit():
@@ -44,3 +45,59 @@ def test_rule_round_trips_through_the_card_and_refuses_damage():
 def test_fit_rule_needs_held_out_images():
     with pytest.raises(ValueError, match="2 or more held-out"):
         fit_rule(np.array([1.0]))
+
+
+def test_feature_distance_is_the_mahalanobis_distance_to_the_nearest_class():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 0.0], [0.0, 6.0, 0.0]])
+    labels = rng.integers(0, 3, 3000)
+    feats = centres[labels] + rng.normal(0, 1, (3000, 3)) * [1.0, 2.0, 0.5]
+    stats = fit_stats(feats, labels, 3)
+    cov = np.cov((feats - stats.means[labels]).T, bias=True)
+    x = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 4.0], [6.2, 0.1, 0.0]])
+    brute = [min(float((v - m) @ np.linalg.inv(cov) @ (v - m)) for m in stats.means)
+             for v in x]
+    np.testing.assert_allclose(stats.distance(x), brute, rtol=0.02)
+    # a step along the narrow axis (std 0.5) is stranger than a longer one along the wide
+    assert stats.distance(np.array([[0.0, 0.0, 1.5]]))[0] > \
+        stats.distance(np.array([[0.0, 2.5, 0.0]]))[0]
+
+
+def test_a_class_absent_from_the_statistics_is_never_the_nearest():
+    feats = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1]])
+    stats = fit_stats(feats, np.array([0, 0, 0, 0]), 2)
+    assert np.isfinite(stats.distance(np.array([[5.0, 5.0]]))).all()
+    assert stats.distance(np.array([[0.05, 0.05]]))[0] < 1.0
+
+
+def test_a_rule_on_both_scores_flags_an_image_strange_by_either_and_keeps_the_share():
+    rng = np.random.default_rng(1)
+    e, d = rng.normal(-8, 1, 6000), rng.gamma(4, 1, 6000)
+    rule = fit_rule(e[:3000], kept=0.95, known_distances=d[:3000],
+                    features={"file": "model.unknown.safetensors", "sha256": "0" * 64,
+                              "dim": 8})
+    assert rule.uses_distance and rule.to_dict()["score"] == "energy+distance"
+    kept = 1 - rule.unknown(e[3000:], d[3000:]).mean()
+    assert kept == pytest.approx(0.95, abs=0.015)
+    typical_e, typical_d = np.median(e), np.median(d)
+    # familiar logits but features far from every class (a near unknown), and the reverse
+    flags = rule.unknown(np.array([typical_e, -2.0, typical_e]),
+                         np.array([40.0, typical_d, typical_d]))
+    assert flags.tolist() == [True, True, False]
+    # without the distance (a file that lacks it) the rule is the energy's alone
+    assert rule.unknown(np.array([typical_e]))[0] == (typical_e > rule.threshold)
+    again = UnknownRule.from_dict(rule.to_dict(), "model.json")
+    np.testing.assert_allclose(again.score(e[:50], d[:50]), rule.score(e[:50], d[:50]),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["../model.unknown.safetensors", "/etc/x.safetensors",
+                                  "model.unknown.pickle", ""])
+def test_a_rule_whose_statistics_file_leaves_the_model_folder_is_refused(name):
+    rule = fit_rule(np.linspace(-10, -5, 100), known_distances=np.linspace(1, 9, 100),
+                    features={"file": "model.unknown.safetensors", "sha256": "0" * 64,
+                              "dim": 4})
+    doc = rule.to_dict()
+    with pytest.raises(ValueError, match=r"model\.json.*features"):
+        UnknownRule.from_dict({**doc, "features": {**doc["features"], "file": name}},
+                              "model.json")

@@ -4,9 +4,10 @@ An exported file is self-describing like a cnnkit sidecar: its ``metadata_props`
 carry the class names and the preprocessing (input size, channels, mean/std,
 interpolation, crop), so plain onnxruntime can use it without cnnkit. The graph takes
 ``input``: float32 ``(batch, channels, size, size)``, values ``(pixel / 255 - mean) /
-std``, and returns ``logits`` ``(batch, classes)``; the batch dimension is dynamic, the
-others are fixed and the arithmetic a trace records on them is folded away
-(:mod:`cnnkit.artifacts.static_shapes`).
+std``, and returns ``logits`` ``(batch, classes)`` and, for a model whose unknown rule
+reads a feature distance, ``distance`` ``(batch,)`` (:mod:`cnnkit.tasks.ood`); the batch
+dimension is dynamic, the others are fixed and the arithmetic a trace records on them is
+folded away (:mod:`cnnkit.artifacts.static_shapes`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cnnkit.base.device import usable_cores
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.preprocess import Preprocess
 from cnnkit.tasks.base import Task
+from cnnkit.tasks.ood import FeatureStats
 from cnnkit.tasks.registry import task_from_card
 from cnnkit.tasks.single_label import SingleLabel
 
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
 FORMAT = "cnnkit-onnx"
 OPSET = 17
-INPUT, OUTPUT = "input", "logits"
+INPUT, OUTPUT, DISTANCE = "input", "logits", "distance"
 # How the graph was made, besides the weights: what a derived-file record binds
 # (cnnkit.artifacts.derived), so a file made another way is exported again.
 GRAPH = "static-shapes-folded"
@@ -80,9 +82,10 @@ class OnnxMeta:
 
 
 def export_onnx(model: nn.Module, meta: OnnxMeta, path: str | os.PathLike,
-                opset: int = OPSET) -> Path:
+                opset: int = OPSET, stats: FeatureStats | None = None) -> Path:
     """Write ``model`` (fp32, CPU copy) as an ONNX file with a dynamic batch and ``meta``,
-    its arithmetic on static dimensions folded (:func:`fold_static_shapes`).
+    its arithmetic on static dimensions folded (:func:`fold_static_shapes`); with
+    ``stats``, the feature distance of the unknown rule as a second output.
 
     The caller's model is left as it was (device, dtype, memory format, mode).
     """
@@ -93,16 +96,22 @@ def export_onnx(model: nn.Module, meta: OnnxMeta, path: str | os.PathLike,
     pre = meta.preprocess
     net = copy.deepcopy(getattr(model, "_orig_mod", model)).float().cpu().eval()
     net = net.to(memory_format=torch.contiguous_format)
+    if stats is not None:
+        from cnnkit.models.feature_distance import WithDistance
+
+        net = WithDistance(net, stats.means, stats.whiten).eval()
+    outputs = [OUTPUT, DISTANCE] if stats is not None else [OUTPUT]
     example = torch.zeros(2, pre.channels, pre.img_size, pre.img_size)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(net, (example,), str(tmp), input_names=[INPUT],
-                              output_names=[OUTPUT], opset_version=opset, dynamo=False,
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+                              output_names=outputs, opset_version=opset, dynamo=False,
+                              dynamic_axes={INPUT: {0: "batch"},
+                                            **{o: {0: "batch"} for o in outputs}})
         except Exception as exc:  # the exporter raises many types; one line for the user
             first = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-            _export_dynamo(net, example, tmp, opset, meta, first)
+            _export_dynamo(net, example, tmp, opset, meta, first, outputs)
         try:
             fold_static_shapes(tmp, tmp)
         except Exception as exc:  # onnx and onnxruntime raise many types
@@ -136,7 +145,7 @@ def rewrite_meta(path: str | os.PathLike, meta: OnnxMeta) -> None:
 
 
 def _export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int,
-                   meta: OnnxMeta, first: str) -> None:
+                   meta: OnnxMeta, first: str, outputs: list[str]) -> None:
     """The torch.export-based exporter, for the graphs the TorchScript one cannot trace
     (an adaptive pooling whose output does not divide its input, for one). Slower, so
     second."""
@@ -147,7 +156,7 @@ def _export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int
         batch = torch.export.Dim("batch", min=1, max=65536)
         with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
             torch.onnx.export(net, (example,), str(path), input_names=[INPUT],
-                              output_names=[OUTPUT], opset_version=max(opset, 18),
+                              output_names=outputs, opset_version=max(opset, 18),
                               dynamo=True, dynamic_shapes=({0: batch},), verbose=False)
     except Exception as exc:
         raise CnnkitError(f"ONNX export of {meta.info.get('architecture', 'the model')} "

@@ -33,8 +33,20 @@ from cnnkit.export.executorch import OPTIONS as EXECUTORCH_OPTIONS
 from cnnkit.export.executorch import ExecutorchBackend, export_pte, require_executorch
 from cnnkit.export.images import check_images, run_folder, run_images
 from cnnkit.export.parity import Parity
-from cnnkit.export.quantize import CALIBRATION_IMAGES, Comparison, compare, quantize_int8
-from cnnkit.runtime.backends import PARITY_TOLERANCE, Backend, OnnxBackend, weights_key
+from cnnkit.export.quantize import (
+    CALIBRATION_IMAGES,
+    Comparison,
+    compare,
+    model_inputs,
+    quantize_int8,
+)
+from cnnkit.runtime.backends import (
+    PARITY_TOLERANCE,
+    Backend,
+    OnnxBackend,
+    check_parity,
+    weights_key,
+)
 from cnnkit.runtime.inference import log_probs
 from cnnkit.runtime.predict import Classifier, load_predictor
 
@@ -130,9 +142,14 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
         export_pte(clf.model, card.preprocess, path)
         runtime, options = ExecutorchBackend, EXECUTORCH_OPTIONS
     else:
+        stats = getattr(clf.backend, "stats", None)
         export_onnx(clf.model, OnnxMeta(card.classes, card.preprocess, info, card.task), path,
-                    opset)
+                    opset, stats=stats)
         runtime, options = OnnxBackend, float_options(opset)
+        if stats is not None:  # the unknown rule's distance is the file's second output
+            options = {**options, "outputs": "logits,distance"}
+            x = torch.from_numpy(next(model_inputs(data, card.preprocess, 32)))
+            check_parity(clf.model, OnnxBackend(path), card, x=x, stats=stats)
     reference = probabilities(clf, clf.backend, data).numpy()
     parity = Parity.of(fmt, path.name, probabilities(clf, runtime(path), data).numpy(),
                        reference, where, PARITY_TOLERANCE)

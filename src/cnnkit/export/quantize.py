@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.artifacts.onnxfile import INPUT, OnnxMeta, read_meta, set_meta
+from cnnkit.artifacts.onnxfile import DISTANCE, INPUT, OUTPUT, OnnxMeta, read_meta, set_meta
 from cnnkit.artifacts.static_shapes import fold_static_shapes
 from cnnkit.base.atomic import atomic_path
 from cnnkit.base.errors import CnnkitError
@@ -72,13 +72,32 @@ def model_inputs(data: ImageSet, pre: Preprocess, batch: int) -> Iterator[np.nda
         yield eval_batch(x, pre, data.crop_fraction).numpy()
 
 
-def _classifier(path: Path) -> list[str]:
-    """The name of the classifier's matrix product (the last one), which stays float."""
+def _kept_float(path: Path) -> list[str]:
+    """The nodes that stay float: the classifier's matrix product (the last one before
+    the logits) and every node that only the feature distance reads (its whitening and
+    sums would lose the distance's precision in 8 bits)."""
     import onnx
 
     graph = onnx.load(str(path)).graph
-    dense = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
-    return dense[-1:]
+    producer = {out: n for n in graph.node for out in n.output}
+
+    def ancestors(name: str) -> list[onnx.NodeProto]:
+        seen: dict[str, onnx.NodeProto] = {}
+        todo = [name]
+        while todo:
+            node = producer.get(todo.pop())
+            if node is not None and node.name not in seen:
+                seen[node.name] = node
+                todo.extend(node.input)
+        return list(seen.values())
+
+    logits = ancestors(OUTPUT)
+    order = {n.name: i for i, n in enumerate(graph.node)}
+    dense = sorted((n for n in logits if n.op_type in ("Gemm", "MatMul")),
+                   key=lambda n: order[n.name])
+    names = {n.name for n in logits}
+    distance = [n.name for n in ancestors(DISTANCE) if n.name not in names]
+    return [n.name for n in dense[-1:]] + distance
 
 
 def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Preprocess
@@ -117,7 +136,7 @@ def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Prepr
                             per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax,
-                            nodes_to_exclude=_classifier(prepared),
+                            nodes_to_exclude=_kept_float(prepared),
                             op_types_to_quantize=QUANTIZED_OPS,
                             extra_options={"ActivationSymmetric": False})
         except Exception as exc:  # onnxruntime's tools raise many types
@@ -158,12 +177,15 @@ def accuracy(backend: OnnxBackend, data: ImageSet, pre: Preprocess, task: Task,
 def _figures(backend: OnnxBackend, data: ImageSet, pre: Preprocess, task: Task,
              batch: int = 64) -> tuple[float, float | None]:
     """:func:`accuracy`, and with an unknown rule the share answered 'unknown'."""
-    logits = torch.cat([backend(torch.from_numpy(x)) for x in model_inputs(data, pre, batch)])
+    pairs = [backend.run_pair(x) for x in model_inputs(data, pre, batch)]
+    logits = torch.from_numpy(np.concatenate([p[0] for p in pairs]))
     figure = task.hits(logits, data.labels).item() / max(task.units(data.labels), 1)
     rule = getattr(task, "unknown", None)
     if rule is None:
         return figure, None
-    return figure, float((energy(logits.numpy()) > rule.threshold).mean())
+    distances = (np.concatenate([p[1] for p in pairs])
+                 if all(p[1] is not None for p in pairs) else None)
+    return figure, float(rule.unknown(energy(logits.numpy()), distances).mean())
 
 
 def median_rates(calls: Sequence[Callable[[], object]], images: int, seconds: float,

@@ -282,18 +282,23 @@ def _knowing_section(plot: Path | None, k: Any, eval_name: str) -> str:
             "shown 90%, about 90% are right). It never changes the predicted class. On the "
             f"{escape(eval_name)} images, which it never saw, the expected calibration error "
             f"went from {k.ece_before:.3f} to {k.ece_after:.3f}.</p>")
-    if k.energies is not None:
+    if k.scores is not None:
+        reads = ("the energy of the logits (-logsumexp: low for images like the training "
+                 "images)")
+        if k.reads != "energy":
+            reads += (" and the distance of the image's penultimate features to the nearest "
+                      "class mean (Mahalanobis, on statistics of the training images): each "
+                      "as the share of validation images less strange, the larger kept")
         text += ("<p class=note>Images unlike every class are answered <code>unknown</code>"
                  " (with their <code>unknown_score</code>: the share of known images less "
                  "strange) by <code>cnnkit predict</code>, the Python API and the server. The "
-                 "rule reads the energy of the logits (-logsumexp: low for images like the "
-                 f"training images) and answers unknown above {k.threshold:.3f}, the line "
-                 f"that keeps {k.kept:.0%} of the validation images, chosen there (never "
-                 "on the training images).</p>")
+                 f"rule reads {reads}, and answers unknown above the line that keeps "
+                 f"{k.kept:.0%} of the validation images, chosen there (never on the "
+                 "training images).</p>")
     rows = k.rows()
     return ("<h2 id=calibration>Calibration and unknown inputs</h2>" + text
-            + _img(plot, "reliability before and after calibration; energies against the "
-                         "unknown rule")
+            + _img(plot, "reliability before and after calibration; unknown scores against "
+                         "the rule's line")
             + (_table(["images", "count", "answered unknown", "accuracy of the answered",
                        "accuracy of the unknown"], rows, {1, 2, 3, 4}) if rows else ""))
 

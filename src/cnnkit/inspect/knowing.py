@@ -2,7 +2,9 @@
 
 On the evaluation images (the test split; never used to fit either): the top
 probability before the temperature (the model as trained) and after it, and each
-image's energy against the unknown rule the run chose on its validation split. Also
+image's unknown score (what the rule reads: the energy, and with the run's feature
+statistics the feature distance too) against the line the run chose on its validation
+split. Also
 images of none of the classes made from the evaluation images themselves (their pixels
 shuffled: the same grey levels, no shape) and uniform noise, to show the rule at work on
 inputs unlike every class.
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 
 from cnnkit.tasks.calibration import log_softmax
-from cnnkit.tasks.ood import energy
+from cnnkit.tasks.ood import FeatureStats, UnknownRule, energy
 from cnnkit.tasks.threshold import reliability
 
 STRANGE = 64  # made-up images of each kind (shuffled pixels, noise)
@@ -32,10 +34,12 @@ class Knowing:
     before: np.ndarray  # top probability at temperature 1, per evaluation image
     after: np.ndarray  # at the fitted temperature
     correct: np.ndarray  # whether the top class is the true one
-    energies: np.ndarray | None  # per evaluation image (None: no unknown rule)
-    threshold: float | None  # the rule's energy line
+    scores: np.ndarray | None  # unknown score per evaluation image (None: no rule)
+    flags: np.ndarray | None  # whether the rule answers each of them 'unknown'
     kept: float | None  # the share of validation images the rule keeps
-    strange: dict[str, np.ndarray]  # made-up images' energies by kind
+    strange: dict[str, tuple[np.ndarray, np.ndarray]]  # made-up images: (scores, flags)
+    reads: str = "energy"  # what the rule read here: "energy" or "energy and distance"
+    threshold: float | None = None  # the energy line, for a rule on the energy alone
 
     @property
     def ece_before(self) -> float:
@@ -45,20 +49,16 @@ class Knowing:
     def ece_after(self) -> float:
         return reliability(self.after, self.correct).ece
 
-    def flagged(self, energies: np.ndarray) -> float:
-        """The share of ``energies`` the rule answers 'unknown'."""
-        return float((energies > self.threshold).mean()) if len(energies) else float("nan")
-
     def rows(self) -> list[list[str]]:
         """Per kind of image: how many, the share answered 'unknown', and (for the
         evaluation images) the accuracy of the answered and of the flagged ones."""
-        if self.energies is None:
+        if self.flags is None:
             return []
-        flag = self.energies > self.threshold
+        flag = self.flags
         out = [["evaluation images (known classes)", f"{len(flag):,}", f"{flag.mean():.1%}",
                 _acc(self.correct[~flag]), _acc(self.correct[flag])]]
-        for name, e in self.strange.items():
-            out.append([name, f"{len(e):,}", f"{self.flagged(e):.1%}", "-", "-"])
+        for name, (_, f) in self.strange.items():
+            out.append([name, f"{len(f):,}", f"{f.mean():.1%}" if len(f) else "-", "-", "-"])
         return out
 
 
@@ -67,8 +67,9 @@ def _acc(ok: np.ndarray) -> str:
 
 
 def knowing(model: torch.nn.Module, card: Any, imageset: Any, probs: np.ndarray,
-            labels: np.ndarray) -> Knowing | None:
-    """The figures for a run whose task has a calibration (None when it has none)."""
+            labels: np.ndarray, stats: FeatureStats | None = None) -> Knowing | None:
+    """The figures for a run whose task has a calibration (None when it has none);
+    ``stats``: the run's feature statistics, when its unknown rule reads the distance."""
     task = card.task
     cal = getattr(task, "calibration", None)
     if cal is None:
@@ -78,26 +79,39 @@ def knowing(model: torch.nn.Module, card: Any, imageset: Any, probs: np.ndarray,
     raw = np.exp(log_softmax(lp * t))  # the model's own probabilities (temperature 1)
     correct = np.asarray(probs).argmax(1) == np.asarray(labels)
     rule = getattr(task, "unknown", None)
-    energies, strange = None, {}
+    scores = flags = None
+    strange: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    reads = "energy"
     if rule is not None:
         crop = imageset.crop_fraction
-        energies = _energies(model, card, imageset.images, crop)
-        strange = {k: _energies(model, card, v, crop)
+        if stats is None or not rule.uses_distance:
+            stats = None
+        else:
+            reads = "energy and distance"
+        scores, flags = _scored(model, card, rule, stats, imageset.images, crop)
+        strange = {k: _scored(model, card, rule, stats, v, crop)
                    for k, v in _made_up(imageset.images).items()}
     return Knowing(t, cal.fitted_on, raw.max(1), np.asarray(probs).max(1), correct,
-                   energies, rule.threshold if rule else None, rule.kept if rule else None,
-                   strange)
+                   scores, flags, rule.kept if rule else None, strange, reads,
+                   rule.threshold if rule else None)
 
 
-def _energies(model: torch.nn.Module, card: Any, images: torch.Tensor, crop: float
-              ) -> np.ndarray:
+def _scored(model: torch.nn.Module, card: Any, rule: UnknownRule, stats: FeatureStats | None,
+            images: torch.Tensor, crop: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rule's unknown scores of ``images`` and whether it answers each 'unknown'."""
     from cnnkit.data.imageset import ImageSet
-    from cnnkit.runtime.inference import view_logits
+    from cnnkit.models.feature_distance import WithDistance
+    from cnnkit.runtime.inference import view_outputs
 
     data = ImageSet(images.cpu(), torch.zeros(len(images), dtype=torch.long), card.classes,
                     crop_fraction=crop)
     device = next(model.parameters()).device
-    return energy(view_logits(model, data, card.preprocess, device)[0])
+    net = (WithDistance(model, stats.means, stats.whiten).to(device) if stats is not None
+           else model)
+    views, distances = view_outputs(net, data, card.preprocess, device)
+    e = energy(views[0])
+    d = distances[0] if distances is not None else None
+    return rule.score(e, d), rule.unknown(e, d)
 
 
 def _made_up(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,8 +127,8 @@ def _made_up(images: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def plot_knowing(k: Knowing, path: Any, eval_name: str) -> Any:
-    """Reliability before and after the temperature, beside the energies of the
-    evaluation images and of the made-up ones against the unknown rule's line."""
+    """Reliability before and after the temperature, beside the unknown scores of the
+    evaluation images and of the made-up ones against the rule's line."""
     from cnnkit.inspect.figures import new_figure, save
 
     fig = new_figure(12, 4.6)
@@ -135,18 +149,18 @@ def plot_knowing(k: Knowing, path: Any, eval_name: str) -> Any:
     diag.set_ylabel("accuracy in the bin")
     diag.legend(loc="upper left", fontsize=8)
     diag.set_title(f"Reliability on the {eval_name} images")
-    if k.energies is not None:
-        every = np.concatenate([k.energies, *k.strange.values()])
-        bins = np.linspace(float(every.min()), float(every.max()), 40)
-        hist.hist(k.energies, bins=bins, color="tab:green", alpha=0.7,
+    if k.scores is not None:
+        bins = np.linspace(0.0, 1.0, 41)
+        hist.hist(k.scores, bins=bins, color="tab:green", alpha=0.7,
                   label=f"{eval_name} images (known classes)", density=True)
-        for (name, e), colour in zip(k.strange.items(), ("tab:orange", "tab:red")):
-            hist.hist(e, bins=bins, color=colour, alpha=0.5, label=name, density=True)
-        hist.axvline(k.threshold, color="black", ls="--",
-                     label=f"unknown above {k.threshold:.2f}")
-        hist.set_xlabel("energy (-logsumexp of the logits): higher is stranger")
+        for (name, (scores, _)), colour in zip(k.strange.items(), ("tab:orange", "tab:red")):
+            hist.hist(scores, bins=bins, color=colour, alpha=0.5, label=name, density=True)
+        if k.kept is not None:
+            hist.axvline(k.kept, color="black", ls="--", label=f"unknown above {k.kept:.2f}")
+        hist.set_xlabel(f"unknown score ({k.reads}): share of validation images less "
+                        "strange")
         hist.set_ylabel("share of images (density)")
-        hist.legend(loc="upper right", fontsize=8)
+        hist.legend(loc="upper left", fontsize=8)
         hist.set_title("Unknown inputs: the rule chosen on the validation split")
     else:
         hist.axis("off")

@@ -154,8 +154,10 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     known = None
     if not multi and test is not None and test.n and eval_set is not None:
         from cnnkit.inspect.knowing import knowing, plot_knowing
+        from cnnkit.runtime.backends import feature_stats
 
-        known = knowing(model, card, eval_set, test.probs, np.asarray(test.labels))
+        known = knowing(model, card, eval_set, test.probs, np.asarray(test.labels),
+                        feature_stats(card, run.root, say=False))
         if known is not None:
             files["knowing"] = plot_knowing(known, out / "calibration.png", eval_name)
     if not multi and splits is not None:

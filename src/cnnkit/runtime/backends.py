@@ -18,15 +18,24 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from cnnkit.artifacts import derived
+from cnnkit.artifacts.featurestats import load_stats
 from cnnkit.artifacts.modelcard import ModelCard, read_card
-from cnnkit.artifacts.onnxfile import OnnxMeta, export_onnx, float_options, open_session, read_meta
+from cnnkit.artifacts.onnxfile import (
+    DISTANCE,
+    OUTPUT,
+    OnnxMeta,
+    export_onnx,
+    float_options,
+    open_session,
+    read_meta,
+)
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.base.paths import cache_dir
@@ -36,6 +45,8 @@ from cnnkit.runtime.backend_names import ONNX_KINDS, check_backend
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from cnnkit.tasks.ood import FeatureStats
 
 INT8_NAME = "model.int8.onnx"  # where `cnnkit export RUN --quantize int8` puts it
 # onnxruntime runs a large batch faster than a few images at a time (unlike eager torch
@@ -61,6 +72,11 @@ class Backend(Protocol):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
+    @property
+    def paired(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+        """A batch in, ``(logits, feature distance)`` out, when this backend gives the
+        unknown rule's distance (:mod:`cnnkit.tasks.ood`); None when it does not."""
+
 
 class TorchBackend:
     """The torch module itself, channels-last on CPUs and GPUs (docs/design-notes.md,
@@ -68,7 +84,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, device: torch.device,
+                 stats: FeatureStats | None = None) -> None:
+        """``stats``: the unknown rule's feature statistics, for :attr:`paired`."""
         import torch
 
         self.device = device
@@ -76,6 +94,12 @@ class TorchBackend:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
+        self.stats = stats
+        self._paired: nn.Module | None = None
+        if stats is not None:
+            from cnnkit.models.feature_distance import WithDistance
+
+            self._paired = WithDistance(self.model, stats.means, stats.whiten).to(device)
 
     def batch_size(self, img_size: int, requested: int) -> int:
         from cnnkit.runtime.inference import chunk_size
@@ -94,6 +118,24 @@ class TorchBackend:
                 x = x.contiguous(memory_format=torch.channels_last)
             return self.model(x).float()
 
+    @property
+    def paired(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+        net = self._paired
+        if net is None:
+            return None
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            import torch
+
+            with torch.inference_mode():
+                x = x.to(self.device)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits, distance = net(x)
+                return logits.float(), distance.float()
+
+        return run
+
 
 class OnnxBackend:
     """An onnxruntime session on the CPU over an exported file; NumPy in and out
@@ -109,6 +151,7 @@ class OnnxBackend:
         self.path = Path(path)
         self.session = open_session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
+        self.has_distance = DISTANCE in [o.name for o in self.session.get_outputs()]
 
     @property
     def device(self) -> torch.device:
@@ -135,12 +178,34 @@ class OnnxBackend:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits ``(B, K)`` of a float32 ``(B, C, H, W)`` batch."""
-        return self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]
+        return self.session.run([OUTPUT], {self.input: np.ascontiguousarray(x, np.float32)})[0]
+
+    def run_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits ``(B, K)`` and, in a file that has it, the feature distance ``(B,)``."""
+        if not self.has_distance:
+            return self.run(x), None
+        logits, distance = self.session.run(
+            [OUTPUT, DISTANCE], {self.input: np.ascontiguousarray(x, np.float32)})
+        return logits, distance
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
         return torch.from_numpy(self.run(x.detach().to("cpu", torch.float32).numpy()))
+
+    @property
+    def paired(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+        if not self.has_distance:
+            return None
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            import torch
+
+            logits, distance = self.run_pair(x.detach().to("cpu", torch.float32).numpy())
+            assert distance is not None
+            return torch.from_numpy(logits), torch.from_numpy(distance)
+
+        return run
 
 
 def weights_key(model: nn.Module, card: ModelCard) -> str:
@@ -161,8 +226,33 @@ def export_places(architecture: str, key: str, folder: Path | None = None) -> li
         cache_dir("onnx") / f"{stem}.{key}.onnx"]
 
 
+def feature_stats(card: ModelCard, folder: Path | None, *, say: bool = True
+                  ) -> FeatureStats | None:
+    """The unknown rule's feature statistics from the run ``folder`` when the card's rule
+    reads a distance; None when it does not, or (said in one line when ``say``) when they
+    are missing or damaged: the rule then answers by the energy alone."""
+    rule = getattr(card.task, "unknown", None)
+    if not card.task.answers_read_distance or rule is None:
+        return None
+    try:
+        if folder is None:
+            raise CnnkitError("The unknown rule's feature statistics are not beside this "
+                              "model (no run folder).")
+        return load_stats(rule, folder, len(card.classes))
+    except CnnkitError as exc:
+        if say:
+            log.warn(f"{exc} Until then 'unknown' is answered by the energy alone.")
+        return None
+
+
+def _options(stats: FeatureStats | None) -> dict[str, object]:
+    """A float export's record options: the graph's, and whether it gives the distance."""
+    return {**EXPORT_OPTIONS, "outputs": f"{OUTPUT},{DISTANCE}"} if stats is not None \
+        else EXPORT_OPTIONS
+
+
 def _find(card: ModelCard, key: str, folder: Path | None, source: str | None,
-          say: bool = False) -> Path | None:
+          say: bool = False, options: dict[str, object] = EXPORT_OPTIONS) -> Path | None:
     """An earlier export of these weights with the card's classes and input whose record
     binds it to ``source`` (:mod:`cnnkit.artifacts.derived`); ``say``: warn of one that fails."""
     for path in export_places(card.architecture.name, key, folder):
@@ -174,7 +264,7 @@ def _find(card: ModelCard, key: str, folder: Path | None, source: str | None,
             if (meta.classes, meta.preprocess, meta.task, meta.info.get("architecture")) != (
                     card.classes, card.preprocess, card.task, card.architecture.name):
                 continue
-            why = derived.check(path, source, EXPORT_OPTIONS)
+            why = derived.check(path, source, options)
             if why is None:
                 return path
             if say:
@@ -186,17 +276,23 @@ def find_cached_onnx(card: ModelCard, folder: Path | None = None) -> Path | None
     """An earlier export of the weights ``card.sha256`` names, with the card's classes and
     input and a record that binds it to them, if there is one; found without torch (None
     when the card has no sha256)."""
-    return _find(card, card.sha256[:16], folder, card.sha256) if card.sha256 else None
+    if not card.sha256:
+        return None
+    return _find(card, card.sha256[:16], folder, card.sha256,
+                 options=_options(feature_stats(card, folder, say=False)))
 
 
-def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None) -> Path:
+def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None,
+                stats: FeatureStats | None = None) -> Path:
     """The ONNX export of ``model``, made once: ``model.<weights hash>.onnx`` in the run
-    ``folder`` (or cnnkit's cache when there is none or it is read-only). A new file is
-    checked against torch before it is used, then bound to the weights (its record); an
-    old one is used only while its record holds."""
+    ``folder`` (or cnnkit's cache when there is none or it is read-only); with ``stats``,
+    its feature distance as a second output. A new file is checked against torch before
+    it is used, then bound to the weights (its record); an old one is used only while its
+    record holds."""
     key = weights_key(model, card)
     source = card.sha256 or key
-    found = _find(card, key, folder, source, say=True)
+    options = _options(stats)
+    found = _find(card, key, folder, source, say=True, options=options)
     if found is not None:
         return found
     places = export_places(card.architecture.name, key, folder)
@@ -205,24 +301,25 @@ def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None) -
     meta = OnnxMeta(card.classes, card.preprocess, info, card.task)
     for i, path in enumerate(places):
         try:
-            export_onnx(model, meta, path)
+            export_onnx(model, meta, path, stats=stats)
             break
         except PermissionError:  # a read-only run folder: the cache instead
             if i == len(places) - 1:
                 raise
     try:
-        check_parity(model, OnnxBackend(path, threads=1), card)
+        check_parity(model, OnnxBackend(path, threads=1), card, stats=stats)
     except CnnkitError:
         path.unlink(missing_ok=True)
         raise
-    derived.bind(path, source, EXPORT_OPTIONS)
+    derived.bind(path, source, options)
     return path
 
 
 def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
-                 x: torch.Tensor | None = None) -> float:
+                 x: torch.Tensor | None = None, stats: FeatureStats | None = None) -> float:
     """Largest difference in probabilities between torch and ``backend`` on ``x`` (default:
-    two seeded random inputs); an error above :data:`PARITY_TOLERANCE`."""
+    two seeded random inputs); an error above :data:`PARITY_TOLERANCE`. With ``stats``,
+    the feature distances must agree too (relatively, within 1e-3)."""
     import torch
 
     pre = card.preprocess
@@ -234,6 +331,18 @@ def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
     with torch.inference_mode():
         ref = card.task.scores(net.eval()(x.to(device))).exp().cpu()
     diff = float((card.task.scores(backend(x)).exp() - ref).abs().max())
+    if stats is not None:
+        from cnnkit.models.feature_distance import WithDistance
+
+        with torch.inference_mode():
+            want = WithDistance(net, stats.means, stats.whiten).to(device)(x.to(device))[1]
+        got = backend.run_pair(x.numpy())[1]
+        gap = (float(np.max(np.abs(got - want.cpu().numpy()) / (1 + want.cpu().numpy())))
+               if got is not None else float("inf"))
+        if not gap <= 1e-3:
+            raise CnnkitError(f"The ONNX export of {card.architecture.name} disagrees with "
+                              f"torch on the feature distance (relative {gap:.2e}). Use "
+                              "--backend torch.")
     if not diff <= PARITY_TOLERANCE:
         raise CnnkitError(f"The ONNX export of {card.architecture.name} disagrees with torch: "
                           f"probabilities differ by up to {diff:.2e} (more than "
@@ -315,8 +424,9 @@ def make_backend(kind: str, model: nn.Module, card: ModelCard, device: torch.dev
                  folder: Path | None = None) -> Backend:
     """The backend ``kind`` (:data:`BACKENDS`) for ``model`` on ``device``."""
     check_backend(kind)
+    stats = feature_stats(card, folder) if kind != "onnx-int8" else None
     if kind == "torch" or (kind == "auto" and device.type != "cpu"):
-        return TorchBackend(model, device)
+        return TorchBackend(model, device, stats)
     if kind in ONNX_KINDS and device.type != "cpu":
         raise CnnkitError(f"The {kind} backend runs on the CPU; received device {device}. "
                           "Use --device cpu, or --backend torch for the GPU.")
@@ -324,9 +434,9 @@ def make_backend(kind: str, model: nn.Module, card: ModelCard, device: torch.dev
         return OnnxBackend(require_int8(card, folder, str(folder or card.architecture.name)),
                            name="onnx-int8")
     try:
-        return OnnxBackend(cached_onnx(model, card, folder))
+        return OnnxBackend(cached_onnx(model, card, folder, stats))
     except CnnkitError as exc:
         if kind == "onnx":
             raise
         log.warn(f"using torch: {exc}")
-        return TorchBackend(model, device)
+        return TorchBackend(model, device, stats)

@@ -95,17 +95,44 @@ def view_logits(
     """The raw logits ``(N, K)`` of each view (the images; and their mirrors with
     ``tta``), float32 NumPy arrays: what a task's answers and calibration read beyond
     the scores. Arguments as :func:`log_probs`."""
+    return view_outputs(model, data, pre, device, batch_size=batch_size, tta=tta,
+                        precision=precision, channels_last=channels_last, split=split)[0]
+
+
+@torch.inference_mode()
+def view_outputs(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
+    data: ImageSet,
+    pre: Preprocess,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    tta: bool = False,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    split: bool = True,
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """:func:`view_logits`, and each view's feature distances ``(N,)`` when ``model``
+    returns ``(logits, distance)`` (:class:`cnnkit.models.feature_distance.WithDistance`,
+    or a backend over a file with a distance output); None otherwise."""
     if split:
         batch_size = chunk_size(device, pre.img_size, batch_size)
-    out = []
+    logits, distances, paired = [], [], False
     mode = evaluating(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
     with mode:
         for flip in ((False, True) if tta else (False,)):
-            parts = []
+            parts, dists = [], []
             for x, _ in BatchLoader(data, pre, batch_size, device, flip=flip,
                                     channels_last=channels_last):
                 with autocast(device, precision):
-                    parts.append(model(x).float().cpu())
-            out.append(torch.cat(parts).numpy() if parts
-                       else np.zeros((0, len(data.classes)), dtype=np.float32))
-    return out
+                    out = model(x)
+                if isinstance(out, tuple):
+                    out, d = out
+                    dists.append(d.float().cpu())
+                    paired = True
+                parts.append(out.float().cpu())
+            logits.append(torch.cat(parts).numpy() if parts
+                          else np.zeros((0, len(data.classes)), dtype=np.float32))
+            distances.append(torch.cat(dists).numpy() if dists
+                             else np.zeros(0, dtype=np.float32))
+    return logits, (distances if paired else None)

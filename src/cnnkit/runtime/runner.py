@@ -300,39 +300,52 @@ class ModelRunner:
         images = arrays if isinstance(arrays, np.ndarray) else np.stack(arrays)
         crop = pre.img_size / pre.decode_size
         if self._on_numpy(images, crop):
-            views = self._logits_np(images, crop, batch_size, tta)
+            views, distances = self._logits_np(images, crop, batch_size, tta)
         else:
             import torch
 
             from cnnkit.data.imageset import ImageSet
-            from cnnkit.runtime.inference import view_logits
+            from cnnkit.runtime.inference import view_outputs
 
             data = ImageSet(torch.from_numpy(images),
                             torch.zeros(len(images), dtype=torch.long), self.classes,
                             crop_fraction=crop)
             backend = self.backend
+            paired = getattr(backend, "paired", None) if self.task.answers_read_distance \
+                else None
             with backend.preprocessing():
-                views = view_logits(backend, data, pre, backend.device,
-                                    batch_size=backend.batch_size(pre.img_size, batch_size),
-                                    tta=tta, channels_last=backend.channels_last, split=False)
-        return self.task.answer_inputs_np(views)
+                views, distances = view_outputs(
+                    paired or backend, data, pre, backend.device,
+                    batch_size=backend.batch_size(pre.img_size, batch_size), tta=tta,
+                    channels_last=backend.channels_last, split=False)
+        return self.task.answer_inputs_np(views, distances)
 
     def _logits_np(self, images: np.ndarray, crop_fraction: float, batch_size: int,
-                   tta: bool) -> list[np.ndarray]:
-        """The raw logits of each view of uint8 ``images`` from the onnxruntime backend."""
+                   tta: bool) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """The raw logits of each view of uint8 ``images`` from the onnxruntime backend,
+        and each view's feature distances when the task reads them and the file has them."""
         assert isinstance(self.backend, OnnxBackend)
         pre = self.card.preprocess
         batch = self.backend.batch_size(pre.img_size, batch_size)
+        n_views = 2 if tta else 1
         views = [np.empty((len(images), len(self.classes)), dtype=np.float32)
-                 for _ in range(2 if tta else 1)]
+                 for _ in range(n_views)]
+        paired = self.task.answers_read_distance and self.backend.has_distance
+        distances = ([np.empty(len(images), dtype=np.float32) for _ in range(n_views)]
+                     if paired else None)
         buf = np.empty((min(batch, len(images)), pre.channels, pre.img_size, pre.img_size),
                        dtype=np.float32)
         for start in range(0, len(images), batch):
             part = images[start:start + batch]
-            for flip, out in zip((False, True), views):
+            for v, (flip, out) in enumerate(zip((False, True), views)):
                 x = model_input(part, pre, crop_fraction, flip=flip, out=buf)
-                out[start:start + len(part)] = self.backend.run(x)
-        return views
+                if distances is None:
+                    out[start:start + len(part)] = self.backend.run(x)
+                else:
+                    logits, dist = self.backend.run_pair(x)
+                    out[start:start + len(part)] = logits
+                    distances[v][start:start + len(part)] = dist
+        return views, distances
 
     def log_probs(self, imageset: ImageSet, *, tta: bool = False,
                   batch_size: int = 256) -> torch.Tensor:

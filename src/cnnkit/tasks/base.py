@@ -124,11 +124,24 @@ class Task(ABC):
         "not calibrated", "its probabilities are the model's own and predict answers "
         "'unknown' only below --threshold")
 
-    def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray) -> Task:
+    # Whether its held-out fit reads a feature distance too (single-label's unknown rule),
+    # and so whether training fits feature statistics for it.
+    reads_distance: ClassVar[bool] = False
+
+    def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray, *,
+                     distances: Sequence[np.ndarray] | None = None,
+                     features: dict[str, Any] | None = None) -> Task:
         """This task with its post-processing fitted on held-out images (the validation
         split): ``views`` are the raw logits ``(N, K)`` of each view, ``targets`` their
-        targets. The weights never change; the card keeps the result."""
+        targets; with :attr:`reads_distance`, ``distances`` each view's feature distances
+        ``(N,)`` and ``features`` the card's entry for their statistics file. The weights
+        never change; the card keeps the result."""
         return self
+
+    @property
+    def answers_read_distance(self) -> bool:
+        """Whether :meth:`answer_inputs_np` wants each view's feature distances."""
+        return False
 
     def held_out_summary(self) -> str | None:
         """What :meth:`fit_held_out` found, in one line for the training log."""
@@ -220,11 +233,13 @@ class Task(ABC):
 
     # --- answers --------------------------------------------------------------------
 
-    def answer_inputs_np(self, views: Sequence[np.ndarray]) -> np.ndarray:
+    def answer_inputs_np(self, views: Sequence[np.ndarray],
+                         distances: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """What :meth:`answers` reads for each image, from the raw logits ``(N, K)`` of
-        each view (one, or the image and its mirror with test-time augmentation): the
-        probabilities ``(N, K)`` by default; a task may add columns of its own after them
-        (single-label: the energy its unknown rule reads)."""
+        each view (one, or the image and its mirror with test-time augmentation) and, when
+        :attr:`answers_read_distance`, each view's feature distances: the probabilities
+        ``(N, K)`` by default; a task may add columns of its own after them (single-label:
+        the energy and the distance its unknown rule reads)."""
         import numpy as np
 
         return np.exp(self.merge_views_np([self.scores_np(v) for v in views]))

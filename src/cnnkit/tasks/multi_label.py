@@ -117,7 +117,9 @@ class MultiLabel(Task):
         "thresholds not chosen", "every label is answered at 0.5 (--threshold to choose "
         "another)")
 
-    def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray) -> MultiLabel:
+    def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray, *,
+                     distances: Sequence[np.ndarray] | None = None,
+                     features: dict[str, Any] | None = None) -> MultiLabel:
         """Each label's threshold for the best F1 on the validation images (the views'
         merged probabilities, as prediction merges them); 0.5 for a label with too few
         positive images among them."""

@@ -50,6 +50,7 @@ class Prediction:
     unknown_score: float | None = None
     unlike: bool = False
     energy: float | None = None  # -logsumexp of the logits: what the score is read from
+    distance: float | None = None  # to the nearest class in the features, when the rule reads it
 
     @property
     def unknown(self) -> bool:
@@ -130,25 +131,40 @@ class SingleLabel(Task):
 
     fits_held_out: ClassVar[bool] = True
 
-    def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray) -> SingleLabel:
+    reads_distance: ClassVar[bool] = True
+
+    def fit_held_out(self, views: Sequence[np.ndarray], targets: np.ndarray, *,
+                     distances: Sequence[np.ndarray] | None = None,
+                     features: dict[str, Any] | None = None) -> SingleLabel:
         """The temperature that calibrates the views' merged probabilities (as prediction
-        merges them) and the unknown rule on their mean energy."""
+        merges them) and the unknown rule on their mean energy, and with ``distances``
+        on their mean feature distance too."""
         labels = np.asarray(targets)
         if labels.ndim != 1:
             return self
         merged = log_softmax(sum(log_softmax(v) for v in views) / len(views))
         cal = calibrate(merged, labels)
-        rule = fit_rule(np.mean([energy(v) for v in views], axis=0))
+        mean_distance = (np.mean(distances, axis=0)
+                         if distances is not None and features is not None else None)
+        rule = fit_rule(np.mean([energy(v) for v in views], axis=0),
+                        known_distances=mean_distance, features=features)
         return replace(self, temperature=cal.temperature, unknown=rule, calibration=cal)
+
+    @property
+    def answers_read_distance(self) -> bool:
+        return self.unknown is not None and self.unknown.uses_distance
 
     def held_out_summary(self) -> str | None:
         cal, rule = self.calibration, self.unknown
         if cal is None or rule is None:
             return None
+        how = (f"'unknown' when the energy or the distance to the classes in "
+               f"{(rule.features or {}).get('dim', '?')} features is stranger than "
+               f"{rule.kept:.0%} of them" if rule.uses_distance
+               else f"'unknown' above energy {rule.threshold:.2f} (keeps {rule.kept:.0%} of them)")
         return (f"calibrated on {log.plural(cal.fitted_on, 'validation image')}: temperature "
                 f"{cal.temperature:.3f} (expected calibration error {cal.ece_before:.3f} -> "
-                f"{cal.ece_after:.3f}); 'unknown' above energy {rule.threshold:.2f} (keeps "
-                f"{rule.kept:.0%} of them)")
+                f"{cal.ece_after:.3f}); {how}")
 
     def load_note(self) -> str | None:
         if self.calibration is not None or self.unknown is not None:
@@ -242,24 +258,32 @@ class SingleLabel(Task):
 
     # --- answers --------------------------------------------------------------------
 
-    def answer_inputs_np(self, views: Sequence[np.ndarray]) -> np.ndarray:
-        """The probabilities, and with an unknown rule one more column: the views' mean
-        energy (of the raw logits, as the rule was fitted)."""
+    def answer_inputs_np(self, views: Sequence[np.ndarray],
+                         distances: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """The probabilities, and with an unknown rule more columns: the views' mean
+        energy (of the raw logits, as the rule was fitted), and with a rule on both scores
+        and ``distances`` their mean feature distance."""
         probs = super().answer_inputs_np(views)
         if self.unknown is None:
             return probs
-        mean = np.mean([energy(v) for v in views], axis=0)
-        return np.concatenate([probs, mean[:, None].astype(probs.dtype)], axis=1)
+        cols = [np.mean([energy(v) for v in views], axis=0)]
+        if distances is not None and self.unknown.uses_distance:
+            cols.append(np.mean(distances, axis=0))
+        return np.concatenate([probs, np.stack(cols, 1).astype(probs.dtype)], axis=1)
 
     def answers(self, probs: np.ndarray, sources: Sequence[str], classes: tuple[str, ...],
                 *, top_k: int = 5, threshold: float | None = None) -> list[Prediction]:
         """``probs``: probabilities ``(N, K)``, or :meth:`answer_inputs_np`'s ``(N, K + 1)``
-        with the energy last (read by the unknown rule)."""
+        with the energy last, or ``(N, K + 2)`` with the energy and the feature distance
+        (read by the unknown rule)."""
         k = max(1, min(top_k, len(classes)))
         rule, n = self.unknown, len(classes)
-        energies = probs[:, n].astype(np.float64) if (
-            rule is not None and probs.ndim == 2 and probs.shape[1] == n + 1) else None
-        scores = rule.score(energies) if energies is not None else None
+        extra = probs.shape[1] - n if probs.ndim == 2 else 0
+        energies = probs[:, n].astype(np.float64) if rule is not None and extra >= 1 else None
+        dists = probs[:, n + 1].astype(np.float64) if rule is not None and extra >= 2 else None
+        if energies is not None:
+            assert rule is not None
+            scores, flags = rule.score(energies, dists), rule.unknown(energies, dists)
         out = []
         for i, (name, row) in enumerate(zip(sources, probs)):
             order = np.argsort(-row[:n])[:k]
@@ -267,8 +291,9 @@ class SingleLabel(Task):
             if energies is None:
                 out.append(Prediction(name, top, threshold))
             else:
-                out.append(Prediction(name, top, threshold, float(scores[i]),
-                                      bool(energies[i] > rule.threshold), float(energies[i])))
+                out.append(Prediction(name, top, threshold, float(scores[i]), bool(flags[i]),
+                                      float(energies[i]),
+                                      float(dists[i]) if dists is not None else None))
         return out
 
     def answer_columns(self, top_k: int) -> list[str]:

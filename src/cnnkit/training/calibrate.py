@@ -4,32 +4,50 @@ For single-label classification that is a temperature (calibrated probabilities,
 :mod:`cnnkit.tasks.calibration`) and the rule that answers "unknown" for images unlike
 every class (:mod:`cnnkit.tasks.ood`). Both are chosen on images the model never trained
 on (the test split stays untouched for measuring them); neither changes the weights, so
-the model file's hash, its exports and its accuracy stay as they were. The model card
-keeps them.
+the model file's hash and its accuracy stay as they were. The model card keeps them.
+
+The unknown rule also reads how far an image's penultimate features are from the known
+classes: their statistics are fitted here on up to :data:`STATS_IMAGES` training images
+(the class means of what the model learned from) and kept in a file beside the weights
+(:mod:`cnnkit.artifacts.featurestats`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.artifacts.featurestats import save_stats
 from cnnkit.base import log
 from cnnkit.data.imageset import ImageSet
+from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.runtime.inference import view_logits
+from cnnkit.models.feature_distance import WithDistance
+from cnnkit.models.interface import evaluating
+from cnnkit.runtime.inference import autocast, chunk_size, view_outputs
 from cnnkit.tasks.base import Task
+from cnnkit.tasks.ood import FeatureStats, fit_stats
 
 # Fewer held-out images than this fit neither a temperature nor a quantile worth keeping.
 MIN_IMAGES = 30
+# Training images the feature statistics are fitted on (a seeded sample of larger splits):
+# enough for class means and a shrunk covariance, one inference pass of at most this many.
+STATS_IMAGES = 5000
 
 
 def fit_on_validation(task: Task, model: nn.Module, val: ImageSet | None, pre: Preprocess,
                       device: torch.device, *, tta: bool = False, precision: str = "fp32",
-                      channels_last: bool = False) -> Task:
+                      channels_last: bool = False, train: ImageSet | None = None,
+                      weights: Path | None = None) -> Task:
     """``task`` fitted on ``val`` (:meth:`~cnnkit.tasks.base.Task.fit_held_out`); the task
     as it was, said in one line, when there is no validation split or too small a one:
-    the run still ends, with the model's own probabilities and no unknown rule."""
+    the run still ends, with the model's own probabilities and no unknown rule. With
+    ``train`` and the ``weights`` file, a task that reads a feature distance gets the
+    features' statistics too (written beside ``weights``)."""
     if not task.fits_held_out:
         return task
     (unfitted, instead), fits = task.held_out_unfitted, task.held_out_fits
@@ -42,11 +60,39 @@ def fit_on_validation(task: Task, model: nn.Module, val: ImageSet | None, pre: P
                  f"fit {fits} on (at least {MIN_IMAGES}), so {instead}; use more images or "
                  "a larger --val-fraction.")
         return task
-    views = view_logits(model, val, pre, device, tta=tta, precision=precision,
-                        channels_last=channels_last)
+    net: nn.Module = model
+    features: dict[str, Any] | None = None
+    if task.reads_distance and train is not None and weights is not None and len(train):
+        stats = feature_stats(model, train, pre, device, precision=precision,
+                              channels_last=channels_last)
+        features = save_stats(stats, weights)
+        net = WithDistance(model, stats.means, stats.whiten).to(device)
+    views, distances = view_outputs(net, val, pre, device, tta=tta, precision=precision,
+                                    channels_last=channels_last)
     fitted = task.fit_held_out([v.astype(np.float64) for v in views],
-                               val.labels.cpu().numpy())
+                               val.labels.cpu().numpy(), distances=distances,
+                               features=features)
     line = fitted.held_out_summary()
     if line:
         log.info(line)
     return fitted
+
+
+@torch.inference_mode()
+def feature_stats(model: nn.Module, train: ImageSet, pre: Preprocess, device: torch.device,
+                  *, precision: str = "fp32", channels_last: bool = False,
+                  most: int = STATS_IMAGES, seed: int = 0) -> FeatureStats:
+    """The class statistics of the penultimate features of (up to ``most`` of) the
+    training images, as the model sees them at prediction (no augmentation)."""
+    if len(train) > most:
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        train = train.subset(pick[:most].sort().values)
+    parts = []
+    with evaluating(model):
+        for x, _ in BatchLoader(train, pre, chunk_size(device, pre.img_size, 256), device,
+                                channels_last=channels_last):
+            with autocast(device, precision):
+                feats = model.forward_head(model.forward_features(x), pre_logits=True)
+            parts.append(feats.float().cpu())
+    return fit_stats(torch.cat(parts).double().numpy(), train.labels.cpu().numpy(),
+                     len(train.classes))

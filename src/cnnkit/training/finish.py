@@ -20,11 +20,13 @@ from cnnkit.training.recipe import Plan
 
 
 def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None,
-                  val: ImageSet | None = None) -> tuple[nn.Module, ModelCard, Result | None]:
+                  val: ImageSet | None = None, train: ImageSet | None = None
+                  ) -> tuple[nn.Module, ModelCard, Result | None]:
     model, card = load_model(run.root, device=plan.device)
     cfg = plan.config
     task = fit_on_validation(card.task, model, val, card.preprocess, plan.device, tta=cfg.tta,
-                             precision=cfg.precision, channels_last=plan.channels_last)
+                             precision=cfg.precision, channels_last=plan.channels_last,
+                             train=train, weights=run.model_path)
     if task != card.task:
         card = replace(card, task=task)
         update_card(run.root, card)

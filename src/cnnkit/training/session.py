@@ -354,7 +354,7 @@ def _timeout_hint(reason: str) -> str:
 def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any]],
             hub: Events) -> TrainResult:
     cfg = plan.config
-    best, best_card, test = evaluate_test(plan, run, splits.test, splits.val)
+    best, best_card, test = evaluate_test(plan, run, splits.test, splits.val, splits.train)
     hub.emit(Tested(run.root, test))
     run.remove_stale_files()
     if cfg.keep_checkpoint:

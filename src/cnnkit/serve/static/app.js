@@ -270,10 +270,23 @@ function labelSet(model, logits, k) {
            probability: top.length ? top[0].probability : 0, thresholds };
 }
 
-// The server's answer from one image's raw logits, as its task makes it: the softmax at
-// the task's temperature, and with an unknown rule the energy (-logsumexp of the raw
-// logits) against the rule's line, its score read from the stored quantiles.
-function answerOf(model, filename, logits, k) {
+// A value's share of the held-out known images with a lower one, read from their
+// quantiles as cnnkit.tasks.ood does with NumPy's interp (0 below all of them, 1 from the
+// last up; a value on tied quantiles gets the highest of their levels).
+function share(value, q) {
+  const n = q.length - 1;
+  if (value < q[0]) return 0;
+  let j = 0;
+  while (j < n && q[j + 1] <= value) j++;
+  return j >= n ? 1 : (j + (value - q[j]) / (q[j + 1] - q[j])) / n;
+}
+
+// The server's answer from one image's raw logits (and its feature distance, the file's
+// second output, when the unknown rule reads one), as its task makes it: the softmax at
+// the task's temperature, and with an unknown rule its score against the rule's line:
+// the energy's share of the known images (-logsumexp of the raw logits), or with the
+// distance the larger of both shares, read again against the known images' own.
+function answerOf(model, filename, logits, k, distance) {
   if (isMultiLabel(model)) return { filename, ...labelSet(model, logits, k) };
   const task = model.task || {};
   const t = task.temperature || 1;
@@ -287,15 +300,11 @@ function answerOf(model, filename, logits, k) {
   if (rule) {
     const energy = -(top + Math.log(Array.from(logits, (v) => Math.exp(v - top))
       .reduce((a, b) => a + b, 0)));
-    const q = rule.quantiles, n = q.length - 1;
-    let score = energy <= q[0] ? 0 : 1;
-    for (let i = 0; i < n; i++) {
-      if (energy > q[i] && energy <= q[i + 1]) {
-        score = (i + (q[i + 1] > q[i] ? (energy - q[i]) / (q[i + 1] - q[i]) : 1)) / n;
-        break;
-      }
-    }
-    answer.unknown = energy > rule.threshold;
+    const both = rule.combined && rule.distances && distance !== undefined;
+    const score = both
+      ? share(Math.max(share(energy, rule.quantiles), share(distance, rule.distances)), rule.combined)
+      : share(energy, rule.quantiles);
+    answer.unknown = both ? score > rule.kept : energy > rule.threshold;
     answer.unknown_score = score;
     answer.unlike = answer.unknown;
     if (answer.unknown) { answer.label = "unknown"; answer.reason = "unlike every class"; }
@@ -319,7 +328,8 @@ async function predictHere(model, files, k) {
       continue;
     }
     const out = await session.run({ [session.inputNames[0]]: x });
-    answers.push(answerOf(model, filename, out[session.outputNames[0]].data, k));
+    const distance = out.distance ? out.distance.data[0] : undefined;
+    answers.push(answerOf(model, filename, out[session.outputNames[0]].data, k, distance));
   }
   const read = answers.filter((a) => !a.error).length;
   return { model: model.name, predictions: answers,
