@@ -10,9 +10,11 @@ none of its classes:
 
 Known images: the Fashion-MNIST test split (of the model's classes), never trained on.
 Scores, each higher for "unknown": max-softmax (1 - the top probability of the model as
-trained, temperature 1: the baseline), cnnkit's energy score (what predict uses), and a
-Mahalanobis distance of the penultimate features to the class means (the alternative
-measured). AUROC 0.5 is chance, 1.0 perfect. "flagged" is what ``predict`` answers with
+trained, temperature 1: the baseline), the energy of the logits alone, a Mahalanobis
+distance of the penultimate features to the class means fitted here on training images
+(each score alone, for reference), and cnnkit's unknown score (what predict answers
+with: the run's rule on the energy and its own feature distance). AUROC 0.5 is chance,
+1.0 perfect. "flagged" is what ``predict`` answers with
 the rule the run chose on its validation split (95% of known images keep an answer).
 Also: the temperature, the expected calibration error on the test split before and after,
 and the README's threshold=0.9 (share of right test answers kept at P >= 0.9).
@@ -98,6 +100,7 @@ def scored(clf: cnnkit.Classifier, images: list[np.ndarray], maha: Mahalanobis) 
     t = clf.card.task.temperature
     raw = np.exp(log_softmax(t * np.log(np.maximum(clf.predict_proba(images), 1e-30))))
     return {"msp": 1 - raw.max(1), "energy": np.array([p.energy for p in preds]),
+            "rule": np.array([p.unknown_score for p in preds]),
             "maha": maha.score(features(clf, images)),
             "flagged": np.array([p.unknown for p in preds]),
             "probs": clf.predict_proba(images), "raw": raw}
@@ -143,7 +146,8 @@ def evaluate(clf: cnnkit.Classifier, xtr: np.ndarray, ytr: np.ndarray, xte: np.n
     for name, images in unknowns.items():
         unk = scored(clf, images, maha)
         rows[name] = {"n": len(images),
-                      **{k: auroc(known[k], unk[k]) for k in ("msp", "energy", "maha")},
+                      **{k: auroc(known[k], unk[k])
+                         for k in ("msp", "energy", "maha", "rule")},
                       "flagged": float(unk["flagged"].mean())}
     right = known["probs"].argmax(1) == labels
     t = clf.card.task.temperature
@@ -175,12 +179,12 @@ def cli_answers(run: Path, folder: Path) -> list[str]:
 def table(title: str, result: dict) -> None:
     print(f"\n{title}: {result['known_n']:,} known test images, accuracy "
           f"{result['accuracy']:.2%}, {result['known_kept']:.1%} of them answered")
-    print("| unknown images | n | AUROC max-softmax | AUROC energy (cnnkit) | "
-          "AUROC Mahalanobis | flagged unknown |")
-    print("|---|---|---|---|---|---|")
+    print("| unknown images | n | AUROC max-softmax | AUROC energy | AUROC Mahalanobis | "
+          "AUROC cnnkit's unknown score | flagged unknown |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in result["rows"].items():
         print(f"| {name} | {r['n']:,} | {r['msp']:.4f} | {r['energy']:.4f} | "
-              f"{r['maha']:.4f} | {r['flagged']:.1%} |")
+              f"{r['maha']:.4f} | {r['rule']:.4f} | {r['flagged']:.1%} |")
     print(f"temperature {result['temperature']:.3f}; test ECE {result['ece_before']:.4f} -> "
           f"{result['ece_after']:.4f}; right answers kept at threshold 0.9: "
           f"{result['kept_at_0.9_before']:.1%} -> {result['kept_at_0.9_after']:.1%}")
@@ -218,13 +222,13 @@ def main() -> None:
     print("\ncnnkit predict FAR_RUN chelsea.png astronaut.png --threshold 0.8:")
     for line in answers:
         print("  " + line)
-    far_auc = far_result["rows"]["far, all"]["energy"]
+    far_auc = far_result["rows"]["far, all"]["rule"]
     near_row = next(iter(near_result["rows"].values()))
     print(f"\ntargets: far AUROC {far_auc:.4f} >= {TARGETS['far']} "
           f"{'met' if far_auc >= TARGETS['far'] else 'MISSED'}; near AUROC "
-          f"{near_row['energy']:.4f} >= max-softmax {near_row['msp']:.4f} + "
+          f"{near_row['rule']:.4f} >= max-softmax {near_row['msp']:.4f} + "
           f"{TARGETS['near_gain']} "
-          f"{'met' if near_row['energy'] >= near_row['msp'] + TARGETS['near_gain'] else 'MISSED'}"
+          f"{'met' if near_row['rule'] >= near_row['msp'] + TARGETS['near_gain'] else 'MISSED'}"
           f"; {seconds:.0f} s in all")
 
 
