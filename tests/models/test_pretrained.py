@@ -58,8 +58,10 @@ def test_a_cached_zero_shot_export_predicts_without_torch_or_timm(lite0_imagenet
             "p = load_predictor('efficientnet_lite0', 'auto').predict([sys.argv[1]])[0]; "
             "print(json.dumps([p.label, p.probability, "
             "sorted({m.split('.')[0] for m in sys.modules})]))")
+    # the cache the fixture exported into (it is made before this test's own cache is set)
+    cache = lite0_imagenet.backend.path.parent.parent
     out = subprocess.run([sys.executable, "-c", code, str(photo)], capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, env={**os.environ, "CNNKIT_CACHE": str(cache)})
     label, probability, modules = json.loads(out.stdout.splitlines()[-1])
     assert not {"torch", "torchvision", "timm"} & set(modules)
     expected = lite0_imagenet.predict([str(photo)])[0]
