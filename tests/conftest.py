@@ -189,7 +189,7 @@ def calibrated(trained, tmp_path_factory) -> Path:
     cpu = torch.device("cpu")
     stats = feature_stats(model, data, card.preprocess, cpu)
     features = save_stats(stats, run / "model.safetensors")
-    views, distances = view_outputs(WithDistance(model, stats.means, stats.whiten), data,
+    views, distances = view_outputs(WithDistance(model, stats.means, stats.whiten, stats.iso), data,
                                     card.preprocess, cpu)
     task = card.task.fit_held_out([v.astype(np.float64) for v in views], labels.numpy(),
                                   distances=distances, features=features)

@@ -101,3 +101,17 @@ def test_a_rule_whose_statistics_file_leaves_the_model_folder_is_refused(name):
     with pytest.raises(ValueError, match=r"model\.json.*features"):
         UnknownRule.from_dict({**doc, "features": {**doc["features"], "file": name}},
                               "model.json")
+
+
+def test_wide_features_keep_their_top_directions_and_one_variance_for_the_rest():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 4, 4000)
+    centres = rng.normal(0, 3, (4, 40))
+    feats = centres[labels] + rng.normal(0, 1, (4000, 40)) * np.r_[np.full(8, 4.0),
+                                                                  np.full(32, 1.0)]
+    full, low = fit_stats(feats, labels, 4), fit_stats(feats, labels, 4, rank=8)
+    assert full.whiten.shape == (40, 40) and full.iso == 0.0
+    assert low.whiten.shape == (40, 8) and low.iso > 0
+    # the rest is near isotropic here, so the two agree
+    x = centres[labels[:200]] + rng.normal(0, 1.5, (200, 40))
+    np.testing.assert_allclose(low.distance(x), full.distance(x), rtol=0.1)

@@ -35,7 +35,8 @@ def save_stats(stats: FeatureStats, weights: str | os.PathLike) -> dict[str, Any
     path = stats_path(weights)
     with atomic_path(path) as tmp:
         save_file({"means": np.ascontiguousarray(stats.means, np.float32),
-                   "whiten": np.ascontiguousarray(stats.whiten, np.float32)}, str(tmp),
+                   "whiten": np.ascontiguousarray(stats.whiten, np.float32),
+                   "iso": np.array([stats.iso], np.float64)}, str(tmp),
                   metadata={"format": "cnnkit-feature-stats"})
     return {"file": path.name, "sha256": file_sha256(path), "dim": stats.dim}
 
@@ -56,12 +57,15 @@ def load_stats(rule: UnknownRule, folder: str | os.PathLike, n_classes: int
                           "files together.")
     try:
         arrays = load_file(str(path))
-        means, whiten = arrays["means"], arrays["whiten"]
+        means, whiten, iso = arrays["means"], arrays["whiten"], arrays["iso"]
     except (SafetensorError, OSError, KeyError) as exc:
         raise CnnkitError(f"{path} is not a readable statistics file ({exc}).") from None
     dim = feats.get("dim")
-    if (means.ndim != 2 or whiten.shape != (dim, dim) or means.shape != (n_classes, dim)
-            or not (np.isfinite(means).all() and np.isfinite(whiten).all())):
+    if (means.ndim != 2 or whiten.ndim != 2 or whiten.shape[0] != dim
+            or not 1 <= whiten.shape[1] <= dim or means.shape != (n_classes, dim)
+            or iso.shape != (1,) or not float(iso[0]) >= 0
+            or not (np.isfinite(means).all() and np.isfinite(whiten).all()
+                    and np.isfinite(iso).all())):
         raise CnnkitError(f"{path} holds statistics of the wrong shape for this model "
                           f"({n_classes} classes, {dim} features); use the run's own file.")
-    return FeatureStats(means.astype(np.float32), whiten.astype(np.float32))
+    return FeatureStats(means.astype(np.float32), whiten.astype(np.float32), float(iso[0]))

@@ -99,7 +99,7 @@ def export_onnx(model: nn.Module, meta: OnnxMeta, path: str | os.PathLike,
     if stats is not None:
         from cnnkit.models.feature_distance import WithDistance
 
-        net = WithDistance(net, stats.means, stats.whiten).eval()
+        net = WithDistance(net, stats.means, stats.whiten, stats.iso).eval()
     outputs = [OUTPUT, DISTANCE] if stats is not None else [OUTPUT]
     example = torch.zeros(2, pre.channels, pre.img_size, pre.img_size)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():

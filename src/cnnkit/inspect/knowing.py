@@ -106,7 +106,7 @@ def _scored(model: torch.nn.Module, card: Any, rule: UnknownRule, stats: Feature
     data = ImageSet(images.cpu(), torch.zeros(len(images), dtype=torch.long), card.classes,
                     crop_fraction=crop)
     device = next(model.parameters()).device
-    net = (WithDistance(model, stats.means, stats.whiten).to(device) if stats is not None
+    net = (WithDistance(model, stats.means, stats.whiten, stats.iso).to(device) if stats is not None
            else model)
     views, distances = view_outputs(net, data, card.preprocess, device)
     e = energy(views[0])

@@ -99,7 +99,7 @@ class TorchBackend:
         if stats is not None:
             from cnnkit.models.feature_distance import WithDistance
 
-            self._paired = WithDistance(self.model, stats.means, stats.whiten).to(device)
+            self._paired = WithDistance(self.model, stats.means, stats.whiten, stats.iso).to(device)
 
     def batch_size(self, img_size: int, requested: int) -> int:
         from cnnkit.runtime.inference import chunk_size
@@ -151,7 +151,9 @@ class OnnxBackend:
         self.path = Path(path)
         self.session = open_session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
-        self.has_distance = DISTANCE in [o.name for o in self.session.get_outputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output = outputs[0]  # the logits (or a codes graph's codes)
+        self.has_distance = DISTANCE in outputs
 
     @property
     def device(self) -> torch.device:
@@ -177,8 +179,9 @@ class OnnxBackend:
             torch.set_num_threads(before)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(B, K)`` of a float32 ``(B, C, H, W)`` batch."""
-        return self.session.run([OUTPUT], {self.input: np.ascontiguousarray(x, np.float32)})[0]
+        """Logits ``(B, K)`` of a float32 ``(B, C, H, W)`` batch (the first output only)."""
+        return self.session.run([self.output],
+                                {self.input: np.ascontiguousarray(x, np.float32)})[0]
 
     def run_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits ``(B, K)`` and, in a file that has it, the feature distance ``(B,)``."""
@@ -335,7 +338,8 @@ def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
         from cnnkit.models.feature_distance import WithDistance
 
         with torch.inference_mode():
-            want = WithDistance(net, stats.means, stats.whiten).to(device)(x.to(device))[1]
+            paired = WithDistance(net, stats.means, stats.whiten, stats.iso).to(device)
+            want = paired(x.to(device))[1]
         got = backend.run_pair(x.numpy())[1]
         gap = (float(np.max(np.abs(got - want.cpu().numpy()) / (1 + want.cpu().numpy())))
                if got is not None else float("inf"))

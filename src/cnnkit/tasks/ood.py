@@ -81,45 +81,74 @@ def _check_quantiles(q: Any, name: str, where: str) -> tuple[float, ...]:
     return tuple(float(v) for v in q)
 
 
+# Directions of the features' covariance kept whole; beyond them the covariance is one
+# variance (the mean of the rest), so the statistics of a wide backbone (3,328 features
+# of the features mode's taps) stay a few megabytes rather than the square of its width.
+MAX_RANK = 512
+
+
 @dataclass(frozen=True)
 class FeatureStats:
     """Where the known classes sit in the model's penultimate features: each class's
-    mean ``(K, D)`` and a whitening ``(D, D)`` of their shared covariance (``W`` with
-    ``W @ W.T`` its inverse), so that an image's squared Mahalanobis distance to class
-    ``c`` is ``|f @ W - means[c] @ W|^2``."""
+    mean ``(K, D)``, a matrix ``W`` ``(D, r)`` and an isotropic weight ``iso`` of their
+    shared covariance. With ``iso = 0`` (``r = D``), ``W`` whitens and an image's squared
+    Mahalanobis distance to class ``c`` is ``|f W - mu_c W|^2``. With ``iso > 0``
+    (``r < D``) the covariance is its top ``r`` directions plus one variance ``1 / iso``
+    for the rest, as probabilistic PCA models it; its inverse is ``iso I`` less a part
+    along those directions, so the distance is ``iso |f - mu_c|^2 - |f W - mu_c W|^2``."""
 
     means: np.ndarray
     whiten: np.ndarray
+    iso: float = 0.0
 
     @property
     def dim(self) -> int:
         return int(self.whiten.shape[0])
 
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Each row's squared distance to each class ``(N, K)``."""
+        f = np.asarray(features, dtype=np.float64)
+        m = self.means.astype(np.float64)
+        z = f @ self.whiten
+        centres = m @ self.whiten
+        d = (z * z).sum(1)[:, None] - 2 * z @ centres.T + (centres * centres).sum(1)[None]
+        if self.iso:
+            d = self.iso * ((f * f).sum(1)[:, None] - 2 * f @ m.T + (m * m).sum(1)[None]) - d
+        return d
+
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Each row's squared Mahalanobis distance to the nearest class mean."""
-        z = np.asarray(features, dtype=np.float64) @ self.whiten
-        centres = self.means.astype(np.float64) @ self.whiten
-        d = ((z * z).sum(1)[:, None] - 2 * z @ centres.T + (centres * centres).sum(1)[None])
-        return np.maximum(d.min(axis=1), 0.0)
+        return np.maximum(self.distances(features).min(axis=1), 0.0)
 
 
-def fit_stats(features: np.ndarray, labels: np.ndarray, n_classes: int) -> FeatureStats:
+def fit_stats(features: np.ndarray, labels: np.ndarray, n_classes: int,
+              rank: int = MAX_RANK) -> FeatureStats:
     """Class means and a whitening of the shared covariance of training ``features``
     ``(N, D)``, shrunk toward a multiple of the identity as Ledoit and Wolf choose (a
-    covariance of more dimensions than images is otherwise singular)."""
+    covariance of more dimensions than images is otherwise singular); beyond ``rank``
+    dimensions, its top ``rank`` directions and one variance for the rest."""
     from sklearn.covariance import ledoit_wolf
 
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
     present = np.bincount(y, minlength=n_classes) > 0
-    means = np.stack([f[y == c].mean(0) if present[c] else np.full(f.shape[1], np.inf)
+    means = np.stack([f[y == c].mean(0) if present[c] else np.zeros(f.shape[1])
                       for c in range(n_classes)])
     cov, _ = ledoit_wolf(f - means[y], assume_centered=True)
-    values, vectors = np.linalg.eigh(cov)
+    values, vectors = np.linalg.eigh(cov)  # ascending
     values = np.maximum(values, values.max() * 1e-9)
-    whiten = vectors / np.sqrt(values)[None]
-    keep = np.where(present[:, None], means, 1e6)  # an absent class is never nearest
-    return FeatureStats(keep.astype(np.float32), whiten.astype(np.float32))
+    iso = 0.0
+    if len(values) > rank:
+        rest = float(values[:-rank].mean())
+        values, vectors = values[-rank:], vectors[:, -rank:]
+        iso = 1.0 / rest
+        whiten = vectors * np.sqrt(np.maximum(iso - 1.0 / values, 0.0))[None]
+    else:
+        whiten = vectors / np.sqrt(values)[None]
+    # a class with no training image is never the nearest: its mean sits far away
+    far = np.abs(f).max() * 1e3 + 1e3
+    keep = np.where(present[:, None], means, far)
+    return FeatureStats(keep.astype(np.float32), whiten.astype(np.float32), iso)
 
 
 @dataclass(frozen=True)

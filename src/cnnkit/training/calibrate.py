@@ -8,8 +8,8 @@ the model file's hash and its accuracy stay as they were. The model card keeps t
 
 The unknown rule also reads how far an image's penultimate features are from the known
 classes: their statistics are fitted here on up to :data:`STATS_IMAGES` training images
-(the class means of what the model learned from) and kept in a file beside the weights
-(:mod:`cnnkit.artifacts.featurestats`).
+(fewer for large inputs; the class means of what the model learned from) and kept in a
+file beside the weights (:mod:`cnnkit.artifacts.featurestats`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from torch import nn
 from cnnkit.artifacts.featurestats import save_stats
 from cnnkit.base import log
 from cnnkit.data.imageset import ImageSet
-from cnnkit.data.loader import BatchLoader
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.models.feature_distance import WithDistance
 from cnnkit.models.interface import evaluating
-from cnnkit.runtime.inference import autocast, chunk_size, view_outputs
+from cnnkit.runtime.inference import autocast, view_outputs
 from cnnkit.tasks.base import Task
 from cnnkit.tasks.ood import FeatureStats, fit_stats
 
@@ -42,12 +41,14 @@ STATS_IMAGES = 5000
 def fit_on_validation(task: Task, model: nn.Module, val: ImageSet | None, pre: Preprocess,
                       device: torch.device, *, tta: bool = False, precision: str = "fp32",
                       channels_last: bool = False, train: ImageSet | None = None,
-                      weights: Path | None = None) -> Task:
+                      weights: Path | None = None,
+                      architecture: dict[str, Any] | None = None) -> Task:
     """``task`` fitted on ``val`` (:meth:`~cnnkit.tasks.base.Task.fit_held_out`); the task
     as it was, said in one line, when there is no validation split or too small a one:
     the run still ends, with the model's own probabilities and no unknown rule. With
     ``train`` and the ``weights`` file, a task that reads a feature distance gets the
-    features' statistics too (written beside ``weights``)."""
+    features' statistics too (written beside ``weights``; ``architecture``: the card's,
+    to find the features mode's codes graph)."""
     if not task.fits_held_out:
         return task
     (unfitted, instead), fits = task.held_out_unfitted, task.held_out_fits
@@ -64,9 +65,9 @@ def fit_on_validation(task: Task, model: nn.Module, val: ImageSet | None, pre: P
     features: dict[str, Any] | None = None
     if task.reads_distance and train is not None and weights is not None and len(train):
         stats = feature_stats(model, train, pre, device, precision=precision,
-                              channels_last=channels_last)
+                              channels_last=channels_last, architecture=architecture)
         features = save_stats(stats, weights)
-        net = WithDistance(model, stats.means, stats.whiten).to(device)
+        net = WithDistance(model, stats.means, stats.whiten, stats.iso).to(device)
     views, distances = view_outputs(net, val, pre, device, tta=tta, precision=precision,
                                     channels_last=channels_last)
     fitted = task.fit_held_out([v.astype(np.float64) for v in views],
@@ -78,21 +79,33 @@ def fit_on_validation(task: Task, model: nn.Module, val: ImageSet | None, pre: P
     return fitted
 
 
-@torch.inference_mode()
 def feature_stats(model: nn.Module, train: ImageSet, pre: Preprocess, device: torch.device,
                   *, precision: str = "fp32", channels_last: bool = False,
-                  most: int = STATS_IMAGES, seed: int = 0) -> FeatureStats:
+                  most: int | None = None, seed: int = 0,
+                  architecture: dict[str, Any] | None = None) -> FeatureStats:
     """The class statistics of the penultimate features of (up to ``most`` of) the
-    training images, as the model sees them at prediction (no augmentation)."""
+    training images, as the model sees them at prediction (no augmentation): from the
+    features mode's onnxruntime codes graph when it is already made for these weights
+    (``architecture`` names it), else from torch."""
+    from cnnkit.training import codes_onnx
+    from cnnkit.training.features import extract
+
+    most = most if most is not None else stats_images(pre.img_size)
     if len(train) > most:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train = train.subset(pick[:most].sort().values)
-    parts = []
-    with evaluating(model):
-        for x, _ in BatchLoader(train, pre, chunk_size(device, pre.img_size, 256), device,
-                                channels_last=channels_last):
-            with autocast(device, precision):
-                feats = model.forward_head(model.forward_features(x), pre_logits=True)
-            parts.append(feats.float().cpu())
-    return fit_stats(torch.cat(parts).double().numpy(), train.labels.cpu().numpy(),
-                     len(train.classes))
+    graph = None
+    if (architecture is not None and device.type == "cpu"
+            and codes_onnx.graph_path(model, pre, architecture).is_file()):
+        graph = codes_onnx.runner(model, pre, device, architecture)
+    with torch.inference_mode(), evaluating(model), autocast(device, precision):
+        feats = extract(model, train, pre, device, channels_last=channels_last,
+                        label="feature statistics", graph=graph)
+    return fit_stats(feats.double().numpy(), train.labels.cpu().numpy(), len(train.classes))
+
+
+def stats_images(side: int) -> int:
+    """Training images the statistics are fitted on at input ``side``: :data:`STATS_IMAGES`
+    for small images, fewer for large ones (one inference pass of eager torch at 224 px
+    is about 40 images/s on two CPU cores), never under 1,000."""
+    return max(1000, min(STATS_IMAGES, STATS_IMAGES * 64 * 64 // (side * side)))

@@ -26,7 +26,8 @@ def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None,
     cfg = plan.config
     task = fit_on_validation(card.task, model, val, card.preprocess, plan.device, tta=cfg.tta,
                              precision=cfg.precision, channels_last=plan.channels_last,
-                             train=train, weights=run.model_path)
+                             train=train, weights=run.model_path,
+                             architecture=card.architecture.to_dict())
     if task != card.task:
         card = replace(card, task=task)
         update_card(run.root, card)
