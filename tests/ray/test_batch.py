@@ -206,3 +206,14 @@ def test_a_multilabel_model_is_refused_before_its_label_sets_lose_their_columns(
     for device in ("cpu", "cuda"):
         with pytest.raises(CnnkitError, match="multi-label model, and --ray writes single"):
             ship(run, device)
+
+
+def test_a_gpu_worker_gets_the_unknown_rule_s_feature_statistics(calibrated) -> None:
+    """GPU actors rebuild the model from the run's files: the statistics file the rule
+    reads travels with the weights and the sidecar (the CPU actors' ONNX file has the
+    distance in its graph)."""
+    from cnnkit.ray.batch import ship
+
+    shipped = ship(calibrated, "cuda")
+    assert set(shipped.files) == {"model.json", "model.safetensors",
+                                  "model.unknown.safetensors"}

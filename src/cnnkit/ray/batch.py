@@ -91,8 +91,13 @@ def ship(model: str | os.PathLike, device: str) -> ShippedModel:
 
     card, weights = read_card(model)
     sidecar = find_sidecar(model)
-    return ShippedModel(card, {sidecar.name: sidecar.read_bytes(),
-                               weights.name: weights.read_bytes()}, sidecar.name)
+    files = {sidecar.name: sidecar.read_bytes(), weights.name: weights.read_bytes()}
+    rule = getattr(card.task, "unknown", None)
+    if rule is not None and rule.uses_distance:  # the feature statistics the rule reads
+        stats = sidecar.parent / str((rule.features or {}).get("file", ""))
+        if stats.is_file():
+            files[stats.name] = stats.read_bytes()
+    return ShippedModel(card, files, sidecar.name)
 
 
 def _single_label(task: str, model: str | os.PathLike) -> None:
