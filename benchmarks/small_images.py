@@ -134,7 +134,8 @@ def _rates(data: Path, rounds: int) -> dict:
     from cnnkit.base.config import TrainConfig
     from cnnkit.models.build import create_model
     from cnnkit.training import estimate
-    from cnnkit.training.recipe import at_size, resolve_config
+    from cnnkit.training.plan_variants import at_size
+    from cnnkit.training.recipe import resolve_config
 
     plans = {name: resolve_config(TrainConfig(str(data), device="cpu", model=model))
              for name, model in (("fast-cnn, 28 px (the default)", "fast-cnn"),

@@ -18,7 +18,8 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
 from cnnkit.training import estimate
 from cnnkit.training.clock import duration
-from cnnkit.training.recipe import fit_budget, resolve_config
+from cnnkit.training.plan_variants import fit_budget
+from cnnkit.training.recipe import resolve_config
 
 MODEL = "conv4k3-pool2-dense8"
 

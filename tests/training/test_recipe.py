@@ -1,17 +1,17 @@
-"""Defaults that depend on the data's size (cnnkit.training.recipe)."""
+"""Defaults that depend on the data's size (cnnkit.training.recipe, cnnkit.training.hyperparams)."""
 
 from __future__ import annotations
 
 import pytest
 
 from cnnkit.base.config import TrainConfig
-from cnnkit.training.recipe import (
+from cnnkit.training.hyperparams import (
     FINE_TUNE_LR,
     PEAK_LR,
-    resolve_config,
     small_data_batch,
     small_data_changes,
 )
+from cnnkit.training.recipe import resolve_config
 
 
 def _changes(n_train: int, **options: object) -> tuple[dict[str, float], TrainConfig]:

@@ -186,7 +186,7 @@ def test_a_diverging_run_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_keeps_best_only_when_validation_can_tell_epochs_apart() -> None:
-    from cnnkit.training.loop import keeps_best
+    from cnnkit.training.hyperparams import keeps_best
 
     assert not keeps_best("auto", 120, patience=0)  # 100 per class, 10% held out
     assert keeps_best("auto", 6000, patience=0)  # Fashion-MNIST's 10%

@@ -88,7 +88,7 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
 
 def _default_size(source: DataSource) -> int:
     """The input size `cnnkit train DATA` would use with its default model."""
-    from cnnkit.training.recipe import default_side
+    from cnnkit.training.input_choice import default_side
 
     try:
         return default_side(source)

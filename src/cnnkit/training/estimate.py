@@ -2,8 +2,9 @@
 training and evaluation steps of the run's model, and the run's time from them;
 :class:`Costs` keeps what was measured, once per model, input side and mode. What the
 run does with it is here too: the estimate line (with the faster choices of a long CPU
-run), ``--time``'s plan that fits the budget (:func:`cnnkit.training.recipe.fit_budget`
-decides it) and the deadline the loop keeps.
+run), ``--time``'s plan that fits the budget
+(:func:`cnnkit.training.plan_variants.fit_budget` decides it) and the deadline the loop
+keeps.
 
 The steps run on a copy of the model with the random number generators restored
 afterwards, so timing a run changes nothing it trains. Other plans (a smaller input, a
@@ -33,7 +34,8 @@ from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.events import Planned
 from cnnkit.training.features import PROBE_LIMIT, extract
 from cnnkit.training.optim import build_optimizer
-from cnnkit.training.recipe import BUDGET_SIZES, Plan, at_size, faster_choices, fit_budget
+from cnnkit.training.plan_variants import BUDGET_SIZES, at_size, faster_choices, fit_budget
+from cnnkit.training.recipe import Plan
 from cnnkit.training.transfer import Phase, set_train_mode
 
 STEP_S = 0.5  # a timed step: a whole batch, or as many images as take about this long

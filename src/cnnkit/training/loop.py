@@ -41,8 +41,9 @@ from cnnkit.training.events import (
     PhaseStarted,
     StepDone,
 )
+from cnnkit.training.hyperparams import keeps_best
 from cnnkit.training.optim import build_optimizer, lr_factor, lr_points, set_lr, warmup_fraction
-from cnnkit.training.recipe import Plan, keeps_best
+from cnnkit.training.recipe import Plan
 from cnnkit.training.transfer import Phase, describe_phase, set_train_mode
 
 

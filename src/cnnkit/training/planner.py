@@ -34,8 +34,9 @@ from cnnkit.training import distributed
 from cnnkit.training.estimate import Costs, announce, deadline, fit_time, resume_budget
 from cnnkit.training.events import Events, Planned
 from cnnkit.training.lrfind import LRFinding, run_rate
+from cnnkit.training.plan_variants import with_epochs
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
-from cnnkit.training.recipe import Plan, finalize, resolve_config, with_epochs
+from cnnkit.training.recipe import Plan, finalize, resolve_config
 
 
 @dataclass(frozen=True)
