@@ -207,7 +207,7 @@ def default_threads() -> int:
 
 
 def open_session(path: str | os.PathLike, threads: int | None = None,
-                 providers: list[str] | None = None) -> Any:
+                 providers: list[str] | None = None, model: bytes | None = None) -> Any:
     """An onnxruntime session tuned for batch inference on a CPU.
 
     All graph optimisations (operator fusion, constant folding, layout transforms),
@@ -215,7 +215,8 @@ def open_session(path: str | os.PathLike, threads: int | None = None,
     parallel branches gain nothing and a second pool only competes for the cores. The
     pool's threads sleep between calls instead of spinning, so they leave the cores to
     the decoders and NumPy preprocessing that run beside them (docs/design-notes.md,
-    "Export, backends and batch prediction").
+    "Export, backends and batch prediction"). ``model``: a graph derived from the file
+    at ``path`` to run instead (its serialized bytes).
     """
     import onnxruntime as ort
 
@@ -227,7 +228,7 @@ def open_session(path: str | os.PathLike, threads: int | None = None,
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), opts,
+        return ort.InferenceSession(str(path) if model is None else model, opts,
                                     providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:
         raise CnnkitError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0]})."

@@ -68,6 +68,35 @@ def model_input(images: np.ndarray, pre: Preprocess, crop_fraction: float = 1.0,
     batch). None when the images need a resize or another number of channels first,
     which only the tensor pipeline does.
     """
+    y = _crop_into(images, pre, crop_fraction, flip, out, np.float32)
+    if y is None:
+        return None
+    scale, shift = pre.scale_shift()
+    # Two float32 roundings per element, as the tensor pipeline's multiply and add; the
+    # uint8 -> float32 conversion first, on its own (a multiply that converts as it goes
+    # is slower than a copy and two passes in place).
+    if len(set(scale)) == 1 and len(set(shift)) == 1:
+        y *= np.float32(scale[0])
+        y += np.float32(shift[0])
+    else:
+        for i in range(y.shape[1]):
+            y[:, i] *= np.float32(scale[i])
+            y[:, i] += np.float32(shift[i])
+    return y
+
+
+def model_pixels(images: np.ndarray, pre: Preprocess, crop_fraction: float = 1.0, *,
+                 flip: bool = False, out: np.ndarray | None = None) -> np.ndarray | None:
+    """uint8 ``(B, C, H, W)`` -> the uint8 pixels of :func:`model_input`'s crop, not
+    normalised, for a graph that is fed pixels (an int8 file, cnnkit.artifacts.pixel_input);
+    ``flip`` and ``out`` (a uint8 buffer) as there."""
+    return _crop_into(images, pre, crop_fraction, flip, out, np.uint8)
+
+
+def _crop_into(images: np.ndarray, pre: Preprocess, crop_fraction: float, flip: bool,
+               out: np.ndarray | None, dtype: type) -> np.ndarray | None:
+    """The centre crop (mirrored with ``flip``) converted into ``out[:B]`` (or a new
+    array of ``dtype``); None when the images need a resize or a channel change."""
     if not prepares(images.shape, pre, crop_fraction):
         return None
     b, c, h, w = images.shape
@@ -76,16 +105,8 @@ def model_input(images: np.ndarray, pre: Preprocess, crop_fraction: float = 1.0,
     if flip:
         x = x[..., ::-1]
     shape = (b, c, ch, cw)
-    if out is None or out.shape[1:] != shape[1:] or len(out) < b or out.dtype != np.float32:
-        out = np.empty(shape, dtype=np.float32)
+    if out is None or out.shape[1:] != shape[1:] or len(out) < b or out.dtype != dtype:
+        out = np.empty(shape, dtype=dtype)
     y = out[:b]
-    scale, shift = pre.scale_shift()
-    # Two float32 roundings per element, as the tensor pipeline's multiply and add.
-    if len(set(scale)) == 1 and len(set(shift)) == 1:
-        np.multiply(x, np.float32(scale[0]), out=y, dtype=np.float32)
-        y += np.float32(shift[0])
-    else:
-        for i in range(c):
-            np.multiply(x[:, i], np.float32(scale[i]), out=y[:, i], dtype=np.float32)
-            y[:, i] += np.float32(shift[i])
+    np.copyto(y, x, casting="unsafe")
     return y

@@ -9,7 +9,9 @@ and a layout conversion of its large output, more time than it saved in accuracy
 classifier (logits out) stays in float. Before quantizing, the
 arithmetic on static dimensions (TF-style "same" padding) is folded away, so no float
 ``Pad`` sits between a dequantize and a quantize (the choices and their measurements:
-docs/design-notes.md, "int8").
+docs/design-notes.md, "int8"). After it, where the normalisation allows, the input's
+quantization is made the pixel grid (:mod:`cnnkit.artifacts.pixel_input`), so cnnkit
+runs the file fed the images' uint8 pixels.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from cnnkit.artifacts.onnxfile import DISTANCE, INPUT, OUTPUT, OnnxMeta, read_meta, set_meta
+from cnnkit.artifacts.pixel_input import align_pixel_input
 from cnnkit.artifacts.static_shapes import fold_static_shapes
 from cnnkit.base.atomic import atomic_path
 from cnnkit.base.errors import CnnkitError
@@ -146,6 +149,7 @@ def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Prepr
             folded.unlink(missing_ok=True)
             prepared.unlink(missing_ok=True)
         proto = onnx.load(str(tmp))
+        align_pixel_input(proto, pre)
         set_meta(proto, _with_precision(meta))
         onnx.save(proto, str(tmp))
     return out
@@ -212,10 +216,11 @@ def median_rates(calls: Sequence[Callable[[], object]], images: int, seconds: fl
 
 
 def speed(backends: list[OnnxBackend], x: np.ndarray, seconds: float = 3.0) -> list[float]:
-    """Images/s of each backend on batch ``x`` (:func:`median_rates`, ``seconds`` each)."""
-    tensor = torch.from_numpy(x)
-    return median_rates([lambda b=b: b(tensor) for b in backends], len(x),
-                        seconds * len(backends))
+    """Images/s of each backend on batch ``x`` (:func:`median_rates`, ``seconds`` each),
+    fed as a predictor feeds it: a pixel-fed int8 graph its pixels."""
+    inputs = [b.grid.quantize(x) if b.grid is not None else x for b in backends]
+    return median_rates([lambda b=b, x=x: b.run(x) for b, x in zip(backends, inputs)],
+                        len(x), seconds * len(backends))
 
 
 def compare(float_path: Path, int8_path: Path, test: ImageSet, pre: Preprocess, task: Task,

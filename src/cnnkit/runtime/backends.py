@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -36,9 +37,11 @@ from cnnkit.artifacts.onnxfile import (
     open_session,
     read_meta,
 )
+from cnnkit.artifacts.pixel_input import PixelGrid, pixel_variant
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.base.paths import cache_dir
+from cnnkit.data.preprocess import Preprocess
 from cnnkit.models.build import Architecture
 from cnnkit.runtime.backend_names import ONNX_KINDS, check_backend
 
@@ -139,7 +142,12 @@ class TorchBackend:
 
 class OnnxBackend:
     """An onnxruntime session on the CPU over an exported file; NumPy in and out
-    (:meth:`run`), so a predictor on it needs no torch, or tensors (``__call__``)."""
+    (:meth:`run`), so a predictor on it needs no torch, or tensors (``__call__``).
+
+    An int8 file whose input quantization is the pixel grid
+    (:mod:`cnnkit.artifacts.pixel_input`) runs as the same graph fed uint8 pixels
+    (``pixel_input``): :meth:`run` takes the centre crop's pixels as they are, and turns
+    a float batch into them as the file's own ``QuantizeLinear`` would."""
 
     channels_last = False  # onnxruntime takes plain NCHW arrays; no layout copy
 
@@ -150,10 +158,21 @@ class OnnxBackend:
         self.name = name
         self.path = Path(path)
         self.session = open_session(self.path, threads)
+        self.grid: PixelGrid | None = None
+        variant = _pixel_variant(self.path, self.session)
+        if variant is not None:
+            model, self.grid = variant
+            self.session = open_session(self.path, threads, model=model)
         self.input = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
         self.output = outputs[0]  # the logits (or a codes graph's codes)
         self.has_distance = DISTANCE in outputs
+
+    @property
+    def pixel_input(self) -> bool:
+        """Whether :meth:`run` is best fed the uint8 pixels of the crop (no
+        normalisation): an int8 file whose input quantization is the pixel grid."""
+        return self.grid is not None
 
     @property
     def device(self) -> torch.device:
@@ -179,17 +198,29 @@ class OnnxBackend:
             torch.set_num_threads(before)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(B, K)`` of a float32 ``(B, C, H, W)`` batch (the first output only)."""
-        return self.session.run([self.output],
-                                {self.input: np.ascontiguousarray(x, np.float32)})[0]
+        """Logits ``(B, K)`` of a float32 ``(B, C, H, W)`` batch (the first output only), or
+        with :attr:`pixel_input` of its uint8 pixels (:func:`~cnnkit.data.preprocess.model_pixels`)."""
+        return self.session.run([self.output], {self.input: self._feed(x)})[0]
 
     def run_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits ``(B, K)`` and, in a file that has it, the feature distance ``(B,)``."""
         if not self.has_distance:
             return self.run(x), None
-        logits, distance = self.session.run(
-            [OUTPUT, DISTANCE], {self.input: np.ascontiguousarray(x, np.float32)})
+        logits, distance = self.session.run([OUTPUT, DISTANCE], {self.input: self._feed(x)})
         return logits, distance
+
+    def _feed(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as the session takes it: float32, or a pixel-fed graph's uint8 pixels (a
+        float batch quantized as the file's own nodes would)."""
+        if x.dtype == np.uint8:
+            if self.grid is None:
+                raise CnnkitError(f"{self.path} takes normalised float32 input, not uint8 "
+                                  "pixels.")
+        elif self.grid is not None:
+            x = self.grid.quantize(np.asarray(x, np.float32))
+        else:
+            x = np.asarray(x, np.float32)
+        return np.ascontiguousarray(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
@@ -209,6 +240,22 @@ class OnnxBackend:
             return torch.from_numpy(logits), torch.from_numpy(distance)
 
         return run
+
+
+def _pixel_variant(path: Path, session: Any) -> tuple[bytes, PixelGrid] | None:
+    """The pixel-fed graph of an int8 file made so (cnnkit.artifacts.pixel_input), read
+    only for files whose metadata says int8 and whose input is float."""
+    props = session.get_modelmeta().custom_metadata_map
+    try:
+        int8 = json.loads(props.get("info", "{}")).get("precision") == "int8"
+        pre = Preprocess.from_dict(json.loads(props["cnnkit_input"])) if int8 else None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if pre is None or session.get_inputs()[0].type != "tensor(float)":
+        return None
+    import onnx
+
+    return pixel_variant(onnx.load(str(path)), pre)
 
 
 def weights_key(model: nn.Module, card: ModelCard) -> str:

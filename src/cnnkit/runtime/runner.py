@@ -23,7 +23,7 @@ from cnnkit.base import log
 from cnnkit.base.device import cpu_only, pick_device
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import CorruptImageError, decode
-from cnnkit.data.preprocess import model_input, prepares
+from cnnkit.data.preprocess import model_input, model_pixels, prepares
 from cnnkit.models.registry import get_model_info, is_registered
 from cnnkit.runtime.backend_names import ONNX_KINDS, check_backend
 from cnnkit.runtime.backends import (
@@ -333,12 +333,11 @@ class ModelRunner:
         paired = self.task.answers_read_distance and self.backend.has_distance
         distances = ([np.empty(len(images), dtype=np.float32) for _ in range(n_views)]
                      if paired else None)
-        buf = np.empty((min(batch, len(images)), pre.channels, pre.img_size, pre.img_size),
-                       dtype=np.float32)
+        make, buf = self._input_np(len(images), batch)
         for start in range(0, len(images), batch):
             part = images[start:start + batch]
             for v, (flip, out) in enumerate(zip((False, True), views)):
-                x = model_input(part, pre, crop_fraction, flip=flip, out=buf)
+                x = make(part, pre, crop_fraction, flip=flip, out=buf)
                 if distances is None:
                     out[start:start + len(part)] = self.backend.run(x)
                 else:
@@ -371,6 +370,17 @@ class ModelRunner:
         return isinstance(self.backend, OnnxBackend) and prepares(
             tuple(images.shape), self.card.preprocess, crop_fraction)
 
+    def _input_np(self, n: int, batch: int) -> tuple[Callable[..., np.ndarray | None],
+                                                     np.ndarray]:
+        """What makes the onnxruntime backend's input from uint8 images (the normalised
+        floats, or the crop's pixels for a pixel-fed int8 graph), and a reused buffer."""
+        assert isinstance(self.backend, OnnxBackend)
+        pre = self.card.preprocess
+        pixels = self.backend.pixel_input
+        buf = np.empty((min(batch, n), pre.channels, pre.img_size, pre.img_size),
+                       dtype=np.uint8 if pixels else np.float32)
+        return (model_pixels if pixels else model_input), buf
+
     def _scores_np(self, images: np.ndarray, crop_fraction: float, batch_size: int,
                    tta: bool) -> np.ndarray:
         """The task's log-probabilities of uint8 ``images`` from the onnxruntime backend,
@@ -380,14 +390,13 @@ class ModelRunner:
         pre, task = self.card.preprocess, self.task
         batch = self.backend.batch_size(pre.img_size, batch_size)
         out = np.empty((len(images), len(self.classes)), dtype=np.float32)
-        buf = np.empty((min(batch, len(images)), pre.channels, pre.img_size, pre.img_size),
-                       dtype=np.float32)
+        make, buf = self._input_np(len(images), batch)
         for start in range(0, len(images), batch):
             part = images[start:start + batch]
-            x = model_input(part, pre, crop_fraction, out=buf)
+            x = make(part, pre, crop_fraction, out=buf)
             scores = task.scores_np(self.backend.run(x))
             if tta:  # the image's and its mirror's scores, merged as the task merges them
-                x = model_input(part, pre, crop_fraction, flip=True, out=buf)
+                x = make(part, pre, crop_fraction, flip=True, out=buf)
                 scores = task.merge_views_np([scores, task.scores_np(self.backend.run(x))])
             out[start:start + len(part)] = scores
         return out
