@@ -198,8 +198,9 @@ class OnnxBackend:
             torch.set_num_threads(before)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(B, K)`` of a float32 ``(B, C, H, W)`` batch (the first output only), or
-        with :attr:`pixel_input` of its uint8 pixels (:func:`~cnnkit.data.preprocess.model_pixels`)."""
+        """Logits ``(B, K)`` of a float32 ``(B, C, H, W)`` batch (the first output only),
+        or with :attr:`pixel_input` of its uint8 pixels
+        (:func:`~cnnkit.data.preprocess.model_pixels`)."""
         return self.session.run([self.output], {self.input: self._feed(x)})[0]
 
     def run_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
