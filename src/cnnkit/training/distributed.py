@@ -10,6 +10,7 @@ writes files or prints (the others only compute).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -129,6 +130,38 @@ def all_sum(cluster: Cluster, *values: torch.Tensor) -> list[torch.Tensor]:
         flat = flat.cpu()
     dist.all_reduce(flat)
     return list(flat.cpu().unbind())
+
+
+def any_rank(cluster: Cluster, flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any process (they all agree, so that none waits for the
+    others)."""
+    if not cluster.distributed:
+        return flag
+    (count,) = all_sum(cluster, torch.tensor(int(flag), device=device))
+    return bool(count.item())
+
+
+def rank_mean(cluster: Cluster, value: float, device: torch.device) -> float:
+    """The mean of every process's ``value`` (so that all agree)."""
+    if not cluster.distributed:
+        return value
+    (mean,) = all_sum(cluster, torch.tensor(value, device=device))
+    return mean.item() / cluster.world
+
+
+def log_shard(cluster: Cluster, global_epoch: int, drawn: list[torch.Tensor]) -> None:
+    """With CNNKIT_SHARD_LOG=DIR (a debugging aid): which training images this rank drew
+    in this epoch (``drawn``: the loader's index batches), one JSON line per epoch in
+    DIR/rank<N>.jsonl."""
+    folder = os.environ.get("CNNKIT_SHARD_LOG")
+    if not folder:
+        return
+    line = {"epoch": global_epoch, "rank": cluster.rank, "world": cluster.world,
+            "pid": os.getpid(),
+            "indices": torch.cat(drawn).tolist() if drawn else []}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"rank{cluster.rank}.jsonl"), "a") as fh:
+        fh.write(json.dumps(line) + "\n")
 
 
 def wrap(model: nn.Module, cluster: Cluster, device: torch.device) -> nn.Module:

@@ -1,34 +1,33 @@
-"""The training loop: phases of epochs over resident, batch-augmented data.
+"""The training loop: :class:`Trainer`, phases of epochs over resident, batch-augmented
+data.
 
 One loop serves every mode. A *phase* says which parameters train and at what
 learning rate (scratch: one phase; fine-tune: head first, then the unfrozen base).
 After every epoch the loop validates, saves the best model and an atomic checkpoint,
 then rewrites metrics.csv, so a crash or Ctrl-C loses at most the epoch in progress.
+Validation is :mod:`cnnkit.training.validation`'s, the phases' record (phases.json)
+:mod:`cnnkit.training.phase_record`'s, and what a run from a trained start keeps
+:mod:`cnnkit.training.trained_start`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from cnnkit.artifacts.modelfile import ModelCard, file_sha256, save_model
+from cnnkit.artifacts.modelfile import ModelCard, save_model
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
-from cnnkit.base.atomic import atomic_path, write_json
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.loader import BatchLoader, resident
 from cnnkit.data.sources import Splits
-from cnnkit.runtime.inference import autocast, chunk_size, log_probs
+from cnnkit.runtime.inference import autocast, chunk_size
 from cnnkit.training import distributed
 from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.clock import PhaseClock
@@ -38,13 +37,15 @@ from cnnkit.training.events import (
     EpochEnded,
     EpochStarted,
     Events,
-    PhaseStarted,
     StepDone,
 )
 from cnnkit.training.hyperparams import keeps_best
-from cnnkit.training.optim import build_optimizer, lr_factor, lr_points, set_lr, warmup_fraction
+from cnnkit.training.optim import build_optimizer, lr_factor, set_lr, warmup_fraction
+from cnnkit.training.phase_record import record_phase
 from cnnkit.training.recipe import Plan
-from cnnkit.training.transfer import Phase, describe_phase, set_train_mode
+from cnnkit.training.trained_start import keep_start, settle
+from cnnkit.training.transfer import Phase, set_train_mode
+from cnnkit.training.validation import validate, validate_shards
 
 
 class Trainer:
@@ -158,7 +159,8 @@ class Trainer:
         for index in range(start_phase, len(self.phases)):
             phase = self.phases[index]
             groups = phase.prepare(self.model)
-            self._record_phase(index, phase, groups)
+            record_phase(self.run, index, phase, groups, self.model, self.cfg,
+                         self._warmup(phase), self.events, len(self.phases), self.writes)
             self._wrap()  # distributed: every rank now holds rank 0's weights
             if resume is None and index == 0 and self.trained_start:
                 self._measure_start()
@@ -190,10 +192,6 @@ class Trainer:
         self._settle()
         return self.history
 
-    @property
-    def start_path(self) -> Path:
-        return self.run.root / "checkpoints" / "start.safetensors"
-
     def _measure_start(self) -> None:
         """Validate the trained start and keep its weights beside the checkpoint, so the end
         of the run can fall back on it."""
@@ -201,102 +199,20 @@ class Trainer:
             log.info(f"no validation split: the run cannot compare its end with its start "
                      f"({self.trained_start}), and keeps its end")
             return
-        self.start = {"label": self.trained_start, **self._validate(self.model)}
-        if self.writes:
-            save_model(self.model, self.card, self.start_path)
-        log.info(f"start ({self.trained_start}): val loss {self.start['val_loss']:.4f} "
-                 f"{self.task.figure} {self.start[f'val_{self.task.figure}']:.2%}")
+        self.start = keep_start(self.model, self.card, self.run, self.trained_start,
+                                self.task, self._validate(self.model), self.writes)
 
     def _settle(self) -> None:
-        """A trained start: keep whichever of the start and the end (the kept epoch) is
-        better on validation, say which, and record it in kept.json."""
-        if not self.start or not self.history:
-            return
-        v = f"val_{self.task.figure}"  # the task's figure decides, then the loss
-        if self.keep_best and self.best:
-            end = {"epoch": self.best["epoch"], v: self.best[v],
-                   "val_loss": self.best["val_loss"]}
-        else:
-            last = self.history[-1]
-            end = {"epoch": last["epoch"], v: last.get(v),
-                   "val_loss": last.get("val_loss")}
-        start = self.start
-        end_wins = end[v] > start[v] or (
-            end[v] == start[v] and end["val_loss"] <= start["val_loss"])
-        which = "best" if self.keep_best else "last"
-        if not end_wins and self.writes and not self.start_path.is_file():
-            log.warn(f"the start's weights ({self.start_path}) are gone: keeping the "
-                     f"{which} epoch's model although the start did better on validation")
-            end_wins = True
-        if end_wins:
-            log.info(f"kept the trained model (epoch {end['epoch']}): validation "
-                     f"{end[v]:.2%} against {start[v]:.2%} at the start "
-                     f"({start['label']})")
-        else:
-            log.warn(f"kept the starting weights ({start['label']}): validation "
-                     f"{start[v]:.2%} (loss {start['val_loss']:.4f}) against "
-                     f"{end[v]:.2%} (loss {end['val_loss']:.4f}) for the {which} "
-                     f"epoch ({end['epoch']}); training did not improve on its start")
-        if not self.writes:
-            return
-        if not end_wins:  # the start's weights become the run's model file, whole
-            target = self.run.model_path
-            with atomic_path(target) as tmp:
-                shutil.copyfile(self.start_path, tmp)
-            write_json(target.with_suffix(".json"),
-                       self.card.to_dict(target.name, file_sha256(target)))
-        write_json(self.run.root / "kept.json", {
-            "kept": which if end_wins else "start", "epoch": end["epoch"] if end_wins else 0,
-            v: (end if end_wins else start)[v],
-            "val_loss": (end if end_wins else start)["val_loss"],
-            "start": start, "end": {**end, "rule": which}})
-        for path in (self.start_path, self.start_path.with_suffix(".json")):
-            path.unlink(missing_ok=True)
+        """A trained start: keep the better of the start and the end (:func:`settle`)."""
+        settle(self.run, self.card, self.task, self.start, self.history, self.best,
+               self.keep_best, self.writes)
 
     def _validate(self, kept: nn.Module) -> dict[str, float]:
         """Validation loss and the task's figure of ``kept`` (every rank's slice, when
         distributed)."""
         if self.cluster.distributed:
-            return self._validate_shards(kept)
-        task = self.task
-        scores = log_probs(kept, self.val_set, self.pre, self.device, task=task,
-                           batch_size=max(256, self.cfg.batch_size),
-                           precision=self.cfg.precision, channels_last=self.plan.channels_last)
-        labels = self.val_set.labels.cpu()
-        nll, hits = task.validation_sums(scores, labels)
-        return {"val_loss": nll.item() / max(len(labels), 1),
-                f"val_{task.figure}": hits.item() / max(task.units(labels), 1)}
-
-    def _record_phase(self, index: int, phase: Phase, groups: list[dict]) -> None:
-        """phases.json: what trained, what stayed frozen and the learning rate at each point
-        of each phase (for the report)."""
-        path = self.run.root / "phases.json"
-        record = self._phase_record(path) if self.writes and path.is_file() else []
-        entry = {"mode": self.cfg.mode, **describe_phase(self.model, phase, groups),
-                 "schedule": self.cfg.schedule,
-                 "lr_curve": lr_points(phase.epochs, phase.lr, self.cfg.schedule,
-                                       self._warmup(phase))}
-        record = [r for r in record if r.get("index") != index] + [{"index": index, **entry}]
-        if self.writes:
-            write_json(path, sorted(record, key=lambda r: r["index"]))
-        self.events.emit(PhaseStarted(index, phase.name, phase.epochs,
-                                      entry["trainable_params"], entry["frozen_params"],
-                                      str(entry["frozen"]),
-                                      announce=len(self.phases) > 1 or
-                                      bool(entry["frozen_params"])))
-
-    def _phase_record(self, path: Path) -> list[dict[str, Any]]:
-        """phases.json's entries so far; a damaged file is written anew (it only feeds the
-        report's phase marks), with a warning."""
-        try:
-            record = self.run.read_json(path, "it is written anew")
-        except CnnkitError as exc:
-            log.warn(str(exc))
-            return []
-        if isinstance(record, list) and all(isinstance(r, dict) for r in record):
-            return record
-        log.warn(f"{path} is damaged (not a list of phases); it is written anew.")
-        return []
+            return validate_shards(kept, self.val_part, self.pre, self.plan)
+        return validate(kept, self.val_set, self.pre, self.plan)
 
     def _warmup(self, phase: Phase) -> float:
         return warmup_fraction(self.cfg.schedule, self.cfg.warmup_epochs, phase.epochs)
@@ -351,7 +267,7 @@ class Trainer:
             self._step(global_epoch, synced, steps, loss_sum, hits, seen, units, start)
         if not self.asked_to_stop and self._stop_asked():  # asked in the epoch's last step
             self.asked_to_stop = True
-        self._log_shard(global_epoch, loader)
+        distributed.log_shard(self.cluster, global_epoch, loader.drawn)
         if self.cluster.distributed:  # the whole data's figures, not rank 0's share
             loss_sum, hits, total, counted = distributed.all_sum(
                 self.cluster, loss_sum, hits, torch.tensor(seen), torch.tensor(units))
@@ -405,12 +321,7 @@ class Trainer:
     def _stop_asked(self) -> bool:
         """Whether :meth:`Events.request_stop` was called (in a distributed run, on any
         process: they all agree, so that none waits for the others)."""
-        asked = self.events.stop_requested
-        if not self.cluster.distributed:
-            return asked
-        (count,) = distributed.all_sum(self.cluster, torch.tensor(int(asked),
-                                                                  device=self.device))
-        return bool(count.item())
+        return distributed.any_rank(self.cluster, self.events.stop_requested, self.device)
 
     def _step(self, epoch: int, step: int, steps: int, loss_sum: torch.Tensor,
               hits: torch.Tensor, seen: int, units: int, start: float) -> None:
@@ -452,37 +363,7 @@ class Trainer:
         is ahead (every process of a distributed run takes their mean, so all agree)."""
         if clock is None:
             return float(step)
-        at = clock.position(step, total)
-        if self.cluster.distributed:
-            (mean,) = distributed.all_sum(self.cluster, torch.tensor(at, device=self.device))
-            at = mean.item() / self.cluster.world
-        return at
-
-    def _validate_shards(self, kept: nn.Module) -> dict[str, float]:
-        """Validation loss and the task's figure over every rank's slice, summed across
-        ranks."""
-        part, task = self.val_part, self.task
-        scores = log_probs(kept, part, self.pre, self.device, task=task,
-                           batch_size=max(256, self.cfg.batch_size),
-                           precision=self.cfg.precision, channels_last=self.plan.channels_last)
-        labels = part.labels.cpu()
-        nll, hits = task.validation_sums(scores, labels)
-        nll, hits, n, units = distributed.all_sum(
-            self.cluster, nll, hits, torch.tensor(len(labels)), torch.tensor(task.units(labels)))
-        return {"val_loss": (nll / n).item(), f"val_{task.figure}": (hits / units).item()}
-
-    def _log_shard(self, global_epoch: int, loader: BatchLoader) -> None:
-        """With CNNKIT_SHARD_LOG=DIR (a debugging aid): which training images this rank drew
-        in this epoch, one JSON line per epoch in DIR/rank<N>.jsonl."""
-        folder = os.environ.get("CNNKIT_SHARD_LOG")
-        if not folder:
-            return
-        line = {"epoch": global_epoch, "rank": self.cluster.rank, "world": self.cluster.world,
-                "pid": os.getpid(),
-                "indices": torch.cat(loader.drawn).tolist() if loader.drawn else []}
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"rank{self.cluster.rank}.jsonl"), "a") as fh:
-            fh.write(json.dumps(line) + "\n")
+        return distributed.rank_mean(self.cluster, clock.position(step, total), self.device)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, chunk: int
                           ) -> tuple[torch.Tensor, torch.Tensor]:
