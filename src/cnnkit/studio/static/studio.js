@@ -1,5 +1,5 @@
 // cnnkit studio: the page. Alpine.js holds the state; uPlot draws the curves; the
-// server's API is under /api (see cnnkit/studio/app.py). No build step.
+// server's API is under /api (see cnnkit/studio/routes/). No build step.
 "use strict";
 
 const KEY_COOKIE = "cnnkit_studio_key";
