@@ -72,7 +72,8 @@ def backends(args: argparse.Namespace) -> None:
     from cnnkit.data.pipeline import eval_batch
     from cnnkit.export.executorch import ExecutorchBackend, export_pte
     from cnnkit.export.quantize import median_rates, quantize_int8
-    from cnnkit.runtime.backends import OnnxBackend, TorchBackend, cached_onnx
+    from cnnkit.runtime.backends import OnnxBackend, TorchBackend
+    from cnnkit.runtime.exports import cached_onnx
     from cnnkit.runtime.predict import Classifier
     from cnnkit.runtime.zeroshot import imagenet_model
 

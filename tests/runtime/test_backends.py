@@ -168,7 +168,7 @@ def test_a_cached_export_made_without_folding_is_made_again(trained, tmp_path: P
                                                             capsys) -> None:
     """An export an older cnnkit cached (graph not folded: its record has other options)
     is exported again rather than used, by the torch-free path and the full load alike."""
-    from cnnkit.runtime.backends import EXPORT_OPTIONS, find_cached_onnx
+    from cnnkit.runtime.exports import EXPORT_OPTIONS, find_cached_onnx
 
     run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
     export = cnnkit.load(str(run), device="cpu").backend.path

@@ -40,13 +40,8 @@ from cnnkit.export.quantize import (
     model_inputs,
     quantize_int8,
 )
-from cnnkit.runtime.backends import (
-    PARITY_TOLERANCE,
-    Backend,
-    OnnxBackend,
-    check_parity,
-    weights_key,
-)
+from cnnkit.runtime.backends import PARITY_TOLERANCE, Backend, OnnxBackend
+from cnnkit.runtime.exports import check_parity, weights_key
 from cnnkit.runtime.inference import log_probs
 from cnnkit.runtime.predict import Classifier, load_predictor
 

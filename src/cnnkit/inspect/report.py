@@ -154,7 +154,7 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     known = None
     if not multi and test is not None and test.n and eval_set is not None:
         from cnnkit.inspect.knowing import knowing, plot_knowing
-        from cnnkit.runtime.backends import feature_stats
+        from cnnkit.runtime.exports import feature_stats
 
         known = knowing(model, card, eval_set, test.probs, np.asarray(test.labels),
                         feature_stats(card, run.root, say=False))

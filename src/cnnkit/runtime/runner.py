@@ -26,14 +26,8 @@ from cnnkit.data.decode import CorruptImageError, decode
 from cnnkit.data.preprocess import model_input, model_pixels, prepares
 from cnnkit.models.registry import get_model_info, is_registered
 from cnnkit.runtime.backend_names import ONNX_KINDS, check_backend
-from cnnkit.runtime.backends import (
-    Backend,
-    OnnxBackend,
-    find_cached_onnx,
-    make_backend,
-    onnx_file,
-    require_int8,
-)
+from cnnkit.runtime.backends import Backend, OnnxBackend
+from cnnkit.runtime.exports import find_cached_onnx, make_backend, onnx_file, require_int8
 from cnnkit.tasks.base import Task
 
 if TYPE_CHECKING:

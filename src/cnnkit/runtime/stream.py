@@ -24,7 +24,7 @@ from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.base.progress import RateBar
 from cnnkit.data.chunks import Chunk, decode_ahead
-from cnnkit.runtime.backends import weights_key
+from cnnkit.runtime.exports import weights_key
 from cnnkit.runtime.predfile import FORMATS, MadeBy, RowFile, card_sha256, columns, csv_line
 from cnnkit.runtime.predict import Classifier
 from cnnkit.tasks.base import Answer, Task

@@ -16,7 +16,7 @@ from cnnkit.data.preprocess import Preprocess
 from cnnkit.models.build import Architecture, create_model, resolve
 from cnnkit.models.hub import local_weights_file
 from cnnkit.models.registry import ModelInfo
-from cnnkit.runtime.backends import EXPORT_OPTIONS, export_places
+from cnnkit.runtime.exports import EXPORT_OPTIONS, export_places
 
 if TYPE_CHECKING:
     from torch import nn
