@@ -20,7 +20,6 @@ from cnnkit.artifacts.onnxfile import (
     OPSET,
     OnnxMeta,
     export_onnx,
-    float_options,
     read_meta,
     rewrite_meta,
 )
@@ -41,7 +40,7 @@ from cnnkit.export.quantize import (
     quantize_int8,
 )
 from cnnkit.runtime.backends import PARITY_TOLERANCE, Backend, OnnxBackend
-from cnnkit.runtime.exports import check_parity, weights_key
+from cnnkit.runtime.exports import check_parity, export_options, weights_key
 from cnnkit.runtime.inference import log_probs
 from cnnkit.runtime.predict import Classifier, load_predictor
 
@@ -140,9 +139,8 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
         stats = getattr(clf.backend, "stats", None)
         export_onnx(clf.model, OnnxMeta(card.classes, card.preprocess, info, card.task), path,
                     opset, stats=stats)
-        runtime, options = OnnxBackend, float_options(opset)
+        runtime, options = OnnxBackend, export_options(stats, opset)
         if stats is not None:  # the unknown rule's distance is the file's second output
-            options = {**options, "outputs": "logits,distance"}
             x = torch.from_numpy(next(model_inputs(data, card.preprocess, 32)))
             check_parity(clf.model, OnnxBackend(path), card, x=x, stats=stats)
     reference = probabilities(clf, clf.backend, data).numpy()

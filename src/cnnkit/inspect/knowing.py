@@ -39,7 +39,6 @@ class Knowing:
     kept: float | None  # the share of validation images the rule keeps
     strange: dict[str, tuple[np.ndarray, np.ndarray]]  # made-up images: (scores, flags)
     reads: str = "energy"  # what the rule read here: "energy" or "energy and distance"
-    threshold: float | None = None  # the energy line, for a rule on the energy alone
 
     @property
     def ece_before(self) -> float:
@@ -92,8 +91,7 @@ def knowing(model: torch.nn.Module, card: Any, imageset: Any, probs: np.ndarray,
         strange = {k: _scored(model, card, rule, stats, v, crop)
                    for k, v in _made_up(imageset.images).items()}
     return Knowing(t, cal.fitted_on, raw.max(1), np.asarray(probs).max(1), correct,
-                   scores, flags, rule.kept if rule else None, strange, reads,
-                   rule.threshold if rule else None)
+                   scores, flags, rule.kept if rule else None, strange, reads)
 
 
 def _scored(model: torch.nn.Module, card: Any, rule: UnknownRule, stats: FeatureStats | None,

@@ -154,10 +154,10 @@ def write_run_report(run: RunDir | str | os.PathLike, *, model: nn.Module | None
     known = None
     if not multi and test is not None and test.n and eval_set is not None:
         from cnnkit.inspect.knowing import knowing, plot_knowing
-        from cnnkit.runtime.exports import feature_stats
+        from cnnkit.runtime.exports import stats_beside
 
         known = knowing(model, card, eval_set, test.probs, np.asarray(test.labels),
-                        feature_stats(card, run.root, say=False))
+                        stats_beside(card, run.root, say=False))
         if known is not None:
             files["knowing"] = plot_knowing(known, out / "calibration.png", eval_name)
     if not multi and splits is not None:

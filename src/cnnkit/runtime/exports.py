@@ -26,6 +26,7 @@ from cnnkit.artifacts.featurestats import load_stats
 from cnnkit.artifacts.modelcard import ModelCard, read_card
 from cnnkit.artifacts.onnxfile import (
     DISTANCE,
+    OPSET,
     OUTPUT,
     OnnxMeta,
     export_onnx,
@@ -73,8 +74,8 @@ def export_places(architecture: str, key: str, folder: Path | None = None) -> li
         cache_dir("onnx") / f"{stem}.{key}.onnx"]
 
 
-def feature_stats(card: ModelCard, folder: Path | None, *, say: bool = True
-                  ) -> FeatureStats | None:
+def stats_beside(card: ModelCard, folder: Path | None, *, say: bool = True
+                 ) -> FeatureStats | None:
     """The unknown rule's feature statistics from the run ``folder`` when the card's rule
     reads a distance; None when it does not, or (said in one line when ``say``) when they
     are missing or damaged: the rule then answers by the energy alone."""
@@ -92,10 +93,10 @@ def feature_stats(card: ModelCard, folder: Path | None, *, say: bool = True
         return None
 
 
-def _options(stats: FeatureStats | None) -> dict[str, object]:
+def export_options(stats: FeatureStats | None, opset: int = OPSET) -> dict[str, object]:
     """A float export's record options: the graph's, and whether it gives the distance."""
-    return {**EXPORT_OPTIONS, "outputs": f"{OUTPUT},{DISTANCE}"} if stats is not None \
-        else EXPORT_OPTIONS
+    options = float_options(opset)
+    return {**options, "outputs": f"{OUTPUT},{DISTANCE}"} if stats is not None else options
 
 
 def _find(card: ModelCard, key: str, folder: Path | None, source: str | None,
@@ -126,7 +127,7 @@ def find_cached_onnx(card: ModelCard, folder: Path | None = None) -> Path | None
     if not card.sha256:
         return None
     return _find(card, card.sha256[:16], folder, card.sha256,
-                 options=_options(feature_stats(card, folder, say=False)))
+                 options=export_options(stats_beside(card, folder, say=False)))
 
 
 def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None,
@@ -138,7 +139,7 @@ def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None,
     record holds."""
     key = weights_key(model, card)
     source = card.sha256 or key
-    options = _options(stats)
+    options = export_options(stats)
     found = _find(card, key, folder, source, say=True, options=options)
     if found is not None:
         return found
@@ -272,7 +273,7 @@ def make_backend(kind: str, model: nn.Module, card: ModelCard, device: torch.dev
                  folder: Path | None = None) -> Backend:
     """The backend ``kind`` (:data:`BACKENDS`) for ``model`` on ``device``."""
     check_backend(kind)
-    stats = feature_stats(card, folder) if kind != "onnx-int8" else None
+    stats = stats_beside(card, folder) if kind != "onnx-int8" else None
     if kind == "torch" or (kind == "auto" and device.type != "cpu"):
         return TorchBackend(model, device, stats)
     if kind in ONNX_KINDS and device.type != "cpu":

@@ -30,6 +30,8 @@ from cnnkit.models.interface import evaluating
 from cnnkit.runtime.inference import autocast, view_outputs
 from cnnkit.tasks.base import Task
 from cnnkit.tasks.ood import FeatureStats, fit_stats
+from cnnkit.training import codes_onnx
+from cnnkit.training.features import extract
 
 # Fewer held-out images than this fit neither a temperature nor a quantile worth keeping.
 MIN_IMAGES = 30
@@ -87,9 +89,6 @@ def feature_stats(model: nn.Module, train: ImageSet, pre: Preprocess, device: to
     training images, as the model sees them at prediction (no augmentation): from the
     features mode's onnxruntime codes graph when it is already made for these weights
     (``architecture`` names it), else from torch."""
-    from cnnkit.training import codes_onnx
-    from cnnkit.training.features import extract
-
     most = most if most is not None else stats_images(pre.img_size)
     if len(train) > most:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
@@ -106,6 +105,6 @@ def feature_stats(model: nn.Module, train: ImageSet, pre: Preprocess, device: to
 
 def stats_images(side: int) -> int:
     """Training images the statistics are fitted on at input ``side``: :data:`STATS_IMAGES`
-    for small images, fewer for large ones (one inference pass of eager torch at 224 px
-    is about 40 images/s on two CPU cores), never under 1,000."""
+    for small images, fewer for large ones (the pass is eager torch's outside the
+    features mode; docs/design-notes.md), never under 1,000."""
     return max(1000, min(STATS_IMAGES, STATS_IMAGES * 64 * 64 // (side * side)))

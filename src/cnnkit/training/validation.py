@@ -16,14 +16,21 @@ from cnnkit.training import distributed
 from cnnkit.training.recipe import Plan
 
 
-def validate(kept: nn.Module, data: ImageSet, pre: Preprocess, plan: Plan) -> dict[str, float]:
-    """Validation loss and the task's figure of ``kept`` on ``data`` (one process)."""
+def _sums(kept: nn.Module, data: ImageSet, pre: Preprocess, plan: Plan
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(summed loss, hits, labels) of ``kept`` on ``data``."""
     cfg, task = plan.config, plan.task
     scores = log_probs(kept, data, pre, plan.device, task=task,
                        batch_size=max(256, cfg.batch_size),
                        precision=cfg.precision, channels_last=plan.channels_last)
     labels = data.labels.cpu()
-    nll, hits = task.validation_sums(scores, labels)
+    return (*task.validation_sums(scores, labels), labels)
+
+
+def validate(kept: nn.Module, data: ImageSet, pre: Preprocess, plan: Plan) -> dict[str, float]:
+    """Validation loss and the task's figure of ``kept`` on ``data`` (one process)."""
+    task = plan.task
+    nll, hits, labels = _sums(kept, data, pre, plan)
     return {"val_loss": nll.item() / max(len(labels), 1),
             f"val_{task.figure}": hits.item() / max(task.units(labels), 1)}
 
@@ -32,12 +39,8 @@ def validate_shards(kept: nn.Module, part: ImageSet, pre: Preprocess, plan: Plan
                     ) -> dict[str, float]:
     """Validation loss and the task's figure over every rank's slice (``part``: this
     rank's), summed across ranks."""
-    cfg, task = plan.config, plan.task
-    scores = log_probs(kept, part, pre, plan.device, task=task,
-                       batch_size=max(256, cfg.batch_size),
-                       precision=cfg.precision, channels_last=plan.channels_last)
-    labels = part.labels.cpu()
-    nll, hits = task.validation_sums(scores, labels)
+    task = plan.task
+    nll, hits, labels = _sums(kept, part, pre, plan)
     nll, hits, n, units = distributed.all_sum(
         plan.cluster, nll, hits, torch.tensor(len(labels)), torch.tensor(task.units(labels)))
     return {"val_loss": (nll / n).item(), f"val_{task.figure}": (hits / units).item()}
