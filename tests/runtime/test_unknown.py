@@ -143,6 +143,10 @@ def test_statistics_missing_or_from_another_save_fall_back_to_the_energy_in_one_
     rule = clf.task.unknown
     assert all(p.distance is None and p.unknown_score is not None for p in preds)
     assert [p.unlike for p in preds] == [p.energy > rule.threshold for p in preds]
+    # the default backend says so too, also once its energy-only export is cached
+    for _ in range(2):
+        assert cnnkit.load(str(run)).predict([strange])[0].distance is None
+        assert "by the energy alone" in capsys.readouterr().err
 
 
 def test_the_server_answers_unknown_with_the_score(calibrated, strange):

@@ -123,11 +123,14 @@ def _find(card: ModelCard, key: str, folder: Path | None, source: str | None,
 def find_cached_onnx(card: ModelCard, folder: Path | None = None) -> Path | None:
     """An earlier export of the weights ``card.sha256`` names, with the card's classes and
     input and a record that binds it to them, if there is one; found without torch (None
-    when the card has no sha256)."""
+    when the card has no sha256, or when its unknown rule reads feature statistics that
+    cannot be read: the full load then says so)."""
     if not card.sha256:
         return None
-    return _find(card, card.sha256[:16], folder, card.sha256,
-                 options=export_options(stats_beside(card, folder, say=False)))
+    stats = stats_beside(card, folder, say=False)
+    if stats is None and card.task.answers_read_distance:
+        return None  # the full load says why the rule answers by the energy alone
+    return _find(card, card.sha256[:16], folder, card.sha256, options=export_options(stats))
 
 
 def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None,
