@@ -151,12 +151,13 @@ def test_statistics_missing_or_from_another_save_fall_back_to_the_energy_in_one_
 
 def test_the_server_answers_unknown_with_the_score(calibrated, strange):
     from fastapi.testclient import TestClient
-    from tests.serve.conftest import encode
+    from tests.serve.conftest import encode, wait_ready
 
     from cnnkit.serve import ServeConfig, create_app, load_models
 
     models = load_models([f"m={calibrated}"], "torch", "cpu", threads=1)
     with TestClient(create_app(models, ServeConfig()), base_url="http://127.0.0.1") as client:
+        wait_ready(client)
         r = client.post("/predict", content=encode(Image.fromarray(strange)))
     assert r.status_code == 200, r.json()
     answer = r.json()["predictions"][0]

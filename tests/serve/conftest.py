@@ -99,6 +99,16 @@ def served(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     assert server.stop() == 0, log.read_text()
 
 
+def wait_ready(client, timeout: float = 60.0) -> None:
+    """Wait until an in-process app's warm-up pass is done: ``/predict`` answers 503 before."""
+    deadline = time.monotonic() + timeout
+    while client.get("/ready").status_code != 200:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the app was not ready in {timeout} s: "
+                                 f"{client.get('/ready').json()}")
+        time.sleep(0.05)
+
+
 def encode(image, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt)

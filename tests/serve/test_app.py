@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from tests.serve.conftest import encode
+from tests.serve.conftest import encode, wait_ready
 
 from cnnkit.serve import ServeConfig, create_app, load_models
 
@@ -21,10 +21,7 @@ def two_models(trained) -> Iterator[TestClient]:
     models = load_models([f"a={run}", f"b={run}"], "torch", "cpu", threads=1)
     with TestClient(create_app(models, ServeConfig(max_request_mb=0.05)),
                     base_url="http://127.0.0.1") as client:
-        for _ in range(400):
-            if client.get("/ready").status_code == 200:
-                break
-            time.sleep(0.05)
+        wait_ready(client)
         yield client
 
 
@@ -68,8 +65,7 @@ def test_health_answers_while_the_model_computes(trained) -> None:
     png = encode(Image.new("RGB", (16, 16)))
     with TestClient(create_app(models, ServeConfig(max_wait_ms=0)),
                     base_url="http://127.0.0.1") as client:
-        while client.get("/ready").status_code != 200:
-            time.sleep(0.05)
+        wait_ready(client)
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(client.post, "/predict", content=png)
             time.sleep(0.2)  # the request is in the model now
@@ -142,10 +138,7 @@ def test_a_multilabel_model_answers_label_sets(trained_multilabel) -> None:
     run, labels = trained_multilabel
     models = load_models([f"tags={run}"], "torch", "cpu", threads=1)
     with TestClient(create_app(models, ServeConfig()), base_url="http://127.0.0.1") as client:
-        for _ in range(400):
-            if client.get("/ready").status_code == 200:
-                break
-            time.sleep(0.05)
+        wait_ready(client)
         task = client.get("/v1/models/tags").json()["task"]
         assert task["name"] == "multi-label" and len(task["thresholds"]) == 10
         png = (labels.parent / "m000.png").read_bytes()

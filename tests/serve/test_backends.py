@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from tests.serve.conftest import wait_ready
 
 from cnnkit.base.errors import CnnkitError
 from cnnkit.serve import ServeConfig, create_app, load_models
@@ -15,10 +14,7 @@ from cnnkit.serve import ServeConfig, create_app, load_models
 def _answer(models, image: bytes) -> dict:
     with TestClient(create_app(models, ServeConfig(max_wait_ms=0)),
                     base_url="http://127.0.0.1") as client:
-        for _ in range(400):  # the warm-up pass runs in the background
-            if client.get("/ready").status_code == 200:
-                break
-            time.sleep(0.05)
+        wait_ready(client)
         info = client.get("/v1/models").json()["models"][0]
         answer = client.post("/predict", content=image).json()["predictions"][0]
         onnx = client.get("/v1/models/m/model.onnx")
