@@ -12,7 +12,9 @@ from torch import nn
 from cnnkit.runtime.inference import chunk_size
 from cnnkit.tasks.single_label import SingleLabel
 from cnnkit.training.distributed import SINGLE
-from cnnkit.training.loop import Trainer
+from cnnkit.training.optim import param_groups
+from cnnkit.training.step import TrainStep
+from cnnkit.training.transfer import Phase
 
 CPU = torch.device("cpu")
 
@@ -28,11 +30,14 @@ def test_cpu_chunks_are_sized_by_pixels() -> None:
 def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int,
           weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     model.zero_grad(set_to_none=True)
-    fake = SimpleNamespace(class_weights=weights, forward=model, device=CPU, cluster=SINGLE,
-                           ddp=None, task=SingleLabel(),
-                           cfg=SimpleNamespace(label_smoothing=0.1, precision="fp32"),
-                           scaler=torch.amp.GradScaler("cpu", enabled=False))
-    logits, loss = Trainer._forward_backward(fake, x, y, chunk)
+    plan = SimpleNamespace(device=CPU, cluster=SINGLE, task=SingleLabel(),
+                           pre=SimpleNamespace(img_size=8),
+                           config=SimpleNamespace(label_smoothing=0.1, precision="fp32",
+                                                  optimizer="sgd", batch_size=len(x)))
+    phase = Phase("train", 1, 0.1, lambda m: param_groups(m.named_parameters(), 0.0))
+    step = TrainStep(plan, model, phase, class_weights=weights)  # type: ignore[arg-type]
+    step.chunk = chunk
+    logits, loss = step.forward_backward(x, y)
     return logits, loss, [p.grad.clone() for p in model.parameters()]
 
 
@@ -58,8 +63,13 @@ def test_warmup_epochs_set_the_warm_up_the_loop_follows(tmp_path, monkeypatch) -
     from cnnkit.training import loop
 
     rates: list[float] = []
-    original = loop.set_lr
-    monkeypatch.setattr(loop, "set_lr", lambda opt, lr: (rates.append(lr), original(opt, lr)))
+
+    class Watched(TrainStep):
+        def __call__(self, x, y, lr=None):
+            rates.append(lr)
+            return super().__call__(x, y, lr)
+
+    monkeypatch.setattr(loop, "TrainStep", Watched)
     result = cnnkit.train("shapes:size=12,count=60", model="conv4k3-pool2-dense8", epochs=2,
                           batch_size=16, lr=0.01, schedule="constant", warmup_epochs=1,
                           plots=False, device="cpu", out=str(tmp_path))

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from cnnkit.base.errors import CnnkitError
-from cnnkit.training.optim import build_optimizer, lr_factor, param_groups, warmup_fraction
+from cnnkit.training.optim import lr_factor, param_groups, warmup_fraction
+from cnnkit.training.step import build_optimizer
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])

@@ -45,18 +45,20 @@ def test_features_mode_trains_only_a_head_and_caches_features(tmp_path: Path) ->
 
 def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch) -> None:
     from cnnkit.training import loop
+    from cnnkit.training.step import TrainStep
 
     seen: list[dict] = []
-    original = loop.set_train_mode
 
-    def watch(model, bn_eval=False) -> None:  # the state each epoch trains in
-        original(model, bn_eval)
-        seen.append({"bn_training": model.bn1.training,  # the stem's, frozen throughout
-                     "top_bn_training": model.bn2.training,
-                     "stem_trainable": model.conv_stem.weight.requires_grad,
-                     "head_trainable": model.get_classifier().weight.requires_grad})
+    class Watched(TrainStep):
+        def train(self) -> None:  # the state each epoch trains in
+            super().train()
+            model = self.model
+            seen.append({"bn_training": model.bn1.training,  # the stem's, frozen throughout
+                         "top_bn_training": model.bn2.training,
+                         "stem_trainable": model.conv_stem.weight.requires_grad,
+                         "head_trainable": model.get_classifier().weight.requires_grad})
 
-    monkeypatch.setattr(loop, "set_train_mode", watch)
+    monkeypatch.setattr(loop, "TrainStep", Watched)
 
     ref = create_model("efficientnet_lite0", 3, pretrained=True)
     result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=2,
@@ -88,15 +90,16 @@ def test_bn_stats_update_normalises_trainable_blocks_by_batch(tmp_path: Path,
                                                               monkeypatch) -> None:
     from cnnkit.training import loop
     from cnnkit.training.checkpoint import load_checkpoint
+    from cnnkit.training.step import TrainStep
 
     seen: list[tuple[bool, bool]] = []
-    original = loop.set_train_mode
 
-    def watch(model, bn_eval=False) -> None:
-        original(model, bn_eval)
-        seen.append((model.bn1.training, model.bn2.training))  # frozen stem, top block
+    class Watched(TrainStep):
+        def train(self) -> None:
+            super().train()
+            seen.append((self.model.bn1.training, self.model.bn2.training))  # stem, top
 
-    monkeypatch.setattr(loop, "set_train_mode", watch)
+    monkeypatch.setattr(loop, "TrainStep", Watched)
     ref = create_model("efficientnet_lite0", 3, pretrained=True)
     result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=2,
                           head_epochs=1, unfreeze="2", bn_stats="update", out=str(tmp_path),

@@ -29,14 +29,14 @@ from cnnkit.data.imageset import ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.sources import Splits
 from cnnkit.models.build import create_model
-from cnnkit.runtime.inference import autocast, chunk_size, log_probs
+from cnnkit.runtime.inference import chunk_size, log_probs
 from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.events import Planned
 from cnnkit.training.features import PROBE_LIMIT, extract
-from cnnkit.training.optim import build_optimizer
 from cnnkit.training.plan_variants import BUDGET_SIZES, at_size, faster_choices, fit_budget
 from cnnkit.training.recipe import Plan
-from cnnkit.training.transfer import Phase, set_train_mode
+from cnnkit.training.step import TrainStep
+from cnnkit.training.transfer import Phase
 
 STEP_S = 0.5  # a timed step: a whole batch, or as many images as take about this long
 TIMED_S = 1.0  # time steps (after one to warm up) until this much has passed ...
@@ -213,29 +213,19 @@ def synthetic(plan: Plan, classes: int, n: int = 256) -> ImageSet:
 def _train_rate(plan: Plan, model: nn.Module, phase: Phase, data: ImageSet
                 ) -> tuple[float, int]:
     """Seconds per image of ``phase``'s steps: one step to warm up, then steps sized to
-    take about STEP_S (whole batches when they are quicker)."""
-    cfg, device = plan.config, plan.device
+    take about STEP_S (whole batches when they are quicker), through the loop's own
+    step (:class:`~cnnkit.training.step.TrainStep`)."""
     batches = _batches(plan, data)
-    batch = max(1, cfg.batch_size // plan.cluster.world)
-    groups = phase.prepare(model)
-    optimizer = build_optimizer(groups, cfg.optimizer, phase.lr, device)
-    set_train_mode(model, phase.bn_eval)
-    batch_stats = any(m.training for m in model.modules()
-                      if isinstance(m, nn.modules.batchnorm._BatchNorm))
-    chunk = batch if batch_stats else chunk_size(device, plan.pre.img_size, batch,
-                                                 training=True)
+    batch = max(1, plan.config.batch_size // plan.cluster.world)
+    train = TrainStep(plan, model, phase)
+    train.train()
+    chunk = min(batch, train.chunk)
 
     def step(k: int) -> float:
         x, y = batches(k)
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        for xs, ys in zip(x.split(chunk), y.split(chunk)):
-            with autocast(device, cfg.precision):
-                loss = plan.task.loss(model(xs), ys, reduction="sum",
-                                      smoothing=cfg.label_smoothing) / len(y)
-            loss.backward()
-        optimizer.step()
-        _sync(device)
+        train(x, y)
+        _sync(plan.device)
         return time.perf_counter() - start
 
     first = min(batch, chunk)
@@ -246,7 +236,7 @@ def _train_rate(plan: Plan, model: nn.Module, phase: Phase, data: ImageSet
         spent += step(size)
         images += size
         n += 1
-    optimizer.zero_grad(set_to_none=True)
+    train.optimizer.zero_grad(set_to_none=True)
     return spent / images, n
 
 

@@ -12,7 +12,6 @@ Validation is :mod:`cnnkit.training.validation`'s, the phases' record (phases.js
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,6 @@ from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.loader import BatchLoader, resident
 from cnnkit.data.sources import Splits
-from cnnkit.runtime.inference import autocast, chunk_size
 from cnnkit.training import distributed
 from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.clock import PhaseClock
@@ -40,11 +38,12 @@ from cnnkit.training.events import (
     StepDone,
 )
 from cnnkit.training.hyperparams import keeps_best
-from cnnkit.training.optim import build_optimizer, lr_factor, set_lr, warmup_fraction
+from cnnkit.training.optim import lr_factor, warmup_fraction
 from cnnkit.training.phase_record import record_phase
 from cnnkit.training.recipe import Plan
+from cnnkit.training.step import TrainStep
 from cnnkit.training.trained_start import keep_start, settle
-from cnnkit.training.transfer import Phase, set_train_mode
+from cnnkit.training.transfer import Phase
 from cnnkit.training.validation import validate, validate_shards
 
 
@@ -80,7 +79,7 @@ class Trainer:
             slices = torch.arange(len(self.val_set)).tensor_split(self.cluster.world)
             self.val_part = self.val_set.subset(slices[self.cluster.rank])
         self.augment_generator: torch.Generator | None = None  # distributed: per rank
-        self.class_weights = None if class_weights is None else class_weights.to(self.device)
+        self.class_weights = class_weights
         self.sample_weights = sample_weights
         self.callbacks = tuple(callbacks)
         self.events = events if events is not None else Events()
@@ -97,11 +96,10 @@ class Trainer:
         self.keep_best = keeps_best(self.cfg.keep, val_images, self.cfg.patience)
         # --ema: the average is what is validated, saved as the model and tested
         self.average = WeightAverage(self.model, self.cfg.ema) if self.cfg.ema else None
-        # fp16 gradients underflow without loss scaling (bf16 and fp32 need none)
+        # fp16's loss scaling spans the phases' steps (the checkpoint keeps its state)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.cfg.precision == "fp16")
-        self.forward = self.model
-        self.ddp: nn.Module | None = None
+        self.forward: nn.Module = self.model
         if plan.compile and not self.cluster.distributed:
             self.forward = torch.compile(self.model)
 
@@ -127,13 +125,13 @@ class Trainer:
         self.augment_generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
 
-    def _wrap(self) -> None:
+    def _wrap(self, step: TrainStep) -> None:
         """DistributedDataParallel over the parameters this phase trains (it copies rank 0's
         weights to the others first: after a probe fitted by rank 0 alone, its head)."""
         if not self.cluster.distributed:
             return
-        self.ddp = distributed.wrap(self.model, self.cluster, self.device)
-        self.forward = torch.compile(self.ddp) if self.plan.compile else self.ddp
+        step.ddp = distributed.wrap(self.model, self.cluster, self.device)
+        step.forward = torch.compile(step.ddp) if self.plan.compile else step.ddp
 
     def fit(self, resume: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run every phase; ``resume`` is a loaded checkpoint to continue from."""
@@ -158,21 +156,20 @@ class Trainer:
         epoch_offset = sum(p.epochs for p in self.phases[:start_phase])
         for index in range(start_phase, len(self.phases)):
             phase = self.phases[index]
-            groups = phase.prepare(self.model)
-            record_phase(self.run, index, phase, groups, self.model, self.cfg,
+            step = TrainStep(self.plan, self.model, phase, class_weights=self.class_weights,
+                             scaler=self.scaler, forward=self.forward)
+            record_phase(self.run, index, phase, step.groups, self.model, self.cfg,
                          self._warmup(phase), self.events, len(self.phases), self.writes)
-            self._wrap()  # distributed: every rank now holds rank 0's weights
+            self._wrap(step)  # distributed: every rank now holds rank 0's weights
             if resume is None and index == 0 and self.trained_start:
                 self._measure_start()
-            optimizer = build_optimizer(groups, self.cfg.optimizer, phase.lr, self.device)
             if opt_state is not None and index == start_phase:
-                optimizer.load_state_dict(opt_state)
+                step.optimizer.load_state_dict(opt_state)
             first = start_epoch if index == start_phase else 0
             clock = self.plan.deadline.phase(index) if self.plan.deadline else None
             self.out_of_time = False
             for epoch in range(first, phase.epochs):
-                stop = self._epoch(index, phase, epoch, epoch_offset + epoch + 1, optimizer,
-                                   clock)
+                stop = self._epoch(index, phase, epoch, epoch_offset + epoch + 1, step, clock)
                 if stop and self.asked_to_stop:
                     log.info(f"stopped when asked, in epoch {epoch_offset + epoch + 1}; "
                              "keeping the best model so far")
@@ -218,18 +215,13 @@ class Trainer:
         return warmup_fraction(self.cfg.schedule, self.cfg.warmup_epochs, phase.epochs)
 
     def _epoch(self, phase_index: int, phase: Phase, epoch: int, global_epoch: int,
-               optimizer: torch.optim.Optimizer, clock: PhaseClock | None = None) -> bool:
+               step: TrainStep, clock: PhaseClock | None = None) -> bool:
         self._seed_rank(global_epoch)
         loader = self.loader()
         steps = len(loader)
         total_steps = steps * phase.epochs
         warmup = self._warmup(phase)
-        set_train_mode(self.model, phase.bn_eval)
-        # Chunks change nothing but speed unless batch norm computes batch statistics.
-        bn_batch_stats = any(m.training for m in self.model.modules()
-                             if isinstance(m, nn.modules.batchnorm._BatchNorm))
-        chunk = self.cfg.batch_size if bn_batch_stats else chunk_size(
-            self.device, self.pre.img_size, self.cfg.batch_size, training=True)
+        step.train()
         phase_label = phase.name if len(self.phases) > 1 else ""
         task, figure = self.task, self.task.figure
         self.events.emit(EpochStarted(global_epoch, self.total_epochs, steps, phase_label,
@@ -249,11 +241,7 @@ class Trainer:
                 self.asked_to_stop = True
                 break
             lr = phase.lr * lr_factor(at, total_steps, self.cfg.schedule, warmup)
-            set_lr(optimizer, lr)
-            optimizer.zero_grad(set_to_none=True)
-            logits, loss = self._forward_backward(x, y, chunk)
-            self.scaler.step(optimizer)  # optimizer.step(), skipped on fp16 overflow
-            self.scaler.update()
+            logits, loss = step(x, y, lr)
             if self.average is not None:
                 self.average.update(self.model)
             loss_sum += loss * len(y)
@@ -311,7 +299,7 @@ class Trainer:
                 self.events.emit(BestModel(global_epoch, self.run.model_path,
                                            row.get(f"val_{figure}"), row.get("val_loss"),
                                            figure=figure))
-            self._save(row, phase_index, epoch, optimizer, stop)
+            self._save(row, phase_index, epoch, step.optimizer, stop)
         why = ("asked" if self.asked_to_stop else "time" if self.out_of_time and stop
                else "early stopping" if stop else "")
         self.events.emit(EpochEnded(global_epoch, self.total_epochs, row, improved,
@@ -364,33 +352,6 @@ class Trainer:
         if clock is None:
             return float(step)
         return distributed.rank_mean(self.cluster, clock.position(step, total), self.device)
-
-    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, chunk: int
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and mean loss of a batch, with its gradients accumulated chunk by chunk:
-        the same gradients as one pass (sums over the batch's own denominator), faster
-        on a CPU where a few large images' activations fit in cache."""
-        weight, task = self.class_weights, self.task
-        denom = task.loss_denominator(y, weight)
-        if self.cluster.distributed and isinstance(denom, torch.Tensor):
-            # DistributedDataParallel averages the ranks' gradients: divide by the global
-            # batch's weight per rank, so their average is the global weighted mean's
-            denom = (distributed.all_sum(self.cluster, denom)[0] / self.cluster.world).to(
-                device=x.device, dtype=torch.float32)
-        outs, total = [], torch.zeros((), device=x.device)
-        pieces = list(zip(x.split(chunk), y.split(chunk)))
-        for k, (xs, ys) in enumerate(pieces):
-            # Gradients cross the processes once per step: with the last chunk's backward
-            quiet = self.ddp is not None and k < len(pieces) - 1
-            with self.ddp.no_sync() if quiet else contextlib.nullcontext():  # type: ignore[union-attr]
-                with autocast(self.device, self.cfg.precision):
-                    logits = self.forward(xs)
-                    loss = task.loss(logits, ys, weight=weight, reduction="sum",
-                                     smoothing=self.cfg.label_smoothing) / denom
-                self.scaler.scale(loss).backward()
-            outs.append(logits.detach())
-            total += loss.detach()
-        return (outs[0] if len(outs) == 1 else torch.cat(outs)), total
 
     def _is_better(self, row: dict[str, Any]) -> bool:
         """A higher validation figure, or the same with a lower validation loss."""

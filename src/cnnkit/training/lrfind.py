@@ -37,11 +37,9 @@ from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.sources import Splits
-from cnnkit.runtime.inference import autocast
 from cnnkit.training.distributed import broadcast
-from cnnkit.training.optim import build_optimizer, set_lr
 from cnnkit.training.recipe import Plan
-from cnnkit.training.transfer import set_train_mode
+from cnnkit.training.step import TrainStep
 
 SUGGESTIONS = ("knee", "steepest", "valley", "minimum")
 # Which suggestion ``train --lr find`` takes (chosen by measurement: docs/design-notes.md,
@@ -123,11 +121,8 @@ def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7
     work = copy.deepcopy(model).to(device)
     if plan.channels_last:
         work = work.to(memory_format=torch.channels_last)
-    phase = plan.phases[-1]
-    groups = phase.prepare(work)
-    set_train_mode(work, phase.bn_eval)
-    optimizer = build_optimizer(groups, cfg.optimizer, start, device)
-    weight = None if class_weights is None else class_weights.to(device)
+    step = TrainStep(plan, work, plan.phases[-1], class_weights=class_weights, lr=start)
+    step.train()
     loader = BatchLoader(splits.train, plan.pre, cfg.batch_size, device, train=True,
                          augment=plan.augment,
                          generator=torch.Generator().manual_seed(cfg.seed + 7),
@@ -140,13 +135,7 @@ def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7
         while len(lrs) < steps and not diverged:
             for x, y in loader:
                 lr = start * ratio ** len(lrs)
-                set_lr(optimizer, lr)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast(device, cfg.precision):
-                    logits = work(x)
-                loss = plan.task.loss(logits, y, weight=weight, smoothing=cfg.label_smoothing)
-                loss.backward()
-                optimizer.step()
+                _, loss = step(x, y, lr)
                 value = loss.item()
                 if not math.isfinite(value):
                     diverged = True
@@ -164,7 +153,7 @@ def find_lr(plan: Plan, model: nn.Module, splits: Splits, *, start: float = 1e-7
                     break
     finally:
         torch.set_rng_state(torch_state)
-        del work, optimizer
+        del work, step
     if len(lrs) < 10:
         raise CnnkitError(f"The loss diverged after {len(lrs)} steps of the finder, at a "
                           f"rate of {lrs[-1] if lrs else start:.2g}; pass a smaller start.")

@@ -1,4 +1,4 @@
-"""Optimizers, parameter groups and learning-rate schedules (pure functions of the step)."""
+"""Parameter groups and learning-rate schedules (pure functions of the step)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-
-from cnnkit.base.errors import CnnkitError
 
 
 def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
@@ -24,18 +22,6 @@ def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale})
     return groups
-
-
-def build_optimizer(groups: list[dict], name: str, lr: float, device: torch.device
-                    ) -> torch.optim.Optimizer:
-    if not groups:
-        raise CnnkitError("Nothing to train: every parameter of the model is frozen.")
-    fused = device.type == "cuda"
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused or None)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    raise CnnkitError(f"Unknown optimizer {name!r}; use adamw or sgd.")
 
 
 # A trained start (the linear probe's head, an --init-from run) takes the full peak rate

@@ -100,17 +100,6 @@ def _everything(weight_decay: float) -> Callable[[nn.Module], list[dict]]:
     return prepare
 
 
-def set_train_mode(model: nn.Module, bn_eval: bool = False) -> None:
-    """Train mode, except batch norm layers whose parameters are frozen stay in eval
-    (all of them with ``bn_eval``: their affine parameters still train)."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            own = list(m.parameters(recurse=False))
-            if bn_eval or (own and not any(p.requires_grad for p in own)):
-                m.eval()
-
-
 def phases(cfg: TrainConfig) -> tuple[Phase, ...]:
     """The phases a resolved config trains in (a plan's ``phases``)."""
     if cfg.mode == "fine-tune":
