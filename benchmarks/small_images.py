@@ -134,7 +134,6 @@ def _rates(data: Path, rounds: int) -> dict:
     from cnnkit.base.config import TrainConfig
     from cnnkit.models.build import create_model
     from cnnkit.training import estimate
-    from cnnkit.training.plan_variants import at_size
     from cnnkit.training.recipe import resolve_config
 
     plans = {name: resolve_config(TrainConfig(str(data), device="cpu", model=model))
@@ -142,7 +141,7 @@ def _rates(data: Path, rounds: int) -> dict:
                                  ("seed-cnn, 28 px", "seed-cnn"))}
     lite = resolve_config(TrainConfig(str(data), device="cpu", model="efficientnet_lite0"))
     for side in (64, 96, 128, 224):
-        plans[f"EfficientNet-Lite0 fine-tune, {side} px"] = at_size(lite, side)
+        plans[f"EfficientNet-Lite0 fine-tune, {side} px"] = estimate.at_size(lite, side)
     models = {k: create_model(p.arch, 10, p.pre.channels, p.pre.img_size)
               for k, p in plans.items()}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in plans}

@@ -18,7 +18,6 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
 from cnnkit.training import estimate
 from cnnkit.training.clock import duration
-from cnnkit.training.plan_variants import fit_budget
 from cnnkit.training.recipe import resolve_config
 
 MODEL = "conv4k3-pool2-dense8"
@@ -88,7 +87,7 @@ def test_a_budget_picks_fewer_epochs_before_a_smaller_input(
         make_tree, tmp_path: Path, budget: float, epochs: int, side: int, says: str) -> None:
     """Planned for 90% of the budget; 100 s an epoch at 224 px, by pixels below."""
     plan = _pretrained_plan(make_tree, tmp_path, budget)
-    fitted, line = fit_budget(plan, budget, _cost(100))
+    fitted, line = estimate.fit_budget(plan, budget, _cost(100))
     assert (fitted.config.epochs, fitted.pre.img_size, fitted.config.img_size) == \
         (epochs, side, side)
     assert says in line
@@ -101,13 +100,13 @@ def test_a_budget_too_short_for_anything_says_what_would_do(make_tree, tmp_path:
                                           r"at 64 px takes about 8 s here, after about 55 s "
                                           r"of loading and timing. Allow --time 1m10s or "
                                           r"more, or train on fewer images"):
-        fit_budget(plan, 6, _cost(100))
+        estimate.fit_budget(plan, 6, _cost(100))
 
 
 def test_a_budget_never_changes_an_input_side_that_was_asked_for(make_tree,
                                                                  tmp_path: Path) -> None:
     plan = _pretrained_plan(make_tree, tmp_path, 230, img_size=224)
-    fitted, _ = fit_budget(plan, 230, _cost(100))  # 2 epochs at 224 px, not 3 at 160
+    fitted, _ = estimate.fit_budget(plan, 230, _cost(100))  # 2 epochs at 224 px, not 3 at 160
     assert (fitted.config.epochs, fitted.pre.img_size) == (2, 224)
 
 

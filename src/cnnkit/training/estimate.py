@@ -1,15 +1,14 @@
-"""What a run will cost on this machine: seconds per image timed from a few real
-training and evaluation steps of the run's model, and the run's time from them;
-:class:`Costs` keeps what was measured, once per model, input side and mode. What the
-run does with it is here too: the estimate line (with the faster choices of a long CPU
-run), ``--time``'s plan that fits the budget
-(:func:`cnnkit.training.plan_variants.fit_budget` decides it) and the deadline the loop
-keeps.
+"""What a run will cost on this machine, and what is done with it.
 
-The steps run on a copy of the model with the random number generators restored
-afterwards, so timing a run changes nothing it trains. Other plans (a smaller input, a
-scratch model) are timed on made-up images of their size: a step costs the same
-whatever the pixels hold.
+:class:`Costs` keeps seconds per image for each model, input side and mode asked about,
+each measured once (:func:`measure`: a few real steps, :mod:`cnnkit.training.timing`,
+on a copy of the model with the random number generators restored afterwards, so timing
+a run changes nothing it trains; other plans, a smaller input or a scratch model, on
+made-up images of their size). From them: the run's time, ``--time``'s plan that fits the
+budget (fewer epochs, or a smaller input side) and the deadline the loop keeps, and the
+estimate line with the faster choices a long CPU run is offered. The plans made from a
+plan to cost them (another input side, fewer epochs, other options) are made here too:
+costing is their only use.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,25 +26,27 @@ from cnnkit.base import log
 from cnnkit.base.config import format_duration
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
-from cnnkit.data.loader import BatchLoader
 from cnnkit.data.sources import Splits
 from cnnkit.models.build import create_model
-from cnnkit.runtime.inference import chunk_size, log_probs
 from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.events import Planned
-from cnnkit.training.features import PROBE_LIMIT, extract
-from cnnkit.training.plan_variants import BUDGET_SIZES, at_size, faster_choices, fit_budget
-from cnnkit.training.recipe import Plan
-from cnnkit.training.step import TrainStep
-from cnnkit.training.transfer import Phase
+from cnnkit.training.features import PROBE_LIMIT
+from cnnkit.training.hyperparams import resolve_numbers, small_data_changes
+from cnnkit.training.input_choice import FAR_SMALLER, SMALL_IMAGE_MODEL
+from cnnkit.training.recipe import Plan, resolve_config
+from cnnkit.training.timing import features_rate, infer_rate, synthetic, train_rate
 
-STEP_S = 0.5  # a timed step: a whole batch, or as many images as take about this long
-TIMED_S = 1.0  # time steps (after one to warm up) until this much has passed ...
-MAX_STEPS = 6  # ... or this many steps
-FEATURE_IMAGES = 8  # the features mode's pass on its graph is timed on this many images
 REPORT_S = 5.0  # the end's plots and report.html, less their Grad-CAMs
 GRAD_CAMS = 9  # the report's top losses, each a forward and a backward pass
 LONG_S = 600.0  # on a CPU, a plan longer than this is shown its faster choices
+EXIT_S = 2.0  # --time: the last files, the process's exit
+
+# --time: a pretrained model's input shrinks (through these sides) before its run gets
+# fewer than MIN_EPOCHS epochs (or the plan's own, when fewer); docs/design-notes.md,
+# "A plan that says what it costs".
+BUDGET_SIZES = (192, 160, 128, 96, 64)
+MIN_EPOCHS = 3
+MARGIN = 0.9  # --time plans this share of the time left; the loop's clock absorbs the rest
 
 
 @dataclass(frozen=True)
@@ -176,10 +178,10 @@ def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = 
         train: dict[str, float] = {}
         steps = 0
         for phase in plan.phases if plan.config.mode != "features" else ():
-            train[phase.name], n = _train_rate(plan, twin, phase, data)
+            train[phase.name], n = train_rate(plan, twin, phase, data)
             steps += n
-        infer = _infer_rate(plan, twin, val)
-        coded = _features_rate(plan, twin, val) if plan.config.mode == "features" else None
+        infer = infer_rate(plan, twin, val)
+        coded = features_rate(plan, twin, val) if plan.config.mode == "features" else None
     return Rates(train, infer, steps, coded)
 
 
@@ -198,126 +200,150 @@ def between(low: Rates, low_side: int, high: Rates, high_side: int, side: int) -
                  and high.features is not None else None)
 
 
-def synthetic(plan: Plan, classes: int, n: int = 256) -> ImageSet:
-    """Made-up uint8 images stored as the plan stores its data (at the decode size)."""
-    pre = plan.pre
-    side = pre.decode_size
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, pre.channels, side, side), dtype=torch.uint8,
-                           generator=gen)
-    labels = torch.arange(n) % max(classes, 1)
-    return ImageSet(images, labels, tuple(str(c) for c in range(max(classes, 1))),
-                    crop_fraction=pre.img_size / side)
-
-
-def _train_rate(plan: Plan, model: nn.Module, phase: Phase, data: ImageSet
-                ) -> tuple[float, int]:
-    """Seconds per image of ``phase``'s steps: one step to warm up, then steps sized to
-    take about STEP_S (whole batches when they are quicker), through the loop's own
-    step (:class:`~cnnkit.training.step.TrainStep`)."""
-    batches = _batches(plan, data)
-    batch = max(1, plan.config.batch_size // plan.cluster.world)
-    train = TrainStep(plan, model, phase)
-    train.train()
-    chunk = min(batch, train.chunk)
-
-    def step(k: int) -> float:
-        x, y = batches(k)
-        start = time.perf_counter()
-        train(x, y)
-        _sync(plan.device)
-        return time.perf_counter() - start
-
-    first = min(batch, chunk)
-    per_image = step(first) / first  # warm-up: the slowest step, a first guess
-    size = _step_size(per_image, batch, chunk)
-    spent, images, n = 0.0, 0, 0
-    while n == 0 or (spent < TIMED_S and n < MAX_STEPS):
-        spent += step(size)
-        images += size
-        n += 1
-    train.optimizer.zero_grad(set_to_none=True)
-    return spent / images, n
-
-
-def _step_size(per_image: float, batch: int, chunk: int) -> int:
-    """Images in a timed step: the batch, or whole chunks taking about STEP_S."""
-    if per_image * batch <= STEP_S:
-        return batch
-    return max(chunk, min(batch, int(STEP_S / per_image) // chunk * chunk))
-
-
-def _batches(plan: Plan, data: ImageSet
-             ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-    """Augmented training batches of any size drawn from ``data``, as the loop makes
-    them (the loop's loader, the run's augmentation)."""
-    gen = torch.Generator().manual_seed(plan.config.seed + 7)
-
-    def draw(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(len(data), (k,), generator=gen)
-        part = data.subset(idx)
-        loader = BatchLoader(part, plan.pre, k, plan.device, train=True, augment=plan.augment,
-                             generator=gen, channels_last=plan.channels_last)
-        return next(iter(loader))
-    return draw
-
-
-def _infer_rate(plan: Plan, model: nn.Module, data: ImageSet) -> float:
-    """Seconds per image evaluated, as validation and testing run."""
-    model.eval()
-    cfg = plan.config
-    infer_chunk = chunk_size(plan.device, plan.pre.img_size, 256)
-    gen = torch.Generator().manual_seed(plan.config.seed + 11)
-
-    def run(k: int) -> float:
-        part = data.subset(torch.randint(len(data), (k,), generator=gen))
-        start = time.perf_counter()
-        log_probs(model, part, plan.pre, plan.device, task=plan.task,
-                  batch_size=max(256, cfg.batch_size), precision=cfg.precision,
-                  channels_last=plan.channels_last)
-        _sync(plan.device)
-        return time.perf_counter() - start
-
-    per_image = run(infer_chunk) / infer_chunk  # warm-up
-    k = max(infer_chunk, min(1024, int(TIMED_S / 2 / max(per_image, 1e-9))
-                             // infer_chunk * infer_chunk))
-    spent, images, n = 0.0, 0, 0
-    while n == 0 or (spent < TIMED_S and n < 3):
-        spent += run(k)
-        images += k
-        n += 1
-    return spent / images
-
-
-def _features_rate(plan: Plan, model: nn.Module, data: ImageSet) -> float | None:
-    """Seconds per image of the features mode's pass on its onnxruntime graph (made now
-    when it is not in the cache, so the run finds it); None where torch codes them (its
-    rate is the evaluation's)."""
-    from cnnkit.training.codes_onnx import runner
-
-    graph = runner(model, plan.pre, plan.device, plan.arch.to_dict())
-    if graph is None:
-        return None
-    gen = torch.Generator().manual_seed(plan.config.seed + 13)
-
-    def run(k: int) -> float:
-        part = data.subset(torch.randint(len(data), (k,), generator=gen))
-        start = time.perf_counter()
-        extract(model, part, plan.pre, plan.device, graph=graph)
-        return time.perf_counter() - start
-
-    run(2)  # warm-up
-    k = FEATURE_IMAGES
-    return (run(k) + run(k)) / (2 * k)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _cuda(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
+
+
+def resizable(plan: Plan) -> bool:
+    """Whether the run's input side is ours to change: a pretrained model (it takes any
+    size) whose size was not asked for and whose weights do not fix it (--init-from)."""
+    return (plan.info.is_pretrained and plan.asked.img_size is None
+            and plan.asked.init_from is None)
+
+
+def at_size(plan: Plan, size: int) -> Plan:
+    """``plan`` at another input side, for costing it (the run itself resolves anew)."""
+    return replace(plan, config=plan.config.replace(img_size=size),
+                   pre=replace(plan.pre, img_size=size))
+
+
+def with_epochs(plan: Plan, epochs: int) -> Plan:
+    """``plan`` with ``epochs`` in all; a fine-tune's head-only epochs follow them unless
+    asked for."""
+    cfg = plan.config
+    head = cfg.head_epochs
+    if cfg.mode == "fine-tune" and plan.asked.head_epochs is None:
+        head = 0 if cfg.probe or epochs < 2 else max(1, min(3, epochs // 4))
+    return replace(plan, config=cfg.replace(epochs=epochs, head_epochs=head))
+
+
+def variant(plan: Plan, n_train: int, **changes: Any) -> Plan:
+    """The plan that the same options with ``changes`` would make for the same data
+    (few-image defaults included), for costing it."""
+    asked = plan.asked.replace(**changes)
+    other = resolve_config(asked, cluster=plan.cluster)
+    extra = small_data_changes(asked, other.config, n_train)
+    if extra:
+        numbers = resolve_numbers(asked.replace(**extra), other.config.mode,
+                                  other.source.builtin, other.device, plan.cluster.world)
+        other = replace(other, config=other.config.replace(**numbers))
+    return other
+
+
+def fit_time(plan: Plan, costs: Costs, started: float) -> tuple[Plan, str]:
+    """--time: the plan that fits in the time left of the budget (which started at
+    ``started`` on the monotonic clock), and the line that says so."""
+    left = (plan.config.time or 0.0) - (time.monotonic() - started)
+    return fit_budget(plan, left, costs.seconds)
+
+
+def fit_budget(plan: Plan, left: float, cost: Callable[[Plan], float]) -> tuple[Plan, str]:
+    """--time: the plan that fits in MARGIN of the ``left`` seconds of the budget by
+    ``cost``, and a line saying what was chosen. The most epochs up to the plan's at its
+    input size; when fewer than MIN_EPOCHS fit there and the size is ours to change, the
+    largest smaller side where they do. Nothing that fits: one line saying what would."""
+    total = plan.config.time or left
+    budget = format_duration(total)
+    spent = total - left
+    seconds = left * MARGIN
+    want = plan.config.epochs
+    sizes = (plan.pre.img_size, *(s for s in BUDGET_SIZES
+                                  if resizable(plan) and s < plan.pre.img_size))
+    if plan.config.mode == "features":
+        for size in sizes:
+            candidate = at_size(plan, size) if size != plan.pre.img_size else plan
+            if cost(candidate) <= seconds:
+                return candidate, _fitted(budget, candidate, plan, cost(candidate))
+        raise _too_short(budget, plan, sizes[-1], cost(at_size(plan, sizes[-1])), spent)
+    floor = min(want, MIN_EPOCHS)
+    fallback: Plan | None = None
+    for size in sizes:
+        sized = at_size(plan, size) if size != plan.pre.img_size else plan
+        most = _most_epochs(sized, want, seconds, cost)
+        if not most:
+            continue
+        chosen = with_epochs(sized, most)
+        if most >= floor:
+            return chosen, _fitted(budget, chosen, plan, cost(chosen))
+        fallback = fallback or chosen
+    if fallback is not None:
+        return fallback, _fitted(budget, fallback, plan, cost(fallback))
+    smallest = with_epochs(at_size(plan, sizes[-1]) if len(sizes) > 1 else plan, 1)
+    raise _too_short(budget, plan, sizes[-1], cost(smallest), spent)
+
+
+def _most_epochs(plan: Plan, most: int, seconds: float, cost: Callable[[Plan], float]) -> int:
+    """The most epochs, up to ``most``, whose cost is within ``seconds`` (0: not one);
+    the cost grows with the epochs."""
+    low, high = 0, most
+    while low < high:
+        mid = (low + high + 1) // 2
+        if cost(with_epochs(plan, mid)) <= seconds:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _fitted(budget: str, chosen: Plan, planned: Plan, seconds: float) -> str:
+    what = (f"{chosen.config.epochs} epoch{'s' if chosen.config.epochs != 1 else ''} at "
+            f"{chosen.pre.img_size} px" if chosen.config.mode != "features"
+            else f"features at {chosen.pre.img_size} px")
+    if (chosen.config.epochs, chosen.pre.img_size) == (planned.config.epochs,
+                                                       planned.pre.img_size):
+        return f"--time {budget}: the plan fits ({what}, {duration(seconds)})"
+    was = (f"{planned.config.epochs} at {planned.pre.img_size} px"
+           if planned.config.mode != "features" else f"{planned.pre.img_size} px")
+    return f"--time {budget}: {what} ({duration(seconds)}) instead of {was}, to fit"
+
+
+def _too_short(budget: str, plan: Plan, size: int, seconds: float, spent: float
+               ) -> CnnkitError:
+    what = "the features mode" if plan.config.mode == "features" else "one epoch"
+    need = spent + seconds / MARGIN
+    step = 60 if need > 120 else 10
+    after = f", after {duration(spent)} of loading and timing" if spent >= 1 else ""
+    return CnnkitError(f"--time {budget} is too short for this run: {what} at {size} px "
+                       f"takes {duration(seconds)} here{after}. Allow --time "
+                       f"{format_duration(-(-need // step) * step)} or more, or train on "
+                       "fewer images (--per-class N).")
+
+
+def deadline(plan: Plan, est: Estimate, started: float, spent: float = 0.0) -> Deadline:
+    """When the last training step must be done for the run to end within --time: the
+    budget's end less the test, the report, one validation pass and the process's exit;
+    ``spent``: seconds of the budget used by earlier processes (a resumed run)."""
+    budget = (plan.config.time or 0.0) - spent
+    end = started + budget - est.after_s - est.val_s - EXIT_S
+    return Deadline(end, est.phase_s)
+
+
+def resume_budget(plan: Plan, history: list[dict], started: float, est: Estimate) -> Plan:
+    """--time on --resume: the time its earlier processes trained is spent; the rest is
+    this one's, or one line when nothing is left."""
+    if plan.config.time is None:
+        return plan
+    spent = sum(float(r.get("train_time_s", 0) or 0) + float(r.get("eval_time_s", 0) or 0)
+                for r in history)
+    left = plan.config.time - spent - (time.monotonic() - started) - est.after_s - est.val_s
+    if left <= 0:
+        raise CnnkitError(f"This run has used its --time budget of "
+                          f"{format_duration(plan.config.time)} ({duration(spent)} of "
+                          "training); nothing to resume. Its model is the best so far; start "
+                          "a new run from it with --init-from to train longer.")
+    log.info(f"--time {format_duration(plan.config.time)}: {duration(left)} left for "
+             "training")
+    return replace(plan, deadline=deadline(plan, est, started, spent))
 
 
 def where(device: torch.device) -> str:
@@ -350,16 +376,6 @@ def describe(plan: Plan, n: Counts, est: Estimate, rates: Rates,
 def choices_line(choices: list[tuple[str, float]]) -> str:
     """``faster: --img-size 96 (about 9 min), --mode features (about 3 min)``."""
     return "faster: " + ", ".join(f"{flag} ({duration(s)})" for flag, s in choices)
-
-
-EXIT_S = 2.0  # --time: the last files, the process's exit
-
-
-def fit_time(plan: Plan, costs: Costs, started: float) -> tuple[Plan, str]:
-    """--time: the plan that fits in the time left of the budget (which started at
-    ``started`` on the monotonic clock), and the line that says so."""
-    left = (plan.config.time or 0.0) - (time.monotonic() - started)
-    return fit_budget(plan, left, costs.seconds)
 
 
 def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()) -> Planned:
@@ -399,31 +415,27 @@ def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()
     return event
 
 
-def deadline(plan: Plan, est: Estimate, started: float, spent: float = 0.0) -> Deadline:
-    """When the last training step must be done for the run to end within --time: the
-    budget's end less the test, the report, one validation pass and the process's exit;
-    ``spent``: seconds of the budget used by earlier processes (a resumed run)."""
-    budget = (plan.config.time or 0.0) - spent
-    end = started + budget - est.after_s - est.val_s - EXIT_S
-    return Deadline(end, est.phase_s)
-
-
-def resume_budget(plan: Plan, history: list[dict], started: float, est: Estimate) -> Plan:
-    """--time on --resume: the time its earlier processes trained is spent; the rest is
-    this one's, or one line when nothing is left."""
-    if plan.config.time is None:
-        return plan
-    spent = sum(float(r.get("train_time_s", 0) or 0) + float(r.get("eval_time_s", 0) or 0)
-                for r in history)
-    left = plan.config.time - spent - (time.monotonic() - started) - est.after_s - est.val_s
-    if left <= 0:
-        raise CnnkitError(f"This run has used its --time budget of "
-                          f"{format_duration(plan.config.time)} ({duration(spent)} of "
-                          "training); nothing to resume. Its model is the best so far; start "
-                          "a new run from it with --init-from to train longer.")
-    log.info(f"--time {format_duration(plan.config.time)}: {duration(left)} left for "
-             "training")
-    return replace(plan, deadline=deadline(plan, est, started, spent))
+def faster_choices(plan: Plan, n_train: int) -> list[list[tuple[str, Plan]]]:
+    """What a long run could do instead, each choice as its variants from the largest
+    change down (the caller shows the first that is quick enough, else the last), with
+    the option that asks for it: a smaller input, the features mode, and for small
+    images the scratch model at their own size."""
+    cfg = plan.config
+    choices: list[list[tuple[str, Plan]]] = []
+    if plan.info.is_pretrained and plan.asked.init_from is None:
+        sizes = [s for s in BUDGET_SIZES if s < plan.pre.img_size]
+        if sizes:
+            choices.append([(f"--img-size {s}", at_size(plan, s)) for s in sizes])
+    if cfg.mode == "fine-tune" and plan.asked.init_from is None and not plan.cluster.distributed:
+        choices.append([("--mode features", replace(plan, config=cfg.replace(mode="features")))])
+    facts = plan.facts
+    if (plan.info.is_pretrained and facts is not None and facts.side
+            and facts.side * FAR_SMALLER <= (plan.info.img_size or 0)):
+        scratch = variant(plan, n_train, model=SMALL_IMAGE_MODEL, mode="auto", img_size=None,
+                          weights=None, init_from=None)
+        choices.append([(f"--model {SMALL_IMAGE_MODEL} at {scratch.pre.img_size} px",
+                         scratch)])
+    return choices
 
 
 def _len(part: object) -> int:

@@ -31,10 +31,16 @@ from cnnkit.data.sources import Splits, load_run_splits
 from cnnkit.models.build import create_model
 from cnnkit.tasks.registry import get_task
 from cnnkit.training import distributed
-from cnnkit.training.estimate import Costs, announce, deadline, fit_time, resume_budget
+from cnnkit.training.estimate import (
+    Costs,
+    announce,
+    deadline,
+    fit_time,
+    resume_budget,
+    with_epochs,
+)
 from cnnkit.training.events import Events, Planned
 from cnnkit.training.lrfind import LRFinding, run_rate
-from cnnkit.training.plan_variants import with_epochs
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config
 

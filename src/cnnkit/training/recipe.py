@@ -8,7 +8,7 @@ epochs, ``--keep auto``, a scratch model's mean/std, the features mode's taps). 
 numbers they fill in (epochs, batch size, learning rate) are
 :mod:`cnnkit.training.hyperparams`'s, the model and input side for the images
 :mod:`cnnkit.training.input_choice`'s; ``--time``'s plan and the other plans made from
-a plan are :mod:`cnnkit.training.plan_variants`'.
+a plan to cost them are :mod:`cnnkit.training.estimate`'s.
 """
 
 from __future__ import annotations
