@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,9 @@ class TrainConfig:
         _choice("channels_last", self.channels_last, SWITCHES)
         _choice("compile", self.compile, SWITCHES)
         _choice("bn_stats", self.bn_stats, BN_STATS)
-        augment_tokens(self.augment)
-        track_tokens(self.track)
+        # --augment and --track are parsed here, once (a bad spec fails as the config is
+        # made); what reads them later reads the parsed tokens
+        _ = self.augments, self.trackers
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _positive("img_size", self.img_size)
@@ -143,6 +145,16 @@ class TrainConfig:
                                           and math.isfinite(self.time) and self.time > 0):
             raise CnnkitError(f"--time takes a positive duration such as 90s, 10m or 1h30m. "
                               f"Received: {self.time!r}")
+
+    @cached_property
+    def augments(self) -> tuple[str, ...]:
+        """``augment`` parsed into its tokens (``auto`` and ``none``: none)."""
+        return augment_tokens(self.augment)
+
+    @cached_property
+    def trackers(self) -> tuple[str, ...]:
+        """``track`` parsed: the trackers asked for, in order (``none``: none)."""
+        return track_tokens(self.track)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -20,7 +20,7 @@ import torch
 
 from cnnkit.artifacts.modelfile import ModelCard
 from cnnkit.base import log
-from cnnkit.base.config import TrainConfig, augment_tokens
+from cnnkit.base.config import TrainConfig
 from cnnkit.base.device import pick_device, settle_precision
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.pipeline import Preprocess
@@ -185,7 +185,7 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         *((small,) if small else ()),
         *input_notes(resolved, config, info, facts, mirror, budget_size is not None))
     task = card.task if card is not None else get_task(source.task)
-    return Plan(resolved, config, source, arch, info, pre, augment_tokens(augment), device,
+    return Plan(resolved, config, source, arch, info, pre, resolved.augments, device,
                 channels_last, _compiles(resolved, device), find_lr=config.lr == "find",
                 notes=notes, cluster=cluster, sync_bn=sync_bn, facts=facts, task=task)
 

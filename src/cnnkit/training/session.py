@@ -71,7 +71,7 @@ def train(config: TrainConfig | str | None = None, /, *, callbacks: Sequence[Cal
     if started is None:
         started = budget_start() if under_torchrun() else time.monotonic()
     config = TrainConfig.of(config, options)
-    trackers = check_installed(config.track)
+    trackers = check_installed(config.trackers)
     check_folder(config.out, "--out")
     hub = _hub(events)
     where: list[Path] = []  # the run folder, once there is one
@@ -249,7 +249,7 @@ def _resume(run: RunDir, hub: Events, started: float) -> TrainResult:
                           f"its weights with --init-from {run.root}.")
     model_state, optim_state, meta, rng, average = load_checkpoint(run.checkpoint_path)
     card, _ = read_card(run.root)
-    trackers = check_installed(cfg.track)
+    trackers = check_installed(cfg.trackers)
     cluster = distributed.start(cfg.device)
     decided = decide(cfg, cluster, started=started, events=hub,
                      restart=Restart(run, card, model_state, meta))

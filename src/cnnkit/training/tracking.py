@@ -22,7 +22,7 @@ import numpy as np
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
 from cnnkit.base.atomic import write_json
-from cnnkit.base.config import TrainConfig, track_tokens
+from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
 from cnnkit.tasks.base import Result
 from cnnkit.training.events import EpochEnded, Event, RunEnded, RunFailed
@@ -34,11 +34,10 @@ EPOCH_METRICS = ("train_loss", "val_loss", "lr", "images_per_s")
 STATE_FILE = "tracking.json"  # the MLflow run id, so --resume continues the same run
 
 
-def check_installed(spec: str) -> tuple[str, ...]:
-    """The trackers ``--track`` asks for (parsed once: the run's :class:`Trackers` are
-    these); fails before any work when a tracker's package is missing (one line, the
-    fix)."""
-    names = tuple(track_tokens(spec))
+def check_installed(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The trackers ``--track`` asks for (``TrainConfig.trackers``: the run's
+    :class:`Trackers` are these), once each is found installed; fails before any work
+    when a tracker's package is missing (one line, the fix)."""
     for name in names:
         module, extra = EXTRAS[name]
         if importlib.util.find_spec(module) is None:
