@@ -191,10 +191,41 @@ def test_the_int8_export_says_how_often_each_file_answers_unknown(calibrated, tm
     run = shutil.copytree(calibrated, tmp_path / "run")
     capsys.readouterr()
     assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0
-    line = re.search(r"answered 'unknown' \(the run's rule\): float ([\d.]+)%, int8 ([\d.]+)%",
+    line = re.search(r"answered 'unknown' \(each file's rule\): float ([\d.]+)%, int8 ([\d.]+)%",
                      capsys.readouterr().out)
     card = json.loads((run / "model.card.json").read_text())["int8"]
     assert line is not None
     assert card["float_unknown"] == pytest.approx(float(line.group(1)) / 100, abs=5e-4)
     assert card["int8_unknown"] == pytest.approx(float(line.group(2)) / 100, abs=5e-4)
     assert 0 <= card["float_unknown"] <= 1 and 0 <= card["int8_unknown"] <= 1
+
+
+def test_the_int8_file_answers_by_its_own_rule_fitted_on_its_own_outputs(calibrated, trained,
+                                                                         tmp_path):
+    from cnnkit.tasks.ood import fit_rule
+
+    run = shutil.copytree(calibrated, tmp_path / "run")
+    # Every image of the data as the validation split: the tiny run's own six are too few
+    # to fit a rule on (the calibrated fixture fitted its rule on these 30 too).
+    split = json.loads((run / "split.json").read_text())
+    split["val"] = split["train"] + split["val"] + split["test"]
+    (run / "split.json").write_text(json.dumps(split))
+    assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0
+    card_rule = cnnkit.load(str(run), backend="onnx").task.unknown
+    int8 = cnnkit.load(str(run), backend="onnx-int8")
+    own = int8.task.unknown
+    assert own.uses_distance and own.kept == card_rule.kept and own.features == card_rule.features
+    assert own.fitted_on == len(split["val"]) and own.quantiles != card_rule.quantiles
+    assert int8.task.temperature == cnnkit.load(str(run), backend="onnx").task.temperature
+    # the rule is the int8 file's outputs for those images, as training fits the float one
+    files = [row[0] for row in split["val"]]
+    preds = int8.predict(files)  # each answer's energy (raw logits) and feature distance
+    energies, distances = (np.array([getattr(p, k) for p in preds]) for k in ("energy",
+                                                                            "distance"))
+    refit = fit_rule(energies, own.kept, distances, own.features)
+    np.testing.assert_allclose(own.quantiles, refit.quantiles, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(own.combined, refit.combined, rtol=1e-5, atol=1e-5)
+    # and every way of running the file answers by it: predict, the file given itself
+    np.testing.assert_allclose([p.unknown_score for p in preds], own.score(energies, distances))
+    assert cnnkit.load(str(run / "model.int8.onnx")).task.unknown == own
+    assert cnnkit.load(str(run), backend="torch").task.unknown == card_rule

@@ -56,7 +56,7 @@ def export(
                      "for a model this small, quantizing and dequantizing costs more than "
                      "int8 saves; predict with the float file (--backend onnx).")
         if c.float_unknown is not None and c.int8_unknown is not None:
-            log.info(f"  answered 'unknown' (the run's rule): float {c.float_unknown:.1%}, "
+            log.info(f"  answered 'unknown' (each file's rule): float {c.float_unknown:.1%}, "
                      f"int8 {c.int8_unknown:.1%}")
     if result.card is not None:
         log.info(f"model card: {result.card.markdown} and {result.card.json.name}")

@@ -345,8 +345,9 @@ def markdown(card: dict[str, Any]) -> str:
                   f"{q.get('figure', 'accuracy')}: float "
                   f"{q['float_accuracy']:.2%}, int8 {q['int8_accuracy']:.2%} "
                   f"({q['points']:+.2f} points), {q['speedup']:.2f}x the float file's speed."
-                  + (f" Answered 'unknown' by the run's rule: float {q['float_unknown']:.1%}, "
-                     f"int8 {q['int8_unknown']:.1%} of the test images."
+                  + (f" Answered 'unknown', each file by its own rule: float "
+                     f"{q['float_unknown']:.1%}, int8 {q['int8_unknown']:.1%} of the test "
+                     "images."
                      if q.get("int8_unknown") is not None else "")]
     lines += ["", "## Parity with PyTorch", "",
               "runtime | file | images | largest probability difference | top-1 agreement",

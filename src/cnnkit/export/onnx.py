@@ -34,9 +34,11 @@ from cnnkit.export.images import check_images, run_folder, run_images
 from cnnkit.export.parity import Parity
 from cnnkit.export.quantize import (
     CALIBRATION_IMAGES,
+    RULE_IMAGES,
     Comparison,
     compare,
     model_inputs,
+    own_rule,
     quantize_int8,
 )
 from cnnkit.runtime.backends import PARITY_TOLERANCE, Backend, OnnxBackend
@@ -209,14 +211,18 @@ def _quantized(result: ExportResult, run: RunDir, clf: Classifier, source: str,
     trial = final.with_name(f".{final.name}.measuring.onnx")
     try:
         quantize_int8(result.path, trial, found[0], pre)
-        c = compare(result.path, trial, test, pre, clf.task)
+        val = run_images(run, clf, ("val",), RULE_IMAGES)
+        task = own_rule(trial, val[0] if val is not None else None, pre, clf.task,
+                        tta=bool(run.train_config().tta))
+        c = compare(result.path, trial, test, pre, clf.task, int8_task=task)
         check_drop(c, max_drop, f"{run.root}'s test split")
         meta = read_meta(trial)
         measured = {"test_images": c.images, "float_accuracy": c.float_accuracy,
                     "int8_accuracy": c.int8_accuracy, "max_accuracy_drop": max_drop}
-        # the task (a multi-label model's per-label thresholds) stays with the file
+        # the task stays with the file (a multi-label model's per-label thresholds), with
+        # an unknown rule drawn on the int8 file's own outputs
         rewrite_meta(trial, OnnxMeta(meta.classes, meta.preprocess, {**meta.info, **measured},
-                                     meta.task))
+                                     task))
         probs = probabilities(clf, OnnxBackend(trial), data).numpy()
         os.replace(trial, final)
     finally:

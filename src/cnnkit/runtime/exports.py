@@ -14,8 +14,10 @@ given as the model runs on its own (:func:`onnx_file`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,7 @@ from cnnkit.runtime.backends import (
     OnnxBackend,
     TorchBackend,
 )
+from cnnkit.tasks.registry import task_from_card
 
 if TYPE_CHECKING:
     import torch
@@ -202,6 +205,24 @@ def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
     return diff
 
 
+def own_task(card: ModelCard, backend: Backend) -> ModelCard:
+    """``card`` with the task an int8 file carries when it is the card's task refitted on
+    that file's own outputs (its unknown rule: int8's energies and distances differ from
+    float's, so the float rule's line would keep another share of known images); the card
+    as it is for any other backend, or an int8 file exported before it kept its own."""
+    if not isinstance(backend, OnnxBackend) or backend.name != "onnx-int8":
+        return card
+    fields = backend.session.get_modelmeta().custom_metadata_map.get("task")
+    if fields is None:
+        return card
+    try:
+        task = task_from_card(json.loads(fields), card.classes, str(backend.path))
+    except ValueError as exc:
+        raise CnnkitError(f"{backend.path} has damaged cnnkit metadata ({exc}); export it "
+                          "again.") from None
+    return replace(card, task=task) if task.name == card.task.name else card
+
+
 def find_int8(card: ModelCard, folder: Path | None) -> Path | None:
     """The int8 file ``cnnkit export --quantize int8`` left in the run ``folder``, if its
     record binds it to these weights (the sidecar's sha256) and it is unchanged."""
@@ -262,9 +283,9 @@ def onnx_file(path: str | os.PathLike, backend: str) -> tuple[ModelCard, Path | 
         except CnnkitError:
             run_card = None
         if run_card is not None and run_card.sha256 == source and (
-                run_card.classes, run_card.preprocess, run_card.task) == (
-                meta.classes, meta.preprocess, meta.task):
-            card = run_card
+                run_card.classes, run_card.preprocess, run_card.task.name) == (
+                meta.classes, meta.preprocess, meta.task.name):
+            card = replace(run_card, task=meta.task)  # an int8 file's own unknown rule
         else:
             sidecar = None
     else:

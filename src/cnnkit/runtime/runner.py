@@ -27,7 +27,13 @@ from cnnkit.data.preprocess import model_input, model_pixels, prepares
 from cnnkit.models.registry import get_model_info, is_registered
 from cnnkit.runtime.backend_names import ONNX_KINDS, check_backend
 from cnnkit.runtime.backends import Backend, OnnxBackend
-from cnnkit.runtime.exports import find_cached_onnx, make_backend, onnx_file, require_int8
+from cnnkit.runtime.exports import (
+    find_cached_onnx,
+    make_backend,
+    onnx_file,
+    own_task,
+    require_int8,
+)
 from cnnkit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -60,7 +66,7 @@ class ModelRunner:
                                  else make_backend(backend, model, card, device, folder))
         self._model = model.eval() if model is not None else None
         self._loader = loader
-        self.card = card
+        self.card = own_task(card, self.backend)
         self._device = device
 
     # --- loading --------------------------------------------------------------------

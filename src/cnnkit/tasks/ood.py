@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 
 KEPT = 0.95  # share of the held-out known images that keep their answer
+# Fewer held-out images than this fit neither a temperature nor a quantile worth keeping.
+MIN_HELD_OUT = 30
 LEVELS = 201  # stored quantiles of the known images' energies (every 0.5%)
 
 

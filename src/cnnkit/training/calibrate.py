@@ -29,12 +29,11 @@ from cnnkit.models.feature_distance import WithDistance
 from cnnkit.models.interface import evaluating
 from cnnkit.runtime.inference import autocast, view_outputs
 from cnnkit.tasks.base import Task
-from cnnkit.tasks.ood import FeatureStats, fit_stats
+from cnnkit.tasks.ood import MIN_HELD_OUT, FeatureStats, fit_stats
 from cnnkit.training import codes_onnx
 from cnnkit.training.features import extract
 
-# Fewer held-out images than this fit neither a temperature nor a quantile worth keeping.
-MIN_IMAGES = 30
+MIN_IMAGES = MIN_HELD_OUT
 # Training images the feature statistics are fitted on (a seeded sample of larger splits):
 # enough for class means and a shrunk covariance, one inference pass of at most this many.
 STATS_IMAGES = 5000
