@@ -10,8 +10,10 @@ writes files or prints (the others only compute).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -117,6 +119,17 @@ def broadcast(cluster: Cluster, value: Any) -> Any:
                           f"training began ({str(exc).strip()[:200]}); start the run again."
                           ) from None
     return box[0]
+
+
+@contextlib.contextmanager
+def rank_zero_first(cluster: Cluster) -> Iterator[None]:
+    """Rank 0 runs the block first and the others after it (to read what it left, a
+    filled cache, instead of making it again); in one process, just the block."""
+    if cluster.distributed and not cluster.writes:
+        broadcast(cluster, None)  # wait for rank 0's block
+    yield
+    if cluster.distributed and cluster.writes:
+        broadcast(cluster, None)
 
 
 def all_sum(cluster: Cluster, *values: torch.Tensor) -> list[torch.Tensor]:

@@ -119,11 +119,8 @@ def _prepared(config: TrainConfig, card: ModelCard | None, cluster: distributed.
     torch.manual_seed(plan.config.seed)
     # The run's splits; in a distributed run rank 0 decodes (and fills the cache) first,
     # then the others read what it left, so no two processes decode the same files.
-    if cluster.distributed and not cluster.writes:
-        distributed.broadcast(cluster, None)  # wait for rank 0's splits
-    splits = load_run_splits(plan.config, plan.pre, plan.source)
-    if cluster.distributed and cluster.writes:
-        distributed.broadcast(cluster, None)
+    with distributed.rank_zero_first(cluster):
+        splits = load_run_splits(plan.config, plan.pre, plan.source)
     if restart is None:
         plan = finalize(_task_of(plan, splits, card), splits)
         check_memory(plan)
