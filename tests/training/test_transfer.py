@@ -6,13 +6,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import cnnkit
 from cnnkit.artifacts.modelfile import read_card
+from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
+from cnnkit.evaluation import held_out_test
 from cnnkit.models.build import create_model
 from cnnkit.training.recipe import resolve_config
 
@@ -37,6 +40,15 @@ def test_features_mode_trains_only_a_head_and_caches_features(tmp_path: Path) ->
     model, card = cnnkit.load(first.run_dir, backend="torch").model, read_card(first.run_dir)[0]
     assert torch.equal(model.net.conv_stem.weight.cpu(), ref.conv_stem.weight)
     assert card.preprocess.mean == (0.5, 0.5, 0.5) and card.preprocess.channels == 3
+    # A built-in set's images were trained and tested whole: predicting them gives the
+    # test's own probabilities (no centre crop that training never took).
+    assert card.preprocess.crop_pct == 1.0
+    clf = cnnkit.load(first.run_dir, backend="torch")
+    run = RunDir(first.run_dir)
+    test = held_out_test(run, run.train_config(), clf)
+    tested = clf.log_probs(test).exp().numpy()
+    predicted = clf.predict_proba([x.permute(1, 2, 0).numpy() for x in test.images])
+    np.testing.assert_allclose(predicted, tested, atol=1e-5)
     again = cnnkit.train("shapes:count=240,size=32", mode="features", out=str(tmp_path),
                          name="b", **FAST)
     assert _phases(again.run_dir)[0]["features_cached"] is True

@@ -148,7 +148,10 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     img_size = input_side(config, source, info, facts, budget_size)
     mean = info.mean or (0.5,) * channels
     std = info.std or (0.5,) * channels
-    crop_pct = info.crop_pct if info.is_pretrained else 1.0
+    # A pretrained model's centre crop (timm's crop_pct) for files decoded larger; a
+    # built-in set's images are whole items at their own size, trained and tested uncropped,
+    # so its card says so and predict does not crop them either.
+    crop_pct = info.crop_pct if info.is_pretrained and builtin is None else 1.0
     pre = Preprocess(img_size, channels, tuple(mean), tuple(std), info.interpolation, crop_pct)
 
     augment = config.augment
