@@ -77,3 +77,23 @@ def test_fitted_on_held_out_images_with_test_time_augmentation(digits_run):
                                torch.device("cpu"), tta=True)
     assert fitted.calibration.fitted_on == 60 and fitted.unknown.fitted_on == 60
     assert np.isfinite(fitted.unknown.threshold)
+
+
+def test_a_tta_run_fits_its_rule_on_single_images_as_answers_read_them(tmp_path):
+    from cnnkit.data.sources import load_run_splits
+    from cnnkit.runtime.inference import view_outputs
+    from cnnkit.tasks.ood import energy
+
+    run = cnnkit.train("digits", model="conv8k3same-pool2-conv16k3-gap", img_size=16,
+                       epochs=1, batch_size=64, val_fraction=0.2, test_fraction=0.2,
+                       tta=True, plots=False, device="cpu", out=str(tmp_path), name="tta")
+    model, card = load_model(run.run_dir)
+    val = load_run_splits(run.config, card.preprocess).val
+    one, _ = view_outputs(model, val, card.preprocess, torch.device("cpu"))
+    both, _ = view_outputs(model, val, card.preprocess, torch.device("cpu"), tta=True)
+    rule = card.task.unknown
+    single = np.quantile(energy(one[0]), [0.5, 0.95])
+    merged = np.quantile(np.mean([energy(v) for v in both], axis=0), [0.5, 0.95])
+    assert np.interp([0.5, 0.95], rule.levels, rule.quantiles) == pytest.approx(single,
+                                                                                  rel=1e-4)
+    assert not np.allclose(single, merged, rtol=1e-4)  # the pair's would differ

@@ -24,7 +24,10 @@ def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None,
                   ) -> tuple[nn.Module, ModelCard, Result | None]:
     model, card = load_model(run.root, device=plan.device)
     cfg = plan.config
-    task = fit_on_validation(card.task, model, val, card.preprocess, plan.device, tta=cfg.tta,
+    # Fitted on the images alone, not on --tta's flipped pairs: every way of answering reads
+    # single images unless asked (predict's default, the server, the page, Ray), and the
+    # merged pair's energies are less spread, so its rule would flag more than it keeps.
+    task = fit_on_validation(card.task, model, val, card.preprocess, plan.device, tta=False,
                              precision=cfg.precision, channels_last=plan.channels_last,
                              train=train, weights=run.model_path,
                              architecture=card.architecture.to_dict())
