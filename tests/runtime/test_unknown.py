@@ -112,6 +112,22 @@ def test_an_exported_file_alone_carries_the_rule(calibrated, trained, strange, t
     assert got.unknown_score == pytest.approx(want.unknown_score, abs=1e-4)
 
 
+def test_an_export_whose_distance_is_wrong_is_refused(calibrated):
+    from dataclasses import replace
+
+    from cnnkit.artifacts.modelfile import load_model
+    from cnnkit.runtime.backends import OnnxBackend
+    from cnnkit.runtime.exports import cached_onnx, check_parity, stats_beside
+
+    model, card = load_model(calibrated)
+    stats = stats_beside(card, calibrated)
+    backend = OnnxBackend(cached_onnx(model, card, calibrated, stats))
+    assert check_parity(model, backend, card, stats=stats) <= 1e-4
+    moved = replace(stats, means=stats.means + 0.5 * np.abs(stats.means).mean())
+    with pytest.raises(CnnkitError, match="disagrees with torch on the feature distance"):
+        check_parity(model, backend, card, stats=moved)
+
+
 def test_int8_keeps_the_feature_distance_in_float(calibrated, trained, tmp_path):
     run = shutil.copytree(calibrated, tmp_path / "run")
     assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0

@@ -169,11 +169,18 @@ def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None,
     return path
 
 
+# The feature distance reads the features through a whitening that magnifies float32
+# rounding along their least-varying directions, most on random inputs far from the data:
+# torch and onnxruntime differ there by up to about 1% on a Lite0 features-mode run at
+# 32 px (docs/design-notes.md); a graph built wrong is off by far more.
+DISTANCE_TOLERANCE = 0.05
+
+
 def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
                  x: torch.Tensor | None = None, stats: FeatureStats | None = None) -> float:
     """Largest difference in probabilities between torch and ``backend`` on ``x`` (default:
     two seeded random inputs); an error above :data:`PARITY_TOLERANCE`. With ``stats``,
-    the feature distances must agree too (relatively, within 1e-3)."""
+    the feature distances must agree too (relatively, within :data:`DISTANCE_TOLERANCE`)."""
     import torch
 
     pre = card.preprocess
@@ -194,7 +201,7 @@ def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
         got = backend.run_pair(x.numpy())[1]
         gap = (float(np.max(np.abs(got - want.cpu().numpy()) / (1 + want.cpu().numpy())))
                if got is not None else float("inf"))
-        if not gap <= 1e-3:
+        if not gap <= DISTANCE_TOLERANCE:
             raise CnnkitError(f"The ONNX export of {card.architecture.name} disagrees with "
                               f"torch on the feature distance (relative {gap:.2e}). Use "
                               "--backend torch.")
