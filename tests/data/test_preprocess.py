@@ -38,9 +38,16 @@ def test_model_input_reuses_a_buffer_and_handles_a_short_last_batch(rng) -> None
     np.testing.assert_array_equal(last, ref)
 
 
+def test_a_grey_image_into_an_rgb_model_is_repeated_as_the_tensor_pipeline_does(rng) -> None:
+    images = rng.integers(0, 256, (3, 1, 256, 256), dtype=np.uint8)
+    assert prepares(images.shape, IMAGENET, 224 / 256)
+    ref = eval_batch(torch.from_numpy(images), IMAGENET, 224 / 256).numpy()
+    assert ref.shape == (3, 3, 224, 224)
+    np.testing.assert_array_equal(model_input(images, IMAGENET, 224 / 256), ref)
+
+
 def test_images_that_need_a_resize_or_other_channels_are_left_to_torch(rng) -> None:
     assert prepares((2, 3, 256, 256), LITE0, 224 / 256)
     assert not prepares((2, 3, 28, 28), LITE0, 1.0)  # a built-in set's size: resized
-    assert not prepares((2, 1, 256, 256), LITE0, 224 / 256)  # grey into an RGB model
     images = rng.integers(0, 256, (2, 3, 28, 28), dtype=np.uint8)
     assert model_input(images, LITE0) is None

@@ -37,6 +37,7 @@ def _run(trained, tmp_path: Path) -> tuple[Path, dict]:
                                           "layers": [{"type": "conv"}] * 10_000}},
      "list of 1 to 256 layers"),
     (lambda doc: {**doc, "classes": ["a", "a", "b"]}, "classes has a name twice"),
+    (lambda doc: {**doc, "input": {**doc["input"], "grey": "yes"}}, "grey must be true or"),
     (lambda doc: {**doc, "weights": "../../etc/passwd.safetensors"}, "weights must be a "),
     (lambda doc: {**doc, "architecture": {"name": "resnet152"}},
      r"does not fit this model's architecture: the sidecar's 'resnet152' has 5\d,\d{3},\d{3}"),

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import cnnkit
 from cnnkit.artifacts.modelfile import read_card
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
+from cnnkit.cli import main
 from cnnkit.evaluation import held_out_test
 from cnnkit.models.build import create_model
 from cnnkit.training.recipe import resolve_config
@@ -223,9 +225,31 @@ def test_a_photo_folder_defaults_to_fine_tuning_lite0(make_tree, tmp_path: Path)
 def test_grey_data_becomes_three_channels_for_rgb_backbones() -> None:
     plan = resolve_config(TrainConfig("fashion-mnist", model="efficientnet_lite0",
                                       device="cpu"))
-    assert plan.pre.channels == 3
+    assert plan.pre.channels == 3 and plan.pre.grey and plan.pre.decode_channels == 1
+    # colour data, or a grey model, reads images as they are
+    assert not resolve_config(TrainConfig("shapes", model="efficientnet_lite0")).pre.grey
+    assert not resolve_config(TrainConfig("fashion-mnist", model="fast-cnn")).pre.grey
     with pytest.raises(CnnkitError, match="3-channel"):
         resolve_config(TrainConfig("fashion-mnist", model="efficientnet_lite0", channels=1))
+
+
+def test_a_model_of_grey_data_reads_every_image_as_grey(tmp_path: Path) -> None:
+    """Trained on grey digits, Lite0 sees a tinted digit as the grey digit it was trained
+    on (not as colours it never saw), through every backend and the exported file."""
+    run = cnnkit.train("digits", mode="features", out=str(tmp_path), **FAST).run_dir
+    assert json.loads((run / "model.json").read_text())["input"]["grey"] is True
+    from sklearn.datasets import load_digits
+
+    grey = [(d * 255 / 16).astype(np.uint8) for d in load_digits().images[:12]]
+    tinted = [np.stack([g, g * 0.6, g * 0.3], axis=-1).astype(np.uint8) for g in grey]
+    luma = [np.asarray(Image.fromarray(t).convert("L")) for t in tinted]
+    for backend in ("torch", "onnx"):
+        clf = cnnkit.load(run, backend=backend)
+        np.testing.assert_allclose(clf.predict_proba(tinted), clf.predict_proba(luma),
+                                   atol=1e-6)
+    assert main(["export", str(run)]) == 0
+    onnx = cnnkit.load(run / "model.onnx")
+    np.testing.assert_allclose(onnx.predict_proba(tinted), onnx.predict_proba(luma), atol=1e-6)
 
 
 def test_transfer_modes_need_a_pretrained_model() -> None:

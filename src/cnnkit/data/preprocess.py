@@ -23,14 +23,28 @@ class Preprocess:
     std: tuple[float, ...]
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
+    # The data it was trained on was grey: every input is read as grey (luma), then given
+    # the model's channels, as training gave them (a colour photo is otherwise an input
+    # it never saw: a grey-trained model's unknown rule calls tinted items unknown).
+    grey: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.grey:  # absent: as every file made before it existed
+            del d["grey"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
         return cls(int(d["img_size"]), int(d["channels"]), tuple(d["mean"]), tuple(d["std"]),
-                   d.get("interpolation", "bilinear"), float(d.get("crop_pct", 1.0)))
+                   d.get("interpolation", "bilinear"), float(d.get("crop_pct", 1.0)),
+                   d.get("grey", False) is True)
+
+    @property
+    def decode_channels(self) -> int:
+        """Channels images are decoded to: 1 for a model of grey data (its own channels
+        are made from that one at its input), else the model's."""
+        return 1 if self.grey else self.channels
 
     @property
     def decode_size(self) -> int:
@@ -53,10 +67,10 @@ def centre_crop(h: int, w: int, crop_fraction: float) -> tuple[int, int, int, in
 
 def prepares(shape: tuple[int, ...], pre: Preprocess, crop_fraction: float = 1.0) -> bool:
     """Whether :func:`model_input` takes images of ``shape`` ``(B, C, H, W)``: the model's
-    channels, and a centre crop of exactly the model's size."""
+    channels (or one, which it repeats), and a centre crop of exactly the model's size."""
     _, c, h, w = shape
     _, _, ch, cw = centre_crop(h, w, crop_fraction)
-    return c == pre.channels and (ch, cw) == (pre.img_size, pre.img_size)
+    return c in (pre.channels, 1) and (ch, cw) == (pre.img_size, pre.img_size)
 
 
 def model_input(images: np.ndarray, pre: Preprocess, crop_fraction: float = 1.0, *,
@@ -99,12 +113,12 @@ def _crop_into(images: np.ndarray, pre: Preprocess, crop_fraction: float, flip: 
     array of ``dtype``); None when the images need a resize or a channel change."""
     if not prepares(images.shape, pre, crop_fraction):
         return None
-    b, c, h, w = images.shape
+    b, _, h, w = images.shape
     top, left, ch, cw = centre_crop(h, w, crop_fraction)
     x = images[:, :, top:top + ch, left:left + cw]
     if flip:
         x = x[..., ::-1]
-    shape = (b, c, ch, cw)
+    shape = (b, pre.channels, ch, cw)  # a grey image's one channel is repeated
     if out is None or out.shape[1:] != shape[1:] or len(out) < b or out.dtype != dtype:
         out = np.empty(shape, dtype=dtype)
     y = out[:b]

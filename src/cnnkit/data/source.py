@@ -87,7 +87,7 @@ def peek_listing(listing: Listing) -> Peek:
 
 def decode_listing(listing: Listing, pre: Preprocess, progress: bool = True) -> ImageSet:
     """Decode listed files at ``pre``'s decode size (cached); unreadable files are skipped."""
-    images, ok, _errors = decode_files(listing.paths, pre.channels, pre.decode_size,
+    images, ok, _errors = decode_files(listing.paths, pre.decode_channels, pre.decode_size,
                                        pre.interpolation, progress=progress)
     if listing.multilabel:
         labels = multi_hot([listing.labels[i] for i in ok], len(listing.classes))

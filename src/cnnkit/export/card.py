@@ -151,6 +151,7 @@ def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity]
         "input": {"size": pre.img_size, "channels": pre.channels,
                   "resize_shorter_side_to": round(pre.img_size / pre.crop_pct),
                   "crop": "centre", "interpolation": pre.interpolation,
+                  **({"colour": "grey (luma), repeated into each channel"} if pre.grey else {}),
                   "mean": list(pre.mean), "std": list(pre.std), "scale": "pixels / 255",
                   "layout": "NCHW float32, input name 'input', output logits"},
         # how the outputs become answers (a consumer of the file alone needs this)

@@ -111,6 +111,7 @@ def _input(inp: dict[str, Any], where: str) -> None:
            f"input.interpolation must be one of {', '.join(INTERPOLATIONS)}")
     crop = inp.get("crop_pct", 1.0)
     _check(_number(crop) and 0.1 <= crop <= 1.0, where, "input.crop_pct must be 0.1 to 1")
+    _check(isinstance(inp.get("grey", False), bool), where, "input.grey must be true or false")
 
 
 def _layer(layer: Any, where: str, at: str) -> None:

@@ -157,7 +157,7 @@ class Predictor:
         for start in range(0, len(files), opts.chunk):
             part = files[start:start + opts.chunk]
             reader = _decode_urls if any(is_url(p) for p in part) else decode_chunk
-            chunk = reader(part, pre.channels, pre.decode_size, pre.interpolation)
+            chunk = reader(part, pre.decode_channels, pre.decode_size, pre.interpolation)
             chunk.paths = names[start:start + opts.chunk]
             out += _chunk_rows(clf, chunk, self.k, opts)
         return out

@@ -244,7 +244,7 @@ class ModelRunner:
                 raise CnnkitError(f"Arrays must be uint8 images (H, W) or (H, W, C); got "
                                   f"{arr.dtype}.")
             item = Image.fromarray(arr if arr.ndim == 2 or arr.shape[2] != 1 else arr[:, :, 0])
-        return decode(item, pre.channels, pre.decode_size, pre.interpolation,
+        return decode(item, pre.decode_channels, pre.decode_size, pre.interpolation,
                       formats=formats).transpose(2, 0, 1)
 
     def transform(self, images: Sequence[ImageInput]) -> torch.Tensor:

@@ -70,7 +70,7 @@ def predict_rows(clf: Classifier, files: Sequence[str], *, top_k: int = 5,
                  chunk: int = 64, workers: int | None = None) -> Iterator[list[Row]]:
     """Rows of predictions, one list per chunk of ``chunk`` files, in input order."""
     pre = clf.card.preprocess
-    for part in decode_ahead(files, pre.channels, pre.decode_size, pre.interpolation,
+    for part in decode_ahead(files, pre.decode_channels, pre.decode_size, pre.interpolation,
                              chunk=chunk, workers=workers):
         yield chunk_rows(clf, part, top_k=top_k, batch_size=batch_size, tta=tta,
                          threshold=threshold)

@@ -152,7 +152,10 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     # built-in set's images are whole items at their own size, trained and tested uncropped,
     # so its card says so and predict does not crop them either.
     crop_pct = info.crop_pct if info.is_pretrained and builtin is None else 1.0
-    pre = Preprocess(img_size, channels, tuple(mean), tuple(std), info.interpolation, crop_pct)
+    data_channels = builtin.channels if builtin is not None else (
+        facts.channels if facts is not None else 3)
+    pre = Preprocess(img_size, channels, tuple(mean), tuple(std), info.interpolation, crop_pct,
+                     grey=channels == 3 and data_channels == 1)
 
     augment = config.augment
     mirror = mirror_reason(peek.classes)

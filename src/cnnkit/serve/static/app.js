@@ -239,9 +239,9 @@ async function inputTensor(ort, file, model) {
   const data = new Float32Array(c * plane);
   for (let i = 0; i < plane; i++) {
     const r = rgba[4 * i], g = rgba[4 * i + 1], b = rgba[4 * i + 2];
-    if (c === 1) {
+    if (c === 1 || pre.grey) {  // a grey model, or one trained on grey data: Pillow's luma
       const grey = Math.floor((r * 19595 + g * 38470 + b * 7471 + 0x8000) / 65536);
-      data[i] = (grey / 255 - pre.mean[0]) / pre.std[0];
+      for (let k = 0; k < c; k++) data[k * plane + i] = (grey / 255 - pre.mean[k]) / pre.std[k];
     } else {
       data[i] = (r / 255 - pre.mean[0]) / pre.std[0];
       data[plane + i] = (g / 255 - pre.mean[1]) / pre.std[1];
