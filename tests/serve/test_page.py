@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.serve.conftest import API_KEY, Server
@@ -202,6 +203,46 @@ def test_in_the_browser_an_unknown_image_is_unknown_as_the_server_says(
             page.get_by_label("Choose images").set_input_files(image)
             card = page.locator(".result").first
             expect(card.locator(".unknown")).to_have_text(line, timeout=60_000)
+        context.close()
+    finally:
+        server.stop()
+
+
+def test_a_model_of_grey_data_reads_a_colour_image_as_grey_in_the_browser_too(
+        browser: Browser, tmp_path: Path) -> None:
+    """Lite0 trained on grey digits: a tinted digit gets the server's answer (read as grey)
+    in the browser as well, to the printed 0.1%."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from tests.serve.conftest import start_server
+
+    import cnnkit
+
+    run = cnnkit.train("digits", model="efficientnet_lite0", mode="features", img_size=32,
+                       plots=False, out=str(tmp_path / "runs")).run_dir
+    server = start_server([f"digits={run}", "--backend", "onnx"], tmp_path / "serve.log")
+    try:
+        with server.client() as client:
+            model = client.get("/v1/models/digits").json()
+            assert model["preprocessing"]["grey"] is True
+            side = model["input"]["decode_size"]
+            grey = (load_digits().images[7] * 255 / 16).astype(np.uint8)
+            tinted = np.stack([grey, grey * 0.6, grey * 0.3], axis=-1).astype(np.uint8)
+            image = tmp_path / "tinted.png"
+            Image.fromarray(tinted).resize((side, side), Image.NEAREST).save(image)
+            want = client.post("/predict", content=image.read_bytes()).json()["predictions"][0]
+        context = browser.new_context(viewport={"width": 420, "height": 900})
+        page = context.new_page()
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_contain_text("Ready")
+        page.get_by_label(re.compile("Run the model in this browser")).check()
+        page.get_by_label("Choose images").set_input_files(image)
+        card = page.locator(".result").first
+        top = want["top"][0]
+        expect(card.locator(".bar[data-top] .label")).to_have_text(top["label"],
+                                                                   timeout=60_000)
+        expect(card.locator(".bar").first.locator(".pct")).to_have_text(
+            f"{top['probability'] * 100:.1f}%")
         context.close()
     finally:
         server.stop()
