@@ -142,6 +142,20 @@ def write_mosaics(root: Path, count: int = 120, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def grey_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """EfficientNet-Lite0's features on the grey built-in digits at 32 px (a 3-channel
+    backbone on grey data), shared read-only."""
+    import cnnkit
+
+    base = tmp_path_factory.mktemp("grey")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnkit-cache"))
+        result = cnnkit.train("digits", model="efficientnet_lite0", mode="features",
+                              img_size=32, plots=False, seed=0, out=str(base / "runs"))
+    return result.run_dir
+
+
+@pytest.fixture(scope="session")
 def trained_multilabel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """One tiny multi-label run on a CSV of mosaics, shared read-only: ``(run folder,
     labels.csv)``. Tests that change a run copy it first."""

@@ -203,21 +203,8 @@ def test_the_output_file_has_the_unknown_score_beside_the_label(calibrated, trai
     assert rows["bad.png"]["unknown_score"] == "" and rows["bad.png"]["error"]
 
 
-def test_the_int8_export_says_how_often_each_file_answers_unknown(calibrated, tmp_path, capsys):
-    run = shutil.copytree(calibrated, tmp_path / "run")
-    capsys.readouterr()
-    assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0
-    line = re.search(r"answered 'unknown' \(each file's rule\): float ([\d.]+)%, int8 ([\d.]+)%",
-                     capsys.readouterr().out)
-    card = json.loads((run / "model.card.json").read_text())["int8"]
-    assert line is not None
-    assert card["float_unknown"] == pytest.approx(float(line.group(1)) / 100, abs=5e-4)
-    assert card["int8_unknown"] == pytest.approx(float(line.group(2)) / 100, abs=5e-4)
-    assert 0 <= card["float_unknown"] <= 1 and 0 <= card["int8_unknown"] <= 1
-
-
-def test_the_int8_file_answers_by_its_own_rule_fitted_on_its_own_outputs(calibrated, trained,
-                                                                         tmp_path):
+def test_the_int8_file_answers_by_its_own_rule_and_the_export_says_how_often(
+        calibrated, tmp_path, capsys):
     from cnnkit.tasks.ood import fit_rule
 
     run = shutil.copytree(calibrated, tmp_path / "run")
@@ -226,7 +213,16 @@ def test_the_int8_file_answers_by_its_own_rule_fitted_on_its_own_outputs(calibra
     split = json.loads((run / "split.json").read_text())
     split["val"] = split["train"] + split["val"] + split["test"]
     (run / "split.json").write_text(json.dumps(split))
+    capsys.readouterr()
     assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0
+    # the share of the test images each file answers 'unknown', printed and in the card
+    line = re.search(r"answered 'unknown' \(each file's rule\): float ([\d.]+)%, int8 ([\d.]+)%",
+                     capsys.readouterr().out)
+    card = json.loads((run / "model.card.json").read_text())["int8"]
+    assert line is not None
+    assert card["float_unknown"] == pytest.approx(float(line.group(1)) / 100, abs=5e-4)
+    assert card["int8_unknown"] == pytest.approx(float(line.group(2)) / 100, abs=5e-4)
+    assert 0 <= card["float_unknown"] <= 1 and 0 <= card["int8_unknown"] <= 1
     card_rule = cnnkit.load(str(run), backend="onnx").task.unknown
     int8 = cnnkit.load(str(run), backend="onnx-int8")
     own = int8.task.unknown
@@ -245,3 +241,5 @@ def test_the_int8_file_answers_by_its_own_rule_fitted_on_its_own_outputs(calibra
     np.testing.assert_allclose([p.unknown_score for p in preds], own.score(energies, distances))
     assert cnnkit.load(str(run / "model.int8.onnx")).task.unknown == own
     assert cnnkit.load(str(run), backend="torch").task.unknown == card_rule
+    tested = int8.predict([row[0] for row in split["test"]])
+    assert card["int8_unknown"] == pytest.approx(np.mean([p.unlike for p in tested]), abs=1e-9)
