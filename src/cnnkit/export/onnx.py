@@ -212,8 +212,7 @@ def _quantized(result: ExportResult, run: RunDir, clf: Classifier, source: str,
     try:
         quantize_int8(result.path, trial, found[0], pre)
         val = run_images(run, clf, ("val",), RULE_IMAGES)
-        task = own_rule(trial, val[0] if val is not None else None, pre, clf.task,
-                        tta=bool(run.train_config().tta))
+        task = own_rule(trial, val[0] if val is not None else None, pre, clf.task)
         c = compare(result.path, trial, test, pre, clf.task, int8_task=task)
         check_drop(c, max_drop, f"{run.root}'s test split")
         meta = read_meta(trial)

@@ -176,11 +176,10 @@ def _with_precision(meta: OnnxMeta) -> OnnxMeta:
                     meta.task)
 
 
-def own_rule(int8_path: Path, val: ImageSet | None, pre: Preprocess, task: Task,
-             tta: bool = False) -> Task:
+def own_rule(int8_path: Path, val: ImageSet | None, pre: Preprocess, task: Task) -> Task:
     """``task`` with its unknown rule fitted again on the int8 file's own outputs for the
     held-out known images ``val``, as training fitted the float model's (same share kept,
-    same views, same statistics file): int8's energies and distances differ from float's
+    single images, same statistics file): int8's energies and distances differ from float's
     by a few percent, so the float rule's line would keep another share of known images.
     The task as it is without a rule, or with fewer than
     :data:`~cnnkit.tasks.ood.MIN_HELD_OUT` images."""
@@ -189,7 +188,7 @@ def own_rule(int8_path: Path, val: ImageSet | None, pre: Preprocess, task: Task,
         return task
     backend = OnnxBackend(int8_path)
     net = backend.paired if rule.uses_distance and backend.has_distance else backend
-    views, distances = view_outputs(net, val, pre, backend.device, tta=tta, split=False)
+    views, distances = view_outputs(net, val, pre, backend.device, split=False)
     known = np.mean([energy(v) for v in views], axis=0)
     mean_distance = np.mean(distances, axis=0) if distances is not None else None
     return replace(task, unknown=fit_rule(known, rule.kept, mean_distance,
