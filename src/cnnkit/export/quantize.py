@@ -188,12 +188,10 @@ def own_rule(int8_path: Path, val: ImageSet | None, pre: Preprocess, task: Task)
         return task
     backend = OnnxBackend(int8_path)
     net = backend.paired if rule.uses_distance and backend.has_distance else backend
-    views, distances = view_outputs(net, val, pre, backend.device, split=False)
-    known = np.mean([energy(v) for v in views], axis=0)
-    mean_distance = np.mean(distances, axis=0) if distances is not None else None
-    return replace(task, unknown=fit_rule(known, rule.kept, mean_distance,
-                                          rule.features if mean_distance is not None
-                                          else None))
+    (logits,), distances = view_outputs(net, val, pre, backend.device, split=False)
+    distance = distances[0] if distances is not None else None
+    return replace(task, unknown=fit_rule(energy(logits), rule.kept, distance,
+                                          rule.features if distance is not None else None))
 
 
 def accuracy(backend: OnnxBackend, data: ImageSet, pre: Preprocess, task: Task,

@@ -170,9 +170,9 @@ def cached_onnx(model: nn.Module, card: ModelCard, folder: Path | None = None,
 
 
 # The feature distance reads the features through a whitening that magnifies float32
-# rounding along their least-varying directions, most on random inputs far from the data:
-# torch and onnxruntime differ there by up to about 1% on a Lite0 features-mode run at
-# 32 px (docs/design-notes.md); a graph built wrong is off by far more.
+# rounding along their least-varying directions, most on random inputs far from the data
+# (how far torch and onnxruntime drift there: docs/design-notes.md); a graph built wrong
+# is off by far more.
 DISTANCE_TOLERANCE = 0.05
 
 
@@ -213,11 +213,12 @@ def check_parity(model: nn.Module, backend: OnnxBackend, card: ModelCard,
 
 
 def own_task(card: ModelCard, backend: Backend) -> ModelCard:
-    """``card`` with the task an int8 file carries when it is the card's task refitted on
-    that file's own outputs (its unknown rule: int8's energies and distances differ from
-    float's, so the float rule's line would keep another share of known images); the card
-    as it is for any other backend, or an int8 file exported before it kept its own."""
-    if not isinstance(backend, OnnxBackend) or backend.name != "onnx-int8":
+    """``card`` with the task the ONNX file ``backend`` runs carries, when it is of the
+    same kind: an int8 file's unknown rule is fitted on its own outputs (its energies and
+    distances differ from float's, so the float rule's line would keep another share of
+    known images); a float file's is the card's. The card as it is for torch, or a file
+    without a task."""
+    if not isinstance(backend, OnnxBackend):
         return card
     fields = backend.session.get_modelmeta().custom_metadata_map.get("task")
     if fields is None:
@@ -260,9 +261,10 @@ def require_int8(card: ModelCard, folder: Path | None, model: str) -> Path:
 
 def onnx_file(path: str | os.PathLike, backend: str) -> tuple[ModelCard, Path | None,
                                                                OnnxBackend]:
-    """An ONNX file ``cnnkit export`` wrote, given as the model itself: its card, the
-    sidecar of the run it was made from when that sits beside it with the same weights
-    (else None), and an onnxruntime backend on it. The file must be unchanged since it
+    """An ONNX file ``cnnkit export`` wrote, given as the model itself: its card (the run's
+    when its sidecar sits beside it with the same weights and kind of task; a runner
+    answers with the file's own task, :func:`own_task`), that sidecar (else None), and an
+    onnxruntime backend on it. The file must be unchanged since it
     was made (its record, :func:`cnnkit.artifacts.derived.require`); ``backend`` must
     be one that runs it (auto, or onnx / onnx-int8 as its precision says)."""
 
@@ -292,7 +294,7 @@ def onnx_file(path: str | os.PathLike, backend: str) -> tuple[ModelCard, Path | 
         if run_card is not None and run_card.sha256 == source and (
                 run_card.classes, run_card.preprocess, run_card.task.name) == (
                 meta.classes, meta.preprocess, meta.task.name):
-            card = replace(run_card, task=meta.task)  # an int8 file's own unknown rule
+            card = run_card  # its runner reads the file's own task (own_task)
         else:
             sidecar = None
     else:
