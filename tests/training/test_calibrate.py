@@ -14,8 +14,9 @@ import torch
 import cnnkit
 from cnnkit.artifacts.modelfile import load_model
 from cnnkit.data.imageset import ImageSet
+from cnnkit.tasks.ood import MIN_HELD_OUT
 from cnnkit.tasks.single_label import SingleLabel
-from cnnkit.training.calibrate import MIN_IMAGES, fit_on_validation
+from cnnkit.training.calibrate import fit_on_validation
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_training_keeps_a_temperature_and_an_unknown_rule_in_the_card(digits_run
     task = doc["task"]
     assert task["name"] == "single-label"
     cal, rule = task["calibration"], task["unknown"]
-    assert cal["fitted_on"] == rule["fitted_on"] > MIN_IMAGES  # the validation split
+    assert cal["fitted_on"] == rule["fitted_on"] > MIN_HELD_OUT  # the validation split
     assert task["temperature"] == pytest.approx(cal["temperature"], rel=1e-5)
     assert cal["nll_after"] <= cal["nll_before"]
     assert len(rule["quantiles"]) == 201 and rule["kept"] == 0.95
@@ -65,7 +66,7 @@ def test_no_or_too_small_a_validation_split_is_one_line_and_the_task_as_it_was(d
     assert fit_on_validation(plain, model, None, card.preprocess, torch.device("cpu")) is plain
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not calibrated" in err and "--val-fraction" in err
-    assert fit_on_validation(plain, model, _val(MIN_IMAGES - 1), card.preprocess,
+    assert fit_on_validation(plain, model, _val(MIN_HELD_OUT - 1), card.preprocess,
                              torch.device("cpu")) is plain
     assert "too few" in capsys.readouterr().err
 

@@ -180,7 +180,7 @@ def test_an_interrupted_multilabel_run_resumes_exactly(tmp_path: Path) -> None:
     from tests.conftest import write_mosaics
 
     csv = write_mosaics(tmp_path / "mosaics", count=140)  # 35 validation images: enough
-    # to choose thresholds on (calibrate.MIN_IMAGES)
+    # to choose thresholds on (tasks.ood.MIN_HELD_OUT)
     options = {**OPTIONS, "model": "conv6k3same-pool2-conv8k3-gap", "img_size": 16,
                "epochs": 2, "augment": "flip+mixup", "keep_checkpoint": True,
                "val_fraction": 0.25, "test_fraction": 0.25}

@@ -80,26 +80,6 @@ def log_probs(
 
 
 @torch.inference_mode()
-def view_logits(
-    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-    data: ImageSet,
-    pre: Preprocess,
-    device: torch.device,
-    *,
-    batch_size: int = 256,
-    tta: bool = False,
-    precision: str = "fp32",
-    channels_last: bool = False,
-    split: bool = True,
-) -> list[np.ndarray]:
-    """The raw logits ``(N, K)`` of each view (the images; and their mirrors with
-    ``tta``), float32 NumPy arrays: what a task's answers and calibration read beyond
-    the scores. Arguments as :func:`log_probs`."""
-    return view_outputs(model, data, pre, device, batch_size=batch_size, tta=tta,
-                        precision=precision, channels_last=channels_last, split=split)[0]
-
-
-@torch.inference_mode()
 def view_outputs(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
     data: ImageSet,
@@ -112,9 +92,12 @@ def view_outputs(
     channels_last: bool = False,
     split: bool = True,
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    """:func:`view_logits`, and each view's feature distances ``(N,)`` when ``model``
-    returns ``(logits, distance)`` (:class:`cnnkit.models.feature_distance.WithDistance`,
-    or a backend over a file with a distance output); None otherwise."""
+    """The raw logits ``(N, K)`` of each view (the images; and their mirrors with
+    ``tta``), float32 NumPy arrays: what a task's answers and calibration read beyond the
+    scores (arguments as :func:`log_probs`); and each view's feature distances ``(N,)``
+    when ``model`` returns ``(logits, distance)``
+    (:class:`cnnkit.models.feature_distance.WithDistance`, or a backend over a file with a
+    distance output); None otherwise."""
     if split:
         batch_size = chunk_size(device, pre.img_size, batch_size)
     logits, distances, paired = [], [], False

@@ -36,6 +36,7 @@ from cnnkit.base import log
 from cnnkit.base.atomic import write_json
 from cnnkit.base.errors import CnnkitError
 from cnnkit.studio.project import Conflict, NotFound, Project
+from cnnkit.studio.runs import read_json
 
 KINDS = ("plan", "train", "export", "check", "understand")
 EXCLUSIVE = ("train",)  # kinds of which one runs at a time in a project
@@ -63,7 +64,7 @@ class Job:
         except (OSError, ValueError):
             status = {"state": "starting"}
         if status.get("state") in ("starting", "running") and not self.alive():
-            again = _read_json(self.folder / STATUS)  # it may have finished just now
+            again = read_json(self.folder / STATUS)  # it may have finished just now
             if again.get("state") in ("starting", "running"):
                 return {**again, "state": "lost",
                         "message": "The worker process ended without finishing (killed, or "
@@ -74,7 +75,7 @@ class Job:
     def alive(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        pid = _read_json(self.folder / STATUS).get("pid")
+        pid = read_json(self.folder / STATUS).get("pid")
         return isinstance(pid, int) and _pid_alive(pid)
 
     def running(self) -> bool:
@@ -96,7 +97,7 @@ class Job:
         return out, start + end
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "spec": _read_json(self.folder / SPEC),
+        return {"id": self.id, "kind": self.kind, "spec": read_json(self.folder / SPEC),
                 **{"status": self.status()}}
 
 
@@ -113,7 +114,7 @@ class Jobs:
         self.project.jobs_dir.mkdir(parents=True, exist_ok=True)
         for folder in sorted(self.project.jobs_dir.iterdir()):
             if folder.is_dir() and set(folder.name) <= _ID_CHARS and (folder / SPEC).is_file():
-                kind = _read_json(folder / SPEC).get("kind", "")
+                kind = read_json(folder / SPEC).get("kind", "")
                 self._jobs[folder.name] = Job(folder.name, str(kind), folder)
 
     # -- starting ---------------------------------------------------------------------
@@ -227,7 +228,7 @@ class Jobs:
                 if not job.alive() or (job.folder / "stopping").exists():
                     return  # ended, or heard it and is finishing its run folder
                 time.sleep(0.2)
-            pid = _read_json(job.folder / STATUS).get("pid")
+            pid = read_json(job.folder / STATUS).get("pid")
             if isinstance(pid, int) and job.alive():
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
@@ -246,7 +247,7 @@ class Jobs:
         # (a finished plan job's worker may be the spare now: it is closed below)
         running = [job for job in self._jobs.values() if job.alive() and job.running()]
         for job in running:
-            pid = _read_json(job.folder / STATUS).get("pid")
+            pid = read_json(job.folder / STATUS).get("pid")
             if isinstance(pid, int):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
@@ -278,14 +279,6 @@ def _spawn(folder: Path | None, log_dir: Path | None = None) -> subprocess.Popen
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     finally:
         out.close()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _pid_alive(pid: int) -> bool:

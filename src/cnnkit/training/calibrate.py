@@ -33,7 +33,6 @@ from cnnkit.tasks.ood import MIN_HELD_OUT, FeatureStats, fit_stats
 from cnnkit.training import codes_onnx
 from cnnkit.training.features import extract
 
-MIN_IMAGES = MIN_HELD_OUT
 # Training images the feature statistics are fitted on (a seeded sample of larger splits):
 # enough for class means and a shrunk covariance, one inference pass of at most this many.
 STATS_IMAGES = 5000
@@ -57,9 +56,9 @@ def fit_on_validation(task: Task, model: nn.Module, val: ImageSet | None, pre: P
         log.warn(f"{unfitted}: the run has no validation split to fit {fits} on, so "
                  f"{instead}. Train with --val-fraction 0.1 (or a val/ folder) to fit them.")
         return task
-    if len(val) < MIN_IMAGES:
+    if len(val) < MIN_HELD_OUT:
         log.warn(f"{unfitted}: {log.plural(len(val), 'validation image')} are too few to "
-                 f"fit {fits} on (at least {MIN_IMAGES}), so {instead}; use more images or "
+                 f"fit {fits} on (at least {MIN_HELD_OUT}), so {instead}; use more images or "
                  "a larger --val-fraction.")
         return task
     net: nn.Module = model
