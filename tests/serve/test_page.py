@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,20 @@ def browser() -> Iterator[Browser]:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield chromium
         chromium.close()
+
+
+@contextlib.contextmanager
+def _ready_page(browser: Browser, server: Server) -> Iterator[Page]:
+    """The page of a server a test started (no API key), open at a phone's width and
+    ready; closed after the block."""
+    context = browser.new_context(viewport={"width": 420, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_contain_text("Ready")
+        yield page
+    finally:
+        context.close()
 
 
 @pytest.fixture
@@ -151,26 +166,22 @@ def test_a_multilabel_model_shows_its_label_set_here_and_in_the_browser(
             want = client.post("/predict", content=image.read_bytes()).json()["predictions"][0]
         low = [e for e in want["top"] if e["label"] not in {x["label"] for x in want["labels"]}]
         assert low, "the test needs a label below its threshold"
-        context = browser.new_context(viewport={"width": 420, "height": 900})
-        page = context.new_page()
-        page.goto(server.url + "/")
-        expect(page.locator("#status")).to_contain_text("Ready")
-        page.get_by_label("Classes to show per image").fill("10")
-        heading = ("Labels: " + ", ".join(e["label"] for e in want["labels"])
-                   if want["labels"] else "No label")
-        for local in (False, True):
-            if local:
-                page.get_by_label(re.compile("Run the model in this browser")).check()
-            page.get_by_label("Choose images").set_input_files(image)
-            card = page.locator(".result").first
-            expect(card.locator(".label-set")).to_have_text(heading, timeout=60_000)
-            expect(card.locator(".bar[data-top]")).to_have_count(len(want["labels"]))
-            expect(card.locator(".bar")).to_have_count(10)
-            first = card.locator(".bar").first
-            expect(first.locator(".label")).to_have_text(want["top"][0]["label"])
-            expect(first.locator(".pct")).to_have_text(
-                f"{want['top'][0]['probability'] * 100:.1f}%")
-        context.close()
+        with _ready_page(browser, server) as page:
+            page.get_by_label("Classes to show per image").fill("10")
+            heading = ("Labels: " + ", ".join(e["label"] for e in want["labels"])
+                       if want["labels"] else "No label")
+            for local in (False, True):
+                if local:
+                    page.get_by_label(re.compile("Run the model in this browser")).check()
+                page.get_by_label("Choose images").set_input_files(image)
+                card = page.locator(".result").first
+                expect(card.locator(".label-set")).to_have_text(heading, timeout=60_000)
+                expect(card.locator(".bar[data-top]")).to_have_count(len(want["labels"]))
+                expect(card.locator(".bar")).to_have_count(10)
+                first = card.locator(".bar").first
+                expect(first.locator(".label")).to_have_text(want["top"][0]["label"])
+                expect(first.locator(".pct")).to_have_text(
+                    f"{want['top'][0]['probability'] * 100:.1f}%")
     finally:
         server.stop()
 
@@ -191,19 +202,15 @@ def test_in_the_browser_an_unknown_image_is_unknown_as_the_server_says(
             Image.fromarray(strange).resize((side, side), Image.NEAREST).save(image)
             want = client.post("/predict", content=image.read_bytes()).json()["predictions"][0]
         assert want["label"] == "unknown" and want["unlike"] is True
-        context = browser.new_context(viewport={"width": 420, "height": 900})
-        page = context.new_page()
-        page.goto(server.url + "/")
-        expect(page.locator("#status")).to_contain_text("Ready")
-        line = (f"unknown: unlike every class it knows (stranger than "
-                f"{want['unknown_score'] * 100:.1f}% of known images)")
-        for local in (False, True):
-            if local:
-                page.get_by_label(re.compile("Run the model in this browser")).check()
-            page.get_by_label("Choose images").set_input_files(image)
-            card = page.locator(".result").first
-            expect(card.locator(".unknown")).to_have_text(line, timeout=60_000)
-        context.close()
+        with _ready_page(browser, server) as page:
+            line = (f"unknown: unlike every class it knows (stranger than "
+                    f"{want['unknown_score'] * 100:.1f}% of known images)")
+            for local in (False, True):
+                if local:
+                    page.get_by_label(re.compile("Run the model in this browser")).check()
+                page.get_by_label("Choose images").set_input_files(image)
+                card = page.locator(".result").first
+                expect(card.locator(".unknown")).to_have_text(line, timeout=60_000)
     finally:
         server.stop()
 
@@ -230,18 +237,14 @@ def test_a_model_of_grey_data_reads_a_colour_image_as_grey_in_the_browser_too(
             image = tmp_path / "tinted.png"
             Image.fromarray(tinted).resize((side, side), Image.NEAREST).save(image)
             want = client.post("/predict", content=image.read_bytes()).json()["predictions"][0]
-        context = browser.new_context(viewport={"width": 420, "height": 900})
-        page = context.new_page()
-        page.goto(server.url + "/")
-        expect(page.locator("#status")).to_contain_text("Ready")
-        page.get_by_label(re.compile("Run the model in this browser")).check()
-        page.get_by_label("Choose images").set_input_files(image)
-        card = page.locator(".result").first
-        top = want["top"][0]
-        expect(card.locator(".bar[data-top] .label")).to_have_text(top["label"],
-                                                                   timeout=60_000)
-        expect(card.locator(".bar").first.locator(".pct")).to_have_text(
-            f"{top['probability'] * 100:.1f}%")
-        context.close()
+        with _ready_page(browser, server) as page:
+            page.get_by_label(re.compile("Run the model in this browser")).check()
+            page.get_by_label("Choose images").set_input_files(image)
+            card = page.locator(".result").first
+            top = want["top"][0]
+            expect(card.locator(".bar[data-top] .label")).to_have_text(top["label"],
+                                                                       timeout=60_000)
+            expect(card.locator(".bar").first.locator(".pct")).to_have_text(
+                f"{top['probability'] * 100:.1f}%")
     finally:
         server.stop()
