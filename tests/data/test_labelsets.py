@@ -180,3 +180,29 @@ def test_data_info_and_check_count_images_with_no_label(tmp_path: Path, capsys,
     assert main(["check", str(root)]) == 0
     out = capsys.readouterr().out
     assert "3 image(s) have no label" in out and "2 labels (multi-label)" in out
+
+
+@pytest.mark.parametrize("text", [
+    "000.png,cat,dog\n001.png,dog\n",               # the README's 'not a.jpg,cat,dog'
+    "path,labels\n000.png,cat,dog\n001.png,dog\n",   # a header that names two columns
+    "path,label\n000.png,cat,dog\n001.png,dog\n",
+])
+def test_a_label_in_a_column_no_header_names_is_refused_not_dropped(tmp_path: Path,
+                                                                    text: str) -> None:
+    # 'dog' on the first row was dropped without a word: a single-label model of 'cat'
+    # (or a label set missing 'dog') trained from a row that meant both
+    _images(tmp_path, 2)
+    with pytest.raises(CnnkitError, match=r"c\.csv:\d: more than two fields.*cat\|dog"):
+        read_csv(_csv(tmp_path / "c.csv", text))
+
+
+def test_columns_a_header_names_and_trailing_empty_fields_are_kept_quiet(
+        tmp_path: Path) -> None:
+    _images(tmp_path, 2)
+    listing = read_csv(_csv(tmp_path / "a.csv", "000.png,cat,\n001.png,dog,,\n"))
+    assert not listing.multilabel and listing.labels == (0, 1)
+    listing = read_csv(_csv(tmp_path / "b.csv", "path,labels,notes\n000.png,cat|dog,x\n"
+                                                "001.png,dog,\n"))
+    assert listing.labels == ((0, 1), (1,))
+    with pytest.raises(CnnkitError, match=r"b\.csv:2: more than three fields"):
+        read_csv(_csv(tmp_path / "b.csv", "path,labels,notes\n000.png,cat,x,dog\n"))

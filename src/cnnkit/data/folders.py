@@ -43,10 +43,11 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,
     if not path.is_file():
         raise CnnkitError(f"CSV file not found: {path}.")
     header, rows = _csv_rows(path)
+    _check_widths(path, header, rows)
     multi = (header is not None and header[1].strip().lower() in MULTILABEL_HEADERS) or any(
         lists_several(label) for _, _, label, _ in rows)
     if multi:
-        return _multilabel_listing(path, header, rows, classes, base or path.parent)
+        return _multilabel_listing(path, rows, classes, base or path.parent)
     kept: list[tuple[str, str]] = []
     where: dict[str, tuple[str, int]] = {}  # normalised path -> (label, line)
     for lineno, file, label, _ in rows:
@@ -79,8 +80,8 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,
 
 
 def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, int]]]:
-    """The header row (if any) and each row as (line, path, label field, fields after
-    the label that hold text)."""
+    """The header row (if any) and each row as (line, path, label field, its width: the
+    fields up to the last one that holds text)."""
     header: list[str] | None = None
     rows: list[tuple[int, str, str, int]] = []
     first = True
@@ -103,20 +104,37 @@ def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, i
         if not is_image_file(file):
             raise CnnkitError(f"{path}:{lineno}: {_cut(repr(file))} is not an image file "
                               f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")
-        rows.append((lineno, file, label, sum(1 for c in row[2:] if c.strip())))
+        rows.append((lineno, file, label, _width(row)))
     return header, rows
 
 
-def _multilabel_listing(path: Path, header: list[str] | None,
-                        rows: list[tuple[int, str, str, int]],
+def _width(row: list[str]) -> int:
+    """Fields up to the last one that holds text (trailing empty ones, as spreadsheets
+    write, do not count)."""
+    return max((i + 1 for i, c in enumerate(row) if c.strip()), default=0)
+
+
+def _check_widths(path: Path, header: list[str] | None,
+                  rows: list[tuple[int, str, str, int]]) -> None:
+    """Text in a column no header names is refused: 'a.jpg,cat,dog' means two labels
+    written in two fields, and reading the first alone would drop the second unseen."""
+    allowed = max(_width(header), 2) if header is not None else 2
+    for lineno, file, _, width in rows:
+        if width > allowed:
+            count = {2: "two", 3: "three", 4: "four"}.get(allowed, str(allowed))
+            named = (f"the header names {count} columns" if header is not None
+                     else "a row is 'path,label'")
+            raise CnnkitError(f"{path}:{lineno}: more than {count} fields, and {named}. "
+                              "An image's labels go in one field, separated by '|' or ';': "
+                              f"'{file},cat|dog'; a header row naming every column keeps "
+                              "other columns.")
+
+
+def _multilabel_listing(path: Path, rows: list[tuple[int, str, str, int]],
                         classes: tuple[str, ...] | None, base: Path) -> Listing:
     """A multi-label CSV: each image with the union of the label sets of its rows."""
     sets: dict[str, tuple[str, dict[str, None]]] = {}  # normalised path -> (file, labels)
-    for lineno, file, field, extra in rows:
-        if extra and header is None:
-            raise CnnkitError(f"{path}:{lineno}: more than two fields. A multi-label row "
-                              "lists its labels in one field, separated by '|' or ';': "
-                              f"'{file},cat|dog'.")
+    for _, file, field, _ in rows:
         entry = sets.setdefault(os.path.normpath(file), (file, {}))
         for name in parse_labels(field):
             entry[1].setdefault(name, None)
