@@ -231,3 +231,28 @@ def test_a_folder_named_like_a_built_in_set_is_the_folder(
     assert info.kind == "folder" and info.root == Path("shapes")
     assert "write 'shapes:' for the built-in set" in capsys.readouterr().out
     assert describe("shapes:").kind == "builtin"  # the colon still names the built-in set
+
+
+def test_a_splits_listing_names_every_file_once_with_its_labels(make_tree,
+                                                                 tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "imgs", per_class=4, size=20)
+    files = sorted(tree.rglob("*.png"))
+    # multi-label rows: two labels, one, and none (an image with no label is allowed)
+    sets = ["circle|square", "triangle", ""]
+    rows = [f"{p.relative_to(tmp_path)},{sets[i % 3]}" for i, p in enumerate(files)]
+    (tmp_path / "tags.csv").write_text("path,labels\n" + "\n".join(rows))
+    s = load_splits(str(tmp_path / "tags.csv"), _pre(), val_fraction=0.2, test_fraction=0.2)
+    listing = s.listing()
+    assert listing["classes"] == list(s.classes) == ["circle", "square", "triangle"]
+    listed = [row for name in ("train", "val", "test") for row in listing[name]]
+    assert sorted(p for p, _ in listed) == sorted(os.path.abspath(p) for p in files)
+    want = {os.path.abspath(p): sorted(s.classes.index(c) for c in sets[i % 3].split("|") if c)
+            for i, p in enumerate(files)}
+    assert {p: labels for p, labels in listed} == want
+
+    single = load_splits(str(_split_tree(tmp_path / "tree")), _pre(), seed=1).listing()
+    assert {name: len(rows) for name, rows in single.items() if name != "classes"} == \
+        {"train": 48, "val": 6, "test": 6}
+    assert all(os.path.isabs(p) and single["classes"][label] == Path(p).parent.name
+               for name in ("train", "val", "test") for p, label in single[name])
+    assert load_splits("shapes", _pre(), seed=1).listing() is None

@@ -46,6 +46,27 @@ class Splits:
                 out[name] = list(part.paths)
         return out
 
+    def listing(self) -> dict[str, list] | None:
+        """Which file went to which split with its label, as a run folder keeps it: the
+        classes, then per split ``[absolute path, class index]`` rows (for multi-label
+        data, the list of the file's label indices, empty for an image with no label);
+        None for built-in sets. Absolute paths: `cnnkit evaluate` finds the test files
+        from any working directory."""
+        files = self.files()
+        if not files:
+            return None
+        out: dict[str, list] = {"classes": list(self.classes)}
+        for name in files:
+            part = getattr(self, name)
+            if part.multilabel:
+                out[name] = [[os.path.abspath(p), [int(k) for k in (y > 0.5).nonzero()
+                                                   .flatten().tolist()]]
+                             for p, y in zip(part.paths, part.labels)]
+            else:
+                out[name] = [[os.path.abspath(p), int(y)]
+                             for p, y in zip(part.paths, part.labels.tolist())]
+        return out
+
 
 def describe(data: str) -> DataSource:
     """What DATA is, known before decoding anything."""

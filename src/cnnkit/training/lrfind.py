@@ -33,7 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
+from cnnkit.base.atomic import write_json
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.loader import BatchLoader
 from cnnkit.data.sources import Splits
@@ -277,3 +279,19 @@ def report(finding: LRFinding) -> None:
              + ", ".join(f"{k} {v:.3g}" for k, v in finding.suggestions.items()
                          if k != TRAIN_PICK)
              + f"; lowest loss at {finding.bottom:.3g}; {len(finding.lrs)} steps{stop})")
+
+
+def record_finding(finding: LRFinding, run: RunDir) -> None:
+    """--lr find's curve in the run folder, and which rate the plan took from it: the
+    suggestion, or the default rate for a curve too short or noisy to trust."""
+    suggested = finding.suggestion()
+    write_json(run.root / "lr_find.json",
+               {"picked": TRAIN_PICK if suggested is not None else "default",
+                **finding.to_dict()})
+    plot_finding(finding, run.plots_dir / "lr_find.png")
+    if suggested is None:
+        log.info(f"--lr find: the curve is {finding.doubt}; training at the default rate, "
+                 f"{finding.default:g} (curve: {run.plots_dir / 'lr_find.png'})")
+        return
+    log.info(f"--lr find: training at the finder's {TRAIN_PICK} suggestion, "
+             f"{float(f'{suggested:.3g}'):g} (the default would be {finding.default:g})")
