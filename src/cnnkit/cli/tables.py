@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -70,19 +71,7 @@ def print_predictions(preds: list[Prediction], threshold: float | None = None, *
         by_path[path] = [log.quoted(path), f"error: {log.cut(why, 200)}"] + \
             [""] * (len(heads) - 2)
     rows = [by_path[path] for path in (order or [p.source for p in preds])]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
-    if con.is_terminal and sum(widths) + 3 * len(widths) + 1 <= con.width:
-        table = Table()
-        for i, head in enumerate(heads):
-            table.add_column(head, no_wrap=True, min_width=widths[i] if i == 0 else None)
-        for row in rows:
-            table.add_row(*(escape(v) for v in row))
-        con.print(table)
-    else:
-        print("\t".join(heads))
-        for row in rows:
-            print("\t".join(row))
-        sys.stdout.flush()
+    _print_rows(con, heads, rows)
     unknown = sum(p.unknown for p in preds)
     if rule:
         unlike = sum(bool(getattr(p, "unlike", False)) for p in preds)
@@ -137,6 +126,15 @@ def print_label_sets(sets: list[LabelSet], threshold: float | None = None, *,
     for path, why in (errors or {}).items():
         by_path[path] = [log.quoted(path), f"error: {log.cut(why, 200)}", ""]
     rows = [by_path[path] for path in (order or [s.source for s in sets])]
+    _print_rows(con, heads, rows)
+    empty = sum(not s.labels for s in sets)
+    if empty:
+        log.info(f"{empty} of {len(sets)} image(s) have no label at or above the threshold.")
+
+
+def _print_rows(con: Console, heads: list[str], rows: list[list[str]]) -> None:
+    """A table with the first column never cut where it fits the terminal; otherwise (or
+    when stdout is not a terminal) plain tab-separated lines, for scripts and pipes."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
     if con.is_terminal and sum(widths) + 3 * len(widths) + 1 <= con.width:
         table = Table()
@@ -145,11 +143,8 @@ def print_label_sets(sets: list[LabelSet], threshold: float | None = None, *,
         for row in rows:
             table.add_row(*(escape(v) for v in row))
         con.print(table)
-    else:
-        print("\t".join(heads))
-        for row in rows:
-            print("\t".join(row))
-        sys.stdout.flush()
-    empty = sum(not s.labels for s in sets)
-    if empty:
-        log.info(f"{empty} of {len(sets)} image(s) have no label at or above the threshold.")
+        return
+    print("\t".join(heads))
+    for row in rows:
+        print("\t".join(row))
+    sys.stdout.flush()

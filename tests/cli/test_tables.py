@@ -1,0 +1,30 @@
+"""The prediction tables: a table on a terminal that fits it, else tab-separated lines."""
+
+from __future__ import annotations
+
+from cnnkit.cli.tables import print_label_sets
+from cnnkit.tasks.multi_label import LabelSet
+
+
+def _sets() -> list[LabelSet]:
+    cut = {"cat": 0.5, "dog": 0.4}
+    return [LabelSet("a.png", [("cat", 0.9), ("dog", 0.45)], [("cat", 0.9), ("dog", 0.45)], cut),
+            LabelSet("b.png", [], [("dog", 0.3), ("cat", 0.1)], cut)]
+
+
+def test_label_sets_print_as_tab_separated_lines_off_a_terminal(capsys) -> None:
+    print_label_sets(_sets(), errors={"c.png": "not an image"},
+                     order=["c.png", "a.png", "b.png"])
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == "path\tlabels (at each label's threshold)\ttop"
+    assert lines[1].split("\t") == ["c.png", "error: not an image", ""]
+    assert lines[2].split("\t") == ["a.png", "cat 90.0%, dog 45.0%", "cat 90.0%, dog 45.0%"]
+    assert lines[3].split("\t") == ["b.png", "-", "dog 30.0%, cat 10.0%"]
+    assert "1 of 2 image(s) have no label at or above the threshold" in captured.err + \
+        captured.out
+
+
+def test_one_threshold_for_all_is_named_in_the_header(capsys) -> None:
+    print_label_sets(_sets()[:1], 0.6)
+    assert capsys.readouterr().out.splitlines()[0] == "path\tlabels (p >= 0.6)\ttop"
