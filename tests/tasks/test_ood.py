@@ -115,3 +115,25 @@ def test_wide_features_keep_their_top_directions_and_one_variance_for_the_rest()
     # the rest is near isotropic here, so the two agree
     x = centres[labels[:200]] + rng.normal(0, 1.5, (200, 40))
     np.testing.assert_allclose(low.distance(x), full.distance(x), rtol=0.1)
+
+
+@pytest.mark.parametrize("n", [30, 90])  # fewer images than the rank kept, and more
+def test_fewer_images_than_features_give_the_shrunk_covariances_own_distance(n):
+    """Wider features than images take the images' Gram matrix, not the features'
+    covariance: the distance is still the low-rank model of Ledoit-Wolf's covariance."""
+    from sklearn.covariance import ledoit_wolf
+
+    rng = np.random.default_rng(3)
+    labels = np.arange(n) % 3
+    feats = rng.normal(0, 2, (3, 120))[labels] + rng.normal(0, 1, (n, 120)) @ \
+        rng.normal(0, 1, (120, 120)) * 0.1
+    stats = fit_stats(feats, labels, 3, rank=40)
+    assert stats.whiten.shape == (120, 40) and stats.iso > 0
+    means = np.stack([feats[labels == c].mean(0) for c in range(3)])
+    values, vectors = np.linalg.eigh(ledoit_wolf(feats - means[labels],
+                                                 assume_centered=True)[0])
+    top, rest = vectors[:, -40:], values[:-40].mean()
+    inverse = top @ np.diag(1 / values[-40:]) @ top.T + (np.eye(120) - top @ top.T) / rest
+    x = means[[0, 1, 2, 0]] + rng.normal(0, 1, (4, 120))
+    brute = [min(float((v - m) @ inverse @ (v - m)) for m in means) for v in x]
+    np.testing.assert_allclose(stats.distance(x), brute, rtol=1e-4)

@@ -136,8 +136,12 @@ def fit_stats(features: np.ndarray, labels: np.ndarray, n_classes: int,
     present = np.bincount(y, minlength=n_classes) > 0
     means = np.stack([f[y == c].mean(0) if present[c] else np.zeros(f.shape[1])
                       for c in range(n_classes)])
-    cov, _ = ledoit_wolf(f - means[y], assume_centered=True)
-    values, vectors = np.linalg.eigh(cov)  # ascending
+    centred = f - means[y]
+    if len(f) < f.shape[1] > rank:  # fewer images than features: the images' Gram matrix
+        values, vectors = _shrunk_top(centred, rank)
+    else:
+        cov, _ = ledoit_wolf(centred, assume_centered=True)
+        values, vectors = np.linalg.eigh(cov)  # ascending
     values = np.maximum(values, values.max() * 1e-9)
     iso = 0.0
     if len(values) > rank:
@@ -151,6 +155,37 @@ def fit_stats(features: np.ndarray, labels: np.ndarray, n_classes: int,
     far = np.abs(f).max() * 1e3 + 1e3
     keep = np.where(present[:, None], means, far)
     return FeatureStats(keep.astype(np.float32), whiten.astype(np.float32), iso)
+
+
+def _shrunk_top(x: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """What ``np.linalg.eigh`` of ``ledoit_wolf(x, assume_centered=True)`` gives, for
+    ``x`` ``(N, D)`` with ``N < D``, from the ``N x N`` Gram matrix instead of the
+    ``D x D`` covariance: all ``D`` eigenvalues (ascending) and the eigenvectors of the
+    top ``rank`` of them ``(D, rank)``. The covariance's other ``D - N`` eigenvalues are
+    the shrinkage's ``s mu`` alone; those of their directions that fall in the top
+    ``rank`` get a zero column (:func:`fit_stats` gives them no weight, as the rest's
+    variance is theirs)."""
+    n, d = x.shape
+    gram = x @ x.T
+    sq = np.einsum("ij,ij->i", x, x)  # each image's squared length
+    trace = sq.sum() / n  # of the empirical covariance x'x / n
+    mu = trace / d
+    # Ledoit-Wolf's shrinkage as sklearn computes it: the sum of the squared entries of
+    # x'x is that of x x', and that of (x^2)'(x^2) is the sum of the fourth powers of
+    # the images' lengths
+    delta_ = (gram * gram).sum() / n ** 2
+    delta = (delta_ - mu * trace) / d
+    beta = min(((sq * sq).sum() / n - delta_) / (d * n), delta)
+    shrink = 0.0 if beta == 0 else beta / delta
+    lam, u = np.linalg.eigh(gram)  # ascending; x'x shares its non-zero eigenvalues
+    real = lam > lam.max() * n * np.finfo(np.float64).eps
+    lam, u = lam[real], u[:, real]
+    values = np.concatenate([np.zeros(d - len(lam)), lam / n]) * (1 - shrink) + shrink * mu
+    top = min(rank, len(lam))
+    vectors = np.zeros((d, rank))
+    if top:
+        vectors[:, rank - top:] = (x.T @ u[:, -top:]) / np.sqrt(lam[-top:])[None]
+    return values, vectors
 
 
 @dataclass(frozen=True)
