@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,40 @@ DATA = "shapes:count=60,size=32"
 FAST = {"img_size": 32, "plots": False, "device": "cpu", "seed": 0}
 
 
-def test_features_then_fine_tune_from_it(tmp_path: Path, capsys) -> None:
-    first = cnnkit.train(DATA, model="efficientnet_lite0", mode="features", epochs=1,
-                         out=str(tmp_path), name="features", **FAST)
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def features_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cnnkit.TrainResult]:
+    """One features run of Lite0 that the fine-tunes start from, shared: --init-from only
+    reads it (checked after the module's tests)."""
+    out = tmp_path_factory.mktemp("init-from")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnkit-cache"))
+        first = cnnkit.train(DATA, model="efficientnet_lite0", mode="features", epochs=1,
+                             out=str(out), name="features", **FAST)
+    before = _files(first.run_dir)
+    yield first
+    assert _files(first.run_dir) == before
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cnnkit.TrainResult]:
+    """One short seed-cnn run that others start from, shared read-only as above."""
+    out = tmp_path_factory.mktemp("init-from-seed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnkit-cache"))
+        first = cnnkit.train(DATA, model="seed-cnn", epochs=1, out=str(out), name="a", **FAST)
+    before = _files(first.run_dir)
+    yield first
+    assert _files(first.run_dir) == before
+
+
+def test_features_then_fine_tune_from_it(features_run: cnnkit.TrainResult, tmp_path: Path,
+                                         capsys) -> None:
+    first = features_run
     second = cnnkit.train(DATA, mode="fine-tune", init_from=str(first.run_dir), epochs=1,
                           batch_size=16, out=str(tmp_path), name="tuned",
                           **{**FAST, "img_size": None, "plots": True})
@@ -44,8 +76,9 @@ def test_features_then_fine_tune_from_it(tmp_path: Path, capsys) -> None:
     assert "Started from the weights of the run" in html and str(first.run_dir) in html
 
 
-def test_a_scratch_run_continues_from_another(tmp_path: Path) -> None:
-    first = cnnkit.train(DATA, model="seed-cnn", epochs=1, out=str(tmp_path), name="a", **FAST)
+def test_a_scratch_run_continues_from_another(seed_run: cnnkit.TrainResult,
+                                              tmp_path: Path) -> None:
+    first = seed_run
     second = cnnkit.train(DATA, init_from=str(first.run_dir), epochs=1, lr=1e-9,
                           schedule="constant", out=str(tmp_path), name="b", **FAST)
     a = load_file(first.run_dir / "model.safetensors")
@@ -56,8 +89,9 @@ def test_a_scratch_run_continues_from_another(tmp_path: Path) -> None:
     assert card["input"] == json.loads((first.run_dir / "model.json").read_text())["input"]
 
 
-def test_mistakes_with_init_from(tmp_path: Path, capsys) -> None:
-    first = cnnkit.train(DATA, model="seed-cnn", epochs=1, out=str(tmp_path), name="a", **FAST)
+def test_mistakes_with_init_from(seed_run: cnnkit.TrainResult, tmp_path: Path,
+                                 capsys) -> None:
+    first = seed_run
     with pytest.raises(CnnkitError, match=r"other classes .*the data adds 0, 1"):
         cnnkit.train("digits", init_from=str(first.run_dir), epochs=1, out=str(tmp_path),
                      **{**FAST, "img_size": None, "channels": None})
@@ -74,15 +108,11 @@ def test_mistakes_with_init_from(tmp_path: Path, capsys) -> None:
     assert code == 2 and "Not found" in capsys.readouterr().err
 
 
-def _features_run(tmp_path: Path) -> cnnkit.TrainResult:
-    return cnnkit.train(DATA, model="efficientnet_lite0", mode="features", epochs=1,
-                        out=str(tmp_path), name="features", **FAST)
-
-
-def test_a_short_fine_tune_never_ends_worse_than_its_start(tmp_path: Path, capsys) -> None:
+def test_a_short_fine_tune_never_ends_worse_than_its_start(features_run: cnnkit.TrainResult,
+                                                           tmp_path: Path, capsys) -> None:
     # Issue 28: two epochs of fine-tuning from a features run at 70% ended at 40% (the
     # full fine-tuning rate, 2e-3, shook off what the start knew in a few steps).
-    first = _features_run(tmp_path)
+    first = features_run
     capsys.readouterr()
     second = cnnkit.train(DATA, mode="fine-tune", init_from=str(first.run_dir), epochs=2,
                           batch_size=16, out=str(tmp_path), name="tuned",
@@ -102,8 +132,9 @@ def test_a_short_fine_tune_never_ends_worse_than_its_start(tmp_path: Path, capsy
     assert not (second.run_dir / "checkpoints").exists()  # the start's copy is gone too
 
 
-def test_the_start_is_kept_when_training_does_worse(tmp_path: Path, capsys) -> None:
-    first = _features_run(tmp_path)
+def test_the_start_is_kept_when_training_does_worse(features_run: cnnkit.TrainResult,
+                                                    tmp_path: Path, capsys) -> None:
+    first = features_run
     capsys.readouterr()
     # a rate given by hand is taken as given: 0.5 wrecks the model in a step
     second = cnnkit.train(DATA, mode="fine-tune", init_from=str(first.run_dir), epochs=1,
@@ -125,8 +156,9 @@ def test_the_start_is_kept_when_training_does_worse(tmp_path: Path, capsys) -> N
     assert "Metrics of the starting weights" in html
 
 
-def test_a_resumed_run_still_compares_with_its_start(tmp_path: Path) -> None:
-    first = _features_run(tmp_path)
+def test_a_resumed_run_still_compares_with_its_start(features_run: cnnkit.TrainResult,
+                                                     tmp_path: Path) -> None:
+    first = features_run
 
     def stop(trainer, row):
         if row["epoch"] == 1:
