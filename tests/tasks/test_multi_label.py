@@ -89,6 +89,13 @@ def test_thresholds_live_in_the_card_and_are_checked_when_read() -> None:
         MultiLabel.from_card({"name": "multi-label", "thresholds": "0.5"}, CLASSES, "m.json")
 
 
+
+def test_the_card_keeps_a_fitted_threshold_as_fitted() -> None:
+    # a cut between scores closer than 1e-6 was rounded a second time for model.json,
+    # so the saved model answered differently from the one the thresholds were fitted on
+    task = MultiLabel((0.12345665, 0.5, 0.99999992))
+    assert MultiLabel.from_card(task.card_fields(), CLASSES, "model.json") == task
+
 def test_imbalance_gives_positive_weights_or_sampling_weights() -> None:
     task = MultiLabel()
     y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])

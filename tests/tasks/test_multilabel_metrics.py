@@ -64,6 +64,21 @@ def test_the_best_f1_cut_sits_between_two_scores() -> None:
     assert ((scores >= t) == np.array([1, 1, 1, 1, 0, 0], bool)).all()
 
 
+
+@pytest.mark.parametrize("positive, negative", [
+    (0.1234567, 0.1234566),              # the midpoint rounds up to 0.123457
+    (0.99999994, 0.9999999),             # float32 sigmoids near 1: it rounded to 1.0
+])
+def test_a_cut_between_close_scores_still_answers_the_images_above_it(
+        positive: float, negative: float) -> None:
+    # rounded to 6 decimals, the cut landed above the positives' score: a label the
+    # validation images separated perfectly (F1 1) was then never answered
+    p = np.float32([positive] * 5 + [negative] * 3 + [0.01] * 10)[:, None]
+    y = np.array([1] * 5 + [0] * 13)[:, None]
+    (t,), _ = choose_thresholds(p, y)
+    assert (p[:, 0] >= t).tolist() == [True] * 5 + [False] * 13
+    assert best_f1_threshold(p[:, 0].astype(np.float64), y[:, 0] > 0)[1] == 1.0
+
 def test_labels_with_few_positives_keep_the_default() -> None:
     rng = np.random.default_rng(0)
     y = np.zeros((100, 2))

@@ -36,7 +36,20 @@ def best_f1_threshold(scores: np.ndarray, truth: np.ndarray) -> tuple[float, flo
     best = int(np.argmax(f1))  # the first maximum: the highest such cut
     j = ends[best]
     below = s[j + 1] if j + 1 < len(s) else max(0.0, s[j] - 1e-3)
-    return float((s[j] + below) / 2), float(f1[best])
+    return _short_cut(float(s[j]), float(below)), float(f1[best])
+
+
+def _short_cut(lowest_in: float, highest_out: float) -> float:
+    """The midpoint of two neighbouring scores, to 6 decimals (as model.json shows it)
+    where that still falls between them, else the exact midpoint, else (scores one
+    float32 step apart, as sigmoids near 1 are) the lowest admitted score itself: the
+    cut never lands above the score it admits, in float64 or float32 comparisons."""
+    mid = (lowest_in + highest_out) / 2
+    for cut in (round(mid, 6), mid):
+        if (highest_out < cut <= lowest_in
+                and np.float32(highest_out) < np.float32(cut) <= np.float32(lowest_in)):
+            return cut
+    return lowest_in
 
 
 def choose_thresholds(probs: Any, targets: Any) -> tuple[list[float], list[int]]:
@@ -50,7 +63,7 @@ def choose_thresholds(probs: Any, targets: Any) -> tuple[list[float], list[int]]
             out.append(DEFAULT)
             defaulted.append(k)
             continue
-        out.append(round(best_f1_threshold(p[:, k], y[:, k])[0], 6))
+        out.append(best_f1_threshold(p[:, k], y[:, k])[0])
     return out, defaulted
 
 

@@ -95,7 +95,7 @@ class MultiLabel(Task):
     def card_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"name": self.name}
         if self.thresholds is not None:
-            fields["thresholds"] = [round(t, 6) for t in self.thresholds]
+            fields["thresholds"] = [float(t) for t in self.thresholds]  # as fitted
         return fields
 
     @classmethod
