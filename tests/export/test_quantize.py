@@ -22,7 +22,8 @@ from cnnkit.export.quantize import Comparison
 
 
 def test_int8_export_is_quantized_keeps_metadata_and_is_compared(trained, tmp_path: Path,
-                                                                 capsys) -> None:
+                                                                 capsys, brief_int8_timing
+                                                                 ) -> None:
     out = tmp_path / "m.onnx"
     assert main(["export", str(trained[0]), "--out", str(out), "--quantize", "int8"]) == 0
     said = capsys.readouterr()
@@ -102,7 +103,8 @@ def test_int8_that_loses_too_much_is_refused_with_the_figures() -> None:
     check_drop(Comparison(10, 0.5, 0.6, 1.0, 1.0), 0.0, "x")  # a gain is never refused
 
 
-def test_int8_runs_everywhere_once_exported(trained, tmp_path: Path, capsys) -> None:
+def test_int8_runs_everywhere_once_exported(trained, tmp_path: Path, capsys,
+                                            brief_int8_timing) -> None:
     """predict (run + --backend, or the file itself), evaluate, the Python API and the
     record all run the measured int8 file; without it, one line says how to make it."""
     run = shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx*"))
@@ -187,7 +189,7 @@ def test_a_pretrained_name_has_no_int8(trained, capsys) -> None:
 
 
 def test_multilabel_exports_carry_the_thresholds_and_answer_label_sets(
-        trained_multilabel, tmp_path: Path) -> None:
+        trained_multilabel, tmp_path: Path, brief_int8_timing) -> None:
     from cnnkit.artifacts.modelcard import read_card
     from cnnkit.export.quantize import accuracy
     from cnnkit.runtime.backends import OnnxBackend

@@ -240,7 +240,8 @@ def test_two_runs_never_write_one_file_at_once(two_models, tmp_path: Path, capsy
     assert len(paths) == len(set(paths)) == 600
 
 
-def test_int8_rows_are_not_added_to_float_rows(trained, tmp_path: Path, capsys) -> None:
+def test_int8_rows_are_not_added_to_float_rows(trained, tmp_path: Path, capsys,
+                                               brief_int8_timing) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained[0], run, ignore=shutil.ignore_patterns("*.onnx*"))
     assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0

@@ -128,7 +128,8 @@ def test_an_export_whose_distance_is_wrong_is_refused(calibrated):
         check_parity(model, backend, card, stats=moved)
 
 
-def test_int8_keeps_the_feature_distance_in_float(calibrated, trained, tmp_path):
+def test_int8_keeps_the_feature_distance_in_float(calibrated, trained, tmp_path,
+                                                  brief_int8_timing):
     run = shutil.copytree(calibrated, tmp_path / "run")
     assert main(["export", str(run), "--quantize", "int8", "--max-accuracy-drop", "100"]) == 0
     int8 = cnnkit.load(str(run), backend="onnx-int8")
@@ -204,7 +205,7 @@ def test_the_output_file_has_the_unknown_score_beside_the_label(calibrated, trai
 
 
 def test_the_int8_file_answers_by_its_own_rule_and_the_export_says_how_often(
-        calibrated, tmp_path, capsys):
+        calibrated, tmp_path, capsys, brief_int8_timing):
     from cnnkit.tasks.ood import fit_rule
 
     run = shutil.copytree(calibrated, tmp_path / "run")
