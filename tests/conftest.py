@@ -50,15 +50,17 @@ def _one_torch_thread():
 
 @pytest.fixture
 def brief_int8_timing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An int8 export times both files for 3 s each before it says and records their
-    speeds; a test that exports reads those figures for agreement (printed, in the card,
-    the slower-file warning), never for their precision: the five timed rounds the
-    measurement always takes stand (export.quantize.median_rates)."""
+    """An int8 export times both files for 3 s each, resting 0.2 s before each call,
+    before it says and records their speeds; a test that exports reads those figures for
+    agreement (printed, in the card, the slower-file warning), never for their precision:
+    the five timed rounds the measurement always takes stand, without the rests
+    (export.quantize.median_rates)."""
     from functools import partial
 
     from cnnkit.export import quantize
 
     monkeypatch.setattr(quantize, "speed", partial(quantize.speed, seconds=0.0))
+    monkeypatch.setattr(quantize, "median_rates", partial(quantize.median_rates, pause=0.0))
 
 
 def write_shapes_tree(root: Path, per_class: int = 12, size: int = 32, seed: int = 0,
