@@ -13,84 +13,21 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cnnkit.base.errors import CnnkitError
+from cnnkit.data.audit_result import Audit, Finding
 from cnnkit.data.builtin import load_builtin
 from cnnkit.data.file_index import FileFacts, file_facts
-from cnnkit.data.folders import read_csv
-from cnnkit.data.scan import Listing, Scan, list_class_folders, split_dirs
+from cnnkit.data.scan import Scan
 from cnnkit.data.source import DataSource
-from cnnkit.data.source_builtin import BuiltinSource
-from cnnkit.data.source_csv import CsvSource
-from cnnkit.data.source_folder import LabelledFolderSource, SplitFolderSource
+
+__all__ = ["Audit", "Finding", "audit", "audit_builtin", "audit_files"]
 
 SMALL_FRACTION = 4  # an image whose shorter side is under 1/4 of the input is "far smaller"
 IMBALANCE_RATIO = 3.0  # largest / smallest class from which training reweights the loss
 EXAMPLES = 5
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # "problem", "warning" or "note"
-    what: str
-    files: tuple[str, ...] = ()
-    advice: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "what": self.what, "files": list(self.files),
-                "advice": self.advice}
-
-
-@dataclass
-class Audit:
-    data: str
-    kind: str
-    img_size: int
-    classes: list[str] = field(default_factory=list)
-    counts: dict[str, list[int]] = field(default_factory=dict)  # split -> images per class
-    findings: list[Finding] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
-    multilabel: bool = False  # label sets per image; counts are images with each label
-    unlabelled: dict[str, int] = field(default_factory=dict)  # split -> images with none
-    images: dict[str, int] = field(default_factory=dict)  # split -> usable images
-
-    @property
-    def problems(self) -> list[Finding]:
-        return [f for f in self.findings if f.level == "problem"]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.level == "warning"]
-
-    @property
-    def trainable(self) -> bool:
-        return not self.problems
-
-    @property
-    def verdict(self) -> str:
-        if self.problems:
-            n = len(self.problems)
-            return (f"cannot be trained on: {n} problem{'s' if n > 1 else ''} to fix first")
-        if self.warnings:
-            n = len(self.warnings)
-            return (f"can be trained on, but {n} thing{'s' if n > 1 else ''} will make the "
-                    "model worse or its test score misleading until fixed")
-        return "ready to train: no problems found"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "kind": self.kind, "img_size": self.img_size,
-                "trainable": self.trainable, "verdict": self.verdict,
-                "classes": self.classes,
-                "counts": {s: dict(zip(self.classes, c)) for s, c in self.counts.items()},
-                "multilabel": self.multilabel, "images": self.images,
-                **({"unlabelled": self.unlabelled} if self.multilabel else {}),
-                "findings": [f.to_dict() for f in self.findings], **self.stats}
-
-    def add(self, level: str, what: str, files: list[str] | tuple[str, ...] = (),
-            advice: str = "") -> None:
-        self.findings.append(Finding(level, what, tuple(files), advice))
 
 
 @dataclass(frozen=True)
@@ -104,11 +41,15 @@ class _Item:
 
 def audit(source: DataSource, *, img_size: int, decode: bool = True,
           progress: bool = True) -> Audit:
-    """Audit ``source``. ``decode=False`` reads hashes and headers only (the short check
-    ``train`` runs; training's own decode reports unreadable files). Near-copies need
-    the images' codes: :mod:`cnnkit.curate.near` (``cnnkit check --near``)."""
-    if not isinstance(source, BuiltinSource):
-        return audit_files(source, img_size=img_size, decode=decode, progress=progress)
+    """Audit ``source``, as its kind does (a built-in set's images, or the listed files).
+    ``decode=False`` reads hashes and headers only (the short check ``train`` runs;
+    training's own decode reports unreadable files). Near-copies need the images' codes:
+    :mod:`cnnkit.curate.near` (``cnnkit check --near``)."""
+    return source.audit(img_size=img_size, decode=decode, progress=progress)
+
+
+def audit_builtin(source: DataSource, *, img_size: int) -> Audit:
+    """Audit a built-in set: its counts, copies and balance."""
     result = Audit(source.spec, source.kind, img_size)
     _verdicts(result, _builtin_items(source, result), presplit=source.presplit)
     return result
@@ -151,7 +92,7 @@ def _file_items(source: DataSource, result: Audit, *, decode: bool,
                 progress: bool) -> list[_Item] | None:
     report = Scan()
     try:
-        listings = _listings(source, report)
+        listings = source.listings(report)
     except CnnkitError as exc:
         result.add("problem", str(exc))
         return None
@@ -187,24 +128,7 @@ def _file_items(source: DataSource, result: Audit, *, decode: bool,
     return items
 
 
-def _listings(source: DataSource, report: Scan) -> dict[str, Listing]:
-    if isinstance(source, CsvSource):
-        return {"all": read_csv(source.root)}
-    if isinstance(source, LabelledFolderSource):
-        return {"all": read_csv(source.labels_file)}
-    if isinstance(source, SplitFolderSource):
-        dirs = split_dirs(source.root)
-        train = list_class_folders(dirs["train"], report=report, top=source.root)
-        out = {"train": train}
-        for name in ("val", "test"):
-            if name in dirs:
-                out[name] = list_class_folders(dirs[name], train.classes, report=report,
-                                               top=source.root)
-        return out
-    return {"all": list_class_folders(source.root, report=report)}
-
-
-def _builtin_items(source: BuiltinSource, result: Audit) -> list[_Item]:
+def _builtin_items(source: DataSource, result: Audit) -> list[_Item]:
     _, train, test = load_builtin(source.spec)
     result.classes = list(train.classes)
     result.multilabel = train.multilabel

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -22,6 +22,10 @@ from cnnkit.data.imageset import ImageSet, stratified_split
 from cnnkit.data.labelsets import multi_hot
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek, probe_images
+
+if TYPE_CHECKING:
+    from cnnkit.data.audit_result import Audit
+    from cnnkit.data.scan import Scan
 
 Parts = tuple[ImageSet, ImageSet | None, ImageSet | None]  # train, val, test
 
@@ -52,6 +56,17 @@ class DataSource:
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
         """Images to evaluate a trained model on, labelled with its class indices."""
+        raise NotImplementedError
+
+    def audit(self, *, img_size: int, decode: bool = True, progress: bool = True) -> Audit:
+        """What ``cnnkit check`` finds in this source (:mod:`cnnkit.data.audit`);
+        ``decode=False`` reads hashes and headers only."""
+        raise NotImplementedError
+
+    def listings(self, report: Scan | None = None) -> dict[str, Listing]:
+        """The listed files with their labels by split (``all`` for data that comes
+        whole); ``report`` collects what a folder scan passed over. Only sources of files
+        have them."""
         raise NotImplementedError
 
     def same_data(self, other: DataSource) -> bool:

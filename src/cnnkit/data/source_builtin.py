@@ -8,6 +8,8 @@ import torch
 
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
+from cnnkit.data.audit import audit_builtin
+from cnnkit.data.audit_result import Audit
 from cnnkit.data.builtin import BUILTINS, load_builtin, parse_name
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
@@ -53,6 +55,9 @@ class BuiltinSource(DataSource):
                               f"({', '.join(classes)}).")
         labels = torch.tensor([mapping[part.classes[i]] for i in part.labels.tolist()])
         return ImageSet(part.images, labels, classes)
+
+    def audit(self, *, img_size: int, decode: bool = True, progress: bool = True) -> Audit:
+        return audit_builtin(self, img_size=img_size)
 
     def same_data(self, other: DataSource) -> bool:
         """The same set with the same options (``shapes`` is ``shapes:size=32``)."""

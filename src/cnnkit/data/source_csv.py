@@ -9,11 +9,12 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import check_classes, read_csv
 from cnnkit.data.imageset import ImageSet, stratified_split
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.data.probe import Peek
-from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing
+from cnnkit.data.scan import Listing, Scan
+from cnnkit.data.source import DataSource, Parts, decode_listing
+from cnnkit.data.source_files import FileSource
 
 
-class CsvSource(DataSource):
+class CsvSource(FileSource):
     kind = "csv"
     presplit = False
 
@@ -28,15 +29,15 @@ class CsvSource(DataSource):
 
     def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
              seed: int) -> Parts:
-        listing = read_csv(self.root)
+        listing = self.listings()["all"]
         check_classes(listing, self.spec)
         return split_whole(decode_listing(listing, pre), val_fraction, test_fraction, seed)
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
         return decode_listing(read_csv(self.root, classes), pre)
 
-    def peek(self) -> Peek:
-        return peek_listing(read_csv(self.root))
+    def listings(self, report: Scan | None = None) -> dict[str, Listing]:
+        return {"all": read_csv(self.root)}
 
 
 def split_whole(everything: ImageSet, val_fraction: float, test_fraction: float,

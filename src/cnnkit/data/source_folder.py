@@ -10,9 +10,10 @@ from cnnkit.data.folders import check_classes, read_csv
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
-from cnnkit.data.scan import list_class_folders, split_dirs
+from cnnkit.data.scan import Listing, Scan, list_class_folders, split_dirs
 from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing, split_off
 from cnnkit.data.source_csv import split_whole
+from cnnkit.data.source_files import FileSource
 
 LABELS_FILE = "labels.csv"
 
@@ -22,7 +23,7 @@ def _folder(data: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-class LabelledFolderSource(DataSource):
+class LabelledFolderSource(FileSource):
     """A folder of images with a ``labels.csv`` at its top: ``path,label`` or
     ``path,labels`` rows, paths relative to the folder (images anywhere below it),
     split into train/val/test by the run's fractions."""
@@ -43,18 +44,18 @@ class LabelledFolderSource(DataSource):
 
     def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
              seed: int) -> Parts:
-        listing = read_csv(self.labels_file)
+        listing = self.listings()["all"]
         check_classes(listing, str(self.labels_file))
         return split_whole(decode_listing(listing, pre), val_fraction, test_fraction, seed)
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
         return decode_listing(read_csv(self.labels_file, classes), pre)
 
-    def peek(self) -> Peek:
-        return peek_listing(read_csv(self.labels_file))
+    def listings(self, report: Scan | None = None) -> dict[str, Listing]:
+        return {"all": read_csv(self.labels_file)}
 
 
-class FolderSource(DataSource):
+class FolderSource(FileSource):
     """One sub-folder per class, split into train/val/test by the run's fractions."""
 
     kind = "folder"
@@ -67,18 +68,18 @@ class FolderSource(DataSource):
 
     def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
              seed: int) -> Parts:
-        listing = list_class_folders(self.root)
+        listing = self.listings()["all"]
         check_classes(listing, self.spec)
         return split_whole(decode_listing(listing, pre), val_fraction, test_fraction, seed)
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
         return decode_listing(list_class_folders(self.root, classes), pre)
 
-    def peek(self) -> Peek:
-        return peek_listing(list_class_folders(self.root))
+    def listings(self, report: Scan | None = None) -> dict[str, Listing]:
+        return {"all": list_class_folders(self.root, report=report)}
 
 
-class SplitFolderSource(DataSource):
+class SplitFolderSource(FileSource):
     """``train/`` (and ``val/``, ``test/``) folders, each with one sub-folder per class;
     without ``val/`` the validation images come from ``train/``."""
 
@@ -107,7 +108,17 @@ class SplitFolderSource(DataSource):
             train, val = split_off(train, val_fraction, seed)
         return train, val, test
 
-    def peek(self) -> Peek:
+    def listings(self, report: Scan | None = None) -> dict[str, Listing]:
+        dirs = split_dirs(self.root)
+        train = list_class_folders(dirs["train"], report=report, top=self.root)
+        out = {"train": train}
+        for name in ("val", "test"):
+            if name in dirs:
+                out[name] = list_class_folders(dirs[name], train.classes, report=report,
+                                               top=self.root)
+        return out
+
+    def peek(self) -> Peek:  # the training files alone: the val/ and test/ scans can wait
         return peek_listing(list_class_folders(split_dirs(self.root)["train"]))
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from cnnkit.base import log
 from cnnkit.base.device import require_memory
-from cnnkit.data.audit import audit_files
 from cnnkit.models.layerspec import plan_stack
 from cnnkit.training.recipe import Plan
 
@@ -23,8 +22,7 @@ def check_data(plan: Plan) -> None:
     """
     if not plan.config.check or plan.source.root is None:
         return
-    result = audit_files(plan.source, img_size=plan.pre.img_size, decode=False,
-                         progress=False)
+    result = plan.source.audit(img_size=plan.pre.img_size, decode=False, progress=False)
     warnings = result.warnings
     for finding in warnings:
         example = f" (e.g. {log.quoted(finding.files[0])})" if finding.files else ""
