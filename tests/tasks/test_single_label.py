@@ -104,3 +104,13 @@ def test_imbalance_weights_the_loss_or_the_draws() -> None:
     weight, draws = TASK.balance(labels, counts, "balanced-sampling")
     assert weight is None and draws.tolist() == pytest.approx([1 / 3] * 3 + [1.0])
     assert TASK.balance(labels, counts, "none") == (None, None)
+
+
+def test_a_model_without_calibration_is_told_why_it_may_have_none() -> None:
+    # training with too few validation images (or none) fits no temperature or rule; the
+    # note at load names that first, not only an older cnnkit
+    from cnnkit.tasks.ood import MIN_HELD_OUT
+
+    note = SingleLabel().load_note()
+    assert note is not None and f"fewer than {MIN_HELD_OUT} validation images" in note
+    assert "--threshold still applies" in note

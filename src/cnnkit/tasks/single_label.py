@@ -26,7 +26,7 @@ import numpy as np
 from cnnkit.base import log
 from cnnkit.tasks.base import Task
 from cnnkit.tasks.calibration import Calibration, calibrate, log_softmax
-from cnnkit.tasks.ood import UnknownRule, energy, fit_rule
+from cnnkit.tasks.ood import MIN_HELD_OUT, UnknownRule, energy, fit_rule
 from cnnkit.tasks.threshold import UNKNOWN, is_unknown
 
 if TYPE_CHECKING:
@@ -170,8 +170,9 @@ class SingleLabel(Task):
         if self.calibration is not None or self.unknown is not None:
             return None
         return ("its probabilities are not calibrated and it answers no image 'unknown' "
-                "by itself (no temperature or unknown rule in its model card: made by an "
-                "older cnnkit or without a validation split); --threshold still applies")
+                "by itself (no temperature or unknown rule in its model card: it was "
+                f"trained with fewer than {MIN_HELD_OUT} validation images, or none, or by "
+                "an older cnnkit); --threshold still applies")
 
     # --- targets --------------------------------------------------------------------
 
