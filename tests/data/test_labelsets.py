@@ -143,6 +143,25 @@ def test_a_folder_with_labels_csv_loads_and_splits(tmp_path: Path) -> None:
     assert ev.labels.shape == (30, 3) and ev.labels[0].tolist() == [1, 1, 0]
 
 
+
+def test_images_a_folders_labels_csv_does_not_list_are_named_not_dropped_unseen(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 4 of 12 images beside labels.csv were left out without a word, while 'data info'
+    # and the run's first line counted 8 images: in multi-label data an unlisted image
+    # reads as one with no label, which it is not
+    root = tmp_path / "photos"
+    names = _images(root / "img", 12)
+    _csv(root / "labels.csv", "path,labels\n" + "".join(
+        f"img/{n},{'a|b' if i % 2 else 'a'}\n" for i, n in enumerate(names[:8])))
+    s = load_splits(describe(str(root)), _pre(), val_fraction=0.25, test_fraction=0.25,
+                    seed=0)
+    assert len(s.train) + len(s.val) + len(s.test) == 8
+    err = capsys.readouterr().err
+    assert "4 images under" in err and "not in labels.csv" in err and "008.png" in err
+    _csv(root / "labels.csv", "path,labels\n" + "".join(f"img/{n},a|b\n" for n in names))
+    load_splits(describe(str(root)), _pre(), val_fraction=0.25, test_fraction=0.25, seed=0)
+    assert "labels.csv" not in capsys.readouterr().err
+
 def test_mosaics_are_labelled_by_the_items_they_show() -> None:
     items = np.stack([np.full((4, 4), 10 + c, np.uint8) for c in range(5)])
     images, targets = generate(items, np.arange(5), 200, seed=1, blank=0.5, num_classes=5)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import check_classes, read_csv
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
-from cnnkit.data.scan import Listing, Scan, list_class_folders, split_dirs
+from cnnkit.data.scan import Listing, Scan, list_class_folders, scan_images, split_dirs
 from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing, split_off
 from cnnkit.data.source_csv import split_whole
 from cnnkit.data.source_files import FileSource
@@ -46,6 +47,7 @@ class LabelledFolderSource(FileSource):
              seed: int) -> Parts:
         listing = self.listings()["all"]
         check_classes(listing, str(self.labels_file))
+        _tell_unlisted(self.root, listing.paths)
         return split_whole(decode_listing(listing, pre), val_fraction, test_fraction, seed)
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
@@ -53,6 +55,20 @@ class LabelledFolderSource(FileSource):
 
     def listings(self, report: Scan | None = None) -> dict[str, Listing]:
         return {"all": read_csv(self.labels_file)}
+
+
+def _tell_unlisted(root: Path, listed: tuple[str, ...]) -> None:
+    """The labels file decides which images are data; the images under the folder that
+    it does not list are left out, and said so: in multi-label data an image with no
+    label is a row with an empty field, not a file that is missing from the list."""
+    known = {os.path.normpath(os.path.abspath(p)) for p in listed}
+    left = [f for f in scan_images(root).files
+            if os.path.normpath(os.path.abspath(f)) not in known]
+    if left:
+        verb = "is" if len(left) == 1 else "are"
+        log.warn(f"{log.plural(len(left), 'image')} under {root} {verb} not in "
+                 f"{LABELS_FILE} and left out (e.g. {left[0]}); list an image with no "
+                 "label as 'path,' under a 'path,labels' header")
 
 
 class FolderSource(FileSource):
