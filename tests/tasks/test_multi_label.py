@@ -108,6 +108,20 @@ def test_imbalance_gives_positive_weights_or_sampling_weights() -> None:
     assert task.balance(y, counts, "none") == (None, None)
 
 
+
+def test_a_label_every_image_has_keeps_its_positives_weighed() -> None:
+    # negatives/positives is 0 for a label on every training image: its positives
+    # weighed nothing, only label smoothing's pull towards 0 trained it, and the model
+    # answered a label present in 100% of the images with probability 0.3 and falling
+    task = MultiLabel()
+    y = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    counts = torch.tensor(task.class_counts(y, 2), dtype=torch.float)
+    weights, _ = task.balance(y, counts, "weighted-loss")
+    assert weights.tolist() == pytest.approx([1.0, 3.0])
+    logits = torch.zeros(4, 2, requires_grad=True)
+    task.loss(logits, y, weight=weights, smoothing=0.1).backward()
+    assert (logits.grad[:, 0] < 0).all()  # every image pushes the ubiquitous label up
+
 def test_evaluate_uses_the_cards_thresholds_or_one_given() -> None:
     task = MultiLabel((0.3, 0.6, 0.5))
     probs = torch.tensor([[0.35, 0.55, 0.9], [0.1, 0.7, 0.3]])

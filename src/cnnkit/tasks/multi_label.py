@@ -159,7 +159,10 @@ class MultiLabel(Task):
 
         if how == "weighted-loss":  # each label's positives weigh as much as its negatives
             negatives = len(labels) - counts
-            return (negatives / counts.clamp(min=1)).clamp(max=MAX_POS_WEIGHT), None
+            ratio = (negatives / counts.clamp(min=1)).clamp(max=MAX_POS_WEIGHT)
+            # a label with no negative image has nothing to balance against: weight 0
+            # would leave only label smoothing's pull towards 0 to train it
+            return torch.where(negatives > 0, ratio, torch.ones_like(ratio)), None
         if how == "balanced-sampling":  # an image drawn as often as its rarest label asks
             per_label = 1.0 / counts.clamp(min=1)
             hot = (labels > 0.5).float()
