@@ -37,6 +37,22 @@ def test_metrics_of_a_worked_example() -> None:
     assert r.loss == pytest.approx(bce, rel=1e-6)
 
 
+
+def test_a_model_of_one_label_gets_that_labels_figures() -> None:
+    # scikit-learn reads one column as binary data: per-label precision, recall and F1
+    # were the absent class's (0, 0, 0 for a label answered on every image) and micro
+    # recall was accuracy
+    y = np.array([[1], [1], [0], [0], [0]], dtype=np.float32)
+    p = np.array([[0.9], [0.6], [0.7], [0.4], [0.1]])
+    r = compute_multilabel(p, y, ("bag",), thresholds=0.5)
+    (bag,) = r.per_label
+    assert (bag["precision"], bag["recall"], bag["support"], bag["predicted"]) == (
+        pytest.approx(2 / 3), 1.0, 2, 3)
+    assert bag["f1"] == pytest.approx(0.8)
+    assert r.micro == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8})
+    assert r.macro == r.micro
+    assert r.exact_match == pytest.approx(0.8) and r.hamming_loss == pytest.approx(0.2)
+
 def test_thresholds_change_the_answers_not_the_ranking_metrics() -> None:
     r = compute_multilabel(PROBS, TRUTH, ("a", "b", "c"), thresholds=[0.35, 0.65, 0.5])
     assert r.exact_match == 0.75 and r.per_label[0]["recall"] == 1.0  # only image 2 wrong

@@ -75,3 +75,26 @@ def test_the_features_mode_trains_a_multilabel_head(trained_multilabel, tmp_path
     # a label's AP by chance is its share of the test images (about 0.3 here)
     chance = sum(len(labels) for _, labels in split["test"]) / (10 * len(test))
     assert metrics["mAP"]["macro"] > chance + 0.15, (metrics["mAP"], chance)
+
+
+def test_a_multilabel_run_of_one_label_saves_loads_and_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 'path,labels' rows naming one label (a yes/no question) trained every epoch, then
+    # stopped at its own model.json: "classes must list 2 to 100,000 names"
+    from tests.conftest import write_mosaics
+
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    csv = write_mosaics(tmp_path / "m", count=60)
+    rows = csv.read_text().splitlines()
+    csv.write_text("\n".join([rows[0]] + [f"{r.split(',')[0]},{'Bag' if 'Bag' in r else ''}"
+                                          for r in rows[1:]]) + "\n")
+    result = cnnkit.train(str(csv), model="conv6k3same-pool2-conv8k3-gap", img_size=16,
+                          epochs=1, batch_size=8, device="cpu", plots=False,
+                          out=str(tmp_path / "runs"), name="one")
+    card, _ = read_card(result.run_dir)
+    assert card.classes == ("Bag",) and isinstance(card.task, MultiLabel)
+    (answer,) = cnnkit.load(str(result.run_dir)).predict([str(csv.parent / "m000.png")])
+    assert [name for name, _ in answer.top] == ["Bag"]
+    metrics = cnnkit.evaluate(str(result.run_dir), threshold=0.0)
+    (bag,) = metrics.per_label
+    assert bag["recall"] == 1.0 and bag["predicted"] == metrics.n  # all answered at 0

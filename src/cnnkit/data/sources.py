@@ -108,7 +108,7 @@ def load_splits(
         kind = "label(s)" if train.multilabel else "class(es)"
         raise CnnkitError(f"No training images left for {kind} {', '.join(empty)} after "
                           "splitting; add images or lower --val-fraction/--test-fraction.")
-    what = (f"{len(train.classes)} labels (multi-label)" if train.multilabel
+    what = (f"{log.plural(len(train.classes), 'label')} (multi-label)" if train.multilabel
             else f"{len(train.classes)} classes")
     none = sum(p.unlabelled() for p in (train, val, test) if p is not None)
     log.info(f"data: {source.spec} - {what}, {len(train):,} train"

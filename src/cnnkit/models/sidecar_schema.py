@@ -72,8 +72,11 @@ def validate(doc: Any, where: str) -> None:
         and not (isinstance(v, str) and len(v) > 200) for k, v in kwargs.items()),
         where, "architecture.kwargs must map names to plain values")
     classes = _field(doc, "classes", list, where)
-    _check(2 <= len(classes) <= MAX_CLASSES, where,
-           f"classes must list 2 to {MAX_CLASSES:,} names (it has {len(classes):,})")
+    task = doc.get("task")
+    # a multi-label model's labels are yes/no questions each: one is a model too
+    least = 1 if isinstance(task, dict) and task.get("name") == "multi-label" else 2
+    _check(least <= len(classes) <= MAX_CLASSES, where,
+           f"classes must list {least} to {MAX_CLASSES:,} names (it has {len(classes):,})")
     _check(all(isinstance(c, str) and 0 < len(c) <= 255 for c in classes), where,
            "classes must be non-empty names of at most 255 characters")
     _check(len(set(classes)) == len(classes), where, "classes has a name twice")
@@ -89,7 +92,7 @@ def validate(doc: Any, where: str) -> None:
            where, "sha256 must be 64 hex digits")
     info = doc.get("info")
     _check(info is None or isinstance(info, dict), where, "info must be an object")
-    task = doc.get("task")  # its fields are the task's to check (cnnkit.tasks.registry)
+    # the task's fields are the task's to check (cnnkit.tasks.registry)
     _check(task is None or isinstance(task, str) or (
         isinstance(task, dict) and isinstance(task.get("name"), str)), where,
         "task must be a task's name or an object with its name")

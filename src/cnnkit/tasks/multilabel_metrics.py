@@ -113,6 +113,22 @@ def _none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+def _prf(pred: np.ndarray, y: np.ndarray, axis: int | None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of 0/1 answers against 0/1 truth, per label (``axis``
+    0) or over every image-label pair (None); 0 where a ratio has nothing to divide
+    (scikit-learn's ``zero_division=0``). Counted here: scikit-learn reads a single
+    column as binary data and reports its absent class."""
+    tp = (pred * y).sum(axis)
+    answered, present = pred.sum(axis), y.sum(axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(answered > 0, tp / np.maximum(answered, 1), 0.0)
+        recall = np.where(present > 0, tp / np.maximum(present, 1), 0.0)
+        f1 = np.where(answered + present > 0, 2 * tp / np.maximum(answered + present, 1),
+                      0.0)
+    return precision, recall, f1
+
+
 def compute_multilabel(probs: Any, targets: Any, classes: Sequence[str],
                        thresholds: Sequence[float] | float = 0.5) -> MultiLabelResult:
     """Metrics of probabilities ``(N, K)`` against multi-hot ``targets`` ``(N, K)``; a
@@ -122,7 +138,6 @@ def compute_multilabel(probs: Any, targets: Any, classes: Sequence[str],
         accuracy_score,
         average_precision_score,
         hamming_loss,
-        precision_recall_fscore_support,
     )
 
     p = np.asarray(getattr(probs, "numpy", lambda: probs)(), dtype=np.float64)
@@ -142,15 +157,15 @@ def compute_multilabel(probs: Any, targets: Any, classes: Sequence[str],
     has = support > 0
     map_macro = float(ap[has].mean()) if has.any() else math.nan
     map_micro = float(average_precision_score(y, p, average="micro")) if y.any() else math.nan
-    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
+    prec, rec, f1 = _prf(pred, y, axis=0)
     per_label = [{"label": name, "precision": float(prec[j]), "recall": float(rec[j]),
                   "f1": float(f1[j]), "ap": _none_if_nan(ap[j]), "support": int(support[j]),
                   "predicted": int(pred[:, j].sum()), "threshold": float(t[j])}
                  for j, name in enumerate(classes)]
-    avg = {}
-    for how in ("micro", "macro"):
-        pa, ra, fa, _ = precision_recall_fscore_support(y, pred, average=how, zero_division=0)
-        avg[how] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
+    pm, rm, fm = _prf(pred, y, axis=None)
+    avg = {"micro": {"precision": float(pm), "recall": float(rm), "f1": float(fm)},
+           "macro": {"precision": float(prec.mean()), "recall": float(rec.mean()),
+                     "f1": float(f1.mean())}}
     clipped = np.clip(p, 1e-7, 1 - 1e-7)
     bce = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
     return MultiLabelResult(
