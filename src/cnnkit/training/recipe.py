@@ -166,6 +166,12 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
             augment = builtin.augment if builtin else "flip+crop"
         if mirror:  # a mirrored 2 or "left" is another class
             augment = "+".join(t for t in augment.split("+") if t != "flip") or "none"
+    # The run's first lines, said where its input is decided.
+    notes = () if card is not None else (
+        *((small,) if small else ()),
+        *input_notes(config.replace(model=model, mode=mode, img_size=img_size,
+                                    channels=channels, augment=augment),
+                     config, info, facts, mirror, budget_size is not None))
     device = pick_device(config.device, cluster.local_rank if cluster.distributed else None)
     if cluster.distributed and config.sync_bn and device.type != "cuda":
         raise CnnkitError("--sync-bn synchronises batch norm across GPUs, and this run's "
@@ -187,9 +193,6 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         bn_stats=bn_stats, **numbers)
     if card is not None:
         pre = card.preprocess
-    notes = () if card is not None else (
-        *((small,) if small else ()),
-        *input_notes(resolved, config, info, facts, mirror, budget_size is not None))
     task = card.task if card is not None else get_task(source.task)
     return Plan(resolved, config, source, arch, info, pre, resolved.augments, device,
                 channels_last, _compiles(resolved, device), find_lr=config.lr == "find",
