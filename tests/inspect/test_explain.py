@@ -69,3 +69,11 @@ def test_class_names_by_name_number_or_synonym() -> None:
     assert class_index(classes, "2") == 2
     with pytest.raises(CnnkitError, match="Did you mean 'espresso'"):
         class_index(classes, "expresso")
+
+
+def test_a_name_given_exactly_wins_over_one_that_differs_in_case() -> None:
+    # 'coat' and 'Coat' are two labels of a hand-typed multi-label CSV; --label coat
+    # drew the Grad-CAM of 'Coat', the first name that matched in any case
+    classes = ("Coat", "coat", "Bag")
+    assert class_index(classes, "coat") == 1 and class_index(classes, "Coat") == 0
+    assert class_index(classes, "COAT") == 0 and class_index(classes, " bag ") == 2

@@ -40,6 +40,8 @@ class Explanation:
 def class_index(classes: tuple[str, ...], name: str, noun: str = "class") -> int:
     """A class by name (any case), by its number, or by one of its comma-separated names
     (``noun``: what the model calls its classes, for the error)."""
+    if name.strip() in classes:  # exactly as named first: 'coat' and 'Coat' may both exist
+        return classes.index(name.strip())
     lowered = [c.lower() for c in classes]
     key = name.strip().lower()
     if key in lowered:
