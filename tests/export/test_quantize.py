@@ -232,6 +232,24 @@ def test_multilabel_exports_carry_the_thresholds_and_answer_label_sets(
             assert [s.label for s in sets] == [t.label for t in torch_sets]
 
 
+
+def test_a_runs_int8_file_answers_at_the_thresholds_in_its_model_json(
+        trained_multilabel, tmp_path: Path, brief_int8_timing) -> None:
+    # thresholds set in model.json after the export: torch and the float export answered
+    # at them, the int8 file at the copy it took at export, so one run folder gave two
+    # label sets for one image depending on --backend
+    source, labels = trained_multilabel
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    export_model(str(run), quantize="int8", max_accuracy_drop=100)
+    doc = json.loads((run / "model.json").read_text())
+    doc["task"]["thresholds"] = [0.999] * len(doc["classes"])
+    (run / "model.json").write_text(json.dumps(doc))
+    files = [str(labels.parent / f"m{i:03d}.png") for i in range(3)]
+    for backend in ("torch", "onnx", "onnx-int8"):
+        sets = cnnkit.load(run, device="cpu", backend=backend).predict(files)
+        assert all(set(s.thresholds.values()) == {0.999} for s in sets), backend
+
 def cnnkit_rundir(run: Path):
     from cnnkit.artifacts.rundir import RunDir
 

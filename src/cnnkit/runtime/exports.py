@@ -216,8 +216,10 @@ def own_task(card: ModelCard, backend: Backend) -> ModelCard:
     """``card`` with the task the ONNX file ``backend`` runs carries, when it is of the
     same kind: an int8 file's unknown rule is fitted on its own outputs (its energies and
     distances differ from float's, so the float rule's line would keep another share of
-    known images); a float file's is the card's. The card as it is for torch, or a file
-    without a task."""
+    known images); a float file's is the card's; what the task keeps of the card's own
+    it says (:meth:`~cnnkit.tasks.base.Task.with_file_task`: a multi-label model's
+    thresholds are model.json's). The card as it is for torch, or a file without a
+    task."""
     if not isinstance(backend, OnnxBackend):
         return card
     fields = backend.session.get_modelmeta().custom_metadata_map.get("task")
@@ -228,7 +230,8 @@ def own_task(card: ModelCard, backend: Backend) -> ModelCard:
     except ValueError as exc:
         raise CnnkitError(f"{backend.path} has damaged cnnkit metadata ({exc}); export it "
                           "again.") from None
-    return replace(card, task=task) if task.name == card.task.name else card
+    return replace(card, task=card.task.with_file_task(task)) if task.name == card.task.name \
+        else card
 
 
 def find_int8(card: ModelCard, folder: Path | None) -> Path | None:

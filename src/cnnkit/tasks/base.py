@@ -157,6 +157,13 @@ class Task(ABC):
         of its own decisions, where its metrics depend on them; else itself."""
         return self
 
+    def with_file_task(self, file_task: Task) -> Task:
+        """The task a run's exported file answers with, given the one it carries (of
+        this kind): the file's, where the file fitted decisions on its own outputs (an
+        int8 file's unknown rule); a task whose file only copied this card's settings at
+        export keeps the card's, which may have changed since."""
+        return file_task
+
     # --- targets and the head -------------------------------------------------------
 
     @abstractmethod

@@ -148,6 +148,9 @@ class MultiLabel(Task):
     def with_threshold(self, threshold: float) -> MultiLabel:
         return MultiLabel(self.thresholds, float(threshold))
 
+    def with_file_task(self, file_task: Task) -> MultiLabel:
+        return self  # an export copies the card's thresholds; it fits none of its own
+
     # --- targets --------------------------------------------------------------------
 
     def class_counts(self, labels: torch.Tensor, n_classes: int) -> list[int]:
