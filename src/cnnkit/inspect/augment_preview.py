@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,16 +40,25 @@ def preview_images(data: str, img_size: int | None = None, images: int = 4, seed
     pre = Preprocess(decode_size, channels, (0.0,) * channels, (1.0,) * channels)
     splits = load_splits(source, pre, val_fraction=0.0, test_fraction=0.0, seed=seed)
     train = splits.train
-    picks = []
+    picks: list[int] = []
     for label in range(len(train.classes)):
-        hits = torch.nonzero(train.labels == label).flatten()
-        if len(hits):
-            picks.append(int(hits[0]))
+        has = train.labels[:, label] > 0.5 if train.multilabel else train.labels == label
+        hits = [int(i) for i in torch.nonzero(has).flatten()]
+        fresh = [i for i in hits if i not in picks]  # a label set may hold several
+        if hits:
+            picks.append((fresh or hits)[0])
         if len(picks) == images:
             break
     x = train.images[picks]
     size = img_size or max(x.shape[-2:])
-    return x, [train.classes[int(train.labels[i])] for i in picks], size
+    return x, [_name(train, i) for i in picks], size
+
+
+def _name(train: Any, i: int) -> str:
+    """An image's class, or a multi-label image's label set (``cat|dog``)."""
+    if not train.multilabel:
+        return train.classes[int(train.labels[i])]
+    return "|".join(train.classes[int(j)] for j in torch.nonzero(train.labels[i] > 0.5))
 
 
 def _shown(x: torch.Tensor) -> np.ndarray:
