@@ -63,3 +63,15 @@ def test_a_long_bad_value_is_quoted_cut_short(tmp_path: Path) -> None:
                                           "not an image file") as err:
         read_csv(path)
     assert len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("field", ['"cat\ndog"', '"cat|dog\tbird"', '"bird|a\x07b"'])
+def test_a_label_with_a_line_break_or_control_character_is_one_line(tmp_path: Path,
+                                                                    field: str) -> None:
+    # a quoted 'cat<newline>dog' was one label that data info showed as two rows (cat,
+    # dog) and that classes.txt, one name a line, would split in two
+    path = _images(tmp_path) / "labels.csv"
+    path.write_text(f"cat/1.png,{field}\ndog/2.png,bird\n", newline="")
+    with pytest.raises(CnnkitError, match=r"labels\.csv:1: the label '.*' holds a control "
+                                          "character"):
+        read_csv(path)

@@ -104,6 +104,11 @@ def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, i
         if not is_image_file(file):
             raise CnnkitError(f"{path}:{lineno}: {_cut(repr(file))} is not an image file "
                               f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")
+        for name in parse_labels(label):
+            if any(ch < " " or ch == "\x7f" for ch in name):
+                raise CnnkitError(f"{path}:{lineno}: the label {_cut(repr(name))} holds a "
+                                  "control character (a line break, a tab): a class name is "
+                                  "one line of text. Is a quote left open?")
         rows.append((lineno, file, label, _width(row)))
     return header, rows
 
