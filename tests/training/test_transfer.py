@@ -183,8 +183,9 @@ def test_fine_tuning_after_the_probe_never_ends_worse_than_the_probe(tmp_path: P
     assert kept["val_acc"] >= kept["start"]["val_acc"]
     said = "kept the trained model" in captured.out, "kept the starting" in captured.err
     assert said == ((False, True) if kept["kept"] == "start" else (True, False))
-    # a rate given by hand is the user's: no share of it
-    again = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=2, lr=2e-3,
+    # a rate given by hand is the user's: no share of it (a run of any length would get
+    # one, as above)
+    again = cnnkit.train("shapes:count=60,size=32", mode="fine-tune", epochs=1, lr=2e-3,
                          batch_size=16, out=str(tmp_path), **FAST)
     assert again.config.lr == 2e-3 and "peak rate" not in capsys.readouterr().out
 
@@ -260,11 +261,13 @@ def test_transfer_modes_need_a_pretrained_model() -> None:
         resolve_config(TrainConfig("shapes", model="seed-cnn", mode="features"))
 
 
-def test_features_runs_are_not_resumed(tmp_path: Path) -> None:
-    result = cnnkit.train("shapes:count=60,size=32", mode="features", out=str(tmp_path),
-                          **FAST)
+def test_features_runs_are_not_resumed(grey_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = shutil.copytree(grey_run, tmp_path / "run")  # a finished features run
+    assert json.loads((run / "config.json").read_text())["mode"] == "features"
     with pytest.raises(CnnkitError, match="run the same command again"):
-        cnnkit.resume(result.run_dir)
+        cnnkit.resume(run)
 
 
 def test_drop_path_skips_blocks_while_fine_tuning_and_not_after(tmp_path: Path) -> None:
@@ -275,7 +278,7 @@ def test_drop_path_skips_blocks_while_fine_tuning_and_not_after(tmp_path: Path) 
     def count(trainer, row) -> None:
         seen.append(sum(isinstance(m, DropPath) and m.training for m in trainer.model.modules()))
 
-    result = cnnkit.train("shapes:count=120,size=32", mode="fine-tune", epochs=1,
+    result = cnnkit.train("shapes:count=60,size=32", mode="fine-tune", epochs=1,
                           drop_path=0.2, out=str(tmp_path), callbacks=[count], **FAST)
     assert seen == [15]  # 16 blocks, the first at rate 0
     assert json.loads((result.run_dir / "config.json").read_text())["drop_path"] == 0.2
