@@ -138,6 +138,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return result.run_dir, data
 
 
+@pytest.fixture(scope="session")
+def lite0_features_run(tmp_path_factory: pytest.TempPathFactory):
+    """EfficientNet-Lite0's features mode, one round on 60 shapes at 32 px: the trained
+    start that --init-from runs begin from, shared read-only (a ``TrainResult``)."""
+    import cnnkit
+
+    out = tmp_path_factory.mktemp("lite0-features")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnkit-cache"))
+        return cnnkit.train("shapes:count=60,size=32", model="efficientnet_lite0",
+                            mode="features", epochs=1, img_size=32, plots=False,
+                            device="cpu", seed=0, out=str(out), name="features")
+
+
 def write_mosaics(root: Path, count: int = 120, seed: int = 0) -> Path:
     """``count`` real Fashion-MNIST mosaics (the built-in multi-label set's) as PNGs in
     ``root`` with ``root/labels.csv`` of ``path,labels`` rows; returns the CSV."""

@@ -125,12 +125,11 @@ def test_runs_and_compare_show_the_kept_models_figures(tmp_path, capsys):
     assert "epoch 4 (last)" in html
 
 
-def test_runs_show_the_start_when_a_fine_tune_kept_it(tmp_path, capsys):
+def test_runs_show_the_start_when_a_fine_tune_kept_it(lite0_features_run, tmp_path, capsys):
     """A fine-tune from a trained start that did worse keeps its start (kept.json): the
     listing shows the start's validation accuracy, as the run recorded it."""
     fast = dict(plots=False, device="cpu", seed=0, out=str(tmp_path))
-    first = cnnkit.train("shapes:count=60,size=32", model="efficientnet_lite0",
-                         mode="features", epochs=1, img_size=32, name="features", **fast)
+    first = lite0_features_run  # Lite0's features on the same 60 shapes at 32 px
     second = cnnkit.train("shapes:count=60,size=32", mode="fine-tune", epochs=1, lr=0.5,
                           init_from=str(first.run_dir), batch_size=16, name="wrecked", **fast)
     kept = json.loads((second.run_dir / "kept.json").read_text())

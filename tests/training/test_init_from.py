@@ -27,17 +27,12 @@ def _files(run: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def features_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cnnkit.TrainResult]:
-    """One features run of Lite0 that the fine-tunes start from, shared: --init-from only
-    reads it (checked after the module's tests)."""
-    out = tmp_path_factory.mktemp("init-from")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CNNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnkit-cache"))
-        first = cnnkit.train(DATA, model="efficientnet_lite0", mode="features", epochs=1,
-                             out=str(out), name="features", **FAST)
-    before = _files(first.run_dir)
-    yield first
-    assert _files(first.run_dir) == before
+def features_run(lite0_features_run: cnnkit.TrainResult) -> Iterator[cnnkit.TrainResult]:
+    """The session's features run of Lite0 on DATA (tests/conftest.py), that the
+    fine-tunes start from: --init-from only reads it (checked after the module's tests)."""
+    before = _files(lite0_features_run.run_dir)
+    yield lite0_features_run
+    assert _files(lite0_features_run.run_dir) == before
 
 
 @pytest.fixture(scope="module")
