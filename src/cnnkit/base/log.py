@@ -110,6 +110,7 @@ def error(message: str) -> None:
     sys.stderr.flush()
 
 
-def plural(n: int, word: str) -> str:
-    """``1 epoch``, ``3 epochs``."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 epoch``, ``3 epochs``; ``many``: the plural where it is not ``word`` + s
+    (``plural(2, "class", "classes")``)."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {many or word + 's'}"

@@ -152,7 +152,9 @@ def _model(plan: Plan, splits: Splits, card: ModelCard | None, restart: Restart 
             load_state(model, restart.model_state, str(restart.run.checkpoint_path))
             return model
     log.info(f"model: {plan.arch.name}, {sum(p.numel() for p in model.parameters()):,} "
-             f"parameters for {len(splits.classes)} classes")
+             "parameters for " + (log.plural(len(splits.classes), "label")
+                                  if splits.train.multilabel
+                                  else log.plural(len(splits.classes), "class", "classes")))
     return model
 
 
