@@ -108,6 +108,10 @@ class Task(ABC):
         """The ``task`` object of ``model.json``."""
         return {"name": self.name}
 
+    # The fields besides "name" that this task writes in its card; the registry refuses a
+    # card holding others (another task's card whose name was edited).
+    card_keys: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def from_card(cls, fields: dict[str, Any], classes: tuple[str, ...], where: str) -> Task:
         """The task a sidecar's ``task`` object describes (``where``: the file, for a

@@ -98,6 +98,8 @@ class MultiLabel(Task):
             fields["thresholds"] = [float(t) for t in self.thresholds]  # as fitted
         return fields
 
+    card_keys: ClassVar[tuple[str, ...]] = ("thresholds",)
+
     @classmethod
     def from_card(cls, fields: dict[str, Any], classes: tuple[str, ...], where: str
                   ) -> MultiLabel:

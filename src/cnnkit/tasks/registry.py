@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.tasks.base import Task
 from cnnkit.tasks.multi_label import MultiLabel
@@ -41,4 +42,11 @@ def task_from_card(fields: Any, classes: tuple[str, ...], where: str) -> Task:
         raise CnnkitError(f"{where} holds a model for the task {name[:60]!r}, which this "
                           f"cnnkit does not know ({', '.join(TASKS)}); upgrade cnnkit to "
                           "load it.")
+    alien = sorted(str(k) for k in fields if k != "name" and k not in kind.card_keys)
+    if alien:
+        raise CnnkitError(f"{where} is incomplete or damaged: its task is {name!r}, but the "
+                          f"task holds {log.cut(', '.join(alien), 120)}, which a {name} model "
+                          "never has (the task's name was edited, or the fields come from "
+                          "another model or a newer cnnkit). Use the model.json that was "
+                          "saved with the weights.")
     return kind.from_card(fields, classes, where)

@@ -108,6 +108,8 @@ class SingleLabel(Task):
             out["unknown"] = self.unknown.to_dict()
         return out
 
+    card_keys: ClassVar[tuple[str, ...]] = ("temperature", "calibration", "unknown")
+
     @classmethod
     def from_card(cls, fields: dict[str, Any], classes: tuple[str, ...], where: str
                   ) -> SingleLabel:
