@@ -351,9 +351,12 @@ def markdown(card: dict[str, Any]) -> str:
                      "images."
                      if q.get("int8_unknown") is not None else "")]
     lines += ["", "## Parity with PyTorch", "",
-              "runtime | file | images | largest probability difference | top-1 agreement",
-              "--- | --- | --- | --- | ---"]
+              "runtime | file | images | largest probability difference | same answers | "
+              "top-1 agreement", "--- | --- | --- | --- | --- | ---"]
     lines += [f"{p['runtime']} | {p['file']} | {p['images']} ({p['where']}) | "
-              f"{p['max_prob_diff']:.1e} | {p['top1_agreement']:.1%}" for p in card["parity"]]
+              f"{p['max_prob_diff']:.1e} | "
+              + (f"{p['answer_agreement']:.1%}" if p.get("answer_agreement") is not None
+                 else "-")
+              + f" | {p['top1_agreement']:.1%}" for p in card["parity"]]
     lines += ["", "## Known limits", ""] + [f"- {x}" for x in card["limits"]] + [""]
     return "\n".join(lines)

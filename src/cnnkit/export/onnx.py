@@ -147,7 +147,7 @@ def export_model(model: str, *, fmt: str = "onnx", out: str | os.PathLike | None
             check_parity(clf.model, OnnxBackend(path), card, x=x, stats=stats)
     reference = probabilities(clf, clf.backend, data).numpy()
     parity = Parity.of(fmt, path.name, probabilities(clf, runtime(path), data).numpy(),
-                       reference, where, PARITY_TOLERANCE)
+                       reference, where, clf.task, card.classes, PARITY_TOLERANCE)
     if not parity.ok:
         path.unlink(missing_ok=True)
         raise CnnkitError(f"The exported file disagrees with PyTorch on {where}: "
@@ -226,7 +226,8 @@ def _quantized(result: ExportResult, run: RunDir, clf: Classifier, source: str,
         os.replace(trial, final)
     finally:
         trial.unlink(missing_ok=True)
-    parity = Parity.of("onnx-int8", final.name, probs, reference, result.checked_on)
+    parity = Parity.of("onnx-int8", final.name, probs, reference, result.checked_on, clf.task,
+                       clf.card.classes)
     derived.bind(final, source, {"precision": "int8", "from": result.path.name,
                                  "from_sha256": derived.sha256_of(result.path),
                                  "calibration_images": len(found[0])},
