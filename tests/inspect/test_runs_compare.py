@@ -171,3 +171,24 @@ def test_a_multilabel_run_lists_its_exact_match_and_best_epoch(trained_multilabe
     assert _panels("exact")[3] == ("val_exact", "validation exact match")
     page = compare_runs([run, run], tmp_path / "compare.html").read_text()
     assert "test exact (kept)" in page and "test acc" not in page
+
+
+def test_accuracy_and_exact_match_are_shown_as_percentages_and_not_ranked_together():
+    from cnnkit.inspect.compare import _summary_table
+    from cnnkit.inspect.runs import RunSummary
+
+    def run(name: str, figure: str, test: float, val: float) -> RunSummary:
+        return RunSummary(f"runs/{name}", name, "d", "fast-cnn", "scratch", 2, 2, "last", 2,
+                          val, test, val, 2, 10.0, 1000, 0.0, True, figure)
+
+    mixed = _summary_table([run("one", "acc", 0.91, 0.9), run("tags", "exact", 0.42, 0.4)],
+                           ["one", "tags"])
+    assert "test acc / exact (kept)" in mixed
+    assert "91.00%" in mixed and "42.00%" in mixed
+    cells = [c for c in mixed.split("<td") if "%" in c]
+    assert cells and not any('class="best"' in c for c in cells)  # two scales: no winner
+
+    exact = _summary_table([run("a", "exact", 0.42, 0.4), run("b", "exact", 0.47, 0.45)],
+                           ["a", "b"])
+    assert "test exact (kept)" in exact and "0.47" not in exact.replace("47.00%", "")
+    assert ' class="best">47.00%' in exact and ' class="best">45.00%' in exact

@@ -136,14 +136,18 @@ def _summary_table(runs: list[RunSummary], labels: list[str]) -> str:
             return None
         return max(known) if larger else min(known)
 
+    # Accuracy and a multi-label run's exact match are not one scale: runs of both kinds
+    # are shown side by side and not ranked.
+    ranked = True if len({r.figure for r in runs}) == 1 else None
+    figure = _figure_name(runs)
     columns = [
         ("data", [r.data for r in runs], None),
         ("model", [r.model for r in runs], None),
         ("mode", [r.mode for r in runs], None),
         ("epochs", [r.epochs_done for r in runs], None),
         ("kept model", [kept_label(r) for r in runs], None),
-        (f"test {_figure_name(runs)} (kept)", [r.test_acc for r in runs], True),
-        (f"val {_figure_name(runs)} (kept)", [r.val_acc for r in runs], True),
+        (f"test {figure} (kept)", [r.test_acc for r in runs], ranked),
+        (f"val {figure} (kept)", [r.val_acc for r in runs], ranked),
         ("time", [r.seconds for r in runs], False),
         ("size", [r.size_bytes for r in runs], False),
     ]
@@ -156,7 +160,7 @@ def _summary_table(runs: list[RunSummary], labels: list[str]) -> str:
         for name, values, larger in columns:
             v = values[i]
             best = best_of(values, larger) if larger is not None else None
-            text = (f"{v:.2%}" if isinstance(v, float) and "acc" in name else
+            text = (f"{v:.2%}" if isinstance(v, float) and figure in name else
                     human_time(v) if name == "time" else human_size(v) if name == "size"
                     else "-" if v is None else str(v))
             cls = ' class="best"' if best is not None and v == best else ""
@@ -185,9 +189,10 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
         f"<h1>Comparing {len(runs)} runs</h1>"
         f"<p class=sub>{escape(', '.join(r.path for r in runs))}</p>"
         f"<h2>Results</h2>{_summary_table(runs, labels)}"
-        "<p class=note>Accuracies are the kept model's (the run's model.safetensors): test "
-        "on the run's own test split, validation of the epoch it kept (or its start). Best "
-        "value per column in green. Time: training and validation.</p>"
+        "<p class=note>Accuracies (exact match for a multi-label run) are the kept model's "
+        "(the run's model.safetensors): test on the run's own test split, validation of the "
+        "epoch it kept (or its start). Best value per column in green; accuracy and exact "
+        "match are not ranked against each other. Time: training and validation.</p>"
         "<h2>Training curves</h2>"
         f'<img class="plot" alt="training curves of every run, overlaid" '
         f'src="data:image/png;base64,{curves}">'
