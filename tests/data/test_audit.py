@@ -107,3 +107,21 @@ def test_a_builtin_set(tmp_path: Path) -> None:
     result = audit(describe("shapes:count=60,size=16"), img_size=16)
     assert result.trainable and set(result.counts) == {"train", "test"}
     assert sum(result.counts["train"]) == 60
+
+
+def test_class_names_that_differ_only_in_case_or_punctuation_are_a_warning(tmp_path: Path
+                                                                            ) -> None:
+    seed = 100
+    for cls in ("Coat", "coat", "T-shirt", "t_shirt", "bag"):
+        for i in range(3):
+            seed += 1
+            _noise(tmp_path / "csv" / f"{cls}-{i}.png", seed)
+    rows = [f"{p.name},{p.name.rsplit('-', 1)[0]}" for p in sorted((tmp_path / "csv").iterdir())]
+    (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(
+        f"csv/{r}" for r in rows) + "\n")
+    result = audit(describe(str(tmp_path / "labels.csv")), img_size=64)
+    alike = [f for f in result.warnings if "differ only in case" in f.what]
+    assert len(alike) == 1, _what(result)
+    assert "2 group(s) of classes" in alike[0].what
+    assert "'Coat' / 'coat'" in alike[0].what and "'T-shirt' / 't_shirt'" in alike[0].what
+    assert "bag" not in alike[0].what and result.trainable

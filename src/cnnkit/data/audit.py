@@ -70,6 +70,25 @@ def _verdicts(result: Audit, items: list[_Item], *, presplit: bool) -> None:
     _duplicates(result, items, presplit=presplit)
     _balance(result)
     _unlabelled(result)
+    _alike_names(result)
+
+
+def _alike_names(result: Audit) -> None:
+    """Class names that differ only in case, spaces, hyphens or underscores ('Coat' and
+    'coat', 'T-shirt' and 't shirt'): most often one class typed two ways, which trains
+    as two classes that each lose half the images."""
+    groups: dict[str, list[str]] = {}
+    for name in result.classes:
+        key = "".join(c for c in name.casefold() if c.isalnum())
+        groups.setdefault(key, []).append(name)
+    alike = [names for names in groups.values() if len(names) > 1]
+    if alike:
+        shown = "; ".join(" / ".join(repr(n) for n in names) for names in alike[:EXAMPLES])
+        what = "labels" if result.multilabel else "classes"
+        result.add("warning", f"{len(alike)} group(s) of {what} differ only in case or "
+                   f"punctuation: {shown}",
+                   advice=f"If they are one class, name it one way; they train as separate "
+                          f"{what}.")
 
 
 def _label_set(label: Any, multilabel: bool) -> tuple[int, ...]:
