@@ -133,3 +133,9 @@ def test_evaluate_uses_the_cards_thresholds_or_one_given() -> None:
     assert math.isclose(result.scalars()["mAP"], 1.0)
     with pytest.raises(CnnkitError, match="give one class each"):
         task.evaluate(probs.log(), torch.tensor([0, 1]), CLASSES)
+
+
+def test_the_thresholds_line_shows_small_thresholds_as_they_are() -> None:
+    task = MultiLabel(thresholds=(0.003, 0.42, 0.05), fitted_on=40)
+    line = task.held_out_summary()
+    assert line is not None and "0.003, 0.42, 0.05 (in model.json" in line

@@ -136,7 +136,7 @@ class MultiLabel(Task):
     def held_out_summary(self) -> str | None:
         if self.thresholds is None or not self.fitted_on:
             return None
-        shown = ", ".join(f"{t:.2f}" for t in self.thresholds[:12])
+        shown = ", ".join(f"{t:.2g}" if t < 0.1 else f"{t:.2f}" for t in self.thresholds[:12])
         more = f" and {len(self.thresholds) - 12} more" if len(self.thresholds) > 12 else ""
         line = (f"thresholds per label, for the best F1 on "
                 f"{log.plural(self.fitted_on, 'validation image')}: {shown}{more} (in "
