@@ -198,6 +198,11 @@ def test_pickles_are_never_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     for name in ("model.pt", "model.pth"):
         with pytest.raises(CnnkitError, match=r"pickles are not loaded"):
             cnnkit.load(str(tmp_path / name))
+    # export's ExecuTorch file was refused as if it were a pickle ("not a cnnkit model")
+    (tmp_path / "model.pte").write_bytes(b"\0" * 64)
+    with pytest.raises(CnnkitError, match=r"model\.pte is an ExecuTorch program, for "
+                                          r"ExecuTorch's own runtime.*or its model\.onnx"):
+        cnnkit.load(str(tmp_path / "model.pte"))
     # a pickle renamed to .safetensors is refused by the safetensors reader, not unpickled
     _, _, path = _saved(tmp_path / "x")
     path.write_bytes((tmp_path / "model.pt").read_bytes())

@@ -85,6 +85,10 @@ def find_sidecar(path: str | os.PathLike) -> Path:
         return sidecar
     if p.suffix == ".json":
         return p
+    if p.suffix == ".pte":
+        raise CnnkitError(f"{p} is an ExecuTorch program, for ExecuTorch's own runtime (a "
+                          "phone, a board); cnnkit predicts with the run folder it was "
+                          "exported from, or its model.onnx.")
     raise CnnkitError(f"{p} is not a cnnkit model: expected a run folder, a model.json or a "
                       ".safetensors file. (.pt/.pth pickles are not loaded: they can run code.)")
 
