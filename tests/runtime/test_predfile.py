@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 import cnnkit
 from cnnkit.artifacts.modelfile import load_model, save_model
 from cnnkit.cli import main
-from cnnkit.runtime.predfile import record_path
+from cnnkit.runtime.predfile import MadeBy, record_path
 from cnnkit.runtime.stream import predict_to_file
 
 
@@ -256,3 +257,14 @@ def test_int8_rows_are_not_added_to_float_rows(trained, tmp_path: Path, capsys,
     assert main(["predict", str(run / "model.int8.onnx"), str(trained[1]), "--output",
                  str(out)]) == 2
     assert "(this run: --backend onnx-int8)" in _error(capsys)
+
+
+def test_the_same_weights_with_another_card_are_not_said_to_differ_in_classes() -> None:
+    # an int8 file's card differs from its run's by its own unknown rule only, and the
+    # line said "a model with other classes or input"
+    float_rows = MadeBy("run", "w" * 64, "a" * 64, 5, None, False, "onnx", None)
+    int8_rows = replace(float_rows, model="run/model.int8.onnx", card_sha256="b" * 64,
+                        runtime="onnx-int8")
+    said = "; ".join(float_rows.differences(int8_rows))
+    assert "by a model with other classes, input, calibration or unknown rule (the same " \
+           "weights, another model card: run)" in said, said

@@ -46,7 +46,8 @@ def record_path(output: str | os.PathLike) -> Path:
 
 def card_sha256(card: ModelCard) -> str:
     """A sha256 of what, besides the weights, decides a model's answers: its
-    architecture, class names and input (an edited model.json changes them)."""
+    architecture, class names, input and task (an edited model.json changes them; an int8
+    file has an unknown rule of its own)."""
     what = {"architecture": card.architecture.to_dict(), "classes": list(card.classes),
             "input": card.preprocess.to_dict()}
     if card.task != SingleLabel():  # files made before tasks existed keep their hash
@@ -73,8 +74,8 @@ class MadeBy:
         if self.weights_sha256 != now.weights_sha256:
             out.append(f"by another model ({_model(self)}; this run: {_model(now)})")
         elif self.card_sha256 != now.card_sha256:
-            out.append(f"by a model with other classes or input (the same weights, another "
-                       f"model.json: {self.model or 'unnamed'})")
+            out.append(f"by a model with other classes, input, calibration or unknown rule "
+                       f"(the same weights, another model card: {self.model or 'unnamed'})")
         for flag, then, this in (("--top-k", self.top_k, now.top_k),
                                  ("--threshold", self.threshold, now.threshold),
                                  ("--tta", self.tta, now.tta),
