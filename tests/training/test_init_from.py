@@ -178,3 +178,24 @@ def test_the_share_of_the_rate_grows_with_the_run() -> None:
     assert trained_start_share(8) == trained_start_share(100) == 0.25
     assert trained_start_share(200) == 0.5
     assert trained_start_share(400) == trained_start_share(5000) == 1.0
+
+
+def test_a_start_that_learnt_this_runs_test_images_is_refused(make_tree, tmp_path: Path,
+                                                              capsys) -> None:
+    """A folder split with another --seed puts the start's training images in this run's
+    test split: its test figures would look held out and not be (a seed-6 start had
+    learnt 32 of a seed-0 run's 40 test images, and the run printed their accuracy)."""
+    tree = make_tree(tmp_path / "photos", per_class=10)
+    opts = {**FAST, "img_size": None, "out": str(tmp_path / "runs")}
+    first = cnnkit.train(str(tree), model="lenet5", epochs=1, **{**opts, "seed": 6})
+    capsys.readouterr()
+    code = main(["train", str(tree), "--init-from", str(first.run_dir), "-e", "1",
+                 "--no-plots", "--out", str(tmp_path / "no"), "--seed", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "test images" in err and "--seed 6 there, 0 here" in err
+    assert not (tmp_path / "no").exists()
+    # the same split (same seed and fractions) starts as before
+    second = cnnkit.train(str(tree), init_from=str(first.run_dir), epochs=1,
+                          **{**opts, "seed": 6})
+    assert (second.run_dir / "test_metrics.json").is_file()

@@ -291,12 +291,44 @@ def _initial_model(plan: Plan, init: ModelCard, splits: Splits) -> torch.nn.Modu
         raise CnnkitError(f"--init-from {first} was trained on other classes ({why}); its "
                           "weights start only a run on the same classes. Train on the same "
                           "data, or start anew without --init-from.")
+    _check_held_out(first, splits, plan.config)
     model, _ = load_model(first, plan.device)
     log.info(f"init: the weights of {first} ({init.info.get('mode', 'a run')} of "
              f"{plan.config.model}); input {plan.pre.img_size}x{plan.pre.img_size}x"
              f"{plan.pre.channels} as there")
     return model
 
+
+
+SPLIT_OPTIONS = ("seed", "val_fraction", "test_fraction")
+
+
+def _check_held_out(first: str, splits: Splits, config: TrainConfig) -> None:
+    """The --init-from run's training images (its split.json) must not be this run's
+    validation or test images: a folder or CSV split with another --seed or fractions
+    would test and validate the start on images it learnt, and the figures would look
+    held out without being so."""
+    start = RunDir(find_sidecar(first).parent)
+    doc, mine = start.read_split(), splits.listing()
+    if doc is None or mine is None:
+        return
+    learnt = {os.path.abspath(p) for p, _ in doc.get("train") or ()}
+    parts = []
+    for name, label in (("test", "test"), ("val", "validation")):
+        rows = mine.get(name) or ()
+        n = sum(os.path.abspath(p) in learnt for p, _ in rows)
+        if n:
+            parts.append(f"{n:,} of this run's {len(rows):,} {label} images")
+    if not parts:
+        return
+    saved = start.read_config() if start.config_path.is_file() else {}
+    differ = [f"--{k.replace('_', '-')} {saved[k]} there, {getattr(config, k)} here"
+              for k in SPLIT_OPTIONS if k in saved and saved[k] != getattr(config, k)]
+    why = "; ".join(differ) if differ else "its split of the images is not this run's"
+    raise CnnkitError(f"--init-from {first} trained on {' and '.join(parts)} ({why}), so "
+                      "they would not be held out: split as it did (its --seed, "
+                      "--val-fraction and --test-fraction), or start anew without "
+                      "--init-from.")
 
 
 def _drop_path(model: torch.nn.Module, cfg: TrainConfig) -> None:
