@@ -56,6 +56,7 @@ class OneSigmoidPerClass(SingleLabel):
     figure: ClassVar[str] = "hamming"
     figure_name: ClassVar[str] = "per-class accuracy"
     cut: float = 0.5  # a setting the model card keeps
+    card_keys: ClassVar[tuple[str, ...]] = ("cut",)
 
     def card_fields(self) -> dict[str, Any]:
         return {"name": self.name, "cut": self.cut}

@@ -38,7 +38,9 @@ What a task owns, in the order data flows (every method is listed on :class:`Tas
   :meth:`Task.answer_fields` are its CSV columns and cells.
 - **The model card.** :meth:`Task.card_fields` is the ``task`` object of
   ``model.json`` (``{"name": ..., **fields}``); :meth:`Task.from_card` reads it back
-  (a task with settings, such as per-label thresholds, keeps them there). A sidecar
+  (a task with settings, such as per-label thresholds, keeps them there) and
+  :attr:`Task.card_keys` names those fields: a card holding others is refused, since a
+  card whose task name was edited would otherwise be read as another task. A sidecar
   without ``task`` is single-label.
 
 A task is a frozen dataclass, so two cards compare equal when their tasks do. Its
