@@ -114,3 +114,18 @@ def test_a_model_without_calibration_is_told_why_it_may_have_none() -> None:
     note = SingleLabel().load_note()
     assert note is not None and f"fewer than {MIN_HELD_OUT} validation images" in note
     assert "--threshold still applies" in note
+
+
+def test_a_temperature_calibration_could_not_have_fitted_is_refused() -> None:
+    # 1e-6 answered every image at 100% (and --threshold never said 'unknown'), 1e30 every
+    # class at 1/K, both without a word; calibration only ever fits 0.05 to 20
+    from cnnkit.base.errors import CnnkitError
+    from cnnkit.tasks.calibration import T_RANGE
+
+    for t in (1e-6, 0.049, 20.5, 1e30, -1.0, 0, "0.4", True, float("nan")):
+        with pytest.raises(CnnkitError, match=r"m\.json is incomplete or damaged: the task's "
+                                              r"temperature must be a number from 0\.05 to 20"):
+            SingleLabel.from_card({"name": "single-label", "temperature": t}, ("a", "b"),
+                                  "m.json")
+    for t in (*T_RANGE, 0.4, 1):  # the ends of the search (and 1, the default) load
+        assert SingleLabel.from_card({"temperature": t}, ("a", "b"), "m.json").temperature == t

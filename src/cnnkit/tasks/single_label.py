@@ -25,7 +25,7 @@ import numpy as np
 
 from cnnkit.base import log
 from cnnkit.tasks.base import Task
-from cnnkit.tasks.calibration import Calibration, calibrate, log_softmax
+from cnnkit.tasks.calibration import T_RANGE, Calibration, calibrate, log_softmax
 from cnnkit.tasks.ood import MIN_HELD_OUT, UnknownRule, energy, fit_rule
 from cnnkit.tasks.threshold import UNKNOWN, is_unknown
 
@@ -116,11 +116,13 @@ class SingleLabel(Task):
         from cnnkit.base.errors import CnnkitError
 
         t = fields.get("temperature", 1.0)
+        lo, hi = T_RANGE  # where calibration searches; a little slack for rounding
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (
-                math.isfinite(t) and t > 0):
+                math.isfinite(t) and lo * (1 - 1e-6) <= t <= hi * (1 + 1e-6)):
             raise CnnkitError(f"{where} is incomplete or damaged: the task's temperature "
-                              f"must be a positive number. Received: {t!r}. Use the "
-                              "model.json that was saved with the weights.")
+                              f"must be a number from {lo:g} to {hi:g} (where calibration "
+                              f"fits it). Received: {log.shown(t)}. Use the model.json that "
+                              "was saved with the weights.")
         try:
             rule = (UnknownRule.from_dict(fields["unknown"], "the task")
                     if fields.get("unknown") is not None else None)
