@@ -30,6 +30,9 @@ def test_the_config_is_frozen_and_round_trips() -> None:
     ({"data": "x", "epochs": 0}, "--epochs must be positive"),
     ({"data": "x", "val_fraction": 1.5}, r"--val-fraction must be in \[0, 1\)"),
     ({"data": "x", "augment": "flip+spin"}, "Unknown augmentation 'spin'"),
+    # '+' and '' trained with no augmentation under the line "augmentation: ,"
+    ({"data": "x", "augment": "+"}, "--augment '\\+' names no augmentation: use 'none'"),
+    ({"data": "x", "augment": ""}, "--augment '' names no augmentation"),
     ({"data": "x", "channels": 2}, "--channels must be 1 or 3"),
     ({"data": "x", "unfreeze": "some"}, "--unfreeze takes 'all' or a number"),
     ({"data": "x", "patience": -1}, "--patience must be 0"),

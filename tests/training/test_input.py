@@ -61,6 +61,15 @@ def test_what_the_images_decide(tmp_path: Path, size: int, mode: str, options: d
                                                     "img_size" not in options)
 
 
+def test_the_augmentation_line_names_what_trains(tmp_path: Path) -> None:
+    """Empty parts of --augment are dropped; the line read "augmentation: flip, , crop, "."""
+    data = _tree(tmp_path / "d", ["cat", "dog"], 2, 28, "L")
+    plan = resolve_config(TrainConfig(str(data), model="seed-cnn", device="cpu",
+                                      augment="flip++crop,"))
+    assert plan.augment == ("flip", "crop")
+    assert plan.notes[1] == "augmentation: flip, crop (--augment to change)"
+
+
 def test_a_pretrained_model_keeps_its_own_input_and_digits_are_not_flipped(
         tmp_path: Path) -> None:
     data = _tree(tmp_path / "d", ["0", "1"], 2, 28, "L")

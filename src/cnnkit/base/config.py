@@ -277,9 +277,12 @@ _PARAMETRIC = re.compile(r"^(rotate|zoom|shift|shear)(\d+(?:\.\d+)?|\.\d+)?$")
 def augment_tokens(spec: str) -> tuple[str, ...]:
     """Parse an augmentation spec such as ``"flip+rotate15+zoom0.2"``; ``auto`` and
     ``none`` pass."""
-    if spec in ("auto", "none", ""):
+    if spec in ("auto", "none"):
         return ()
     tokens = tuple(t.strip() for t in spec.replace(",", "+").split("+") if t.strip())
+    if not tokens:  # '' or '+': a run without augmentation says 'none'
+        raise CnnkitError(f"--augment {spec!r} names no augmentation: use 'none' for none, "
+                          "'auto' for the default, or e.g. flip+crop.")
     kinds: list[str] = []
     for t in tokens:
         match = _PARAMETRIC.match(t)

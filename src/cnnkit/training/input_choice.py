@@ -118,7 +118,7 @@ def input_notes(cfg: TrainConfig, asked: TrainConfig, info: ModelInfo,
     if cfg.mode == "features":
         lines.append("augmentation: none (--mode features fits a head to fixed features)")
     else:
-        aug = cfg.augment.replace("+", ", ")
+        aug = ", ".join(cfg.augments) or "none"  # as parsed: 'flip++crop' is flip, crop
         no_flip = f" - no flip: {mirror}" if mirror and asked.augment == "auto" else ""
         lines.append(f"augmentation: {aug}{no_flip} (--augment to change)")
     if (cfg.mode == "scratch" and asked.img_size is None and facts is not None
