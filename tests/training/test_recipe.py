@@ -61,3 +61,18 @@ def test_only_fine_tuning_gets_the_fixed_rate(options: dict, fine_tune: bool) ->
         assert (resolved.lr == FINE_TUNE_LR["adamw"]) == fine_tune
         if not fine_tune:
             assert resolved.lr == pytest.approx(PEAK_LR["adamw"] * 128 / 256)
+
+
+@pytest.mark.parametrize("argv", [["--keep", "best"], ["--patience", "2"]])
+def test_options_that_read_validation_need_a_validation_split(argv: list[str], tmp_path,
+                                                              capsys) -> None:
+    """With --val-fraction 0 both were silently void: every epoch counted as 'better', so
+    --keep best kept the last and --patience never stopped."""
+    from cnnkit.cli import main
+
+    code = main(["train", "shapes:count=60,size=32", "-m", "lenet5", "-e", "1",
+                 "--val-fraction", "0", "--no-plots", "--out", str(tmp_path / "runs"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{argv[0]} {argv[1]}" in err and "no validation split (--val-fraction 0)" in err
+    assert not (tmp_path / "runs").exists()

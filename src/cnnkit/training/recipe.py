@@ -217,8 +217,10 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
                                             plan.source.builtin, plan.device,
                                             plan.cluster.world))
     cfg = trained_start_rate(plan.asked, cfg, len(splits.train))
+    val_images = len(splits.val) if splits.val is not None else 0
+    if not val_images and cfg.mode != "features":
+        _need_validation(cfg)
     if cfg.keep == "auto" and cfg.mode != "features":
-        val_images = len(splits.val) if splits.val is not None else 0
         keep = "best" if keeps_best("auto", val_images, cfg.patience) else "last"
         if val_images and keep == "last":
             log.info(f"{val_images} validation images are too few to pick the best epoch by: "
@@ -238,6 +240,19 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
         if extra:
             arch = replace(arch, kwargs=extra)
     return replace(plan, config=cfg, pre=pre, arch=arch, compile=_compiles(cfg, plan.device))
+
+
+def _need_validation(cfg: TrainConfig) -> None:
+    """--keep best and --patience read validation; without it every epoch counted as
+    better, so they did nothing and said nothing."""
+    asked = [flag for flag, on in (("--keep best", cfg.keep == "best"),
+                                   (f"--patience {cfg.patience}", cfg.patience > 0)) if on]
+    if asked:
+        why = " (--val-fraction 0)" if cfg.val_fraction == 0 else ""
+        raise CnnkitError(f"{' and '.join(asked)} read{'s' if len(asked) == 1 else ''} "
+                          f"validation accuracy, and this run has no validation split{why}: "
+                          f"give it one (--val-fraction 0.1), or drop {' and '.join(asked)} "
+                          "(the last epoch is kept).")
 
 
 def _compiles(config: TrainConfig, device: torch.device) -> bool:
