@@ -42,5 +42,6 @@ def evaluate_test(plan: Plan, run: RunDir, test: ImageSet | None,
                        channels_last=plan.channels_last)
     result = task.evaluate(scores, test.labels, card.classes)
     write_json(run.test_metrics_path, result.to_dict())
-    log.info(f"test: {task.summary(result)}")
+    how = f" (flip TTA: cnnkit evaluate {run.root} --tta)" if plan.config.tta else ""
+    log.info(f"test{how}: {task.summary(result)}")
     return model, card, result
