@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import cnnkit
-from cnnkit.artifacts.modelfile import ModelCard, load_model, read_card, save_model
+from cnnkit.artifacts.modelfile import ModelCard, load_model, read_card, save_model, update_card
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.models import create_model
@@ -208,3 +209,27 @@ def test_pickles_are_never_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     path.write_bytes((tmp_path / "model.pt").read_bytes())
     with pytest.raises(CnnkitError, match="not a readable safetensors file"):
         cnnkit.load(str(path))
+
+
+def test_weights_that_cannot_mean_an_answer_are_refused(tmp_path: Path) -> None:
+    # NaN weights (a diverged run's) answered class '0' at 'nan%', and whole-number
+    # weights were cast to float and answered, both with the sha256 in the sidecar right
+    _, card, path = _saved(tmp_path)
+    state = load_file(str(path))
+    key = next(k for k, v in state.items() if v.ndim == 2)
+    for name, bad, said in (("nan", state[key] * float("nan"), "NaN or infinite weights"),
+                            ("inf", state[key] + float("inf"), "NaN or infinite weights"),
+                            ("int", state[key].to(torch.int32), "whole numbers (torch.int32)")):
+        run = tmp_path / name
+        shutil.copytree(path.parent, run)
+        save_file({**state, key: bad}, str(run / path.name))
+        update_card(run / path.name, replace(card, sha256=None))
+        with pytest.raises(CnnkitError, match=rf"{name}/model\.safetensors holds {re.escape(said)}"
+                                              rf".*\(e\.g\. '{re.escape(key)}'\)"):
+            load_model(run)
+    half = tmp_path / "half"  # other float widths are weights all the same
+    shutil.copytree(path.parent, half)
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+              str(half / path.name))
+    update_card(half / path.name, replace(card, sha256=None))
+    assert load_model(half)[0] is not None

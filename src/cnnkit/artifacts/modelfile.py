@@ -73,6 +73,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise CnnkitError(f"{weights} is not a readable safetensors file ({exc}).") from None
+    _usable_numbers(model, state, weights)
     load_state(model, state, str(weights))
     if card.sha256 and file_sha256(weights) != card.sha256:
         sidecar = weights.with_suffix(".json").name
@@ -106,6 +107,25 @@ def _same_size(card: ModelCard, weights: Path) -> None:
                           f"{card.architecture.name!r} has {wanted:,} numbers, the weights file "
                           f"{stored:,}. The sidecar was edited or belongs to another model; use "
                           "the model.json saved with the weights.")
+
+
+def _usable_numbers(model: nn.Module, state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Refuse weights that would answer without meaning: whole numbers where the model
+    computes in floating point (load_state_dict casts them silently), or NaN and infinite
+    values (a diverged training's), which give NaN probabilities and still name a class."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key not in own or not own[key].is_floating_point():
+            continue  # load_state names a key that does not fit; counters stay whole
+        if not value.is_floating_point():
+            raise CnnkitError(f"{weights} holds whole numbers ({value.dtype}) where the model "
+                              f"has floating-point weights (e.g. {key!r}): it is not a model "
+                              "file cnnkit saved. Use the run's own model.safetensors.")
+        if not bool(torch.isfinite(value).all()):
+            raise CnnkitError(f"{weights} holds NaN or infinite weights (e.g. {key!r}), which "
+                              "answer NaN probabilities: the training that saved them "
+                              "diverged, or the file was damaged. Use the weights of a run "
+                              "whose loss stayed finite (a lower --lr).")
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
