@@ -53,6 +53,10 @@ def started_run(decided: Decided, hub: Events, trackers: tuple[str, ...],
             if listing is not None:
                 write_json(run.split_path, listing)
             log.info(f"run: {run.root}")
+            if cfg.name and run.root.name != cfg.name:  # a script would look in out/name
+                plain = Path(cfg.name).name == cfg.name and (Path(cfg.out) / cfg.name).exists()
+                why = f"is taken in {cfg.out}" if plain else "is not a plain folder name"
+                log.warn(f"--name {cfg.name!r} {why}: this run is {run.root}")
             announce_run(run.root)
             root = str(run.root)
         run = RunDir(distributed.broadcast(cluster, root))
