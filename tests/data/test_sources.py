@@ -256,3 +256,26 @@ def test_a_splits_listing_names_every_file_once_with_its_labels(make_tree,
     assert all(os.path.isabs(p) and single["classes"][label] == Path(p).parent.name
                for name in ("train", "val", "test") for p, label in single[name])
     assert load_splits("shapes", _pre(), seed=1).listing() is None
+
+
+def test_a_fraction_that_data_with_its_own_split_does_not_use_is_said(make_tree, tmp_path,
+                                                                      capsys) -> None:
+    """--test-fraction 0.3 on a folder with test/ (or Fashion-MNIST, shapes) and
+    --val-fraction on one with val/ drew nothing, and nothing said so."""
+    root = tmp_path / "d"
+    for part in ("train", "val", "test"):
+        make_tree(root / part, per_class=4, size=16)
+    s = load_splits(str(root), _pre(), val_fraction=0.2, test_fraction=0.3)
+    err = capsys.readouterr().err
+    assert f"--val-fraction 0.2 is not used: {root} brings its own val/ split ({len(s.val)} " \
+        "images)" in err
+    assert f"--test-fraction 0.3 is not used: {root} brings its own test/ split " \
+        f"({len(s.test)} images)" in err
+    load_splits(str(root), _pre(), val_fraction=0.1, test_fraction=0.1)  # the defaults
+    load_splits("shapes:count=30,size=16", _pre(), test_fraction=0.1)
+    assert capsys.readouterr().err == ""
+    load_splits("shapes:count=30,size=16", _pre(), test_fraction=0.5)
+    assert "--test-fraction 0.5 is not used: shapes:count=30,size=16 brings its own test " \
+        "split" in capsys.readouterr().err
+    load_splits("digits", _pre(8, 1), test_fraction=0.5)  # digits has none: the share is drawn
+    assert "not used" not in capsys.readouterr().err

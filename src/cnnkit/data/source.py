@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.builtin import BuiltinSet
 from cnnkit.data.cache import decode_files
@@ -113,6 +114,18 @@ def decode_listing(listing: Listing, pre: Preprocess, progress: bool = True) -> 
         raise CnnkitError("None of the images could be decoded; see the warnings above.")
     return ImageSet(images, labels, listing.classes, paths,
                     crop_fraction=pre.img_size / pre.decode_size)
+
+
+def own_split(flag: str, fraction: float, spec: str, name: str, part: ImageSet) -> ImageSet:
+    """``part``, DATA's own ``name`` split, with a warning when ``flag`` (--val-fraction or
+    --test-fraction) was set to another share than the default: it draws nothing here."""
+    from cnnkit.base.config import TrainConfig
+
+    default = TrainConfig.__dataclass_fields__[flag[2:].replace("-", "_")].default
+    if fraction != default:
+        log.warn(f"{flag} {fraction:g} is not used: {spec} brings its own {name} split "
+                 f"({len(part):,} images)")
+    return part
 
 
 def split_off(part: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:

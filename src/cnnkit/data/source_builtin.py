@@ -14,7 +14,7 @@ from cnnkit.data.builtin import BUILTINS, load_builtin, parse_name
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
-from cnnkit.data.source import DataSource, Parts, split_off
+from cnnkit.data.source import DataSource, Parts, own_split, split_off
 
 
 class BuiltinSource(DataSource):
@@ -41,6 +41,8 @@ class BuiltinSource(DataSource):
         _, train, test = load_builtin(self.spec)
         if test is None:
             train, test = split_off(train, test_fraction, seed)
+        else:
+            test = own_split("--test-fraction", test_fraction, self.spec, "test", test)
         train, val = split_off(train, val_fraction, seed)
         return train, val, test
 

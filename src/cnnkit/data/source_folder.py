@@ -12,7 +12,14 @@ from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
 from cnnkit.data.scan import Listing, Scan, list_class_folders, scan_images, split_dirs
-from cnnkit.data.source import DataSource, Parts, decode_listing, peek_listing, split_off
+from cnnkit.data.source import (
+    DataSource,
+    Parts,
+    decode_listing,
+    own_split,
+    peek_listing,
+    split_off,
+)
 from cnnkit.data.source_csv import split_whole
 from cnnkit.data.source_files import FileSource
 
@@ -117,9 +124,11 @@ class SplitFolderSource(FileSource):
         train = decode_listing(listing, pre)
         val = test = None
         if "val" in dirs:
-            val = decode_listing(list_class_folders(dirs["val"], listing.classes), pre)
+            val = own_split("--val-fraction", val_fraction, self.spec, f"{dirs['val'].name}/",
+                            decode_listing(list_class_folders(dirs["val"], listing.classes), pre))
         if "test" in dirs:
-            test = decode_listing(list_class_folders(dirs["test"], listing.classes), pre)
+            test = own_split("--test-fraction", test_fraction, self.spec, "test/",
+                             decode_listing(list_class_folders(dirs["test"], listing.classes), pre))
         if val is None:
             train, val = split_off(train, val_fraction, seed)
         return train, val, test
