@@ -279,3 +279,14 @@ def test_a_fraction_that_data_with_its_own_split_does_not_use_is_said(make_tree,
         "split" in capsys.readouterr().err
     load_splits("digits", _pre(8, 1), test_fraction=0.5)  # digits has none: the share is drawn
     assert "not used" not in capsys.readouterr().err
+
+
+def test_a_per_class_larger_than_the_data_is_said(make_tree, tmp_path, capsys) -> None:
+    """--per-class 100 on 8 images a class trained on all of them without a word."""
+    root = make_tree(tmp_path / "d", per_class=10, size=16)
+    s = load_splits(str(root), _pre(), val_fraction=0.1, test_fraction=0.1, per_class=100)
+    most = max(s.train.class_counts())
+    assert f"--per-class 100: no class has more training images (at most {most}), so all " \
+        "of them train" in capsys.readouterr().out
+    load_splits(str(root), _pre(), val_fraction=0.1, test_fraction=0.1, per_class=2)
+    assert "--per-class" not in capsys.readouterr().out

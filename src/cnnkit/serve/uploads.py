@@ -9,10 +9,12 @@ from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cnnkit.base import log
 from cnnkit.data.decode import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
 from cnnkit.runtime.predict import Classifier
 
 RAW_TYPES = ("image/", "application/octet-stream")
+FORM_OPTIONS = ("top_k", "threshold")  # the text fields a form may hold beside its images
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,10 @@ class Upload:
     data: bytes
 
 
-async def read_uploads(request: Request, max_files: int) -> tuple[list[Upload], str | None]:
-    """The images of a request and the ``top_k`` form field, if one was sent."""
+async def read_uploads(request: Request, max_files: int
+                       ) -> tuple[list[Upload], dict[str, str]]:
+    """The images of a request and the options its form sent (:data:`FORM_OPTIONS`); any
+    other text field is refused, since a misspelt option would be answered without it."""
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith("multipart/form-data"):
         try:
@@ -33,18 +37,25 @@ async def read_uploads(request: Request, max_files: int) -> tuple[list[Upload], 
                                          "the rest in another request.") from None
             raise HTTPException(400, f"The multipart form could not be read "
                                      f"({exc.detail}).") from None
-        uploads, top_k = [], None
+        uploads, options, other = [], {}, []
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 uploads.append(Upload(value.filename or f"image-{len(uploads) + 1}",
                                       await value.read()))
-            elif key == "top_k":
-                top_k = value
+            elif key in FORM_OPTIONS:
+                options[key] = value
+            else:
+                other.append(key)
         await form.close()
+        if other:
+            raise HTTPException(422, f"The form field {log.cut(repr(other[0]), 60)} is not "
+                                     f"an option: send {' and '.join(FORM_OPTIONS)} as form "
+                                     "or query fields, and images as files (a part with a "
+                                     "filename, e.g. curl -F file=@photo.jpg).")
         if not uploads:
             raise HTTPException(400, "The form holds no image: add one or more files "
                                      "(e.g. curl -F file=@photo.jpg).")
-        return uploads, top_k
+        return uploads, options
     if ctype and not ctype.startswith(RAW_TYPES):
         raise HTTPException(415, f"Content-Type {ctype.split(';')[0]!r} is not accepted: send "
                                  "images as multipart/form-data, or one image's raw bytes "
@@ -53,7 +64,7 @@ async def read_uploads(request: Request, max_files: int) -> tuple[list[Upload], 
     if not body:
         raise HTTPException(400, "The request has no image: send multipart/form-data with "
                                  "files, or one image's raw bytes as the body.")
-    return [Upload("image", body)], None
+    return [Upload("image", body)], {}
 
 
 @dataclass(frozen=True)

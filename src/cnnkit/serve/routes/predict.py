@@ -10,11 +10,13 @@ share, else 400) and the same per-image list.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
+from cnnkit.base import log
 from cnnkit.serve.batcher import QueueFull
 from cnnkit.serve.loading import ServedModel
 from cnnkit.serve.state import RETRY_AFTER_S, ServerState, server_state
@@ -33,7 +35,8 @@ IMAGE_BODY = {
                 "properties": {
                     "file": {"type": "array", "items": {"type": "string", "format": "binary"},
                              "description": "One or more images (any field name)."},
-                    "top_k": {"type": "integer", "minimum": 1}}}},
+                    "top_k": {"type": "integer", "minimum": 1},
+                    "threshold": {"type": "number", "minimum": 0, "maximum": 1}}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
@@ -75,8 +78,10 @@ async def answer(state: ServerState, served: ServedModel, request: Request,
                  top_k: int | None, threshold: float | None) -> JSONResponse:
     """Read, decode and predict a request's images; one entry per image."""
     config = state.config
-    uploads, form_k = await read_uploads(request, config.max_files)
-    k = top_k if top_k is not None else _form_top_k(form_k, config.top_k)
+    uploads, form = await read_uploads(request, config.max_files)
+    k = top_k if top_k is not None else _form_top_k(form.get("top_k"), config.top_k)
+    if threshold is None:
+        threshold = _form_threshold(form.get("threshold"))
     if not served.ready:
         raise HTTPException(503, f"{served.name} is still warming up; retry in a moment.",
                             headers={"Retry-After": str(RETRY_AFTER_S)})
@@ -129,6 +134,19 @@ def _form_top_k(value: str | None, default: int) -> int:
         raise HTTPException(422, f"top_k must be a whole number of at least 1. "
                                  f"Received: {value!r}")
     return k
+
+
+def _form_threshold(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        p = float(value)
+    except ValueError:
+        p = math.nan
+    if not 0 <= p <= 1:
+        raise HTTPException(422, f"threshold must be a probability from 0 to 1, e.g. 0.8. "
+                                 f"Received: {log.cut(repr(value), 60)}")
+    return p
 
 
 def _as_upload(answer: dict[str, Any]) -> dict[str, Any]:
