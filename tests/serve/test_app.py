@@ -91,6 +91,27 @@ def test_a_threshold_answers_unknown_below_it(two_models: TestClient) -> None:
     assert bad.status_code == 422
 
 
+def test_a_form_sends_the_threshold_too_and_an_unknown_field_is_refused(
+        two_models: TestClient) -> None:
+    # threshold=1 sent as a form field (as top_k may be) was dropped without a word: the
+    # answer was the top class, not 'unknown'; so was a misspelt option ('topk')
+    png = encode(Image.new("RGB", (16, 16)))
+    url, file = "/v1/models/a/predict", {"file": ("a.png", png)}
+    sure = two_models.post(url, files=file, data={"threshold": "1"}).json()["predictions"][0]
+    assert sure["label"] == "unknown" and sure["threshold"] == 1
+    query_wins = two_models.post(url + "?threshold=0", files=file, data={"threshold": "1"})
+    assert query_wins.json()["predictions"][0]["label"] != "unknown"
+    for value in ("80", "-0.1", "nan", "high"):
+        bad = two_models.post(url, files=file, data={"threshold": value})
+        assert bad.status_code == 422, value
+        assert bad.json()["detail"].startswith("threshold must be a probability from 0 to 1")
+    for field in ("topk", "treshold"):
+        typo = two_models.post(url, files=file, data={field: "1"})
+        assert typo.status_code == 422
+        assert typo.json()["detail"].startswith(f"The form field '{field}' is not an option")
+    assert two_models.post(url, files=file, data={"top_k": "1"}).status_code == 200
+
+
 def test_each_image_of_a_request_gets_its_own_answer(two_models: TestClient, trained) -> None:
     """A good image keeps its prediction beside a fake and a truncated one; each bad one
     says what is wrong with it; the request succeeds."""

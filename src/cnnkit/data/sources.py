@@ -97,6 +97,10 @@ def load_splits(
     train, val, test = source.load(pre, val_fraction=val_fraction,
                                    test_fraction=test_fraction, seed=seed)
     if per_class is not None:
+        most = max(train.class_counts(), default=0)
+        if most <= per_class:  # nothing to take: said, as the run is not the few-shot asked
+            log.info(f"--per-class {per_class:,}: no class has more training images (at "
+                     f"most {most:,}), so all of them train")
         train = train.subset(take_per_class(train.labels, per_class, seed))
         if val is not None and val_fraction > 0:
             # Few-shot runs keep the same train:val proportion instead of a full val split.
