@@ -21,7 +21,11 @@ def test_the_config_is_frozen_and_round_trips() -> None:
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"data": "x", "epoch": 3}, r"Unknown training option\(s\): epoch"),
+    ({"data": "x", "epoch": 3}, r"Unknown training option\(s\): epoch \(did you mean epochs\?\)"),
+    # a config file with the flags' spelling got the 43 known names and no pointer
+    ({"data": "x", "per-class": 20, "--lr": 1},
+     r"option\(s\): --lr, per-class \(did you mean lr, per_class\?\)\. Known"),
+    ({"data": "x", "colour": 1}, r"option\(s\): colour\. Known options"),
     ({"epochs": 3}, "needs 'data'"),
     ({"data": "x", "epochs": "three"}, r"epochs.*whole number.*'three'"),
     ({"data": "x", "lr": "fast"}, r"lr.*number.*'fast'"),

@@ -183,13 +183,28 @@ class TrainConfig:
         if unknown:
             more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
             raise CnnkitError(
-                f"Unknown training option(s): {', '.join(unknown[:10])}{more}. "
-                f"Known options: {', '.join(sorted(known))}."
+                f"Unknown training option(s): {', '.join(unknown[:10])}{more}"
+                f"{_meant(unknown[:10], known)}. Known options: {', '.join(sorted(known))}."
             )
         if "data" not in values:
             raise CnnkitError("A training config needs 'data' (a folder, a CSV or a built-in set).")
         types = {f.name: str(f.type) for f in fields(cls)}
         return cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def _meant(unknown: list[str], known: set[str]) -> str:
+    """' (did you mean epochs, per_class?)' for misspelt keys: a near name, or the flag's
+    spelling with dashes ('per-class')."""
+    import difflib
+
+    near = []
+    for key in unknown:
+        plain = key.strip().lstrip("-").replace("-", "_").lower()
+        match = plain if plain in known else next(
+            iter(difflib.get_close_matches(plain, known, n=1, cutoff=0.75)), None)
+        if match and match not in near:
+            near.append(match)
+    return f" (did you mean {', '.join(near)}?)" if near else ""
 
 
 def _coerce(name: str, value: Any, annotation: str) -> Any:
