@@ -199,3 +199,27 @@ def test_a_start_that_learnt_this_runs_test_images_is_refused(make_tree, tmp_pat
     second = cnnkit.train(str(tree), init_from=str(first.run_dir), epochs=1,
                           **{**opts, "seed": 6})
     assert (second.run_dir / "test_metrics.json").is_file()
+
+
+def test_a_run_that_ends_on_the_clock_still_keeps_a_better_start(
+        seed_run: cnnkit.TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys) -> None:
+    """A --time run whose last phase ended on the clock returned before comparing its end
+    with its start: a fine-tune that fell from 70% (the probe) to 50% validation kept the
+    50% model, wrote no kept.json and left checkpoints/start.safetensors behind."""
+    from cnnkit.training import estimate
+
+    real = estimate.measure
+    monkeypatch.setattr(estimate, "measure", lambda *a, **k: estimate.Rates(
+        {n: v / 1e6 for n, v in real(*a, **k).train.items()}, 1e-9, 2))
+    # far more epochs than the budget holds, at a rate that wrecks the model in a step
+    second = cnnkit.train(DATA, init_from=str(seed_run.run_dir), epochs=100_000, lr=0.5,
+                          time=4.0, out=str(tmp_path), name="clock", **FAST)
+    out = capsys.readouterr()
+    assert "ended on the clock" in out.out
+    kept = json.loads((second.run_dir / "kept.json").read_text())
+    assert kept["kept"] == "start" and "kept the starting weights" in out.err
+    a = load_file(seed_run.run_dir / "model.safetensors")
+    b = load_file(second.run_dir / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (second.run_dir / "checkpoints").exists()

@@ -182,7 +182,8 @@ class Trainer:
                 if self.out_of_time:
                     log.info(f"--time: phase {phase.name} ended on the clock in epoch "
                              f"{epoch + 1} of {phase.epochs}, its learning rate annealed")
-                    if stop:
+                    if stop:  # the run's end: compared with a trained start as any end is
+                        self._settle()
                         return self.history
                     break
             epoch_offset += phase.epochs
