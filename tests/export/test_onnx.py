@@ -114,24 +114,37 @@ def test_export_mistakes_are_one_line(trained, tmp_path: Path, capsys) -> None:
         export_model(str(trained[0]), opset=13)
 
 
-def test_readme_plain_onnxruntime_snippet_runs(trained, tmp_path: Path, monkeypatch,
-                                               capsys) -> None:
+@pytest.mark.parametrize("which", ["trained", "calibrated", "grey_run"])
+def test_readme_plain_onnxruntime_snippet_runs(which: str, trained, request, tmp_path: Path,
+                                               monkeypatch, capsys) -> None:
+    # A calibrated run's file answered the logits' own softmax (0.64 where cnnkit said
+    # 0.97), and a model of grey data was shown the photo's colours
+    run = trained[0] if which == "trained" else request.getfixturevalue(which)
     text = README.read_text()
     section = text[text.index("## Export and fast prediction"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert "cnnkit" not in code
     photo = sorted(trained[1].rglob("*.png"))[0]
-    Image.open(photo).convert("RGB").save(tmp_path / "photo.jpg", quality=95)
-    export_model(str(trained[0]), out=tmp_path / "model.onnx")
+    tinted = np.asarray(Image.open(photo).convert("RGB"), np.float32) * [1.0, 0.6, 0.3]
+    Image.fromarray(tinted.astype(np.uint8)).save(tmp_path / "photo.jpg", quality=95)
+    export_model(str(run), out=tmp_path / "model.onnx")
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "snippet.py"
     script.write_text(code)
     runpy.run_path(str(script), run_name="__main__")
-    label, prob = capsys.readouterr().out.split()
-    expected = cnnkit.load(str(trained[0]), backend="torch").predict(
-        [str(tmp_path / "photo.jpg")], top_k=1)[0]
-    assert label == expected.label
-    assert float(prob) == pytest.approx(expected.probability, abs=2e-3)
+    out = capsys.readouterr().out
+    label, prob = out.splitlines()[-1].split()
+    clf = cnnkit.load(str(run), backend="torch")
+    assert (clf.task.temperature != 1) == (which != "trained")
+    assert clf.card.preprocess.grey == (which == "grey_run")
+    expected = clf.predict([str(tmp_path / "photo.jpg")], top_k=1)[0]
+    assert label == expected.top[0][0]
+    assert float(prob) == pytest.approx(expected.top[0][1], abs=2e-3)
+    # the model card says so too
+    doc = json.loads((tmp_path / "model.card.json").read_text())
+    assert ("divided by the temperature" in doc["output"]) == (which != "trained")
+    said = "3 channels, each the image's grey (luma)"
+    assert (said in (tmp_path / "model.card.md").read_text()) == (which == "grey_run")
 
 
 

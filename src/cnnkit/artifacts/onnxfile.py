@@ -75,6 +75,8 @@ class OnnxMeta:
                 "resize_shorter_side_to": pre.decode_size,
                 "center_crop": pre.img_size, "interpolation": pre.interpolation,
                 "scale": "pixel / 255", "mean": list(pre.mean), "std": list(pre.std),
+                # read as grey, repeated to the channels (absent, as before, otherwise)
+                **({"grey": True} if pre.grey else {}),
             }),
             "cnnkit_input": json.dumps(pre.to_dict()),
             "info": json.dumps(self.info),

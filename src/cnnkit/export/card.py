@@ -156,8 +156,7 @@ def build(card: ModelCard, model: str, files: list[Path], parities: list[Parity]
                   "layout": "NCHW float32, input name 'input', output logits"},
         # how the outputs become answers (a consumer of the file alone needs this)
         "output": ("a sigmoid of each logit is that label's probability; a label is "
-                   "answered at or above its threshold" if multi else
-                   "softmax gives probabilities"),
+                   "answered at or above its threshold" if multi else _softmax(card.task)),
         **({"thresholds": dict(zip(card.classes, card.task.card_fields().get(
             "thresholds") or [0.5] * len(card.classes)))} if multi else {}),
         "metrics": metrics,
@@ -300,7 +299,7 @@ def markdown(card: dict[str, Any]) -> str:
                      f"({t['hashed']})")
     lines += ["", "## Classes", "", ", ".join(f"`{c}`" for c in card["classes"]), "",
               "## Input", "",
-              f"{'3 channels (RGB)' if pre['channels'] == 3 else '1 channel (grey)'}; "
+              f"{_channels(pre)}; "
               f"resize the shorter side to "
               f"{pre['resize_shorter_side_to']} px ({pre['interpolation']}), centre-crop "
               f"{pre['size']} x {pre['size']}, {pre['scale']}, subtract mean {pre['mean']}, "
@@ -360,3 +359,18 @@ def markdown(card: dict[str, Any]) -> str:
               + f" | {p['top1_agreement']:.1%}" for p in card["parity"]]
     lines += ["", "## Known limits", ""] + [f"- {x}" for x in card["limits"]] + [""]
     return "\n".join(lines)
+
+
+def _softmax(task: Any) -> str:
+    """How a single-label file's logits become its probabilities: at the calibrated
+    temperature where the run fitted one (the logits' own softmax answers otherwise)."""
+    t = getattr(task, "temperature", 1.0)
+    if t == 1.0:
+        return "softmax gives probabilities"
+    return f"softmax of the logits divided by the temperature {t:.6g} gives probabilities"
+
+
+def _channels(pre: dict[str, Any]) -> str:
+    if "colour" in pre:
+        return f"{pre['channels']} channels, each the image's grey (luma)"
+    return "3 channels (RGB)" if pre["channels"] == 3 else "1 channel (grey)"
