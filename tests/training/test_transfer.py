@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 import cnnkit
 from cnnkit.artifacts.modelfile import read_card
@@ -55,6 +56,9 @@ def test_features_mode_trains_only_a_head_and_caches_features(tmp_path: Path) ->
                          name="b", **FAST)
     assert _phases(again.run_dir)[0]["features_cached"] is True
     assert again.test_accuracy == first.test_accuracy
+    # the same head to the last bit: the cached features sit in memory as fresh ones do
+    heads = [load_file(str(r.run_dir / "model.safetensors")) for r in (first, again)]
+    assert torch.equal(heads[0]["classifier.weight"], heads[1]["classifier.weight"])
 
 
 def test_fine_tune_freezes_then_unfreezes_top_blocks(tmp_path: Path, monkeypatch) -> None:

@@ -87,7 +87,10 @@ def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
     path = cache_dir("features") / f"{digest.hexdigest()}.safetensors"
     if path.is_file():
         try:
-            return load_file(str(path))["features"], True
+            # A fresh copy: the file's tensor sits wherever its header ends, and the math
+            # library takes other kernels for unaligned memory, whose last bits L-BFGS
+            # grows into another head; copied, a cached run fits the head it fitted fresh.
+            return load_file(str(path))["features"].clone(), True
         except Exception:  # a torn or foreign file: recompute it
             path.unlink(missing_ok=True)
     feats = extract(model, data, pre, device, channels_last=channels_last, label=label,
