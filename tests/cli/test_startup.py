@@ -71,3 +71,13 @@ def test_predicting_with_a_run_needs_torch_once_then_onnxruntime_alone(trained, 
             "onnxruntime"}
     loaded = _loaded("predict", str(run), image, "--device", "cpu", "--backend", "torch")
     assert "torch" in loaded and loaded & (set(HEAVY) - {"torch"}) == set()
+
+
+def test_a_missing_data_path_is_said_before_torch_loads(tmp_path) -> None:
+    for data, said in ((str(tmp_path / "no-such-folder"), "Data not found"),
+                       (str(tmp_path / "labels.csv"), "CSV file not found")):
+        out = subprocess.run([sys.executable, "-c", _PROBE, "train", data, "--devices", "2"],
+                             capture_output=True, text=True)
+        code, modules = json.loads(out.stdout.splitlines()[-1])
+        assert code == 2 and said in out.stderr, out.stderr
+        assert not set(modules) & set(HEAVY)  # nor any process started for --devices 2

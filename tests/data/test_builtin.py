@@ -82,3 +82,10 @@ def test_every_builtin_is_described() -> None:
     for name, builtin in BUILTINS.items():
         assert builtin.name == name and builtin.channels in (1, 3)
         assert len(builtin.classes) >= 2 and builtin.description
+
+
+def test_the_torch_free_list_of_builtin_names_is_the_registry_s() -> None:
+    from cnnkit.data.builtin import BUILTINS
+    from cnnkit.data.spec import BUILTIN_NAMES
+
+    assert tuple(BUILTINS) == BUILTIN_NAMES

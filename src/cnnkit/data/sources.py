@@ -9,12 +9,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from cnnkit.base import log
 from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
-from cnnkit.data import builtin as builtins_
 from cnnkit.data.folders import Listing
 from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.pipeline import Preprocess
@@ -22,6 +20,7 @@ from cnnkit.data.source import DataSource, decode_listing
 from cnnkit.data.source_builtin import BuiltinSource
 from cnnkit.data.source_csv import CsvSource
 from cnnkit.data.source_folder import FolderSource, LabelledFolderSource, SplitFolderSource
+from cnnkit.data.spec import missing
 
 # Tried in order; the first that recognises DATA describes it. A new kind of source is
 # a DataSource subclass in a module of its own and one entry here.
@@ -74,11 +73,9 @@ def describe(data: str) -> DataSource:
         source = kind.recognise(data)
         if source is not None:
             return source
-    if not Path(os.path.expanduser(data)).exists():
-        raise CnnkitError(
-            f"Data not found: {data!r} is neither a folder, a CSV file nor a built-in set "
-            f"({', '.join(builtins_.BUILTINS)}). Check the path."
-        )
+    why = missing(data)
+    if why is not None:
+        raise CnnkitError(why)
     raise CnnkitError(f"{data} is a file; pass a folder with one sub-folder per class, "
                       "a CSV of 'path,label' rows, or a built-in set name.")
 

@@ -15,12 +15,16 @@ from pathlib import Path
 from cnnkit.base import log
 from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
+from cnnkit.data.spec import missing
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
 def check_options(config: TrainConfig) -> None:
     """Raise one clear :class:`CnnkitError` for what the options alone show is wrong."""
+    why = missing(config.data) if config.data is not None else None
+    if why is not None:  # a DATA path that is not there: said before torch loads
+        raise CnnkitError(why)
     check_weights_file(config.weights)
     check_pretrained_weights(config)
 
