@@ -40,6 +40,9 @@ def test_the_config_is_frozen_and_round_trips() -> None:
     ({"data": "x", "channels": 2}, "--channels must be 1 or 3"),
     ({"data": "x", "unfreeze": "some"}, "--unfreeze takes 'all' or a number"),
     ({"data": "x", "patience": -1}, "--patience must be 0"),
+    # torch raised 'Overflow when unpacking long long'; numpy refused -1 in multi-label splits
+    ({"data": "x", "seed": 10**20}, r"--seed takes a whole number from 0 to 4,294,967,295"),
+    ({"data": "x", "seed": -1}, r"--seed takes a whole number from 0 .*Received: -1"),
     ({"data": "x", "warmup_epochs": -1}, "--warmup-epochs takes the epochs of"),
     ({"data": "x", "warmup_epochs": float("inf")}, "--warmup-epochs takes the epochs of"),
     ({"data": "x", "weight_decay": float("nan")}, r"--weight-decay takes .*Received: nan"),

@@ -139,6 +139,9 @@ class TrainConfig:
             raise CnnkitError(
                 f"--unfreeze takes 'all' or a number of top blocks. Received: {self.unfreeze!r}"
             )
+        if not 0 <= self.seed < 2**32:  # numpy's seeds (multi-label splits) and torch's
+            raise CnnkitError(f"--seed takes a whole number from 0 to {2**32 - 1:,}. "
+                              f"Received: {self.seed}")
         if self.patience < 0:
             raise CnnkitError(f"--patience must be 0 (off) or more. Received: {self.patience}")
         if self.time is not None and not (isinstance(self.time, (int, float))
