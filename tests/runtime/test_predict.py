@@ -36,6 +36,10 @@ def test_top_k_predictions_per_file(clf, trained) -> None:
         assert p.label == clf.classes[int(row.argmax())]
         assert p.probability == pytest.approx(float(row.max()))
     assert len(clf.predict(files[0], top_k=10)[0].top) == 3  # capped at the class count
+    assert len(clf.predict(files[0], top_k=np.int64(2))[0].top) == 2
+    for k in (0, -2, 2.5, True, "3"):  # 0 and -2 answered one class, as --top-k refuses
+        with pytest.raises(CnnkitError, match=r"top_k must be a whole number of at least 1"):
+            clf.predict(files[0], top_k=k)
     d = preds[0].to_dict()
     assert d["path"] == files[0] and d["label"] == preds[0].label
     assert [t["label"] for t in d["top"]] == [c for c, _ in preds[0].top]

@@ -9,6 +9,7 @@ A :class:`Classifier` is the runtime's :class:`~cnnkit.runtime.runner.ModelRunne
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,9 @@ class Classifier(ModelRunner):
         a warning names it; if none can be read, that is an error.
         """
         threshold = check_threshold(threshold, "threshold")
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+            raise CnnkitError(f"top_k must be a whole number of at least 1. Received: "
+                              f"{log.shown(top_k)}")
         if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes)):
             images = [images]
         arrays, names, unread = [], [], {}
