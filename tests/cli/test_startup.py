@@ -81,3 +81,11 @@ def test_a_missing_data_path_is_said_before_torch_loads(tmp_path) -> None:
         code, modules = json.loads(out.stdout.splitlines()[-1])
         assert code == 2 and said in out.stderr, out.stderr
         assert not set(modules) & set(HEAVY)  # nor any process started for --devices 2
+
+
+def test_evaluating_a_folder_that_is_no_run_is_said_before_torch_loads(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE, "evaluate", str(tmp_path)],
+                         capture_output=True, text=True)
+    code, modules = json.loads(out.stdout.splitlines()[-1])
+    assert code == 2 and "is not a cnnkit run" in out.stderr, out.stderr
+    assert not set(modules) & set(HEAVY)

@@ -260,12 +260,15 @@ def evaluate(
     """Accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix;
     for a multi-label model mAP (macro, micro), exact match, Hamming loss and per-label
     precision/recall/F1/AP."""
-    from cnnkit.base.atomic import write_json
-    from cnnkit.cli.tables import print_eval
-    from cnnkit.evaluation import evaluate_run
+    from cnnkit.artifacts.modelcard import find_sidecar
     from cnnkit.tasks.threshold import check_threshold
 
     threshold = check_threshold(threshold)
+    find_sidecar(run)  # a path that holds no model: one line before torch loads
+    from cnnkit.base.atomic import write_json
+    from cnnkit.cli.tables import print_eval
+    from cnnkit.evaluation import evaluate_run
+
     result = evaluate_run(run, data, tta=tta, device=device, backend=backend,
                           threshold=threshold)
     print_eval(result)
