@@ -22,11 +22,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 def check_options(config: TrainConfig) -> None:
     """Raise one clear :class:`CnnkitError` for what the options alone show is wrong."""
+    check_weights_file(config.weights)
+    check_pretrained_weights(config)
     why = missing(config.data) if config.data is not None else None
     if why is not None:  # a DATA path that is not there: said before torch loads
         raise CnnkitError(why)
-    check_weights_file(config.weights)
-    check_pretrained_weights(config)
 
 
 def check_weights_file(weights: str | None) -> None:
