@@ -196,3 +196,22 @@ def test_an_interrupted_multilabel_run_resumes_exactly(tmp_path: Path) -> None:
     cards = [json.loads((run / "model.json").read_text())["task"]
              for run in (whole.run_dir, resumed.run_dir)]
     assert cards[0] == cards[1] and len(cards[0]["thresholds"]) == 10
+
+
+def test_a_folder_that_changed_since_the_run_started_is_not_resumed(make_tree,
+                                                                    tmp_path: Path) -> None:
+    """Images added to the folder after Ctrl-C: --resume split it anew (140 train, 18 val,
+    18 test against the 108/14/14 of split.json), so the test held images the first epochs
+    trained on, and `cnnkit evaluate` (split.json's test) disagreed with the printed test."""
+    tree = make_tree(tmp_path / "photos", per_class=10, size=12)
+    with pytest.raises(KeyboardInterrupt):
+        cnnkit.train(str(tree), out=str(tmp_path / "runs"), name="grown",
+                     callbacks=[_stop_after(1)], **OPTIONS)
+    make_tree(tmp_path / "more", per_class=4, size=12, seed=1)
+    for image in (tmp_path / "more").rglob("*.png"):
+        image.rename(tree / image.parent.name / f"new-{image.name}")
+    run = tmp_path / "runs" / "grown"
+    with pytest.raises(CnnkitError, match=r"changed since it started \(train: 24 -> \d+ "
+                                          r"images.*or start a new run"):
+        cnnkit.resume(run)
+    assert (run / "checkpoints" / "last.safetensors").is_file()  # still resumable as it was

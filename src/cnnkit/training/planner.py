@@ -139,6 +139,8 @@ def _model(plan: Plan, splits: Splits, card: ModelCard | None, restart: Restart 
     if restart is not None and splits.classes != restart.card.classes:
         raise CnnkitError(f"The data's classes have changed since {restart.run.root} "
                           "started; start a new run instead of --resume.")
+    if restart is not None:
+        _check_same_split(restart.run, splits)
     if card is not None and restart is None:
         model = _initial_model(plan, card, splits)
     else:
@@ -298,6 +300,26 @@ def _initial_model(plan: Plan, init: ModelCard, splits: Splits) -> torch.nn.Modu
              f"{plan.pre.channels} as there")
     return model
 
+
+
+def _check_same_split(run: RunDir, splits: Splits) -> None:
+    """A resumed run's folder or CSV must split as it did (its split.json): files added or
+    removed since move images between the splits, so the resumed epochs would train on
+    another split and the test would hold images the first epochs trained on."""
+    doc, mine = run.read_split(), splits.listing()
+    if doc is None or mine is None:
+        return
+    changed = []
+    for name in ("train", "val", "test"):
+        was, now = doc.get(name) or [], mine.get(name) or []
+        if was != now:
+            changed.append(f"{name}: {len(was):,} -> {len(now):,} images" if len(was) != len(now)
+                           else f"{name}: other files")
+    if changed:
+        raise CnnkitError(f"The data of {run.root} changed since it started "
+                          f"({'; '.join(changed)}): resumed, it would split anew and test on "
+                          "images its first epochs trained on. Put the files back as its "
+                          "split.json lists them, or start a new run.")
 
 
 SPLIT_OPTIONS = ("seed", "val_fraction", "test_fraction")
