@@ -27,6 +27,11 @@ def record_phase(run: RunDir, index: int, phase: Phase, groups: list[dict], mode
     of each phase (for the report); the phase's start, to the subscribers. ``phases``:
     how many the run has; ``writes``: whether this process writes the run's files."""
     path = run.root / "phases.json"
+    if writes and cfg.warmup_epochs is not None and warmup >= 1.0 and phase.epochs:
+        anneal = "" if cfg.schedule == "constant" else " and never anneals"
+        log.warn(f"--warmup-epochs {cfg.warmup_epochs:g} spans all of phase {phase.name}'s "
+                 f"{log.plural(phase.epochs, 'epoch')}: its learning rate rises to the peak "
+                 f"at the phase's last step{anneal}; give fewer warm-up epochs than that")
     record = phase_record(run, path) if writes and path.is_file() else []
     entry = {"mode": cfg.mode, **describe_phase(model, phase, groups),
              "schedule": cfg.schedule,
