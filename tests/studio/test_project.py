@@ -96,3 +96,29 @@ def test_a_second_studio_on_the_same_project_stops_with_one_line(tmp_path: Path)
     finally:
         first.release()
     Project.open(tmp_path / "p").hold()
+
+
+def test_a_project_folder_that_cannot_be_written_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only folder (a mount, a CD, another user's) ended in OSError's traceback
+    from Path.mkdir before the server started; an existing project on one did too."""
+    import errno
+
+    Project.open(tmp_path / "made")
+    real_mkdir, real_touch = Path.mkdir, Path.touch
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.is_relative_to(tmp_path) and not self.exists():
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    def touch(self: Path, *args: object, **kwargs: object) -> None:
+        if self.is_relative_to(tmp_path):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(Path, "touch", touch)
+    for folder in (tmp_path / "new", tmp_path / "made"):
+        with pytest.raises(CnnkitError, match=r"cannot be written \(Read-only file system\)"):
+            Project.open(folder)

@@ -90,7 +90,10 @@ class Project:
         if folder.exists() and not folder.is_dir():
             raise CnnkitError(f"{folder} is a file; pass a folder for the project (one "
                               "sub-folder per class), or a new name to start one.")
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unwritable(folder, exc) from None
         root = folder.resolve()
         if split_dirs(root):
             raise CnnkitError(f"{root} is split into train/val/test folders; the studio edits "
@@ -101,7 +104,13 @@ class Project:
         if state.is_symlink() or (state.exists() and not state.is_dir()):
             raise CnnkitError(f"{state} is not a folder the studio made (a link or a file); "
                               "move it away, then start the studio again.")
-        state.mkdir(exist_ok=True)
+        try:  # runs, jobs, uploads and the lock are all written here: find out now
+            state.mkdir(exist_ok=True)
+            probe = state / f".write-{uuid.uuid4().hex}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise _unwritable(root, exc) from None
         return project
 
     # -- the folder and its lock ------------------------------------------------------
@@ -309,6 +318,12 @@ class Project:
                 os.rename(entry / "item", target)
             shutil.rmtree(entry)
         return what
+
+
+def _unwritable(folder: Path, exc: OSError) -> CnnkitError:
+    return CnnkitError(f"The project folder {folder} cannot be written ({exc.strerror or exc}): "
+                       "the studio keeps the images, runs and jobs in it. Choose a folder "
+                       "you can write to, or copy this one somewhere writable.")
 
 
 def check_image(data: bytes, filename: object = None) -> str:
