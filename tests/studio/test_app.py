@@ -293,3 +293,13 @@ def test_the_plan_jobs_worker_waits_warm_for_the_click_on_train(project: Project
     assert not jobs.get(train.id).alive()
     assert waiting.wait(10) == 0  # closing the studio ends the waiting worker cleanly
     assert "Traceback" not in (again.folder / "worker.log").read_text()
+
+
+def test_an_upload_over_the_limit_says_the_studio_s_limit(client: TestClient) -> None:
+    """A 30 MB upload was told to restart with --max-request-mb, an option only
+    cnnkit serve has (cnnkit studio refuses it), and of a 25.1 MiB limit."""
+    client.post("/api/classes", json={"name": "a"})
+    r = client.post("/api/classes/a/images?filename=big.png", content=b"\0" * (30 * 2**20))
+    assert r.status_code == 413
+    assert "--max-request-mb" not in r.json()["detail"]
+    assert "at most 25 MiB" in r.json()["detail"]

@@ -29,9 +29,11 @@ class BodyTooLarge(Exception):
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, api_key: str | None,
+                 too_large: str | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.too_large = too_large  # the 413's advice (serve's: its --max-request-mb)
         self.api_key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -48,7 +50,7 @@ class Guard:
         length = _header(scope, b"content-length")
         limit = self.max_body_bytes
         if length is not None and (not length.isdigit() or int(length) > limit):
-            await _error(send, 413, _too_large(limit))
+            await _error(send, 413, _too_large(limit, self.too_large))
             return
         seen = 0
         started = False
@@ -59,7 +61,7 @@ class Guard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge(_too_large(limit))
+                    raise BodyTooLarge(_too_large(limit, self.too_large))
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -71,7 +73,7 @@ class Guard:
             await self.app(scope, counted_receive, tracked_send)
         except BodyTooLarge:
             if not started:
-                await _error(send, 413, _too_large(limit))
+                await _error(send, 413, _too_large(limit, self.too_large))
 
     def _authorised(self, scope: Scope) -> bool:
         value = _header(scope, b"authorization") or ""
@@ -91,10 +93,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _too_large(limit: int) -> str:
-    return (f"The request is larger than this server accepts ({limit / 2**20:.1f} MiB); "
-            "send smaller or fewer images, or start the server with a larger "
-            "--max-request-mb.")
+def _too_large(limit: int, advice: str | None = None) -> str:
+    return advice or (f"The request is larger than this server accepts "
+                      f"({limit / 2**20:.1f} MiB); send smaller or fewer images, or start "
+                      "the server with a larger --max-request-mb.")
 
 
 async def _error(send: Send, status: int, message: str,

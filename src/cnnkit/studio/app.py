@@ -73,7 +73,9 @@ def create_app(project: Project, *, api_key: str | None = None, host: str = "127
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.jobs = jobs
     app.state.studio = StudioState(project, jobs, predictors)
-    app.add_middleware(Guard, max_body_bytes=MAX_BODY, api_key=None)
+    app.add_middleware(Guard, max_body_bytes=MAX_BODY, api_key=None, too_large=(
+        f"The studio takes images of at most {MAX_IMAGE_BYTES // 2**20} MiB each, one a "
+        "request; send a smaller one."))
     app.add_middleware(StudioGuard, api_key=api_key)
     protect(app, host, HttpLimits())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
