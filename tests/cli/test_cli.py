@@ -61,7 +61,7 @@ def test_predict_csv_and_globs_skip_hidden_files(run: Path, photos: Path, capsys
                         "--format", "csv", "--device", "cpu")
     assert code == 0
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0][:3] == ["path", "label1", "prob1"]
+    assert rows[0][:5] == ["path", "label", "probability", "label1", "prob1"]
     assert len(rows) == 1 + 4  # the __MACOSX file is not an image of the set
     assert not any("__MACOSX" in r[0] for r in rows)
 

@@ -105,16 +105,24 @@ def test_predict_as_json(trained, capsys) -> None:
         assert p["probability"] == p["top"][0]["probability"]
 
 
-def test_predict_as_csv(trained, capsys) -> None:
+def test_predict_as_csv(trained, capsys, tmp_path: Path) -> None:
     run, data = trained
     code, out, err = run_cli(capsys, "predict", run, data / "square", "--format", "csv",
                              "--top-k", "2", "--tta")
     assert code == 0, err
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["path", "label1", "prob1", "label2", "prob2", "error"]
+    # the columns of an --output file: the answer and its probability, then the top k
+    assert rows[0] == ["path", "label", "probability", "label1", "prob1", "label2", "prob2",
+                       "error"]
     assert len(rows) == 11
     assert [Path(r[0]).parent.name for r in rows[1:]] == ["square"] * 10
-    assert all(0 <= float(r[2]) <= 1 and float(r[2]) >= float(r[4]) for r in rows[1:])
+    assert all(r[1] == r[3] and r[2] == r[4] for r in rows[1:])  # no rule: the top class
+    assert all(0 <= float(r[4]) <= 1 and float(r[4]) >= float(r[6]) for r in rows[1:])
+    # the same rows as a predictions file of the same options
+    code, _, err = run_cli(capsys, "predict", run, data / "square", "--output",
+                           tmp_path / "p.csv", "--top-k", "2", "--tta")
+    assert code == 0, err
+    assert list(csv.reader(io.StringIO((tmp_path / "p.csv").read_text()))) == rows
 
 
 def test_models_lists_the_registry(capsys) -> None:
@@ -180,7 +188,7 @@ def test_predict_with_a_threshold(trained, capsys) -> None:
     code, out, _ = run_cli(capsys, "predict", run, *files, "--format", "csv",
                            "--threshold", "1")
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0][:2] == ["path", "prediction"] and rows[1][1] == "unknown"
+    assert rows[0][:2] == ["path", "label"] and rows[1][1] == "unknown"
     code, _, err = run_cli(capsys, "predict", run, *files, "--threshold", "80")
     assert code == 2 and "between 0 and 1" in err and "0.8" in err
 

@@ -387,8 +387,8 @@ def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -
                    else {"path": r.path, "error": r.error} for r in rows],
                   sys.stdout, indent=2)
         sys.stdout.write("\n")
-    elif output == "csv" and clf.task.name != "single-label":
-        k = len(preds[0].top)  # the task's columns, as an --output file has them
+    elif output == "csv":  # the task's columns, as an --output file has them
+        k = len(preds[0].top)
         writer = csv.writer(sys.stdout)
         writer.writerow(clf.task.answer_columns(k))
         for r in rows:
@@ -398,24 +398,6 @@ def _print_predictions(clf: Any, files: list[str], output: str, options: dict) -
 
         print_label_sets(preds, threshold, errors={r.path: r.error for r in failed},
                          order=[r.path for r in rows])
-    elif output == "csv":
-        k = len(preds[0].top)
-        writer = csv.writer(sys.stdout)
-        rule = any(p.unknown_score is not None for p in preds)
-        answer = (["prediction"] if threshold is not None or rule else []) + (
-            ["unknown_score"] if rule else [])
-        writer.writerow(["path", *answer] + [f"{w}{i}" for i in range(1, k + 1)
-                                             for w in ("label", "prob")] + ["error"])
-        for r in rows:
-            p = r.prediction
-            if p is None:
-                writer.writerow([r.path, *([""] * len(answer)), *([""] * (2 * k)), r.error])
-                continue
-            label = ([p.label] if answer else []) + (
-                [f"{p.unknown_score:.6f}" if p.unknown_score is not None else ""]
-                if rule else [])
-            writer.writerow([p.source, *label] + [v for c, pr in p.top
-                                                  for v in (c, f"{pr:.6f}")] + [""])
     else:
         print_predictions(preds, threshold, errors={r.path: r.error for r in failed},
                           order=[r.path for r in rows])
