@@ -28,3 +28,9 @@ def test_label_sets_print_as_tab_separated_lines_off_a_terminal(capsys) -> None:
 def test_one_threshold_for_all_is_named_in_the_header(capsys) -> None:
     print_label_sets(_sets()[:1], 0.6)
     assert capsys.readouterr().out.splitlines()[0] == "path\tlabels (p >= 0.6)\ttop"
+
+
+def test_a_probability_just_under_a_threshold_never_reads_as_the_threshold(capsys) -> None:
+    cut = {"cat": 0.9, "dog": 0.5}
+    print_label_sets([LabelSet("a.png", [], [("cat", 0.89996), ("dog", 0.1)], cut)], 0.9)
+    assert "cat 89.9%" in capsys.readouterr().out  # rounded, 90.0% beside 'p >= 0.9'

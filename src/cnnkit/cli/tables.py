@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -66,7 +67,7 @@ def print_predictions(preds: list[Prediction], threshold: float | None = None, *
         + [f"top-{i}" if k > 1 else "class" for i in range(1, k + 1)]
     by_path = {p.source: [log.quoted(p.source)] + ([p.label] if answer else [])
                + ([_score(p)] if rule else [])
-               + [f"{c} {pr:.1%}" for c, pr in p.top] for p in preds}
+               + [f"{c} {_pct(pr)}" for c, pr in p.top] for p in preds}
     for path, why in (errors or {}).items():
         by_path[path] = [log.quoted(path), f"error: {log.cut(why, 200)}"] + \
             [""] * (len(heads) - 2)
@@ -121,8 +122,8 @@ def print_label_sets(sets: list[LabelSet], threshold: float | None = None, *,
     cut = f"p >= {threshold:g}" if threshold is not None else "at each label's threshold"
     heads = ["path", f"labels ({cut})", "top"]
     by_path = {s.source: [log.quoted(s.source),
-                          ", ".join(f"{c} {p:.1%}" for c, p in s.labels) or "-",
-                          ", ".join(f"{c} {p:.1%}" for c, p in s.top)] for s in sets}
+                          ", ".join(f"{c} {_pct(p)}" for c, p in s.labels) or "-",
+                          ", ".join(f"{c} {_pct(p)}" for c, p in s.top)] for s in sets}
     for path, why in (errors or {}).items():
         by_path[path] = [log.quoted(path), f"error: {log.cut(why, 200)}", ""]
     rows = [by_path[path] for path in (order or [s.source for s in sets])]
@@ -130,6 +131,12 @@ def print_label_sets(sets: list[LabelSet], threshold: float | None = None, *,
     empty = sum(not s.labels for s in sets)
     if empty:
         log.info(f"{empty} of {len(sets)} image(s) have no label at or above the threshold.")
+
+
+def _pct(p: float) -> str:
+    """A probability as a percentage cut (not rounded) to 0.1%: 0.89996 reads 89.9%, so a
+    class answered 'unknown' below --threshold 0.9 never shows 90.0%."""
+    return f"{math.floor(round(p * 1000, 6)) / 10:.1f}%"
 
 
 def _print_rows(con: Console, heads: list[str], rows: list[list[str]]) -> None:
