@@ -118,3 +118,15 @@ def test_metrics_record_the_rate_used_and_fp16_scales_the_loss(tmp_path, monkeyp
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in result.history)
     meta = load_checkpoint(result.run_dir / "checkpoints" / "last.safetensors")[2]
     assert meta["scaler"]["scale"] > 0
+
+
+def test_a_run_that_diverges_under_a_weight_decay_given_names_it(tmp_path) -> None:
+    """--weight-decay 1e9 sent the loss to nan and the line said only 'lower --lr (now
+    0.0005)', the default rate, which was not the cause."""
+    import cnnkit
+    from cnnkit.base.errors import CnnkitError
+
+    with pytest.raises(CnnkitError, match=r"lower --lr \(now 0\.\d+\) or --weight-decay "
+                                          r"\(now 1e\+30\)"):
+        cnnkit.train("shapes:count=90,size=16", model="lenet5", epochs=2, img_size=16,
+                     batch_size=8, weight_decay=1e30, plots=False, device="cpu", out=str(tmp_path))

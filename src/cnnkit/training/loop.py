@@ -262,8 +262,10 @@ class Trainer:
                 self.cluster, loss_sum, hits, torch.tensor(seen), torch.tensor(units))
             seen, units = int(total.item()), int(counted.item())
         if not math.isfinite(loss_sum.item()):
+            decay = self.plan.asked.weight_decay  # given: a cause as likely as the rate
+            also = f" or --weight-decay (now {decay:g})" if decay else ""
             raise CnnkitError(f"The training loss became {loss_sum.item()} at epoch "
-                              f"{global_epoch}; lower --lr (now {phase.lr:g}).")
+                              f"{global_epoch}; lower --lr (now {phase.lr:g}){also}.")
         train_time = time.perf_counter() - start
         row: dict[str, Any] = {
             # the rate of the epoch's last step: the one the schedule had reached
