@@ -303,3 +303,28 @@ def test_an_upload_over_the_limit_says_the_studio_s_limit(client: TestClient) ->
     assert r.status_code == 413
     assert "--max-request-mb" not in r.json()["detail"]
     assert "at most 25 MiB" in r.json()["detail"]
+
+
+def test_an_export_made_while_the_run_trained_is_not_shipped(
+        client: TestClient, project: Project, trained: tuple[Path, Path]) -> None:
+    """Exported during training (the Ship tab lists a run once its first best model is
+    saved), model.onnx kept answering as that early model did: after the run ended the
+    page still listed it and its download said 'blue 50.2%' where the run said 'red
+    96.6%'. Only a file made from the run's weights as they are now is offered."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from cnnkit.export.onnx import export_model
+
+    run = project.runs_dir / "r"
+    shutil.copytree(trained[0], run)
+    export_model(str(run), out=run / "model.onnx")
+    assert client.get("/api/runs").json()["runs"][0]["files"] == ["model.onnx"]
+    assert client.get("/api/runs/r/files/model.onnx").status_code == 200
+    weights = load_file(run / "model.safetensors")  # the run trains on: a new best model
+    save_file({k: v + 0.5 if v.is_floating_point() else v for k, v in weights.items()},
+              run / "model.safetensors")
+    assert client.get("/api/runs").json()["runs"][0]["files"] == []
+    stale = client.get("/api/runs/r/files/model.onnx")
+    assert stale.status_code == 409 and "Export it again" in stale.json()["detail"]

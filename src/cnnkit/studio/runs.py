@@ -13,8 +13,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from cnnkit.artifacts import derived
 from cnnkit.base import log
-from cnnkit.studio.project import NotFound, Project
+from cnnkit.studio.project import Conflict, NotFound, Project
 
 RUN_FILES = {"model.onnx": "application/octet-stream",
              "model.int8.onnx": "application/octet-stream"}
@@ -77,10 +78,42 @@ def list_runs(project: Project) -> list[dict[str, Any]]:
                     "model": config.get("model"), "img_size": config.get("img_size"),
                     "test_accuracy": test.get("accuracy"), "n_test": test.get("n"),
                     "finished": (folder / "model.safetensors").is_file(),
-                    "files": [f for f in RUN_FILES if (folder / f).is_file()],
+                    "files": exported(folder),
                     "understood": (folder / "studio" / "understand.json").is_file(),
                     "time": entry.stat().st_mtime})
     return out
+
+
+def exported(folder: Path) -> list[str]:
+    """The run's exported files made from its weights as they are now: a file exported
+    while the run was still training answers as its earlier weights did."""
+    found = [f for f in RUN_FILES if (folder / f).is_file()]
+    if not found:
+        return []
+    try:
+        weights = derived.sha256_of(folder / "model.safetensors")
+    except OSError:
+        return []
+    return [f for f in found if derived.source(folder / f) == weights]
+
+
+def exported_file(folder: Path, name: str) -> Path:
+    """The exported file ``name`` of the run in ``folder``, checked to be made from the
+    run's weights as they are now and unchanged since."""
+    path = folder / name
+    if name not in RUN_FILES or not path.is_file():
+        raise NotFound(f"Run {folder.name!r} has no {log.cut(repr(name))}; export it from "
+                       "the Ship tab first.")
+    try:
+        weights = derived.sha256_of(folder / "model.safetensors")
+    except OSError as exc:
+        raise NotFound(f"Run {folder.name!r} has no model ({exc.strerror}).") from None
+    why = derived.check(path, weights)
+    if why is not None:
+        raise Conflict(f"{name} of run {folder.name!r} no longer answers as the run does: "
+                       f"{why} (exported while the run was still training?). Export it again "
+                       "from the Ship tab.")
+    return path
 
 
 def commands(project: Project, run: str) -> dict[str, str]:

@@ -14,7 +14,14 @@ from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.studio import understand as understanding
 from cnnkit.studio.project import BadImage
-from cnnkit.studio.runs import RUN_FILES, commands, list_runs, run_folder, zip_folder
+from cnnkit.studio.runs import (
+    RUN_FILES,
+    commands,
+    exported_file,
+    list_runs,
+    run_folder,
+    zip_folder,
+)
 from cnnkit.studio.state import StudioState, off_loop, studio_state
 
 TOP_K = 5
@@ -85,10 +92,8 @@ async def run_file(run: str, name: str,
                    state: StudioState = Depends(studio_state)) -> FileResponse:
     project = state.project
     folder = run_folder(project, run)
-    if name not in RUN_FILES or not (folder / name).is_file():
-        raise HTTPException(404, f"Run {run!r} has no {log.cut(repr(name))}; export it "
-                                 "from the Ship tab first.")
-    return FileResponse(folder / name, media_type=RUN_FILES[name],
+    path = await off_loop(exported_file, folder, name)
+    return FileResponse(path, media_type=RUN_FILES[name],
                         filename=f"{project.root.name}-{run}-{name}")
 
 
