@@ -328,3 +328,23 @@ def test_an_export_made_while_the_run_trained_is_not_shipped(
     assert client.get("/api/runs").json()["runs"][0]["files"] == []
     stale = client.get("/api/runs/r/files/model.onnx")
     assert stale.status_code == 409 and "Export it again" in stale.json()["detail"]
+
+
+@pytest.mark.parametrize("folder", ["猫と犬", 'say "cheese"'])
+def test_the_run_zip_downloads_whatever_the_project_is_called(
+        tmp_path: Path, trained: tuple[Path, Path], folder: str) -> None:
+    """The zip's Content-Disposition was the project's name in quotes, as is: a project
+    named in Japanese got 500 Internal Server Error (the header is latin-1), one with a
+    quote in its name a header that named another file."""
+    import shutil
+    from urllib.parse import unquote
+
+    project = Project.open(tmp_path / folder)
+    shutil.copytree(trained[0], project.runs_dir / "r")
+    with TestClient(create_app(project, spare_worker=False), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as c:
+        r = c.get("/api/runs/r/zip")
+    assert r.status_code == 200, r.text
+    given = r.headers["content-disposition"]
+    assert given.startswith("attachment; filename*=utf-8''")
+    assert unquote(given.split("''", 1)[1]) == f"{folder}-r.zip"

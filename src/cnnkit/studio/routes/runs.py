@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response
@@ -102,5 +103,6 @@ async def run_zip(run: str, state: StudioState = Depends(studio_state)) -> Respo
     project = state.project
     folder = run_folder(project, run)
     data = await off_loop(zip_folder, folder)
+    name = quote(f"{project.root.name}-{run}.zip")  # as FileResponse names a download
     return Response(data, media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="{project.root.name}-{run}.zip"'})
+        "Content-Disposition": f"attachment; filename*=utf-8''{name}"})
