@@ -134,13 +134,18 @@ def test_imbalance_is_handled_and_announced(make_tree, tmp_path: Path,
     data = make_tree(tmp_path / "d", per_class=15, size=16)
     for f in sorted((data / "square").iterdir())[4:]:
         f.unlink()
-    tiny(tmp_path, str(data), epochs=1, img_size=16, val_fraction=0.2, test_fraction=0.0)
+    run = tiny(tmp_path, str(data), epochs=1, img_size=16, val_fraction=0.2,
+               test_fraction=0.0).run_dir
     out = capsys.readouterr().out
     assert "imbalanced" in out and "class-weighted loss" in out
+    # config.json records what trained (it said 'auto', which `cnnkit runs` and compare
+    # showed), as it records --keep auto's choice
+    assert json.loads((run / "config.json").read_text())["imbalance"] == "weighted-loss"
     tiny(tmp_path, str(data), epochs=1, img_size=16, imbalance="none")
     assert "imbalanced" not in capsys.readouterr().out
-    tiny(tmp_path, TINY, epochs=1)  # balanced: nothing to say
+    run = tiny(tmp_path, TINY, epochs=1).run_dir  # balanced: nothing to say
     assert "imbalanced" not in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["imbalance"] == "none"
 
 
 def test_the_weights_of_imbalance_handling() -> None:

@@ -92,6 +92,9 @@ def decide(config: TrainConfig, cluster: distributed.Cluster = distributed.SINGL
     if cost and not (restart is None and announced(planned, plan, splits, hub)):
         plan, splits, model = _costed(config, card, plan, splits, model, started, hub, restart)
     class_weights, sample_weights = imbalance(plan, splits)
+    if plan.config.imbalance == "auto":  # config.json records what trains, as for --keep
+        ran = "weighted-loss" if class_weights is not None else "none"
+        plan = replace(plan, config=plan.config.replace(imbalance=ran))
     finding = None
     if cost and find and plan.find_lr:
         plan, finding = run_rate(plan, model, splits, class_weights)
