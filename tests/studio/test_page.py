@@ -285,3 +285,25 @@ def check_onnx(path: Path, scenes: list[Image.Image]) -> None:
         batch.append(((x - pre["mean"]) / pre["std"]).transpose(2, 0, 1))
     logits = session.run(None, {pre["input"]: np.stack(batch).astype(np.float32)})[0]
     assert [classes[i] for i in logits.argmax(1)] == list(SCENES)
+
+
+def test_understand_says_when_held_out_images_are_gone(studio: Studio, browser: Browser,
+                                                       trained: tuple[Path, Path]) -> None:
+    """A test image deleted or moved after the run ("Relabel as", a deleted class) is left
+    out of the analysis: the tab said 'On 2 held-out images: accuracy 0.0%' for a run
+    listed as 'test 33.3%' on 3, without a word about the third."""
+    run = studio.project / ".cnnkit" / "runs" / "r"
+    shutil.copytree(trained[0], run)
+    (run / "studio").mkdir(exist_ok=True)
+    (run / "studio" / "understand.json").write_text(json.dumps({
+        "split": "test", "classes": ["a", "b"], "missing": 1, "images": [],
+        "top_losses": [], "n": 2, "accuracy": 0.0,
+        "per_class": [], "confusion": [[0, 1], [1, 0]]}))
+    page = browser.new_context().new_page()
+    page.goto(studio.url + "/")
+    page.locator("nav button[data-tab=understand]").click()
+    line = page.locator("main p", has_text="held-out images (")
+    expect(line).to_contain_text("On 2 held-out images")
+    expect(line).to_contain_text("1 of the run's 3 held-out images is no longer where")
+    expect(line).to_contain_text("not the run's test accuracy")
+    page.context.close()

@@ -355,6 +355,10 @@ function studio() {
         await this.loadUnderstanding();
       });
     },
+    missingLine() {  // images deleted or moved since the run was tested are not counted
+      const i = this.insight, m = i.missing || 0;
+      return `${m} of the run's ${m + (i.n || 0)} held-out images ${m === 1 ? "is" : "are"} no longer where the run found ${m === 1 ? "it" : "them"} (deleted or moved since), so this is not the run's test accuracy.`;
+    },
     cellImages() {
       if (!this.insight || !this.cell) return [];
       const [i, j] = this.cell;
