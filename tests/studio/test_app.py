@@ -348,3 +348,21 @@ def test_the_run_zip_downloads_whatever_the_project_is_called(
     given = r.headers["content-disposition"]
     assert given.startswith("attachment; filename*=utf-8''")
     assert unquote(given.split("''", 1)[1]) == f"{folder}-r.zip"
+
+
+def test_a_run_still_training_is_not_listed_as_finished(
+        client: TestClient, project: Project, trained: tuple[Path, Path]) -> None:
+    """A run is listed from its first saved best model on; while it trained it was
+    'finished' like any other, and the Try, Understand and Ship tabs offered its
+    best-so-far weights by name alone."""
+    import shutil
+
+    from cnnkit.artifacts.runlock import RunLock
+
+    run = project.runs_dir / "r"
+    shutil.copytree(trained[0], run)
+    with RunLock.acquire(run):  # as the trainer holds it
+        listed = client.get("/api/runs").json()["runs"][0]
+        assert listed["training"] is True and listed["finished"] is False
+    listed = client.get("/api/runs").json()["runs"][0]
+    assert listed["training"] is False and listed["finished"] is True

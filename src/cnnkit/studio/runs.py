@@ -77,11 +77,30 @@ def list_runs(project: Project) -> list[dict[str, Any]]:
         out.append({"name": entry.name, "mode": config.get("mode"),
                     "model": config.get("model"), "img_size": config.get("img_size"),
                     "test_accuracy": test.get("accuracy"), "n_test": test.get("n"),
-                    "finished": (folder / "model.safetensors").is_file(),
+                    "finished": (folder / "model.safetensors").is_file()
+                    and not training(folder), "training": training(folder),
                     "files": exported(folder),
                     "understood": (folder / "studio" / "understand.json").is_file(),
                     "time": entry.stat().st_mtime})
     return out
+
+
+def training(folder: Path) -> bool:
+    """Whether a process is training the run now: its lock file (removed when the run
+    ends) names a live process. Read, not locked: a lock taken to look would make the
+    trainer's own attempt fail."""
+    try:
+        with open(folder / ".lock", "rb") as fh:
+            pid = int(fh.read(64).split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def exported(folder: Path) -> list[str]:

@@ -409,7 +409,7 @@ function studio() {
 
     // -- 6. ship ---------------------------------------------------------------------
     currentRun() { return this.project.runs.find(r => r.name === this.run); },
-    runLabel(r) { return `${r.name}` + (r.test_accuracy != null ? ` — test ${this.pct(r.test_accuracy)}` : ""); },
+    runLabel(r) { return `${r.name}` + (r.training ? " — still training (its best model so far)" : r.test_accuracy != null ? ` — test ${this.pct(r.test_accuracy)}` : ""); },
     async loadCommands() {
       this.cmds = null;
       if (this.run) this.cmds = await this.api("GET", `/api/runs/${enc(this.run)}/commands`).catch(() => null);
