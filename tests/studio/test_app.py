@@ -366,3 +366,19 @@ def test_a_run_still_training_is_not_listed_as_finished(
         assert listed["training"] is True and listed["finished"] is False
     listed = client.get("/api/runs").json()["runs"][0]
     assert listed["training"] is False and listed["finished"] is True
+
+
+def test_trying_a_file_that_is_no_image_says_so_plainly(
+        client: TestClient, project: Project, trained: tuple[Path, Path]) -> None:
+    """The Try tab's answer to a text file was 'No image could be read: <bytes>: cannot
+    decode image (cannot identify image file <_io.BytesIO object at 0x7f2d...>).'"""
+    import shutil
+
+    shutil.copytree(trained[0], project.runs_dir / "r")
+    for data, status in ((b"hello\n", 415), (b'<svg xmlns="http://www.w3.org/2000/svg"/>', 415),
+                         (jpeg()[:300], 400)):
+        r = client.post("/api/runs/r/predict", content=data)
+        assert r.status_code == status, r.text
+        detail = r.json()["detail"]
+        assert detail.startswith("The file") and "<bytes>" not in detail, detail
+        assert "BytesIO" not in detail and " 0x" not in detail, detail

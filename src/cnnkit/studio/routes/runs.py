@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, Response
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
 from cnnkit.studio import understand as understanding
-from cnnkit.studio.project import BadImage
+from cnnkit.studio.project import BadImage, check_image
 from cnnkit.studio.runs import (
     RUN_FILES,
     commands,
@@ -53,6 +53,7 @@ async def predict(run: str, request: Request, top_k: int = TOP_K,
         try:
             found = clf.predict([data], top_k=max(1, min(top_k, 20)), threshold=threshold)
         except CnnkitError as exc:
+            check_image(data, "The file")  # says what is wrong as an upload's refusal does
             raise BadImage(str(exc).replace("<image 0>", "the image"), 400) from None
         top = found[0]  # the predictor's own answer: its unknown rule holds here too
         return {"label": top.label, "probability": top.probability,
