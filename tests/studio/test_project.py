@@ -122,3 +122,13 @@ def test_a_project_folder_that_cannot_be_written_is_one_line(
     for folder in (tmp_path / "new", tmp_path / "made"):
         with pytest.raises(CnnkitError, match=r"cannot be written \(Read-only file system\)"):
             Project.open(folder)
+
+
+def test_moving_an_image_to_its_own_class_leaves_it_as_it_is(tmp_path: Path) -> None:
+    """It was linked under a new name and the old one removed: x.jpg became x-1.jpg, and
+    the analysis and the page lost the image they named."""
+    project = Project.open(tmp_path / "p")
+    project.add_class("a")
+    project.add_image("a", jpeg(), "x.jpg")
+    assert project.move_image("a", "x.jpg", "a") == "x.jpg"
+    assert os.listdir(tmp_path / "p" / "a") == ["x.jpg"]

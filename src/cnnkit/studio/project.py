@@ -265,6 +265,8 @@ class Project:
             self._class_dir(name, write=True)
             source = self.image_path(name, image)
             target = self._class_dir(to, write=True)
+            if target == self._class_dir(name):
+                return image  # already there: nothing to move, nothing renamed
             stem, suffix = os.path.splitext(source.name)
             for k in range(1000):
                 new = f"{stem}-{k}{suffix}" if k else f"{stem}{suffix}"
