@@ -382,3 +382,18 @@ def test_trying_a_file_that_is_no_image_says_so_plainly(
         detail = r.json()["detail"]
         assert detail.startswith("The file") and "<bytes>" not in detail, detail
         assert "BytesIO" not in detail and " 0x" not in detail, detail
+
+
+def test_the_try_answer_says_what_cnnkit_predict_warns_of(
+        client: TestClient, project: Project, trained: tuple[Path, Path],
+        calibrated: Path) -> None:
+    """cnnkit predict warns that a run with too few validation images has uncalibrated
+    probabilities and no unknown rule; the Try tab showed the same 'blue 51.1%' without
+    a word of it."""
+    import shutil
+
+    shutil.copytree(trained[0], project.runs_dir / "plain")
+    shutil.copytree(calibrated, project.runs_dir / "calibrated")
+    plain = client.post("/api/runs/plain/predict", content=jpeg()).json()
+    assert "not calibrated" in plain["note"] and "--threshold" not in plain["note"]
+    assert client.post("/api/runs/calibrated/predict", content=jpeg()).json()["note"] is None

@@ -56,7 +56,9 @@ async def predict(run: str, request: Request, top_k: int = TOP_K,
             check_image(data, "The file")  # says what is wrong as an upload's refusal does
             raise BadImage(str(exc).replace("<image 0>", "the image"), 400) from None
         top = found[0]  # the predictor's own answer: its unknown rule holds here too
+        note = clf.task.load_note()  # what cnnkit predict warns of (no calibration)
         return {"label": top.label, "probability": top.probability,
+                "note": note and note.replace("--threshold", "the unknown threshold"),
                 "reason": top.reason, "unknown_score": top.unknown_score,
                 "top": [{"class": c, "probability": q} for c, q in top.top],
                 "ms": round(1000 * (time.perf_counter() - began), 1)}
