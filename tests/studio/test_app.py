@@ -397,3 +397,22 @@ def test_the_try_answer_says_what_cnnkit_predict_warns_of(
     plain = client.post("/api/runs/plain/predict", content=jpeg()).json()
     assert "not calibrated" in plain["note"] and "--threshold" not in plain["note"]
     assert client.post("/api/runs/calibrated/predict", content=jpeg()).json()["note"] is None
+
+
+def test_a_full_disk_is_said_not_a_bare_server_error(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload onto a full disk (or a folder gone read-only) answered 500 with the plain
+    text 'Internal Server Error', which the page showed as all there was to know."""
+    import errno
+
+    def full(*args: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device", str(project.root / "a"))
+
+    monkeypatch.setattr("cnnkit.studio.project._write_new", full)
+    with TestClient(create_app(project, spare_worker=False), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as c:
+        c.post("/api/classes", json={"name": "a"}, headers={"X-Studio": "1"})
+        r = c.post("/api/classes/a/images?filename=x.jpg", content=jpeg(),
+                   headers={"X-Studio": "1"})
+    assert r.status_code == 507
+    assert "No space left on device" in r.json()["detail"]

@@ -16,6 +16,7 @@ the key and origin checks :mod:`.guard`'s, the runs they read :mod:`.runs`'.
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 from collections.abc import AsyncIterator
 
@@ -97,6 +98,15 @@ def create_app(project: Project, *, api_key: str | None = None, host: str = "127
                  f"{err.get('msg')} (received {log.cut(repr(err.get('input')), 40)})"
                  for err in exc.errors()]
         return JSONResponse({"detail": "; ".join(parts) + "."}, status_code=422)
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError) -> JSONResponse:
+        # a full disk, a folder made read-only or removed under the studio: said, not a
+        # bare 'Internal Server Error'
+        where = f" ({exc.filename})" if exc.filename else ""
+        return JSONResponse({"detail": f"The project could not be changed or read: "
+                                       f"{exc.strerror or exc}{where}."},
+                            status_code=507 if exc.errno == errno.ENOSPC else 500)
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
