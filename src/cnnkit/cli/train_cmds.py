@@ -264,7 +264,8 @@ def evaluate(
     from cnnkit.tasks.threshold import check_threshold
 
     threshold = check_threshold(threshold)
-    find_sidecar(run)  # a path that holds no model: one line before torch loads
+    if not run.is_file():  # a missing path or a folder without a model: said before torch
+        find_sidecar(run)   # loads (a file may be an ONNX export, which evaluate reads)
     from cnnkit.base.atomic import write_json
     from cnnkit.cli.tables import print_eval
     from cnnkit.evaluation import evaluate_run
