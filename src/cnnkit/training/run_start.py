@@ -62,8 +62,7 @@ def started_run(decided: Decided, hub: Events, trackers: tuple[str, ...],
         run = RunDir(distributed.broadcast(cluster, root))
     where.append(run.root)
     hub.emit(RunStarted(run.root))
-    lock = locked(run.root) if cluster.writes else contextlib.nullcontext()
-    with lock, on_full_disk(run):
+    with lock_run(run, cluster), on_full_disk(run):
         if cluster.writes:  # trackers log from the writing process only
             train = splits.train
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
