@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from tests.serve.conftest import API_KEY, Server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,6 +39,16 @@ def _ready_page(browser: Browser, server: Server) -> Iterator[Page]:
         yield page
     finally:
         context.close()
+
+
+def _answered_both_ways(page: Page, image: Path) -> Iterator[Locator]:
+    """``image``'s result card as the server answers it, then as the model run in the
+    browser answers it (the page's 'Run the model in this browser' switch)."""
+    for local in (False, True):
+        if local:
+            page.get_by_label(re.compile("Run the model in this browser")).check()
+        page.get_by_label("Choose images").set_input_files(image)
+        yield page.locator(".result").first
 
 
 @pytest.fixture
@@ -170,11 +180,7 @@ def test_a_multilabel_model_shows_its_label_set_here_and_in_the_browser(
             page.get_by_label("Classes to show per image").fill("10")
             heading = ("Labels: " + ", ".join(e["label"] for e in want["labels"])
                        if want["labels"] else "No label")
-            for local in (False, True):
-                if local:
-                    page.get_by_label(re.compile("Run the model in this browser")).check()
-                page.get_by_label("Choose images").set_input_files(image)
-                card = page.locator(".result").first
+            for card in _answered_both_ways(page, image):
                 expect(card.locator(".label-set")).to_have_text(heading, timeout=60_000)
                 expect(card.locator(".bar[data-top]")).to_have_count(len(want["labels"]))
                 expect(card.locator(".bar")).to_have_count(10)
@@ -205,11 +211,7 @@ def test_in_the_browser_an_unknown_image_is_unknown_as_the_server_says(
         with _ready_page(browser, server) as page:
             line = (f"unknown: unlike every class it knows (stranger than "
                     f"{want['unknown_score'] * 100:.1f}% of known images)")
-            for local in (False, True):
-                if local:
-                    page.get_by_label(re.compile("Run the model in this browser")).check()
-                page.get_by_label("Choose images").set_input_files(image)
-                card = page.locator(".result").first
+            for card in _answered_both_ways(page, image):
                 expect(card.locator(".unknown")).to_have_text(line, timeout=60_000)
     finally:
         server.stop()
