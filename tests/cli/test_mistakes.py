@@ -191,7 +191,7 @@ def test_first_hour_messages(tmp_path: Path, capsys) -> None:
     assert main(args) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("test: "))
-    assert "  " not in line and " on 10 images" in line  # 3 classes: top-3 only, no gap
+    assert "  " not in line and " on 10 images" in line  # 3 classes: no top-k, no gap
     assert "(--batch-size to choose)" in out  # names the option that was changed
     assert main(["train", "--resume", str(tmp_path / "r"), "--no-plots"]) == 2
     assert "drop --no-plots" in capsys.readouterr().err

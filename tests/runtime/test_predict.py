@@ -114,7 +114,7 @@ def test_unreadable_images_are_answered_in_place_with_their_error(
 def test_evaluate_a_folder(clf, trained) -> None:
     result = clf.evaluate(str(trained[1]))
     assert result.n == 30 and result.classes == clf.classes
-    assert 0 <= result.accuracy <= 1 and result.top_k[3] == 1.0
+    assert 0 <= result.accuracy <= 1 and set(result.top_k) == {1}  # top-3 of 3: no figure
     assert sum(map(sum, result.confusion)) == 30
     assert [row["support"] for row in result.per_class] == [10, 10, 10]
 

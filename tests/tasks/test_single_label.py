@@ -129,3 +129,16 @@ def test_a_temperature_calibration_could_not_have_fitted_is_refused() -> None:
                                   "m.json")
     for t in (*T_RANGE, 0.4, 1):  # the ends of the search (and 1, the default) load
         assert SingleLabel.from_card({"temperature": t}, ("a", "b"), "m.json").temperature == t
+
+
+def test_top_k_is_reported_only_below_the_number_of_classes() -> None:
+    """Top-k of all K classes is 100% for any model: a figure that says nothing."""
+    from cnnkit.tasks.metrics import compute
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 5, (40,))
+    log_probs = torch.randn(40, 5).log_softmax(1)
+    five = compute(log_probs, labels, tuple("abcde"))
+    assert set(five.top_k) == {1, 3}
+    three = compute(log_probs[:, :3].log_softmax(1), labels % 3, ("a", "b", "c"))
+    assert set(three.top_k) == {1}
