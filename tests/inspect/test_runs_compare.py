@@ -192,3 +192,22 @@ def test_accuracy_and_exact_match_are_shown_as_percentages_and_not_ranked_togeth
                            ["a", "b"])
     assert "test exact (kept)" in exact and "0.47" not in exact.replace("47.00%", "")
     assert ' class="best">47.00%' in exact and ' class="best">45.00%' in exact
+
+
+def test_runs_tested_on_other_images_are_not_ranked(three_runs, tmp_path, capsys):
+    """Runs on other data, or split otherwise, were tested on other images: no green
+    'best' in their accuracy columns, and the page says why; the same split is ranked."""
+    other = cnnkit.train("shapes:size=16", model="fast-cnn", epochs=1, per_class=20,
+                         seed=5, out=str(tmp_path), name="seed5", plots=False)
+    page = tmp_path / "cmp.html"
+    same = [str(three_runs / n) for n in ("lr0.003", "lr0.03")]
+    assert main(["compare", *same, "--out", str(page)]) == 0
+    html = page.read_text()
+    assert html.count('class="best">') >= 2 and "figures are not ranked" not in html
+
+    assert main(["compare", same[0], str(other.run_dir), "--out", str(page)]) == 0
+    html = page.read_text()
+    best = [c for c in html.split("<td")[1:] if 'class="best"' in c]
+    assert not any("%" in c for c in best), best  # time and size still ranked
+    assert "Test figures are not ranked: they were measured on other images (seed differs: 0, 5)" \
+        in html

@@ -129,7 +129,42 @@ def _figure_name(runs: list[RunSummary]) -> str:
         "acc / exact"
 
 
-def _summary_table(runs: list[RunSummary], labels: list[str]) -> str:
+# options that decide which images a run validates and tests on
+SPLIT_OPTIONS = ("data", "seed", "val_fraction", "test_fraction", "per_class")
+
+
+def held_out_apart(dirs: list[RunDir], configs: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Per held-out split ("test", "val"): why the runs' figures on it are no ranking
+    (they were measured on other images), or None where every run used the same images.
+    The runs' split.json lists decide where every run has one; built-in sets (none) are
+    compared by the options that split them."""
+    docs = []
+    for d in dirs:
+        try:
+            docs.append(d.read_split())
+        except CnnkitError:  # a damaged split.json: judged by the options instead
+            docs.append(None)
+    apart: dict[str, str | None] = {}
+    for part in ("test", "val"):
+        if all(doc is not None for doc in docs):
+            files = [sorted(str(row[0]) for row in doc.get(part) or ()) for doc in docs]
+            sizes = ", ".join(f"{len(f):,}" for f in files)
+            apart[part] = None if all(f == files[0] for f in files) else (
+                f"other files in each run's split.json: {sizes} images")
+            continue
+        apart[part] = None
+        for key in SPLIT_OPTIONS:
+            values = [c.get(key) for c in configs]
+            if any(v != values[0] for v in values):
+                shown = ", ".join("-" if v is None else str(v) for v in values)
+                apart[part] = f"{key.replace('_', ' ')} differs: {shown}"
+                break
+    return apart
+
+
+def _summary_table(runs: list[RunSummary], labels: list[str],
+                   apart: dict[str, str | None] | None = None) -> str:
+    """``apart``: :func:`held_out_apart`'s reasons; a split with one is not ranked."""
     def best_of(values: list[float | None], larger: bool) -> float | None:
         known = [v for v in values if v is not None]
         if len(set(known)) < 2:  # nothing to single out
@@ -146,8 +181,10 @@ def _summary_table(runs: list[RunSummary], labels: list[str]) -> str:
         ("mode", [r.mode for r in runs], None),
         ("epochs", [r.epochs_done for r in runs], None),
         ("kept model", [kept_label(r) for r in runs], None),
-        (f"test {figure} (kept)", [r.test_acc for r in runs], ranked),
-        (f"val {figure} (kept)", [r.val_acc for r in runs], ranked),
+        (f"test {figure} (kept)", [r.test_acc for r in runs],
+         None if (apart or {}).get("test") else ranked),
+        (f"val {figure} (kept)", [r.val_acc for r in runs],
+         None if (apart or {}).get("val") else ranked),
         ("time", [r.seconds for r in runs], False),
         ("size", [r.size_bytes for r in runs], False),
     ]
@@ -180,6 +217,11 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
                for d in dirs]
     histories = [d.read_metrics() for d in dirs]
     table, differing = _config_table(configs, labels)
+    apart = held_out_apart(dirs, configs)
+    unranked = "".join(
+        f" {name} figures are not ranked: they were measured on other images ({why})."
+        for name, why in (("Test", apart["test"]), ("Validation", apart["val"]))
+        if why)
     kinds = {r.figure for r in runs}
     curves = _curves_png(histories, labels, kinds.pop() if len(kinds) == 1 else "acc")
     title = "cnnkit: " + " vs ".join(labels)
@@ -188,11 +230,12 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
         f"<style>{CSS}{EXTRA_CSS}</style></head><body><main>"
         f"<h1>Comparing {len(runs)} runs</h1>"
         f"<p class=sub>{escape(', '.join(r.path for r in runs))}</p>"
-        f"<h2>Results</h2>{_summary_table(runs, labels)}"
+        f"<h2>Results</h2>{_summary_table(runs, labels, apart)}"
         "<p class=note>Accuracies (exact match for a multi-label run) are the kept model's "
         "(the run's model.safetensors): test on the run's own test split, validation of the "
         "epoch it kept (or its start). Best value per column in green; accuracy and exact "
-        "match are not ranked against each other. Time: training and validation.</p>"
+        f"match are not ranked against each other.{escape(unranked)} Time: training and "
+        "validation.</p>"
         "<h2>Training curves</h2>"
         f'<img class="plot" alt="training curves of every run, overlaid" '
         f'src="data:image/png;base64,{curves}">'
