@@ -75,3 +75,27 @@ def test_a_label_with_a_line_break_or_control_character_is_one_line(tmp_path: Pa
     with pytest.raises(CnnkitError, match=r"labels\.csv:1: the label '.*' holds a control "
                                           "character"):
         read_csv(path)
+
+
+def test_a_header_names_the_columns_in_any_order(tmp_path: Path, capsys) -> None:
+    """'label,path' is read as 'path,label' says: by the header's names, not positions."""
+    path = _images(tmp_path) / "labels.csv"
+    path.write_text("Class,notes,File\ncafé,x,cat/1.png\nchien,y,dog/2.png\n")
+    listing = read_csv(path)
+    assert listing.classes == ("café", "chien")
+    assert [Path(p).name for p in listing.paths] == ["1.png", "2.png"]
+    assert "not read: 'notes'" in capsys.readouterr().out
+
+
+def test_a_split_column_of_the_users_own_is_said_to_be_unread(tmp_path: Path, capsys) -> None:
+    path = _images(tmp_path) / "labels.csv"
+    path.write_text("path,label,split\ncat/1.png,café,train\ndog/2.png,chien,test\n")
+    assert read_csv(path).classes == ("café", "chien")
+    err = capsys.readouterr().err
+    assert "the column 'split' is not read" in err and "--val-fraction" in err
+
+
+def test_a_header_of_other_names_is_read_by_position(tmp_path: Path) -> None:
+    path = _images(tmp_path) / "labels.csv"
+    path.write_text("picture,kind\ncat/1.png,café\ndog/2.png,chien\n")
+    assert read_csv(path).classes == ("café", "chien")

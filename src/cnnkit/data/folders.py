@@ -33,6 +33,12 @@ from cnnkit.data.scan import (
 __all__ = ["IGNORED_NAMES", "Listing", "check_classes", "class_dirs", "is_hidden",
            "list_class_folders", "read_csv", "safe_name", "split_dirs"]
 _TOLD: set[str] = set()  # CSV files already said to be read as Windows-1252
+# header names of the image column and of the label column, in any order and case
+PATH_HEADERS = ("path", "file", "filename", "file_name", "filepath", "file_path", "image",
+                "image_path", "img", "img_path", "fname")
+LABEL_HEADERS = ("label", "class", "class_name", "category", "target", *MULTILABEL_HEADERS)
+# columns that hold a split of the user's own, which cnnkit does not read
+SPLIT_HEADERS = ("split", "is_valid", "is_val", "valid", "fold", "set", "subset")
 
 
 def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,
@@ -44,7 +50,8 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,
         raise CnnkitError(f"CSV file not found: {path}.")
     header, rows = _csv_rows(path)
     _check_widths(path, header, rows)
-    multi = (header is not None and header[1].strip().lower() in MULTILABEL_HEADERS) or any(
+    multi = (header is not None and _columns(header)[1] is not None
+             and header[_columns(header)[1]].strip().lower() in MULTILABEL_HEADERS) or any(
         lists_several(label) for _, _, label, _ in rows)
     if multi:
         return _multilabel_listing(path, rows, classes, base or path.parent)
@@ -85,6 +92,7 @@ def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, i
     header: list[str] | None = None
     rows: list[tuple[int, str, str, int]] = []
     first = True
+    at_path, at_label = 0, 1  # the columns, unless a header names them otherwise
     lines, encoding = read_rows(path)
     if encoding == "cp1252" and str(path) not in _TOLD:
         _TOLD.add(str(path))  # once, though a command may list the CSV more than once
@@ -95,12 +103,21 @@ def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, i
         if len(row) < 2:
             raise CnnkitError(f"{path}:{lineno}: expected 'path,label'. "
                               f"Received: {_cut(repr(row))}")
-        file, label = row[0].strip(), row[1].strip()
-        if first and not is_image_file(file):
+        if first and not is_image_file(row[0].strip()):
             first = False
-            header = row
-            continue  # a header row, whatever its column names ('image_path,class')
+            header = row  # a header row, whatever its column names ('image_path,class')
+            named_path, named_label = _columns(row)
+            at_path = named_path if named_path is not None else 0
+            at_label = named_label if named_label is not None else (1 if at_path != 1 else 0)
+            _tell_unused(path, row, at_path, at_label)
+            continue
         first = False
+        if max(at_path, at_label) >= len(row):
+            raise CnnkitError(f"{path}:{lineno}: expected a field under each of the header's "
+                              f"columns {header[at_path].strip()!r} and "
+                              f"{header[at_label].strip()!r}. "
+                              f"Received: {_cut(repr(row))}")
+        file, label = row[at_path].strip(), row[at_label].strip()
         if not is_image_file(file):
             raise CnnkitError(f"{path}:{lineno}: {_cut(repr(file))} is not an image file "
                               f"(expected one of {', '.join(IMAGE_SUFFIXES)}).")
@@ -111,6 +128,36 @@ def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, i
                                   "one line of text. Is a quote left open?")
         rows.append((lineno, file, label, _width(row)))
     return header, rows
+
+
+def _columns(header: list[str]) -> tuple[int | None, int | None]:
+    """The image and label columns a header row names ('label,path' works as
+    'path,label'); None for one it does not name."""
+    names = [c.strip().lower() for c in header]
+    at_path = next((i for i, n in enumerate(names) if n in PATH_HEADERS), None)
+    at_label = next((i for i, n in enumerate(names) if n in LABEL_HEADERS), None)
+    return at_path, at_label
+
+
+def _tell_unused(path: Path, header: list[str], at_path: int, at_label: int) -> None:
+    """Say which named columns are not read, once per file; a split column of the user's
+    own most of all, since the run splits by its own options instead."""
+    key = f"{path}:columns"
+    unused = [c.strip() for i, c in enumerate(header) if i not in (at_path, at_label)
+              and c.strip()]
+    if not unused or key in _TOLD:
+        return
+    _TOLD.add(key)
+    split = [c for c in unused if c.lower() in SPLIT_HEADERS]
+    if split:
+        log.warn(f"{path}: the column {split[0]!r} is not read: cnnkit splits the rows by "
+                 "--val-fraction and --test-fraction (with --seed). To keep a split of your "
+                 "own, lay the images out as a folder with train/, val/ and test/ "
+                 "subfolders, one folder per class in each.")
+    others = [c for c in unused if c not in split]
+    if others:
+        log.info(f"{path}: reading images from {header[at_path].strip()!r} and labels from "
+                 f"{header[at_label].strip()!r}; not read: {', '.join(map(repr, others))}")
 
 
 def _width(row: list[str]) -> int:
