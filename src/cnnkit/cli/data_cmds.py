@@ -86,8 +86,9 @@ def info(data: str = typer.Argument(..., help="Folder, CSV or built-in set.")) -
 
 @data_app.command("preview")
 def preview(data: str = typer.Argument(..., help="Image file, folder, CSV or built-in set."),
-            augment: str = typer.Option("flip+crop", "--augment", "-a",
-                                        help="Augmentation spec, as for train."),
+            augment: str = typer.Option("auto", "--augment", "-a",
+                                        help="Augmentation spec, as for train [default: "
+                                        "what train uses on DATA]."),
             out: str = typer.Option("augment.png", "--out", "-o", help="PNG to write."),
             images: int = typer.Option(4, help="Images (one per class) to show."),
             samples: int = typer.Option(6, help="Random draws per image."),

@@ -76,6 +76,17 @@ _NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", 
 _SIDED = {"left", "right", "cw", "ccw", "clockwise", "anticlockwise", "counterclockwise"}
 
 
+def default_augment(classes: Sequence[str], builtin_augment: str | None = None, *,
+                    fine_tune: bool = False) -> str:
+    """The augmentation ``--augment auto`` trains with: random crops and flips (as timm
+    fine-tunes), or a built-in set's own, without the flip where :func:`mirror_reason`
+    says a mirror changes the class."""
+    augment = "flip+crop" if fine_tune or not builtin_augment else builtin_augment
+    if mirror_reason(classes):
+        augment = "+".join(t for t in augment.split("+") if t != "flip") or "none"
+    return augment
+
+
 def mirror_reason(classes: Sequence[str]) -> str | None:
     """Why a horizontal mirror would change what an image shows, judged by class names;
     None when mirroring keeps the class (cats, shoes, shapes).

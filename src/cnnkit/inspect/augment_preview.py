@@ -15,19 +15,22 @@ from cnnkit.base.config import augment_tokens
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.decode import decode, is_image_file
 from cnnkit.data.pipeline import Preprocess, eval_batch, train_batch
+from cnnkit.data.probe import default_augment
 from cnnkit.inspect.figures import new_figure, save, show_image
 
 FILE_SIZE = 160  # pictures from image files: large enough to see a rotation's corners
 
 
 def preview_images(data: str, img_size: int | None = None, images: int = 4, seed: int = 0
-                   ) -> tuple[torch.Tensor, list[str], int]:
-    """uint8 ``(N, C, H, W)`` images to preview, their names and the size to show them at:
-    one image file, or the first training image of each of up to ``images`` classes."""
+                   ) -> tuple[torch.Tensor, list[str], int, str]:
+    """uint8 ``(N, C, H, W)`` images to preview, their names, the size to show them at and
+    the augmentation ``cnnkit train`` would use on them by default: one image file, or the
+    first training image of each of up to ``images`` classes."""
     if is_image_file(data) and Path(data).is_file():
         size = img_size or FILE_SIZE
         arr = np.array(decode(data, channels=3, size=size))
-        return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous(), [Path(data).name], size
+        return (torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous(), [Path(data).name],
+                size, default_augment(()))
     if os.path.isfile(data) and not data.lower().endswith(".csv"):
         raise CnnkitError(f"{data} is not an image cnnkit can read; pass an image file, a "
                           "folder, a CSV or a built-in set.")
@@ -51,7 +54,8 @@ def preview_images(data: str, img_size: int | None = None, images: int = 4, seed
             break
     x = train.images[picks]
     size = img_size or max(x.shape[-2:])
-    return x, [_name(train, i) for i in picks], size
+    auto = default_augment(train.classes, source.builtin.augment if source.builtin else None)
+    return x, [_name(train, i) for i in picks], size, auto
 
 
 def _name(train: Any, i: int) -> str:
@@ -70,14 +74,20 @@ def augment_grid(data: str, augment: str, out: str | os.PathLike, *, images: int
                  samples: int = 6, each: bool = False, img_size: int | None = None,
                  seed: int = 0) -> Path:
     """Write a PNG grid: per image (or, with ``each``, per token of the spec on the first
-    image, then all of them together) the original and ``samples`` random draws."""
-    tokens = augment_tokens(augment)
-    if not tokens:
+    image, then all of them together) the original and ``samples`` random draws.
+    ``augment`` "auto": what ``cnnkit train`` uses on this data by default."""
+    if augment != "auto" and not augment_tokens(augment):
         raise CnnkitError(f"--augment {augment!r} does nothing to preview; name transforms, "
                           "e.g. flip+rotate15+zoom0.2.")
     if samples < 1 or images < 1:
         raise CnnkitError("--samples and --images must be at least 1.")
-    x, names, size = preview_images(data, img_size, images, seed)
+    x, names, size, auto = preview_images(data, img_size, images, seed)
+    shown = f"{auto} (train's default for this data)" if augment == "auto" else augment
+    augment = auto if augment == "auto" else augment
+    tokens = augment_tokens(augment)
+    if not tokens:
+        raise CnnkitError(f"cnnkit train augments this data with nothing ({shown}); name "
+                          "transforms to preview with --augment, e.g. crop+rotate15.")
     c = x.shape[1]
     pre = Preprocess(size, c, (0.0,) * c, (1.0,) * c)
     gen = torch.Generator().manual_seed(seed)
@@ -106,6 +116,6 @@ def augment_grid(data: str, augment: str, out: str | os.PathLike, *, images: int
             show_image(axes[r, j + 1], drawn[j])
             if r == 0:
                 axes[r, j + 1].set_title(f"draw {j + 1}", fontsize=9)
-    fig.suptitle(f"--augment {augment}" + (": each transform alone, then together"
+    fig.suptitle(f"--augment {shown}" + (": each transform alone, then together"
                                            if each else ""), fontsize=11)
     return save(fig, out)

@@ -24,7 +24,7 @@ from cnnkit.base.config import TrainConfig
 from cnnkit.base.device import pick_device, settle_precision
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.pipeline import Preprocess
-from cnnkit.data.probe import ImageFacts, Peek, mirror_reason
+from cnnkit.data.probe import ImageFacts, Peek, default_augment, mirror_reason
 from cnnkit.data.source import DataSource
 from cnnkit.data.sources import Splits, describe
 from cnnkit.models.build import Architecture, resolve
@@ -160,12 +160,8 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     augment = config.augment
     mirror = mirror_reason(peek.classes)
     if augment == "auto":
-        if mode == "fine-tune":  # random crops and flips, as timm fine-tunes
-            augment = "flip+crop"
-        else:
-            augment = builtin.augment if builtin else "flip+crop"
-        if mirror:  # a mirrored 2 or "left" is another class
-            augment = "+".join(t for t in augment.split("+") if t != "flip") or "none"
+        augment = default_augment(peek.classes, builtin.augment if builtin else None,
+                                  fine_tune=mode == "fine-tune")
     # The run's first lines, said where its input is decided.
     notes = () if card is not None else (
         *((small,) if small else ()),
