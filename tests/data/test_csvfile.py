@@ -87,12 +87,15 @@ def test_a_header_names_the_columns_in_any_order(tmp_path: Path, capsys) -> None
     assert "not read: 'notes'" in capsys.readouterr().out
 
 
-def test_a_split_column_of_the_users_own_is_said_to_be_unread(tmp_path: Path, capsys) -> None:
+def test_a_split_column_is_read_and_the_columns_said(tmp_path: Path, capsys) -> None:
+    from cnnkit.data.folders import csv_parts
+
     path = _images(tmp_path) / "labels.csv"
-    path.write_text("path,label,split\ncat/1.png,café,train\ndog/2.png,chien,test\n")
-    assert read_csv(path).classes == ("café", "chien")
-    err = capsys.readouterr().err
-    assert "the column 'split' is not read" in err and "--val-fraction" in err
+    path.write_text("path,label,split,fold\ncat/1.png,café,train,1\ndog/2.png,chien,test,2\n")
+    assert csv_parts(path) == ("train", "test")
+    assert [Path(p).name for p in read_csv(path, part="test").paths] == ["2.png"]
+    out = capsys.readouterr().out
+    assert "splits from 'split'; not read: 'fold'" in out
 
 
 def test_a_header_of_other_names_is_read_by_position(tmp_path: Path) -> None:

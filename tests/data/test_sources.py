@@ -290,3 +290,44 @@ def test_a_per_class_larger_than_the_data_is_said(make_tree, tmp_path, capsys) -
         "of them train" in capsys.readouterr().out
     load_splits(str(root), _pre(), val_fraction=0.1, test_fraction=0.1, per_class=2)
     assert "--per-class" not in capsys.readouterr().out
+
+
+def _split_csv(root: Path, tree: Path, column: str, value) -> Path:
+    """labels.csv of ``tree``'s images with a ``column`` whose value ``value(i)`` gives."""
+    files = sorted(tree.rglob("*.png"))
+    rows = [f"{p.relative_to(root)},{p.parent.name},{value(i)}" for i, p in enumerate(files)]
+    path = root / "labels.csv"
+    path.write_text(f"path,label,{column}\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_csvs_split_column_is_its_split(make_tree, tmp_path: Path) -> None:
+    """A 'split' column decides train/val/test as a split folder's train/, val/ and test/
+    would (fastai's valid_col; Kaggle's CSVs): the run's fractions draw nothing."""
+    tree = make_tree(tmp_path / "imgs", per_class=10, size=16)
+    csv = _split_csv(tmp_path, tree, "split", lambda i: ("Train", "valid", "test")[i % 3])
+    source = describe(str(csv))
+    assert source.presplit and set(source.listings()) == {"train", "val", "test"}
+    s = load_splits(source, _pre(), val_fraction=0.1, test_fraction=0.1)
+    lines = (tmp_path / "labels.csv").read_text().splitlines()[1:]
+    want = {part: {str(tmp_path / line.split(",")[0]) for line in lines
+                   if line.split(",")[2].lower() in names}
+            for part, names in (("train", ("train",)), ("val", ("valid",)),
+                                ("test", ("test",)))}
+    assert {n: _files(getattr(s, n)) for n in ("train", "val", "test")} == want
+    tested = load_eval_set(str(csv), _pre(), s.classes)  # evaluate: the test rows
+    assert _files(tested) == want["test"]
+
+
+def test_an_is_valid_column_and_bad_split_values(make_tree, tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "imgs", per_class=10, size=16)
+    csv = _split_csv(tmp_path, tree, "is_valid", lambda i: i % 4 == 0)
+    s = load_splits(str(csv), _pre(), val_fraction=0.1, test_fraction=0.1)
+    assert len(s.val) == 8 and len(s.train) == 22 and s.test is None
+    csv = _split_csv(tmp_path, tree, "split", lambda i: "train" if i else "holdout?")
+    with pytest.raises(CnnkitError, match=r"labels\.csv:2: split is 'holdout\?'; write "
+                                          r"train, val or test"):
+        load_splits(str(csv), _pre())
+    csv = _split_csv(tmp_path, tree, "split", lambda i: "test")
+    with pytest.raises(CnnkitError, match="puts no row in train"):
+        load_splits(str(csv), _pre())

@@ -37,19 +37,35 @@ _TOLD: set[str] = set()  # CSV files already said to be read as Windows-1252
 PATH_HEADERS = ("path", "file", "filename", "file_name", "filepath", "file_path", "image",
                 "image_path", "img", "img_path", "fname")
 LABEL_HEADERS = ("label", "class", "class_name", "category", "target", *MULTILABEL_HEADERS)
-# columns that hold a split of the user's own, which cnnkit does not read
-SPLIT_HEADERS = ("split", "is_valid", "is_val", "valid", "fold", "set", "subset")
+# a column that splits the rows: 'split' (train, val, test) or fastai's 'is_valid'
+SPLIT_HEADERS = ("split", "set", "subset")
+VALID_HEADERS = ("is_valid", "is_val", "valid")
+SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                "validation": "val", "dev": "val", "test": "test", "testing": "test",
+                "holdout": "test"}
+TRUE_FALSE = {"true": "val", "1": "val", "yes": "val", "false": "train", "0": "train",
+              "no": "train"}
+
+
+def csv_parts(path: Path) -> tuple[str, ...]:
+    """The splits a CSV's split column holds ("train", "val", "test", in that order);
+    none when it has no such column."""
+    _, _, parts = _csv_rows(path)
+    return tuple(p for p in ("train", "val", "test") if parts and p in parts)
 
 
 def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,
-             base: Path | None = None) -> Listing:
+             base: Path | None = None, part: str | None = None) -> Listing:
     """Read ``path,label`` rows (a header row is optional); paths are relative to the CSV
     (or to ``base``). A multi-label CSV (:mod:`cnnkit.data.labelsets` says when a CSV is
-    one and how its labels are written) gives a multi-label listing."""
+    one and how its labels are written) gives a multi-label listing. ``part``: only the
+    rows its split column puts in that split (:func:`csv_parts`)."""
     if not path.is_file():
         raise CnnkitError(f"CSV file not found: {path}.")
-    header, rows = _csv_rows(path)
+    header, rows, parts = _csv_rows(path)
     _check_widths(path, header, rows)
+    if part is not None and parts is not None:
+        rows = [r for r, p in zip(rows, parts) if p == part]
     multi = (header is not None and _columns(header)[1] is not None
              and header[_columns(header)[1]].strip().lower() in MULTILABEL_HEADERS) or any(
         lists_several(label) for _, _, label, _ in rows)
@@ -76,7 +92,8 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,
         where[key] = (label, lineno)
         kept.append((file, label))
     if not kept:
-        raise CnnkitError(f"{path} lists no images. Each row should be 'path,label'.")
+        raise CnnkitError(f"{path} lists no images" + (f" in its {part} split" if part else "")
+                          + ". Each row should be 'path,label'.")
     names = classes if classes is not None else tuple(sorted({label for _, label in kept}))
     for _, label in kept:
         if label not in names:
@@ -86,11 +103,15 @@ def read_csv(path: Path, classes: tuple[str, ...] | None = None, *,
     return Listing(tuple(paths), tuple(names.index(label) for _, label in kept), names)
 
 
-def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, int]]]:
-    """The header row (if any) and each row as (line, path, label field, its width: the
-    fields up to the last one that holds text)."""
+def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, int]],
+                                   list[str] | None]:
+    """The header row (if any), each row as (line, path, label field, its width: the
+    fields up to the last one that holds text), and each row's split where a header
+    names a split column (else None)."""
     header: list[str] | None = None
     rows: list[tuple[int, str, str, int]] = []
+    parts: list[str] | None = None
+    at_split: int | None = None
     first = True
     at_path, at_label = 0, 1  # the columns, unless a header names them otherwise
     lines, encoding = read_rows(path)
@@ -109,7 +130,9 @@ def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, i
             named_path, named_label = _columns(row)
             at_path = named_path if named_path is not None else 0
             at_label = named_label if named_label is not None else (1 if at_path != 1 else 0)
-            _tell_unused(path, row, at_path, at_label)
+            at_split = _split_column(row, at_path, at_label)
+            parts = [] if at_split is not None else None
+            _tell_unused(path, row, at_path, at_label, at_split)
             continue
         first = False
         if max(at_path, at_label) >= len(row):
@@ -127,7 +150,10 @@ def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, i
                                   "control character (a line break, a tab): a class name is "
                                   "one line of text. Is a quote left open?")
         rows.append((lineno, file, label, _width(row)))
-    return header, rows
+        if parts is not None and at_split is not None and header is not None:
+            parts.append(_split_of(path, lineno, header[at_split].strip(),
+                                   row[at_split] if at_split < len(row) else ""))
+    return header, rows, parts
 
 
 def _columns(header: list[str]) -> tuple[int | None, int | None]:
@@ -139,25 +165,42 @@ def _columns(header: list[str]) -> tuple[int | None, int | None]:
     return at_path, at_label
 
 
-def _tell_unused(path: Path, header: list[str], at_path: int, at_label: int) -> None:
-    """Say which named columns are not read, once per file; a split column of the user's
-    own most of all, since the run splits by its own options instead."""
+def _split_column(header: list[str], at_path: int, at_label: int) -> int | None:
+    """The column that splits the rows, where the header names one."""
+    names = [c.strip().lower() for c in header]
+    return next((i for i, n in enumerate(names) if i not in (at_path, at_label)
+                 and n in SPLIT_HEADERS + VALID_HEADERS), None)
+
+
+def _split_of(path: Path, lineno: int, column: str, field: str) -> str:
+    """A row's split from its split column: train/val/test (and their common spellings),
+    or, under an 'is_valid' column, true/false."""
+    value = field.strip().lower()
+    if column.lower() in VALID_HEADERS:
+        if value in TRUE_FALSE:
+            return TRUE_FALSE[value]
+        raise CnnkitError(f"{path}:{lineno}: {column} is {_cut(repr(field))}; write True "
+                          "(a validation image) or False (a training image).")
+    if value in SPLIT_VALUES:
+        return SPLIT_VALUES[value]
+    raise CnnkitError(f"{path}:{lineno}: {column} is {_cut(repr(field))}; write train, val "
+                      "or test (or leave the column out, and the run splits the rows by "
+                      "--val-fraction and --test-fraction).")
+
+
+def _tell_unused(path: Path, header: list[str], at_path: int, at_label: int,
+                 at_split: int | None) -> None:
+    """Say which columns are read and which are not, once per file."""
     key = f"{path}:columns"
-    unused = [c.strip() for i, c in enumerate(header) if i not in (at_path, at_label)
-              and c.strip()]
-    if not unused or key in _TOLD:
+    unused = [c.strip() for i, c in enumerate(header)
+              if i not in (at_path, at_label, at_split) and c.strip()]
+    if key in _TOLD or not (unused or at_split is not None):
         return
     _TOLD.add(key)
-    split = [c for c in unused if c.lower() in SPLIT_HEADERS]
-    if split:
-        log.warn(f"{path}: the column {split[0]!r} is not read: cnnkit splits the rows by "
-                 "--val-fraction and --test-fraction (with --seed). To keep a split of your "
-                 "own, lay the images out as a folder with train/, val/ and test/ "
-                 "subfolders, one folder per class in each.")
-    others = [c for c in unused if c not in split]
-    if others:
-        log.info(f"{path}: reading images from {header[at_path].strip()!r} and labels from "
-                 f"{header[at_label].strip()!r}; not read: {', '.join(map(repr, others))}")
+    split = f", splits from {header[at_split].strip()!r}" if at_split is not None else ""
+    rest = f"; not read: {', '.join(map(repr, unused))}" if unused else ""
+    log.info(f"{path}: images from {header[at_path].strip()!r}, labels from "
+             f"{header[at_label].strip()!r}{split}{rest}")
 
 
 def _width(row: list[str]) -> int:

@@ -36,7 +36,9 @@ class DataSource:
     """A DATA argument and what kind of data it names."""
 
     kind: ClassVar[str]  # what `cnnkit data info` calls it
-    presplit: ClassVar[bool]  # whether the data comes divided into train/val/test
+    # whether the data comes divided into train/val/test: the kind's, or a property where
+    # the data decides (a CSV's split column)
+    presplit: ClassVar[bool]
 
     name: str  # short name for run folders
     spec: str  # the DATA argument as given

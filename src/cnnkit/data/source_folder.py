@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cnnkit.base import log
 from cnnkit.base.errors import CnnkitError
-from cnnkit.data.folders import check_classes, read_csv
+from cnnkit.data.folders import check_classes, csv_parts
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.pipeline import Preprocess
 from cnnkit.data.probe import Peek
@@ -20,7 +20,7 @@ from cnnkit.data.source import (
     peek_listing,
     split_off,
 )
-from cnnkit.data.source_csv import split_whole
+from cnnkit.data.source_csv import csv_eval_set, csv_listings, load_csv, split_whole
 from cnnkit.data.source_files import FileSource
 
 LABELS_FILE = "labels.csv"
@@ -37,7 +37,10 @@ class LabelledFolderSource(FileSource):
     split into train/val/test by the run's fractions."""
 
     kind = "folder+labels"
-    presplit = False
+
+    @property
+    def presplit(self) -> bool:  # type: ignore[override]
+        return bool(csv_parts(self.labels_file))
 
     @classmethod
     def recognise(cls, data: str) -> DataSource | None:
@@ -52,16 +55,16 @@ class LabelledFolderSource(FileSource):
 
     def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
              seed: int) -> Parts:
-        listing = self.listings()["all"]
-        check_classes(listing, str(self.labels_file))
-        _tell_unlisted(self.root, listing.paths)
-        return split_whole(decode_listing(listing, pre), val_fraction, test_fraction, seed)
+        _tell_unlisted(self.root, tuple(p for listing in self.listings().values()
+                                        for p in listing.paths))
+        return load_csv(self.labels_file, str(self.labels_file), pre, val_fraction,
+                        test_fraction, seed)
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
-        return decode_listing(read_csv(self.labels_file, classes), pre)
+        return csv_eval_set(self.labels_file, str(self.labels_file), pre, classes)
 
     def listings(self, report: Scan | None = None) -> dict[str, Listing]:
-        return {"all": read_csv(self.labels_file)}
+        return csv_listings(self.labels_file)
 
 
 def _tell_unlisted(root: Path, listed: tuple[str, ...]) -> None:
