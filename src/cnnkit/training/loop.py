@@ -23,12 +23,12 @@ from torch import nn
 from cnnkit.artifacts.modelfile import ModelCard, save_model
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base import log
-from cnnkit.base.errors import CnnkitError
 from cnnkit.data.loader import BatchLoader, resident
 from cnnkit.data.sources import Splits
 from cnnkit.training import distributed
 from cnnkit.training.checkpoint import save_checkpoint
 from cnnkit.training.clock import PhaseClock
+from cnnkit.training.divergence import diverged, finite_weights
 from cnnkit.training.ema import WeightAverage
 from cnnkit.training.events import (
     BestModel,
@@ -87,6 +87,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.stale_epochs = 0
+        self.saved_epoch: int | None = None  # the epoch whose model the model file holds
         self.out_of_time = False  # --time: the phase in progress reached its deadline
         # A trained start (the linear probe's head, an --init-from run): what it scored on
         # validation before the first step, so the run can keep it if training does worse.
@@ -140,6 +141,9 @@ class Trainer:
             meta = resume["meta"]
             self.history, self.best = meta["history"], meta["best"]
             self.stale_epochs = meta.get("stale_epochs", 0)
+            if self.history:
+                self.saved_epoch = (self.best or {}).get("epoch") if self.keep_best \
+                    else self.history[-1]["epoch"]
             self.start = meta.get("start") or {}
             start_phase, start_epoch = meta["phase"], meta["epoch_in_phase"] + 1
             if start_epoch >= self.phases[start_phase].epochs or meta.get("phase_done"):
@@ -229,6 +233,9 @@ class Trainer:
                                       figure=figure))
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device, dtype=torch.long)
+        # the first step whose loss was not finite (0: none), kept on the device: read
+        # only when the running loss, read at each sync, says there is one
+        bad_step = torch.zeros((), device=self.device, dtype=torch.long)
         seen = units = synced = 0
         start = time.perf_counter()
         sync_every = 1 if self.device.type == "cpu" else 25
@@ -247,11 +254,14 @@ class Trainer:
                 self.average.update(self.model)
             loss_sum += loss * len(y)
             hits += task.hits(logits, y)
+            bad_step = torch.where((bad_step == 0) & ~loss.isfinite(), i + 1, bad_step)
             seen += len(y)
             units += task.units(y)
             if (i + 1) % sync_every == 0 or i + 1 == steps:
                 synced = i + 1
                 self._step(global_epoch, synced, steps, loss_sum, hits, seen, units, start)
+                if not self.cluster.distributed:  # every process checks at the epoch's end
+                    self._check_loss(loss_sum, global_epoch, bad_step, steps)
         if (self.out_of_time or self.asked_to_stop) and seen:
             self._step(global_epoch, synced, steps, loss_sum, hits, seen, units, start)
         if not self.asked_to_stop and self._stop_asked():  # asked in the epoch's last step
@@ -261,11 +271,10 @@ class Trainer:
             loss_sum, hits, total, counted = distributed.all_sum(
                 self.cluster, loss_sum, hits, torch.tensor(seen), torch.tensor(units))
             seen, units = int(total.item()), int(counted.item())
-        if not math.isfinite(loss_sum.item()):
-            decay = self.plan.asked.weight_decay  # given: a cause as likely as the rate
-            also = f" or --weight-decay (now {decay:g})" if decay else ""
-            raise CnnkitError(f"The training loss became {loss_sum.item()} at epoch "
-                              f"{global_epoch}; lower --lr (now {phase.lr:g}){also}.")
+        self._check_loss(loss_sum, global_epoch)
+        kept = self.average.module if self.average is not None else self.model
+        if not finite_weights(kept):  # the epoch's last step, after its loss was taken
+            raise self._diverged("The weights became non-finite", f"in epoch {global_epoch}")
         train_time = time.perf_counter() - start
         row: dict[str, Any] = {
             # the rate of the epoch's last step: the one the schedule had reached
@@ -273,7 +282,6 @@ class Trainer:
             "train_loss": loss_sum.item() / max(seen, 1),
             f"train_{figure}": hits.item() / max(units, 1),
         }
-        kept = self.average.module if self.average is not None else self.model
         t0 = time.perf_counter()
         if self.val_set is not None:
             row.update(self._validate(kept))
@@ -299,6 +307,7 @@ class Trainer:
         if self.writes:
             if improved or not self.keep_best:
                 save_model(kept, self.card, self.run.model_path)
+                self.saved_epoch = global_epoch
                 self.events.emit(BestModel(global_epoch, self.run.model_path,
                                            row.get(f"val_{figure}"), row.get("val_loss"),
                                            figure=figure))
@@ -308,6 +317,21 @@ class Trainer:
         self.events.emit(EpochEnded(global_epoch, self.total_epochs, row, improved,
                                     stopping=why, figure=figure))
         return stop
+
+    def _check_loss(self, loss_sum: torch.Tensor, epoch: int,
+                    bad_step: torch.Tensor | None = None, steps: int = 0) -> None:
+        """Stop the run when its training loss is no longer a finite number (``bad_step``:
+        the first step whose loss was not, when this process knows it)."""
+        value = loss_sum.item()
+        if math.isfinite(value):
+            return
+        step = int(bad_step.item()) if bad_step is not None else 0
+        where = f"at epoch {epoch}, step {step} of {steps}" if step else f"in epoch {epoch}"
+        raise self._diverged(f"The training loss became {value}", where)
+
+    def _diverged(self, what: str, where: str) -> Exception:
+        return diverged(what, where, self.cfg, self.plan.asked, self.saved_epoch,
+                        str(self.run.model_path))
 
     def _stop_asked(self) -> bool:
         """Whether :meth:`Events.request_stop` was called (in a distributed run, on any
