@@ -233,6 +233,12 @@ class Task(ABC):
         """(summed loss, hits) of scored images; divided by their count and
         :meth:`units`, the epoch row's ``val_loss`` and ``val_<figure>``."""
 
+    def chance(self, targets: torch.Tensor) -> float | None:
+        """The headline figure that answering the same for every image scores on
+        ``targets`` (the best such answer), below which a model has learnt nothing; None
+        where the figure cannot tell (the end of a run then says nothing of chance)."""
+        return None
+
     # --- metrics --------------------------------------------------------------------
 
     @abstractmethod

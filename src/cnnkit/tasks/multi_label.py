@@ -231,6 +231,12 @@ class MultiLabel(Task):
         rounded)."""
         return ((logits > 0) == (targets > 0.5)).all(1).sum()
 
+    def chance(self, targets: torch.Tensor) -> float | None:
+        """None: exact match can sit at the score of answering the most common label set
+        (often "no label") while the labels' ranking (mAP) is already good, so a chance
+        line drawn from it would misfire on models that learnt."""
+        return None
+
     def validation_sums(self, scores: torch.Tensor, targets: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         import torch

@@ -247,6 +247,14 @@ class SingleLabel(Task):
         return (F.nll_loss(scores, targets, reduction="sum"),
                 (scores.argmax(1) == targets).sum())
 
+    def chance(self, targets: torch.Tensor) -> float | None:
+        """The most common class's share: 1/K on balanced classes, more on others."""
+        import torch
+
+        if not len(targets):
+            return None
+        return torch.bincount(targets.long()).max().item() / len(targets)
+
     # --- metrics --------------------------------------------------------------------
 
     def evaluate(self, scores: torch.Tensor, targets: torch.Tensor,

@@ -26,8 +26,13 @@ class ConsoleProgress:
         self.bar: EpochBar | None = None
         self.work: StepBar | None = None
         self.synced = 0
+        self.at_chance = ""
 
     def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Tested):  # a warning: said even when quiet
+            self.at_chance = event.at_chance
+        if isinstance(event, ev.RunEnded) and self.at_chance:
+            log.warn(self.at_chance)  # after "done:", the last line the user reads
         if log.silent():
             return
         handler = getattr(self, f"_{event.kind}", None)

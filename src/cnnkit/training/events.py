@@ -169,11 +169,14 @@ class BestModel(Event):
 @dataclass(frozen=True)
 class Tested(Event):
     """The kept model is final and tested on the held-out split (``test`` is None when
-    the run has none); the plots and report come next."""
+    the run has none); the plots and report come next. ``at_chance``: when the kept
+    model scores at chance on validation (it learnt nothing), the line that says so and
+    why, which the console prints as the run's last."""
 
     kind: ClassVar[str] = "test"
     run_dir: Path
     test: EvalResult | None = field(default=None, repr=False)
+    at_chance: str = ""  # a line: the kept model scores at chance on validation
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.sources import Splits
 from cnnkit.tasks.base import Result
 from cnnkit.training import distributed, features, transfer
+from cnnkit.training.chance import chance_line, near_chance
 from cnnkit.training.events import Events, Tested
 from cnnkit.training.finish import evaluate_test
+from cnnkit.training.hyperparams import keeps_best
 from cnnkit.training.loop import Trainer
 from cnnkit.training.planner import Decided
 from cnnkit.training.recipe import Plan
@@ -136,7 +138,7 @@ def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any
             hub: Events) -> TrainResult:
     cfg = plan.config
     best, best_card, test = evaluate_test(plan, run, splits.test, splits.val, splits.train)
-    hub.emit(Tested(run.root, test))
+    hub.emit(Tested(run.root, test, at_chance=_at_chance(plan, run, splits, history)))
     run.remove_stale_files()
     if cfg.keep_checkpoint:
         run.mark_ended()
@@ -149,6 +151,39 @@ def _finish(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any
         _write_report(run, best, best_card, splits, test)
     log.info(f"done: {run.root} ({human_size(run.size_bytes())})")
     return TrainResult(run.root, history, test, cfg)
+
+
+def _at_chance(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, Any]]
+               ) -> str:
+    """The line that says the kept model scores at chance on validation, or ""."""
+    task, val = plan.task, splits.val
+    chance = task.chance(val.labels) if val is not None and len(val) else None
+    value = _kept_figure(plan, run, history, len(val) if val is not None else 0)
+    if chance is None or value is None or not near_chance(value, chance):
+        return ""
+    return chance_line(task.figure_name, value, chance, len(splits.classes), plan.config)
+
+
+def _kept_figure(plan: Plan, run: RunDir, history: list[dict[str, Any]], val_images: int
+                 ) -> float | None:
+    """The kept model's validation figure: a trained start's when the run kept it
+    (kept.json), else the best or the last epoch's, as the run keeps."""
+    key = f"val_{plan.task.figure}"
+    rows = [row for row in history if row.get(key) is not None]
+    if not rows:
+        return None
+    kept = run.root / "kept.json"
+    if kept.is_file():
+        import json
+
+        record = json.loads(kept.read_text())
+        if record.get("kept") == "start":
+            return record.get(key)
+    cfg = plan.config
+    if cfg.mode != "features" and keeps_best(cfg.keep, val_images, cfg.patience):
+        # the loop's rule: the higher figure, then the lower loss; the first of equals
+        return max(rows, key=lambda r: (r[key], -r.get("val_loss", 0.0)))[key]
+    return rows[-1][key]
 
 
 def _write_report(run: RunDir, model: torch.nn.Module, card: ModelCard, splits: Splits,

@@ -1,0 +1,35 @@
+"""A run that ends at chance: its kept model scores on validation what answering the same
+class for every image would, so it has learnt nothing, though every file was written.
+
+The end of such a run says so in one line with the likely causes (the run itself is
+kept: its files are valid, its answers are not). Near is within half of chance, at most
+five points: 10 balanced classes at or below 15%, 3 at or below 38.3%, 2 at or below 55%.
+A model that learnt nothing answers one class, so it scores chance exactly; the margin
+takes in one that barely moved from it, and stays below what a model that learnt scores.
+"""
+
+from __future__ import annotations
+
+from cnnkit.base.config import TrainConfig
+
+
+def near_chance(value: float, chance: float) -> bool:
+    """Whether a validation figure ``value`` is at or near ``chance``."""
+    return value <= chance + min(chance / 2, 0.05)
+
+
+def chance_line(figure_name: str, value: float, chance: float, classes: int,
+                config: TrainConfig) -> str:
+    """The warning that ends a run at chance, with what most likely caused it."""
+    if config.mode == "features":
+        causes = ("the frozen backbone's features do not tell these classes apart (try "
+                  "--mode fine-tune), too few images per class, or labels that do not "
+                  "match the images")
+    else:
+        lr = config.lr if isinstance(config.lr, (int, float)) else None
+        rate = f"--lr {lr:g}: " if lr is not None else ""
+        causes = (f"a learning rate too high ({rate}try --lr find, or a rate 10x smaller), "
+                  "too few epochs or images, or labels that do not match the images")
+    return (f"the kept model's validation {figure_name} is {value:.2%}, at or near chance "
+            f"for {classes} classes (one answer for every image scores {chance:.2%}): it "
+            f"has learnt nothing. Likely causes: {causes}.")
