@@ -316,3 +316,51 @@ def test_a_resumed_run_skips_blocks_as_the_unbroken_one_does(tmp_path: Path) -> 
     resumed = cnnkit.resume(tmp_path / "stopped")
     # Without drop-path after --resume, the second epoch's loss would differ.
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+
+
+def test_unfreeze_beyond_the_models_blocks_is_one_line(tmp_path: Path, capsys) -> None:
+    """--unfreeze 99 on a model of 8 blocks unfroze all 8 without a word."""
+    code = main(["train", "shapes:count=30,size=32", "-m", "efficientnet_lite0",
+                 "--mode", "fine-tune", "--img-size", "32", "-e", "1", "--unfreeze", "99",
+                 "--out", str(tmp_path), "--name", "r"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err == ("error: --unfreeze 99: efficientnet_lite0 has 8 blocks below its head. "
+                   "Pass 1 to 8 to train the top ones, or --unfreeze all.\n")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unfreeze_up_to_the_models_blocks_passes() -> None:
+    from cnnkit.training.transfer import blocks, check_unfreeze
+
+    model = create_model("efficientnet_lite0", 3, pretrained=False)
+    count = len(blocks(model))
+    cfg = TrainConfig(data="x", mode="fine-tune")
+    check_unfreeze(model, cfg.replace(unfreeze=str(count)), "efficientnet_lite0")
+    with pytest.raises(CnnkitError, match=f"has {count} blocks below its head"):
+        check_unfreeze(model, cfg.replace(unfreeze=str(count + 1)), "efficientnet_lite0")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--unfreeze", "2"], "--unfreeze shapes the phases of --mode fine-tune, and this run is "
+                          "--mode scratch (auto: the model has no pretrained weights): lenet5 "
+                          "trains every layer from random weights. Drop --unfreeze, or "
+                          "fine-tune a pretrained model."),
+    (["--head-epochs", "1", "--mode", "scratch"],
+     "--head-epochs shapes the phases of --mode fine-tune, and this run is --mode scratch: "),
+])
+def test_fine_tune_options_on_a_scratch_run_are_one_line(tmp_path: Path, capsys, options,
+                                                         message: str) -> None:
+    """They were dropped without a word: the run trained every layer in one phase."""
+    code = main(["train", "shapes:count=30,size=16", "-m", "lenet5", "-e", "2", *options,
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_fine_tune_options_on_a_features_run_are_one_line() -> None:
+    with pytest.raises(CnnkitError, match="this run is --mode features: its head is fitted to "
+                                          "a base that never trains"):
+        resolve_config(TrainConfig(data="shapes:count=30,size=32", mode="features",
+                                   unfreeze="2", **FAST))

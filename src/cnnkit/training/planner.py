@@ -43,6 +43,7 @@ from cnnkit.training.events import Events, Planned
 from cnnkit.training.lrfind import LRFinding, run_rate
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config
+from cnnkit.training.transfer import check_unfreeze
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ def _prepared(config: TrainConfig, card: ModelCard | None, cluster: distributed.
         plan = finalize(_task_of(plan, splits, card), splits)
         check_memory(plan)
     model = _model(plan, splits, card, restart)
+    if restart is None:  # before any run folder: one line, not a run that ignores it
+        check_unfreeze(model, plan.config, plan.arch.name)
     _drop_path(model, plan.config)
     if restart is not None:
         log.info(f"resuming {restart.run.root} after epoch {len(restart.meta['history'])}")

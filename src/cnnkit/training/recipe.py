@@ -132,6 +132,7 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         raise CnnkitError("--bn-stats update re-estimates batch norm while the base trains, "
                           "and --mode features never trains the base. Drop --bn-stats, or "
                           "use --mode fine-tune.")
+    _fine_tune_only(config, mode, arch.name)
 
     if info.channels is not None:
         channels = info.channels
@@ -236,6 +237,21 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
         if extra:
             arch = replace(arch, kwargs=extra)
     return replace(plan, config=cfg, pre=pre, arch=arch, compile=_compiles(cfg, plan.device))
+
+
+def _fine_tune_only(config: TrainConfig, mode: str, model: str) -> None:
+    """--unfreeze and --head-epochs shape a fine-tune's phases; any other mode would drop
+    them without a word."""
+    given = [flag for flag, value in (("--unfreeze", config.unfreeze != "all"),
+                                      ("--head-epochs", bool(config.head_epochs))) if value]
+    if mode == "fine-tune" or not given:
+        return
+    how = ("its head is fitted to a base that never trains" if mode == "features" else
+           f"{model} trains every layer from random weights")
+    auto = " (auto: the model has no pretrained weights)" if config.mode == "auto" else ""
+    raise CnnkitError(f"{' and '.join(given)} shape{'s' if len(given) == 1 else ''} the "
+                      f"phases of --mode fine-tune, and this run is --mode {mode}{auto}: "
+                      f"{how}. Drop {' and '.join(given)}, or fine-tune a pretrained model.")
 
 
 def _need_validation(cfg: TrainConfig) -> None:

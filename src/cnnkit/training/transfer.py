@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnkit.base.config import TrainConfig
+from cnnkit.base.errors import CnnkitError
 from cnnkit.models.interface import classifier_params
 from cnnkit.training.optim import param_groups
 
@@ -62,6 +63,17 @@ def blocks(model: nn.Module) -> list[Block]:
         for n in names:
             groups.setdefault(order[n.split(".")[0]], []).append(n)
     return [Block(i, tuple(groups[d])) for i, d in enumerate(sorted(groups))]
+
+
+def check_unfreeze(model: nn.Module, cfg: TrainConfig, name: str) -> None:
+    """--unfreeze N beyond the model's blocks would unfreeze them all without a word,
+    which is --unfreeze all, not the partial fine-tune the number asked for."""
+    if cfg.mode != "fine-tune" or cfg.unfreeze == "all":
+        return
+    count = len(blocks(model))
+    if int(cfg.unfreeze) > count:
+        raise CnnkitError(f"--unfreeze {cfg.unfreeze}: {name} has {count} blocks below its "
+                          f"head. Pass 1 to {count} to train the top ones, or --unfreeze all.")
 
 
 def _head_only(weight_decay: float) -> Callable[[nn.Module], list[dict]]:
