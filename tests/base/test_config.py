@@ -166,3 +166,36 @@ def test_memory_that_is_not_there_is_refused_before_allocating() -> None:
     with pytest.raises(CnnkitError, match=r"Decoding needs [\d,.]+ GB of memory and this "
                                           r"machine has [\d,.]+ GB free\. Use less"):
         require_memory(free * 10, "Decoding", "Use less.")
+
+
+@pytest.mark.parametrize(("name", "text", "shown"), [
+    ("a.yaml", "data: shapes\ntime: 90\n", "90"),
+    ("a.yaml", "data: shapes\ntime: 1:30\n", "90"),  # YAML 1.1 reads it as 90 seconds
+    ("a.yaml", "data: shapes\ntime: 1.5\n", "1.5"),
+    ("a.json", '{"data": "shapes", "time": 90}', "90"),
+])
+def test_a_bare_number_of_time_in_a_file_is_refused_as_on_the_command_line(
+        tmp_path: Path, name: str, text: str, shown: str) -> None:
+    """time: 90 in a config file ran for 90 seconds, where --time 90 is refused (seconds or
+    minutes?): one rule for both."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(CnnkitError) as caught:
+        load_config_file(path)
+    assert str(caught.value) == (
+        f"{path}: time takes a duration with units, as --time does, such as 90s, 10m, 1.5h or "
+        f"1h30m ('{shown}m' for minutes, '{shown}s' for seconds). Received: {shown}")
+
+
+def test_time_with_units_in_a_file_reads_as_on_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("data: shapes\ntime: 15m\n")
+    assert TrainConfig.from_dict(load_config_file(tmp_path / "a.yaml")).time == 900.0
+
+
+@pytest.mark.parametrize("seconds", [600.0, 5400.0, 3601.0, 6.0, 2.5, 90.5, 1 / 3, 1e-7])
+def test_a_runs_time_is_written_back_with_units_exactly(seconds: float) -> None:
+    from cnnkit.base.config import duration_text, parse_duration
+
+    text = duration_text(seconds)
+    assert text[-1] in "hms" and parse_duration(text) == seconds
+    assert duration_text(5400.0) == "1h30m"

@@ -13,7 +13,7 @@ import torch
 
 import cnnkit
 from cnnkit.artifacts.modelfile import load_model
-from cnnkit.base.config import TrainConfig
+from cnnkit.base.config import TrainConfig, load_config_file
 from cnnkit.base.errors import CnnkitError
 from cnnkit.cli import main
 from cnnkit.training import estimate
@@ -139,7 +139,7 @@ def test_a_run_ends_on_time_annealed_with_a_usable_model(
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
     assert not (result.run_dir / "checkpoints" / "last.safetensors").exists()
     config = json.loads((result.run_dir / "config.json").read_text())
-    assert config["time"] == budget and config["epochs"] == 100_000
+    assert config["time"] == "6s" and config["epochs"] == 100_000  # as --time takes it
 
 
 def test_a_budget_that_fits_fewer_epochs_trains_fewer(
@@ -151,7 +151,23 @@ def test_a_budget_that_fits_fewer_epochs_trains_fewer(
     epochs = int(line.split(": ")[1].split(" epoch")[0])
     assert 1 <= epochs < 100000 and "instead of 100000 at 16 px, to fit" in line
     config = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
-    assert config["epochs"] == epochs and config["time"] == 5.0
+    assert config["epochs"] == epochs and config["time"] == "5s"
+    # the run's config.json repeats it through --config, whose time needs its unit
+    again = load_config_file(tmp_path / "runs" / "r" / "config.json")
+    assert TrainConfig.from_dict(again).time == 5.0
+
+
+def test_a_bare_number_of_time_in_a_config_file_is_one_line(
+        make_tree, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """time: 90 in a YAML file trained for 90 s where --time 90 is refused."""
+    tree = make_tree(tmp_path / "shapes", per_class=2, size=16)
+    (tmp_path / "c.yaml").write_text("time: 90\n")
+    assert main(_cli(tree, tmp_path, "--config", str(tmp_path / "c.yaml"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'c.yaml'}: time takes a duration with units, as "
+                   "--time does, such as 90s, 10m, 1.5h or 1h30m ('90m' for minutes, '90s' "
+                   "for seconds). Received: 90")
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -266,11 +267,34 @@ def parse_duration(text: str) -> float:
     if not spec or pos != len(spec):
         hint = (f" (--time {spec}m for minutes)" if re.fullmatch(r"\d+(\.\d+)?", spec)
                 else "")
-        raise CnnkitError(f"--time takes a duration with units, such as 90s, 10m, 1.5h or "
-                          f"1h30m{hint}. Received: {text!r}")
+        raise CnnkitError(f"--time takes a duration with units, such as {DURATION_FORMS}"
+                          f"{hint}. Received: {text!r}")
     if seconds <= 0:
         raise CnnkitError(f"--time must be longer than 0 s. Received: {text!r}")
     return seconds
+
+
+DURATION_FORMS = "90s, 10m, 1.5h or 1h30m"
+
+
+def file_duration(value: Any, source: str) -> Any:
+    """``time`` as a config file gives it: the same rule as ``--time``, a duration with
+    units (a bare number could mean seconds or minutes: YAML reads ``1:30`` as 90 too);
+    text is left for :func:`parse_duration`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        shown_value = f"{value:g}" if isinstance(value, float) else str(value)
+        raise CnnkitError(f"{source}: time takes a duration with units, as --time does, such "
+                          f"as {DURATION_FORMS} ('{shown_value}m' for minutes, "
+                          f"'{shown_value}s' for seconds). Received: {shown_value}")
+    return value
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as a duration with units that reads back to exactly the same number
+    (a run's config.json, which --config reads): ``10m``, ``1h30m``, ``2.5s``."""
+    if seconds >= 1 and float(seconds).is_integer():
+        return format_duration(seconds)
+    return format(Decimal(repr(float(seconds))), "f") + "s"  # the shortest exact digits
 
 
 def format_duration(seconds: float) -> str:
@@ -379,6 +403,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
                           "value lines.") from None
     if not isinstance(doc, dict):
         raise CnnkitError(f"{path} should hold a mapping of option: value (e.g. 'epochs: 3').")
+    if "time" in doc:
+        file_duration(doc["time"], str(path))
     return doc
 
 

@@ -16,6 +16,7 @@ from cnnkit.artifacts.rundir import RunDir
 from cnnkit.artifacts.runlock import RunLock, locked
 from cnnkit.base import log
 from cnnkit.base.atomic import write_json
+from cnnkit.base.config import duration_text
 from cnnkit.training import distributed
 from cnnkit.training.events import Events, RunStarted
 from cnnkit.training.launch import announce_run
@@ -47,7 +48,9 @@ def started_run(decided: Decided, hub: Events, trackers: tuple[str, ...],
             run = RunDir.create(cfg.out, cfg.name or f"{splits.source.name}-{model}")
             if decided.finding is not None:
                 record_finding(decided.finding, run)
-            run.write_config({**cfg.to_dict(), "data": plan.source.run_spec()})
+            # time as --time and --config take it, so the file repeats the run
+            run.write_config({**cfg.to_dict(), "data": plan.source.run_spec(),
+                              **({"time": duration_text(cfg.time)} if cfg.time else {})})
             run.write_classes(splits.classes)
             listing = splits.listing()
             if listing is not None:
