@@ -15,7 +15,7 @@ from cnnkit.tasks.single_label import SingleLabel
 from cnnkit.training import events as ev
 from cnnkit.training.chance import chance_line, near_chance
 
-TINY = "shapes:size=12,count=60"
+TINY = "shapes:size=12,count=240"  # 24 validation images
 OPTIONS = {"model": "conv4k3-pool2-dense8", "batch_size": 16, "plots": False,
            "device": "cpu", "keep": "last"}
 
@@ -27,7 +27,11 @@ OPTIONS = {"model": "conv4k3-pool2-dense8", "batch_size": 16, "plots": False,
     (0.90, 0.90, True), (0.96, 0.90, False),  # one class is 90% of the images
 ])
 def test_near_chance_is_within_half_of_it_at_most_five_points(value, chance, near) -> None:
-    assert near_chance(value, chance) is near
+    assert near_chance(value, chance, 100) is near
+
+
+def test_a_handful_of_validation_images_tells_nothing() -> None:
+    assert near_chance(1 / 3, 1 / 3, 20) and not near_chance(1 / 3, 1 / 3, 19)
 
 
 def test_chance_is_the_most_common_class_share() -> None:
@@ -38,15 +42,19 @@ def test_chance_is_the_most_common_class_share() -> None:
     assert MultiLabel().chance(torch.tensor([[0, 1], [0, 0], [0, 0]])) is None
 
 
-def test_the_line_names_the_figure_the_rate_and_the_causes() -> None:
+def test_the_line_names_the_figure_and_the_likely_causes_first() -> None:
     cfg = TrainConfig(data="x", lr=10.0, mode="scratch")
-    line = chance_line("accuracy", 0.1062, 0.1, 10, cfg)
+    rose = [{"train_loss": 2.3}, {"train_loss": 7.5}]
+    line = chance_line("accuracy", 0.1062, 0.1, 10, cfg, rose)
     assert line == ("the kept model's validation accuracy is 10.62%, at or near chance for "
                     "10 classes (one answer for every image scores 10.00%): it has learnt "
                     "nothing. Likely causes: a learning rate too high (--lr 10: try --lr "
-                    "find, or a rate 10x smaller), too few epochs or images, or labels that "
-                    "do not match the images.")
-    features = chance_line("accuracy", 0.1, 0.1, 10, cfg.replace(mode="features"))
+                    "find, or a rate 10x smaller), or labels that do not match the images.")
+    fell = [{"train_loss": 1.10}, {"train_loss": 1.09}]  # barely moved: too little training
+    assert chance_line("accuracy", 0.33, 1 / 3, 3, cfg, fell).endswith(
+        "Likely causes: too few epochs or images (2 epochs), a learning rate too high or too "
+        "low (--lr 10: try --lr find), or labels that do not match the images.")
+    features = chance_line("accuracy", 0.1, 0.1, 10, cfg.replace(mode="features"), rose)
     assert "features do not tell these classes apart (try --mode fine-tune)" in features
     assert "learning rate" not in features
 
@@ -74,7 +82,8 @@ def test_a_run_that_learnt_nothing_says_so_last(tmp_path: Path, monkeypatch, cap
     assert tested.at_chance.startswith(f"the kept model's validation accuracy is {value:.2%}, "
                                        "at or near chance for 3 classes (one answer for "
                                        "every image scores ")
-    assert "a learning rate too high (--lr 0.5: try --lr find" in tested.at_chance
+    assert "Likely causes: too few epochs or images (2 epochs), a learning rate too high " \
+        "or too low (--lr 0.5: try --lr find)" in tested.at_chance
     assert err[-1] == f"warning: {tested.at_chance}"  # said after "done:"
     assert (result.run_dir / "model.safetensors").is_file()  # the run itself is complete
 

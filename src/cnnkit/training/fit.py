@@ -159,9 +159,10 @@ def _at_chance(plan: Plan, run: RunDir, splits: Splits, history: list[dict[str, 
     task, val = plan.task, splits.val
     chance = task.chance(val.labels) if val is not None and len(val) else None
     value = _kept_figure(plan, run, history, len(val) if val is not None else 0)
-    if chance is None or value is None or not near_chance(value, chance):
+    if chance is None or value is None or not near_chance(value, chance, len(val)):
         return ""
-    return chance_line(task.figure_name, value, chance, len(splits.classes), plan.config)
+    return chance_line(task.figure_name, value, chance, len(splits.classes), plan.config,
+                       history)
 
 
 def _kept_figure(plan: Plan, run: RunDir, history: list[dict[str, Any]], val_images: int
