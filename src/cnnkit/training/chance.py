@@ -12,6 +12,7 @@ to say either.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from cnnkit.base.config import TrainConfig
@@ -28,7 +29,9 @@ def near_chance(value: float, chance: float, images: int) -> bool:
 def chance_line(figure_name: str, value: float, chance: float, classes: int,
                 config: TrainConfig, history: list[dict[str, Any]]) -> str:
     """The warning that ends a run at chance, with what most likely caused it: a rate
-    too high first when the training loss rose, else too little training."""
+    too high first when the training loss rose or went well above a uniform guess's
+    (ln K: training made the model worse than knowing nothing), else too little
+    training."""
     lr = config.lr if isinstance(config.lr, (int, float)) else None
     rate = f"--lr {lr:g}: " if lr is not None else ""
     losses = [row["train_loss"] for row in history if "train_loss" in row]
@@ -36,7 +39,7 @@ def chance_line(figure_name: str, value: float, chance: float, classes: int,
         causes = ("the frozen backbone's features do not tell these classes apart (try "
                   "--mode fine-tune), too few images per class, or labels that do not "
                   "match the images")
-    elif len(losses) > 1 and losses[-1] > losses[0]:
+    elif losses and (losses[-1] > losses[0] or max(losses) > 1.5 * math.log(max(classes, 2))):
         causes = (f"a learning rate too high ({rate}try --lr find, or a rate 10x smaller), "
                   "or labels that do not match the images")
     else:
