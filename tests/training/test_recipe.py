@@ -76,3 +76,20 @@ def test_options_that_read_validation_need_a_validation_split(argv: list[str], t
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"{argv[0]} {argv[1]}" in err and "no validation split (--val-fraction 0)" in err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"tta": True}, "--tta averages each test image's scores with its mirror's, and the "
+                    "classes are characters (0, 1, 2, ...): a mirrored image may show another "
+                    "class, so the test figures may be lower than without --tta"),
+    ({"augment": "flip+crop"}, "--augment flip mirrors training images, and the classes are "
+                               "characters (0, 1, 2, ...): a mirrored image may show another "
+                               "class; leave flip out unless mirrors keep the class"),
+])
+def test_mirrors_asked_for_on_classes_a_mirror_changes_are_said(capsys, options, said) -> None:
+    """--tta on digits averaged each test digit with its mirror image without a word."""
+    resolve_config(TrainConfig(data="digits", model="lenet5", **options))
+    assert capsys.readouterr().err == f"warning: {said}\n"
+    resolve_config(TrainConfig(data="fashion-mnist", model="lenet5", **options))
+    resolve_config(TrainConfig(data="digits", model="lenet5"))  # auto leaves flip out
+    assert capsys.readouterr().err == ""

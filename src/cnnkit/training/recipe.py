@@ -163,6 +163,8 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
     if augment == "auto":
         augment = default_augment(peek.classes, builtin.augment if builtin else None,
                                   fine_tune=mode == "fine-tune")
+    if mirror and card is None and budget_size is None:
+        _warn_mirrored(config, mirror)
     # The run's first lines, said where its input is decided.
     notes = () if card is not None else (
         *((small,) if small else ()),
@@ -237,6 +239,18 @@ def finalize(plan: Plan, splits: Splits) -> Plan:
         if extra:
             arch = replace(arch, kwargs=extra)
     return replace(plan, config=cfg, pre=pre, arch=arch, compile=_compiles(cfg, plan.device))
+
+
+def _warn_mirrored(config: TrainConfig, mirror: str) -> None:
+    """Mirrors asked for, by name, where the class names say a mirror is another class:
+    said, not refused, since the names are only a hint (auto leaves flips out)."""
+    if "flip" in config.augments:
+        log.warn(f"--augment flip mirrors training images, and {mirror}: a mirrored image "
+                 "may show another class; leave flip out unless mirrors keep the class")
+    if config.tta:
+        log.warn(f"--tta averages each test image's scores with its mirror's, and {mirror}: "
+                 "a mirrored image may show another class, so the test figures may be "
+                 "lower than without --tta")
 
 
 def _fine_tune_only(config: TrainConfig, mode: str, model: str) -> None:
