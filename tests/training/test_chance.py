@@ -53,6 +53,7 @@ def test_the_line_names_the_figure_and_the_likely_causes_first() -> None:
     worse = [{"train_loss": 9.1}, {"train_loss": 7.5}]  # fell, but far above ln 10 = 2.3
     assert chance_line("accuracy", 0.1, 0.1, 10, cfg, worse) == line.replace("10.62%", "10.00%")
     fell = [{"train_loss": 1.10}, {"train_loss": 1.09}]  # barely moved: too little training
+    assert "(1 epoch)" in chance_line("accuracy", 0.33, 1 / 3, 3, cfg, fell[:1])
     assert chance_line("accuracy", 0.33, 1 / 3, 3, cfg, fell).endswith(
         "Likely causes: too few epochs or images (2 epochs), a learning rate too high or too "
         "low (--lr 10: try --lr find), or labels that do not match the images.")

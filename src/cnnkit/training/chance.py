@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cnnkit.base import log
 from cnnkit.base.config import TrainConfig
 
 MIN_IMAGES = 20
@@ -43,9 +44,9 @@ def chance_line(figure_name: str, value: float, chance: float, classes: int,
         causes = (f"a learning rate too high ({rate}try --lr find, or a rate 10x smaller), "
                   "or labels that do not match the images")
     else:
-        causes = (f"too few epochs or images ({len(losses)} epochs), a learning rate too "
-                  f"high or too low ({rate}try --lr find), or labels that do not match "
-                  "the images")
+        causes = (f"too few epochs or images ({log.plural(len(losses), 'epoch')}), a "
+                  f"learning rate too high or too low ({rate}try --lr find), or labels that "
+                  "do not match the images")
     return (f"the kept model's validation {figure_name} is {value:.2%}, at or near chance "
             f"for {classes} classes (one answer for every image scores {chance:.2%}): it "
             f"has learnt nothing. Likely causes: {causes}.")
