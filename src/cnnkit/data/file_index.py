@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,12 @@ class FileFacts:
     checked: bool = False  # fully decoded (else only its header was read)
     dhash: int | None = None  # 64-bit difference hash of the decoded image
 
+    @property
+    def read(self) -> bool:
+        """Whether the header was read (an entry :func:`file_digests` left holds only the
+        content hash)."""
+        return bool(self.mode) or self.error is not None
+
 
 def index_path(root: str | os.PathLike) -> Path:
     key = hashlib.sha256(os.fsencode(os.path.abspath(root))).hexdigest()[:24]
@@ -67,8 +74,8 @@ def file_facts(paths: list[str], root: str | os.PathLike, *, decode: bool, near:
             continue
         known = old.get(p)
         if (known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns
-                and (known.checked or not decode) and (known.dhash is not None or not near
-                                                       or known.error is not None)):
+                and known.read and (known.checked or not decode)
+                and (known.dhash is not None or not near or known.error is not None)):
             out[p] = known
         else:
             todo.append((p, st.st_size, st.st_mtime_ns))
@@ -87,6 +94,41 @@ def file_facts(paths: list[str], root: str | os.PathLike, *, decode: bool, near:
     return out
 
 
+def file_digests(paths: Sequence[str], root: str | os.PathLike) -> list[str]:
+    """Each file's content hash, as :class:`FileFacts` keeps it ("" for a file that cannot
+    be read): the index's where the file is unchanged, else from its bytes alone (no
+    header or pixels), so that recognising a large folder costs one read of each file,
+    and a second time only the stats."""
+    index_file = index_path(root)
+    old = _load(index_file)
+    out: list[str] = []
+    new: dict[str, FileFacts] = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+            known = old.get(p)
+            if (known is not None and known.digest and known.size == st.st_size
+                    and known.mtime_ns == st.st_mtime_ns):
+                out.append(known.digest)
+                continue
+            with open(p, "rb") as fh:
+                digest = content_hash(fh.read())
+        except OSError:
+            out.append("")
+            continue
+        new[p] = FileFacts(st.st_size, st.st_mtime_ns, digest)
+        out.append(digest)
+    if new:
+        old.update(new)
+        _save(index_file, old)
+    return out
+
+
+def content_hash(data: bytes) -> str:
+    """The hash that names a file's contents (:attr:`FileFacts.digest`)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def _inspect_chunk(items: list[tuple[str, int, int]], decode: bool, near: bool
                    ) -> dict[str, FileFacts]:
     return {p: _inspect(p, size, mtime, decode, near) for p, size, mtime in items}
@@ -98,7 +140,7 @@ def _inspect(path: str, size: int, mtime: int, decode: bool, near: bool) -> File
             data = fh.read()
     except OSError as exc:
         return FileFacts(size, mtime, error=exc.strerror or type(exc).__name__, checked=True)
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    digest = content_hash(data)
     if not data:
         return FileFacts(size, mtime, digest, error="empty file (0 bytes)", checked=True)
     try:

@@ -6,9 +6,11 @@ Each kind of source is one class (:mod:`cnnkit.data.source` says what it must do
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from cnnkit.base import log
 from cnnkit.base.config import TrainConfig
@@ -16,6 +18,7 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.folders import Listing
 from cnnkit.data.imageset import ImageSet, take_per_class
 from cnnkit.data.pipeline import Preprocess
+from cnnkit.data.seen import split_hashes
 from cnnkit.data.source import DataSource, decode_listing
 from cnnkit.data.source_builtin import BuiltinSource
 from cnnkit.data.source_csv import CsvSource
@@ -45,16 +48,17 @@ class Splits:
                 out[name] = list(part.paths)
         return out
 
-    def listing(self) -> dict[str, list] | None:
+    def listing(self) -> dict[str, Any] | None:
         """Which file went to which split with its label, as a run folder keeps it: the
         classes, then per split ``[absolute path, class index]`` rows (for multi-label
-        data, the list of the file's label indices, empty for an image with no label);
-        None for built-in sets. Absolute paths: `cnnkit evaluate` finds the test files
-        from any working directory."""
+        data, the list of the file's label indices, empty for an image with no label),
+        then ``hashes``: each row's content hash (:mod:`cnnkit.data.seen`), by which the
+        same images are known at another path. None for built-in sets. Absolute paths:
+        `cnnkit evaluate` finds the test files from any working directory."""
         files = self.files()
         if not files:
             return None
-        out: dict[str, list] = {"classes": list(self.classes)}
+        out: dict[str, Any] = {"classes": list(self.classes)}
         for name in files:
             part = getattr(self, name)
             if part.multilabel:
@@ -64,7 +68,13 @@ class Splits:
             else:
                 out[name] = [[os.path.abspath(p), int(y)]
                              for p, y in zip(part.paths, part.labels.tolist())]
+        out["hashes"] = self._hashes
         return out
+
+    @functools.cached_property
+    def _hashes(self) -> dict[str, Any]:
+        """Computed once: a run's checks and its split.json ask for them."""
+        return split_hashes(self.files(), self.source)
 
 
 def describe(data: str) -> DataSource:
