@@ -129,3 +129,57 @@ def test_a_threshold_for_a_single_label_evaluation_is_one_clear_line(trained, ca
     assert main(["evaluate", str(run), "--threshold", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "is single-label" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_copy_of_the_training_folder_is_known_by_its_contents(trained, make_tree,
+                                                                tmp_path: Path, capsys) -> None:
+    """`cp -r photos copy; cnnkit evaluate RUN copy` counted the 18 images the run had
+    trained on and the 6 it had validated on as new ones, without a word (the check
+    compared paths): the copy's figures are those of its 6 unseen images."""
+    from cnnkit.cli import main
+
+    run, data = trained
+    copy = Path(shutil.copytree(data, tmp_path / "copy"))
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert main(["evaluate", str(run), str(copy)]) == 0
+    captured = capsys.readouterr()
+    assert "24 of the 30 images of" in captured.err and "trained on (18)" in captured.err
+    assert "validated on (6)" in captured.err and "other 6" in captured.err
+    assert captured.out.startswith(f"{test['n']} images") and test["n"] == 6
+    metrics = cnnkit.evaluate(str(run), str(copy))
+    assert metrics.n == 6 and metrics.accuracy == pytest.approx(test["accuracy"])
+    assert cnnkit.evaluate(str(run), str(copy), include_seen=True).n == 30
+    assert "They are counted (--include-seen)" in capsys.readouterr().err
+    # only images it trained on: nothing held out is left, so no figures
+    train = json.loads((run / "split.json").read_text())["train"]
+    for path, _ in train:
+        dest = tmp_path / "seen" / Path(path).parent.name / Path(path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dest)
+    assert main(["evaluate", str(run), str(tmp_path / "seen")]) == 2
+    err = capsys.readouterr().err
+    assert "All 18 images" in err and "--include-seen" in err and len(err.splitlines()) == 1
+    assert cnnkit.evaluate(str(run), str(tmp_path / "seen"), include_seen=True).n == 18
+    # images it has never seen are all used, without a word
+    new = make_tree(tmp_path / "new", per_class=4, size=20, seed=7)
+    assert cnnkit.evaluate(str(run), str(new)).n == 12
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_run_without_recorded_hashes_still_knows_its_files(trained, tmp_path: Path,
+                                                            capsys) -> None:
+    """A split.json written before it recorded hashes: its files are hashed where they are;
+    where they are gone, a warning says a copy cannot be recognised."""
+    run, data = trained
+    old = Path(shutil.copytree(run, tmp_path / "old"))
+    doc = json.loads((old / "split.json").read_text())
+    assert {"algorithm", "train", "val", "test"} <= doc.pop("hashes").keys()
+    (old / "split.json").write_text(json.dumps(doc))
+    copy = shutil.copytree(data, tmp_path / "copy")
+    assert cnnkit.evaluate(str(old), str(copy)).n == 6
+    assert "24 of the 30 images" in capsys.readouterr().err
+    doc["train"] = [[str(tmp_path / "gone" / Path(p).name), y] for p, y in doc["train"]]
+    (old / "split.json").write_text(json.dumps(doc))
+    assert cnnkit.evaluate(str(old), str(copy)).n == 24  # only the validation images known
+    err = capsys.readouterr().err
+    assert "records no content hashes" in err and "18 of the files it lists are gone" in err

@@ -57,14 +57,17 @@ def load(path: str, device: str = "auto", backend: str = "auto") -> Any:
 
 
 def evaluate(run: str, data: str | None = None, *, tta: bool = False,
-             backend: str = "auto", threshold: float | None = None) -> Any:
+             backend: str = "auto", threshold: float | None = None,
+             include_seen: bool = False) -> Any:
     """Evaluate a run on DATA, or on the run's own held-out test split when DATA is None;
-    ``threshold``: a multi-label model's answers at this probability for every label."""
+    ``threshold``: a multi-label model's answers at this probability for every label;
+    ``include_seen``: count the images of DATA the run trained or validated on (left
+    out by default, with a warning)."""
     from cnnkit.evaluation import evaluate_run
     from cnnkit.tasks.threshold import check_threshold
 
     return evaluate_run(run, data, tta=tta, backend=backend,
-                        threshold=check_threshold(threshold))
+                        threshold=check_threshold(threshold), include_seen=include_seen)
 
 
 __all__ = [

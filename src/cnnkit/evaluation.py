@@ -10,6 +10,7 @@ from cnnkit.base import log
 from cnnkit.base.config import TrainConfig
 from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
+from cnnkit.data.seen import hashes_of, recorded
 from cnnkit.data.source import DataSource
 from cnnkit.data.sources import describe, load_eval_set, load_files, load_run_splits
 from cnnkit.runtime.predict import Classifier
@@ -18,7 +19,7 @@ from cnnkit.tasks.base import Result
 
 def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
                  device: str = "auto", backend: str = "auto",
-                 threshold: float | None = None) -> Result:
+                 threshold: float | None = None, include_seen: bool = False) -> Result:
     """Metrics of a run's model on DATA.
 
     ``threshold``: a multi-label model's answers at this probability for every label,
@@ -26,7 +27,9 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
 
     Without DATA, or when DATA is the data the run was trained on, the run's own
     held-out test split is used (split.json for folders and CSVs), never images that
-    the model was trained or validated on.
+    the model was trained or validated on. Other DATA is used without the images the
+    run trained or validated on (known by their contents: a copy of its folder is the
+    same images), unless ``include_seen``; either way a warning says how many.
     """
     clf = Classifier.load(run, device, backend)
     if threshold is not None:
@@ -39,7 +42,7 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
     cfg = rundir.train_config() if rundir is not None else None
     given = describe(data) if data is not None else None
     if given is not None and (cfg is None or not same_source(given, cfg.data)):
-        return _evaluate_on(clf, given, tta)
+        return _evaluate_on(clf, given, tta, rundir, include_seen)
     if cfg is None:
         raise CnnkitError(f"{run} is a model file outside a run folder, so it has no held-out "
                           "test split; pass DATA to evaluate on (a folder, a CSV or a built-in "
@@ -58,10 +61,52 @@ def evaluate_run(run: str | Path, data: str | None = None, *, tta: bool = False,
     return clf.evaluate_set(test, tta=tta)
 
 
-def _evaluate_on(clf: Classifier, source: DataSource, tta: bool) -> Result:
+def _evaluate_on(clf: Classifier, source: DataSource, tta: bool, run: RunDir | None = None,
+                 include_seen: bool = False) -> Result:
+    """Metrics on ``source``; with ``run``, on the images of it the run has not seen."""
     imageset = load_eval_set(source, clf.card.preprocess, clf.classes)
     check_same_task(imageset, clf, source.spec)
+    if run is not None:
+        imageset = unseen(imageset, run, source, include_seen)
     return clf.evaluate_set(imageset, tta=tta)
+
+
+def unseen(imageset: ImageSet, run: RunDir, source: DataSource, include_seen: bool
+           ) -> ImageSet:
+    """``imageset`` without the images ``run`` trained or validated on (split.json's files,
+    known by their contents wherever they lie), said in a warning; with ``include_seen``
+    all of it, said too. None left is an error: such figures are not held out."""
+    doc = run.read_split()
+    if doc is None or imageset.paths is None:
+        return imageset
+    learnt = recorded(doc, ("train", "val"))
+    data = source.spec
+    gone = learnt.unknown(("train", "val"))
+    if gone:
+        log.warn(f"{run.root}'s split.json records no content hashes (an older run) and "
+                 f"{gone:,} of the files it lists are gone: images of {data} it trained on "
+                 "cannot be recognised, so the metrics may count them")
+    where = learnt.where(hashes_of(imageset.paths, source), ("train", "val"))
+    trained, validated = where.count("train"), where.count("val")
+    seen, n = trained + validated, len(imageset)
+    if not seen:
+        return imageset
+    how = " or ".join(filter(None, (f"trained on ({trained:,})" if trained else "",
+                                    f"validated on ({validated:,})" if validated else "")))
+    what = f"images {run.root} {how}: the same file contents as its split.json lists"
+    if include_seen:
+        log.warn(f"{seen:,} of the {n:,} images of {data} are {what}. They are counted "
+                 "(--include-seen), so the metrics read higher than on images it has not "
+                 "seen.")
+        return imageset
+    if seen == n:
+        raise CnnkitError(f"All {n:,} images of {data} are {what}, so their metrics would "
+                          f"not be held out. Evaluate on its held-out test split (cnnkit "
+                          f"evaluate {run.root}) or on images it has not seen; "
+                          "--include-seen measures these anyway.")
+    log.warn(f"{seen:,} of the {n:,} images of {data} are {what}. The metrics are on the "
+             f"other {n - seen:,}, which it has not seen (--include-seen counts them all).")
+    return imageset.subset([i for i, w in enumerate(where) if w is None])
 
 
 def check_same_task(imageset: ImageSet, clf: Classifier, data: str) -> None:

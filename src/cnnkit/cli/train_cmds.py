@@ -254,6 +254,10 @@ def evaluate(
     threshold: Optional[float] = typer.Option(
         None, help="Multi-label models: answer each label at or above this probability "
         "(0-1), in place of the per-label thresholds in model.json."),
+    include_seen: bool = typer.Option(
+        False, "--include-seen", help="Count the images of DATA the run trained or "
+        "validated on (known by their contents, at any path); by default they are left "
+        "out, and a warning says how many."),
     device: str = typer.Option("auto"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
@@ -271,7 +275,7 @@ def evaluate(
     from cnnkit.evaluation import evaluate_run
 
     result = evaluate_run(run, data, tta=tta, device=device, backend=backend,
-                          threshold=threshold)
+                          threshold=threshold, include_seen=include_seen)
     print_eval(result)
     if json_out:
         write_json(json_out, result.to_dict())
