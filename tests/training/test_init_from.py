@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,6 +198,28 @@ def test_a_start_that_learnt_this_runs_test_images_is_refused(make_tree, tmp_pat
     assert not (tmp_path / "no").exists()
     # the same split (same seed and fractions) starts as before
     second = cnnkit.train(str(tree), init_from=str(first.run_dir), epochs=1,
+                          **{**opts, "seed": 6})
+    assert (second.run_dir / "test_metrics.json").is_file()
+
+
+def test_a_start_that_learnt_a_copy_of_this_runs_test_images_is_refused(
+        make_tree, tmp_path: Path, capsys) -> None:
+    """A copy of the start's folder (cp -r) split with another --seed holds the images
+    the start learnt at other paths: the check compared paths, so it let the run test
+    and validate on them."""
+    tree = make_tree(tmp_path / "photos", per_class=10)
+    opts = {**FAST, "img_size": None, "out": str(tmp_path / "runs")}
+    first = cnnkit.train(str(tree), model="lenet5", epochs=1, **{**opts, "seed": 6})
+    copy = shutil.copytree(tree, tmp_path / "copy")
+    capsys.readouterr()
+    code = main(["train", str(copy), "--init-from", str(first.run_dir), "-e", "1",
+                 "--no-plots", "--out", str(tmp_path / "no"), "--seed", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "test images" in err and "the same files at other paths" in err
+    assert not (tmp_path / "no").exists()
+    # the copy split as the start's folder was (same seed and fractions) starts as before
+    second = cnnkit.train(str(copy), init_from=str(first.run_dir), epochs=1,
                           **{**opts, "seed": 6})
     assert (second.run_dir / "test_metrics.json").is_file()
 

@@ -215,3 +215,34 @@ def test_a_folder_that_changed_since_the_run_started_is_not_resumed(make_tree,
                                           r"images.*or start a new run"):
         cnnkit.resume(run)
     assert (run / "checkpoints" / "last.safetensors").is_file()  # still resumable as it was
+
+
+def test_other_images_under_the_same_names_are_not_resumed(make_tree, tmp_path: Path) -> None:
+    """The folder refilled after Ctrl-C (another export into the same file names): the
+    paths split as before, so the check by path resumed on images none of the splits
+    had held, testing on ones the first epoch may have trained on."""
+    tree = make_tree(tmp_path / "photos", per_class=10, size=12)
+    with pytest.raises(KeyboardInterrupt):
+        cnnkit.train(str(tree), out=str(tmp_path / "runs"), name="refilled",
+                     callbacks=[_stop_after(1)], **OPTIONS)
+    make_tree(tree, per_class=10, size=12, seed=1)  # the same names, other images
+    with pytest.raises(CnnkitError, match=r"changed since it started \(train: \d+ other "
+                                          r"files.*test: \d+ other files"):
+        cnnkit.resume(tmp_path / "runs" / "refilled")
+
+
+def test_the_same_images_at_other_paths_resume(make_tree, tmp_path: Path) -> None:
+    """A CSV's images moved (and the CSV rewritten to match) split as they did, by their
+    contents: the run resumes, where the check by path refused it."""
+    tree = make_tree(tmp_path / "photos", per_class=10, size=12)
+    files = sorted(tree.rglob("*.png"))
+    csv = tmp_path / "photos.csv"
+    csv.write_text("".join(f"{f},{f.parent.name}\n" for f in files))
+    with pytest.raises(KeyboardInterrupt):
+        cnnkit.train(str(csv), out=str(tmp_path / "runs"), name="moved",
+                     callbacks=[_stop_after(1)], **OPTIONS)
+    tree.rename(tmp_path / "moved")
+    csv.write_text("".join(f"{tmp_path / 'moved' / f.relative_to(tree)},{f.parent.name}\n"
+                           for f in files))
+    resumed = cnnkit.resume(tmp_path / "runs" / "moved")
+    assert len(resumed.history) == 3

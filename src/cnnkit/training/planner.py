@@ -43,6 +43,7 @@ from cnnkit.training.events import Events, Planned
 from cnnkit.training.lrfind import LRFinding, run_rate
 from cnnkit.training.precheck import check_data, check_memory, check_model_size
 from cnnkit.training.recipe import Plan, finalize, resolve_config
+from cnnkit.training.split_checks import check_held_out, check_same_split
 from cnnkit.training.transfer import check_unfreeze
 
 
@@ -146,7 +147,7 @@ def _model(plan: Plan, splits: Splits, card: ModelCard | None, restart: Restart 
         raise CnnkitError(f"The data's classes have changed since {restart.run.root} "
                           "started; start a new run instead of --resume.")
     if restart is not None:
-        _check_same_split(restart.run, splits)
+        check_same_split(restart.run, splits)
     if card is not None and restart is None:
         model = _initial_model(plan, card, splits)
     else:
@@ -299,64 +300,13 @@ def _initial_model(plan: Plan, init: ModelCard, splits: Splits) -> torch.nn.Modu
         raise CnnkitError(f"--init-from {first} was trained on other classes ({why}); its "
                           "weights start only a run on the same classes. Train on the same "
                           "data, or start anew without --init-from.")
-    _check_held_out(first, splits, plan.config)
+    check_held_out(first, splits, plan.config)
     model, _ = load_model(first, plan.device)
     log.info(f"init: the weights of {first} ({init.info.get('mode', 'a run')} of "
              f"{plan.config.model}); input {plan.pre.img_size}x{plan.pre.img_size}x"
              f"{plan.pre.channels} as there")
     return model
 
-
-
-def _check_same_split(run: RunDir, splits: Splits) -> None:
-    """A resumed run's folder or CSV must split as it did (its split.json): files added or
-    removed since move images between the splits, so the resumed epochs would train on
-    another split and the test would hold images the first epochs trained on."""
-    doc, mine = run.read_split(), splits.listing()
-    if doc is None or mine is None:
-        return
-    changed = []
-    for name in ("train", "val", "test"):
-        was, now = doc.get(name) or [], mine.get(name) or []
-        if was != now:
-            changed.append(f"{name}: {len(was):,} -> {len(now):,} images" if len(was) != len(now)
-                           else f"{name}: other files")
-    if changed:
-        raise CnnkitError(f"The data of {run.root} changed since it started "
-                          f"({'; '.join(changed)}): resumed, it would split anew and test on "
-                          "images its first epochs trained on. Put the files back as its "
-                          "split.json lists them, or start a new run.")
-
-
-SPLIT_OPTIONS = ("seed", "val_fraction", "test_fraction")
-
-
-def _check_held_out(first: str, splits: Splits, config: TrainConfig) -> None:
-    """The --init-from run's training images (its split.json) must not be this run's
-    validation or test images: a folder or CSV split with another --seed or fractions
-    would test and validate the start on images it learnt, and the figures would look
-    held out without being so."""
-    start = RunDir(find_sidecar(first).parent)
-    doc, mine = start.read_split(), splits.listing()
-    if doc is None or mine is None:
-        return
-    learnt = {os.path.abspath(p) for p, _ in doc.get("train") or ()}
-    parts = []
-    for name, label in (("test", "test"), ("val", "validation")):
-        rows = mine.get(name) or ()
-        n = sum(os.path.abspath(p) in learnt for p, _ in rows)
-        if n:
-            parts.append(f"{n:,} of this run's {len(rows):,} {label} images")
-    if not parts:
-        return
-    saved = start.read_config() if start.config_path.is_file() else {}
-    differ = [f"--{k.replace('_', '-')} {saved[k]} there, {getattr(config, k)} here"
-              for k in SPLIT_OPTIONS if k in saved and saved[k] != getattr(config, k)]
-    why = "; ".join(differ) if differ else "its split of the images is not this run's"
-    raise CnnkitError(f"--init-from {first} trained on {' and '.join(parts)} ({why}), so "
-                      "they would not be held out: split as it did (its --seed, "
-                      "--val-fraction and --test-fraction), or start anew without "
-                      "--init-from.")
 
 
 def _drop_path(model: torch.nn.Module, cfg: TrainConfig) -> None:
