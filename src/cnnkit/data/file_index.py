@@ -14,13 +14,13 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from cnnkit.base.atomic import write_json
+from cnnkit.base.atomic import write_text
 from cnnkit.base.paths import cache_dir
 from cnnkit.data.cache import worker_pool
 from cnnkit.data.decode import (
@@ -187,6 +187,9 @@ def _load(path: Path) -> dict[str, FileFacts]:
 
 
 def _save(path: Path, facts: dict[str, FileFacts]) -> None:
+    """Compact JSON (no indent: the C encoder) of each entry's fields as they are (no
+    deep copy): a cache file, written whenever a file is new to the index."""
     # Names that are not UTF-8 never reach here: the scan skips them.
-    write_json(path, {"version": INDEX_VERSION,
-                      "files": {p: asdict(f) for p, f in facts.items()}})
+    write_text(path, json.dumps({"version": INDEX_VERSION,
+                                 "files": {p: vars(f) for p, f in facts.items()}},
+                                separators=(",", ":")))
