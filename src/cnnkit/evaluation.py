@@ -96,8 +96,8 @@ def unseen(imageset: ImageSet, run: RunDir, source: DataSource, include_seen: bo
     what = f"images {run.root} {how}: the same file contents as its split.json lists"
     if include_seen:
         log.warn(f"{seen:,} of the {n:,} images of {data} are {what}. They are counted "
-                 "(--include-seen), so the metrics read higher than on images it has not "
-                 "seen.")
+                 "(--include-seen): the metrics mix in images it learnt, so they do not "
+                 "measure how it does on new ones.")
         return imageset
     if seen == n:
         raise CnnkitError(f"All {n:,} images of {data} are {what}, so their metrics would "
