@@ -160,6 +160,7 @@ def test_a_copy_of_the_training_folder_is_known_by_its_contents(trained, make_tr
     err = capsys.readouterr().err
     assert "All 18 images" in err and "--include-seen" in err and len(err.splitlines()) == 1
     assert cnnkit.evaluate(str(run), str(tmp_path / "seen"), include_seen=True).n == 18
+    assert "18 of the 18 images" in capsys.readouterr().err
     # images it has never seen are all used, without a word
     new = make_tree(tmp_path / "new", per_class=4, size=20, seed=7)
     assert cnnkit.evaluate(str(run), str(new)).n == 12
