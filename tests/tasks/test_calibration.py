@@ -49,3 +49,20 @@ def test_log_probabilities_calibrate_as_their_logits_do():
 def test_fit_temperature_refuses_mismatched_inputs():
     with pytest.raises(ValueError, match="N labels"):
         fit_temperature(np.zeros((3, 2)), np.zeros(2, dtype=int))
+
+
+def test_a_validation_split_with_no_error_does_not_send_the_temperature_to_its_floor():
+    """A digits run right on all 100 validation images fitted T = 0.05 (the search's
+    floor): every held-out answer then read 100.0%, its wrong ones too (10 of 797).
+    With no error the NLL has no minimum; the mean top probability is instead set to
+    Laplace's (n + 1) / (n + 2)."""
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 1.0, (100, 10))
+    labels = logits.argmax(1)
+    logits[np.arange(100), labels] += 2.0  # all right, none by far
+    t = fit_temperature(logits, labels)
+    assert t > 0.06
+    top = np.exp(tempered(logits, t).max(1))
+    assert top.mean() == pytest.approx(101 / 102, abs=1e-4)
+    cal = calibrate(logits, labels)
+    assert cal.ece_after == pytest.approx(1 / 102, abs=1e-3)  # not a flawless 0.000

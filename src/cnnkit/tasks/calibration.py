@@ -49,7 +49,8 @@ def nll(scores: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 
 def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
     """The temperature that minimises the NLL of ``labels`` (class indices) under
-    ``scores`` ``(N, K)``: a bounded 1-D search on ``log T``."""
+    ``scores`` ``(N, K)``: a bounded 1-D search on ``log T``. When every top class is
+    right, the NLL has no minimum: see :func:`_rule_of_succession`."""
     from scipy.optimize import minimize_scalar
 
     scores = np.asarray(scores, dtype=np.float64)
@@ -58,9 +59,37 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
         raise ValueError(f"need scores (N, K) and N labels; got {scores.shape} and "
                          f"{labels.shape}")
     lo, hi = (math.log(t) for t in T_RANGE)
+    if (scores.argmax(1) == labels).all():
+        return _rule_of_succession(scores, len(labels))
     found = minimize_scalar(lambda u: nll(scores, labels, math.exp(u)), bounds=(lo, hi),
                             method="bounded", options={"xatol": 1e-4})
     return float(math.exp(found.x))
+
+
+def mean_confidence(scores: np.ndarray, temperature: float) -> float:
+    """The mean top probability of ``scores`` at ``temperature``."""
+    return float(np.exp(tempered(scores, temperature).max(1)).mean())
+
+
+def _rule_of_succession(scores: np.ndarray, n: int) -> float:
+    """The temperature for held-out images the model gets all right: there the NLL falls
+    on as ``T`` shrinks (every image at 100%, whatever the next one's chance of being
+    wrong), so the fit would end at the search's floor. Instead, the ``T`` at which the
+    mean top probability is Laplace's estimate of the accuracy after ``n`` right of
+    ``n``, ``(n + 1) / (n + 2)``."""
+    from scipy.optimize import brentq
+
+    lo, hi = (math.log(t) for t in T_RANGE)
+    target = (n + 1) / (n + 2)
+
+    def gap(u: float) -> float:
+        return mean_confidence(scores, math.exp(u)) - target
+
+    if gap(lo) <= 0:  # even the sharpest temperature is below it
+        return T_RANGE[0]
+    if gap(hi) >= 0:
+        return T_RANGE[1]
+    return float(math.exp(brentq(gap, lo, hi, xtol=1e-6)))
 
 
 @dataclass(frozen=True)
