@@ -281,6 +281,23 @@ def test_a_fraction_that_data_with_its_own_split_does_not_use_is_said(make_tree,
     assert "not used" not in capsys.readouterr().err
 
 
+def test_reading_every_image_names_no_fraction_flag(make_tree, tmp_path, capsys) -> None:
+    """cnnkit data info, check --labels/--near and data preview read every image (no
+    share held out) and warned '--test-fraction 0 is not used: shapes brings its own test
+    split' (or --val-fraction 0 for a val/ folder), flags the user never gave."""
+    root = tmp_path / "d"
+    for part in ("train", "val", "test"):
+        make_tree(root / part, per_class=4, size=16)
+    s = load_splits(str(root), _pre(), val_fraction=None, test_fraction=None)
+    assert s.val is not None and s.test is not None
+    b = load_splits("shapes:count=30,size=16", _pre(), val_fraction=None, test_fraction=None)
+    assert b.val is None and b.test is not None
+    assert "not used" not in capsys.readouterr().err
+    flat = make_tree(tmp_path / "flat", per_class=4, size=16)
+    whole = load_splits(str(flat), _pre(), val_fraction=None, test_fraction=None)
+    assert whole.val is None and whole.test is None and len(whole.train) == 12
+
+
 def test_a_per_class_larger_than_the_data_is_said(make_tree, tmp_path, capsys) -> None:
     """--per-class 100 on 8 images a class trained on all of them without a word."""
     root = make_tree(tmp_path / "d", per_class=10, size=16)

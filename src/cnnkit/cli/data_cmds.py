@@ -56,7 +56,7 @@ def info(data: str = typer.Argument(..., help="Folder, CSV or built-in set.")) -
     source = describe(data)
     pre = Preprocess(32, 3, (0.5,) * 3, (0.5,) * 3)
     log.set_quiet(True)
-    splits = load_splits(source, pre, val_fraction=0.0, test_fraction=0.0)
+    splits = load_splits(source, pre, val_fraction=None, test_fraction=None)
     log.set_quiet(False)
     log.info(f"{data}: {source.kind}" + (f" - {source.builtin.description}"
                                          if source.builtin else ""))

@@ -67,7 +67,7 @@ def load_data(data: str, pre: Preprocess | None = None
     quiet = log.silent()
     log.set_quiet(True)
     try:
-        splits = load_splits(source, pre, val_fraction=0.0, test_fraction=0.0)
+        splits = load_splits(source, pre, val_fraction=None, test_fraction=None)
     finally:
         log.set_quiet(quiet)
     if splits.train.multilabel:

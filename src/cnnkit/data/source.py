@@ -52,9 +52,10 @@ class DataSource:
         a CnnkitError when it is this kind but unusable."""
         raise NotImplementedError
 
-    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
-             seed: int) -> Parts:
-        """Decode and split: the training images, and validation and test images if any."""
+    def load(self, pre: Preprocess, *, val_fraction: float | None,
+             test_fraction: float | None, seed: int) -> Parts:
+        """Decode and split: the training images, and validation and test images if any.
+        A fraction of None holds nothing out and was not asked for (see :func:`own_split`)."""
         raise NotImplementedError
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
@@ -118,21 +119,24 @@ def decode_listing(listing: Listing, pre: Preprocess, progress: bool = True) -> 
                     crop_fraction=pre.img_size / pre.decode_size)
 
 
-def own_split(flag: str, fraction: float, spec: str, name: str, part: ImageSet) -> ImageSet:
+def own_split(flag: str, fraction: float | None, spec: str, name: str, part: ImageSet
+              ) -> ImageSet:
     """``part``, DATA's own ``name`` split, with a warning when ``flag`` (--val-fraction or
-    --test-fraction) was set to another share than the default: it draws nothing here."""
+    --test-fraction) was set to another share than the default: it draws nothing here.
+    None: no share was asked for (a command that reads every image), nothing to say."""
     from cnnkit.base.config import TrainConfig
 
     default = TrainConfig.__dataclass_fields__[flag[2:].replace("-", "_")].default
-    if fraction != default:
+    if fraction is not None and fraction != default:
         log.warn(f"{flag} {fraction:g} is not used: {spec} brings its own {name} split "
                  f"({len(part):,} images)")
     return part
 
 
-def split_off(part: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
-    """A stratified ``fraction`` of ``part`` held out (none when the fraction is 0)."""
-    if fraction <= 0:
+def split_off(part: ImageSet, fraction: float | None, seed: int
+              ) -> tuple[ImageSet, ImageSet | None]:
+    """A stratified ``fraction`` of ``part`` held out (none when the fraction is 0 or None)."""
+    if not fraction or fraction <= 0:
         return part, None
     keep, held = stratified_split(part.labels, [fraction], seed)
     return part.subset(keep), part.subset(held)

@@ -35,8 +35,8 @@ class BuiltinSource(DataSource):
         return cls(data.partition(":")[0], data, builtin=builtin,
                    options=tuple(sorted(options.items())))
 
-    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
-             seed: int) -> Parts:
+    def load(self, pre: Preprocess, *, val_fraction: float | None,
+             test_fraction: float | None, seed: int) -> Parts:
         """Built-in sets keep their native size (resized per batch)."""
         _, train, test = load_builtin(self.spec)
         if test is None:

@@ -31,8 +31,8 @@ class CsvSource(FileSource):
             raise CnnkitError(f"CSV file not found: {data}.")
         return cls(path.stem, data, root=path)
 
-    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
-             seed: int) -> Parts:
+    def load(self, pre: Preprocess, *, val_fraction: float | None,
+             test_fraction: float | None, seed: int) -> Parts:
         return load_csv(self.root, self.spec, pre, val_fraction, test_fraction, seed)
 
     def eval_set(self, pre: Preprocess, classes: tuple[str, ...]) -> ImageSet:
@@ -53,8 +53,8 @@ def csv_listings(csv: Path) -> dict[str, Listing]:
                                for p in parts if p != "train"}}
 
 
-def load_csv(csv: Path, spec: str, pre: Preprocess, val_fraction: float,
-             test_fraction: float, seed: int) -> Parts:
+def load_csv(csv: Path, spec: str, pre: Preprocess, val_fraction: float | None,
+             test_fraction: float | None, seed: int) -> Parts:
     """A CSV's train/val/test: its own split column's, the validation images drawn from
     the train rows where it has no val rows; else one stratified draw of both."""
     parts = csv_parts(csv)
@@ -93,10 +93,11 @@ def _train_rows(csv: Path, parts: tuple[str, ...]) -> Listing:
     return read_csv(csv, part="train")
 
 
-def split_whole(everything: ImageSet, val_fraction: float, test_fraction: float,
-                seed: int) -> Parts:
+def split_whole(everything: ImageSet, val_fraction: float | None,
+                test_fraction: float | None, seed: int) -> Parts:
     """One stratified draw of validation and test images from data that came whole."""
-    parts = stratified_split(everything.labels, [val_fraction, test_fraction], seed)
+    parts = stratified_split(everything.labels, [val_fraction or 0.0, test_fraction or 0.0],
+                             seed)
     train = everything.subset(parts[0])
     val = everything.subset(parts[1]) if len(parts[1]) else None
     test = everything.subset(parts[2]) if len(parts[2]) else None

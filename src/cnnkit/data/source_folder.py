@@ -53,8 +53,8 @@ class LabelledFolderSource(FileSource):
     def labels_file(self) -> Path:
         return self.root / LABELS_FILE
 
-    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
-             seed: int) -> Parts:
+    def load(self, pre: Preprocess, *, val_fraction: float | None,
+             test_fraction: float | None, seed: int) -> Parts:
         _tell_unlisted(self.root, tuple(p for listing in self.listings().values()
                                         for p in listing.paths))
         return load_csv(self.labels_file, str(self.labels_file), pre, val_fraction,
@@ -92,8 +92,8 @@ class FolderSource(FileSource):
         path = _folder(data)
         return None if path is None else cls(path.resolve().name, data, root=path)
 
-    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
-             seed: int) -> Parts:
+    def load(self, pre: Preprocess, *, val_fraction: float | None,
+             test_fraction: float | None, seed: int) -> Parts:
         listing = self.listings()["all"]
         check_classes(listing, self.spec)
         return split_whole(decode_listing(listing, pre), val_fraction, test_fraction, seed)
@@ -119,8 +119,8 @@ class SplitFolderSource(FileSource):
             return None
         return cls(path.resolve().name, data, root=path)
 
-    def load(self, pre: Preprocess, *, val_fraction: float, test_fraction: float,
-             seed: int) -> Parts:
+    def load(self, pre: Preprocess, *, val_fraction: float | None,
+             test_fraction: float | None, seed: int) -> Parts:
         dirs = split_dirs(self.root)
         listing = list_class_folders(dirs["train"])
         check_classes(listing, str(dirs["train"]))

@@ -94,12 +94,14 @@ def load_splits(
     data: str | DataSource,
     pre: Preprocess,
     *,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    val_fraction: float | None = 0.1,
+    test_fraction: float | None = 0.1,
     seed: int = 0,
     per_class: int | None = None,
 ) -> Splits:
-    """Load and split ``data``. Built-in sets keep their native size (resized per batch)."""
+    """Load and split ``data``. Built-in sets keep their native size (resized per batch).
+    Fractions of None hold nothing out, quietly: for commands that read every image by
+    DATA's own splits, where the flags they would name were never given."""
     source = data if isinstance(data, DataSource) else describe(data)
     train, val, test = source.load(pre, val_fraction=val_fraction,
                                    test_fraction=test_fraction, seed=seed)
@@ -109,7 +111,7 @@ def load_splits(
             log.info(f"--per-class {per_class:,}: no class has more training images (at "
                      f"most {most:,}), so all of them train")
         train = train.subset(take_per_class(train.labels, per_class, seed))
-        if val is not None and val_fraction > 0:
+        if val is not None and val_fraction:
             # Few-shot runs keep the same train:val proportion instead of a full val split.
             keep = max(1, math.ceil(per_class * val_fraction / (1 - val_fraction)))
             val = val.subset(take_per_class(val.labels, keep, seed))

@@ -41,7 +41,7 @@ def preview_images(data: str, img_size: int | None = None, images: int = 4, seed
     decode_size = img_size or (source.native_size or (source.builtin.default_img_size
                                                      if source.builtin else 128))
     pre = Preprocess(decode_size, channels, (0.0,) * channels, (1.0,) * channels)
-    splits = load_splits(source, pre, val_fraction=0.0, test_fraction=0.0, seed=seed)
+    splits = load_splits(source, pre, val_fraction=None, test_fraction=None, seed=seed)
     train = splits.train
     picks: list[int] = []
     for label in range(len(train.classes)):
