@@ -7,9 +7,11 @@ option) print one line and exit 2; nothing here holds logic that the API lacks.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -42,18 +44,31 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, ``docker stop``, ``kill``): a run stops as on Ctrl-C."""
 
 
+def sigterm_handler(received: list[int]) -> Callable[[int, object], None]:
+    """SIGTERM raises :class:`Terminated` in this process (noted in ``received``). A
+    process forked from it (a library's worker pool: cleanlab's, under check --labels)
+    inherits the handler; there SIGTERM is how the pool ends its workers, so it ends the
+    worker as it would have, quietly, instead of a 'Process ForkPoolWorker' traceback."""
+    pid = os.getpid()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        received.append(signum)
+        raise Terminated
+
+    return on_sigterm
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line. SIGTERM stops a run as Ctrl-C does (the last finished epoch
     kept, the resume command said) and exits 143, as a process stopped by SIGTERM does."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
     received: list[int] = []
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        received.append(signum)
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.signal(signal.SIGTERM, sigterm_handler(received))
     try:
         code = _main(argv)
     finally:
