@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnkit.cli import main
@@ -53,3 +54,31 @@ def test_export_refuses_a_folder_that_is_not_empty(tmp_path: Path,
     err = capsys.readouterr().err
     assert "not empty" in err and err.count("\n") == 1
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_export_a_multi_label_set_as_a_folder_with_labels_csv(tmp_path: Path) -> None:
+    """cnnkit data export fashion-mnist-mosaic ended in a traceback ('only one element
+    tensors can be converted to Python scalars') and left empty class folders behind."""
+    from cnnkit.data.sources import describe
+
+    out = tmp_path / "mos"
+    assert main(["data", "export", "fashion-mnist-mosaic:count=40,seed=1", str(out),
+                 "--split", "test"]) == 0
+    _, _, test = load_builtin("fashion-mnist-mosaic:count=40,seed=1")
+    folder = out / "test"
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == []
+    rows = (folder / "labels.csv").read_text().splitlines()
+    assert rows[0] == "path,labels" and len(rows) == 1 + len(test)
+    first = rows[1].split(",")
+    assert first[0] == "00001.png"
+    want = [test.classes[k] for k in torch.nonzero(test.labels[0] > 0.5).flatten()]
+    assert first[1].split("|") == want if want else first[1] == ""
+    assert np.array_equal(np.asarray(Image.open(folder / "00001.png")),
+                          test.images[0].permute(1, 2, 0).numpy().squeeze(-1))
+    source = describe(str(folder))
+    assert source.listings()["all"].multilabel
+    few = tmp_path / "few"
+    assert main(["data", "export", "fashion-mnist-mosaic:count=40,seed=1", str(few),
+                 "--split", "train", "--per-class", "1"]) == 0
+    listing = describe(str(few / "train")).listings()["all"]
+    assert len(listing.paths) <= len(listing.classes) + 1  # each adds a label not yet seen
