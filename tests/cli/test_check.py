@@ -45,3 +45,12 @@ def test_check_json_and_exit_2_when_it_cannot_be_trained_on(tmp_path: Path, caps
 def test_check_of_a_missing_folder_is_one_line(tmp_path: Path, capsys) -> None:
     assert main(["check", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.startswith("error: Data not found")
+
+
+def test_a_negative_examples_is_refused(tmp_path: Path, capsys) -> None:
+    """--examples -1 showed no file and said '... and 2 more' of a finding with one."""
+    root = _tree(tmp_path)
+    assert main(["check", str(root), "--img-size", "32", "--examples", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --examples is how many file names") and "-1" in err
+    assert err.count("\n") == 1

@@ -56,6 +56,9 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
 
     if fmt not in ("text", "json"):
         raise CnnkitError(f"--format must be text or json. Received: {fmt!r}")
+    if examples < 0:
+        raise CnnkitError(f"--examples is how many file names to show per finding (0 or "
+                          f"more; --format json lists all). Received: {examples}")
     source = describe(data)
     size = img_size or _default_size(source)
     if write_csv and not labels:
