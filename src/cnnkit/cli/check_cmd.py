@@ -69,6 +69,12 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
         raise CnnkitError(f"{data} is a built-in set: its images are not files a CSV can "
                           "list. Write it out first (cnnkit data export NAME FOLDER) and "
                           "check the folder.")
+    if labels:
+        from cnnkit.curate.labels import check_csv_name, check_fold_count
+
+        check_fold_count(folds)
+        if write_csv:
+            check_csv_name(write_csv, data)
     result = audit(source, img_size=size, progress=fmt == "text")
     if (labels or near) and result.trainable:
         from cnnkit.cli.knowing import knowing_checks

@@ -89,10 +89,15 @@ class LabelCheck:
                 "issues": [i.to_dict() for i in self.issues]}
 
 
-def check_folds(labels: np.ndarray, classes: tuple[str, ...], folds: int) -> None:
-    """One clear line when the data cannot be cut into ``folds`` parts per class."""
+def check_fold_count(folds: int) -> None:
+    """--folds below 2 cuts nothing out (checked before any image is read)."""
     if folds < 2:
         raise CnnkitError(f"--folds must be at least 2. Received: {folds}")
+
+
+def check_folds(labels: np.ndarray, classes: tuple[str, ...], folds: int) -> None:
+    """One clear line when the data cannot be cut into ``folds`` parts per class."""
+    check_fold_count(folds)
     if len(labels) < folds:
         raise CnnkitError(f"{len(labels)} image(s) are fewer than the {folds} folds the "
                           "out-of-fold probabilities need. Add images, or pass a smaller "
@@ -105,6 +110,18 @@ def check_folds(labels: np.ndarray, classes: tuple[str, ...], folds: int) -> Non
                           f"the {folds} folds (the smallest has {n}): each fold's head must "
                           "see every class. Add images to them, or pass --folds "
                           f"{max(2, n)}" + ("." if n >= 2 else " after adding some."))
+
+
+def check_csv_name(path: str | os.PathLike, source: str) -> None:
+    """One clear line when ``--write-csv`` cannot name the relabelled CSV: not a .csv
+    name, or the data's own CSV (checked before any image is read)."""
+    target = Path(path)
+    if os.path.exists(source) and Path(source).is_file() \
+            and Path(source).resolve() == target.resolve():
+        raise CnnkitError(f"--write-csv {path} is the data's own CSV: cnnkit never changes "
+                          "the source labels. Write the relabelled CSV to another file.")
+    if target.suffix.lower() != ".csv":
+        raise CnnkitError(f"--write-csv takes a .csv file name. Received: {str(path)!r}")
 
 
 def out_of_fold(codes: np.ndarray, labels: np.ndarray, num_classes: int, folds: int = FOLDS,
@@ -205,12 +222,7 @@ def write_fixed_csv(check: LabelCheck, coded: Coded, path: str | os.PathLike,
         raise CnnkitError(f"{source} is a built-in set: its images are not files a CSV can "
                           "list. Write it out first (cnnkit data export NAME FOLDER) and "
                           "check the folder.")
-    if os.path.exists(source) and Path(source).is_file() \
-            and Path(source).resolve() == target.resolve():
-        raise CnnkitError(f"--write-csv {path} is the data's own CSV: cnnkit never changes "
-                          "the source labels. Write the relabelled CSV to another file.")
-    if target.suffix.lower() != ".csv":
-        raise CnnkitError(f"--write-csv takes a .csv file name. Received: {str(path)!r}")
+    check_csv_name(path, source)
     fixed = {i.index: i.likely for i in check.wrong}
     base = target.resolve().parent
     with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
