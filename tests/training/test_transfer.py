@@ -348,6 +348,8 @@ def test_unfreeze_up_to_the_models_blocks_passes() -> None:
                           "fine-tune a pretrained model."),
     (["--head-epochs", "1", "--mode", "scratch"],
      "--head-epochs shapes the phases of --mode fine-tune, and this run is --mode scratch: "),
+    (["--lr-decay", "0.5", "--unfreeze", "1", "--head-epochs", "1"],
+     "error: --unfreeze, --head-epochs and --lr-decay shape the phases of --mode fine-tune"),
 ])
 def test_fine_tune_options_on_a_scratch_run_are_one_line(tmp_path: Path, capsys, options,
                                                          message: str) -> None:

@@ -132,7 +132,8 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
         raise CnnkitError("--bn-stats update re-estimates batch norm while the base trains, "
                           "and --mode features never trains the base. Drop --bn-stats, or "
                           "use --mode fine-tune.")
-    _fine_tune_only(config, mode, arch.name)
+    if card is None:  # a resumed run's options were checked when it started
+        _fine_tune_only(config, mode, arch.name)
 
     if info.channels is not None:
         channels = info.channels
@@ -254,18 +255,22 @@ def _warn_mirrored(config: TrainConfig, mirror: str) -> None:
 
 
 def _fine_tune_only(config: TrainConfig, mode: str, model: str) -> None:
-    """--unfreeze and --head-epochs shape a fine-tune's phases; any other mode would drop
-    them without a word."""
+    """--unfreeze, --head-epochs and --lr-decay shape a fine-tune's phases; any other mode
+    would drop them without a word."""
+    default = TrainConfig.__dataclass_fields__["lr_decay"].default
     given = [flag for flag, value in (("--unfreeze", config.unfreeze != "all"),
-                                      ("--head-epochs", bool(config.head_epochs))) if value]
+                                      ("--head-epochs", bool(config.head_epochs)),
+                                      ("--lr-decay", config.lr_decay != default)) if value]
     if mode == "fine-tune" or not given:
         return
+    start = "its --weights" if config.weights else "random weights"
     how = ("its head is fitted to a base that never trains" if mode == "features" else
-           f"{model} trains every layer from random weights")
+           f"{model} trains every layer from {start}")
     auto = " (auto: the model has no pretrained weights)" if config.mode == "auto" else ""
-    raise CnnkitError(f"{' and '.join(given)} shape{'s' if len(given) == 1 else ''} the "
+    named = " and ".join(given) if len(given) < 3 else f"{given[0]}, {given[1]} and {given[2]}"
+    raise CnnkitError(f"{named} shape{'s' if len(given) == 1 else ''} the "
                       f"phases of --mode fine-tune, and this run is --mode {mode}{auto}: "
-                      f"{how}. Drop {' and '.join(given)}, or fine-tune a pretrained model.")
+                      f"{how}. Drop {named}, or fine-tune a pretrained model.")
 
 
 def _need_validation(cfg: TrainConfig) -> None:
