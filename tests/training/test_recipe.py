@@ -93,3 +93,24 @@ def test_mirrors_asked_for_on_classes_a_mirror_changes_are_said(capsys, options,
     resolve_config(TrainConfig(data="fashion-mnist", model="lenet5", **options))
     resolve_config(TrainConfig(data="digits", model="lenet5"))  # auto leaves flip out
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"lr": 0.1}, "--lr shapes"),
+    ({"weight_decay": 0.0, "schedule": "cosine"}, "--weight-decay and --schedule shape"),
+    ({"patience": 2, "warmup_epochs": 1.0, "optimizer": "sgd"},
+     "--warmup-epochs, --patience and --optimizer shape"),
+    ({"label_smoothing": 0.0}, "--label-smoothing shapes"),
+])
+def test_options_of_stepped_training_on_a_features_run_are_one_line(options, named) -> None:
+    """--lr 0.1 --mode features was dropped without a word: its head is one L-BFGS solve."""
+    from cnnkit.base.errors import CnnkitError
+
+    with pytest.raises(CnnkitError) as caught:
+        resolve_config(TrainConfig("shapes:count=30,size=32", model="efficientnet_lite0",
+                                   mode="features", **options))
+    assert str(caught.value).startswith(
+        f"{named} training by steps, and --mode features fits its head in one L-BFGS solve "
+        "with a fixed L2 strength (no learning rate, schedule or early stopping). Drop ")
+    resolve_config(TrainConfig("shapes:count=30,size=32", model="efficientnet_lite0",
+                               mode="features"))

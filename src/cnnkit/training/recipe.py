@@ -134,6 +134,8 @@ def resolve_config(config: TrainConfig, card: ModelCard | None = None,
                           "use --mode fine-tune.")
     if card is None:  # a resumed run's options were checked when it started
         _fine_tune_only(config, mode, arch.name)
+        if mode == "features":
+            _no_steps(config)
 
     if info.channels is not None:
         channels = info.channels
@@ -252,6 +254,27 @@ def _warn_mirrored(config: TrainConfig, mirror: str) -> None:
         log.warn(f"--tta averages each test image's scores with its mirror's, and {mirror}: "
                  "a mirrored image may show another class, so the test figures may be "
                  "lower than without --tta")
+
+
+def _no_steps(config: TrainConfig) -> None:
+    """--mode features fits its head in one full-batch L-BFGS solve with a fixed L2 (as
+    scikit-learn's LogisticRegression), so the options of stepped training would be
+    dropped without a word."""
+    defaults = {f: TrainConfig.__dataclass_fields__[f].default
+                for f in ("optimizer", "schedule", "label_smoothing")}
+    given = [f"--{name.replace('_', '-')}" for name, value in (
+        ("lr", isinstance(config.lr, (int, float))), ("weight_decay", config.weight_decay
+                                                      is not None),
+        ("warmup_epochs", config.warmup_epochs is not None), ("patience", config.patience),
+        *((name, getattr(config, name) != value) for name, value in defaults.items()))
+        if value]
+    if given:
+        named = " and ".join(given) if len(given) < 3 else \
+            ", ".join(given[:-1]) + f" and {given[-1]}"
+        raise CnnkitError(f"{named} shape{'s' if len(given) == 1 else ''} training by steps, "
+                          "and --mode features fits its head in one L-BFGS solve with a fixed "
+                          "L2 strength (no learning rate, schedule or early stopping). Drop "
+                          f"{named}, or use --mode fine-tune.")
 
 
 def _fine_tune_only(config: TrainConfig, mode: str, model: str) -> None:
