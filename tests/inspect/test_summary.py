@@ -81,6 +81,35 @@ def test_grouping_shared_and_unused_layers() -> None:
     assert any("did not run through" in n for n in s.notes)
 
 
+def test_grouping_a_part_whose_children_are_called_one_by_one() -> None:
+    """A wrapper that runs its backbone's children itself (as a features-mode run's model
+    does) never calls the backbone as a module: depth 1 still shows it as one row."""
+    class Backbone(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1)
+            self.body = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = Backbone()
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.net.body(self.net.stem(x))  # never self.net(x)
+            return self.fc(x.mean((2, 3)))
+
+    model = Wrapper()
+    s = summary(model, (3, 8, 8), depth=1)
+    assert [r.name for r in s.rows] == ["net", "fc"]
+    net = s.rows[0]
+    assert net.params == sum(p.numel() for p in model.net.parameters())
+    assert net.output_shape == (6, 4, 4)  # what its last layer passed on
+    assert net.macs == 8 * 8 * 4 * 27 + 4 * 4 * 6 * 9 * 4
+    assert not s.notes  # every parameter ran
+
+
 def test_model_arguments_specs_yaml_and_runs(tmp_path) -> None:
     spec = model_to_inspect("conv32k3-pool2-dense128", img_size=32, channels=3)
     assert spec.input_shape == (3, 32, 32) and spec.classes == 10

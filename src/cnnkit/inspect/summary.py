@@ -185,7 +185,7 @@ def summary(model: nn.Module, input_size: int | tuple[int, ...] = 224, *,
                                  trainable, call.macs, param_formula(call.module)
                                  if call.first_call else "shared"))
     else:
-        rows = _grouped(calls, depth, counted)
+        rows = _grouped(calls, depth, counted, dict(model.named_modules()))
     all_total, all_trainable = _count(model.parameters(), set())
     notes = []
     unused = all_total - sum(r.params for r in rows)
@@ -196,7 +196,8 @@ def summary(model: nn.Module, input_size: int | tuple[int, ...] = 224, *,
                    model_name, tuple(notes))
 
 
-def _grouped(calls: list[_Call], depth: int, counted: set[int]) -> list[LayerRow]:
+def _grouped(calls: list[_Call], depth: int, counted: set[int],
+             modules: dict[str, nn.Module]) -> list[LayerRow]:
     if depth < 1:
         raise CnnkitError(f"depth must be 1 or more. Received: {depth}")
     rows: list[LayerRow] = []
@@ -209,6 +210,11 @@ def _grouped(calls: list[_Call], depth: int, counted: set[int]) -> list[LayerRow
         if not call.name or any(within(call.name, g) for g in inside):
             continue
         level = call.name.count(".") + 1
+        if level > depth:  # in a part never called as a module (its owner runs its children)
+            rows.append(_uncalled_group(".".join(call.name.split(".")[:depth]), calls,
+                                        counted, modules))
+            inside.append(rows[-1].name)
+            continue
         is_group = level == depth and any(True for _ in call.module.children())
         if not (is_group or (_is_row(call.module) and level <= depth)):
             continue
@@ -224,3 +230,15 @@ def _grouped(calls: list[_Call], depth: int, counted: set[int]) -> list[LayerRow
         rows.append(LayerRow(call.name, type(call.module).__name__, call.output, total,
                              trainable, macs, formula))
     return rows
+
+
+def _uncalled_group(group: str, calls: list[_Call], counted: set[int],
+                    modules: dict[str, nn.Module]) -> LayerRow:
+    """The row of a part whose layers ran one by one: its parameters, the multiply-adds of
+    its layers and the output of the last of them."""
+    members = [c for c in calls if c.name.startswith(group + ".")]
+    module = modules[group]
+    total, trainable = _count(module.parameters(), counted)
+    output = next((c.output for c in reversed(members) if c.output), ())
+    return LayerRow(group, type(module).__name__, output, total, trainable,
+                    sum(c.macs for c in members), param_formula(module))
