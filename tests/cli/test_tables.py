@@ -34,3 +34,24 @@ def test_a_probability_just_under_a_threshold_never_reads_as_the_threshold(capsy
     cut = {"cat": 0.9, "dog": 0.5}
     print_label_sets([LabelSet("a.png", [], [("cat", 0.89996), ("dog", 0.1)], cut)], 0.9)
     assert "cat 89.9%" in capsys.readouterr().out  # rounded, 90.0% beside 'p >= 0.9'
+
+
+def test_a_class_with_no_image_shows_no_made_up_scores(capsys) -> None:
+    """A class absent from the evaluated data has no recall: the table says '-', not a
+    0.0000 that reads as 'every image of it missed', and says why."""
+    import torch
+
+    from cnnkit.cli.tables import print_eval
+    from cnnkit.tasks.metrics import compute
+
+    truth = [0, 0, 2, 2]
+    scores = torch.full((4, 3), -5.0)
+    scores[torch.arange(4), torch.tensor(truth)] = 0.0
+    print_eval(compute(scores.log_softmax(1), torch.tensor(truth), ("cat", "coffee", "rocket")))
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    coffee = next(line for line in out.splitlines() if "coffee" in line and "│" in line)
+    assert [cell.strip() for cell in coffee.split("│")[2:6]] == ["-", "-", "-", "0"]
+    macro = next(line for line in out.splitlines() if "macro avg" in line)
+    assert "1.0000" in macro and "0.6667" not in macro
+    assert "No image of coffee in this data" in " ".join(out.split())

@@ -24,6 +24,8 @@ def print_eval(result: EvalResult | MultiLabelResult) -> None:
     if hasattr(result, "map_macro"):
         _print_multilabel_eval(result)
         return
+    from cnnkit.tasks.metrics import class_cells
+
     con = log.console()
     tops = "  ".join(f"top-{k}: {v:.2%}" for k, v in result.top_k.items())
     con.print(f"{result.n:,} images   accuracy: {result.accuracy:.2%}   {tops}   "
@@ -32,12 +34,17 @@ def print_eval(result: EvalResult | MultiLabelResult) -> None:
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for row in result.per_class:
-        table.add_row(escape(row["class"]), f"{row['precision']:.4f}", f"{row['recall']:.4f}",
-                      f"{row['f1']:.4f}", str(row["support"]))
+        table.add_row(escape(row["class"]), *class_cells(row), str(row["support"]))
     for name, avg in (("macro avg", result.macro), ("weighted avg", result.weighted)):
         table.add_row(name, f"{avg['precision']:.4f}", f"{avg['recall']:.4f}",
                       f"{avg['f1']:.4f}", str(result.n), style="bold")
     con.print(table)
+    absent = [row["class"] for row in result.per_class if not row["support"]]
+    if absent and result.n:
+        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5
+                                         else "")
+        log.info(f"No image of {shown} in this data: its recall is undefined ('-') and the "
+                 "macro average leaves out a class with no image and no answer.")
     cm = Table(title="confusion matrix (rows: true class, columns: predicted class number)",
                title_justify="left")
     cm.add_column("true class")

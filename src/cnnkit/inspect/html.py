@@ -202,9 +202,10 @@ def render_report(run: RunDir, config: dict[str, Any], rows: list[dict[str, Any]
     multi = sections is not None
     per_class = ""
     if metrics is not None and not multi:
+        from cnnkit.tasks.metrics import class_cells
+
         per_class = _table(["class", "precision", "recall", "F1", "support"],
-                           [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}",
-                             f"{r['f1']:.4f}", r["support"]]
+                           [[r["class"], *class_cells(r), r["support"]]
                             for r in metrics["per_class"]], {1, 2, 3, 4})
     fig = card.task.figure
     epochs_table = _table(

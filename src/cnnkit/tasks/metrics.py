@@ -60,14 +60,30 @@ def compute(log_probs: torch.Tensor, labels: torch.Tensor, classes: tuple[str, .
     index = list(range(k_max))
     p, r, f, s = precision_recall_fscore_support(y.numpy(), pred.numpy(), labels=index,
                                                  zero_division=0)
+    answered = np.bincount(pred.numpy(), minlength=k_max)
     per_class = [{"class": c, "precision": float(p[i]), "recall": float(r[i]),
-                  "f1": float(f[i]), "support": int(s[i])} for i, c in enumerate(classes)]
+                  "f1": float(f[i]), "support": int(s[i]), "predicted": int(answered[i])}
+                 for i, c in enumerate(classes)]
+    # Averages over the classes in the data or the answers (scikit-learn's own default):
+    # a class with no image and no answer has nothing to measure, and a 0 for it would
+    # pull the macro average down.
+    seen = [i for i in index if s[i] or answered[i]] or index
     avg = {}
     for how in ("macro", "weighted"):
-        pa, ra, fa, _ = precision_recall_fscore_support(y.numpy(), pred.numpy(), labels=index,
+        pa, ra, fa, _ = precision_recall_fscore_support(y.numpy(), pred.numpy(), labels=seen,
                                                         average=how, zero_division=0)
         avg[how] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
     cm = confusion_matrix(y.numpy(), pred.numpy(), labels=index).tolist()
     return EvalResult(classes, len(y), loss, (pred == y).float().mean().item() if len(y) else 0.0,
                       top, per_class, avg["macro"], avg["weighted"], cm, pred.numpy(),
                       y.numpy(), lp.exp().numpy())
+
+
+def class_cells(row: dict[str, Any]) -> list[str]:
+    """A class's precision, recall and F1 as table cells: '-' where the data gives nothing
+    to measure (recall without an image of the class; all three without an answer either)."""
+    if row["support"]:
+        return [f"{row[k]:.4f}" for k in ("precision", "recall", "f1")]
+    if row.get("predicted", 0):  # answered, never right: precision 0
+        return [f"{row['precision']:.4f}", "-", f"{row['f1']:.4f}"]
+    return ["-", "-", "-"]
