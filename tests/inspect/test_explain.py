@@ -62,6 +62,18 @@ def test_explain_command(model_file: Path, shapes_tree: Path, tmp_path: Path, ca
                  "--out", str(out)]) == 2
 
 
+def test_an_onnx_export_is_refused_for_the_run_folder(model_file: Path, shapes_tree: Path,
+                                                     tmp_path: Path, capsys) -> None:
+    """explain has no --backend: the refusal names the model it needs, not an option."""
+    image = next((shapes_tree / "circle").iterdir())
+    onnx = model_file.parent / "model.onnx"
+    onnx.write_bytes(b"not read")
+    assert main(["explain", str(onnx), str(image), "--out", str(tmp_path / "o")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--backend" not in err and "PyTorch model" in err
+    assert f"pass the run folder or model.json ({model_file.parent})" in err
+
+
 def test_class_names_by_name_number_or_synonym() -> None:
     classes = ("tabby, tabby cat", "tiger cat", "espresso")
     assert class_index(classes, "Tiger Cat") == 1

@@ -132,9 +132,11 @@ def explain(
     """Grad-CAM heat map, feature maps and first-layer filters for one image, as PNGs."""
     from cnnkit.base import log
     from cnnkit.inspect.explain import explain as run_explain
+    from cnnkit.inspect.resolve import refuse_onnx
     from cnnkit.runtime.inputs import expand_inputs
     from cnnkit.runtime.predict import load_predictor
 
+    refuse_onnx(model, "explain", "Grad-CAM takes gradients through it")
     files = expand_inputs([image])
     if len(files) != 1:
         raise CnnkitError(f"explain takes one image; {image!r} gives {len(files)}.")

@@ -28,6 +28,17 @@ class Inspected:
     source: str  # "run" | "registered" | "spec"
 
 
+def refuse_onnx(arg: str, command: str, needs: str) -> None:
+    """Refuse an ONNX export where a PyTorch model is needed, naming what to pass."""
+    path = Path(os.path.expanduser(arg))
+    if path.suffix.lower() != ".onnx":
+        return
+    beside = path.parent / "model.json"
+    where = f" ({path.parent})" if beside.is_file() else ""
+    raise CnnkitError(f"{arg} is an ONNX export; {command} needs the PyTorch model ({needs}): "
+                      f"pass the run folder or model.json{where} it was exported from.")
+
+
 def _is_model_path(arg: str) -> bool:
     p = Path(os.path.expanduser(arg))
     return p.is_dir() or (p.is_file() and p.suffix in (".json", ".safetensors"))
