@@ -110,6 +110,22 @@ def test_grouping_a_part_whose_children_are_called_one_by_one() -> None:
     assert not s.notes  # every parameter ran
 
 
+def test_a_file_that_is_no_model_is_named_as_such(tmp_path, capsys) -> None:
+    """An ONNX export or a run's CSV is a file that exists: not an 'unknown model name'."""
+    (tmp_path / "model.json").write_text("{}")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not read")
+    assert main(["summary", str(onnx)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Unknown model" not in err and "is an ONNX export" in err
+    assert f"pass the run folder or model.json ({tmp_path})" in err
+    table = tmp_path / "metrics.csv"
+    table.write_text("epoch\n1\n")
+    assert main(["summary", str(table)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Unknown model" not in err and f"{table} is not a model" in err
+
+
 def test_model_arguments_specs_yaml_and_runs(tmp_path) -> None:
     spec = model_to_inspect("conv32k3-pool2-dense128", img_size=32, channels=3)
     assert spec.input_shape == (3, 32, 32) and spec.classes == 10

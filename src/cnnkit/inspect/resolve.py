@@ -54,6 +54,16 @@ class Stack:
     classes: int
 
 
+def _check_file(arg: str) -> None:
+    """A file given as the model must be one a summary can read."""
+    refuse_onnx(arg, "summary", "it traces the layers of a forward pass")
+    path = Path(os.path.expanduser(arg))
+    if path.is_file() and path.suffix.lower() not in (".json", ".safetensors", ".yaml", ".yml"):
+        raise CnnkitError(f"{arg} is not a model: pass a run folder, a model.json or "
+                          ".safetensors file, a registered name (`cnnkit models`), a layer "
+                          "spec such as 'conv32k3-pool2-dense128' or a .yaml file.")
+
+
 def _check_sizes(img_size: int | None, channels: int | None, classes: int | None) -> None:
     for flag, value in (("--img-size", img_size), ("--channels", channels),
                         ("--classes", classes)):
@@ -67,6 +77,7 @@ def stack_to_inspect(arg: str, img_size: int | None = None, channels: int | None
                      classes: int | None = None) -> Stack | None:
     """``arg`` as a layer stack (a registered stack, a spec or a .yaml file), or None when
     it names a saved model or another kind of model."""
+    _check_file(arg)
     _check_sizes(img_size, channels, classes)
     if _is_model_path(arg):
         return None
@@ -83,6 +94,7 @@ def stack_to_inspect(arg: str, img_size: int | None = None, channels: int | None
 def model_to_inspect(arg: str, img_size: int | None = None, channels: int | None = None,
                      classes: int | None = None) -> Inspected:
     """The model ``arg`` names, built with random weights unless it is a saved model."""
+    _check_file(arg)
     _check_sizes(img_size, channels, classes)
     if _is_model_path(arg):
         from cnnkit.artifacts.modelfile import load_model
