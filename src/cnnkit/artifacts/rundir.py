@@ -54,6 +54,10 @@ class RunDir:
     @classmethod
     def open(cls, root: str | os.PathLike) -> RunDir:
         run = cls(root)
+        if run.root.is_file():
+            what = f"the run folder it is in ({run.root.parent})" if \
+                (run.root.parent / "config.json").is_file() else "a folder made by `cnnkit train`"
+            raise CnnkitError(f"{run.root} is a file, not a run folder: pass {what}.")
         if not run.root.is_dir():
             raise CnnkitError(f"Run folder not found: {run.root}.")
         if not run.config_path.is_file():
