@@ -100,6 +100,12 @@ def test_kernels_and_padding_are_read_carefully() -> None:
         convolve(np.zeros((8, 8)), np.ones((3, 3)), pool="min")
 
 
+@pytest.mark.parametrize("entry", ["1e400", "-1e400", "1/0", "1e300/1e-300"])
+def test_a_kernel_entry_that_is_no_finite_number_is_named(entry: str) -> None:
+    with pytest.raises(CnnkitError, match=f"Cannot read {entry!r} in kernel"):
+        parse_kernel(f"1,{entry};0,1")
+
+
 def test_convolve_command_draws_and_prints(photo, tmp_path, capsys) -> None:
     path, _ = photo
     out = tmp_path / "edges.png"

@@ -9,6 +9,7 @@ kernel slides over the image without being flipped.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,17 +52,30 @@ def parse_kernel(spec: str) -> tuple[str, np.ndarray]:
     values: list[list[float]] = []
     for row in rows:
         cells = row.split(",")
-        bad = [c for c in cells if not _NUMBER.match(c)]
+        numbers = [_entry(c) for c in cells]
+        bad = [c for c, v in zip(cells, numbers) if v is None]
         if bad:
-            raise CnnkitError(f"Cannot read {bad[0]!r} in kernel {spec!r}; entries are numbers "
-                              "such as 1, -0.5 or 1/9, separated by ',' with rows split by ';'.")
-        values.append([float(Fraction(c)) if "/" in c else float(c) for c in cells])
+            raise CnnkitError(f"Cannot read {bad[0]!r} in kernel {spec!r}; entries are finite "
+                              "numbers such as 1, -0.5 or 1/9, separated by ',' with rows split "
+                              "by ';'.")
+        values.append([float(v) for v in numbers if v is not None])
     widths = {len(r) for r in values}
     if len(widths) != 1:
         raise CnnkitError(f"Kernel {spec!r} has rows of different lengths "
                           f"({', '.join(str(len(r)) for r in values)}); every row needs as "
                           "many numbers.")
     return "custom", np.array(values, dtype=np.float64)
+
+
+def _entry(cell: str) -> float | None:
+    """One kernel entry, or None where it is no finite number ('1e400', '1/0')."""
+    if not _NUMBER.match(cell):
+        return None
+    try:
+        value = float(Fraction(cell)) if "/" in cell else float(cell)
+    except (ZeroDivisionError, OverflowError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def parse_padding(padding: str | int, kernel_shape: tuple[int, int]) -> tuple[int, int]:
