@@ -106,6 +106,22 @@ def test_a_kernel_entry_that_is_no_finite_number_is_named(entry: str) -> None:
         parse_kernel(f"1,{entry};0,1")
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--size", "0"], "--size must be 1 or more. Received: 0"),
+    (["--size", "-5"], "--size must be 1 or more. Received: -5"),
+    (["--padding", "100000"], "--padding 100000 is wider than the 40x60 image"),
+    (["--pool", "max", "--pool-stride", "0"], "must be 1 or more. Received: 2, 0"),
+])
+def test_numbers_out_of_range_get_one_line(photo, tmp_path, capsys, flags: list[str],
+                                           message: str) -> None:
+    """No traceback, no 299 GiB allocation, no stride 0 silently read as the default."""
+    path, _ = photo
+    assert main(["convolve", str(path), *flags, "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err
+    assert not (tmp_path / "c.png").exists()
+
+
 def test_convolve_command_draws_and_prints(photo, tmp_path, capsys) -> None:
     path, _ = photo
     out = tmp_path / "edges.png"

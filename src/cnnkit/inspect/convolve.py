@@ -172,6 +172,10 @@ def convolve(image: np.ndarray, kernel: np.ndarray, *, filter_name: str = "custo
     h, w = image.shape
     kh, kw = kernel.shape
     ph, pw = padding
+    if ph > max(h, kh) or pw > max(w, kw):  # beyond both, padding adds windows of zeros
+        raise CnnkitError(f"--padding {max(ph, pw)} is wider than the {h}x{w} image; "
+                          f"{max(kh, kw) - 1} already lets the {kh}x{kw} kernel reach every "
+                          "pixel.")
     if out_size(h, kh, stride, ph) < 1 or out_size(w, kw, stride, pw) < 1:
         raise CnnkitError(f"A {kh}x{kw} kernel does not fit a {h}x{w} image with padding "
                           f"{ph}; use a larger image or more padding.")
@@ -185,7 +189,7 @@ def convolve(image: np.ndarray, kernel: np.ndarray, *, filter_name: str = "custo
     if pool not in (None, "", "none"):
         if pool not in ("max", "avg"):
             raise CnnkitError(f"--pool takes max or avg. Received: {pool!r}")
-        pstride = pool_stride or pool_size
+        pstride = pool_size if pool_stride is None else pool_stride
         if pool_size < 1 or pstride < 1:
             raise CnnkitError(f"--pool-size and --pool-stride must be 1 or more. Received: "
                               f"{pool_size}, {pstride}")
@@ -204,6 +208,8 @@ def load_grey(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """An image file as a 2-D float array in 0..1 (through cnnkit's one decoder)."""
     from cnnkit.data.decode import CorruptImageError, decode
 
+    if size is not None and size < 1:
+        raise CnnkitError(f"--size must be 1 or more. Received: {size}")
     if not os.path.isfile(path):
         raise CnnkitError(f"Image not found: {path}.")
     try:
