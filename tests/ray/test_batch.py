@@ -217,3 +217,21 @@ def test_a_gpu_worker_gets_the_unknown_rule_s_feature_statistics(calibrated) -> 
     shipped = ship(calibrated, "cuda")
     assert set(shipped.files) == {"model.json", "model.safetensors",
                                   "model.unknown.safetensors"}
+
+
+def test_an_onnx_export_given_as_the_model_is_shipped_to_cpu_workers(trained,
+                                                                      tmp_path: Path) -> None:
+    """`cnnkit predict runs/x/model.onnx --ray` was refused as 'not a cnnkit model',
+    though `cnnkit predict` reads that file; CPU workers now run it as given."""
+    from cnnkit.export.onnx import export_model
+    from cnnkit.ray.batch import ship
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    onnx = export_model(str(run), out=run / "model.onnx", check=[str(trained[1])]).path
+    shipped = ship(onnx, "cpu")
+    assert shipped.main == "model.onnx"
+    assert shipped.files == {"model.onnx": onnx.read_bytes()}
+    assert shipped.card.classes == cnnkit.load(str(run)).classes
+    with pytest.raises(CnnkitError, match="ONNX export, which --ray runs on CPU workers"):
+        ship(onnx, "cuda")

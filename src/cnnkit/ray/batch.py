@@ -79,6 +79,8 @@ class FolderSummary:
 def ship(model: str | os.PathLike, device: str) -> ShippedModel:
     """The model's files as bytes, read here (so workers need not see the run folder):
     the ONNX export (made once and cached, as ``cnnkit predict`` does) for CPU actors."""
+    if Path(model).suffix.lower() == ".onnx":
+        return _ship_onnx(model, device)
     if os.path.exists(model):
         _single_label(read_card(model)[0].task.name, model)
     if device == "cpu":
@@ -98,6 +100,19 @@ def ship(model: str | os.PathLike, device: str) -> ShippedModel:
         if stats.is_file():
             files[stats.name] = stats.read_bytes()
     return ShippedModel(card, files, sidecar.name)
+
+
+def _ship_onnx(model: str | os.PathLike, device: str) -> ShippedModel:
+    """An ONNX file ``cnnkit export`` made, given as the model: CPU actors run it as it is
+    (float or int8, checked as ``cnnkit predict`` checks it)."""
+    if device != "cpu":
+        raise CnnkitError(f"{model} is an ONNX export, which --ray runs on CPU workers; for "
+                          "the cluster's GPUs pass the run folder it was exported from (or "
+                          "--device cpu).")
+    clf = load_predictor(str(model), "cpu", "auto")
+    _single_label(clf.task.name, model)
+    path = Path(clf.backend.path)
+    return ShippedModel(clf.card, {path.name: path.read_bytes()}, path.name)
 
 
 def _single_label(task: str, model: str | os.PathLike) -> None:
