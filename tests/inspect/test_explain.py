@@ -74,6 +74,26 @@ def test_an_onnx_export_is_refused_for_the_run_folder(model_file: Path, shapes_t
     assert f"pass the run folder or model.json ({model_file.parent})" in err
 
 
+def test_a_blank_heat_map_is_said_to_be_blank(tmp_path: Path, shapes_tree: Path,
+                                              capsys) -> None:
+    """Every path from the maps to the class's score lowers it: Grad-CAM is 0 everywhere.
+    The command says so instead of a 'where the model looks' picture of nothing."""
+    torch.manual_seed(0)
+    arch, _ = resolve("seed-cnn")
+    model = create_model(arch, len(CLASSES), 3, 32)
+    with torch.no_grad():  # features >= 0 (ReLU) -> positive dense -> negative score
+        model.head[1].weight.abs_()
+        model.classifier.weight[0] = -model.classifier.weight[0].abs()
+    card = ModelCard(arch, CLASSES, Preprocess(32, 3, (0.5,) * 3, (0.25,) * 3), {})
+    path = save_model(model, card, tmp_path / "model.safetensors")
+    image = next((shapes_tree / "circle").iterdir())
+    assert main(["explain", str(path.with_suffix(".json")), str(image), "--class",
+                 CLASSES[0], "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    said = " ".join((captured.out + captured.err).split())
+    assert f"Grad-CAM is 0 everywhere for '{CLASSES[0]}'" in said
+
+
 def test_class_names_by_name_number_or_synonym() -> None:
     classes = ("tabby, tabby cat", "tiger cat", "espresso")
     assert class_index(classes, "Tiger Cat") == 1

@@ -147,6 +147,10 @@ def explain(
     log.info(f"top classes: {tops}")
     log.info(f"Grad-CAM for {result.class_name!r} ({result.probability:.1%}) from layer "
              f"{result.layer}")
+    if not result.cam.any():
+        log.warn(f"Grad-CAM is 0 everywhere for {result.class_name!r}: nothing in this image "
+                 f"raises its score through layer {result.layer}, so the heat map is blank "
+                 "(--cam-layer picks another layer).")
     for f in result.files:
         log.info(f"wrote {f}")
 
