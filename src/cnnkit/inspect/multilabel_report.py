@@ -75,7 +75,8 @@ def write_plots(model: nn.Module | None, card: Any, eval_set: Any, result: Multi
         from cnnkit.inspect.plots import plot_per_class
 
         rows = [{"class": r["label"], "precision": r["precision"], "recall": r["recall"],
-                 "f1": r["f1"], "support": r["support"]} for r in metrics["per_label"]]
+                 "f1": r["f1"], "support": r["support"], "predicted": r.get("predicted", 0)}
+                for r in metrics["per_label"]]
         files["per_label"] = plot_per_class(
             rows, out / "per_label.png",
             f"Precision, recall and F1 per label at its threshold ({eval_name} set)")

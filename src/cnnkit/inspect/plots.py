@@ -181,24 +181,33 @@ def plot_per_class(per_class: Sequence[dict[str, Any]], path: str | os.PathLike,
 
     With more than ``MAX_BARS`` classes, the ``MAX_BARS`` with the lowest F1 are shown.
     """
-    if len(per_class) > MAX_BARS:
+    if len(per_class) > MAX_BARS:  # a class with no image has no F1 to be lowest by
         title += f" - the {MAX_BARS} lowest F1 of {len(per_class)} classes"
-        per_class = sorted(per_class, key=lambda r: float(r["f1"]))[:MAX_BARS]
+        per_class = sorted(per_class, key=lambda r: (not r["support"], float(r["f1"])))
+        per_class = per_class[:MAX_BARS]
     names = [_short(str(r["class"]), 28) for r in per_class]
     n = len(names)
     fig = new_figure(12, max(3.5, 0.5 * n + 1.8))
     ax = fig.subplots()
     y = np.arange(n)
     height = 0.27
+    from cnnkit.tasks.metrics import class_cells
+
+    cells = [class_cells(r) for r in per_class]  # '-' where the data measures nothing
     for k, (key, colour) in enumerate((("precision", "tab:blue"), ("recall", "tab:orange"),
                                        ("f1", "tab:green"))):
-        values = [float(r[key]) for r in per_class]
+        values = [0.0 if c[k] == "-" else float(r[key]) for r, c in zip(per_class, cells)]
         bars = ax.barh(y + (k - 1) * height, values, height, label=key if key != "f1"
                        else "F1", color=colour)
         if n <= 25:
-            for bar, v in zip(bars, values):
-                ax.text(v + 0.005, bar.get_y() + bar.get_height() / 2, f"{v:.2f}",
-                        va="center", fontsize=7)
+            for bar, v, c in zip(bars, values, cells):
+                if c[k] != "-":
+                    ax.text(v + 0.005, bar.get_y() + bar.get_height() / 2, f"{v:.2f}",
+                            va="center", fontsize=7)
+    for i, c in enumerate(cells):
+        if c == ["-", "-", "-"]:
+            ax.text(0.01, y[i], "no image in this data", va="center", fontsize=8,
+                    color="dimgray")
     ax.set_yticks(y, [f"{nm} ({r['support']})" for nm, r in zip(names, per_class)])
     ax.invert_yaxis()
     ax.set_xlim(0, 1.08)
