@@ -150,3 +150,17 @@ def test_check_labels_options_are_checked_before_any_image_is_read(tmp_path: Pat
     listing.write_text("path,label\n")
     assert main(["check", str(listing), "--labels", "--write-csv", str(listing)]) == 2
     assert "is the data's own CSV" in capsys.readouterr().err
+
+
+def test_finding_wrong_labels_forks_no_worker_pool(monkeypatch) -> None:
+    """cnnkit data map hung for good: cleanlab forked a worker pool from a process whose
+    UMAP (numba) and torch threads held a lock, and a worker waited on it for ever."""
+    import multiprocessing
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a process pool was forked")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    coded, _ = _clusters()
+    check = find_wrong_labels(coded)
+    assert {i.index for i in check.wrong} == {3, 40, 77}

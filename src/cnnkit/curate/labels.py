@@ -154,7 +154,11 @@ def find_wrong_labels(coded: Coded, folds: int = FOLDS, seed: int = 0) -> LabelC
     check_folds(coded.labels, coded.classes, folds)
     start = time.perf_counter()
     probs = out_of_fold(coded.codes, coded.labels, len(coded.classes), folds, seed)
-    order = find_label_issues(coded.labels, probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: no worker pool. cleanlab's is forked from this process, whose torch and
+    # UMAP (numba) threads may hold a lock at that moment: a worker then waited on it for
+    # ever (cnnkit data map hung); one process gives the same flags in milliseconds here.
+    order = find_label_issues(coded.labels, probs, return_indices_ranked_by="self_confidence",
+                              n_jobs=1)
     quality = get_label_quality_scores(coded.labels, probs, method="self_confidence")
     k = len(coded.classes)
     noise = num_label_issues(coded.labels, probs) / len(coded)
