@@ -7,10 +7,13 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.cli import main
+from cnnkit.curate.codes import Coded
+from cnnkit.curate.datamap import build_map, write_html
 from cnnkit.inspect.html import _map_note
 
 
@@ -36,3 +39,33 @@ def test_data_map_of_a_run_writes_the_page_the_report_links(tmp_path: Path, trai
     assert 'href="datamap.html"' in note and "not drawn yet" not in note
     assert main(["data", "map", str(run), "--out", str(tmp_path / "map.txt")]) == 2
     assert "--out takes an .html file name" in capsys.readouterr().err
+
+
+def _coded(sizes: tuple[int, ...], flip: int) -> Coded:
+    """Clustered codes, ``sizes`` images a class, image ``flip`` filed under the next class."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    codes = (rng.normal(size=(len(sizes), 16))[truth] * 4
+             + rng.normal(size=(len(truth), 16))).astype(np.float32)
+    given = truth.copy()
+    given[flip] = (truth[flip] + 1) % len(sizes)
+    images = torch.from_numpy(rng.integers(0, 255, (len(truth), 1, 16, 16), dtype=np.uint8))
+    return Coded(codes, given, tuple("abc"[:len(sizes)]),
+                 tuple(f"/data/{i}.png" for i in range(len(truth))), ("all",) * len(truth),
+                 images, "test codes")
+
+
+def test_a_small_class_leaves_the_other_labels_judged(tmp_path: Path, capsys) -> None:
+    """cnnkit data map of a folder with a 2-image class said '0 probably wrong label(s)'
+    on the terminal, where check --labels --folds 2 found the flipped one: the 5 folds
+    could not be cut, and only the page's note said the labels were not judged."""
+    m = build_map(_coded((30, 30, 2), flip=3))
+    assert m.labels_judged and list(m.suspects) == [3]
+    alone = build_map(_coded((30, 30, 1), flip=3))
+    assert not alone.labels_judged and not alone.suspects
+    write_html(alone, _coded((30, 30, 1), flip=3), tmp_path / "map.html", "map")
+    out = capsys.readouterr().out
+    assert "labels not judged" in out and "0 probably wrong" not in out
+    assert "note: label errors not marked: class(es) 'c' have fewer than 2 images" in out
+    assert "--folds" not in out  # data map has no such option
+    assert "labels not judged" in (tmp_path / "map.html").read_text()

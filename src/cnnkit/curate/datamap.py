@@ -34,6 +34,7 @@ class DataMap:
     outliers: set[int] = field(default_factory=set)
     pairs: list[tuple[int, int]] = field(default_factory=list)  # near-duplicates
     notes: list[str] = field(default_factory=list)
+    labels_judged: bool = True  # False: no label could be called wrong (see notes)
 
 
 def layout(codes: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -69,16 +70,26 @@ def outliers(codes: np.ndarray) -> set[int]:
 def build_map(coded: Coded, seed: int = 0) -> DataMap:
     """The layout and the marks: probably wrong labels, outliers and near-duplicates."""
     from cnnkit.base.errors import CnnkitError
-    from cnnkit.curate.labels import find_wrong_labels
+    from cnnkit.curate.labels import FOLDS, find_wrong_labels
     from cnnkit.curate.near import near_duplicates
 
     m = DataMap(layout(coded.codes, seed))
+    # as many folds as the smallest class allows (from 2): a class of 3 images still
+    # leaves the others judged, where check --labels asks for --folds
+    counts = np.bincount(coded.labels, minlength=len(coded.classes))
+    single = [c for c, n in zip(coded.classes, counts) if n < 2]
     try:
-        check = find_wrong_labels(coded)
+        if single:  # said here: the folds' message names check's --folds, not this tool's
+            raise CnnkitError(f"class(es) {', '.join(map(repr, single))} have fewer than 2 "
+                              "images; every class needs 2 or more for its labels to be "
+                              "judged")
+        check = find_wrong_labels(coded, folds=min(FOLDS, int(counts.min())))
         m.suspects = {i.index: f"{i.given} -> {i.likely}?" for i in check.wrong}
         if check.unreliable:
+            m.labels_judged = False
             m.notes.append(f"label errors not marked: {check.unreliable}")
     except CnnkitError as exc:
+        m.labels_judged = False
         m.notes.append(f"label errors not marked: {exc}")
     m.outliers = outliers(coded.codes)
     m.pairs = [(p.a, p.b) for p in near_duplicates(coded)]
@@ -162,9 +173,11 @@ def write_html(m: DataMap, coded: Coded, path: str | os.PathLike, title: str) ->
     data = {"points": points, "classes": list(coded.classes),
             "colours": [_colour(k) for k in range(len(coded.classes))],
             "pairs": [[slot[a], slot[b]] for a, b in m.pairs if a in slot and b in slot]}
-    counts = (f"{len(coded):,} images, {len(coded.classes)} classes; "
-              f"{len(m.suspects)} probably wrong label(s) (red ring), {len(m.outliers)} "
-              f"outlier(s) (black cross), {len(m.pairs)} near-duplicate pair(s) (joined)")
+    wrong = (f"{len(m.suspects)} probably wrong label(s) (red ring)" if m.labels_judged
+             else "labels not judged (see the note)")
+    counts = (f"{len(coded):,} images, {len(coded.classes)} classes; {wrong}, "
+              f"{len(m.outliers)} outlier(s) (black cross), {len(m.pairs)} near-duplicate "
+              "pair(s) (joined)")
     notes = "".join(f"<p class=note>{html.escape(t)}</p>" for t in m.notes)
     page = PAGE.replace("$TITLE", html.escape(title)).replace("$COUNTS", html.escape(counts))
     page = page.replace("$NOTES", notes).replace("$BY", html.escape(coded.by))
@@ -173,6 +186,8 @@ def write_html(m: DataMap, coded: Coded, path: str | os.PathLike, title: str) ->
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     log.info(f"map: {target} ({counts})")
+    for note in m.notes:
+        log.info(f"note: {note}")
     return target
 
 
