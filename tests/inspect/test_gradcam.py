@@ -114,3 +114,23 @@ def test_default_layers_feature_maps_and_filters() -> None:
         feature_maps(seed, x, ["head.1"])
     name, conv = first_conv(seed)
     assert name == "features.0" and conv.weight.shape == (32, 1, 3, 3)
+
+
+def test_a_layer_the_forward_pass_skips_is_named() -> None:
+    """A module the model holds but never runs (a wrapped backbone's own pooling) has no
+    map: one line says so, not a KeyError."""
+    class Skips(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.unused = nn.Conv2d(2, 2, 1)
+            self.fc = nn.Linear(2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    x = torch.rand(1, 1, 8, 8)
+    with pytest.raises(CnnkitError, match="'unused' does not run when this model predicts"):
+        grad_cam(Skips(), x, layer="unused")
+    with pytest.raises(CnnkitError, match="'unused' does not run when this model predicts"):
+        feature_maps(Skips(), x, ["conv", "unused"])

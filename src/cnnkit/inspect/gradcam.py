@@ -37,6 +37,12 @@ def _named(model: nn.Module) -> dict[str, nn.Module]:
     return dict(model.named_modules())
 
 
+def _not_run(layer: str) -> CnnkitError:
+    return CnnkitError(f"Layer {layer!r} does not run when this model predicts (the model "
+                       "holds it but its forward pass goes another way); `cnnkit summary` "
+                       "lists the layers that run.")
+
+
 def layer_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """(name, output shape without batch) of every module, in the order the modules finish."""
     found: list[tuple[str, tuple[int, ...]]] = []
@@ -102,6 +108,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None =
     try:
         with torch.enable_grad(), evaluating(model):
             logits = model(x).float()
+            if "a" not in captured:
+                raise _not_run(layer)
             if target is None:
                 targets = logits.argmax(1)
             else:
@@ -135,9 +143,11 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[s
         raise CnnkitError(f"No layer {unknown[0]!r} in this model; `cnnkit summary` lists the "
                           "layer names (e.g. --layer features.3).")
     maps: dict[str, np.ndarray] = {}
+    ran: set[str] = set()
     handles = []
     for name in layers:
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+            ran.add(name)
             if isinstance(out, torch.Tensor) and name not in maps:
                 maps[name] = out[0].detach().float().cpu().numpy().copy()
         handles.append(modules[name].register_forward_hook(hook))
@@ -147,6 +157,9 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[s
     finally:
         for h in handles:
             h.remove()
+    skipped = [n for n in layers if n not in ran]
+    if skipped:
+        raise _not_run(skipped[0])
     flat = [n for n in layers if n in maps and maps[n].ndim != 3]
     if flat:
         raise CnnkitError(f"Layer {flat[0]!r} has no spatial output ({maps[flat[0]].shape}); "
