@@ -74,3 +74,35 @@ def test_suggest_bad_input_is_one_line(tmp_path: Path, trained, capsys) -> None:
     assert "Unlabelled folder not found" in capsys.readouterr().err
     assert main(["suggest", str(tmp_path), str(tmp_path / "empty")]) == 2
     assert "not a cnnkit run" in capsys.readouterr().err
+
+
+def test_suggest_says_which_images_predict_calls_unknown(tmp_path: Path, calibrated, strange,
+                                                         trained, capsys) -> None:
+    """A digits run's suggest ranked three bags first as 'model's guess 4, 63%' to label,
+    where predict answers each 'unknown' (unlike every class it knows)."""
+    import shutil
+
+    from PIL import Image
+
+    import cnnkit
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    Image.fromarray(strange).save(pool / "strange.png")
+    for f in sorted(trained[1].rglob("*.png"))[::5]:
+        shutil.copy(f, pool / f"{f.parent.name}-{f.name}")
+    out = tmp_path / "out"
+    assert main(["suggest", str(calibrated), str(pool), "--n", "50", "--out", str(out),
+                 "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    said = {Path(i["file"]).name: i["unlike"] for i in doc["images"]}
+    preds = cnnkit.load(str(calibrated), backend="torch").predict(
+        [str(pool / name) for name in said])
+    assert said == {name: bool(p.unlike) for name, p in zip(said, preds)}
+    assert said["strange.png"] is True
+    rows = {Path(r["path"]).name: r["unlike"]
+            for r in csv.DictReader((out / "to_label.csv").read_text().splitlines())}
+    assert rows == {name: "yes" if u else "" for name, u in said.items()}
+    assert main(["suggest", str(calibrated), str(pool), "--n", "50", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "strange.png  (unlike every class it knows: predict answers 'unknown')" in text

@@ -48,8 +48,14 @@ def suggest(run: str = typer.Argument(..., help="A run folder (its model ranks t
         log.info(f"{folder} has {found.pool} image(s): all of them are suggested")
     log.info(f"{len(found.files)} of {found.pool:,} images to label next, most useful first "
              f"(the model's least sure, spread out), in {found.seconds:.1f}s:")
-    for r, (f, p, c) in enumerate(zip(found.files[:10], found.predicted, found.confidence), 1):
-        log.info(f"  {r:>3}. {log.quoted(f)}  (model's guess {p}, {c:.0%})")
+    for r, (f, p, c, u) in enumerate(zip(found.files[:10], found.predicted, found.confidence,
+                                         found.unlike), 1):
+        said = ("unlike every class it knows: predict answers 'unknown'" if u
+                else f"model's guess {p}, {c:.0%}")
+        log.info(f"  {r:>3}. {log.quoted(f)}  ({said})")
     if len(found.files) > 10:
         log.info(f"  ... and {len(found.files) - 10} more")
+    if any(found.unlike):
+        log.info(f"{sum(found.unlike)} of them are unlike every class the model knows: label "
+                 "one only if it belongs to a class (or a new one), else leave it out")
     log.info(f"fill in the label column of {files['csv']}; contact sheet {files['sheet']}")

@@ -72,6 +72,7 @@ class Suggestion:
     predicted: list[str]
     confidence: list[float]  # the likeliest class's probability
     margin: list[float]
+    unlike: list[bool]  # the run's unknown rule calls it unlike every class it knows
     images: torch.Tensor  # uint8, the picked images, for the contact sheet
     pool: int  # unlabelled images read
     seconds: float
@@ -80,8 +81,9 @@ class Suggestion:
         return {"pool": self.pool, "suggested": len(self.files),
                 "seconds": round(self.seconds, 2),
                 "images": [{"file": f, "predicted": p, "confidence": round(c, 4),
-                            "margin": round(m, 4)} for f, p, c, m in
-                           zip(self.files, self.predicted, self.confidence, self.margin)]}
+                            "margin": round(m, 4), "unlike": u} for f, p, c, m, u in
+                           zip(self.files, self.predicted, self.confidence, self.margin,
+                               self.unlike)]}
 
 
 def unlabelled_files(folder: str) -> list[str]:
@@ -136,12 +138,30 @@ def suggest(run: str, folder: str, n: int = 100, *, use_labelled: bool = True) -
         else None
     picks = select(probs, codes.numpy(), n, labelled)
     m = margins(probs)
+    unlike = unlike_every_class(card, folder_run.root, logits.numpy(), codes.numpy())
     paths = data.paths or tuple(files)
     return Suggestion([paths[i] for i in picks],
                       [card.classes[int(probs[i].argmax())] for i in picks],
                       [float(probs[i].max()) for i in picks], [float(m[i]) for i in picks],
+                      [bool(unlike[i]) for i in picks],
                       data.images[torch.tensor(picks, dtype=torch.long)], len(data),
                       time.perf_counter() - start)
+
+
+def unlike_every_class(card: Any, root: Path, logits: np.ndarray, codes: np.ndarray
+                       ) -> np.ndarray:
+    """Whether the run's unknown rule answers each image 'unknown' as predict does (by
+    the energy of its raw logits and, with the statistics beside the weights, the
+    distance of its codes); all False for a run without a rule."""
+    from cnnkit.runtime.exports import stats_beside
+    from cnnkit.tasks.ood import energy
+
+    rule = getattr(card.task, "unknown", None)
+    if rule is None:
+        return np.zeros(len(logits), dtype=bool)
+    stats = stats_beside(card, root)
+    distance = stats.distance(codes) if stats is not None else None
+    return np.asarray(rule.unknown(energy(logits), distance), dtype=bool)
 
 
 def _labelled_codes(run: Any, model: torch.nn.Module, card: Any, identity: dict[str, Any],
@@ -184,13 +204,16 @@ def write_suggestion(s: Suggestion, out: str | os.PathLike) -> dict[str, Path]:
     base = folder.resolve()
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "label", "rank", "model_guess", "confidence"])
-        for r, (f, p, c) in enumerate(zip(s.files, s.predicted, s.confidence), 1):
-            w.writerow([os.path.relpath(os.path.abspath(f), base), "", r, p, f"{c:.3f}"])
+        w.writerow(["path", "label", "rank", "model_guess", "confidence", "unlike"])
+        for r, (f, p, c, u) in enumerate(zip(s.files, s.predicted, s.confidence, s.unlike),
+                                         1):
+            w.writerow([os.path.relpath(os.path.abspath(f), base), "", r, p, f"{c:.3f}",
+                        "yes" if u else ""])
     write_json(paths["json"], s.to_dict())
-    contact_sheet(list(s.images), [[f"{r}. {Path(f).name}", f"guess {p} {c:.0%}"]
-                                   for r, (f, p, c) in enumerate(zip(s.files, s.predicted,
-                                                                     s.confidence), 1)],
+    contact_sheet(list(s.images), [[f"{r}. {Path(f).name}",
+                                    "unlike every class" if u else f"guess {p} {c:.0%}"]
+                                   for r, (f, p, c, u) in enumerate(zip(
+                                       s.files, s.predicted, s.confidence, s.unlike), 1)],
                   paths["sheet"], columns=10,
                   title=f"{len(s.files)} image(s) to label next, of {s.pool:,} (most useful "
                         "first); fill in the label column of to_label.csv")
