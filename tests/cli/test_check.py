@@ -54,3 +54,25 @@ def test_a_negative_examples_is_refused(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("error: --examples is how many file names") and "-1" in err
     assert err.count("\n") == 1
+
+
+def test_labels_and_near_refuse_multi_label_data_before_reading_it(tmp_path: Path, capsys,
+                                                                    monkeypatch) -> None:
+    """check fashion-mnist-mosaic --labels audited every image, printed nothing of it, then
+    said the data was multi-label."""
+    import cnnkit.data.audit
+
+    def no_audit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(cnnkit.data.audit, "audit", no_audit)
+    folder = tmp_path / "tags"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(folder / f"{i}.png")
+    (folder / "labels.csv").write_text("path,labels\n0.png,a|b\n1.png,a\n2.png,b\n3.png,\n")
+    for data, flag in ((str(folder), "--labels"), ("fashion-mnist-mosaic:count=40", "--near")):
+        assert main(["check", data, flag]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {data} is multi-label data") and flag in err
+        assert err.count("\n") == 1

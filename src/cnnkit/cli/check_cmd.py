@@ -69,6 +69,11 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
         raise CnnkitError(f"{data} is a built-in set: its images are not files a CSV can "
                           "list. Write it out first (cnnkit data export NAME FOLDER) and "
                           "check the folder.")
+    if (labels or near) and _multilabel(source):
+        flag = "--labels" if labels else "--near"
+        raise CnnkitError(f"{data} is multi-label data (a set of labels per image); {flag} "
+                          "takes one class per image. Run cnnkit check without it for the "
+                          "audit.")
     if labels:
         from cnnkit.curate.labels import check_csv_name, check_fold_count
 
@@ -93,6 +98,16 @@ def check(data: str = typer.Argument(..., help="Folder, CSV or built-in set."),
         if fmt == "text" and result.trainable:
             log.info("--strict: exiting 2 because of the warnings above")
         raise typer.Exit(2)
+
+
+def _multilabel(source: DataSource) -> bool:
+    """Whether DATA gives each image a set of labels, from its listing (nothing decoded)."""
+    if source.builtin is not None:
+        return source.builtin.multilabel
+    try:
+        return any(listing.multilabel for listing in source.listings().values())
+    except CnnkitError:  # the audit says what is wrong with the data
+        return False
 
 
 def _default_size(source: DataSource) -> int:
