@@ -94,6 +94,27 @@ def test_a_blank_heat_map_is_said_to_be_blank(tmp_path: Path, shapes_tree: Path,
     assert f"Grad-CAM is 0 everywhere for '{CLASSES[0]}'" in said
 
 
+def test_explain_shows_a_probability_as_predict_does(tmp_path: Path, shapes_tree: Path,
+                                                    capsys) -> None:
+    """A top probability of 0.99992: predict shows 99.9% (cut, so that it never reads as
+    a threshold it is under); explain showed 100.0% for the same image."""
+    arch, _ = resolve("seed-cnn")
+    model = create_model(arch, len(CLASSES), 3, 32)
+    with torch.no_grad():  # the same logits for every image
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([10.13, 0.0, 0.0]))
+    card = ModelCard(arch, CLASSES, Preprocess(32, 3, (0.5,) * 3, (0.25,) * 3), {})
+    sidecar = save_model(model, card, tmp_path / "model.safetensors").with_suffix(".json")
+    image = next((shapes_tree / "circle").iterdir())
+    assert main(["predict", str(sidecar), str(image), "--device", "cpu"]) == 0
+    assert f"{CLASSES[0]} 99.9%" in capsys.readouterr().out
+    assert main(["explain", str(sidecar), str(image), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert f"top classes: {CLASSES[0]} 99.9%" in said and "100.0%" not in said
+    assert f"Grad-CAM for '{CLASSES[0]}' (99.9%)" in said
+
+
 def test_class_names_by_name_number_or_synonym() -> None:
     classes = ("tabby, tabby cat", "tiger cat", "espresso")
     assert class_index(classes, "Tiger Cat") == 1

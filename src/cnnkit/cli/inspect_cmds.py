@@ -143,9 +143,9 @@ def explain(
     predictor = load_predictor(model, device, backend="torch")  # Grad-CAM needs gradients
     result = run_explain(predictor, files[0], out, class_name=class_name, layers=layer or None,
                          cam_layer=cam_layer)
-    tops = ", ".join(f"{c} {p:.1%}" for c, p in result.top[:3])
+    tops = ", ".join(f"{c} {log.percent(p)}" for c, p in result.top[:3])
     log.info(f"top classes: {tops}")
-    log.info(f"Grad-CAM for {result.class_name!r} ({result.probability:.1%}) from layer "
+    log.info(f"Grad-CAM for {result.class_name!r} ({log.percent(result.probability)}) from layer "
              f"{result.layer}")
     if not result.cam.any():
         log.warn(f"Grad-CAM is 0 everywhere for {result.class_name!r}: nothing in this image "

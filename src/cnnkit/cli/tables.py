@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -141,9 +140,7 @@ def print_label_sets(sets: list[LabelSet], threshold: float | None = None, *,
 
 
 def _pct(p: float) -> str:
-    """A probability as a percentage cut (not rounded) to 0.1%: 0.89996 reads 89.9%, so a
-    class answered 'unknown' below --threshold 0.9 never shows 90.0%."""
-    return f"{math.floor(round(p * 1000, 6)) / 10:.1f}%"
+    return log.percent(p)
 
 
 def _print_rows(con: Console, heads: list[str], rows: list[list[str]]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.base import log
 from cnnkit.inspect.convolve import Convolution
 
 HEAT = "jet"
@@ -176,9 +177,9 @@ def plot_gradcam(img: np.ndarray, cam: np.ndarray, class_name: str, probability:
     axes[3].set_xlabel("probability")
     axes[3].set_title(f"top-{len(top)} classes")
     for bar, p in zip(bars, probs):
-        axes[3].text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{p:.1%}",
+        axes[3].text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, log.percent(p),
                      va="center", fontsize=9)
-    fig.suptitle(f"Grad-CAM for class {class_name!r} (probability {probability:.1%})",
+    fig.suptitle(f"Grad-CAM for class {class_name!r} (probability {log.percent(probability)})",
                  fontsize=14)
     return save(fig, path)
 
