@@ -251,8 +251,12 @@ def test_a_splits_listing_names_every_file_once_with_its_labels(make_tree,
     assert {p: labels for p, labels in listed} == want
 
     single = load_splits(str(_split_tree(tmp_path / "tree")), _pre(), seed=1).listing()
-    assert {name: len(rows) for name, rows in single.items() if name != "classes"} == \
+    assert {name: len(single[name]) for name in ("train", "val", "test")} == \
         {"train": 48, "val": 6, "test": 6}
+    # each row's content hash, in the rows' order (how copies at other paths are known)
+    assert {name: len(single["hashes"][name]) for name in ("train", "val", "test")} == \
+        {"train": 48, "val": 6, "test": 6}
+    assert set(single) == {"classes", "train", "val", "test", "hashes"}
     assert all(os.path.isabs(p) and single["classes"][label] == Path(p).parent.name
                for name in ("train", "val", "test") for p, label in single[name])
     assert load_splits("shapes", _pre(), seed=1).listing() is None
