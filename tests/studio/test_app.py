@@ -209,6 +209,43 @@ def test_the_check_shows_each_finding_with_its_images(client: TestClient,
                           ).status_code == 200
 
 
+def _checked(client: TestClient, **options: object) -> dict:
+    job = client.post("/api/jobs", json={"kind": "check", "options": options}).json()
+    deadline = time.monotonic() + 120
+    while client.get(f"/api/jobs/{job['id']}").json()["status"]["state"] in (
+            "starting", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return client.get(f"/api/jobs/{job['id']}/check").json()
+
+
+def test_the_check_measures_images_against_the_input_the_chosen_mode_trains_at(
+        client: TestClient, project: Project) -> None:
+    """The check measured every image against 224 px: 28 px photos were 'far smaller
+    than the model's 224 px input and will be blown up' for a scratch run that trains
+    at their own size. It asks the planner's input choice for the mode chosen."""
+    from cnnkit.data.sources import describe
+    from cnnkit.studio.worker import _config
+    from cnnkit.training.input_choice import train_side
+    from cnnkit.training.recipe import resolve_config
+
+    for name, colour in (("light", 220), ("dark", 30)):
+        client.post("/api/classes", json={"name": name})
+        for k in range(6):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((28, 28, 3), colour + k * 3, np.uint8)).save(buf, "PNG")
+            client.post(f"/api/classes/{name}/images", content=buf.getvalue())
+    for mode, blown_up in (("scratch", False), ("quick", True)):
+        result = _checked(client, mode=mode)
+        config = _config(project.root, {"mode": mode})
+        trains_at = resolve_config(config).pre.img_size  # what the run itself decides
+        assert result["img_size"] == trains_at == train_side(config, describe(config.data))
+        small = [f for f in result["findings"] if "far smaller" in f["what"]]
+        assert bool(small) is blown_up, (mode, result["findings"])
+    assert trains_at == 224
+    bad = client.post("/api/jobs", json={"kind": "check", "options": {"mode": "fast"}})
+    assert bad.status_code == 400 and "mode must be one of" in bad.json()["detail"]
+
+
 def test_a_job_whose_worker_is_gone_is_lost_not_running(project: Project) -> None:
     from cnnkit.base.atomic import write_json
     from cnnkit.studio.jobs import Jobs

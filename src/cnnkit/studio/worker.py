@@ -249,9 +249,13 @@ def _check(project: Path, options: dict[str, Any], hub: Any, out: EventFile,
     from cnnkit.curate.findings import add_findings
     from cnnkit.data.audit import audit
     from cnnkit.data.sources import describe
+    from cnnkit.training.input_choice import train_side
 
     out.write({"kind": "job", "what": "checking"})
-    result = audit(describe(str(project)), img_size=224, progress=False)
+    source = describe(str(project))
+    # images measured against the input the mode chosen on the page trains at
+    size = train_side(_config(project, options), source)
+    result = audit(source, img_size=size, progress=False)
     if result.trainable:  # near-copies, as cnnkit check --near finds them
         add_findings(result, str(project), labels=False, near=True, folder=folder / "near")
     write_json(folder / "check.json", result.to_dict())

@@ -53,7 +53,13 @@ def input_side(config: TrainConfig, source: DataSource, info: ModelInfo,
 def default_side(source: DataSource) -> int:
     """The input side ``cnnkit train DATA`` would use with its default model (for
     ``cnnkit check``, which measures images against it without planning a run)."""
-    config = TrainConfig(data=source.spec)
+    return train_side(TrainConfig(data=source.spec), source)
+
+
+def train_side(config: TrainConfig, source: DataSource) -> int:
+    """The input side a run with ``config`` on ``source`` trains at, its model picked as
+    the run picks it (for a data check, which measures images against it without
+    planning a run: ``cnnkit check``, the studio's check of the mode chosen)."""
     facts = source.peek().facts
     _, info = resolve(model_for(config, source, facts)[0])
     return input_side(config, source, info, facts)

@@ -98,12 +98,14 @@ async def check_result(job_id: str,
 
 def _job_options(kind: object, options: dict[str, Any], project: Project) -> dict[str, Any]:
     """The options a job accepts from the page, checked."""
-    if kind in ("plan", "train"):
+    if kind in ("plan", "train", "check"):  # a check measures images for the mode's input
         mode = options.get("mode", "quick")
         if mode not in MODES:
             raise HTTPException(400, f"mode must be one of {', '.join(MODES)}. Received: "
                                      f"{log.cut(repr(mode))}")
         out: dict[str, Any] = {"mode": mode}
+        if kind == "check":
+            return out
         epochs = options.get("epochs")
         if epochs not in (None, ""):
             if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 500:
@@ -116,8 +118,6 @@ def _job_options(kind: object, options: dict[str, Any], project: Project) -> dic
         if kind == "export":
             out["int8"] = bool(options.get("int8"))
         return out
-    if kind == "check":
-        return {}
     raise HTTPException(400, f"kind must be plan, train, export, understand or check. "
                              f"Received: {log.cut(repr(kind))}")
 

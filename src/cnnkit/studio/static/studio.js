@@ -206,9 +206,9 @@ function studio() {
     async startCheck() {
       await this.guarded(async () => {
         this.checking = true; this.check = null;
-        const job = await this.api("POST", "/api/jobs", {kind: "check"});
+        const job = await this.api("POST", "/api/jobs", {kind: "check", options: {mode: this.mode}});
         await this.waitJob(job.id);
-        this.check = await this.api("GET", `/api/jobs/${job.id}/check`);
+        this.check = {...await this.api("GET", `/api/jobs/${job.id}/check`), mode: this.mode};
       });
       this.checking = false;
     },
