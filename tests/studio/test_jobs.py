@@ -1,0 +1,70 @@
+"""Jobs started through a real ``cnnkit studio`` server process, as the page starts them."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import numpy as np
+from PIL import Image
+from tests.studio.conftest import Studio
+
+
+def _add_images(client: httpx.Client) -> None:
+    for name, colour in (("light", 220), ("dark", 30)):
+        client.post("/api/classes", json={"name": name}).raise_for_status()
+        for k in range(12):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((24, 24, 3), colour + (k % 3) * 5, np.uint8)).save(
+                buf, "PNG")
+            client.post(f"/api/classes/{name}/images", content=buf.getvalue()
+                        ).raise_for_status()
+
+
+def _state(client: httpx.Client, job_id: str) -> str:
+    return client.get(f"/api/jobs/{job_id}").json()["status"]["state"]
+
+
+def test_a_run_still_training_cannot_be_exported_until_it_has_finished(
+        studio: Studio) -> None:
+    """The Ship tab lists a run from its first saved model on, and its Export button
+    started an export of the half-written run: a model.onnx of an early epoch's weights,
+    without the calibration the run writes at its end. The server refuses it, saying
+    why, and exports the run once it has finished."""
+    with studio.client() as client:
+        _add_images(client)
+        job = client.post("/api/jobs", json={"kind": "train", "options": {
+            "mode": "scratch", "epochs": 200}}).json()
+        deadline = time.monotonic() + 240
+        try:
+            runs: list[dict] = []
+            while not runs:  # listed once its first best model is saved
+                assert time.monotonic() < deadline and _state(client, job["id"]) in (
+                    "starting", "running")
+                runs = client.get("/api/runs").json()["runs"]
+                time.sleep(0.2)
+            run = runs[0]["name"]
+            assert runs[0]["training"] is True
+            refused = client.post("/api/jobs", json={"kind": "export",
+                                                     "options": {"run": run}})
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["detail"] == (
+                f"Run {run!r} is still training: export it once it has finished (its model "
+                "changes with each better epoch, and its calibration is written at the end).")
+            assert not (studio.project / ".cnnkit" / "runs" / run / "model.onnx").exists()
+            assert client.get("/api/jobs?kind=export").json()["jobs"] == []
+        finally:
+            client.post(f"/api/jobs/{job['id']}/stop")  # the page's Stop button
+        while _state(client, job["id"]) in ("starting", "running"):
+            assert time.monotonic() < deadline + 120
+            time.sleep(0.2)
+        assert _state(client, job["id"]) == "done"
+        assert client.get("/api/runs").json()["runs"][0]["training"] is False
+        export = client.post("/api/jobs", json={"kind": "export", "options": {"run": run}})
+        assert export.status_code == 200, export.text
+        while _state(client, export.json()["id"]) in ("starting", "running"):
+            assert time.monotonic() < deadline + 300
+            time.sleep(0.2)
+        assert _state(client, export.json()["id"]) == "done"
+        assert client.get("/api/runs").json()["runs"][0]["files"] == ["model.onnx"]
