@@ -266,3 +266,26 @@ def test_budgets_are_read_as_people_write_them(text: str, seconds: float) -> Non
     from cnnkit.base.config import parse_duration
 
     assert parse_duration(text) == seconds
+
+
+def test_a_features_run_whose_codes_are_cached_is_not_estimated_to_compute_them(
+        tmp_path: Path) -> None:
+    """A second features run on the same images read its codes from the cache in 0.2 s,
+    yet its estimate still counted the pass that computes them (about 55 s on
+    Fashion-MNIST's 500 images): the estimate looks the codes up where the run will."""
+    from cnnkit.training.events import Events, Planned
+
+    said: list[Planned] = []
+    for name in ("first", "again"):
+        hub = Events()
+        hub.subscribe(lambda e: said.append(e) if isinstance(e, Planned) else None)
+        cnnkit.train("shapes:count=240,size=32", model="efficientnet_lite0", mode="features",
+                     img_size=32, plots=False, device="cpu", seed=0, out=str(tmp_path),
+                     name=name, events=hub)
+    first, again = said
+    phases = json.loads((tmp_path / "again" / "phases.json").read_text())
+    assert phases[0]["features_cached"] is True
+    assert "cached" not in first.line
+    assert "features of 240 images at 32 px (cached by an earlier run: read, not computed)" \
+        in again.line, again.line
+    assert again.seconds < first.seconds

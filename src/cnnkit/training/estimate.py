@@ -14,6 +14,7 @@ costing is their only use.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from cnnkit.data.sources import Splits
 from cnnkit.models.build import create_model
 from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.events import Planned
-from cnnkit.training.features import PROBE_LIMIT
+from cnnkit.training.features import PROBE_LIMIT, cache_path, identity_of
 from cnnkit.training.hyperparams import resolve_numbers, small_data_changes
 from cnnkit.training.input_choice import FAR_SMALLER, SMALL_IMAGE_MODEL
 from cnnkit.training.recipe import Plan, resolve_config
@@ -66,6 +67,7 @@ class Counts:
     train: int
     val: int
     test: int
+    cached: int = 0  # the features mode: training and validation images with cached codes
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,11 @@ class Costs:
         self.sizes = {"train": len(splits.train), "val": _len(splits.val),
                       "test": _len(splits.test)}
         self.n = counts(plan, len(splits.train), _len(splits.val), _len(splits.test))
+        self._splits = splits
+        self._cached: dict[str, int] = {}
+        coded = self.counts(plan).cached < self.n.train + self.n.val
         self._rates = {self._key(plan): measure(plan, model, self.classes,
-                                                         splits.train, splits.val)}
+                                                         splits.train, splits.val, coded)}
 
     @staticmethod
     def _key(plan: Plan) -> tuple:
@@ -131,8 +136,24 @@ class Costs:
                                                 plan.pre.img_size)
         return self._rates[key]
 
+    def counts(self, plan: Plan) -> Counts:
+        """The images ``plan`` works on; for the features mode, with how many of them
+        have their codes in the cache (:func:`~cnnkit.training.features.cache_path`:
+        only a plan on the loaded images, as the run's own preprocessing made them, can
+        find them there)."""
+        if plan.config.mode != "features" or plan.pre != self.plan.pre:
+            return self.n
+        identity = identity_of(plan.arch.to_dict(), plan.config.weights)
+        key = json.dumps(identity, sort_keys=True, default=str)
+        if key not in self._cached:
+            self._cached[key] = sum(len(part) for part in (self._splits.train,
+                                                            self._splits.val)
+                                    if part is not None and len(part)
+                                    and cache_path(identity, part, plan.pre).is_file())
+        return replace(self.n, cached=self._cached[key])
+
     def estimate(self, plan: Plan, done: tuple[int, ...] = (), probe: bool = True) -> Estimate:
-        return plan_seconds(plan, self.n, self.rates(plan), done, probe)
+        return plan_seconds(plan, self.counts(plan), self.rates(plan), done, probe)
 
     def seconds(self, plan: Plan) -> float:
         return self.estimate(plan).seconds
@@ -152,9 +173,9 @@ def plan_seconds(plan: Plan, n: Counts, rates: Rates, done: tuple[int, ...] = ()
     after = n.test * rates.infer * (2 if cfg.tta else 1)
     if cfg.plots:
         after += REPORT_S + 3 * GRAD_CAMS * rates.infer
-    if cfg.mode == "features":
+    if cfg.mode == "features":  # codes in the cache are read, not computed
         per_image = rates.features if rates.features is not None else rates.infer
-        return Estimate((n.train + n.val) * per_image, (), after, val_s)
+        return Estimate((n.train + n.val - n.cached) * per_image, (), after, val_s)
     before = 0.0
     if cfg.mode == "fine-tune" and cfg.probe and probe:
         before = min(n.train, PROBE_LIMIT) * rates.infer
@@ -166,9 +187,11 @@ def plan_seconds(plan: Plan, n: Counts, rates: Rates, done: tuple[int, ...] = ()
 
 
 def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = None,
-            val: ImageSet | None = None) -> Rates:
+            val: ImageSet | None = None, coded: bool = True) -> Rates:
     """Time a few training steps of each phase and an evaluation pass of ``model`` under
-    ``plan``, on ``data`` (made-up images at the plan's size when None)."""
+    ``plan``, on ``data`` (made-up images at the plan's size when None); ``coded``: the
+    features mode's pass too (not when the cache holds all its codes: the run makes no
+    codes graph then, and timing one would make it)."""
     data = data if data is not None else synthetic(plan, classes)
     val = val if val is not None and len(val) else data
     with torch.random.fork_rng(devices=_cuda(plan.device)):
@@ -181,8 +204,9 @@ def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = 
             train[phase.name], n = train_rate(plan, twin, phase, data)
             steps += n
         infer = infer_rate(plan, twin, val)
-        coded = features_rate(plan, twin, val) if plan.config.mode == "features" else None
-    return Rates(train, infer, steps, coded)
+        codes = features_rate(plan, twin, val) if plan.config.mode == "features" and coded \
+            else None
+    return Rates(train, infer, steps, codes)
 
 
 def between(low: Rates, low_side: int, high: Rates, high_side: int, side: int) -> Rates:
@@ -359,8 +383,8 @@ def describe(plan: Plan, n: Counts, est: Estimate, rates: Rates,
     cfg = plan.config
     size = f"{plan.pre.img_size} px"
     if cfg.mode == "features":
-        what = (f"features of {n.train + n.val:,} images at {size} and a linear head "
-                f"{where(plan.device)}")
+        what = (f"features of {n.train + n.val:,} images at {size}{_in_cache(n)} and a "
+                f"linear head {where(plan.device)}")
     else:
         epochs = sum(max(p.epochs - (done[i] if i < len(done) else 0), 0)
                      for i, p in enumerate(plan.phases))
@@ -373,6 +397,15 @@ def describe(plan: Plan, n: Counts, est: Estimate, rates: Rates,
     return f"estimate: {duration(est.seconds)} - {what}, {timed}"
 
 
+def _in_cache(n: Counts) -> str:
+    """How many of the features mode's codes the cache holds, as the line says it."""
+    if not n.cached:
+        return ""
+    if n.cached >= n.train + n.val:
+        return " (cached by an earlier run: read, not computed)"
+    return f" ({n.cached:,} of them cached by an earlier run)"
+
+
 def choices_line(choices: list[tuple[str, float]]) -> str:
     """``faster: --img-size 96 (about 9 min), --mode features (about 3 min)``."""
     return "faster: " + ", ".join(f"{flag} ({duration(s)})" for flag, s in choices)
@@ -381,7 +414,7 @@ def choices_line(choices: list[tuple[str, float]]) -> str:
 def announce(plan: Plan, costs: Costs, est: Estimate, done: tuple[int, ...] = ()) -> Planned:
     """The plan's event: the estimate line and, on a CPU above LONG_S, the faster choices
     with their estimates."""
-    line = describe(plan, costs.n, est, costs.rates(plan), done)
+    line = describe(plan, costs.counts(plan), est, costs.rates(plan), done)
     cfg = plan.config
     left = [max(p.epochs - (done[i] if i < len(done) else 0), 0)
             for i, p in enumerate(plan.phases)] if cfg.mode != "features" else []

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,7 @@ def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
                     ) -> tuple[torch.Tensor, bool]:
     """Features from the disk cache when the same model has seen the same images before;
     ``graph`` gives the model's codes graph on onnxruntime (or None) when they are not."""
-
-    digest = hashlib.sha1(json.dumps({**identity, "pre": pre.to_dict(), "v": 1},
-                                     sort_keys=True, default=str).encode())
-    images = data.images.cpu().contiguous()
-    digest.update(images.numpy().tobytes())
-    path = cache_dir("features") / f"{digest.hexdigest()}.safetensors"
+    path = cache_path(identity, data, pre)
     if path.is_file():
         try:
             # A fresh copy: the file's tensor sits wherever its header ends, and the math
@@ -98,6 +94,39 @@ def cached_features(model: nn.Module, identity: dict[str, Any], data: ImageSet,
     with atomic_path(path) as tmp:
         save_file({"features": feats.contiguous()}, str(tmp))
     return feats, False
+
+
+def identity_of(architecture: dict[str, Any], weights: str | None) -> dict[str, Any]:
+    """What, besides the preprocessing and the images, names a run's features in the
+    cache: the backbone's architecture and its weights (``--weights``, or the package's)."""
+    return {"architecture": architecture, "weights": _weights_id(weights)}
+
+
+def cache_path(identity: dict[str, Any], data: ImageSet, pre: Preprocess) -> Path:
+    """Where the features of ``data`` under ``identity`` and ``pre`` are cached (the file
+    may not exist): named by a hash of all three, the images' bytes included."""
+    header = json.dumps({**identity, "pre": pre.to_dict(), "v": 1}, sort_keys=True,
+                        default=str)
+    return cache_dir("features") / f"{_digest(header, data.images)}.safetensors"
+
+
+_DIGESTS: dict[tuple[int, str], tuple[weakref.ref[torch.Tensor], str]] = {}
+
+
+def _digest(header: str, images: torch.Tensor) -> str:
+    """The SHA-1 of ``header`` and then ``images``' bytes, hashed once per tensor and
+    header: the estimate looks the features up before the run reads them, and the
+    images do not change in between."""
+    key = (id(images), header)
+    hit = _DIGESTS.get(key)
+    if hit is not None and hit[0]() is images:
+        return hit[1]
+    digest = hashlib.sha1(header.encode())
+    digest.update(images.cpu().contiguous().numpy().tobytes())
+    for old in [k for k, (ref, _) in _DIGESTS.items() if ref() is None]:
+        del _DIGESTS[old]
+    _DIGESTS[key] = (weakref.ref(images), digest.hexdigest())
+    return _DIGESTS[key][1]
 
 
 def codes_graph(model: nn.Module, pre: Preprocess, device: torch.device,
@@ -176,7 +205,7 @@ def fit(plan: Plan, model: nn.Module, splits: Any, card: ModelCard, run: RunDir,
     pre = card.preprocess
     for p in model.parameters():
         p.requires_grad_(False)
-    identity = {"architecture": card.architecture.to_dict(), "weights": _weights_id(cfg.weights)}
+    identity = identity_of(card.architecture.to_dict(), cfg.weights)
     start = time.perf_counter()
     graph = codes_graph(model, pre, device, card.architecture.to_dict())
     train_x, hit = cached_features(model, identity, splits.train, pre, device,
