@@ -289,3 +289,18 @@ def test_a_features_run_whose_codes_are_cached_is_not_estimated_to_compute_them(
     assert "features of 240 images at 32 px (cached by an earlier run: read, not computed)" \
         in again.line, again.line
     assert again.seconds < first.seconds
+
+
+def test_the_estimate_counts_the_calibration_the_run_does_before_its_test(
+        make_tree, tmp_path: Path) -> None:
+    """The run fits its calibration and unknown rule on the validation images (and the
+    feature statistics on up to 1,000 training images at 224 px) before the test; the
+    estimate counted only the test: on digits, 'about 80 s' left for 130 s of them."""
+    tree = make_tree(tmp_path / "shapes", per_class=4, size=16)
+    plan = resolve_config(TrainConfig(str(tree), model="efficientnet_lite0", mode="features",
+                                      device="cpu", plots=False))
+    rates = estimate.Rates({}, infer=0.01, steps=0, features=0.002)
+    fitted = estimate.plan_seconds(plan, estimate.Counts(1458, 160, 179), rates)
+    assert fitted.after_s == pytest.approx(179 * 0.01 + 160 * 0.01 + 1000 * 0.002)
+    too_few = estimate.plan_seconds(plan, estimate.Counts(1458, 20, 179), rates)
+    assert too_few.after_s == pytest.approx(179 * 0.01)  # not calibrated: the test alone

@@ -29,6 +29,8 @@ from cnnkit.base.errors import CnnkitError
 from cnnkit.data.imageset import ImageSet
 from cnnkit.data.sources import Splits
 from cnnkit.models.build import create_model
+from cnnkit.tasks.ood import MIN_HELD_OUT
+from cnnkit.training.calibrate import stats_images
 from cnnkit.training.clock import Deadline, duration
 from cnnkit.training.events import Planned
 from cnnkit.training.features import PROBE_LIMIT, cache_path, identity_of
@@ -73,7 +75,7 @@ class Counts:
 @dataclass(frozen=True)
 class Estimate:
     """A plan's time: before the epochs (features, the probe), each phase's epochs with
-    their validation, and the end (test, report)."""
+    their validation, and the end (calibration, test, report)."""
 
     before_s: float
     phase_s: tuple[float, ...]
@@ -170,7 +172,7 @@ def plan_seconds(plan: Plan, n: Counts, rates: Rates, done: tuple[int, ...] = ()
     resumed run); ``probe``: whether a fine-tune still fits its linear probe first."""
     cfg = plan.config
     val_s = n.val * rates.infer
-    after = n.test * rates.infer * (2 if cfg.tta else 1)
+    after = held_out_s(plan, n, rates) + n.test * rates.infer * (2 if cfg.tta else 1)
     if cfg.plots:
         after += REPORT_S + 3 * GRAD_CAMS * rates.infer
     if cfg.mode == "features":  # codes in the cache are read, not computed
@@ -184,6 +186,21 @@ def plan_seconds(plan: Plan, n: Counts, rates: Rates, done: tuple[int, ...] = ()
     phase_s = tuple(e * (n.train * rates.train[p.name] + val_s)
                     for e, p in zip(left, plan.phases))
     return Estimate(before, phase_s, after, val_s)
+
+
+def held_out_s(plan: Plan, n: Counts, rates: Rates) -> float:
+    """The end's fit of the task's post-processing before the test
+    (:func:`~cnnkit.training.calibrate.fit_on_validation`: calibration and the unknown
+    rule): a pass over the validation images and, for a rule that reads feature
+    distances, one over (a sample of) the training images; none with too few to fit on."""
+    task = plan.task
+    if not task.fits_held_out or n.val < MIN_HELD_OUT:
+        return 0.0
+    seconds = n.val * rates.infer
+    if task.reads_distance and n.train:
+        per_image = rates.features if rates.features is not None else rates.infer
+        seconds += min(n.train, stats_images(plan.pre.img_size)) * per_image
+    return seconds
 
 
 def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = None,
