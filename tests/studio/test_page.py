@@ -184,6 +184,8 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
     page.get_by_role("button", name="Check the data").click()
     expect(page.locator(".verdict")).to_contain_text("The data", timeout=120_000)
     expect(page.locator(".counts")).to_contain_text("astronaut")
+    # measured against the input the mode chosen trains at (quick: Lite0's 224 px)
+    expect(page.locator("#check-size")).to_contain_text("224 px input that quick training")
     shot(page, shots, "2-check")
 
     # 3. train quick: the plan, live progress, then the Try tab with live predictions
@@ -193,6 +195,9 @@ def test_make_train_try_and_ship_from_the_page(studio: Studio, browser: Browser,
     page.locator("#train").click()
     expect(page.locator("#train-status")).to_contain_text(re.compile("features|round"),
                                                           timeout=120_000)
+    # the estimate says what it counts: not the loading before it, nor the analysis after
+    expect(page.locator("#plan-covers")).to_contain_text("Understand tab's figures are made "
+                                                         "after it")
     shot(page, shots, "3-train")
     expect(page.locator("#answer")).to_have_text(re.compile("|".join(SCENES)),
                                                  timeout=180_000)

@@ -85,7 +85,7 @@ function studio() {
       history.replaceState(null, "", "#" + id);
       if (id === "train") { this.estimate(); this.$nextTick(() => this.drawCharts()); }
       if (id === "understand") this.loadUnderstanding();
-      if (id === "ship") this.loadCommands();
+      if (id === "ship") this.refresh().then(() => this.loadCommands());  // a run may have finished since
       if (id === "learn" && !this.conv.gray) this.learnSample();
     },
 
@@ -261,6 +261,7 @@ function studio() {
         source.close();
         const s = JSON.parse(m.data);
         this.job.running = false;
+        this.refresh();  // its run is finished now (exportable), or gone
         if (s.state === "done") { this.job.fraction = 1; }
         else if (s.state === "failed" || s.state === "lost") this.job.text = "Failed: " + (s.message || s.state);
         else if (s.state === "stopped") this.job.text = "Stopped.";
