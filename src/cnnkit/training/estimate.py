@@ -207,8 +207,8 @@ def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = 
             val: ImageSet | None = None, coded: bool = True) -> Rates:
     """Time a few training steps of each phase and an evaluation pass of ``model`` under
     ``plan``, on ``data`` (made-up images at the plan's size when None); ``coded``: the
-    features mode's pass too (not when the cache holds all its codes: the run makes no
-    codes graph then, and timing one would make it)."""
+    features mode's pass too (when the cache holds all its codes, only if its graph is
+    made: the run then makes none, and timing one would make it)."""
     data = data if data is not None else synthetic(plan, classes)
     val = val if val is not None and len(val) else data
     with torch.random.fork_rng(devices=_cuda(plan.device)):
@@ -221,9 +221,19 @@ def measure(plan: Plan, model: nn.Module, classes: int, data: ImageSet | None = 
             train[phase.name], n = train_rate(plan, twin, phase, data)
             steps += n
         infer = infer_rate(plan, twin, val)
-        codes = features_rate(plan, twin, val) if plan.config.mode == "features" and coded \
-            else None
+        codes = None
+        if plan.config.mode == "features" and (coded or _graph_made(plan, twin)):
+            codes = features_rate(plan, twin, val)
     return Rates(train, infer, steps, codes)
+
+
+def _graph_made(plan: Plan, model: nn.Module) -> bool:
+    """Whether the features mode's codes graph is in the cache already: with every code
+    cached too, the run still reads the feature statistics' training sample through it."""
+    from cnnkit.training import codes_onnx
+
+    return plan.device.type == "cpu" and codes_onnx.graph_path(
+        model, plan.pre, plan.arch.to_dict()).is_file()
 
 
 def between(low: Rates, low_side: int, high: Rates, high_side: int, side: int) -> Rates:
