@@ -126,6 +126,20 @@ def test_a_file_that_is_no_model_is_named_as_such(tmp_path, capsys) -> None:
     assert "Unknown model" not in err and f"{table} is not a model" in err
 
 
+def test_a_model_folder_whose_name_ends_in_onnx_is_read(tmp_path) -> None:
+    """'exp.onnx/' is a folder a user named, not an export: it is summarised."""
+    from cnnkit.artifacts.modelfile import ModelCard, save_model
+    from cnnkit.data.pipeline import Preprocess
+    from cnnkit.models.build import resolve
+
+    arch, _ = resolve("seed-cnn")
+    folder = tmp_path / "exp.onnx"
+    folder.mkdir()
+    save_model(create_model(arch, 2, 1, 28), ModelCard(arch, ("a", "b"), Preprocess(
+        28, 1, (0.5,), (0.5,)), {}), folder / "model.safetensors")
+    assert model_to_inspect(str(folder)).classes == 2
+
+
 def test_model_arguments_specs_yaml_and_runs(tmp_path) -> None:
     spec = model_to_inspect("conv32k3-pool2-dense128", img_size=32, channels=3)
     assert spec.input_shape == (3, 32, 32) and spec.classes == 10

@@ -31,7 +31,7 @@ class Inspected:
 def refuse_onnx(arg: str, command: str, needs: str) -> None:
     """Refuse an ONNX export where a PyTorch model is needed, naming what to pass."""
     path = Path(os.path.expanduser(arg))
-    if path.suffix.lower() != ".onnx":
+    if path.suffix.lower() != ".onnx" or path.is_dir():  # a folder a user named 'x.onnx'
         return
     beside = path.parent / "model.json"
     where = f" ({path.parent})" if beside.is_file() else ""
