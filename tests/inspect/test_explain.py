@@ -130,3 +130,19 @@ def test_a_name_given_exactly_wins_over_one_that_differs_in_case() -> None:
     classes = ("Coat", "coat", "Bag")
     assert class_index(classes, "coat") == 1 and class_index(classes, "Coat") == 0
     assert class_index(classes, "COAT") == 0 and class_index(classes, " bag ") == 2
+
+
+def test_a_multilabel_model_s_labels_are_not_called_top_classes(trained_multilabel,
+                                                                 tmp_path: Path,
+                                                                 capsys) -> None:
+    """A multi-label model's probabilities are each label's own (they need not sum to 1):
+    'top classes: cat 54%, coffee 53%, rocket 49%' read as one answer out of three."""
+    run, csv = trained_multilabel
+    image = csv.read_text().splitlines()[1].split(",")[0]
+    if not Path(image).is_absolute():
+        image = str(csv.parent / image)
+    assert main(["explain", str(run), image, "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "top classes" not in said
+    assert "labels (each its own probability):" in said

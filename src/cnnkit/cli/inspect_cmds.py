@@ -144,7 +144,8 @@ def explain(
     result = run_explain(predictor, files[0], out, class_name=class_name, layers=layer or None,
                          cam_layer=cam_layer)
     tops = ", ".join(f"{c} {log.percent(p)}" for c, p in result.top[:3])
-    log.info(f"top classes: {tops}")
+    multi = predictor.card.task.name == "multi-label"  # sigmoids: they need not sum to 1
+    log.info(f"{'labels (each its own probability)' if multi else 'top classes'}: {tops}")
     log.info(f"Grad-CAM for {result.class_name!r} ({log.percent(result.probability)}) from layer "
              f"{result.layer}")
     if not result.cam.any():

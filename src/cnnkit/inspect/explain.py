@@ -91,7 +91,8 @@ def explain(predictor: Any, image: str | os.PathLike | Any, out_dir: str | os.Pa
     img = to_display(x[0], pre.mean, pre.std)
     files = [plot_gradcam(img, cam.cams[0], card.classes[chosen], float(probs[chosen]), top,
                           cam.layer, cam.layer_shape, out / "gradcam.png",
-                          source=str(image) if isinstance(image, (str, os.PathLike)) else "")]
+                          source=str(image) if isinstance(image, (str, os.PathLike)) else "",
+                          noun=noun)]
     names = layers or default_feature_layers(model, x)
     maps = feature_maps(model, x, names)
     modules = dict(model.named_modules())

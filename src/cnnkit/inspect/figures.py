@@ -154,8 +154,9 @@ def overlay(ax: Any, img: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> A
 
 def plot_gradcam(img: np.ndarray, cam: np.ndarray, class_name: str, probability: float,
                  top: list[tuple[str, float]], layer: str, layer_shape: tuple[int, ...],
-                 path: str | os.PathLike, source: str = "") -> Path:
-    """Input, heat map, overlay and the top classes, for one image and one class."""
+                 path: str | os.PathLike, source: str = "", noun: str = "class") -> Path:
+    """Input, heat map, overlay and the top classes (``noun`` "label": a multi-label
+    model's labels, each with its own probability), for one image and one class."""
     fig = new_figure(19, 5.0)
     axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.25])
     show_image(axes[0], img)
@@ -175,7 +176,8 @@ def plot_gradcam(img: np.ndarray, cam: np.ndarray, class_name: str, probability:
     axes[3].set_yticks(range(len(top)), names)
     axes[3].set_xlim(0, 1.15)
     axes[3].set_xlabel("probability")
-    axes[3].set_title(f"top-{len(top)} classes")
+    axes[3].set_title(f"top-{len(top)} classes" if noun == "class" else
+                      f"top-{len(top)} labels (each its own probability)")
     for bar, p in zip(bars, probs):
         axes[3].text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, log.percent(p),
                      va="center", fontsize=9)
