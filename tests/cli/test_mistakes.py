@@ -155,6 +155,14 @@ def test_an_output_folder_that_is_a_file(trained, tmp_path: Path, capsys) -> Non
                     "is a folder, where a file is to be written")
 
 
+def test_an_output_file_where_nothing_can_be_written(trained, capsys) -> None:
+    """evaluate --json into /proc (a folder that holds no new files) ended in a
+    FileNotFoundError traceback naming the atomic write's temporary file."""
+    err = _one_line_error(capsys, ["evaluate", trained[0], "--json", "/proc/m.json",
+                                   "--device", "cpu"], "/proc/m.json:")
+    assert ".tmp" not in err and "choose a file in a folder you can write to" in err
+
+
 def test_predict_option_mistakes(trained, capsys) -> None:
     img = next(trained[1].rglob("*.png"))
     _one_line_error(capsys, ["predict", trained[0], img, "--format", "xml"], "--format must be")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -109,10 +110,18 @@ def _main(argv: list[str] | None) -> int:
         log.error(_path_clash(exc))
         return 2
     except PermissionError as exc:
-        log.error(f"permission denied: {exc.filename or exc}. Choose a folder you can write "
+        log.error(f"permission denied: {_target(str(exc.filename)) if exc.filename else exc}. "
+                  "Choose a folder you can write "
                   "to (e.g. --out).")
         return 2
+    except FileNotFoundError as exc:  # an output path in a folder that is not there
+        log.error(_not_found(exc))
+        return 2
     except OSError as exc:
+        if exc.errno == errno.EROFS:
+            log.error(f"{log.quoted(str(exc.filename or '?'))} is on a read-only file system; "
+                      "choose a folder you can write to.")
+            return 2
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             what = f" while writing {log.quoted(exc.filename)}" if exc.filename else ""
             log.error(f"the disk is full{what} ({exc.strerror}); free some space and run "
@@ -123,6 +132,28 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+
+
+def _not_found(exc: FileNotFoundError) -> str:
+    """One line for a file or folder that is not there: most often the folder of a file
+    to be written."""
+
+    from cnnkit.base import log
+
+    path = _target(str(exc.filename or "."))
+    if not path.parent.is_dir():
+        return (f"{log.quoted(str(path))}: its folder {log.quoted(str(path.parent))} does "
+                "not exist; create it first, or choose another path.")
+    return (f"{log.quoted(str(path))}: {exc.strerror or 'not found'}; choose a file in a "
+            "folder you can write to.")
+
+
+def _target(name: str) -> Path:
+    """The file a write was for: an atomic write's temporary file (``.NAME.XXXX.tmp``
+    beside it) names its target."""
+    path = Path(name)
+    found = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", path.name)
+    return path.with_name(found.group(1)) if found else path
 
 
 def _path_clash(exc: OSError) -> str:
