@@ -80,8 +80,8 @@ def test_a_damaged_config_of_an_init_from_run(stopped, tmp_path: Path, capsys) -
     ({"classes": "cat"}, "'classes' is not a list of names"),
     ({"classes": ["a", "b"], "test": [["x.png", 7]]}, "'test' rows are not [path, class"),
     ({"classes": ["a", "b"], "test": [["x.png", 0]]}, "its classes are not the model's"),
-    ({"classes": ["a", "b"], "test": [["x.png", 0]], "hashes": {"test": []}},
-     "'hashes' are not one content hash per row"),
+    ({"classes": ["a", "b"], "test": [["x.png", 0]], "hashes": {"test": [7]}},
+     "'hashes' are not a list of content hashes per split"),
 ])
 def test_a_damaged_split_is_one_line_naming_it(stopped, tmp_path: Path, capsys, doc,
                                                why: str) -> None:
