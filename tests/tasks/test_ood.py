@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnkit.tasks.ood import UnknownRule, auroc, energy, fit_rule, fit_stats
+from cnnkit.tasks.ood import FlatFeatures, UnknownRule, auroc, energy, fit_rule, fit_stats
 
 
 def test_energy_is_minus_logsumexp_and_lower_for_a_confident_logit():
@@ -68,6 +68,20 @@ def test_a_class_absent_from_the_statistics_is_never_the_nearest():
     stats = fit_stats(feats, np.array([0, 0, 0, 0]), 2)
     assert np.isfinite(stats.distance(np.array([[5.0, 5.0]]))).all()
     assert stats.distance(np.array([[0.05, 0.05]]))[0] < 1.0
+
+
+@pytest.mark.parametrize("feats", [np.ones((40, 6)), np.full((40, 600), 2.5),
+                                   np.r_[np.zeros((39, 6)), np.full((1, 6), np.nan)]])
+def test_features_with_no_spread_or_not_finite_give_no_statistics_and_no_numpy_warning(
+        feats):
+    """A collapsed model gives every image the same features (a diverged one NaN): there
+    is no covariance to whiten, said as such, not an infinite whitening and a warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(FlatFeatures):
+            fit_stats(feats, np.arange(40) % 2, 2)
 
 
 def test_a_rule_on_both_scores_flags_an_image_strange_by_either_and_keeps_the_share():

@@ -98,3 +98,19 @@ def test_a_tta_run_fits_its_rule_on_single_images_as_answers_read_them(tmp_path)
     assert np.interp([0.5, 0.95], rule.levels, rule.quantiles) == pytest.approx(single,
                                                                                   rel=1e-4)
     assert not np.allclose(single, merged, rtol=1e-4)  # the pair's would differ
+
+
+def test_a_collapsed_model_says_its_rule_reads_the_energy_alone(digits_run, tmp_path, capsys):
+    """Features the same for every image give no distance: the rule is the energy's, the
+    run says so in a warning line, and no statistics file is left beside the weights."""
+    model, card = load_model(digits_run.run_dir)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    weights = tmp_path / "model.safetensors"
+    fitted = fit_on_validation(SingleLabel(), model, _val(60), card.preprocess,
+                               torch.device("cpu"), train=_val(60), weights=weights)
+    err = capsys.readouterr().err
+    assert "warning:" in err and "energy alone" in err and "RuntimeWarning" not in err
+    assert fitted.unknown is not None and not fitted.unknown.uses_distance
+    assert list(tmp_path.iterdir()) == []

@@ -123,15 +123,24 @@ class FeatureStats:
         return np.maximum(self.distances(features).min(axis=1), 0.0)
 
 
+class FlatFeatures(ValueError):
+    """Training features with no spread around their class means (a collapsed model gives
+    every image the same features) or with non-finite values (a diverged one): there is
+    no covariance to whiten, so no distance to measure."""
+
+
 def fit_stats(features: np.ndarray, labels: np.ndarray, n_classes: int,
               rank: int = MAX_RANK) -> FeatureStats:
     """Class means and a whitening of the shared covariance of training ``features``
     ``(N, D)``, shrunk toward a multiple of the identity as Ledoit and Wolf choose (a
     covariance of more dimensions than images is otherwise singular); beyond ``rank``
-    dimensions, its top ``rank`` directions and one variance for the rest."""
+    dimensions, its top ``rank`` directions and one variance for the rest.
+    :class:`FlatFeatures` when the features give no covariance to whiten."""
     from sklearn.covariance import ledoit_wolf
 
     f = np.asarray(features, dtype=np.float64)
+    if not np.isfinite(f).all():
+        raise FlatFeatures("the model's features are not all finite numbers")
     y = np.asarray(labels)
     present = np.bincount(y, minlength=n_classes) > 0
     means = np.stack([f[y == c].mean(0) if present[c] else np.zeros(f.shape[1])
@@ -142,6 +151,9 @@ def fit_stats(features: np.ndarray, labels: np.ndarray, n_classes: int,
     else:
         cov, _ = ledoit_wolf(centred, assume_centered=True)
         values, vectors = np.linalg.eigh(cov)  # ascending
+    if not values.max() > 0:
+        raise FlatFeatures("the model's features are the same for every training image "
+                           "of a class")
     values = np.maximum(values, values.max() * 1e-9)
     iso = 0.0
     if len(values) > rank:

@@ -29,7 +29,7 @@ from cnnkit.models.feature_distance import WithDistance
 from cnnkit.models.interface import evaluating
 from cnnkit.runtime.inference import autocast, view_outputs
 from cnnkit.tasks.base import Task
-from cnnkit.tasks.ood import MIN_HELD_OUT, FeatureStats, fit_stats
+from cnnkit.tasks.ood import MIN_HELD_OUT, FeatureStats, FlatFeatures, fit_stats
 from cnnkit.training import codes_onnx
 from cnnkit.training.features import extract
 
@@ -64,10 +64,16 @@ def fit_on_validation(task: Task, model: nn.Module, val: ImageSet | None, pre: P
     net: nn.Module = model
     features: dict[str, Any] | None = None
     if task.reads_distance and train is not None and weights is not None and len(train):
-        stats = feature_stats(model, train, pre, device, precision=precision,
-                              channels_last=channels_last, architecture=architecture)
-        features = save_stats(stats, weights)
-        net = WithDistance(model, stats.means, stats.whiten, stats.iso).to(device)
+        try:
+            stats = feature_stats(model, train, pre, device, precision=precision,
+                                  channels_last=channels_last, architecture=architecture)
+        except FlatFeatures as e:
+            log.warn(f"{e}, so 'unknown' reads the logits' energy alone, without the "
+                     "feature distance: it cannot tell an image unlike the classes by its "
+                     "features (retrain the model, e.g. with a smaller --lr).")
+        else:
+            features = save_stats(stats, weights)
+            net = WithDistance(model, stats.means, stats.whiten, stats.iso).to(device)
     views, distances = view_outputs(net, val, pre, device, tta=tta, precision=precision,
                                     channels_last=channels_last)
     fitted = task.fit_held_out([v.astype(np.float64) for v in views],
