@@ -211,3 +211,25 @@ def test_runs_tested_on_other_images_are_not_ranked(three_runs, tmp_path, capsys
     assert not any("%" in c for c in best), best  # time and size still ranked
     assert "Test figures are not ranked: they were measured on other images (seed differs: 0, 5)" \
         in html
+
+
+def test_runs_on_a_copy_of_one_folder_are_ranked(tmp_path, capsys):
+    """split.json's content hashes tell that a copied folder holds the same images: runs
+    on a folder and on its copy were tested on the same images, and are ranked."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("dark", "light")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(30):
+            pixels = rng.integers(0, 120, (16, 16, 3)) + 120 * c
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "data" / name / f"{i}.png")
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")
+    runs = [cnnkit.train(str(tmp_path / d), model="fast-cnn", epochs=1, out=str(tmp_path),
+                         name=f"on-{d}", plots=False).run_dir for d in ("data", "copy")]
+    page = tmp_path / "cmp.html"
+    assert main(["compare", *map(str, runs), "--out", str(page)]) == 0
+    assert "figures are not ranked" not in page.read_text()

@@ -16,6 +16,7 @@ from typing import Any
 from cnnkit.artifacts.rundir import RunDir
 from cnnkit.base.atomic import write_text
 from cnnkit.base.errors import CnnkitError
+from cnnkit.data.seen import ALGORITHM, recorded
 from cnnkit.inspect.figures import new_figure
 from cnnkit.inspect.html import CSS
 from cnnkit.inspect.runs import RunSummary, human_size, human_time, kept_label, summarize
@@ -147,9 +148,10 @@ def held_out_apart(dirs: list[RunDir], configs: list[dict[str, Any]]) -> dict[st
     apart: dict[str, str | None] = {}
     for part in ("test", "val"):
         if all(doc is not None for doc in docs):
-            files = [sorted(str(row[0]) for row in doc.get(part) or ()) for doc in docs]
-            sizes = ", ".join(f"{len(f):,}" for f in files)
-            apart[part] = None if all(f == files[0] for f in files) else (
+            present = [doc for doc in docs if doc is not None]
+            sizes = ", ".join(f"{len(doc.get(part) or ()):,}" for doc in present)
+            apart[part] = None if all(_same_images(present[0], doc, part)
+                                      for doc in present[1:]) else (
                 f"other files in each run's split.json: {sizes} images")
             continue
         apart[part] = None
@@ -160,6 +162,29 @@ def held_out_apart(dirs: list[RunDir], configs: list[dict[str, Any]]) -> dict[st
                 apart[part] = f"{key.replace('_', ' ')} differs: {shown}"
                 break
     return apart
+
+
+def _same_images(a: dict[str, Any], b: dict[str, Any], part: str) -> bool:
+    """Whether two split.json documents list the same images in split ``part``: by the
+    content hashes where both record every file's (runs on copies of one folder are the
+    same images), else by path."""
+    ha, hb = _hashes(a, part), _hashes(b, part)
+    if ha is not None and hb is not None:
+        return ha == hb
+    return (sorted(str(row[0]) for row in a.get(part) or ())
+            == sorted(str(row[0]) for row in b.get(part) or ()))
+
+
+def _hashes(doc: dict[str, Any], part: str) -> list[str] | None:
+    """The sorted content hashes split.json ``doc`` records for ``part``; None where it
+    records none (written before it did) or not every file's."""
+    kept = doc.get("hashes")
+    if not isinstance(kept, dict) or kept.get("algorithm") != ALGORITHM:
+        return None
+    found = list(recorded(doc, (part,)).hashes.get(part, ()))
+    if len(found) != len(doc.get(part) or ()) or not all(found):
+        return None
+    return sorted(found)
 
 
 def _summary_table(runs: list[RunSummary], labels: list[str],
