@@ -166,6 +166,22 @@ def test_summary_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summary", "conv8k3-zzz"]) == 2
 
 
+@pytest.mark.parametrize("model", ["seed-cnn", "conv8k3-pool2-dense10"])
+def test_an_img_size_beyond_what_training_accepts_is_one_line(model, capsys) -> None:
+    """One rule for --img-size in summary and train: a side past the cap would only
+    exhaust memory (a 30,000 px ResNet), so it is refused before any model is built."""
+    from cnnkit.base.config import MAX_IMG_SIZE, TrainConfig
+
+    assert main(["summary", model, "--img-size", str(MAX_IMG_SIZE + 1)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"largest sensible size is {MAX_IMG_SIZE}" in err
+    with pytest.raises(CnnkitError) as train_says:
+        TrainConfig(data="digits", img_size=MAX_IMG_SIZE + 1)
+    assert str(train_says.value) in err
+    assert main(["summary", model, "--img-size", "0"]) == 2
+    assert "must be positive" in capsys.readouterr().err
+
+
 def _stacks() -> list[str]:
     from cnnkit.models.layerspec import StackBuilder
     from cnnkit.models.registry import list_models

@@ -97,11 +97,7 @@ class TrainConfig:
         _ = self.augments, self.trackers
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
-        _positive("img_size", self.img_size)
-        if self.img_size is not None and self.img_size > MAX_IMG_SIZE:
-            raise CnnkitError(f"--img-size {self.img_size:,} is larger than any model needs: "
-                              f"the largest sensible size is {MAX_IMG_SIZE} (models are trained "
-                              "at 224 to 600). Pick a size in that range.")
+        check_img_size(self.img_size)
         _positive("per_class", self.per_class)
         if self.channels is not None and self.channels not in (1, 3):
             raise CnnkitError(f"--channels must be 1 or 3. Received: {self.channels}")
@@ -375,6 +371,16 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def check_img_size(value: int | None) -> None:
+    """The one rule for an --img-size, wherever a command takes one (training, summary):
+    positive and at most :data:`MAX_IMG_SIZE` (a larger input only exhausts memory)."""
+    _positive("img_size", value)
+    if value is not None and value > MAX_IMG_SIZE:
+        raise CnnkitError(f"--img-size {value:,} is larger than any model needs: the largest "
+                          f"sensible size is {MAX_IMG_SIZE} (models are trained at 224 to "
+                          "600). Pick a size in that range.")
 
 
 def _positive(name: str, value: int | None) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnkit.base.config import check_img_size
 from cnnkit.base.errors import CnnkitError
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ def _check_file(arg: str) -> None:
 
 
 def _check_sizes(img_size: int | None, channels: int | None, classes: int | None) -> None:
-    for flag, value in (("--img-size", img_size), ("--channels", channels),
-                        ("--classes", classes)):
+    check_img_size(img_size)
+    for flag, value in (("--channels", channels), ("--classes", classes)):
         if value is not None and value < 1:
             raise CnnkitError(f"{flag} must be positive. Received: {value}")
     if channels is not None and channels not in (1, 3):
