@@ -235,3 +235,15 @@ def test_an_onnx_export_given_as_the_model_is_shipped_to_cpu_workers(trained,
     assert shipped.card.classes == cnnkit.load(str(run)).classes
     with pytest.raises(CnnkitError, match="ONNX export, which --ray runs on CPU workers"):
         ship(onnx, "cuda")
+
+
+def test_a_run_folder_named_like_an_onnx_file_is_shipped_as_a_run(trained,
+                                                                  tmp_path: Path) -> None:
+    """'exp.onnx/' is a run folder: GPU workers get its weights and sidecar, not an
+    'ONNX file not found'."""
+    from cnnkit.ray.batch import ship
+
+    folder = tmp_path / "exp.onnx"
+    shutil.copytree(trained[0], folder)
+    shipped = ship(folder, "cuda")
+    assert {"model.json", "model.safetensors"} <= set(shipped.files)

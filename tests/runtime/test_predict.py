@@ -187,3 +187,22 @@ def test_a_multilabel_model_answers_label_sets(trained_multilabel, capsys) -> No
     assert main(["predict", str(run), files[0], "-f", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)[0]
     assert {"labels", "top", "thresholds"} <= set(doc)
+
+
+def test_a_run_folder_named_like_an_onnx_file_is_a_run(clf, trained, tmp_path,
+                                                       capsys) -> None:
+    """'exp.onnx/' is a run folder a user named so, not an ONNX export: predict and
+    explain read it as the run it is and answer as the run does."""
+    import shutil
+
+    from cnnkit.cli import main
+
+    folder = tmp_path / "exp.onnx"
+    shutil.copytree(trained[0], folder)
+    image = _pngs(trained[1])[0]
+    assert cnnkit.load(str(folder), device="cpu").predict(image)[0].label == \
+        clf.predict(image)[0].label
+    assert main(["predict", str(folder), image]) == 0
+    assert "ONNX" not in capsys.readouterr().err
+    assert main(["explain", str(folder), image, "--out", str(tmp_path / "seen")]) == 0
+    assert (tmp_path / "seen" / "gradcam.png").is_file()

@@ -32,6 +32,7 @@ from cnnkit.ray.predictor import (
     columns,
     is_url,
 )
+from cnnkit.runtime.exports import names_onnx_file
 from cnnkit.runtime.predfile import (
     MAX_RECORD_BYTES,
     MadeBy,
@@ -79,7 +80,7 @@ class FolderSummary:
 def ship(model: str | os.PathLike, device: str) -> ShippedModel:
     """The model's files as bytes, read here (so workers need not see the run folder):
     the ONNX export (made once and cached, as ``cnnkit predict`` does) for CPU actors."""
-    if Path(model).suffix.lower() == ".onnx":
+    if names_onnx_file(model):
         return _ship_onnx(model, device)
     if os.path.exists(model):
         _single_label(read_card(model)[0].task.name, model)

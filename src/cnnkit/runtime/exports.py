@@ -262,6 +262,13 @@ def require_int8(card: ModelCard, folder: Path | None, model: str) -> Path:
                       "split), then use --backend onnx-int8.")
 
 
+def names_onnx_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is to be read as an ONNX export: a ``.onnx`` name that is not a
+    folder (a run folder a user named 'exp.onnx' is a run folder; a missing file is
+    read as the export it names, so that its error says so)."""
+    return Path(path).suffix.lower() == ".onnx" and not Path(path).is_dir()
+
+
 def onnx_file(path: str | os.PathLike, backend: str) -> tuple[ModelCard, Path | None,
                                                                OnnxBackend]:
     """An ONNX file ``cnnkit export`` wrote, given as the model itself: its card (the run's

@@ -30,6 +30,7 @@ from cnnkit.runtime.backends import Backend, OnnxBackend
 from cnnkit.runtime.exports import (
     find_cached_onnx,
     make_backend,
+    names_onnx_file,
     onnx_file,
     own_task,
     require_int8,
@@ -114,7 +115,7 @@ class ModelRunner:
         check_backend(backend)
         if backend in ONNX_KINDS and device == "auto":
             device = "cpu"  # onnxruntime's wheel runs on the CPU
-        if Path(path).suffix.lower() == ".onnx":
+        if names_onnx_file(path):
             return cls._from_onnx_file(path, device, backend)
         exported = cls._from_export(path, device, backend)
         if exported is not None:
