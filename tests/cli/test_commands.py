@@ -223,3 +223,19 @@ def test_predict_answers_each_file_a_bad_one_with_its_own_error(trained, tmp_pat
     assert any("fake.png" in line and "error:" in line for line in lines)
     code, out, err = run_cli(capsys, "predict", run, fake, empty)
     assert code == 2 and "No image could be read" in err
+
+
+def test_train_help_says_per_class_shrinks_the_validation_split_too(capsys) -> None:
+    """--per-class keeps the train:val proportion, so it also limits the validation
+    images; the help says so, with the example it gives holding."""
+    from cnnkit.data.pipeline import Preprocess
+    from cnnkit.data.sources import load_splits
+
+    code, out, _ = run_cli(capsys, "train", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "validation split shrinks" in text and "train:val proportion" in text
+    assert "(12 per class for N=100 at --val-fraction 0.1); the test split stays whole" in text
+    pre = Preprocess(8, 1, (0.5,), (0.5,))
+    whole = load_splits("digits", pre, val_fraction=0.1, seed=0)
+    few = load_splits("digits", pre, val_fraction=0.1, seed=0, per_class=100)
+    assert set(few.val.class_counts()) == {12} and len(few.test) == len(whole.test)

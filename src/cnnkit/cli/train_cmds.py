@@ -77,7 +77,10 @@ def train(
     test_fraction: Optional[float] = _option("test_fraction", help="Held-out test share when "
                                              "DATA is one folder or CSV."),
     per_class: Optional[int] = _option("per_class", help="Keep only N training images per "
-                                       "class (seeded)."),
+                                       "class (seeded). The validation split shrinks with "
+                                       "them, keeping the train:val proportion (12 per "
+                                       "class for N=100 at --val-fraction 0.1); the test "
+                                       "split stays whole."),
     seed: Optional[int] = _option("seed"),
     patience: Optional[int] = _option("patience", help="Early stopping after N epochs without "
                                       "a better validation accuracy (0: off)."),
