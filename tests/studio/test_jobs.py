@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -26,6 +29,67 @@ def _state(client: httpx.Client, job_id: str) -> str:
     return client.get(f"/api/jobs/{job_id}").json()["status"]["state"]
 
 
+STILL_TRAINING = ("Run {run!r} is still training: {action} once it has finished (its "
+                  "model changes with each better epoch, and its calibration is written at "
+                  "the end).")
+
+
+@contextmanager
+def _training(client: httpx.Client) -> Iterator[str]:
+    """A scratch run listed while it trains (its name); stopped as the page's Stop button
+    stops it, and waited for, on leaving."""
+    job = client.post("/api/jobs", json={"kind": "train", "options": {
+        "mode": "scratch", "epochs": 200}}).json()
+    deadline = time.monotonic() + 240
+    try:
+        runs: list[dict] = []
+        while not runs:  # listed once its first best model is saved
+            assert time.monotonic() < deadline and _state(client, job["id"]) in (
+                "starting", "running")
+            runs = client.get("/api/runs").json()["runs"]
+            time.sleep(0.2)
+        assert runs[0]["training"] is True
+        yield runs[0]["name"]
+    finally:
+        client.post(f"/api/jobs/{job['id']}/stop")
+        while _state(client, job["id"]) in ("starting", "running"):
+            assert time.monotonic() < deadline + 120
+            time.sleep(0.2)
+    assert _state(client, job["id"]) == "done"
+    assert client.get("/api/runs").json()["runs"][0]["training"] is False
+
+
+def test_a_run_still_training_is_neither_analysed_nor_zipped_until_it_has_finished(
+        studio: Studio) -> None:
+    """The Understand tab's Analyse button and the Ship tab's zip link acted on a run
+    listed while it trained: an analysis of an early epoch's weights, and a zip of a
+    folder without its card, calibration and test. The server refuses both, saying why,
+    and does both once the run has finished."""
+    with studio.client() as client:
+        _add_images(client)
+        with _training(client) as run:
+            refused = client.post("/api/jobs", json={"kind": "understand",
+                                                     "options": {"run": run}})
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["detail"] == STILL_TRAINING.format(run=run,
+                                                                     action="analyse it")
+            assert client.get("/api/jobs?kind=understand").json()["jobs"] == []
+            refused = client.get(f"/api/runs/{run}/zip")
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["detail"] == STILL_TRAINING.format(
+                run=run, action="download its folder")
+        understand = client.post("/api/jobs", json={"kind": "understand",
+                                                    "options": {"run": run}})
+        assert understand.status_code == 200, understand.text
+        while _state(client, understand.json()["id"]) in ("starting", "running"):
+            time.sleep(0.2)
+        assert _state(client, understand.json()["id"]) == "done"
+        zipped = client.get(f"/api/runs/{run}/zip")
+        assert zipped.status_code == 200, zipped.text
+        names = zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()
+        assert f"{run}/model.safetensors" in names and f"{run}/test_metrics.json" in names
+
+
 def test_a_run_still_training_cannot_be_exported_until_it_has_finished(
         studio: Studio) -> None:
     """The Ship tab lists a run from its first saved model on, and its Export button
@@ -34,37 +98,20 @@ def test_a_run_still_training_cannot_be_exported_until_it_has_finished(
     why, and exports the run once it has finished."""
     with studio.client() as client:
         _add_images(client)
-        job = client.post("/api/jobs", json={"kind": "train", "options": {
-            "mode": "scratch", "epochs": 200}}).json()
-        deadline = time.monotonic() + 240
-        try:
-            runs: list[dict] = []
-            while not runs:  # listed once its first best model is saved
-                assert time.monotonic() < deadline and _state(client, job["id"]) in (
-                    "starting", "running")
-                runs = client.get("/api/runs").json()["runs"]
-                time.sleep(0.2)
-            run = runs[0]["name"]
-            assert runs[0]["training"] is True
+        with _training(client) as run:
             refused = client.post("/api/jobs", json={"kind": "export",
                                                      "options": {"run": run}})
             assert refused.status_code == 409, refused.text
-            assert refused.json()["detail"] == (
-                f"Run {run!r} is still training: export it once it has finished (its model "
-                "changes with each better epoch, and its calibration is written at the end).")
+            assert refused.json()["detail"] == STILL_TRAINING.format(run=run,
+                                                                     action="export it")
             assert not (studio.project / ".cnnkit" / "runs" / run / "model.onnx").exists()
             assert client.get("/api/jobs?kind=export").json()["jobs"] == []
-        finally:
-            client.post(f"/api/jobs/{job['id']}/stop")  # the page's Stop button
-        while _state(client, job["id"]) in ("starting", "running"):
-            assert time.monotonic() < deadline + 120
-            time.sleep(0.2)
-        assert _state(client, job["id"]) == "done"
-        assert client.get("/api/runs").json()["runs"][0]["training"] is False
         export = client.post("/api/jobs", json={"kind": "export", "options": {"run": run}})
         assert export.status_code == 200, export.text
+        deadline = time.monotonic() + 300
         while _state(client, export.json()["id"]) in ("starting", "running"):
-            assert time.monotonic() < deadline + 300
+            assert time.monotonic() < deadline
             time.sleep(0.2)
         assert _state(client, export.json()["id"]) == "done"
         assert client.get("/api/runs").json()["runs"][0]["files"] == ["model.onnx"]
+

@@ -63,6 +63,18 @@ def run_folder(project: Project, run: object) -> Path:
     raise NotFound(f"No finished run {log.cut(repr(run))} in this project.")
 
 
+def finished_run(project: Project, run: object, action: str) -> Path:
+    """The folder of run ``run``, refused (409) while a process still trains it: its
+    model file is replaced at each better epoch and its card and calibration are written
+    at its end, so ``action`` (``"export it"``) now would act on a half-written run."""
+    folder = run_folder(project, run)
+    if training(folder):
+        raise Conflict(f"Run {folder.name!r} is still training: {action} once it has "
+                       "finished (its model changes with each better epoch, and its "
+                       "calibration is written at the end).")
+    return folder
+
+
 def list_runs(project: Project) -> list[dict[str, Any]]:
     out = []
     if not project.runs_dir.is_dir():

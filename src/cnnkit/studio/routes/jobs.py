@@ -8,15 +8,14 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from cnnkit.base import log
-from cnnkit.studio.project import Conflict, Project
-from cnnkit.studio.runs import read_json, run_folder, training
+from cnnkit.studio.project import Project
+from cnnkit.studio.runs import finished_run, read_json
 from cnnkit.studio.state import StudioState, body_json, off_loop, studio_state
 
 SSE_POLL_S = 0.25
@@ -115,24 +114,14 @@ def _job_options(kind: object, options: dict[str, Any], project: Project) -> dic
             out["epochs"] = epochs
         return out
     if kind in ("export", "understand"):
-        folder = run_folder(project, options.get("run"))
+        folder = finished_run(project, options.get("run"),
+                              "export it" if kind == "export" else "analyse it")
         out = {"run": folder.name}
         if kind == "export":
-            _finished(folder)
             out["int8"] = bool(options.get("int8"))
         return out
     raise HTTPException(400, f"kind must be plan, train, export, understand or check. "
                              f"Received: {log.cut(repr(kind))}")
-
-
-def _finished(folder: Path) -> None:
-    """Refuse to export a run that is still training: its model file is replaced at each
-    better epoch and its card and calibration are written at the end, so an export now
-    would be of a half-written run and soon answer as an older model does."""
-    if training(folder):
-        raise Conflict(f"Run {folder.name!r} is still training: export it once it has "
-                       "finished (its model changes with each better epoch, and its "
-                       "calibration is written at the end).")
 
 
 def _finding_images(finding: dict[str, Any], project: Project) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from cnnkit.studio.runs import (
     RUN_FILES,
     commands,
     exported_file,
+    finished_run,
     list_runs,
     run_folder,
     zip_folder,
@@ -104,7 +105,7 @@ async def run_file(run: str, name: str,
 @router.get("/api/runs/{run}/zip")
 async def run_zip(run: str, state: StudioState = Depends(studio_state)) -> Response:
     project = state.project
-    folder = run_folder(project, run)
+    folder = finished_run(project, run, "download its folder")
     data = await off_loop(zip_folder, folder)
     name = quote(f"{project.root.name}-{run}.zip")  # as FileResponse names a download
     return Response(data, media_type="application/zip", headers={

@@ -84,7 +84,7 @@ function studio() {
       this.tab = id;
       history.replaceState(null, "", "#" + id);
       if (id === "train") { this.estimate(); this.$nextTick(() => this.drawCharts()); }
-      if (id === "understand") this.loadUnderstanding();
+      if (id === "understand") this.refresh().then(() => this.loadUnderstanding());  // a run may have finished since
       if (id === "ship") this.refresh().then(() => this.loadCommands());  // a run may have finished since
       if (id === "learn" && !this.conv.gray) this.learnSample();
     },
