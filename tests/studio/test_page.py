@@ -312,3 +312,30 @@ def test_understand_says_when_held_out_images_are_gone(studio: Studio, browser: 
     expect(line).to_contain_text("1 of the run's 3 held-out images is no longer where")
     expect(line).to_contain_text("not the run's test accuracy")
     page.context.close()
+
+
+def test_a_run_still_training_is_not_analysed_exported_or_zipped_from_the_page(
+        studio: Studio, browser: Browser, trained: tuple[Path, Path]) -> None:
+    """While a run trains (its lock names a live process), Analyse and Export are greyed
+    and the zip link is replaced by a line saying to download it once it has finished."""
+    run = studio.project / ".cnnkit" / "runs" / "r"
+    shutil.copytree(trained[0], run)
+    (run / "studio").mkdir(exist_ok=True)
+    for name in ("understand.json", "warning.json"):
+        (run / "studio" / name).unlink(missing_ok=True)
+    (run / ".lock").write_text(f"{os.getpid()}\n")  # this process: alive
+    page = browser.new_context().new_page()
+    page.goto(studio.url + "/")
+    page.locator("nav button[data-tab=understand]").click()
+    expect(page.locator("#analyse")).to_be_disabled()
+    page.locator("nav button[data-tab=ship]").click()
+    expect(page.locator("main button", has_text="Export ONNX + int8")).to_be_disabled()
+    expect(page.locator("#download-zip")).to_be_hidden()
+    expect(page.locator("main li", has_text="once it has finished training")).to_be_visible()
+    (run / ".lock").unlink()  # the run has ended
+    page.locator("nav button[data-tab=understand]").click()
+    expect(page.locator("#analyse")).to_be_enabled()
+    page.locator("nav button[data-tab=ship]").click()
+    expect(page.locator("#download-zip")).to_be_visible()
+    page.context.close()
+
