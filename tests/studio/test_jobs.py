@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import zipfile
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 
 import httpx
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from tests.studio.conftest import Studio
 
 
@@ -115,3 +116,33 @@ def test_a_run_still_training_cannot_be_exported_until_it_has_finished(
         assert _state(client, export.json()["id"]) == "done"
         assert client.get("/api/runs").json()["runs"][0]["files"] == ["model.onnx"]
 
+
+def test_a_run_at_chance_shows_the_warning_training_ends_with(studio: Studio) -> None:
+    """cnnkit train ends a run whose kept model scores at chance with a warning saying
+    so and why; a run the studio trained was listed as 'test 50.0%' without a word. The
+    run list carries the warning, which the page shows beside the run's result."""
+    with studio.client() as client:
+        for name in ("left", "right"):  # one picture in both classes: nothing to learn
+            client.post("/api/classes", json={"name": name}).raise_for_status()
+            for k in range(110):
+                buf = io.BytesIO()
+                info = PngImagePlugin.PngInfo()
+                info.add_text("copy", f"{name}{k}")  # another file, the same pixels
+                Image.fromarray(np.full((24, 24, 3), 128, np.uint8)).save(
+                    buf, "PNG", pnginfo=info)
+                client.post(f"/api/classes/{name}/images", content=buf.getvalue()
+                            ).raise_for_status()
+        job = client.post("/api/jobs", json={"kind": "train", "options": {
+            "mode": "scratch", "epochs": 2}}).json()
+        deadline = time.monotonic() + 300
+        while _state(client, job["id"]) in ("starting", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert _state(client, job["id"]) == "done"
+        events = [json.loads(line) for line in (
+            studio.project / ".cnnkit" / "jobs" / job["id"] / "events.jsonl"
+        ).read_text().splitlines()]
+        said = [e["at_chance"] for e in events if e["kind"] == "test"]
+        assert said and said[0].startswith("the kept model's validation accuracy is "), said
+        run = client.get("/api/runs").json()["runs"][0]
+        assert run["training"] is False and run["warning"] == said[0]

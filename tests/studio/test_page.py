@@ -339,3 +339,19 @@ def test_a_run_still_training_is_not_analysed_exported_or_zipped_from_the_page(
     expect(page.locator("#download-zip")).to_be_visible()
     page.context.close()
 
+
+def test_a_run_at_chance_shows_its_warning_beside_its_result(
+        studio: Studio, browser: Browser, trained: tuple[Path, Path]) -> None:
+    """The warning a run at chance ends with (kept by the studio's worker) is shown in
+    the run list and on the Try tab, where a finished run's page lands."""
+    run = studio.project / ".cnnkit" / "runs" / "r"
+    shutil.copytree(trained[0], run)
+    (run / "studio").mkdir(exist_ok=True)
+    line = "the kept model's validation accuracy is 50.00%, at or near chance"
+    (run / "studio" / "warning.json").write_text(json.dumps({"warning": line}))
+    page = browser.new_context().new_page()
+    page.goto(studio.url + "/")
+    page.locator("nav button[data-tab=try]").click()
+    expect(page.locator("#try-warning")).to_have_text("Warning from training: " + line)
+    expect(page.locator("#try-run option")).to_contain_text("(at chance: see the warning)")
+    page.context.close()

@@ -17,6 +17,7 @@ from cnnkit.artifacts import derived
 from cnnkit.base import log
 from cnnkit.studio.project import Conflict, NotFound, Project
 
+WARNING = Path("studio") / "warning.json"  # the warning training ended with (the worker's)
 RUN_FILES = {"model.onnx": "application/octet-stream",
              "model.int8.onnx": "application/octet-stream"}
 
@@ -93,6 +94,7 @@ def list_runs(project: Project) -> list[dict[str, Any]]:
                     and not training(folder), "training": training(folder),
                     "files": exported(folder),
                     "understood": (folder / "studio" / "understand.json").is_file(),
+                    "warning": str(read_json(folder / WARNING).get("warning") or ""),
                     "time": entry.stat().st_mtime})
     return out
 

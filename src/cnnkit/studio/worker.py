@@ -144,6 +144,7 @@ def _train(project: Path, options: dict[str, Any], hub: Any, out: EventFile,
     planned = _planned(folder.parent, options)
     behind = _Behind(options.get("mode", "quick") == "quick")
     hub.subscribe(behind)
+    hub.subscribe(_keep_warning)
     with RunLock.acquire(project / STATE, "train.lock", what=f"Training in {project}"):
         result = session.train(_config(project, options), events=hub, planned=planned)
     run_dir = str(result.run_dir)
@@ -157,6 +158,17 @@ def _train(project: Path, options: dict[str, Any], hub: Any, out: EventFile,
         out.write({"kind": "job", "what": "understand-failed",
                    "message": f"{type(exc).__name__}: {exc}"})
     return {"run": Path(run_dir).name, "test_accuracy": result.test_accuracy}
+
+
+def _keep_warning(event: Any) -> None:
+    """Keep the warning a run ends with (its kept model at chance: the console's last
+    line) in the run's folder, for the page to show beside the run's result."""
+    if event.kind == "test" and event.at_chance:
+        from cnnkit.base.atomic import write_json
+        from cnnkit.studio.runs import WARNING
+
+        (event.run_dir / WARNING).parent.mkdir(exist_ok=True)
+        write_json(event.run_dir / WARNING, {"warning": event.at_chance})
 
 
 class _Behind:

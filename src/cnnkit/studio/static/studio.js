@@ -252,7 +252,7 @@ function studio() {
     },
     follow(id, fresh = false) {
       if (this._source) this._source.close();
-      this.job = {id, running: true, text: "Starting…", fraction: 0, eta: "", rows: [], stopping: false, began: Date.now(), planned: 0, mode: "", followed: Date.now(), fresh, live: false};
+      this.job = {id, running: true, text: "Starting…", fraction: 0, eta: "", rows: [], warning: "", stopping: false, began: Date.now(), planned: 0, mode: "", followed: Date.now(), fresh, live: false};
       this.drawCharts();
       const source = new EventSource(`/api/jobs/${id}/events`);
       this._source = source;
@@ -293,6 +293,7 @@ function studio() {
           break;
         case "test":  // the kept model is final: try it while the report is written
           j.text = "Tested the kept model on the held-out images.";
+          j.warning = e.at_chance || "";  // cnnkit train's last line: the model is at chance
           this.goLive(j, e.run_dir.split("/").pop());
           break;
         case "end": j.text = "Finished" + (e.test ? `: test accuracy ${this.pct(e.test.accuracy)} on ${e.test.n} images` : "."); j.fraction = 1; j.eta = ""; break;
@@ -410,7 +411,7 @@ function studio() {
 
     // -- 6. ship ---------------------------------------------------------------------
     currentRun() { return this.project.runs.find(r => r.name === this.run); },
-    runLabel(r) { return `${r.name}` + (r.training ? " — still training (its best model so far)" : r.test_accuracy != null ? ` — test ${this.pct(r.test_accuracy)}` : ""); },
+    runLabel(r) { return `${r.name}` + (r.training ? " — still training (its best model so far)" : r.test_accuracy != null ? ` — test ${this.pct(r.test_accuracy)}` + (r.warning ? " (at chance: see the warning)" : "") : ""); },
     async loadCommands() {
       this.cmds = null;
       if (this.run) this.cmds = await this.api("GET", `/api/runs/${enc(this.run)}/commands`).catch(() => null);
