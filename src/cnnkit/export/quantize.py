@@ -140,7 +140,8 @@ def quantize_int8(float_path: Path, out: Path, calibration: ImageSet, pre: Prepr
             fold_static_shapes(float_path, folded)
             quant_pre_process(str(folded), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8,
+                            per_channel=True, reduce_range=True,
+                            activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax,
                             nodes_to_exclude=_kept_float(prepared),
