@@ -25,6 +25,7 @@ OPTIONS = {"model": "conv4k3-pool2-dense8", "batch_size": 16, "plots": False,
     (0.55, 0.50, True), (0.56, 0.50, False),  # two classes: five points at most
     (0.015, 0.01, True), (0.02, 0.01, False),  # 100 classes: half of chance
     (0.90, 0.90, True), (0.96, 0.90, False),  # one class is 90% of the images
+    (0.92, 0.90, True), (0.93, 0.90, False),  # a third of the rest learnt is learning
 ])
 def test_near_chance_is_within_half_of_it_at_most_five_points(value, chance, near) -> None:
     assert near_chance(value, chance, 100) is near
