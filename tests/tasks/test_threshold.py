@@ -16,6 +16,9 @@ def test_thresholds_are_probabilities() -> None:
     assert check_threshold(0) == 0.0 and check_threshold(1) == 1.0
     with pytest.raises(CnnkitError, match=r"between 0 and 1.*as a share: 0\.6.*Received: 60"):
         check_threshold(60)
+    with pytest.raises(CnnkitError) as err:  # not read as 1.5%: no share suggested
+        check_threshold(1.5)
+    assert "as a share" not in str(err.value) and "Received: 1.5" in str(err.value)
     for bad in (-0.1, "high", math.nan, True):
         with pytest.raises(CnnkitError, match="--threshold is a probability"):
             check_threshold(bad)

@@ -31,7 +31,8 @@ def check_threshold(value: Any, what: str = "--threshold") -> float | None:
     except (TypeError, ValueError):
         p = math.nan
     if isinstance(value, bool) or math.isnan(p) or not 0.0 <= p <= 1.0:
-        hint = f" (as a share: {p / 100:g})" if 1.0 < p <= 100.0 else ""
+        # 60 reads as a percentage; 1.5 is no share of anything a user meant
+        hint = f" (as a share: {p / 100:g})" if 5.0 <= p <= 100.0 else ""
         raise CnnkitError(f"{what} is a probability between 0 and 1, e.g. 0.6{hint}. "
                           f"Received: {value!r}")
     return p
