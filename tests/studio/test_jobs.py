@@ -30,6 +30,24 @@ def _state(client: httpx.Client, job_id: str) -> str:
     return client.get(f"/api/jobs/{job_id}").json()["status"]["state"]
 
 
+def _ended(client: httpx.Client, job_id: str, seconds: float = 300) -> str:
+    """The state a job ends in, waited for up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while _state(client, job_id) in ("starting", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return _state(client, job_id)
+
+
+def _refused(client: httpx.Client, kind: str, run: str, action: str) -> None:
+    """A ``kind`` job of ``run`` is refused while it trains, with the one line saying why,
+    and no job is started."""
+    refused = client.post("/api/jobs", json={"kind": kind, "options": {"run": run}})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == STILL_TRAINING.format(run=run, action=action)
+    assert client.get(f"/api/jobs?kind={kind}").json()["jobs"] == []
+
+
 STILL_TRAINING = ("Run {run!r} is still training: {action} once it has finished (its "
                   "model changes with each better epoch, and its calibration is written at "
                   "the end).")
@@ -69,12 +87,7 @@ def test_a_run_still_training_is_neither_analysed_nor_zipped_until_it_has_finish
     with studio.client() as client:
         _add_images(client)
         with _training(client) as run:
-            refused = client.post("/api/jobs", json={"kind": "understand",
-                                                     "options": {"run": run}})
-            assert refused.status_code == 409, refused.text
-            assert refused.json()["detail"] == STILL_TRAINING.format(run=run,
-                                                                     action="analyse it")
-            assert client.get("/api/jobs?kind=understand").json()["jobs"] == []
+            _refused(client, "understand", run, "analyse it")
             refused = client.get(f"/api/runs/{run}/zip")
             assert refused.status_code == 409, refused.text
             assert refused.json()["detail"] == STILL_TRAINING.format(
@@ -82,9 +95,7 @@ def test_a_run_still_training_is_neither_analysed_nor_zipped_until_it_has_finish
         understand = client.post("/api/jobs", json={"kind": "understand",
                                                     "options": {"run": run}})
         assert understand.status_code == 200, understand.text
-        while _state(client, understand.json()["id"]) in ("starting", "running"):
-            time.sleep(0.2)
-        assert _state(client, understand.json()["id"]) == "done"
+        assert _ended(client, understand.json()["id"]) == "done"
         zipped = client.get(f"/api/runs/{run}/zip")
         assert zipped.status_code == 200, zipped.text
         names = zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()
@@ -100,20 +111,11 @@ def test_a_run_still_training_cannot_be_exported_until_it_has_finished(
     with studio.client() as client:
         _add_images(client)
         with _training(client) as run:
-            refused = client.post("/api/jobs", json={"kind": "export",
-                                                     "options": {"run": run}})
-            assert refused.status_code == 409, refused.text
-            assert refused.json()["detail"] == STILL_TRAINING.format(run=run,
-                                                                     action="export it")
+            _refused(client, "export", run, "export it")
             assert not (studio.project / ".cnnkit" / "runs" / run / "model.onnx").exists()
-            assert client.get("/api/jobs?kind=export").json()["jobs"] == []
         export = client.post("/api/jobs", json={"kind": "export", "options": {"run": run}})
         assert export.status_code == 200, export.text
-        deadline = time.monotonic() + 300
-        while _state(client, export.json()["id"]) in ("starting", "running"):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        assert _state(client, export.json()["id"]) == "done"
+        assert _ended(client, export.json()["id"]) == "done"
         assert client.get("/api/runs").json()["runs"][0]["files"] == ["model.onnx"]
 
 
@@ -134,11 +136,7 @@ def test_a_run_at_chance_shows_the_warning_training_ends_with(studio: Studio) ->
                             ).raise_for_status()
         job = client.post("/api/jobs", json={"kind": "train", "options": {
             "mode": "scratch", "epochs": 2}}).json()
-        deadline = time.monotonic() + 300
-        while _state(client, job["id"]) in ("starting", "running"):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        assert _state(client, job["id"]) == "done"
+        assert _ended(client, job["id"]) == "done"
         events = [json.loads(line) for line in (
             studio.project / ".cnnkit" / "jobs" / job["id"] / "events.jsonl"
         ).read_text().splitlines()]
