@@ -181,45 +181,28 @@ def test_the_share_of_the_rate_grows_with_the_run() -> None:
     assert trained_start_share(400) == trained_start_share(5000) == 1.0
 
 
-def test_a_start_that_learnt_this_runs_test_images_is_refused(make_tree, tmp_path: Path,
-                                                              capsys) -> None:
+@pytest.mark.parametrize("copied, said", [(False, "--seed 6 there, 0 here"),
+                                           (True, "the same files at other paths")])
+def test_a_start_that_learnt_this_runs_test_images_is_refused(
+        make_tree, tmp_path: Path, capsys, copied: bool, said: str) -> None:
     """A folder split with another --seed puts the start's training images in this run's
     test split: its test figures would look held out and not be (a seed-6 start had
-    learnt 32 of a seed-0 run's 40 test images, and the run printed their accuracy)."""
+    learnt 32 of a seed-0 run's 40 test images, and the run printed their accuracy). A
+    copy of the start's folder (cp -r) holds them at other paths: the check compared
+    paths, so it let the run test and validate on them."""
     tree = make_tree(tmp_path / "photos", per_class=10)
     opts = {**FAST, "img_size": None, "out": str(tmp_path / "runs")}
     first = cnnkit.train(str(tree), model="lenet5", epochs=1, **{**opts, "seed": 6})
+    data = shutil.copytree(tree, tmp_path / "copy") if copied else tree
     capsys.readouterr()
-    code = main(["train", str(tree), "--init-from", str(first.run_dir), "-e", "1",
+    code = main(["train", str(data), "--init-from", str(first.run_dir), "-e", "1",
                  "--no-plots", "--out", str(tmp_path / "no"), "--seed", "0"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "test images" in err and "--seed 6 there, 0 here" in err
+    assert "test images" in err and said in err
     assert not (tmp_path / "no").exists()
     # the same split (same seed and fractions) starts as before
-    second = cnnkit.train(str(tree), init_from=str(first.run_dir), epochs=1,
-                          **{**opts, "seed": 6})
-    assert (second.run_dir / "test_metrics.json").is_file()
-
-
-def test_a_start_that_learnt_a_copy_of_this_runs_test_images_is_refused(
-        make_tree, tmp_path: Path, capsys) -> None:
-    """A copy of the start's folder (cp -r) split with another --seed holds the images
-    the start learnt at other paths: the check compared paths, so it let the run test
-    and validate on them."""
-    tree = make_tree(tmp_path / "photos", per_class=10)
-    opts = {**FAST, "img_size": None, "out": str(tmp_path / "runs")}
-    first = cnnkit.train(str(tree), model="lenet5", epochs=1, **{**opts, "seed": 6})
-    copy = shutil.copytree(tree, tmp_path / "copy")
-    capsys.readouterr()
-    code = main(["train", str(copy), "--init-from", str(first.run_dir), "-e", "1",
-                 "--no-plots", "--out", str(tmp_path / "no"), "--seed", "0"])
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "test images" in err and "the same files at other paths" in err
-    assert not (tmp_path / "no").exists()
-    # the copy split as the start's folder was (same seed and fractions) starts as before
-    second = cnnkit.train(str(copy), init_from=str(first.run_dir), epochs=1,
+    second = cnnkit.train(str(data), init_from=str(first.run_dir), epochs=1,
                           **{**opts, "seed": 6})
     assert (second.run_dir / "test_metrics.json").is_file()
 
