@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,7 +108,18 @@ def _csv_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, str, str, i
                                    list[str] | None]:
     """The header row (if any), each row as (line, path, label field, its width: the
     fields up to the last one that holds text), and each row's split where a header
-    names a split column (else None)."""
+    names a split column (else None). Read once per version of the file: a CSV with a
+    split column is asked for its splits, then each split's rows (callers only read
+    what this returns)."""
+    st = path.stat()
+    return _parsed(path, os.path.abspath(path), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: Path, *_version: object) -> tuple[
+        list[str] | None, list[tuple[int, str, str, int]], list[str] | None]:
+    """:func:`_csv_rows` of ``path`` as it is (``_version``: where it is, its inode,
+    modification time and size, so an edited file is read again)."""
     header: list[str] | None = None
     rows: list[tuple[int, str, str, int]] = []
     parts: list[str] | None = None
